@@ -1,0 +1,48 @@
+//! The one error type of `ferry-shared`.
+
+use std::path::PathBuf;
+
+/// Errors from configuration, manifests and object stores.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file or environment could not be read or is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// No export, or more than one, was found where the user pointed.
+    #[error("export not found: {0}")]
+    ExportNotFound(String),
+    /// A manifest could not be parsed.
+    #[error("invalid manifest {location}: {reason}")]
+    Manifest {
+        /// The manifest file.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A checksum or count in the manifests does not match the bytes.
+    #[error("checksum mismatch for {location}: {reason}")]
+    Checksum {
+        /// The file whose checksum failed.
+        location: String,
+        /// Expected vs actual.
+        reason: String,
+    },
+    /// An object could not be read.
+    #[error("cannot read {location}: {source}")]
+    Io {
+        /// The object or file.
+        location: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key names something outside the store.
+    #[error("object key {0:?} escapes the store root")]
+    BadKey(String),
+    /// A local path is not usable as an export location.
+    #[error("not a folder: {0}")]
+    NotAFolder(PathBuf),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

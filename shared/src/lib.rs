@@ -1,0 +1,27 @@
+//! Ferry's shared domain: everything the coordinator and the workers must agree on.
+//!
+//! # Layout
+//! - [`config`]: the TOML + `FERRY_*` environment configuration, parsed raw and validated into settings.
+//! - [`manifest`]: finding a DynamoDB export, parsing and verifying its manifests, turning files into shards.
+//! - [`store`]: the [`store::ObjectStore`] trait (where export objects come from) and its local-folder implementation.
+//! - [`queue`]: the [`queue::WorkQueue`] trait (how shards reach workers) and its in-memory implementation.
+//! - [`schema`]: the resolved target table schema a run stores in its ledger, so every worker uses the same one.
+//! - [`ledger`]: the `ferry` ledger schema (runs, shards, rejects) and the SQL that reads and advances it.
+//! - [`ident`]: SQL identifier quoting (every identifier Ferry writes goes through it).
+//! - [`failpoint`]: failure points compiled into every binary and switched on by `FERRY_FAILPOINTS`.
+//! - [`telemetry`]: logging setup.
+//! - [`error`]: this crate's error type.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod failpoint;
+pub mod ident;
+pub mod ledger;
+pub mod manifest;
+pub mod queue;
+pub mod schema;
+pub mod store;
+pub mod telemetry;
+
+pub use error::{Error, Result};

@@ -1,0 +1,287 @@
+//! The resolved schema of a run's target table.
+//!
+//! The coordinator infers it once from a sample and stores it in `ferry.runs.schema_json`; every
+//! worker loads with exactly this schema. Columns are named exactly as the DynamoDB attributes
+//! (always quoted in SQL); attributes without a column go into the JSONB overflow column.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ident::quote_ident;
+
+/// A DynamoDB attribute type descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum DdbType {
+    /// String.
+    S,
+    /// Number (exact decimal text).
+    N,
+    /// Binary.
+    B,
+    /// Boolean.
+    #[serde(rename = "BOOL")]
+    Bool,
+    /// Null.
+    #[serde(rename = "NULL")]
+    Null,
+    /// Map.
+    M,
+    /// List.
+    L,
+    /// String set.
+    #[serde(rename = "SS")]
+    Ss,
+    /// Number set.
+    #[serde(rename = "NS")]
+    Ns,
+    /// Binary set.
+    #[serde(rename = "BS")]
+    Bs,
+}
+
+impl DdbType {
+    /// The descriptor as it appears in DynamoDB JSON.
+    pub fn descriptor(self) -> &'static str {
+        match self {
+            DdbType::S => "S",
+            DdbType::N => "N",
+            DdbType::B => "B",
+            DdbType::Bool => "BOOL",
+            DdbType::Null => "NULL",
+            DdbType::M => "M",
+            DdbType::L => "L",
+            DdbType::Ss => "SS",
+            DdbType::Ns => "NS",
+            DdbType::Bs => "BS",
+        }
+    }
+
+    /// Parses a descriptor (`S`, `N`, `B`, `BOOL`, …).
+    pub fn from_descriptor(descriptor: &str) -> Option<DdbType> {
+        Some(match descriptor {
+            "S" => DdbType::S,
+            "N" => DdbType::N,
+            "B" => DdbType::B,
+            "BOOL" => DdbType::Bool,
+            "NULL" => DdbType::Null,
+            "M" => DdbType::M,
+            "L" => DdbType::L,
+            "SS" => DdbType::Ss,
+            "NS" => DdbType::Ns,
+            "BS" => DdbType::Bs,
+            _ => return None,
+        })
+    }
+
+    /// The PostgreSQL column type this DynamoDB type maps to (design.md §4), or `None` for NULL,
+    /// which has no column type of its own.
+    pub fn pg_type(self) -> Option<PgType> {
+        Some(match self {
+            DdbType::S => PgType::Text,
+            DdbType::N => PgType::Numeric,
+            DdbType::B => PgType::Bytea,
+            DdbType::Bool => PgType::Boolean,
+            DdbType::Null => return None,
+            DdbType::M | DdbType::L => PgType::Jsonb,
+            DdbType::Ss => PgType::TextArray,
+            DdbType::Ns => PgType::NumericArray,
+            DdbType::Bs => PgType::ByteaArray,
+        })
+    }
+
+    /// Whether this type can be a key attribute (DynamoDB keys are S, N or B).
+    pub fn is_key_type(self) -> bool {
+        matches!(self, DdbType::S | DdbType::N | DdbType::B)
+    }
+}
+
+impl std::fmt::Display for DdbType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.descriptor())
+    }
+}
+
+/// A target column type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PgType {
+    /// TEXT
+    Text,
+    /// NUMERIC (arbitrary precision on PostgreSQL)
+    Numeric,
+    /// BYTEA
+    Bytea,
+    /// BOOLEAN
+    Boolean,
+    /// JSONB
+    Jsonb,
+    /// TEXT[]
+    TextArray,
+    /// NUMERIC[]
+    NumericArray,
+    /// BYTEA[]
+    ByteaArray,
+}
+
+impl PgType {
+    /// The type as written in DDL.
+    pub fn sql(self) -> &'static str {
+        match self {
+            PgType::Text => "TEXT",
+            PgType::Numeric => "NUMERIC",
+            PgType::Bytea => "BYTEA",
+            PgType::Boolean => "BOOLEAN",
+            PgType::Jsonb => "JSONB",
+            PgType::TextArray => "TEXT[]",
+            PgType::NumericArray => "NUMERIC[]",
+            PgType::ByteaArray => "BYTEA[]",
+        }
+    }
+
+    /// The `information_schema.columns.udt_name` PostgreSQL reports for this type.
+    pub fn udt_name(self) -> &'static str {
+        match self {
+            PgType::Text => "text",
+            PgType::Numeric => "numeric",
+            PgType::Bytea => "bytea",
+            PgType::Boolean => "bool",
+            PgType::Jsonb => "jsonb",
+            PgType::TextArray => "_text",
+            PgType::NumericArray => "_numeric",
+            PgType::ByteaArray => "_bytea",
+        }
+    }
+}
+
+/// One typed column of the target table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnSpec {
+    /// The attribute name, which is also the column name (quoted in SQL).
+    pub name: String,
+    /// The DynamoDB type whose values go into this column; other types go to overflow or rejects.
+    pub ddb_type: DdbType,
+    /// The column's SQL type.
+    pub pg_type: PgType,
+    /// Whether the column is part of the primary key.
+    pub is_key: bool,
+}
+
+/// How nested values (inside M and L, and in the overflow column) are written as JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NestedJson {
+    /// Plain JSON, what people query with `->>`: sets become arrays, binary a base64 string,
+    /// numbers exact JSON numbers.
+    #[default]
+    Plain,
+    /// Typed DynamoDB JSON (`{"S":"x"}`), for an exact round trip.
+    Dynamodb,
+}
+
+/// What happens to a value whose type differs from its column's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTypeMismatch {
+    /// The value goes into the overflow column under its own name, and is counted as spilled.
+    #[default]
+    Overflow,
+    /// The whole item goes to rejects.
+    Reject,
+}
+
+/// The resolved schema of one target table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSchema {
+    /// Target table name (unqualified, quoted in SQL).
+    pub table: String,
+    /// Key columns first, in key order, then the other typed columns.
+    pub columns: Vec<ColumnSpec>,
+    /// The JSONB overflow column.
+    pub overflow_column: String,
+    /// How nested values are written.
+    pub nested_json: NestedJson,
+    /// What a value of the wrong type does.
+    pub on_type_mismatch: OnTypeMismatch,
+}
+
+impl TableSchema {
+    /// The key columns, in key order.
+    pub fn key_columns(&self) -> impl Iterator<Item = &ColumnSpec> {
+        self.columns.iter().filter(|c| c.is_key)
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS` for this schema: typed columns, the overflow column, and the
+    /// primary key over the key columns (the source identity every loaded row carries).
+    pub fn create_table_sql(&self) -> String {
+        let mut sql = format!("CREATE TABLE IF NOT EXISTS {} (", quote_ident(&self.table));
+        for column in &self.columns {
+            sql.push_str(&quote_ident(&column.name));
+            sql.push(' ');
+            sql.push_str(column.pg_type.sql());
+            if column.is_key {
+                sql.push_str(" NOT NULL");
+            }
+            sql.push_str(", ");
+        }
+        sql.push_str(&quote_ident(&self.overflow_column));
+        sql.push_str(" JSONB, PRIMARY KEY (");
+        let keys: Vec<String> = self.key_columns().map(|c| quote_ident(&c.name)).collect();
+        sql.push_str(&keys.join(", "));
+        sql.push_str("))");
+        sql
+    }
+
+    /// The quoted column list COPY writes, in order: typed columns, then overflow.
+    pub fn copy_column_list(&self) -> String {
+        let mut names: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        names.push(quote_ident(&self.overflow_column));
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> TableSchema {
+        TableSchema {
+            table: "App\"Table".into(),
+            columns: vec![
+                ColumnSpec { name: "PK".into(), ddb_type: DdbType::S, pg_type: PgType::Text, is_key: true },
+                ColumnSpec { name: "SK".into(), ddb_type: DdbType::N, pg_type: PgType::Numeric, is_key: true },
+                ColumnSpec { name: "tags".into(), ddb_type: DdbType::Ss, pg_type: PgType::TextArray, is_key: false },
+            ],
+            overflow_column: "attrs".into(),
+            nested_json: NestedJson::Plain,
+            on_type_mismatch: OnTypeMismatch::Overflow,
+        }
+    }
+
+    #[test]
+    fn ddl_quotes_every_identifier() {
+        assert_eq!(
+            schema().create_table_sql(),
+            "CREATE TABLE IF NOT EXISTS \"App\"\"Table\" (\"PK\" TEXT NOT NULL, \"SK\" NUMERIC NOT NULL, \
+             \"tags\" TEXT[], \"attrs\" JSONB, PRIMARY KEY (\"PK\", \"SK\"))"
+        );
+        assert_eq!(schema().copy_column_list(), "\"PK\", \"SK\", \"tags\", \"attrs\"");
+    }
+
+    #[test]
+    fn schema_round_trips_through_json() {
+        let json = serde_json::to_string(&schema()).unwrap();
+        assert!(json.contains("\"ddb_type\":\"SS\""), "{json}");
+        let back: TableSchema = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, schema());
+    }
+
+    #[test]
+    fn descriptors_round_trip() {
+        for t in [
+            DdbType::S, DdbType::N, DdbType::B, DdbType::Bool, DdbType::Null, DdbType::M, DdbType::L,
+            DdbType::Ss, DdbType::Ns, DdbType::Bs,
+        ] {
+            assert_eq!(DdbType::from_descriptor(t.descriptor()), Some(t));
+        }
+        assert_eq!(DdbType::from_descriptor("X"), None);
+        assert_eq!(DdbType::Null.pg_type(), None);
+    }
+}

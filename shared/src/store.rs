@@ -1,0 +1,190 @@
+//! Where export objects come from: the [`ObjectStore`] trait and [`LocalStore`], a local folder.
+//!
+//! Keys are `/`-separated and relative to the store's root, as S3 keys are relative to a bucket.
+//! Objects are read as streams, never buffered whole (manifests excepted, which are small).
+
+use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use tokio::io::AsyncRead;
+
+use crate::{Error, Result};
+
+/// An object's key and size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key relative to the store root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A streaming object body.
+pub type ObjectStream = Pin<Box<dyn AsyncRead + Send>>;
+
+/// A source of export objects (a local folder now; S3 in the fleet).
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Every object under `prefix` (a folder key ending in `/`, or empty), sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    /// A small object's whole body (manifests and checksum files).
+    async fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// A streaming body for a possibly large object.
+    async fn open(&self, key: &str) -> Result<ObjectStream>;
+    /// A human-readable location for `key` (a path or URL), used in messages.
+    fn location(&self, key: &str) -> String;
+}
+
+/// A local folder as an object store.
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// A store rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> LocalStore {
+        LocalStore { root: root.into() }
+    }
+
+    /// The store and key prefix for a user-given export path. When the path runs through an
+    /// `AWSDynamoDB` folder, the store is rooted above it (as a bucket is), so the manifests' full
+    /// keys resolve wherever the export was copied; otherwise the path itself is the root.
+    pub fn for_export_path(path: &Path) -> Result<(LocalStore, String)> {
+        let path = std::fs::canonicalize(path)
+            .map_err(|source| Error::Io { location: path.display().to_string(), source })?;
+        if !path.is_dir() {
+            return Err(Error::NotAFolder(path));
+        }
+        let components: Vec<Component<'_>> = path.components().collect();
+        if let Some(at) = components.iter().rposition(|c| c.as_os_str() == "AWSDynamoDB") {
+            let root: PathBuf = components[..at].iter().collect();
+            let prefix: Vec<String> = components[at..]
+                .iter()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            return Ok((LocalStore::new(root), format!("{}/", prefix.join("/"))));
+        }
+        Ok((LocalStore::new(path), String::new()))
+    }
+
+    /// The store's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        let relative = Path::new(key);
+        if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(Error::BadKey(key.to_string()));
+        }
+        Ok(self.root.join(relative))
+    }
+
+    fn io_error(&self, key: &str, source: std::io::Error) -> Error {
+        Error::Io { location: self.location(key), source }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let start = self.path_of(prefix.trim_end_matches('/'))?;
+        let root = self.root.clone();
+        let location = self.location(prefix);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut stack = vec![start];
+            while let Some(dir) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(source) => return Err(Error::Io { location: dir.display().to_string(), source }),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|source| Error::Io { location: location.clone(), source })?;
+                    let file_type = entry.file_type().map_err(|source| Error::Io {
+                        location: entry.path().display().to_string(),
+                        source,
+                    })?;
+                    let path = entry.path();
+                    if file_type.is_dir() {
+                        stack.push(path);
+                    } else if file_type.is_file() {
+                        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                        let key = path
+                            .strip_prefix(&root)
+                            .map_err(|_| Error::BadKey(path.display().to_string()))?
+                            .components()
+                            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                            .collect::<Vec<_>>()
+                            .join("/");
+                        out.push(ObjectMeta { key, size });
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Io { location: self.location(prefix), source: std::io::Error::other(e) })?
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let path = self.path_of(key)?;
+        tokio::fs::read(&path).await.map_err(|e| self.io_error(key, e))
+    }
+
+    async fn open(&self, key: &str) -> Result<ObjectStream> {
+        let path = self.path_of(key)?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| self.io_error(key, e))?;
+        Ok(Box::pin(tokio::io::BufReader::with_capacity(256 * 1024, file)))
+    }
+
+    fn location(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn lists_reads_and_refuses_escaping_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/x.json.gz"), b"12345").unwrap();
+        std::fs::write(dir.path().join("a/y"), b"").unwrap();
+        let store = LocalStore::new(dir.path());
+        let listed = store.list("").await.unwrap();
+        assert_eq!(
+            listed,
+            vec![
+                ObjectMeta { key: "a/b/x.json.gz".into(), size: 5 },
+                ObjectMeta { key: "a/y".into(), size: 0 }
+            ]
+        );
+        assert_eq!(store.list("a/b/").await.unwrap().len(), 1);
+        assert!(store.list("missing/").await.unwrap().is_empty());
+        let mut body = String::new();
+        store.open("a/b/x.json.gz").await.unwrap().read_to_string(&mut body).await.unwrap();
+        assert_eq!(body, "12345");
+        assert!(matches!(store.get("../etc/passwd").await, Err(Error::BadKey(_))));
+    }
+
+    #[test]
+    fn roots_above_the_awsdynamodb_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let export = dir.path().join("p/AWSDynamoDB/0170-ab");
+        std::fs::create_dir_all(&export).unwrap();
+        let (store, prefix) = LocalStore::for_export_path(&export).unwrap();
+        assert_eq!(store.root(), std::fs::canonicalize(dir.path().join("p")).unwrap());
+        assert_eq!(prefix, "AWSDynamoDB/0170-ab/");
+        let (store, prefix) = LocalStore::for_export_path(dir.path()).unwrap();
+        assert_eq!(store.root(), std::fs::canonicalize(dir.path()).unwrap());
+        assert_eq!(prefix, "");
+    }
+}
