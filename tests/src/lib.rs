@@ -1,1 +1,9 @@
-//! placeholder
+//! Ferry's test crate: end-to-end tests, the test environment harness, the synthetic
+//! DynamoDB export generator and benchmarks.
+//!
+//! - [`gen`]: deterministic synthetic DynamoDB "export to S3" folders (manifests, checksums,
+//!   gzip JSON Lines data files, realistic and edge-case items).
+//! - [`pg`]: throw-away real PostgreSQL clusters, one database per test.
+
+pub mod gen;
+pub mod pg;

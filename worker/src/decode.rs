@@ -1,0 +1,426 @@
+//! Decoding blocks of export lines into Arrow [`RecordBatch`]es with a run's [`TableSchema`].
+//!
+//! The Arrow shapes follow design.md §4: `S` as Utf8, `N` as Utf8 holding canonical exact decimal
+//! text, `B` as Binary, `BOOL` as Boolean, `M`/`L` as Utf8 canonical JSON, `SS`/`NS` as
+//! List<Utf8>, `BS` as List<Binary>; the overflow column is Utf8 JSON (null when empty).
+//!
+//! Each line becomes one row or one [`Reject`] with its line number, the reason and the raw line:
+//! malformed JSON, an unknown type descriptor, invalid base64, an invalid number, a string holding
+//! NUL, a missing or mistyped key. A value whose type differs from its column's goes to the overflow
+//! column under its own name (counted as *spilled*), or rejects the line, as the schema says. A NULL
+//! in a typed column is written as SQL NULL *and* as `"name": null` in the overflow column, so a
+//! present NULL and an absent attribute stay distinguishable. Decoding is pure (no IO), so blocks
+//! decode in parallel on rayon.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{BinaryBuilder, BooleanBuilder, ListBuilder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use ferry_shared::schema::{DdbType, OnTypeMismatch, PgType, TableSchema};
+
+use crate::item::{parse_line, AttrValue};
+use crate::json::{check_text, decode_base64, write_object, write_value, ValueError};
+use crate::number::canonical_number;
+
+/// Lines read from a data file: their bytes and where each starts and ends.
+#[derive(Debug, Default)]
+pub struct RawBlock {
+    /// The lines' bytes, back to back, without newlines.
+    pub data: Vec<u8>,
+    /// One entry per non-blank line.
+    pub lines: Vec<LineRef>,
+}
+
+/// One line of a [`RawBlock`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineRef {
+    /// 1-based physical line number in the (decompressed) file.
+    pub line_no: u64,
+    /// Start offset in [`RawBlock::data`].
+    pub start: usize,
+    /// End offset (exclusive).
+    pub end: usize,
+}
+
+impl RawBlock {
+    /// The bytes of `line`.
+    pub fn line(&self, line: &LineRef) -> &[u8] {
+        &self.data[line.start..line.end]
+    }
+}
+
+/// A line that could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reject {
+    /// 1-based physical line number.
+    pub line_no: u64,
+    /// Why.
+    pub reason: String,
+    /// The line as read.
+    pub raw: Vec<u8>,
+}
+
+/// The result of decoding one block.
+#[derive(Debug)]
+pub struct DecodedBatch {
+    /// One row per good line.
+    pub batch: RecordBatch,
+    /// The line number of each row.
+    pub line_numbers: Vec<u64>,
+    /// The bad lines.
+    pub rejects: Vec<Reject>,
+    /// Values that went to the overflow column because their type differed from their column's.
+    pub spilled: u64,
+}
+
+/// The Arrow type a column is decoded into.
+pub fn arrow_type(pg_type: PgType) -> DataType {
+    match pg_type {
+        PgType::Text | PgType::Numeric | PgType::Jsonb => DataType::Utf8,
+        PgType::Bytea => DataType::Binary,
+        PgType::Boolean => DataType::Boolean,
+        PgType::TextArray | PgType::NumericArray => DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+        PgType::ByteaArray => DataType::List(Arc::new(Field::new_list_field(DataType::Binary, true))),
+    }
+}
+
+/// The Arrow schema of a table schema: its columns in order, then the overflow column.
+pub fn arrow_schema(schema: &TableSchema) -> SchemaRef {
+    let mut fields: Vec<Field> =
+        schema.columns.iter().map(|c| Field::new(&c.name, arrow_type(c.pg_type), !c.is_key)).collect();
+    fields.push(Field::new(&schema.overflow_column, DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
+}
+
+enum Cell<'a> {
+    Null,
+    Str(Cow<'a, str>),
+    Bin(Vec<u8>),
+    Bool(bool),
+    StrList(Vec<Cow<'a, str>>),
+    BinList(Vec<Vec<u8>>),
+}
+
+enum ColumnBuilder {
+    Utf8(StringBuilder),
+    Binary(BinaryBuilder),
+    Bool(BooleanBuilder),
+    Utf8List(ListBuilder<StringBuilder>),
+    BinaryList(ListBuilder<BinaryBuilder>),
+}
+
+impl ColumnBuilder {
+    fn new(pg_type: PgType, rows: usize) -> ColumnBuilder {
+        match arrow_type(pg_type) {
+            DataType::Utf8 => ColumnBuilder::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
+            DataType::Binary => ColumnBuilder::Binary(BinaryBuilder::with_capacity(rows, rows * 8)),
+            DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+            _ if pg_type == PgType::ByteaArray => ColumnBuilder::BinaryList(ListBuilder::new(BinaryBuilder::new())),
+            _ => ColumnBuilder::Utf8List(ListBuilder::new(StringBuilder::new())),
+        }
+    }
+
+    fn append(&mut self, cell: Cell<'_>) {
+        match (self, cell) {
+            (ColumnBuilder::Utf8(b), Cell::Str(s)) => b.append_value(s),
+            (ColumnBuilder::Utf8(b), _) => b.append_null(),
+            (ColumnBuilder::Binary(b), Cell::Bin(v)) => b.append_value(v),
+            (ColumnBuilder::Binary(b), _) => b.append_null(),
+            (ColumnBuilder::Bool(b), Cell::Bool(v)) => b.append_value(v),
+            (ColumnBuilder::Bool(b), _) => b.append_null(),
+            (ColumnBuilder::Utf8List(b), Cell::StrList(items)) => {
+                for item in items {
+                    b.values().append_value(item);
+                }
+                b.append(true);
+            }
+            (ColumnBuilder::Utf8List(b), _) => b.append(false),
+            (ColumnBuilder::BinaryList(b), Cell::BinList(items)) => {
+                for item in items {
+                    b.values().append_value(item);
+                }
+                b.append(true);
+            }
+            (ColumnBuilder::BinaryList(b), _) => b.append(false),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Utf8(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Binary(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Utf8List(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::BinaryList(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Decodes lines with one run's schema. Cheap to share across threads.
+#[derive(Debug)]
+pub struct Decoder {
+    schema: Arc<TableSchema>,
+    arrow_schema: SchemaRef,
+    column_index: HashMap<String, usize>,
+}
+
+impl Decoder {
+    /// A decoder for `schema`.
+    pub fn new(schema: Arc<TableSchema>) -> Decoder {
+        let column_index = schema.columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+        Decoder { arrow_schema: arrow_schema(&schema), schema, column_index }
+    }
+
+    /// The table schema.
+    pub fn schema(&self) -> &TableSchema {
+        &self.schema
+    }
+
+    /// The Arrow schema of the batches.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        self.arrow_schema.clone()
+    }
+
+    /// Decodes every line of `block`.
+    pub fn decode(&self, block: &RawBlock) -> DecodedBatch {
+        let rows = block.lines.len();
+        let mut builders: Vec<ColumnBuilder> =
+            self.schema.columns.iter().map(|c| ColumnBuilder::new(c.pg_type, rows)).collect();
+        let mut overflow = StringBuilder::with_capacity(rows, rows * 32);
+        let mut line_numbers = Vec::with_capacity(rows);
+        let mut rejects = Vec::new();
+        let mut spilled = 0;
+        let mut overflow_text = String::new();
+        for line in &block.lines {
+            let raw = block.line(line);
+            let attributes = match parse_line(raw) {
+                Ok(attributes) => attributes,
+                Err(e) => {
+                    rejects.push(Reject { line_no: line.line_no, reason: format!("malformed line: {e}"), raw: raw.to_vec() });
+                    continue;
+                }
+            };
+            overflow_text.clear();
+            match self.convert(&attributes, &mut overflow_text) {
+                Ok((cells, has_overflow, row_spilled)) => {
+                    for (builder, cell) in builders.iter_mut().zip(cells) {
+                        builder.append(cell);
+                    }
+                    if has_overflow {
+                        overflow.append_value(&overflow_text);
+                    } else {
+                        overflow.append_null();
+                    }
+                    spilled += row_spilled;
+                    line_numbers.push(line.line_no);
+                }
+                Err(reason) => rejects.push(Reject { line_no: line.line_no, reason, raw: raw.to_vec() }),
+            }
+        }
+        let mut arrays: Vec<ArrayRef> = builders.into_iter().map(ColumnBuilder::finish).collect();
+        arrays.push(Arc::new(overflow.finish()));
+        let batch = RecordBatch::try_new(self.arrow_schema.clone(), arrays)
+            .expect("builders follow the arrow schema and key columns never get nulls");
+        DecodedBatch { batch, line_numbers, rejects, spilled }
+    }
+
+    /// Turns one item into cells (one per typed column) and overflow JSON.
+    fn convert<'a>(
+        &self,
+        attributes: &'a [(Cow<'a, str>, AttrValue<'a>)],
+        overflow_text: &mut String,
+    ) -> Result<(Vec<Cell<'a>>, bool, u64), String> {
+        let columns = &self.schema.columns;
+        let mut cells: Vec<Option<Cell<'a>>> = (0..columns.len()).map(|_| None).collect();
+        let mut overflow: Vec<(&str, &AttrValue<'a>)> = Vec::new();
+        let mut spilled = 0;
+        for (name, value) in attributes {
+            check_text(name).map_err(|e| format!("attribute name {name:?}: {}", e.reason))?;
+            let Some(&index) = self.column_index.get(name.as_ref()) else {
+                overflow.push((name, value));
+                continue;
+            };
+            let column = &columns[index];
+            if cells[index].is_some() {
+                return Err(format!("attribute {name:?} appears twice"));
+            }
+            let actual = value.ddb_type();
+            if actual == column.ddb_type {
+                let cell = to_cell(value, self.schema.nested_json)
+                    .map_err(|e| ValueError { path: [e.path, vec![name.to_string()]].concat(), reason: e.reason }.describe())?;
+                cells[index] = Some(cell);
+            } else if column.is_key {
+                return Err(format!("key attribute {name:?} has type {actual}, expected {}", column.ddb_type));
+            } else if actual == DdbType::Null {
+                cells[index] = Some(Cell::Null);
+                overflow.push((name, value));
+            } else if self.schema.on_type_mismatch == OnTypeMismatch::Reject {
+                return Err(format!("attribute {name:?} has type {actual}, but its column holds {}", column.ddb_type));
+            } else {
+                cells[index] = Some(Cell::Null);
+                overflow.push((name, value));
+                spilled += 1;
+            }
+        }
+        if let Some(missing) = columns.iter().zip(&cells).find(|(c, cell)| c.is_key && cell.is_none()) {
+            return Err(format!("missing key attribute {:?}", missing.0.name));
+        }
+        let has_overflow = !overflow.is_empty();
+        if has_overflow {
+            write_object(overflow_text, overflow, self.schema.nested_json).map_err(|e| e.describe())?;
+        }
+        Ok((cells.into_iter().map(|c| c.unwrap_or(Cell::Null)).collect(), has_overflow, spilled))
+    }
+}
+
+fn to_cell<'a>(value: &'a AttrValue<'a>, style: ferry_shared::schema::NestedJson) -> Result<Cell<'a>, ValueError> {
+    let number = |n: &'a Cow<'a, str>| canonical_number(n).map_err(|e| ValueError::new(e.to_string()));
+    Ok(match value {
+        AttrValue::S(s) => {
+            check_text(s)?;
+            Cell::Str(Cow::Borrowed(s.as_ref()))
+        }
+        AttrValue::N(n) => Cell::Str(number(n)?),
+        AttrValue::B(b) => Cell::Bin(decode_base64(b)?),
+        AttrValue::Bool(b) => Cell::Bool(*b),
+        AttrValue::Null => Cell::Null,
+        AttrValue::M(_) | AttrValue::L(_) => {
+            let mut out = String::new();
+            write_value(&mut out, value, style)?;
+            Cell::Str(Cow::Owned(out))
+        }
+        AttrValue::Ss(items) => {
+            for s in items {
+                check_text(s)?;
+            }
+            Cell::StrList(items.iter().map(|s| Cow::Borrowed(s.as_ref())).collect())
+        }
+        AttrValue::Ns(items) => Cell::StrList(items.iter().map(number).collect::<Result<_, _>>()?),
+        AttrValue::Bs(items) => Cell::BinList(items.iter().map(|b| decode_base64(b)).collect::<Result<_, _>>()?),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::Array;
+    use ferry_shared::schema::{ColumnSpec, NestedJson};
+
+    pub(crate) fn test_schema(on_type_mismatch: OnTypeMismatch) -> Arc<TableSchema> {
+        let col = |name: &str, ddb_type: DdbType, is_key: bool| ColumnSpec {
+            name: name.into(),
+            ddb_type,
+            pg_type: ddb_type.pg_type().unwrap(),
+            is_key,
+        };
+        Arc::new(TableSchema {
+            table: "t".into(),
+            columns: vec![
+                col("pk", DdbType::S, true),
+                col("sk", DdbType::N, true),
+                col("n", DdbType::N, false),
+                col("b", DdbType::B, false),
+                col("ok", DdbType::Bool, false),
+                col("m", DdbType::M, false),
+                col("ss", DdbType::Ss, false),
+                col("ns", DdbType::Ns, false),
+                col("bs", DdbType::Bs, false),
+            ],
+            overflow_column: "attrs".into(),
+            nested_json: NestedJson::Plain,
+            on_type_mismatch,
+        })
+    }
+
+    pub(crate) fn block(lines: &[&str]) -> RawBlock {
+        let mut block = RawBlock::default();
+        for (i, line) in lines.iter().enumerate() {
+            let start = block.data.len();
+            block.data.extend_from_slice(line.as_bytes());
+            block.lines.push(LineRef { line_no: i as u64 + 1, start, end: block.data.len() });
+        }
+        block
+    }
+
+    #[test]
+    fn every_type_lands_in_its_arrow_column() {
+        let decoder = Decoder::new(test_schema(OnTypeMismatch::Overflow));
+        let decoded = decoder.decode(&block(&[
+            r#"{"Item":{"pk":{"S":"USER#1"},"sk":{"N":"1.5E2"},"n":{"N":"-0.1234567890123456789012345678901234567"},"b":{"B":"AAEC"},"ok":{"BOOL":true},"m":{"M":{"z":{"N":"1"},"a":{"SS":["x"]}}},"ss":{"SS":["a","b"]},"ns":{"NS":["1","2.50"]},"bs":{"BS":["AAE=",""]},"extra":{"S":"e"}}}"#,
+            r#"{"Item":{"pk":{"S":""},"sk":{"N":"0"},"n":{"NULL":true}}}"#,
+        ]));
+        assert!(decoded.rejects.is_empty(), "{:?}", decoded.rejects);
+        let batch = &decoded.batch;
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(decoded.line_numbers, vec![1, 2]);
+        assert_eq!(batch.column(0).as_string::<i32>().value(0), "USER#1");
+        assert_eq!(batch.column(1).as_string::<i32>().value(0), "150");
+        assert_eq!(batch.column(2).as_string::<i32>().value(0), "-0.1234567890123456789012345678901234567");
+        assert_eq!(batch.column(3).as_binary::<i32>().value(0), &[0u8, 1, 2]);
+        assert!(batch.column(4).as_boolean().value(0));
+        assert_eq!(batch.column(5).as_string::<i32>().value(0), r#"{"a":["x"],"z":1}"#);
+        let ss = batch.column(6).as_list::<i32>().value(0);
+        assert_eq!(ss.as_string::<i32>().iter().flatten().collect::<Vec<_>>(), vec!["a", "b"]);
+        let ns = batch.column(7).as_list::<i32>().value(0);
+        assert_eq!(ns.as_string::<i32>().iter().flatten().collect::<Vec<_>>(), vec!["1", "2.50"]);
+        let bs = batch.column(8).as_list::<i32>().value(0);
+        assert_eq!(bs.as_binary::<i32>().value(1), b"");
+        assert_eq!(batch.column(9).as_string::<i32>().value(0), r#"{"extra":"e"}"#);
+        // Row 2: empty-string key is kept, NULL is both SQL NULL and recorded in overflow.
+        assert_eq!(batch.column(0).as_string::<i32>().value(1), "");
+        assert!(batch.column(2).is_null(1));
+        assert!(batch.column(3).is_null(1));
+        assert_eq!(batch.column(9).as_string::<i32>().value(1), r#"{"n":null}"#);
+    }
+
+    #[test]
+    fn bad_lines_become_rejects_with_reasons() {
+        let decoder = Decoder::new(test_schema(OnTypeMismatch::Overflow));
+        let lines = [
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"}}}"#,
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"}"#,
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"x":{"Q":"1"}}}"#,
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"b":{"B":"%%%"}}}"#,
+            r#"{"Item":{"pk":{"S":"a\u0000"},"sk":{"N":"1"}}}"#,
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"o":{"M":{"p":{"S":"\u0000"}}}}}"#,
+            r#"{"Item":{"sk":{"N":"1"}}}"#,
+            r#"{"Item":{"pk":{"N":"1"},"sk":{"N":"1"}}}"#,
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1e999"}}}"#,
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"2"},"n":{"S":"not a number"}}}"#,
+        ];
+        let decoded = decoder.decode(&block(&lines));
+        let reasons: Vec<(u64, &str)> = decoded.rejects.iter().map(|r| (r.line_no, r.reason.as_str())).collect();
+        assert_eq!(decoded.batch.num_rows(), 2, "{reasons:?}");
+        assert_eq!(decoded.line_numbers, vec![1, 10]);
+        assert_eq!(decoded.spilled, 1);
+        let expect = [
+            (2, "malformed line"),
+            (3, "unknown type descriptor \"Q\""),
+            (4, "invalid base64"),
+            (5, "NUL"),
+            (6, "attribute \"o.p\""),
+            (7, "missing key attribute \"pk\""),
+            (8, "key attribute \"pk\" has type N, expected S"),
+            (9, "outside DynamoDB's range"),
+        ];
+        assert_eq!(reasons.len(), expect.len(), "{reasons:?}");
+        for ((line, reason), (want_line, want)) in reasons.iter().zip(expect) {
+            assert_eq!(*line, want_line);
+            assert!(reason.contains(want), "line {line}: {reason}");
+        }
+        assert_eq!(decoded.rejects[0].raw, lines[1].as_bytes());
+        assert_eq!(decoded.batch.column(9).as_string::<i32>().value(1), r#"{"n":"not a number"}"#);
+    }
+
+    #[test]
+    fn type_mismatch_can_reject_instead() {
+        let decoder = Decoder::new(test_schema(OnTypeMismatch::Reject));
+        let decoded = decoder.decode(&block(&[r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"2"},"n":{"S":"x"}}}"#]));
+        assert_eq!(decoded.batch.num_rows(), 0);
+        assert!(decoded.rejects[0].reason.contains("its column holds N"), "{:?}", decoded.rejects);
+    }
+}

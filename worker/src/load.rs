@@ -1,0 +1,410 @@
+//! Loading one shard into PostgreSQL, exactly once.
+//!
+//! # Pipeline
+//! A blocking thread streams the data file through [`crate::source`] and hands each block of lines
+//! to rayon, which decodes it into an Arrow batch ([`crate::decode`]) and encodes COPY tuples
+//! ([`crate::copy`]). The block's result travels back through a bounded channel of one-shot
+//! receivers, so blocks decode in parallel, arrive in order, and at most `pipeline_depth` blocks are
+//! in memory per shard, whatever the file's size.
+//!
+//! # Commit protocol (PostgreSQL)
+//! Chunks are `chunk_lines` physical lines, numbered from the start of the file, so every retry
+//! forms the same chunks. For each chunk:
+//!
+//! ```text
+//! BEGIN
+//!   COPY <table> (<columns>) FROM STDIN (FORMAT binary)      -- rows of lines (from, to]
+//!   INSERT INTO ferry.rejects …                               -- bad lines of (from, to]
+//!   UPDATE ferry.shards SET committed_lines = to, …
+//!    WHERE run_id = $1 AND shard_id = $2 AND committed_lines = from   -- must touch 1 row
+//! COMMIT
+//! ```
+//!
+//! The rows and rejects of a chunk are visible if and only if the checkpoint moved past them, and
+//! the checkpoint only moves forward from the value this worker read. So:
+//! - a crash anywhere before COMMIT leaves nothing of the chunk; the resumed shard re-reads the file,
+//!   skips `committed_lines` lines and forms the same chunk again;
+//! - a crash after COMMIT leaves the chunk and its checkpoint; the resume skips it;
+//! - two workers on one shard (a redelivered message): the second one's UPDATE finds the checkpoint
+//!   moved and touches 0 rows, or its COPY hits the first one's rows (unique violation on the key
+//!   columns, the source identity every row carries). Either way it rolls back and backs off
+//!   ([`ShardOutcome::LostRace`]); that is not a reject.
+//!
+//! The last chunk also checks the whole file: its MD5 against the manifest and its item count
+//! against `itemCount`. On a mismatch the last chunk rolls back and the shard is marked failed,
+//! naming the file; earlier chunks stay committed (their lines parsed and loaded correctly), and
+//! the run does not verify.
+//!
+//! A unique violation with the checkpoint unmoved means the export itself holds a key twice (or an
+//! `--append` target already has it): the shard fails with the database's message naming the key.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferry_shared::failpoint;
+use ferry_shared::ident::quote_ident;
+use ferry_shared::ledger as sql;
+use ferry_shared::store::ObjectStore;
+use futures_util::{pin_mut, SinkExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+use crate::copy::{encode_batch, COPY_HEADER, COPY_TRAILER};
+use crate::decode::{Decoder, Reject};
+use crate::ledger::{self, RunRecord};
+use crate::source::{read_source, FramedBlock, SourceSpec, SourceSummary};
+use crate::{Result, WorkerError};
+
+/// Live counters for progress displays, shared by every worker of a process.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Items committed (loaded or rejected).
+    pub items: AtomicU64,
+    /// Stored bytes read.
+    pub bytes: Arc<AtomicU64>,
+    /// Lines rejected (committed).
+    pub rejects: AtomicU64,
+}
+
+/// What a worker needs to load shards of one run.
+#[derive(Clone, Debug)]
+pub struct LoadContext {
+    /// The run.
+    pub run: Arc<RunRecord>,
+    /// The decoder for the run's schema.
+    pub decoder: Arc<Decoder>,
+    /// Where the data files are.
+    pub store: Arc<dyn ObjectStore>,
+    /// Lines per decode block.
+    pub block_lines: usize,
+    /// Blocks in flight per shard.
+    pub pipeline_depth: usize,
+    /// Progress counters.
+    pub progress: Arc<Progress>,
+    /// Set to stop after the current chunk.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl LoadContext {
+    /// A context for `run`.
+    pub fn new(run: RunRecord, store: Arc<dyn ObjectStore>, settings: &ferry_shared::config::LoadSettings) -> LoadContext {
+        let decoder = Arc::new(Decoder::new(Arc::new(run.schema.clone())));
+        LoadContext {
+            run: Arc::new(run),
+            decoder,
+            store,
+            block_lines: settings.block_lines.get(),
+            pipeline_depth: settings.pipeline_depth.get(),
+            progress: Arc::new(Progress::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// How a shard load ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardOutcome {
+    /// Every line committed and reconciled.
+    Done,
+    /// The ledger already had it done.
+    AlreadyDone,
+    /// Another worker moved the checkpoint first; this one backed off.
+    LostRace,
+    /// The data file is bad; the shard is marked failed with this reason.
+    Failed(String),
+    /// Stopped on request between chunks.
+    Stopped,
+}
+
+/// One encoded block.
+struct EncodedBlock {
+    copy_data: Vec<u8>,
+    rows: u64,
+    rejects: Vec<Reject>,
+    spilled: u64,
+}
+
+enum Piece {
+    Block { result: oneshot::Receiver<Result<EncodedBlock>>, last_line: u64, chunk_end: bool },
+    End(SourceSummary),
+    Error(WorkerError),
+}
+
+enum ChunkEnd {
+    Committed { to: u64, finished: bool },
+    LostRace,
+    Failed(String),
+}
+
+fn encode_block(decoder: &Decoder, framed: FramedBlock) -> Result<EncodedBlock> {
+    let decoded = decoder.decode(&framed.block);
+    let mut copy_data = Vec::with_capacity(framed.block.data.len() + framed.block.lines.len() * 64);
+    encode_batch(decoder.schema(), &decoded.batch, &mut copy_data)?;
+    Ok(EncodedBlock { copy_data, rows: decoded.batch.num_rows() as u64, rejects: decoded.rejects, spilled: decoded.spilled })
+}
+
+/// Loads `shard_id` of the context's run from its checkpoint to the end of its file.
+pub async fn load_shard(client: &mut Client, ctx: &LoadContext, shard_id: &str) -> Result<ShardOutcome> {
+    let run_id = ctx.run.run_id.as_str();
+    let shard = ledger::get_shard(client, run_id, shard_id)
+        .await?
+        .ok_or_else(|| WorkerError::Ledger(format!("shard {shard_id} is not in run {run_id}")))?;
+    if shard.state == sql::shard_state::DONE {
+        return Ok(ShardOutcome::AlreadyDone);
+    }
+    let location = ctx.store.location(&shard.data_key);
+    let mut from = shard.committed_lines;
+    tracing::info!(shard = shard_id, file = %location, committed_lines = from, "loading shard");
+
+    let stream = ctx.store.open(&shard.data_key).await?;
+    let (sender, mut pieces) = mpsc::channel::<Piece>(ctx.pipeline_depth);
+    let spec = SourceSpec {
+        location: location.clone(),
+        skip_lines: from,
+        chunk_lines: ctx.run.chunk_lines,
+        block_lines: ctx.block_lines,
+        block_bytes: 8 * 1024 * 1024,
+    };
+    let decoder = ctx.decoder.clone();
+    let bytes_progress = ctx.progress.bytes.clone();
+    let raw = tokio_util::io::SyncIoBridge::new(stream);
+    let reader = tokio::task::spawn_blocking(move || {
+        let result = read_source(raw, &spec, Some(bytes_progress), |framed| {
+            let (done, result) = oneshot::channel();
+            let (last_line, chunk_end) = (framed.last_line, framed.chunk_end);
+            let decoder = decoder.clone();
+            rayon::spawn(move || {
+                let _ = done.send(encode_block(&decoder, framed));
+            });
+            sender
+                .blocking_send(Piece::Block { result, last_line, chunk_end })
+                .map_err(|_| WorkerError::Internal("shard loader stopped".into()))
+        });
+        let _ = sender.blocking_send(match result {
+            Ok(summary) => Piece::End(summary),
+            Err(e) => Piece::Error(e),
+        });
+    });
+
+    let copy_sql = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        quote_ident(&ctx.run.target_table),
+        ctx.run.schema.copy_column_list()
+    );
+    let outcome = loop {
+        if ctx.stop.load(Ordering::Relaxed) {
+            break ShardOutcome::Stopped;
+        }
+        let Some(first) = pieces.recv().await else {
+            break ShardOutcome::Failed("the file reader stopped unexpectedly".into());
+        };
+        let first = match first {
+            Piece::Error(e) => break fail_on_data_error(client, ctx, shard_id, e).await?,
+            piece => piece,
+        };
+        match load_chunk(client, ctx, &shard, &copy_sql, from, first, &mut pieces).await? {
+            ChunkEnd::Committed { to, finished } => {
+                from = to;
+                if finished {
+                    break ShardOutcome::Done;
+                }
+            }
+            ChunkEnd::LostRace => {
+                tracing::info!(shard = shard_id, from, "another worker moved the checkpoint: backing off");
+                break ShardOutcome::LostRace;
+            }
+            ChunkEnd::Failed(reason) => break ShardOutcome::Failed(reason),
+        }
+    };
+    drop(pieces);
+    reader.await.map_err(|e| WorkerError::Internal(format!("file reader task: {e}")))?;
+    if let ShardOutcome::Failed(reason) = &outcome {
+        tracing::error!(shard = shard_id, file = %location, reason = %reason, "shard failed");
+    }
+    Ok(outcome)
+}
+
+/// A data error from the reader fails the shard; anything else (IO) is returned for a retry.
+async fn fail_on_data_error(client: &Client, ctx: &LoadContext, shard_id: &str, error: WorkerError) -> Result<ShardOutcome> {
+    match error {
+        WorkerError::CorruptFile { .. } => {
+            let reason = error.to_string();
+            ledger::fail_shard(client, &ctx.run.run_id, shard_id, &reason, None, None).await?;
+            Ok(ShardOutcome::Failed(reason))
+        }
+        other => Err(other),
+    }
+}
+
+/// One chunk, one transaction. `first` is the chunk's first piece (a block, or the end of the file).
+async fn load_chunk(
+    client: &mut Client,
+    ctx: &LoadContext,
+    shard: &ledger::ShardRecord,
+    copy_sql: &str,
+    from: u64,
+    first: Piece,
+    pieces: &mut mpsc::Receiver<Piece>,
+) -> Result<ChunkEnd> {
+    let run_id = ctx.run.run_id.as_str();
+    let shard_id = shard.shard_id.as_str();
+    let tx = client.transaction().await.map_err(WorkerError::db("cannot begin a chunk"))?;
+    let mut rows = 0u64;
+    let mut spilled = 0u64;
+    let mut rejects: Vec<Reject> = Vec::new();
+    let mut to = from;
+    let mut summary: Option<SourceSummary> = None;
+    let mut data_error: Option<WorkerError> = None;
+    let mut next = Some(first);
+    if matches!(next, Some(Piece::Block { .. })) {
+        let sink = tx.copy_in::<_, Bytes>(copy_sql).await.map_err(WorkerError::db("cannot start COPY"))?;
+        pin_mut!(sink);
+        sink.send(Bytes::from_static(COPY_HEADER)).await.map_err(WorkerError::db("COPY failed"))?;
+        loop {
+            let piece = match next.take() {
+                Some(piece) => piece,
+                None => pieces.recv().await.ok_or_else(|| WorkerError::Internal("file reader stopped".into()))?,
+            };
+            match piece {
+                Piece::Block { result, last_line, chunk_end } => {
+                    let block = result.await.map_err(|_| WorkerError::Internal("decoder task died".into()))??;
+                    failpoint::hit("after_read")?;
+                    rows += block.rows;
+                    spilled += block.spilled;
+                    rejects.extend(block.rejects);
+                    to = last_line;
+                    if !block.copy_data.is_empty() {
+                        sink.send(Bytes::from(block.copy_data)).await.map_err(WorkerError::db("COPY failed"))?;
+                    }
+                    if chunk_end {
+                        break;
+                    }
+                }
+                Piece::End(end) => {
+                    summary = Some(end);
+                    break;
+                }
+                Piece::Error(e) => {
+                    data_error = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(error) = data_error {
+            // The transaction and the COPY are dropped: both roll back.
+            drop(sink);
+            drop(tx);
+            return match fail_on_data_error(client, ctx, shard_id, error).await? {
+                ShardOutcome::Failed(reason) => Ok(ChunkEnd::Failed(reason)),
+                _ => unreachable!("fail_on_data_error returns Failed or an error"),
+            };
+        }
+        sink.send(Bytes::from_static(COPY_TRAILER)).await.map_err(WorkerError::db("COPY failed"))?;
+        if let Err(e) = sink.finish().await {
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                drop(tx);
+                return unique_violation(client, ctx, shard, from, to, e).await;
+            }
+            return Err(WorkerError::Db { context: format!("COPY of lines {}..={to} of shard {shard_id}", from + 1), source: e });
+        }
+    } else if let Some(Piece::End(end)) = next.take() {
+        summary = Some(end);
+    }
+    failpoint::hit("after_copy")?;
+
+    if !rejects.is_empty() {
+        let insert = tx.prepare(sql::INSERT_REJECT).await.map_err(WorkerError::db("cannot prepare reject insert"))?;
+        for reject in &rejects {
+            tx.execute(&insert, &[&run_id, &shard_id, &(reject.line_no as i64), &reject.reason, &reject.raw])
+                .await
+                .map_err(WorkerError::db("cannot record a reject"))?;
+        }
+    }
+    let (from_i, to_i, rows_i, rejects_i, spilled_i) = (from as i64, to as i64, rows as i64, rejects.len() as i64, spilled as i64);
+    let updated = match &summary {
+        None => tx
+            .execute(sql::ADVANCE_CHECKPOINT, &[&run_id, &shard_id, &from_i, &to_i, &rows_i, &rejects_i, &spilled_i])
+            .await
+            .map_err(WorkerError::db("cannot advance the checkpoint"))?,
+        Some(end) => {
+            if let Err((reason, md5_ok)) = reconcile(shard, end, &ctx.store.location(&shard.data_key)) {
+                drop(tx);
+                ledger::fail_shard(client, run_id, shard_id, &reason, md5_ok, Some(end.items)).await?;
+                return Ok(ChunkEnd::Failed(reason));
+            }
+            let md5_ok = shard.md5_checksum.as_ref().map(|_| true);
+            let items = end.items as i64;
+            tx.execute(
+                sql::FINISH_SHARD,
+                &[&run_id, &shard_id, &from_i, &(end.physical_lines as i64), &rows_i, &rejects_i, &spilled_i, &items, &md5_ok],
+            )
+            .await
+            .map_err(WorkerError::db("cannot finish the shard"))?
+        }
+    };
+    if updated != 1 {
+        drop(tx);
+        return Ok(ChunkEnd::LostRace);
+    }
+    failpoint::hit("after_checkpoint")?;
+    tx.commit().await.map_err(WorkerError::db("cannot commit a chunk"))?;
+    failpoint::hit("after_commit")?;
+    ctx.progress.items.fetch_add(rows + rejects.len() as u64, Ordering::Relaxed);
+    ctx.progress.rejects.fetch_add(rejects.len() as u64, Ordering::Relaxed);
+    let finished = summary.is_some();
+    let to = summary.as_ref().map(|s| s.physical_lines).unwrap_or(to);
+    tracing::debug!(shard = shard_id, from, to, rows, rejects = rejects.len(), finished, "chunk committed");
+    Ok(ChunkEnd::Committed { to, finished })
+}
+
+/// Checks a whole file against its manifest entry: `Err((reason, md5_ok))` on a mismatch.
+fn reconcile(shard: &ledger::ShardRecord, end: &SourceSummary, location: &str) -> Result<(), (String, Option<bool>)> {
+    let md5_ok = shard.md5_checksum.as_ref().map(|expected| *expected == end.md5_base64);
+    if md5_ok == Some(false) {
+        return Err((
+            format!(
+                "data file {location}: MD5 mismatch: the manifest says {}, the file's is {}",
+                shard.md5_checksum.as_deref().unwrap_or_default(),
+                end.md5_base64
+            ),
+            md5_ok,
+        ));
+    }
+    if let Some(expected) = shard.item_count {
+        if expected != end.items {
+            return Err((
+                format!("data file {location}: item count mismatch: the manifest says {expected}, the file holds {}", end.items),
+                md5_ok,
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn unique_violation(
+    client: &Client,
+    ctx: &LoadContext,
+    shard: &ledger::ShardRecord,
+    from: u64,
+    to: u64,
+    error: tokio_postgres::Error,
+) -> Result<ChunkEnd> {
+    let now = ledger::get_shard(client, &ctx.run.run_id, &shard.shard_id).await?;
+    if now.is_some_and(|s| s.committed_lines != from || s.state == sql::shard_state::DONE) {
+        return Ok(ChunkEnd::LostRace);
+    }
+    let detail = error
+        .as_db_error()
+        .map(|db| format!("{}{}", db.message(), db.detail().map(|d| format!(" ({d})")).unwrap_or_default()))
+        .unwrap_or_else(|| error.to_string());
+    let reason = format!(
+        "data file {}: lines {}..={to} hold a key that is already in table {:?}: {detail}",
+        ctx.store.location(&shard.data_key),
+        from + 1,
+        ctx.run.target_table
+    );
+    ledger::fail_shard(client, &ctx.run.run_id, &shard.shard_id, &reason, None, None).await?;
+    Ok(ChunkEnd::Failed(reason))
+}

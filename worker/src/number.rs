@@ -1,0 +1,292 @@
+//! DynamoDB numbers, kept exact: validated against DynamoDB's limits, written as canonical plain
+//! decimal text, and encoded as PostgreSQL binary NUMERIC. No number ever passes through `f64`.
+//!
+//! DynamoDB numbers carry at most 38 significant digits with magnitudes from 1E-130 to just under
+//! 1E+126. Exports write them normalised in plain digits, but exponent notation is accepted too and
+//! expanded. The canonical text keeps every digit as written (`1.50` stays `1.50`, as PostgreSQL
+//! keeps its display scale), drops a leading `+` and leading integer zeros, and writes zero without
+//! a sign.
+
+use std::borrow::Cow;
+
+/// Why a number is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NumberError {
+    /// Not decimal number syntax.
+    #[error("invalid number {0:?}")]
+    Syntax(String),
+    /// More than 38 significant digits.
+    #[error("number {0:?} has more than 38 significant digits")]
+    TooPrecise(String),
+    /// Outside 1E-130 ..= 9.99…E+125.
+    #[error("number {0:?} is outside DynamoDB's range (1E-130 to 1E+126)")]
+    OutOfRange(String),
+}
+
+/// Maximum significant digits of a DynamoDB number.
+pub const MAX_SIGNIFICANT_DIGITS: usize = 38;
+
+/// A validated number: `0.digits × 10^point`, with the sign apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedNumber {
+    negative: bool,
+    /// Integer digits, no leading zeros (empty for |x| < 1).
+    int_digits: String,
+    /// Fraction digits as written (trailing zeros kept; they are the display scale).
+    frac_digits: String,
+}
+
+impl ParsedNumber {
+    /// Parses and validates DynamoDB number text.
+    pub fn parse(text: &str) -> Result<ParsedNumber, NumberError> {
+        let syntax = || NumberError::Syntax(text.to_string());
+        let bytes = text.as_bytes();
+        let mut pos = 0;
+        let mut negative = false;
+        if let Some(&sign) = bytes.first() {
+            if sign == b'-' || sign == b'+' {
+                negative = sign == b'-';
+                pos = 1;
+            }
+        }
+        let mantissa_start = pos;
+        while pos < bytes.len() && (bytes[pos].is_ascii_digit() || bytes[pos] == b'.') {
+            pos += 1;
+        }
+        let mantissa = &text[mantissa_start..pos];
+        let (int_part, frac_part) = match mantissa.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (mantissa, ""),
+        };
+        if frac_part.contains('.') || (int_part.is_empty() && frac_part.is_empty()) {
+            return Err(syntax());
+        }
+        let mut exponent: i64 = 0;
+        if pos < bytes.len() {
+            if bytes[pos] != b'e' && bytes[pos] != b'E' {
+                return Err(syntax());
+            }
+            let exp_text = &text[pos + 1..];
+            let digits = exp_text.strip_prefix(['+', '-']).unwrap_or(exp_text);
+            if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(syntax());
+            }
+            exponent = digits.parse::<i64>().map_err(|_| syntax())?;
+            if exp_text.starts_with('-') {
+                exponent = -exponent;
+            }
+        }
+
+        // Significant digits and magnitude, before any exponent shifting allocates.
+        let all_digits = || int_part.bytes().chain(frac_part.bytes());
+        let leading_zeros = all_digits().take_while(|&b| b == b'0').count();
+        let total = int_part.len() + frac_part.len();
+        if leading_zeros < total {
+            let trailing_zeros = all_digits().rev().take_while(|&b| b == b'0').count();
+            let significant = total - leading_zeros - trailing_zeros;
+            if significant > MAX_SIGNIFICANT_DIGITS {
+                return Err(NumberError::TooPrecise(text.to_string()));
+            }
+            // Decimal exponent of the leading significant digit.
+            let lead_exp = int_part.len() as i64 - 1 - leading_zeros as i64 + exponent;
+            if !(-130..=125).contains(&lead_exp) {
+                return Err(NumberError::OutOfRange(text.to_string()));
+            }
+        } else if exponent.abs() > 1000 {
+            return Err(NumberError::OutOfRange(text.to_string()));
+        }
+
+        // Apply the exponent by moving the decimal point.
+        let (mut int_digits, mut frac_digits) = (int_part.to_string(), frac_part.to_string());
+        if exponent > 0 {
+            let shift = exponent as usize;
+            if frac_digits.len() <= shift {
+                int_digits.push_str(&frac_digits);
+                int_digits.extend(std::iter::repeat_n('0', shift - frac_digits.len()));
+                frac_digits.clear();
+            } else {
+                int_digits.push_str(&frac_digits[..shift]);
+                frac_digits.drain(..shift);
+            }
+        } else if exponent < 0 {
+            let shift = (-exponent) as usize;
+            if int_digits.len() <= shift {
+                let mut f = "0".repeat(shift - int_digits.len());
+                f.push_str(&int_digits);
+                f.push_str(&frac_digits);
+                frac_digits = f;
+                int_digits.clear();
+            } else {
+                let moved = int_digits.split_off(int_digits.len() - shift);
+                frac_digits.insert_str(0, &moved);
+            }
+        }
+        let int_digits = int_digits.trim_start_matches('0').to_string();
+        let is_zero = int_digits.is_empty() && frac_digits.bytes().all(|b| b == b'0');
+        Ok(ParsedNumber { negative: negative && !is_zero, int_digits, frac_digits })
+    }
+
+    /// Canonical plain decimal text (also a valid JSON number).
+    pub fn to_plain(&self) -> String {
+        let mut out = String::with_capacity(self.int_digits.len() + self.frac_digits.len() + 3);
+        if self.negative {
+            out.push('-');
+        }
+        if self.int_digits.is_empty() {
+            out.push('0');
+        } else {
+            out.push_str(&self.int_digits);
+        }
+        if !self.frac_digits.is_empty() {
+            out.push('.');
+            out.push_str(&self.frac_digits);
+        }
+        out
+    }
+
+    /// Appends PostgreSQL's binary NUMERIC representation: ndigits, weight, sign, dscale, then
+    /// base-10000 digits.
+    pub fn write_pg_numeric(&self, out: &mut Vec<u8>) {
+        let dscale = self.frac_digits.len() as u16;
+        // Pad the integer part on the left and the fraction on the right to whole base-10000 groups.
+        let int_pad = (4 - self.int_digits.len() % 4) % 4;
+        let frac_pad = (4 - self.frac_digits.len() % 4) % 4;
+        let mut digits: Vec<u8> = Vec::with_capacity(int_pad + self.int_digits.len() + self.frac_digits.len() + frac_pad);
+        digits.extend(std::iter::repeat_n(0u8, int_pad));
+        digits.extend(self.int_digits.bytes().map(|b| b - b'0'));
+        digits.extend(self.frac_digits.bytes().map(|b| b - b'0'));
+        digits.extend(std::iter::repeat_n(0u8, frac_pad));
+        let int_groups = ((int_pad + self.int_digits.len()) / 4) as i32;
+        let mut groups: Vec<i16> = digits
+            .chunks(4)
+            .map(|c| (c[0] as i16) * 1000 + (c[1] as i16) * 100 + (c[2] as i16) * 10 + c[3] as i16)
+            .collect();
+        let mut weight = int_groups - 1;
+        let leading = groups.iter().take_while(|&&g| g == 0).count();
+        groups.drain(..leading);
+        weight -= leading as i32;
+        while groups.last() == Some(&0) {
+            groups.pop();
+        }
+        if groups.is_empty() {
+            weight = 0;
+        }
+        out.extend_from_slice(&(groups.len() as i16).to_be_bytes());
+        out.extend_from_slice(&(weight as i16).to_be_bytes());
+        out.extend_from_slice(&(if self.negative { 0x4000u16 } else { 0 }).to_be_bytes());
+        out.extend_from_slice(&dscale.to_be_bytes());
+        for group in groups {
+            out.extend_from_slice(&group.to_be_bytes());
+        }
+    }
+}
+
+/// Whether `text` is already canonical plain text (the common case for exports), so it can be
+/// used as is: optional `-`, digits without a redundant leading zero, optional fraction.
+fn is_canonical_plain(text: &str) -> bool {
+    let body = text.strip_prefix('-').unwrap_or(text);
+    let (int_part, frac) = match body.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (body, None),
+    };
+    let digits_ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits_ok(int_part) || (int_part.len() > 1 && int_part.starts_with('0')) {
+        return false;
+    }
+    if let Some(frac) = frac {
+        if !digits_ok(frac) {
+            return false;
+        }
+    }
+    // "-0", "-0.00": canonical zero has no sign.
+    !(text.starts_with('-') && body.bytes().all(|b| b == b'0' || b == b'.'))
+}
+
+/// Validates DynamoDB number text and returns its canonical plain form, borrowing when the input
+/// already is canonical.
+pub fn canonical_number(text: &str) -> Result<Cow<'_, str>, NumberError> {
+    let parsed = ParsedNumber::parse(text)?;
+    if is_canonical_plain(text) {
+        Ok(Cow::Borrowed(text))
+    } else {
+        Ok(Cow::Owned(parsed.to_plain()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(text: &str) -> String {
+        canonical_number(text).unwrap().into_owned()
+    }
+
+    #[test]
+    fn canonical_forms() {
+        assert_eq!(plain("0"), "0");
+        assert_eq!(plain("-0"), "0");
+        assert_eq!(plain("-0.00"), "0.00");
+        assert_eq!(plain("+5"), "5");
+        assert_eq!(plain("007"), "7");
+        assert_eq!(plain(".5"), "0.5");
+        assert_eq!(plain("5."), "5");
+        assert_eq!(plain("-0.5"), "-0.5");
+        assert_eq!(plain("1.50"), "1.50");
+        assert_eq!(plain("1.5E2"), "150");
+        assert_eq!(plain("1.50e1"), "15.0");
+        assert_eq!(plain("-12.5E-3"), "-0.0125");
+        assert_eq!(plain("1E+125"), format!("1{}", "0".repeat(125)));
+        assert_eq!(plain("1E-130"), format!("0.{}1", "0".repeat(129)));
+        assert_eq!(plain("1.00000000000000007629769841092E+50"), "100000000000000007629769841092000000000000000000000");
+    }
+
+    #[test]
+    fn dynamodb_limits() {
+        let d38 = "12345678901234567890123456789012345678";
+        assert_eq!(plain(d38), d38);
+        assert_eq!(plain(&format!("-0.{d38}")), format!("-0.{d38}"));
+        assert!(matches!(canonical_number(&format!("{d38}9")), Err(NumberError::TooPrecise(_))));
+        // Trailing zeros are not significant: 38 digits followed by zeros is fine.
+        assert!(canonical_number(&format!("{d38}000")).is_ok());
+        let max = format!("9.{}E+125", "9".repeat(37));
+        assert_eq!(plain(&max).len(), 126);
+        assert!(matches!(canonical_number("1E+126"), Err(NumberError::OutOfRange(_))));
+        assert!(matches!(canonical_number("1E-131"), Err(NumberError::OutOfRange(_))));
+        assert!(canonical_number(&format!("1{}", "0".repeat(125))).is_ok());
+        assert!(canonical_number(&format!("0.{}1", "0".repeat(129))).is_ok());
+        assert!(canonical_number(&format!("0.{}1", "0".repeat(130))).is_err());
+        assert_eq!(plain("0E+500"), "0");
+        assert!(matches!(canonical_number("0E+5000"), Err(NumberError::OutOfRange(_))));
+    }
+
+    #[test]
+    fn syntax_errors() {
+        for bad in ["", "-", "abc", "1.2.3", "1e", "1e+", "NaN", "Infinity", "1,5", " 1", "1 ", "0x10", "--1", "1e5.5", "."] {
+            assert!(matches!(canonical_number(bad), Err(NumberError::Syntax(_))), "{bad:?}");
+        }
+    }
+
+    fn pg(text: &str) -> (i16, i16, u16, u16, Vec<i16>) {
+        let mut out = Vec::new();
+        ParsedNumber::parse(text).unwrap().write_pg_numeric(&mut out);
+        let word = |i: usize| i16::from_be_bytes([out[i], out[i + 1]]);
+        let n = word(0);
+        let digits = (0..n as usize).map(|k| word(8 + 2 * k)).collect();
+        (n, word(2), word(4) as u16, word(6) as u16, digits)
+    }
+
+    #[test]
+    fn pg_numeric_encoding() {
+        assert_eq!(pg("0"), (0, 0, 0, 0, vec![]));
+        assert_eq!(pg("0.00"), (0, 0, 0, 2, vec![]));
+        assert_eq!(pg("1"), (1, 0, 0, 0, vec![1]));
+        assert_eq!(pg("10000"), (1, 1, 0, 0, vec![1]));
+        assert_eq!(pg("12345.678"), (3, 1, 0, 3, vec![1, 2345, 6780]));
+        assert_eq!(pg("-0.5"), (1, -1, 0x4000, 1, vec![5000]));
+        assert_eq!(pg("0.00001"), (1, -2, 0, 5, vec![1000]));
+        let tiny = pg("1E-130");
+        assert_eq!((tiny.0, tiny.1, tiny.3, tiny.4.clone()), (1, -33, 130, vec![100]));
+        let big = pg("1E+125");
+        assert_eq!((big.0, big.1, big.4), (1, 31, vec![10]));
+    }
+}

@@ -1,0 +1,273 @@
+//! Reading a data file: stream → MD5 and byte count → gunzip → lines → blocks.
+//!
+//! Runs on a blocking thread (it is synchronous IO and CPU). A 0-byte object is an empty file;
+//! otherwise the bytes are a (possibly multi-member) gzip stream, and an empty member is an empty
+//! file. Every byte passes through the MD5 before decompression, including lines skipped on resume,
+//! so the checksum always covers the whole object. Blank lines count as lines (the checkpoint is in
+//! physical lines) but not as items. Blocks end at every multiple of `chunk_lines`, so a retry
+//! re-forms exactly the same chunks.
+
+use std::io::{BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use base64::Engine;
+use flate2::bufread::MultiGzDecoder;
+use md5::{Digest, Md5};
+
+use crate::decode::{LineRef, RawBlock};
+use crate::{Result, WorkerError};
+
+/// The longest line accepted: DynamoDB items are at most 400 KB, so anything near this is not an
+/// export line.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How to frame a file.
+#[derive(Clone, Debug)]
+pub struct SourceSpec {
+    /// The file, for messages.
+    pub location: String,
+    /// Lines already committed: read (for the MD5) but not emitted.
+    pub skip_lines: u64,
+    /// Chunk size in lines; blocks never cross a multiple of it.
+    pub chunk_lines: u64,
+    /// Maximum lines per block.
+    pub block_lines: usize,
+    /// Maximum bytes per block (soft).
+    pub block_bytes: usize,
+}
+
+/// A block of lines and where it sits in the file.
+#[derive(Debug)]
+pub struct FramedBlock {
+    /// The lines.
+    pub block: RawBlock,
+    /// Physical lines before the block.
+    pub first_line: u64,
+    /// Physical lines through the end of the block.
+    pub last_line: u64,
+    /// Whether the block ends a chunk.
+    pub chunk_end: bool,
+}
+
+/// What the whole file turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceSummary {
+    /// Base64 MD5 of the stored bytes.
+    pub md5_base64: String,
+    /// Stored bytes.
+    pub bytes: u64,
+    /// Physical lines after decompression.
+    pub physical_lines: u64,
+    /// Non-blank lines (items).
+    pub items: u64,
+}
+
+struct HashingReader<R> {
+    inner: R,
+    md5: Md5,
+    bytes: u64,
+    progress: Option<Arc<AtomicU64>>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.md5.update(&buf[..n]);
+        self.bytes += n as u64;
+        if let Some(progress) = &self.progress {
+            progress.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Reads `raw` to the end, calling `emit` for each block in order, and returns the summary.
+/// `emit` returning an error stops the read (the consumer went away).
+pub fn read_source<R: Read>(
+    raw: R,
+    spec: &SourceSpec,
+    progress_bytes: Option<Arc<AtomicU64>>,
+    mut emit: impl FnMut(FramedBlock) -> Result<()>,
+) -> Result<SourceSummary> {
+    let corrupt = |e: std::io::Error| -> WorkerError {
+        match e.kind() {
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput | std::io::ErrorKind::UnexpectedEof => {
+                WorkerError::CorruptFile { location: spec.location.clone(), reason: format!("gzip stream: {e}") }
+            }
+            _ => WorkerError::Read { location: spec.location.clone(), source: e },
+        }
+    };
+    let hashing = HashingReader { inner: raw, md5: Md5::new(), bytes: 0, progress: progress_bytes };
+    let mut buffered = BufReader::with_capacity(256 * 1024, hashing);
+    let is_empty_object = buffered.fill_buf().map_err(corrupt)?.is_empty();
+    let summary_of = |hashing: HashingReader<R>, physical_lines: u64, items: u64| SourceSummary {
+        md5_base64: base64::engine::general_purpose::STANDARD.encode(hashing.md5.finalize()),
+        bytes: hashing.bytes,
+        physical_lines,
+        items,
+    };
+    if is_empty_object {
+        if spec.skip_lines > 0 {
+            return Err(WorkerError::CorruptFile {
+                location: spec.location.clone(),
+                reason: format!("the file is empty but {} of its lines were committed before", spec.skip_lines),
+            });
+        }
+        return Ok(summary_of(buffered.into_inner(), 0, 0));
+    }
+    let mut lines = BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(buffered));
+    let mut line_no = 0u64;
+    let mut items = 0u64;
+    let mut scratch = Vec::new();
+    while line_no < spec.skip_lines {
+        scratch.clear();
+        if lines.read_until(b'\n', &mut scratch).map_err(corrupt)? == 0 {
+            return Err(WorkerError::CorruptFile {
+                location: spec.location.clone(),
+                reason: format!(
+                    "the file has {line_no} lines but {} were committed before: it changed since",
+                    spec.skip_lines
+                ),
+            });
+        }
+        line_no += 1;
+        if !is_blank(&scratch) {
+            items += 1;
+        }
+    }
+    let new_block = || RawBlock { data: Vec::with_capacity(spec.block_bytes.min(1 << 20)), lines: Vec::with_capacity(spec.block_lines) };
+    let mut block = new_block();
+    let mut block_first = line_no;
+    loop {
+        let start = block.data.len();
+        if lines.read_until(b'\n', &mut block.data).map_err(corrupt)? == 0 {
+            break;
+        }
+        line_no += 1;
+        let mut end = block.data.len();
+        if block.data[end - 1] == b'\n' {
+            end -= 1;
+        }
+        if end > start && block.data[end - 1] == b'\r' {
+            end -= 1;
+        }
+        if end - start > MAX_LINE_BYTES {
+            return Err(WorkerError::CorruptFile {
+                location: spec.location.clone(),
+                reason: format!("line {line_no} is {} bytes long, over the {MAX_LINE_BYTES}-byte limit", end - start),
+            });
+        }
+        block.data.truncate(end);
+        if is_blank(&block.data[start..end]) {
+            block.data.truncate(start);
+        } else {
+            items += 1;
+            block.lines.push(LineRef { line_no, start, end });
+        }
+        let chunk_end = line_no % spec.chunk_lines == 0;
+        if chunk_end || block.lines.len() >= spec.block_lines || block.data.len() >= spec.block_bytes {
+            emit(FramedBlock { block: std::mem::replace(&mut block, new_block()), first_line: block_first, last_line: line_no, chunk_end })?;
+            block_first = line_no;
+        }
+    }
+    if line_no > block_first {
+        emit(FramedBlock { block, first_line: block_first, last_line: line_no, chunk_end: false })?;
+    }
+    // Drain whatever follows the gzip data so the MD5 covers every stored byte.
+    let mut buffered = lines.into_inner().into_inner();
+    std::io::copy(&mut buffered, &mut std::io::sink()).map_err(corrupt)?;
+    Ok(summary_of(buffered.into_inner(), line_no, items))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+
+    fn gz(text: &str) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(text.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn spec(skip: u64, chunk: u64, block: usize) -> SourceSpec {
+        SourceSpec { location: "f.json.gz".into(), skip_lines: skip, chunk_lines: chunk, block_lines: block, block_bytes: 1 << 20 }
+    }
+
+    fn frame(bytes: &[u8], spec: &SourceSpec) -> Result<(Vec<(u64, u64, bool, Vec<u64>)>, SourceSummary)> {
+        let mut blocks = Vec::new();
+        let summary = read_source(bytes, spec, None, |b| {
+            blocks.push((b.first_line, b.last_line, b.chunk_end, b.block.lines.iter().map(|l| l.line_no).collect()));
+            Ok(())
+        })?;
+        Ok((blocks, summary))
+    }
+
+    #[test]
+    fn blocks_end_at_chunk_boundaries_and_count_blank_lines() {
+        let text = "a\nb\n\nc\r\nd\ne\nf";
+        let bytes = gz(text);
+        let (blocks, summary) = frame(&bytes, &spec(0, 3, 2)).unwrap();
+        assert_eq!(
+            blocks,
+            vec![
+                (0, 2, false, vec![1, 2]),
+                (2, 3, true, vec![]),
+                (3, 5, false, vec![4, 5]),
+                (5, 6, true, vec![6]),
+                (6, 7, false, vec![7]),
+            ]
+        );
+        assert_eq!(summary.physical_lines, 7);
+        assert_eq!(summary.items, 6);
+        assert_eq!(summary.md5_base64, ferry_shared::manifest::md5_base64(&bytes));
+        assert_eq!(summary.bytes, bytes.len() as u64);
+    }
+
+    #[test]
+    fn resume_skips_committed_lines_but_hashes_them() {
+        let bytes = gz("a\nb\nc\nd\n");
+        let (blocks, summary) = frame(&bytes, &spec(2, 2, 10)).unwrap();
+        assert_eq!(blocks, vec![(2, 4, true, vec![3, 4])]);
+        assert_eq!(summary.items, 4);
+        assert_eq!(summary.md5_base64, ferry_shared::manifest::md5_base64(&bytes));
+        let err = frame(&bytes, &spec(9, 2, 10)).unwrap_err().to_string();
+        assert!(err.contains("has 4 lines but 9 were committed"), "{err}");
+    }
+
+    #[test]
+    fn empty_objects_and_empty_gzip_members_are_empty_files() {
+        let (blocks, summary) = frame(b"", &spec(0, 10, 10)).unwrap();
+        assert!(blocks.is_empty());
+        assert_eq!((summary.items, summary.bytes), (0, 0));
+        let empty_member = gz("");
+        let (blocks, summary) = frame(&empty_member, &spec(0, 10, 10)).unwrap();
+        assert!(blocks.is_empty());
+        assert_eq!(summary.items, 0);
+        assert_eq!(summary.bytes, empty_member.len() as u64);
+    }
+
+    #[test]
+    fn multi_member_gzip_is_read_whole() {
+        let mut bytes = gz("a\nb\n");
+        bytes.extend(gz("c\n"));
+        let (_, summary) = frame(&bytes, &spec(0, 10, 10)).unwrap();
+        assert_eq!(summary.items, 3);
+    }
+
+    #[test]
+    fn truncated_and_garbage_streams_fail_naming_the_file() {
+        let bytes = gz(&"{\"Item\":{}}\n".repeat(1000));
+        let err = frame(&bytes[..bytes.len() / 2], &spec(0, 10, 10)).unwrap_err();
+        assert!(matches!(err, WorkerError::CorruptFile { .. }), "{err}");
+        assert!(err.to_string().contains("f.json.gz"), "{err}");
+        let err = frame(b"this is not gzip", &spec(0, 10, 10)).unwrap_err();
+        assert!(matches!(err, WorkerError::CorruptFile { .. }), "{err}");
+    }
+}
