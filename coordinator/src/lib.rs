@@ -1,1 +1,19 @@
-//! placeholder
+//! Ferry's coordinator: turns a DynamoDB export into a planned run, drives it, and reports.
+//!
+//! # Layout
+//! - [`plan`]: find the export, decide the table and schema, prepare the table, record the run and
+//!   its shards in the ledger (deterministic; planning a known run resumes it).
+//! - [`infer`]: schema inference from a sample of items.
+//! - [`migrate`]: the single-machine path: plan, in-process workers, finalize.
+//! - [`report`]: the run report (rows, rejects, per-shard reconciliation, rate, verdict).
+//! - [`cli`]: the `ferry-coordinator` command line.
+//! - [`error`]: this crate's error type.
+
+pub mod cli;
+pub mod error;
+pub mod infer;
+pub mod migrate;
+pub mod plan;
+pub mod report;
+
+pub use error::{CoordinatorError, Result};

@@ -106,6 +106,11 @@ pub fn md5_base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Md5::digest(bytes))
 }
 
+/// Hex MD5 of `bytes` (for derived identifiers).
+pub fn md5_hex(bytes: &[u8]) -> String {
+    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Finds the one export under `prefix` in `store` and reads its manifests.
 pub async fn locate_export(store: &dyn ObjectStore, prefix: &str) -> Result<ExportListing> {
     let objects = store.list(prefix).await?;

@@ -10,6 +10,7 @@
 //! - [`copy`]: Arrow batches → PostgreSQL binary COPY tuples.
 //! - [`ledger`]: reading and writing the `ferry` ledger through tokio-postgres.
 //! - [`load`]: the shard loader and its exactly-once commit protocol.
+//! - [`pool`]: N concurrent loaders fed by a work queue, with retries.
 //! - [`error`]: this crate's error type.
 //!
 //! # Exactly once on PostgreSQL
@@ -29,6 +30,7 @@ pub mod json;
 pub mod ledger;
 pub mod load;
 pub mod number;
+pub mod pool;
 pub mod source;
 
 pub use error::{Result, WorkerError};

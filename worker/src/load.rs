@@ -169,7 +169,7 @@ pub async fn load_shard(client: &mut Client, ctx: &LoadContext, shard_id: &str) 
     };
     let decoder = ctx.decoder.clone();
     let bytes_progress = ctx.progress.bytes.clone();
-    let raw = tokio_util::io::SyncIoBridge::new(stream);
+    let raw = crate::source::blocking_reader(stream);
     let reader = tokio::task::spawn_blocking(move || {
         let result = read_source(raw, &spec, Some(bytes_progress), |framed| {
             let (done, result) = oneshot::channel();

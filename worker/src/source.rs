@@ -184,6 +184,34 @@ pub fn read_source<R: Read>(
     Ok(summary_of(buffered.into_inner(), line_no, items))
 }
 
+/// A blocking reader over an object stream, for the reading thread. Call it on the async side:
+/// it captures the current runtime.
+pub fn blocking_reader(stream: ferry_shared::store::ObjectStream) -> impl Read + Send {
+    tokio_util::io::SyncIoBridge::new(stream)
+}
+
+/// Reads up to `max_items` non-blank lines from the start of a data file (for schema inference).
+/// A 0-byte object has none.
+pub fn sample_lines<R: Read>(raw: R, location: &str, max_items: usize) -> Result<Vec<Vec<u8>>> {
+    let corrupt = |e: std::io::Error| WorkerError::CorruptFile { location: location.to_string(), reason: format!("gzip stream: {e}") };
+    let mut buffered = BufReader::with_capacity(64 * 1024, raw);
+    if buffered.fill_buf().map_err(corrupt)?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut lines = BufReader::new(MultiGzDecoder::new(buffered));
+    let mut out = Vec::new();
+    while out.len() < max_items {
+        let mut line = Vec::new();
+        if lines.read_until(b'\n', &mut line).map_err(corrupt)? == 0 {
+            break;
+        }
+        if !is_blank(&line) {
+            out.push(line);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,195 @@
+//! Schema inference: one pass over a sample of items, done once by the coordinator.
+//!
+//! The key attributes become the primary key, typed as declared (`pk:S`) or as sampled. Every other
+//! attribute becomes a typed column when the sample shows it with one type (NULLs aside) in at least
+//! `min_presence` of the items, and its name can be a column (1–63 bytes, not the overflow column,
+//! not `_ferry…`). Everything else goes to the JSONB overflow column. No attribute is dropped.
+//! The sample is the first items of the first data files, so inference is deterministic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ferry_shared::config::{KeyAttribute, MappingSettings};
+use ferry_shared::ident::is_valid_column_name;
+use ferry_shared::manifest::ExportListing;
+use ferry_shared::schema::{ColumnSpec, DdbType, TableSchema};
+use ferry_shared::store::ObjectStore;
+use ferry_worker::item::parse_line;
+use ferry_worker::source::sample_lines;
+
+use crate::{CoordinatorError, Result};
+
+/// Data files read for the sample, at most.
+const MAX_SAMPLED_FILES: usize = 64;
+
+/// What the sample showed of one attribute.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttributeStats {
+    /// Items holding the attribute (NULL included).
+    pub present: u64,
+    /// Items by type.
+    pub types: BTreeMap<DdbType, u64>,
+}
+
+/// The sample's statistics.
+#[derive(Clone, Debug, Default)]
+pub struct SampleStats {
+    /// Items parsed.
+    pub items: u64,
+    /// Lines that did not parse (they will be rejects at load time).
+    pub bad_lines: u64,
+    /// Per attribute.
+    pub attributes: HashMap<String, AttributeStats>,
+}
+
+impl SampleStats {
+    /// Adds one line.
+    pub fn add_line(&mut self, line: &[u8]) {
+        let Ok(attributes) = parse_line(line) else {
+            self.bad_lines += 1;
+            return;
+        };
+        self.items += 1;
+        for (name, value) in &attributes {
+            let stats = self.attributes.entry(name.to_string()).or_default();
+            stats.present += 1;
+            *stats.types.entry(value.ddb_type()).or_default() += 1;
+        }
+    }
+}
+
+/// Reads the sample from the export's first data files.
+pub async fn sample_export(store: Arc<dyn ObjectStore>, listing: &ExportListing, sample_items: usize) -> Result<SampleStats> {
+    let files: Vec<_> = listing.files.iter().filter(|f| f.size > 0 && f.item_count != Some(0)).take(MAX_SAMPLED_FILES).cloned().collect();
+    let mut stats = SampleStats::default();
+    if files.is_empty() {
+        return Ok(stats);
+    }
+    let per_file = sample_items.div_ceil(files.len()).max(1);
+    for file in files {
+        let stream = store.open(&file.key).await?;
+        let raw = ferry_worker::source::blocking_reader(stream);
+        let location = store.location(&file.key);
+        let lines = tokio::task::spawn_blocking(move || sample_lines(raw, &location, per_file))
+            .await
+            .map_err(|e| CoordinatorError::Invalid(format!("sampling task died: {e}")))??;
+        for line in &lines {
+            stats.add_line(line);
+        }
+    }
+    Ok(stats)
+}
+
+/// Builds the table schema from the sample and the mapping settings.
+pub fn infer_schema(table: &str, keys: &[KeyAttribute], mapping: &MappingSettings, stats: &SampleStats) -> Result<TableSchema> {
+    if keys.is_empty() {
+        return Err(CoordinatorError::Invalid(
+            "no key attributes: say which attributes form the primary key with --key pk[,sk] (or mapping.key)".into(),
+        ));
+    }
+    let mut columns = Vec::new();
+    for key in keys {
+        if !is_valid_column_name(&key.name) || key.name == mapping.overflow_column {
+            return Err(CoordinatorError::Invalid(format!("key attribute {:?} cannot be a column name", key.name)));
+        }
+        let sampled: Vec<DdbType> = stats
+            .attributes
+            .get(&key.name)
+            .map(|s| s.types.keys().copied().filter(|t| *t != DdbType::Null).collect())
+            .unwrap_or_default();
+        let ddb_type = match (key.ddb_type, sampled.as_slice()) {
+            (Some(declared), _) => declared,
+            (None, []) => DdbType::S,
+            (None, [one]) if one.is_key_type() => *one,
+            (None, found) => {
+                return Err(CoordinatorError::Invalid(format!(
+                    "key attribute {:?} has types {} in the sample; declare its type (--key {}:S)",
+                    key.name,
+                    found.iter().map(|t| t.descriptor()).collect::<Vec<_>>().join(", "),
+                    key.name
+                )))
+            }
+        };
+        if !ddb_type.is_key_type() {
+            return Err(CoordinatorError::Invalid(format!("key attribute {:?} cannot have type {ddb_type}", key.name)));
+        }
+        columns.push(ColumnSpec { name: key.name.clone(), ddb_type, pg_type: ddb_type.pg_type().expect("key types map"), is_key: true });
+    }
+    let mut names: Vec<&String> = stats.attributes.keys().collect();
+    names.sort();
+    for name in names {
+        if keys.iter().any(|k| &k.name == name)
+            || !is_valid_column_name(name)
+            || *name == mapping.overflow_column
+            || name.starts_with("_ferry")
+        {
+            continue;
+        }
+        let attribute = &stats.attributes[name];
+        let typed: Vec<(&DdbType, &u64)> = attribute.types.iter().filter(|(t, _)| **t != DdbType::Null).collect();
+        let [(ddb_type, _)] = typed.as_slice() else { continue };
+        if (attribute.present as f64) < mapping.min_presence * stats.items as f64 {
+            continue;
+        }
+        columns.push(ColumnSpec {
+            name: name.clone(),
+            ddb_type: **ddb_type,
+            pg_type: ddb_type.pg_type().expect("NULL filtered out"),
+            is_key: false,
+        });
+    }
+    Ok(TableSchema {
+        table: table.to_string(),
+        columns,
+        overflow_column: mapping.overflow_column.clone(),
+        nested_json: mapping.nested_json,
+        on_type_mismatch: mapping.on_type_mismatch,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_shared::config::Settings;
+
+    fn stats(lines: &[&str]) -> SampleStats {
+        let mut stats = SampleStats::default();
+        for line in lines {
+            stats.add_line(line.as_bytes());
+        }
+        stats
+    }
+
+    #[test]
+    fn stable_attributes_become_columns_the_rest_overflow() {
+        let mut mapping = Settings::default().mapping;
+        mapping.min_presence = 0.5;
+        let sample = stats(&[
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"name":{"S":"x"},"score":{"N":"1"},"rare":{"S":"r"},"n":{"NULL":true}}}"#,
+            r#"{"Item":{"pk":{"S":"b"},"sk":{"N":"2"},"name":{"S":"y"},"score":{"S":"high"},"n":{"N":"5"},"attrs":{"S":"clash"}}}"#,
+            r#"{"Item":{"pk":{"S":"c"},"sk":{"N":"3"},"name":{"NULL":true},"_ferry_x":{"S":"1"}}}"#,
+            "not json",
+        ]);
+        assert_eq!((sample.items, sample.bad_lines), (3, 1));
+        let keys = KeyAttribute::parse_list("pk,sk").unwrap();
+        let schema = infer_schema("T", &keys, &mapping, &sample).unwrap();
+        let columns: Vec<(&str, DdbType, bool)> = schema.columns.iter().map(|c| (c.name.as_str(), c.ddb_type, c.is_key)).collect();
+        assert_eq!(
+            columns,
+            vec![("pk", DdbType::S, true), ("sk", DdbType::N, true), ("n", DdbType::N, false), ("name", DdbType::S, false)]
+        );
+    }
+
+    #[test]
+    fn key_types_are_declared_or_sampled() {
+        let mapping = Settings::default().mapping;
+        let sample = stats(&[r#"{"Item":{"pk":{"N":"1"}}}"#, r#"{"Item":{"pk":{"S":"x"}}}"#]);
+        let err = infer_schema("T", &KeyAttribute::parse_list("pk").unwrap(), &mapping, &sample).unwrap_err();
+        assert!(err.to_string().contains("declare its type"), "{err}");
+        let schema = infer_schema("T", &KeyAttribute::parse_list("pk:S").unwrap(), &mapping, &sample).unwrap();
+        assert_eq!(schema.columns[0].ddb_type, DdbType::S);
+        let empty = infer_schema("T", &KeyAttribute::parse_list("pk").unwrap(), &mapping, &SampleStats::default()).unwrap();
+        assert_eq!(empty.columns.len(), 1);
+        assert!(infer_schema("T", &[], &mapping, &sample).is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! `migrate`: the single-machine path. Plan (or resume) the run, load every pending shard with N
+//! in-process workers fed by an in-memory queue, then finalize: reconcile every shard against the
+//! manifest, write the report into the ledger, and return it. The decode, load and checkpoint code
+//! is the workers' own; only the queue is in-process.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_shared::ledger::run_state;
+use ferry_shared::queue::MemoryQueue;
+use ferry_worker::ledger;
+use ferry_worker::load::{LoadContext, Progress};
+use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::plan::{plan, PlanRequest};
+use crate::report::{build_report, Report, ReportContext};
+use crate::Result;
+
+/// A migrate request.
+#[derive(Clone, Debug)]
+pub struct MigrateRequest {
+    /// What to plan.
+    pub plan: PlanRequest,
+    /// The target's URL.
+    pub target_url: String,
+    /// Concurrent shard loaders (default from the config).
+    pub workers: Option<usize>,
+    /// Accept a run without a verified manifest.
+    pub allow_unverified: bool,
+    /// Draw a progress bar (on a terminal).
+    pub progress_bar: bool,
+}
+
+/// Runs the whole migration and returns its report.
+pub async fn migrate(request: MigrateRequest) -> Result<Report> {
+    let settings = &request.plan.settings;
+    let mut client = ferry_worker::ledger::connect(&request.target_url).await?;
+    let plan = plan(&mut client, &request.plan).await?;
+    let run = plan.run.clone();
+    let mut context = ReportContext { allow_unverified: request.allow_unverified, count_table_rows: true, ..Default::default() };
+    if run.state == run_state::COMPLETE {
+        context.already_complete = true;
+        return build_report(&client, &run, &context).await;
+    }
+
+    let shards = ledger::get_shards(&client, &run.run_id).await?;
+    let tasks = pending_tasks(&run.run_id, &shards);
+    let committed_items: u64 = shards.iter().map(|s| s.loaded_rows + s.rejected_rows + s.filtered_rows).sum();
+    let committed_rejects: u64 = shards.iter().map(|s| s.rejected_rows).sum();
+    let workers = request.workers.unwrap_or(settings.load.workers.get()).max(1);
+    tracing::info!(
+        run = %run.run_id,
+        table = %run.target_table,
+        shards = shards.len(),
+        pending = tasks.len(),
+        workers,
+        chunk_lines = run.chunk_lines,
+        "loading"
+    );
+    let ctx = LoadContext::new(run.clone(), plan.store.clone(), &settings.load);
+    let total_items = run.manifest_items.unwrap_or(0);
+    let total_bytes = plan.listing.total_bytes();
+    let finished = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch(
+        ctx.progress.clone(),
+        ctx.stop.clone(),
+        finished.clone(),
+        committed_items,
+        committed_rejects,
+        run.max_rejects,
+        total_items,
+        total_bytes,
+        request.progress_bar,
+    ));
+    let started = Instant::now();
+    let pool = PoolSettings { target_url: request.target_url.clone(), workers, attempts: settings.load.connect_attempts };
+    let errors = run_pool(ctx.clone(), Arc::new(MemoryQueue::new(tasks)), pool).await;
+    let elapsed = started.elapsed();
+    finished.store(true, Ordering::Relaxed);
+    let _ = watcher.await;
+
+    context.elapsed_seconds = Some(elapsed.as_secs_f64());
+    context.items_this_command = ctx.progress.items.load(Ordering::Relaxed);
+    context.load_errors = errors.iter().map(|e| format!("shard {}: {}", e.shard_id, e.error)).collect();
+    let report = build_report(&client, &run, &context).await?;
+    let json = serde_json::to_string(&report).unwrap_or_default();
+    ledger::finish_run(&client, &run.run_id, &report.state, &json).await?;
+    Ok(report)
+}
+
+/// Draws the progress bar (items and bytes against the manifest's totals), logs progress when no
+/// terminal is attached, and stops the workers once rejects pass `max_rejects`.
+#[allow(clippy::too_many_arguments)]
+async fn watch(
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+    finished: Arc<AtomicBool>,
+    committed_items: u64,
+    committed_rejects: u64,
+    max_rejects: u64,
+    total_items: u64,
+    total_bytes: u64,
+    draw: bool,
+) {
+    let bar = if draw { ProgressBar::with_draw_target(Some(total_items), ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} items ({per_sec}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    loop {
+        let items = committed_items + progress.items.load(Ordering::Relaxed);
+        let bytes = progress.bytes.load(Ordering::Relaxed);
+        bar.set_position(items);
+        bar.set_message(format!("{} of {} read", HumanBytes(bytes), HumanBytes(total_bytes)));
+        let rejects = committed_rejects + progress.rejects.load(Ordering::Relaxed);
+        if rejects > max_rejects && !stop.swap(true, Ordering::Relaxed) {
+            tracing::error!(rejects, max_rejects, "too many rejected lines: stopping after the current chunks");
+        }
+        if bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(10) {
+            last_log = Instant::now();
+            tracing::info!(items, total_items, bytes, total_bytes, elapsed_s = started.elapsed().as_secs(), "progress");
+        }
+        if finished.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bar.finish_and_clear();
+}

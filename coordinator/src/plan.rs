@@ -1,0 +1,203 @@
+//! Planning a run: find the export, decide the table and its schema, prepare the table, and record
+//! the run and its shards in the ledger. Planning is deterministic: the same export, table and
+//! mapping give the same run id, schema and shards, and planning a run the ledger already has
+//! resumes it with the stored schema and chunk size.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_shared::config::{KeyAttribute, Settings};
+use ferry_shared::ident::quote_ident;
+use ferry_shared::ledger::run_state;
+use ferry_shared::manifest::{locate_export, md5_hex, ExportListing};
+use ferry_shared::schema::TableSchema;
+use ferry_shared::store::{LocalStore, ObjectStore};
+use ferry_worker::ledger::{self, RunRecord};
+use tokio_postgres::Client;
+
+use crate::infer::{infer_schema, sample_export};
+use crate::{CoordinatorError, Result};
+
+/// What the user asked for.
+#[derive(Clone, Debug)]
+pub struct PlanRequest {
+    /// The export folder (or a parent holding exactly one export).
+    pub export: PathBuf,
+    /// Key attributes (empty: take them from the config).
+    pub keys: Vec<KeyAttribute>,
+    /// Target table (default: the config's, else the export's table name).
+    pub table: Option<String>,
+    /// Load into a table that already holds rows.
+    pub append: bool,
+    /// Run id (default: derived from the export, table and mapping).
+    pub run_id: Option<String>,
+    /// Settings.
+    pub settings: Settings,
+}
+
+/// A planned (or resumed) run.
+#[derive(Debug)]
+pub struct Plan {
+    /// The run as the ledger holds it.
+    pub run: RunRecord,
+    /// Where its data files are.
+    pub store: Arc<dyn ObjectStore>,
+    /// The export as found now.
+    pub listing: ExportListing,
+    /// Whether the ledger already had the run.
+    pub resumed: bool,
+}
+
+fn derive_run_id(listing: &ExportListing, export_path: &str, table: &str, request: &PlanRequest, keys: &[KeyAttribute]) -> String {
+    let mapping = &request.settings.mapping;
+    let identity = listing.summary.as_ref().and_then(|s| s.export_arn.clone()).unwrap_or_else(|| export_path.to_string());
+    let keys: Vec<String> =
+        keys.iter().map(|k| format!("{}:{}", k.name, k.ddb_type.map(|t| t.descriptor()).unwrap_or("?"))).collect();
+    let fingerprint = format!(
+        "{identity}\n{table}\n{}\n{}\n{:?}\n{:?}\n{}\n{}",
+        keys.join(","),
+        mapping.overflow_column,
+        mapping.nested_json,
+        mapping.on_type_mismatch,
+        mapping.min_presence,
+        mapping.sample_items
+    );
+    let prefix = listing
+        .summary
+        .as_ref()
+        .and_then(|s| s.export_id())
+        .map(str::to_string)
+        .unwrap_or_else(|| "local".to_string());
+    format!("{prefix}-{}", &md5_hex(fingerprint.as_bytes())[..8])
+}
+
+/// Plans the run, or finds it in the ledger.
+pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
+    let (store, prefix) = LocalStore::for_export_path(&request.export)?;
+    let listing = locate_export(&store, &prefix).await?;
+    for warning in &listing.warnings {
+        tracing::warn!(export = %listing.location, "{warning}");
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(store);
+    let export_path = std::fs::canonicalize(&request.export)
+        .map_err(|source| ferry_shared::Error::Io { location: request.export.display().to_string(), source })?
+        .display()
+        .to_string();
+    let table = request
+        .table
+        .clone()
+        .or_else(|| request.settings.mapping.table.clone())
+        .or_else(|| listing.summary.as_ref().and_then(|s| s.table_name()).map(str::to_string))
+        .ok_or_else(|| CoordinatorError::Invalid("the export has no manifest naming its table: give --table".into()))?;
+    let keys = if request.keys.is_empty() { request.settings.mapping.key.clone() } else { request.keys.clone() };
+    let run_id = request.run_id.clone().unwrap_or_else(|| derive_run_id(&listing, &export_path, &table, request, &keys));
+
+    ledger::ensure_ledger(client).await?;
+    if let Some(run) = ledger::get_run(client, &run_id).await? {
+        if run.target_table != table {
+            return Err(CoordinatorError::Invalid(format!(
+                "run {run_id} loads table {:?}, not {table:?}: use another --run-id",
+                run.target_table
+            )));
+        }
+        let arn = listing.summary.as_ref().and_then(|s| s.export_arn.clone());
+        if run.export_arn.is_some() && arn.is_some() && run.export_arn != arn {
+            return Err(CoordinatorError::Invalid(format!(
+                "run {run_id} loads export {}, not {}: use another --run-id",
+                run.export_arn.unwrap_or_default(),
+                arn.unwrap_or_default()
+            )));
+        }
+        if run.state != run_state::COMPLETE {
+            prepare_table(client, &run.schema, false).await?;
+        }
+        tracing::info!(run = %run_id, table = %table, "resuming run from the ledger");
+        return Ok(Plan { run, store, listing, resumed: true });
+    }
+
+    let stats = sample_export(store.clone(), &listing, request.settings.mapping.sample_items).await?;
+    let schema = infer_schema(&table, &keys, &request.settings.mapping, &stats)?;
+    tracing::info!(
+        run = %run_id,
+        table = %table,
+        sampled_items = stats.items,
+        typed_columns = schema.columns.len(),
+        overflow = %schema.overflow_column,
+        "schema inferred"
+    );
+    prepare_table(client, &schema, !request.append).await?;
+    let summary = listing.summary.as_ref();
+    let run = RunRecord {
+        run_id: run_id.clone(),
+        export_location: export_path,
+        export_arn: summary.and_then(|s| s.export_arn.clone()),
+        export_time: summary.and_then(|s| s.export_time.clone()),
+        target_table: table,
+        schema,
+        chunk_lines: request.settings.load.chunk_lines.get(),
+        max_rejects: request.settings.load.max_rejects,
+        manifest_verified: listing.verified,
+        manifest_items: listing.manifest_items(),
+        state: run_state::LOADING.to_string(),
+    };
+    ledger::insert_run(client, &run, &listing.files).await?;
+    // Another coordinator may have planned the same run a moment earlier: the ledger's copy wins.
+    let run = ledger::get_run(client, &run_id).await?.ok_or_else(|| CoordinatorError::Invalid(format!("run {run_id} vanished from the ledger")))?;
+    Ok(Plan { run, store, listing, resumed: false })
+}
+
+/// Creates the table when it is absent; otherwise checks that its columns fit the schema and, for a
+/// new run without `--append`, that it is empty. Nothing is loaded before this passes.
+pub async fn prepare_table(client: &Client, schema: &TableSchema, must_be_empty: bool) -> Result<()> {
+    let rows = client
+        .query(
+            "SELECT column_name::text, udt_name::text, is_nullable::text, column_default::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = $1::text",
+            &[&schema.table],
+        )
+        .await
+        .map_err(CoordinatorError::db("cannot inspect the target table"))?;
+    if rows.is_empty() {
+        client.batch_execute(&schema.create_table_sql()).await.map_err(CoordinatorError::db("cannot create the target table"))?;
+        tracing::info!(table = %schema.table, "created target table");
+        return Ok(());
+    }
+    let existing: Vec<(String, String, String, Option<String>)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let mut problems = Vec::new();
+    let wanted = schema
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.pg_type.udt_name()))
+        .chain(std::iter::once((schema.overflow_column.as_str(), "jsonb")));
+    for (name, udt) in wanted.clone() {
+        match existing.iter().find(|e| e.0 == name) {
+            None => problems.push(format!("column {name:?} is missing")),
+            Some(e) if e.1 != udt => problems.push(format!("column {name:?} is {}, the run needs {udt}", e.1)),
+            Some(_) => {}
+        }
+    }
+    for (name, _, nullable, default) in &existing {
+        if !wanted.clone().any(|(w, _)| w == name) && nullable == "NO" && default.is_none() {
+            problems.push(format!("column {name:?} is NOT NULL without a default, and no attribute fills it"));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CoordinatorError::TableMismatch { table: schema.table.clone(), reason: problems.join("; ") });
+    }
+    if must_be_empty {
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", quote_ident(&schema.table));
+        let non_empty: bool = client
+            .query_one(&sql, &[])
+            .await
+            .map_err(CoordinatorError::db("cannot inspect the target table"))?
+            .get(0);
+        if non_empty {
+            return Err(CoordinatorError::Invalid(format!(
+                "table {:?} already holds rows that are not this run's: pass --append to load into it anyway",
+                schema.table
+            )));
+        }
+    }
+    Ok(())
+}

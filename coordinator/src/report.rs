@@ -1,0 +1,270 @@
+//! The run report: rows per table, rejects, per-shard reconciliation, elapsed time and rate, and
+//! the verdict. `migrate` prints it at the end and stores it in `ferry.runs.report`; `status`
+//! builds the same view from the ledger at any time.
+
+use std::fmt::Write as _;
+
+use ferry_shared::ident::quote_ident;
+use ferry_shared::ledger::{run_state, shard_state};
+use ferry_worker::ledger::{self, RejectRecord, RunRecord, ShardRecord};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::{CoordinatorError, Result};
+
+/// One shard's line in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardLine {
+    /// The shard.
+    pub shard_id: String,
+    /// Its data file's key.
+    pub data_key: String,
+    /// Items per the manifest.
+    pub item_count: Option<u64>,
+    /// Input lines committed.
+    pub committed_lines: u64,
+    /// Rows loaded.
+    pub loaded: u64,
+    /// Lines rejected.
+    pub rejected: u64,
+    /// Items filtered.
+    pub filtered: u64,
+    /// Values spilled to overflow.
+    pub spilled: u64,
+    /// pending, done, failed.
+    pub state: String,
+    /// Whether the MD5 matched.
+    pub md5_ok: Option<bool>,
+    /// loaded + rejected + filtered = itemCount, MD5 held, done.
+    pub reconciled: bool,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// The report of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The run.
+    pub run_id: String,
+    /// The export.
+    pub export: String,
+    /// The target table.
+    pub table: String,
+    /// The run's state after this report: loading, complete or failed.
+    pub state: String,
+    /// Whether the export's manifests were present and verified.
+    pub manifest_verified: bool,
+    /// The run was already complete before this command.
+    pub already_complete: bool,
+    /// How rows were loaded.
+    pub load_path: String,
+    /// Items per the manifest.
+    pub manifest_items: Option<u64>,
+    /// Rows this run loaded.
+    pub rows_loaded: u64,
+    /// Lines this run rejected.
+    pub rows_rejected: u64,
+    /// Items filtered out.
+    pub rows_filtered: u64,
+    /// Values sent to the overflow column for a type mismatch.
+    pub values_spilled: u64,
+    /// `max_rejects` of the run.
+    pub max_rejects: u64,
+    /// Rows in the table now (it may hold more than this run's with `--append`).
+    pub table_rows: Option<i64>,
+    /// Shards in the run.
+    pub shards_total: usize,
+    /// Shards reconciled.
+    pub shards_reconciled: usize,
+    /// Every shard.
+    pub shards: Vec<ShardLine>,
+    /// The first rejects.
+    pub first_rejects: Vec<RejectRecord>,
+    /// Wall time of this command, when it loaded.
+    pub elapsed_seconds: Option<f64>,
+    /// Items per second over that time.
+    pub items_per_second: Option<f64>,
+    /// Why the run is not verified; empty when it is.
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    /// Whether the run is verified (exit code 0).
+    pub fn verified(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// One line saying why the run is not verified.
+    pub fn reason(&self) -> String {
+        match self.problems.as_slice() {
+            [] => "verified".into(),
+            [one] => one.clone(),
+            [first, rest @ ..] => format!("{first} (and {} more problems)", rest.len()),
+        }
+    }
+
+    /// The human-readable report.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let verdict = if self.verified() { "verified" } else { "NOT verified" };
+        let _ = writeln!(out, "run {}: {} ({verdict})", self.run_id, self.state);
+        if self.already_complete {
+            let _ = writeln!(out, "the run was already complete: nothing to do");
+        }
+        let _ = writeln!(out, "export  {}{}", self.export, if self.manifest_verified { "" } else { " (no verified manifest)" });
+        let _ = writeln!(out, "load    {}", self.load_path);
+        let table_rows = self.table_rows.map(|n| format!(", {n} rows in the table")).unwrap_or_default();
+        let _ = writeln!(out, "table   {}: {} rows loaded by this run{table_rows}", quote_ident(&self.table), self.rows_loaded);
+        let accounted = self.rows_loaded + self.rows_rejected + self.rows_filtered;
+        let manifest = self.manifest_items.map(|n| n.to_string()).unwrap_or_else(|| "unknown".into());
+        let _ = writeln!(
+            out,
+            "items   {accounted} accounted for of {manifest} in the manifest: {} loaded + {} rejected (max {}) + {} filtered; {} values spilled to overflow",
+            self.rows_loaded, self.rows_rejected, self.max_rejects, self.rows_filtered, self.values_spilled
+        );
+        let _ = writeln!(out, "shards  {} of {} reconciled", self.shards_reconciled, self.shards_total);
+        let shown: Vec<&ShardLine> = if self.shards.len() <= 40 {
+            self.shards.iter().collect()
+        } else {
+            self.shards.iter().filter(|s| !s.reconciled).take(40).collect()
+        };
+        if !shown.is_empty() {
+            let _ = writeln!(out, "  {:<28} {:>10} {:>10} {:>9} {:>9}  {:<8} {:<4} reconciled", "shard", "manifest", "loaded", "rejected", "filtered", "state", "md5");
+            for s in shown {
+                let md5 = match s.md5_ok {
+                    Some(true) => "ok",
+                    Some(false) => "BAD",
+                    None => "-",
+                };
+                let manifest = s.item_count.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+                let _ = writeln!(
+                    out,
+                    "  {:<28} {:>10} {:>10} {:>9} {:>9}  {:<8} {:<4} {}",
+                    s.shard_id,
+                    manifest,
+                    s.loaded,
+                    s.rejected,
+                    s.filtered,
+                    s.state,
+                    md5,
+                    if s.reconciled { "yes" } else { "NO" }
+                );
+            }
+        }
+        if !self.first_rejects.is_empty() {
+            let _ = writeln!(out, "first rejects (all of them are in ferry.rejects):");
+            for r in &self.first_rejects {
+                let _ = writeln!(out, "  shard {} line {}: {}", r.shard_id, r.line_no, r.reason);
+            }
+        }
+        if let (Some(seconds), Some(rate)) = (self.elapsed_seconds, self.items_per_second) {
+            let _ = writeln!(out, "elapsed {seconds:.1} s, {rate:.0} items/s");
+        }
+        for problem in &self.problems {
+            let _ = writeln!(out, "problem: {problem}");
+        }
+        out
+    }
+}
+
+/// Inputs for a report beyond the ledger.
+#[derive(Clone, Debug, Default)]
+pub struct ReportContext {
+    /// The run was complete before this command.
+    pub already_complete: bool,
+    /// Wall time spent loading.
+    pub elapsed_seconds: Option<f64>,
+    /// Items committed during that time.
+    pub items_this_command: u64,
+    /// Unverified runs are acceptable.
+    pub allow_unverified: bool,
+    /// Shards that failed for reasons outside their data.
+    pub load_errors: Vec<String>,
+    /// Count the table's rows.
+    pub count_table_rows: bool,
+}
+
+/// Builds the report from the ledger.
+pub async fn build_report(client: &Client, run: &RunRecord, context: &ReportContext) -> Result<Report> {
+    let shards = ledger::get_shards(client, &run.run_id).await?;
+    let first_rejects = ledger::get_rejects(client, &run.run_id, 10).await?;
+    let table_rows = if context.count_table_rows {
+        let sql = format!("SELECT count(*)::int8 FROM {}", quote_ident(&run.target_table));
+        Some(client.query_one(&sql, &[]).await.map_err(CoordinatorError::db("cannot count the table's rows"))?.get::<_, i64>(0))
+    } else {
+        None
+    };
+    let lines: Vec<ShardLine> = shards.iter().map(shard_line).collect();
+    let sum = |f: fn(&ShardRecord) -> u64| shards.iter().map(f).sum::<u64>();
+    let rows_loaded = sum(|s| s.loaded_rows);
+    let rows_rejected = sum(|s| s.rejected_rows);
+    let rows_filtered = sum(|s| s.filtered_rows);
+    let shards_reconciled = lines.iter().filter(|l| l.reconciled).count();
+
+    let mut problems = Vec::new();
+    for line in lines.iter().filter(|l| !l.reconciled) {
+        let what = match (&line.error, line.state.as_str()) {
+            (Some(error), _) => error.clone(),
+            (None, shard_state::PENDING) => format!("not finished ({} lines committed)", line.committed_lines),
+            (None, state) => format!("{state}: loaded {} + rejected {} does not match the manifest's {:?}", line.loaded, line.rejected, line.item_count),
+        };
+        problems.push(format!("shard {}: {what}", line.shard_id));
+    }
+    for error in &context.load_errors {
+        problems.push(error.clone());
+    }
+    if rows_rejected > run.max_rejects {
+        problems.push(format!("{rows_rejected} lines rejected, over max_rejects = {} (see ferry.rejects)", run.max_rejects));
+    }
+    if !run.manifest_verified && !context.allow_unverified {
+        problems.push("the export has no verified manifest: pass --allow-unverified to accept the run".into());
+    }
+    let state = if problems.is_empty() {
+        run_state::COMPLETE
+    } else if lines.iter().any(|l| l.state == shard_state::PENDING) && context.load_errors.is_empty() && rows_rejected <= run.max_rejects {
+        run_state::LOADING
+    } else {
+        run_state::FAILED
+    };
+    let items_per_second = context.elapsed_seconds.map(|s| context.items_this_command as f64 / s.max(1e-6));
+    Ok(Report {
+        run_id: run.run_id.clone(),
+        export: run.export_location.clone(),
+        table: run.target_table.clone(),
+        state: state.to_string(),
+        manifest_verified: run.manifest_verified,
+        already_complete: context.already_complete,
+        load_path: "binary COPY in a transaction with the checkpoint (PostgreSQL)".into(),
+        manifest_items: run.manifest_items,
+        rows_loaded,
+        rows_rejected,
+        rows_filtered,
+        values_spilled: sum(|s| s.spilled_values),
+        max_rejects: run.max_rejects,
+        table_rows,
+        shards_total: lines.len(),
+        shards_reconciled,
+        shards: lines,
+        first_rejects,
+        elapsed_seconds: context.elapsed_seconds,
+        items_per_second,
+        problems,
+    })
+}
+
+fn shard_line(s: &ShardRecord) -> ShardLine {
+    ShardLine {
+        shard_id: s.shard_id.clone(),
+        data_key: s.data_key.clone(),
+        item_count: s.item_count,
+        committed_lines: s.committed_lines,
+        loaded: s.loaded_rows,
+        rejected: s.rejected_rows,
+        filtered: s.filtered_rows,
+        spilled: s.spilled_values,
+        state: s.state.clone(),
+        md5_ok: s.md5_ok,
+        reconciled: s.reconciled(),
+        error: s.error.clone(),
+    }
+}
