@@ -70,9 +70,17 @@ pub async fn sample_export(store: Arc<dyn ObjectStore>, listing: &ExportListing,
         let stream = store.open(&file.key).await?;
         let raw = ferry_worker::source::blocking_reader(stream);
         let location = store.location(&file.key);
-        let lines = tokio::task::spawn_blocking(move || sample_lines(raw, &location, per_file))
+        let lines = match tokio::task::spawn_blocking(move || sample_lines(raw, &location, per_file))
             .await
-            .map_err(|e| CoordinatorError::Invalid(format!("sampling task died: {e}")))??;
+            .map_err(|e| CoordinatorError::Invalid(format!("sampling task died: {e}")))?
+        {
+            Ok(lines) => lines,
+            // The shard will fail with the same message when it is loaded; the sample goes on.
+            Err(e) => {
+                tracing::warn!(error = %e, "data file left out of the schema sample");
+                continue;
+            }
+        };
         for line in &lines {
             stats.add_line(line);
         }

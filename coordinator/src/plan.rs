@@ -108,8 +108,16 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
                 arn.unwrap_or_default()
             )));
         }
+        let mut run = run;
         if run.state != run_state::COMPLETE {
             prepare_table(client, &run.schema, false).await?;
+            if run.max_rejects != request.settings.load.max_rejects {
+                ledger::set_max_rejects(client, &run_id, request.settings.load.max_rejects).await?;
+                run.max_rejects = request.settings.load.max_rejects;
+            }
+            if run.chunk_lines != request.settings.load.chunk_lines.get() {
+                tracing::info!(run = %run_id, chunk_lines = run.chunk_lines, "keeping the run's recorded chunk size");
+            }
         }
         tracing::info!(run = %run_id, table = %table, "resuming run from the ledger");
         return Ok(Plan { run, store, listing, resumed: true });

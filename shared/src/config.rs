@@ -113,7 +113,7 @@ impl Default for RawMapping {
             nested_json: NestedJson::Plain,
             on_type_mismatch: OnTypeMismatch::Overflow,
             sample_items: 10_000,
-            min_presence: 0.5,
+            min_presence: 0.1,
         }
     }
 }

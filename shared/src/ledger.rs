@@ -135,6 +135,9 @@ pub const INSERT_REJECT: &str = "INSERT INTO ferry.rejects (run_id, shard_id, li
 pub const FINISH_RUN: &str = "UPDATE ferry.runs SET state = $2::text, report = $3::text, finished_at = now()
     WHERE run_id = $1::text";
 
+/// Sets a run's `max_rejects` (a policy the user may raise and re-run). `$1` run, `$2` max.
+pub const SET_MAX_REJECTS: &str = "UPDATE ferry.runs SET max_rejects = $2::int8 WHERE run_id = $1::text";
+
 /// Total rejects of a run so far. `$1` run.
 pub const SUM_REJECTS: &str =
     "SELECT COALESCE(sum(rejected_rows), 0)::int8 FROM ferry.shards WHERE run_id = $1::text";

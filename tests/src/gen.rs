@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -21,6 +22,8 @@ use md5::{Digest, Md5};
 
 /// Gzip level used for data files: fast, the generator feeds benchmarks.
 const GZIP_LEVEL: u32 = 1;
+/// Items are buffered up to this many bytes before going to the gzip encoder.
+const CHUNK_BYTES: usize = 256 * 1024;
 /// Account and region baked into the ARNs.
 const ARN_PREFIX: &str = "arn:aws:dynamodb:us-east-1:111122223333:table/";
 /// Bucket name written into `manifest-summary.json`.
@@ -134,12 +137,18 @@ pub struct GeneratedFile {
 impl GeneratedExport {
     /// Full key of `manifest-files.json`.
     pub fn manifest_files_key(&self) -> String {
-        format!("{}/manifest-files.json", key_base(self.s3_prefix.as_deref(), &self.export_id))
+        format!(
+            "{}/manifest-files.json",
+            key_base(self.s3_prefix.as_deref(), &self.export_id)
+        )
     }
 
     /// Full key of `manifest-summary.json`.
     pub fn manifest_summary_key(&self) -> String {
-        format!("{}/manifest-summary.json", key_base(self.s3_prefix.as_deref(), &self.export_id))
+        format!(
+            "{}/manifest-summary.json",
+            key_base(self.s3_prefix.as_deref(), &self.export_id)
+        )
     }
 
     /// `arn:aws:dynamodb:…:table/<table_name>`.
@@ -194,6 +203,11 @@ impl Rng {
     /// A random element of a non-empty slice.
     pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
         &xs[self.below(xs.len() as u64) as usize]
+    }
+
+    /// A random element of a non-empty list of strings.
+    pub fn pick_str(&mut self, xs: &[&'static str]) -> &'static str {
+        xs[self.below(xs.len() as u64) as usize]
     }
 
     /// `n` random bytes.
@@ -275,7 +289,11 @@ fn v_b(b: &mut String, bytes: &[u8]) {
 }
 
 fn v_bool(b: &mut String, v: bool) {
-    b.push_str(if v { "{\"BOOL\":true}" } else { "{\"BOOL\":false}" });
+    b.push_str(if v {
+        "{\"BOOL\":true}"
+    } else {
+        "{\"BOOL\":false}"
+    });
 }
 
 fn v_null(b: &mut String) {
@@ -354,18 +372,72 @@ const FIRST_NAMES: &[&str] = &[
     "Niaj", "Olivia", "Peggy", "Rupert", "Sybil", "Trent", "Victor", "Walter", "Yuki",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Smith", "García", "Müller", "Østergaard", "Nakamura", "O'Brien", "Kowalski", "Dubois",
-    "Rossi", "Ivanova", "Chen", "Okafor", "Silva", "Jensen", "Novák", "Haddad",
+    "Smith",
+    "García",
+    "Müller",
+    "Østergaard",
+    "Nakamura",
+    "O'Brien",
+    "Kowalski",
+    "Dubois",
+    "Rossi",
+    "Ivanova",
+    "Chen",
+    "Okafor",
+    "Silva",
+    "Jensen",
+    "Novák",
+    "Haddad",
 ];
-const TAGS: &[&str] = &["vip", "beta", "newsletter", "early-adopter", "b2b", "churn-risk", "staff"];
+const TAGS: &[&str] = &[
+    "vip",
+    "beta",
+    "newsletter",
+    "early-adopter",
+    "b2b",
+    "churn-risk",
+    "staff",
+];
 const THEMES: &[&str] = &["light", "dark", "solarized", "high-contrast"];
 const PERIODS: &[&str] = &["daily", "weekly", "monthly"];
 const ORDER_STATUSES: &[&str] = &["pending", "processing", "shipped", "delivered", "cancelled"];
-const STREETS: &[&str] = &["Main St", "Oak Ave", "Rue de la Paix", "Königstraße", "Elm Rd", "Baker St"];
-const CITIES: &[&str] = &["Springfield", "Paris", "München", "Tokyo", "Lisbon", "Toronto", "Oslo"];
-const ADJECTIVES: &[&str] = &["Ergonomic", "Rustic", "Sleek", "Durable", "Compact", "Deluxe", "Smart"];
-const NOUNS: &[&str] = &["Chair", "Lamp", "Keyboard", "Backpack", "Kettle", "Monitor", "Desk", "Mug"];
-const CATEGORIES: &[&str] = &["furniture", "electronics", "kitchen", "outdoor", "office", "toys"];
+const STREETS: &[&str] = &[
+    "Main St",
+    "Oak Ave",
+    "Rue de la Paix",
+    "Königstraße",
+    "Elm Rd",
+    "Baker St",
+];
+const CITIES: &[&str] = &[
+    "Springfield",
+    "Paris",
+    "München",
+    "Tokyo",
+    "Lisbon",
+    "Toronto",
+    "Oslo",
+];
+const ADJECTIVES: &[&str] = &[
+    "Ergonomic",
+    "Rustic",
+    "Sleek",
+    "Durable",
+    "Compact",
+    "Deluxe",
+    "Smart",
+];
+const NOUNS: &[&str] = &[
+    "Chair", "Lamp", "Keyboard", "Backpack", "Kettle", "Monitor", "Desk", "Mug",
+];
+const CATEGORIES: &[&str] = &[
+    "furniture",
+    "electronics",
+    "kitchen",
+    "outdoor",
+    "office",
+    "toys",
+];
 const COLORS: &[&str] = &["red", "black", "white", "forest green", "navy", "beige"];
 const REVIEW_TITLES: &[&str] = &[
     "Great value",
@@ -397,7 +469,13 @@ struct ItemGen {
 
 impl ItemGen {
     fn new(seed: u64) -> ItemGen {
-        ItemGen { rng: Rng::new(seed), users: 0, orders: 0, products: 0, reviews: 0 }
+        ItemGen {
+            rng: Rng::new(seed),
+            users: 0,
+            orders: 0,
+            products: 0,
+            reviews: 0,
+        }
     }
 
     /// Appends one `{"Item":{...}}` line (without newline) to `b`.
@@ -423,8 +501,8 @@ impl ItemGen {
         let n = self.users;
         self.users += 1;
         let r = &mut self.rng;
-        let first = *r.pick(FIRST_NAMES);
-        let last = *r.pick(LAST_NAMES);
+        let first = r.pick_str(FIRST_NAMES);
+        let last = r.pick_str(LAST_NAMES);
         key(b, true, "PK");
         let _ = write!(b, "{{\"S\":\"USER#{n}\"}}");
         key(b, false, "SK");
@@ -432,19 +510,26 @@ impl ItemGen {
         key(b, false, "name");
         v_s(b, &format!("{first} {last}"));
         key(b, false, "email");
-        v_s(b, &format!("{}.{n}@example.com", first.to_ascii_lowercase()));
+        v_s(
+            b,
+            &format!("{}.{n}@example.com", first.to_ascii_lowercase()),
+        );
         key(b, false, "status");
         v_s(b, if r.chance(85) { "active" } else { "suspended" });
         key(b, false, "created_at");
         v_int(b, r.range(1_500_000_000, 1_700_000_000) as i64);
         key(b, false, "balance");
-        let cents = if r.chance(10) { -(r.range(1, 99) as i64) } else { r.below(10_000_000) as i64 };
+        let cents = if r.chance(10) {
+            -(r.range(1, 99) as i64)
+        } else {
+            r.below(10_000_000) as i64
+        };
         v_cents(b, cents);
         key(b, false, "tags");
         let k = r.range(1, 3) as usize;
         let mut tags: Vec<&str> = Vec::with_capacity(k);
         while tags.len() < k {
-            let t = *r.pick(TAGS);
+            let t = r.pick_str(TAGS);
             if !tags.contains(&t) {
                 tags.push(t);
             }
@@ -453,12 +538,12 @@ impl ItemGen {
         key(b, false, "prefs");
         b.push_str("{\"M\":{");
         key(b, true, "theme");
-        v_s(b, *r.pick(THEMES));
+        v_s(b, r.pick_str(THEMES));
         key(b, false, "limits");
         b.push_str("{\"L\":[");
         v_int(b, r.range(10, 1000) as i64);
         b.push(',');
-        v_s(b, *r.pick(PERIODS));
+        v_s(b, r.pick_str(PERIODS));
         b.push_str("]}}}");
         if r.chance(25) {
             key(b, false, "avatar");
@@ -467,7 +552,10 @@ impl ItemGen {
         }
         if r.chance(30) {
             key(b, false, "nickname");
-            v_s(b, &format!("{}{}", first.to_ascii_lowercase(), r.below(100)));
+            v_s(
+                b,
+                &format!("{}{}", first.to_ascii_lowercase(), r.below(100)),
+            );
         }
         if r.chance(10) {
             key(b, false, "deleted_at");
@@ -479,7 +567,7 @@ impl ItemGen {
             v_int(b, r.below(1000) as i64);
         } else if s < 75 {
             key(b, false, "score");
-            v_s(b, *r.pick(USER_SCORE_LABELS));
+            v_s(b, r.pick_str(USER_SCORE_LABELS));
         }
     }
 
@@ -516,7 +604,7 @@ impl ItemGen {
         key(b, false, "total");
         v_cents(b, total);
         key(b, false, "status");
-        v_s(b, *r.pick(ORDER_STATUSES));
+        v_s(b, r.pick_str(ORDER_STATUSES));
         key(b, false, "items");
         b.push_str(&items);
         key(b, false, "created_at");
@@ -527,7 +615,7 @@ impl ItemGen {
             key(b, true, "street");
             v_s(b, &format!("{} {}", r.range(1, 999), r.pick(STREETS)));
             key(b, false, "city");
-            v_s(b, *r.pick(CITIES));
+            v_s(b, r.pick_str(CITIES));
             key(b, false, "zip");
             v_s(b, &format!("{:05}", r.below(100_000)));
             b.push_str("}}");
@@ -542,8 +630,8 @@ impl ItemGen {
         let _ = write!(b, "{{\"S\":\"PRODUCT#{n}\"}}");
         key(b, false, "SK");
         v_s(b, "METADATA");
-        let adj = *r.pick(ADJECTIVES);
-        let noun = *r.pick(NOUNS);
+        let adj = r.pick_str(ADJECTIVES);
+        let noun = r.pick_str(NOUNS);
         key(b, false, "name");
         v_s(b, &format!("{adj} {noun}"));
         key(b, false, "description");
@@ -560,7 +648,7 @@ impl ItemGen {
         key(b, false, "price");
         v_cents(b, r.range(100, 500_000) as i64);
         key(b, false, "category");
-        v_s(b, *r.pick(CATEGORIES));
+        v_s(b, r.pick_str(CATEGORIES));
         key(b, false, "dims");
         let mut dims: Vec<String> = Vec::with_capacity(3);
         while dims.len() < 3 {
@@ -575,7 +663,7 @@ impl ItemGen {
         key(b, false, "attributes");
         b.push_str("{\"M\":{");
         key(b, true, "color");
-        v_s(b, *r.pick(COLORS));
+        v_s(b, r.pick_str(COLORS));
         key(b, false, "weight_kg");
         v_n(b, &tenths(r.range(1, 500)));
         key(b, false, "warranty_years");
@@ -585,7 +673,7 @@ impl ItemGen {
         b.push_str("}}");
         if r.chance(30) {
             key(b, false, "score");
-            v_s(b, *r.pick(PRODUCT_SCORE_LABELS));
+            v_s(b, r.pick_str(PRODUCT_SCORE_LABELS));
         }
     }
 
@@ -605,7 +693,7 @@ impl ItemGen {
         key(b, false, "rating");
         v_int(b, rating);
         key(b, false, "title");
-        v_s(b, *r.pick(REVIEW_TITLES));
+        v_s(b, r.pick_str(REVIEW_TITLES));
         key(b, false, "text");
         v_s(b, &format!("{} (review {n})", r.pick(REVIEW_BODIES)));
         key(b, false, "helpful");
@@ -635,13 +723,28 @@ pub const EDGE_ITEM_COUNT: usize = 6;
 /// DynamoDB-normalised numbers (plain notation, at most 38 significant digits).
 pub fn edge_numbers() -> Vec<(&'static str, String)> {
     vec![
-        ("edge_n38", "12345678901234567890123456789012345678".to_string()),
-        ("edge_n38_neg_frac", "-0.1234567890123456789012345678901234567".to_string()),
+        (
+            "edge_n38",
+            "12345678901234567890123456789012345678".to_string(),
+        ),
+        (
+            "edge_n38_neg_frac",
+            "-0.1234567890123456789012345678901234567".to_string(),
+        ),
         ("edge_n_1e125", format!("1{}", "0".repeat(125))),
-        ("edge_n_max", format!("{}{}", "9".repeat(38), "0".repeat(88))),
-        ("edge_n_neg_max", format!("-{}{}", "9".repeat(38), "0".repeat(88))),
+        (
+            "edge_n_max",
+            format!("{}{}", "9".repeat(38), "0".repeat(88)),
+        ),
+        (
+            "edge_n_neg_max",
+            format!("-{}{}", "9".repeat(38), "0".repeat(88)),
+        ),
         ("edge_n_1e_minus_130", format!("0.{}1", "0".repeat(129))),
-        ("edge_n_neg_1e_minus_130", format!("-0.{}1", "0".repeat(129))),
+        (
+            "edge_n_neg_1e_minus_130",
+            format!("-0.{}1", "0".repeat(129)),
+        ),
         ("edge_n_neg_half", "-0.5".to_string()),
         ("edge_n_zero", "0".to_string()),
     ]
@@ -693,7 +796,11 @@ fn edge_item(k: usize, b: &mut String) {
             // Same depth alternating L and M.
             key(b, false, "edge_deep_mixed");
             for i in 0..31 {
-                b.push_str(if i % 2 == 0 { "{\"L\":[" } else { "{\"M\":{\"x\":" });
+                b.push_str(if i % 2 == 0 {
+                    "{\"L\":["
+                } else {
+                    "{\"M\":{\"x\":"
+                });
             }
             v_n(b, "42");
             for i in (0..31).rev() {
@@ -805,13 +912,17 @@ fn key_base(prefix: Option<&str>, export_id: &str) -> String {
 }
 
 fn normalize_prefix(prefix: Option<&str>) -> Option<String> {
-    prefix.map(|p| p.trim_matches('/').to_string()).filter(|p| !p.is_empty())
+    prefix
+        .map(|p| p.trim_matches('/').to_string())
+        .filter(|p| !p.is_empty())
 }
 
 /// 26 lowercase base32 characters.
 fn file_stem(rng: &mut Rng) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    (0..26).map(|_| ALPHABET[rng.below(32) as usize] as char).collect()
+    (0..26)
+        .map(|_| ALPHABET[rng.below(32) as usize] as char)
+        .collect()
 }
 
 /// Opens a gzip data file; call [`finish_gz`] to close it.
@@ -831,14 +942,56 @@ fn finish_gz(enc: GzEncoder<HashingWriter<BufWriter<File>>>) -> io::Result<(u64,
     hw.flush()?;
     let bytes = hw.bytes;
     let md5 = B64.encode(hw.md5.finalize().as_slice());
-    hw.inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    hw.inner
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
     Ok((bytes, md5))
+}
+
+/// Writes a gzip file from chunks produced by `fill` on the calling thread while a helper
+/// thread compresses and hashes, so generation and compression overlap. `fill` appends whole
+/// lines to the (empty) buffer it gets and returns false once everything was produced.
+/// Returns the file size. Chunk boundaries only depend on the content, so output stays
+/// deterministic.
+fn write_gz_streamed(path: &Path, mut fill: impl FnMut(&mut String) -> bool) -> io::Result<u64> {
+    let enc = create_gz(path)?;
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = mpsc::sync_channel::<String>(2);
+        let (empty_tx, empty_rx) = mpsc::channel::<String>();
+        let writer = scope.spawn(move || -> io::Result<u64> {
+            let mut enc = enc;
+            for mut chunk in full_rx {
+                enc.write_all(chunk.as_bytes())?;
+                chunk.clear();
+                let _ = empty_tx.send(chunk);
+            }
+            Ok(finish_gz(enc)?.0)
+        });
+        loop {
+            let mut chunk = empty_rx
+                .try_recv()
+                .unwrap_or_else(|_| String::with_capacity(CHUNK_BYTES + 64 * 1024));
+            let more = fill(&mut chunk);
+            // A send error means the writer stopped on an error, which join() reports.
+            if (!chunk.is_empty() && full_tx.send(chunk).is_err()) || !more {
+                break;
+            }
+        }
+        drop(full_tx);
+        writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("gzip writer thread panicked")))
+    })
 }
 
 /// Generates an export under `root` (the "bucket root"); see the module docs.
 pub fn generate_export(root: &Path, opts: &GenOptions) -> io::Result<GeneratedExport> {
     if opts.files == 0 && opts.items > 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "items > 0 needs at least one data file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "items > 0 needs at least one data file",
+        ));
     }
     let prefix = normalize_prefix(opts.s3_prefix.as_deref());
     let base = key_base(prefix.as_deref(), &opts.export_id);
@@ -872,38 +1025,57 @@ pub fn generate_export(root: &Path, opts: &GenOptions) -> io::Result<GeneratedEx
         File::create(export_dir.join("_started"))?;
     }
 
-    let edge_count = if opts.edge_cases { (EDGE_ITEM_COUNT as u64).min(opts.items) } else { 0 };
+    let edge_count = if opts.edge_cases {
+        (EDGE_ITEM_COUNT as u64).min(opts.items)
+    } else {
+        0
+    };
     let mut items_gen = ItemGen::new(opts.seed);
     let mut written: u64 = 0;
-    let mut line = String::with_capacity(8192);
     let files = opts.files as u64;
     for f in 0..files {
         let count = opts.items / files + u64::from(f < opts.items % files);
         let (path, key) = new_file(&mut names, &export.data_files);
-        let mut enc = create_gz(&path)?;
-        for _ in 0..count {
-            line.clear();
-            if written < edge_count {
-                edge_item(written as usize, &mut line);
-            } else {
-                items_gen.next_item(&mut line);
+        let mut remaining = count;
+        let bytes = write_gz_streamed(&path, |chunk| {
+            while remaining > 0 && chunk.len() < CHUNK_BYTES {
+                if written < edge_count {
+                    edge_item(written as usize, chunk);
+                } else {
+                    items_gen.next_item(chunk);
+                }
+                chunk.push('\n');
+                written += 1;
+                remaining -= 1;
             }
-            line.push('\n');
-            enc.write_all(line.as_bytes())?;
-            written += 1;
-        }
-        let (bytes, _) = finish_gz(enc)?;
-        export.data_files.push(GeneratedFile { path, key, item_count: count, bytes });
+            remaining > 0
+        })?;
+        export.data_files.push(GeneratedFile {
+            path,
+            key,
+            item_count: count,
+            bytes,
+        });
     }
     for _ in 0..opts.zero_byte_files {
         let (path, key) = new_file(&mut names, &export.data_files);
         File::create(&path)?;
-        export.data_files.push(GeneratedFile { path, key, item_count: 0, bytes: 0 });
+        export.data_files.push(GeneratedFile {
+            path,
+            key,
+            item_count: 0,
+            bytes: 0,
+        });
     }
     for _ in 0..opts.empty_gzip_files {
         let (path, key) = new_file(&mut names, &export.data_files);
         let (bytes, _) = finish_gz(create_gz(&path)?)?;
-        export.data_files.push(GeneratedFile { path, key, item_count: 0, bytes });
+        export.data_files.push(GeneratedFile {
+            path,
+            key,
+            item_count: 0,
+            bytes,
+        });
     }
     export.total_items = written;
 
@@ -943,11 +1115,17 @@ pub fn rewrite_manifest(export: &GeneratedExport) -> io::Result<()> {
     let ext = export.checksum_ext.ext();
     let dir = &export.export_dir;
     fs::write(dir.join("manifest-files.json"), files_json.as_bytes())?;
-    fs::write(dir.join(format!("manifest-files.{ext}")), md5_base64(files_json.as_bytes()))?;
+    fs::write(
+        dir.join(format!("manifest-files.{ext}")),
+        md5_base64(files_json.as_bytes()),
+    )?;
 
     let summary = summary_json(export, item_count, billed);
     fs::write(dir.join("manifest-summary.json"), summary.as_bytes())?;
-    fs::write(dir.join(format!("manifest-summary.{ext}")), md5_base64(summary.as_bytes()))?;
+    fs::write(
+        dir.join(format!("manifest-summary.{ext}")),
+        md5_base64(summary.as_bytes()),
+    )?;
     Ok(())
 }
 
@@ -960,8 +1138,18 @@ fn summary_json(export: &GeneratedExport, item_count: u64, billed: u64) -> Strin
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(FALLBACK_EXPORT_MS);
     let table_id = {
-        let h = hex(Md5::digest(format!("{}/{}", export.table_name, export.export_id).as_bytes()).as_slice());
-        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        let h = hex(
+            Md5::digest(format!("{}/{}", export.table_name, export.export_id).as_bytes())
+                .as_slice(),
+        );
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     };
     let mut s = String::with_capacity(1024);
     s.push_str("{\"version\":\"2020-06-30\",\"exportArn\":");
@@ -1038,7 +1226,12 @@ pub fn add_data_file(export: &mut GeneratedExport, lines: &[String]) -> io::Resu
     }
     let (bytes, _) = finish_gz(enc)?;
     let item_count = lines.len() as u64;
-    export.data_files.push(GeneratedFile { path: path.clone(), key, item_count, bytes });
+    export.data_files.push(GeneratedFile {
+        path: path.clone(),
+        key,
+        item_count,
+        bytes,
+    });
     export.total_items += item_count;
     rewrite_manifest(export)?;
     Ok(path)
@@ -1053,7 +1246,9 @@ mod tests {
 
     fn gunzip(bytes: &[u8]) -> String {
         let mut s = String::new();
-        MultiGzDecoder::new(bytes).read_to_string(&mut s).expect("gunzip");
+        MultiGzDecoder::new(bytes)
+            .read_to_string(&mut s)
+            .expect("gunzip");
         s
     }
 
@@ -1076,7 +1271,14 @@ mod tests {
     }
 
     fn opts() -> GenOptions {
-        GenOptions { seed: 7, items: 2_000, files: 3, zero_byte_files: 2, empty_gzip_files: 1, ..Default::default() }
+        GenOptions {
+            seed: 7,
+            items: 2_000,
+            files: 3,
+            zero_byte_files: 2,
+            empty_gzip_files: 1,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -1086,19 +1288,36 @@ mod tests {
         let exp = generate_export(dir.path(), &o).expect("generate");
         assert_eq!(exp.total_items, 2_000);
         assert_eq!(exp.data_files.len(), 6);
-        assert_eq!(exp.export_dir, dir.path().join("exports/app/AWSDynamoDB/01700000000000-0a1b2c3d"));
+        assert_eq!(
+            exp.export_dir,
+            dir.path()
+                .join("exports/app/AWSDynamoDB/01700000000000-0a1b2c3d")
+        );
         assert!(exp.export_dir.join("_started").exists());
-        assert_eq!(fs::metadata(exp.export_dir.join("_started")).expect("meta").len(), 0);
+        assert_eq!(
+            fs::metadata(exp.export_dir.join("_started"))
+                .expect("meta")
+                .len(),
+            0
+        );
 
         // Summary.
-        let summary_bytes = fs::read(exp.export_dir.join("manifest-summary.json")).expect("summary");
+        let summary_bytes =
+            fs::read(exp.export_dir.join("manifest-summary.json")).expect("summary");
         assert!(!summary_bytes.contains(&b'\n'));
-        let summary: serde_json::Value = serde_json::from_slice(&summary_bytes).expect("summary json");
-        assert_eq!(summary["itemCount"].to_string(), exp.total_items.to_string());
+        let summary: serde_json::Value =
+            serde_json::from_slice(&summary_bytes).expect("summary json");
+        assert_eq!(
+            summary["itemCount"].to_string(),
+            exp.total_items.to_string()
+        );
         assert_eq!(summary["outputFormat"], "DYNAMODB_JSON");
         assert_eq!(summary["exportType"], "FULL_EXPORT");
         assert_eq!(summary["exportTime"], "2023-11-14T22:13:20.000Z");
-        assert_eq!(summary["tableArn"], "arn:aws:dynamodb:us-east-1:111122223333:table/AppTable");
+        assert_eq!(
+            summary["tableArn"],
+            "arn:aws:dynamodb:us-east-1:111122223333:table/AppTable"
+        );
         assert_eq!(
             summary["exportArn"],
             "arn:aws:dynamodb:us-east-1:111122223333:table/AppTable/export/01700000000000-0a1b2c3d"
@@ -1111,7 +1330,8 @@ mod tests {
         // Checksum files.
         let files_bytes = fs::read(exp.export_dir.join("manifest-files.json")).expect("files");
         let md5_files = fs::read_to_string(exp.export_dir.join("manifest-files.md5")).expect("md5");
-        let md5_summary = fs::read_to_string(exp.export_dir.join("manifest-summary.md5")).expect("md5");
+        let md5_summary =
+            fs::read_to_string(exp.export_dir.join("manifest-summary.md5")).expect("md5");
         assert_eq!(md5_files.len(), 24);
         assert_eq!(md5_files, md5_base64(&files_bytes));
         assert_eq!(md5_summary, md5_base64(&summary_bytes));
@@ -1130,9 +1350,16 @@ mod tests {
             let key = m["dataFileS3Key"].as_str().expect("key");
             assert_eq!(key, f.key);
             assert!(exp.root.join(key) == f.path);
-            let stem = key.rsplit('/').next().expect("name").strip_suffix(".json.gz").expect("ext");
+            let stem = key
+                .rsplit('/')
+                .next()
+                .expect("name")
+                .strip_suffix(".json.gz")
+                .expect("ext");
             assert_eq!(stem.len(), 26);
-            assert!(stem.bytes().all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(&c)));
+            assert!(stem
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(&c)));
             let etag = m["etag"].as_str().expect("etag");
             assert_eq!(etag.len(), 34);
             assert!(etag.ends_with("-1"));
@@ -1160,7 +1387,10 @@ mod tests {
                 let item = obj["Item"].as_object().expect("item");
                 let pk = item["PK"]["S"].as_str().expect("pk");
                 let sk = item["SK"]["S"].as_str().expect("sk");
-                assert!(keys.insert((pk.to_string(), sk.to_string())), "duplicate key {pk} {sk}");
+                assert!(
+                    keys.insert((pk.to_string(), sk.to_string())),
+                    "duplicate key {pk} {sk}"
+                );
                 for (_, av) in item {
                     assert_eq!(av.as_object().expect("typed").len(), 1);
                 }
@@ -1183,8 +1413,15 @@ mod tests {
     #[test]
     fn edge_items_and_mixed_score() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let exp = generate_export(dir.path(), &GenOptions { items: 500, files: 2, ..Default::default() })
-            .expect("generate");
+        let exp = generate_export(
+            dir.path(),
+            &GenOptions {
+                items: 500,
+                files: 2,
+                ..Default::default()
+            },
+        )
+        .expect("generate");
         let body = gunzip(&fs::read(&exp.data_files[0].path).expect("read"));
         let mut edge = 0;
         let mut score_types = HashSet::new();
@@ -1193,12 +1430,22 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(l).expect("json");
             let item = &v["Item"];
             let pk = item["PK"]["S"].as_str().expect("pk");
-            *kinds.entry(pk.split('#').next().expect("kind").to_string()).or_insert(0) += 1;
+            *kinds
+                .entry(pk.split('#').next().expect("kind").to_string())
+                .or_insert(0) += 1;
             if pk.starts_with("EDGE#") {
                 edge += 1;
             }
             if let Some(score) = item.get("score") {
-                score_types.insert(score.as_object().expect("typed").keys().next().expect("type").clone());
+                score_types.insert(
+                    score
+                        .as_object()
+                        .expect("typed")
+                        .keys()
+                        .next()
+                        .expect("type")
+                        .clone(),
+                );
             }
             if pk == "EDGE#0" {
                 for (name, n) in edge_numbers() {
@@ -1242,16 +1489,32 @@ mod tests {
             ..Default::default()
         };
         let mut exp = generate_export(dir.path(), &o).expect("generate");
-        assert_eq!(exp.export_dir, dir.path().join("AWSDynamoDB/01700000000000-0a1b2c3d"));
+        assert_eq!(
+            exp.export_dir,
+            dir.path().join("AWSDynamoDB/01700000000000-0a1b2c3d")
+        );
         assert!(exp.export_dir.join("manifest-files.checksum").exists());
         assert!(!exp.export_dir.join("manifest-files.md5").exists());
-        let p = add_data_file(&mut exp, &["{\"Item\":".to_string(), "not json".to_string()]).expect("add");
+        let p = add_data_file(
+            &mut exp,
+            &["{\"Item\":".to_string(), "not json".to_string()],
+        )
+        .expect("add");
         assert_eq!(exp.total_items, 12);
-        assert_eq!(gunzip(&fs::read(&p).expect("read")), "{\"Item\":\nnot json\n");
-        let text = fs::read_to_string(exp.export_dir.join("manifest-files.json")).expect("manifest");
+        assert_eq!(
+            gunzip(&fs::read(&p).expect("read")),
+            "{\"Item\":\nnot json\n"
+        );
+        let text =
+            fs::read_to_string(exp.export_dir.join("manifest-files.json")).expect("manifest");
         assert_eq!(text.lines().count(), 3);
-        assert!(text.lines().last().expect("line").contains("\"itemCount\":2,"));
-        let summary = fs::read_to_string(exp.export_dir.join("manifest-summary.json")).expect("summary");
+        assert!(text
+            .lines()
+            .last()
+            .expect("line")
+            .contains("\"itemCount\":2,"));
+        let summary =
+            fs::read_to_string(exp.export_dir.join("manifest-summary.json")).expect("summary");
         assert!(summary.contains("\"itemCount\":12,"));
         assert!(summary.contains("\"s3Prefix\":null"));
         assert_eq!(
@@ -1260,7 +1523,14 @@ mod tests {
         );
 
         let dir2 = tempfile::tempdir().expect("tempdir");
-        let exp2 = generate_export(dir2.path(), &GenOptions { write_manifest: false, ..o }).expect("generate");
+        let exp2 = generate_export(
+            dir2.path(),
+            &GenOptions {
+                write_manifest: false,
+                ..o
+            },
+        )
+        .expect("generate");
         let names: Vec<_> = fs::read_dir(&exp2.export_dir)
             .expect("read_dir")
             .map(|e| e.expect("entry").file_name().into_string().expect("name"))
@@ -1276,7 +1546,14 @@ mod tests {
         let back: String = serde_json::from_str(&b).expect("parse");
         assert_eq!(back, "a\"b\\c\nd\u{1}e\u{1f}é🚀\t");
         let mut c = String::new();
-        for (cents, want) in [(0, "0"), (5, "0.05"), (50, "0.5"), (-37, "-0.37"), (123456, "1234.56"), (1200, "12")] {
+        for (cents, want) in [
+            (0, "0"),
+            (5, "0.05"),
+            (50, "0.5"),
+            (-37, "-0.37"),
+            (123456, "1234.56"),
+            (1200, "12"),
+        ] {
             c.clear();
             push_cents(&mut c, cents);
             assert_eq!(c, want);

@@ -4,6 +4,10 @@
 //! - [`gen`]: deterministic synthetic DynamoDB "export to S3" folders (manifests, checksums,
 //!   gzip JSON Lines data files, realistic and edge-case items).
 //! - [`pg`]: throw-away real PostgreSQL clusters, one database per test.
+//! - [`compare`]: value-by-value comparison of a loaded table with its source export.
+//! - [`harness`]: running the real Ferry binaries and migrations from tests.
 
 pub mod gen;
 pub mod pg;
+pub mod compare;
+pub mod harness;

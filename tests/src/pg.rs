@@ -50,7 +50,10 @@ impl PgCluster {
     pub fn start() -> anyhow::Result<PgCluster> {
         let bin_dir = find_bin_dir()?;
         let run_as = if unsafe { libc::geteuid() } == 0 {
-            Some(postgres_user().context("postgresql refuses to run as root and the fallback user failed")?)
+            Some(
+                postgres_user()
+                    .context("postgresql refuses to run as root and the fallback user failed")?,
+            )
         } else {
             None
         };
@@ -78,7 +81,16 @@ impl PgCluster {
         initdb
             .arg("-D")
             .arg(&data_dir)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
             .current_dir(root.path())
             .env("LC_ALL", "C")
             .env("LANG", "C")
@@ -101,7 +113,8 @@ impl PgCluster {
         // postgres, spawned from the long-lived spawner thread.
         let port = free_port()?;
         let log_path = data_dir.join(LOG_FILE);
-        let log = File::create(&log_path).with_context(|| format!("failed to create {}", log_path.display()))?;
+        let log = File::create(&log_path)
+            .with_context(|| format!("failed to create {}", log_path.display()))?;
         let mut cmd = Command::new(bin_dir.join("postgres"));
         cmd.arg("-D")
             .arg(&data_dir)
@@ -136,7 +149,14 @@ impl PgCluster {
         // the uid/gid change, which would otherwise clear the death signal.
         unsafe {
             cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGQUIT as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())
@@ -146,7 +166,15 @@ impl PgCluster {
             .with_context(|| format!("failed to start {}", bin_dir.join("postgres").display()))?;
 
         // From here on Drop stops the server if anything fails.
-        let mut cluster = PgCluster { root, data_dir, socket_dir, port, bin_dir, pid: child.id(), child: Some(child) };
+        let mut cluster = PgCluster {
+            root,
+            data_dir,
+            socket_dir,
+            port,
+            bin_dir,
+            pid: child.id(),
+            child: Some(child),
+        };
         cluster.wait_ready()?;
         Ok(cluster)
     }
@@ -194,7 +222,13 @@ impl PgCluster {
         let clean: String = prefix
             .chars()
             .take(40)
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let name = format!("{clean}_{}_{n}", std::process::id());
         let (client, conn) = tokio_postgres::connect(&self.url("postgres"), NoTls)
@@ -220,10 +254,15 @@ impl PgCluster {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
                     self.child = None;
-                    bail!("postgres exited during startup ({status}); log tail:\n{}", self.log_tail());
+                    bail!(
+                        "postgres exited during startup ({status}); log tail:\n{}",
+                        self.log_tail()
+                    );
                 }
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() && can_connect(&url) {
+            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+                && can_connect(&url)
+            {
                 return Ok(());
             }
             if started.elapsed() > READY_TIMEOUT {
@@ -273,7 +312,8 @@ static SHARED: OnceLock<PgCluster> = OnceLock::new();
 /// that is the wanted failure). The server is stopped and its folder removed at process exit.
 pub fn shared_cluster() -> &'static PgCluster {
     SHARED.get_or_init(|| {
-        let cluster = PgCluster::start().unwrap_or_else(|e| panic!("failed to start the shared postgresql cluster: {e:#}"));
+        let cluster = PgCluster::start()
+            .unwrap_or_else(|e| panic!("failed to start the shared postgresql cluster: {e:#}"));
         // Statics are never dropped; clean up at exit instead. PDEATHSIG covers abnormal exits.
         unsafe {
             libc::atexit(cleanup_shared_at_exit);
@@ -319,23 +359,28 @@ fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {
             Some(tx) => tx.clone(),
             None => {
                 let (tx, rx) = mpsc::channel::<SpawnRequest>();
-                std::thread::Builder::new().name("ferry-pg-spawner".to_string()).spawn(move || {
-                    for (mut cmd, reply) in rx {
-                        let _ = reply.send(cmd.spawn());
-                    }
-                    // Unreachable while the static sender lives; never let this thread end.
-                    loop {
-                        std::thread::park();
-                    }
-                })?;
+                std::thread::Builder::new()
+                    .name("ferry-pg-spawner".to_string())
+                    .spawn(move || {
+                        for (mut cmd, reply) in rx {
+                            let _ = reply.send(cmd.spawn());
+                        }
+                        // Unreachable while the static sender lives; never let this thread end.
+                        loop {
+                            std::thread::park();
+                        }
+                    })?;
                 *guard = Some(tx.clone());
                 tx
             }
         }
     };
     let (reply_tx, reply_rx) = mpsc::channel();
-    tx.send((cmd, reply_tx)).map_err(|_| io::Error::other("postgres spawner thread is gone"))?;
-    reply_rx.recv().map_err(|_| io::Error::other("postgres spawner thread dropped the request"))?
+    tx.send((cmd, reply_tx))
+        .map_err(|_| io::Error::other("postgres spawner thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("postgres spawner thread dropped the request"))?
 }
 
 /// Tries a real protocol connection (the server refuses them while starting up). Runs on its
@@ -343,11 +388,16 @@ fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {
 fn can_connect(url: &str) -> bool {
     let url = url.to_string();
     let attempt = std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             return false;
         };
         rt.block_on(async {
-            match tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(&url, NoTls)).await {
+            match tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(&url, NoTls))
+                .await
+            {
                 Ok(Ok((client, conn))) => {
                     let task = tokio::spawn(async move {
                         let _ = conn.await;
@@ -366,7 +416,8 @@ fn can_connect(url: &str) -> bool {
 
 /// Binds 127.0.0.1:0 and returns the port the kernel picked.
 fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("failed to find a free port")?;
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("failed to find a free port")?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -378,7 +429,10 @@ fn find_bin_dir() -> anyhow::Result<PathBuf> {
         if has_server(&dir) {
             return Ok(dir);
         }
-        bail!("FERRY_PG_BIN={} does not contain both initdb and postgres", dir.display());
+        bail!(
+            "FERRY_PG_BIN={} does not contain both initdb and postgres",
+            dir.display()
+        );
     }
     if let Ok(entries) = fs::read_dir("/usr/lib/postgresql") {
         let mut found: Vec<(Vec<u64>, PathBuf)> = entries
@@ -416,7 +470,15 @@ fn postgres_user() -> anyhow::Result<(u32, u32)> {
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
-    let rc = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc)).context("getpwnam(\"postgres\") failed");
     }
@@ -429,7 +491,8 @@ fn postgres_user() -> anyhow::Result<(u32, u32)> {
 fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
     let c = CString::new(OsStr::as_bytes(path.as_os_str()))?;
     if unsafe { libc::chown(c.as_ptr(), uid, gid) } != 0 {
-        return Err(io::Error::last_os_error()).with_context(|| format!("failed to chown {}", path.display()));
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("failed to chown {}", path.display()));
     }
     Ok(())
 }
@@ -454,17 +517,30 @@ mod tests {
     #[tokio::test]
     async fn shared_cluster_runs_queries() {
         let cluster = shared_cluster();
-        let url = cluster.create_database("pg selftest").await.expect("create database");
-        assert!(url.starts_with(&format!("postgres://postgres@127.0.0.1:{}/pg_selftest_", cluster.port())));
+        let url = cluster
+            .create_database("pg selftest")
+            .await
+            .expect("create database");
+        assert!(url.starts_with(&format!(
+            "postgres://postgres@127.0.0.1:{}/pg_selftest_",
+            cluster.port()
+        )));
         let (client, conn) = tokio_postgres::connect(&url, NoTls).await.expect("connect");
         tokio::spawn(conn);
         let row = client.query_one("SELECT 1+1", &[]).await.expect("query");
         let v: i32 = row.get(0);
         assert_eq!(v, 2);
-        let db: String = client.query_one("SELECT current_database()", &[]).await.expect("query").get(0);
+        let db: String = client
+            .query_one("SELECT current_database()", &[])
+            .await
+            .expect("query")
+            .get(0);
         assert!(url.ends_with(&format!("/{db}")));
         // A second database is distinct.
-        let url2 = cluster.create_database("pg selftest").await.expect("create database");
+        let url2 = cluster
+            .create_database("pg selftest")
+            .await
+            .expect("create database");
         assert_ne!(url, url2);
         assert!(cluster.bin_dir().join("psql").is_file());
     }
@@ -477,7 +553,10 @@ mod tests {
         assert!(cluster.data_dir().join("PG_VERSION").is_file());
         assert!(unsafe { libc::kill(pid, 0) } == 0);
         drop(cluster);
-        assert!(unsafe { libc::kill(pid, 0) } != 0, "postmaster still running");
+        assert!(
+            unsafe { libc::kill(pid, 0) } != 0,
+            "postmaster still running"
+        );
         assert!(!root.exists(), "cluster folder not removed");
     }
 }

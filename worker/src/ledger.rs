@@ -224,6 +224,15 @@ pub async fn fail_shard(
     Ok(())
 }
 
+/// Sets the run's `max_rejects`.
+pub async fn set_max_rejects(client: &impl GenericClient, run_id: &str, max_rejects: u64) -> Result<()> {
+    client
+        .execute(sql::SET_MAX_REJECTS, &[&run_id, &(max_rejects as i64)])
+        .await
+        .map_err(WorkerError::db("cannot update max_rejects"))?;
+    Ok(())
+}
+
 /// Sets the run's final state and report.
 pub async fn finish_run(client: &impl GenericClient, run_id: &str, state: &str, report: &str) -> Result<()> {
     client

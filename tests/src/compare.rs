@@ -1,0 +1,315 @@
+//! Value-by-value comparison of a loaded table with its source export, written independently of
+//! the worker's code: the source is read with `serde_json::Value`, the table with
+//! `to_jsonb(row)`, and numbers are compared by exact decimal value from their text.
+//!
+//! For each source item the comparison finds its row by the key attributes, then checks every
+//! attribute: an attribute whose type matches its column's must be in the column (and a NULL must
+//! be SQL NULL *and* `null` in the overflow column); any other attribute must be in the overflow
+//! column as plain JSON. A row holding anything the item does not, a missing row or an extra row
+//! is a difference.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use serde_json::{Map, Value};
+
+/// Source items by key (the JSON text of the key attributes' typed values).
+pub type SourceItems = BTreeMap<String, Map<String, Value>>;
+
+/// Reads every `{"Item":…}` line of every `.json.gz` file under `dir` (lines that are not valid
+/// items are skipped: they are the ones the loader must reject).
+pub fn read_source_items(dir: &Path, keys: &[&str]) -> anyhow::Result<SourceItems> {
+    let mut items = SourceItems::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !path.to_string_lossy().ends_with(".json.gz") {
+                continue;
+            }
+            let file = std::fs::File::open(&path)?;
+            if file.metadata()?.len() == 0 {
+                continue;
+            }
+            let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
+            for line in reader.split(b'\n') {
+                let line = line.with_context(|| format!("reading {}", path.display()))?;
+                let Ok(Value::Object(mut top)) = serde_json::from_slice::<Value>(&line) else { continue };
+                let Some(Value::Object(item)) = top.remove("Item") else { continue };
+                let Some(key) = key_of_source(&item, keys) else { continue };
+                if items.insert(key.clone(), item).is_some() {
+                    bail!("the source holds key {key} twice");
+                }
+            }
+        }
+    }
+    Ok(items)
+}
+
+fn key_of_source(item: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+    let mut parts = Vec::new();
+    for key in keys {
+        let Value::Object(typed) = item.get(*key)? else { return None };
+        let (descriptor, value) = typed.iter().next()?;
+        let text = match (descriptor.as_str(), value) {
+            ("S", Value::String(s)) => s.clone(),
+            ("N", Value::String(n)) => norm_number(n)?,
+            ("B", Value::String(b)) => b.clone(),
+            _ => return None,
+        };
+        parts.push(text);
+    }
+    Some(serde_json::to_string(&parts).ok()?)
+}
+
+/// Exact decimal value of number text as `digits` and `exponent` (no f64): `-1.50E2` → `-15e1`.
+pub fn norm_number(text: &str) -> Option<String> {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(at) => (&body[..at], body[at + 1..].parse::<i64>().ok()?),
+        None => (body, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if !(int_part.chars().chain(frac_part.chars())).all(|c| c.is_ascii_digit()) || mantissa.is_empty() {
+        return None;
+    }
+    let digits = format!("{int_part}{frac_part}");
+    let mut exponent = exponent - frac_part.len() as i64;
+    let trimmed = digits.trim_start_matches('0');
+    if trimmed.is_empty() {
+        return Some("0".into());
+    }
+    let mut significant = trimmed.to_string();
+    while significant.ends_with('0') {
+        significant.pop();
+        exponent += 1;
+    }
+    Some(format!("{}{significant}e{exponent}", if negative { "-" } else { "" }))
+}
+
+/// JSON equality with numbers compared by exact value.
+pub fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => norm_number(&x.to_string()) == norm_number(&y.to_string()),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (Value::Object(x), Value::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w))),
+        _ => a == b,
+    }
+}
+
+fn number_value(text: &str) -> anyhow::Result<Value> {
+    serde_json::from_str::<Value>(text).with_context(|| format!("number {text:?} is not JSON"))
+}
+
+/// The plain-JSON projection of a typed DynamoDB value (what the overflow column and nested
+/// values hold by default).
+pub fn plain(typed: &Value) -> anyhow::Result<Value> {
+    let Value::Object(map) = typed else { bail!("typed value is not an object: {typed}") };
+    let Some((descriptor, value)) = map.iter().next() else { bail!("empty typed value") };
+    let strings = |v: &Value| -> anyhow::Result<Vec<String>> {
+        v.as_array().context("set is not an array")?.iter().map(|s| s.as_str().map(str::to_string).context("set element")).collect()
+    };
+    Ok(match descriptor.as_str() {
+        "S" | "B" => value.clone(),
+        "N" => number_value(value.as_str().context("N is not a string")?)?,
+        "BOOL" => value.clone(),
+        "NULL" => Value::Null,
+        "M" => Value::Object(
+            value.as_object().context("M is not an object")?.iter().map(|(k, v)| Ok((k.clone(), plain(v)?))).collect::<anyhow::Result<_>>()?,
+        ),
+        "L" => Value::Array(value.as_array().context("L is not an array")?.iter().map(plain).collect::<anyhow::Result<_>>()?),
+        "SS" | "BS" => Value::Array(strings(value)?.into_iter().map(Value::String).collect()),
+        "NS" => Value::Array(strings(value)?.iter().map(|n| number_value(n)).collect::<anyhow::Result<_>>()?),
+        other => bail!("unknown descriptor {other}"),
+    })
+}
+
+fn hex_to_base64(text: &str) -> anyhow::Result<String> {
+    let hex = text.strip_prefix("\\x").context("bytea text does not start with \\x")?;
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16)).collect::<Result<_, _>>()?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// A table column and the DynamoDB type it holds, from `information_schema`.
+#[derive(Clone, Debug)]
+pub struct TableColumn {
+    /// Column name.
+    pub name: String,
+    /// `udt_name`.
+    pub udt: String,
+}
+
+impl TableColumn {
+    fn holds(&self, descriptor: &str) -> bool {
+        matches!(
+            (self.udt.as_str(), descriptor),
+            ("text", "S") | ("numeric", "N") | ("bytea", "B") | ("bool", "BOOL") | ("jsonb", "M") | ("jsonb", "L")
+                | ("_text", "SS") | ("_numeric", "NS") | ("_bytea", "BS")
+        )
+    }
+
+    /// The column's JSON (from `to_jsonb(row)`) in the form the source value is compared in.
+    fn comparable(&self, value: &Value) -> anyhow::Result<Value> {
+        Ok(match self.udt.as_str() {
+            "bytea" => Value::String(hex_to_base64(value.as_str().context("bytea")?)?),
+            "_bytea" => Value::Array(
+                value.as_array().context("bytea[]")?.iter().map(|v| Ok(Value::String(hex_to_base64(v.as_str().context("bytea")?)?))).collect::<anyhow::Result<_>>()?,
+            ),
+            _ => value.clone(),
+        })
+    }
+}
+
+/// Reads the table: its columns and every row as `to_jsonb`.
+pub async fn read_table(client: &tokio_postgres::Client, table: &str) -> anyhow::Result<(Vec<TableColumn>, Vec<Map<String, Value>>)> {
+    let columns = client
+        .query(
+            "SELECT column_name::text, udt_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+            &[&table],
+        )
+        .await?
+        .iter()
+        .map(|r| TableColumn { name: r.get(0), udt: r.get(1) })
+        .collect();
+    let sql = format!("SELECT to_jsonb(t)::text FROM \"{}\" t", table.replace('"', "\"\""));
+    let mut rows = Vec::new();
+    for message in client.simple_query(&sql).await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            let text = row.get(0).context("null row")?;
+            let Value::Object(map) = serde_json::from_str(text)? else { bail!("row is not an object") };
+            rows.push(map);
+        }
+    }
+    Ok((columns, rows))
+}
+
+/// Compares the table with the source items; returns every difference (empty: identical).
+pub fn compare(source: &SourceItems, keys: &[&str], columns: &[TableColumn], overflow: &str, rows: &[Map<String, Value>]) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let by_name: HashMap<&str, &TableColumn> = columns.iter().map(|c| (c.name.as_str(), c)).collect();
+    let mut seen = BTreeMap::new();
+    for row in rows {
+        let key_parts: Vec<String> = keys
+            .iter()
+            .map(|k| match (row.get(*k), by_name.get(k).map(|c| c.udt.as_str())) {
+                (Some(Value::Number(n)), _) => norm_number(&n.to_string()).unwrap_or_default(),
+                (Some(Value::String(s)), Some("bytea")) => hex_to_base64(s).unwrap_or_default(),
+                (Some(Value::String(s)), _) => s.clone(),
+                (other, _) => format!("{other:?}"),
+            })
+            .collect();
+        let key = serde_json::to_string(&key_parts).unwrap_or_default();
+        if seen.insert(key.clone(), row).is_some() {
+            diffs.push(format!("key {key} is loaded twice"));
+        }
+    }
+    for (key, item) in source {
+        let Some(row) = seen.remove(key) else {
+            diffs.push(format!("key {key} is missing from the table"));
+            continue;
+        };
+        let overflow_map = match row.get(overflow) {
+            Some(Value::Object(map)) => map.clone(),
+            Some(Value::Null) | None => Map::new(),
+            Some(other) => {
+                diffs.push(format!("key {key}: overflow column is not an object: {other}"));
+                Map::new()
+            }
+        };
+        let mut overflow_used = 0;
+        for (name, typed) in item {
+            let descriptor = typed.as_object().and_then(|m| m.keys().next()).map(String::as_str).unwrap_or("");
+            let column = by_name.get(name.as_str()).filter(|c| c.name != overflow);
+            let expected_plain = match plain(typed) {
+                Ok(v) => v,
+                Err(e) => {
+                    diffs.push(format!("key {key}: source attribute {name:?}: {e}"));
+                    continue;
+                }
+            };
+            match column {
+                Some(column) if column.holds(descriptor) => {
+                    let actual = row.get(name.as_str()).cloned().unwrap_or(Value::Null);
+                    let actual = match column.comparable(&actual) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            diffs.push(format!("key {key}: column {name:?}: {e}"));
+                            continue;
+                        }
+                    };
+                    if !json_eq(&expected_plain, &actual) {
+                        diffs.push(format!("key {key}: column {name:?} is {actual}, the source has {expected_plain}"));
+                    }
+                }
+                Some(column) if descriptor == "NULL" => {
+                    overflow_used += 1;
+                    if row.get(column.name.as_str()) != Some(&Value::Null) {
+                        diffs.push(format!("key {key}: column {name:?} should be NULL"));
+                    }
+                    if overflow_map.get(name.as_str()) != Some(&Value::Null) {
+                        diffs.push(format!("key {key}: overflow should record {name:?} as null"));
+                    }
+                }
+                _ => {
+                    overflow_used += 1;
+                    if let Some(column) = column {
+                            if row.get(column.name.as_str()) != Some(&Value::Null) {
+                            diffs.push(format!("key {key}: column {name:?} should be NULL (value of another type is in overflow)"));
+                        }
+                    }
+                    match overflow_map.get(name.as_str()) {
+                        Some(actual) if json_eq(&expected_plain, actual) => {}
+                        Some(actual) => diffs.push(format!("key {key}: overflow {name:?} is {actual}, the source has {expected_plain}")),
+                        None => diffs.push(format!("key {key}: attribute {name:?} is lost (not in its column nor in overflow)")),
+                    }
+                }
+            }
+        }
+        if overflow_map.len() != overflow_used {
+            diffs.push(format!("key {key}: overflow holds {} entries, the source accounts for {overflow_used}", overflow_map.len()));
+        }
+        let non_null_columns = columns
+            .iter()
+            .filter(|c| c.name != overflow && row.get(c.name.as_str()).is_some_and(|v| !v.is_null()))
+            .count();
+        let expected_non_null = item
+            .iter()
+            .filter(|(name, typed)| {
+                let descriptor = typed.as_object().and_then(|m| m.keys().next()).map(String::as_str).unwrap_or("");
+                by_name.get(name.as_str()).is_some_and(|c| c.name != overflow && c.holds(descriptor))
+            })
+            .count();
+        if non_null_columns != expected_non_null {
+            diffs.push(format!("key {key}: {non_null_columns} non-null columns, the source fills {expected_non_null}"));
+        }
+    }
+    for key in seen.keys() {
+        diffs.push(format!("key {key} is in the table but not in the source"));
+    }
+    diffs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_compare_by_exact_value() {
+        assert_eq!(norm_number("150"), norm_number("1.5E2"));
+        assert_eq!(norm_number("1.50"), norm_number("1.5"));
+        assert_eq!(norm_number("-0"), norm_number("0.000"));
+        assert_ne!(norm_number("12345678901234567890123456789012345678"), norm_number("12345678901234567890123456789012345679"));
+        assert_ne!(norm_number("-0.5"), norm_number("0.5"));
+        assert_eq!(norm_number("abc"), None);
+    }
+}

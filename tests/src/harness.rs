@@ -1,0 +1,132 @@
+//! Running Ferry from tests: the real binaries (for crash tests that kill a process) and the
+//! in-process migration, plus fixtures (a generated export and a fresh database) and the
+//! value-by-value table check.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::Context;
+use ferry_coordinator::migrate::{migrate, MigrateRequest};
+use ferry_coordinator::plan::PlanRequest;
+use ferry_coordinator::report::Report;
+use ferry_shared::config::{KeyAttribute, Settings};
+
+use crate::compare::{compare, read_source_items, read_table};
+use crate::gen::{generate_export, GenOptions, GeneratedExport};
+use crate::pg::shared_cluster;
+
+/// The path of a workspace binary built beside the running test (`cargo test --workspace` builds
+/// them, because their crates have integration tests).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} is not built: run `cargo build --workspace --bins` (scripts/test does)", path.display());
+    path
+}
+
+/// A generated export and a fresh database.
+pub struct Fixture {
+    /// Holds the export.
+    pub dir: tempfile::TempDir,
+    /// The export.
+    pub export: GeneratedExport,
+    /// The database's URL.
+    pub url: String,
+}
+
+/// Generates an export with `options` and creates a database for it.
+pub async fn fixture(name: &str, options: &GenOptions) -> anyhow::Result<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let export = generate_export(dir.path(), options)?;
+    let url = shared_cluster().create_database(name).await?;
+    Ok(Fixture { dir, export, url })
+}
+
+/// Settings with a small chunk and block size, so a few thousand items make many chunks.
+pub fn small_chunks(chunk_lines: u64) -> Settings {
+    let mut settings = Settings::default();
+    settings.load.chunk_lines = chunk_lines.try_into().expect("positive");
+    settings.load.block_lines = 97.try_into().expect("positive");
+    settings.load.workers = 2.try_into().expect("positive");
+    settings
+}
+
+/// Runs `migrate` in this process.
+pub async fn migrate_in_process(fixture: &Fixture, settings: Settings, allow_unverified: bool) -> anyhow::Result<Report> {
+    migrate_path(&fixture.url, fixture.dir.path(), settings, allow_unverified, None).await
+}
+
+/// Runs `migrate` in this process on an export path.
+pub async fn migrate_path(url: &str, export: &Path, settings: Settings, allow_unverified: bool, table: Option<&str>) -> anyhow::Result<Report> {
+    let request = MigrateRequest {
+        plan: PlanRequest {
+            export: export.to_path_buf(),
+            keys: KeyAttribute::parse_list("PK,SK")?,
+            table: table.map(str::to_string),
+            append: false,
+            run_id: None,
+            settings,
+        },
+        target_url: url.to_string(),
+        workers: None,
+        allow_unverified,
+        progress_bar: false,
+    };
+    Ok(migrate(request).await?)
+}
+
+/// Connects to a test database.
+pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    Ok(ferry_worker::ledger::connect(url).await?)
+}
+
+/// Asserts that `table` holds exactly the export's items, value by value; returns the row count.
+pub async fn assert_table_matches(url: &str, table: &str, export_dir: &Path) -> anyhow::Result<usize> {
+    assert_table_matches_except(url, table, export_dir, &[]).await
+}
+
+/// Like [`assert_table_matches`], for an export whose items with these partition keys are
+/// expected in `ferry.rejects` instead of the table.
+pub async fn assert_table_matches_except(url: &str, table: &str, export_dir: &Path, rejected_pks: &[&str]) -> anyhow::Result<usize> {
+    let client = connect(url).await?;
+    let mut source = read_source_items(export_dir, &["PK", "SK"])?;
+    source.retain(|key, _| !rejected_pks.iter().any(|pk| key.starts_with(&format!("[{}", serde_json::Value::from(*pk)))));
+    let (columns, rows) = read_table(&client, table).await?;
+    anyhow::ensure!(!columns.is_empty(), "table {table} does not exist");
+    let diffs = compare(&source, &["PK", "SK"], &columns, "attrs", &rows);
+    if !diffs.is_empty() {
+        let shown: Vec<&String> = diffs.iter().take(20).collect();
+        anyhow::bail!("table {table} differs from the source in {} ways; first ones:\n{shown:#?}", diffs.len());
+    }
+    Ok(rows.len())
+}
+
+/// Runs `ferry-coordinator` with `args` and extra environment; waits for it.
+pub fn run_coordinator(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Output> {
+    let mut command = Command::new(binary("ferry-coordinator"));
+    command.args(args).env_remove("FERRY_FAILPOINTS");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().context("running ferry-coordinator")
+}
+
+/// `migrate` arguments for a fixture.
+pub fn migrate_args(fixture: &Fixture) -> Vec<String> {
+    vec![
+        "migrate".into(),
+        "--export".into(),
+        fixture.dir.path().display().to_string(),
+        "--target".into(),
+        fixture.url.clone(),
+        "--key".into(),
+        "PK,SK".into(),
+    ]
+}
+
+/// Scalar query helper.
+pub async fn query_i64(url: &str, sql: &str) -> anyhow::Result<i64> {
+    let client = connect(url).await?;
+    Ok(client.query_one(sql, &[]).await?.get::<_, i64>(0))
+}
