@@ -36,6 +36,8 @@ pub struct MigrateRequest {
 /// Runs the whole migration and returns its report.
 pub async fn migrate(request: MigrateRequest) -> Result<Report> {
     let settings = &request.plan.settings;
+    // A wrong export path is the user's most likely mistake: say so before touching the target.
+    ferry_shared::store::LocalStore::for_export_path(&request.plan.export)?;
     let mut client = ferry_worker::ledger::connect(&request.target_url).await?;
     let plan = plan(&mut client, &request.plan).await?;
     let run = plan.run.clone();

@@ -1,0 +1,49 @@
+//! The `ferry-coordinator` binary's argument handling and exit codes (no database needed).
+
+use std::process::Command;
+
+fn coordinator() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferry-coordinator"))
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let output = coordinator().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    for command in ["migrate", "plan", "status"] {
+        assert!(text.contains(command), "{text}");
+    }
+}
+
+#[test]
+fn a_missing_export_exits_2_naming_the_path() {
+    let output = coordinator()
+        .args(["migrate", "--export", "/nonexistent/ferry-export", "--target", "postgres://postgres@127.0.0.1:1/x", "--key", "PK"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("/nonexistent/ferry-export"), "{text}");
+}
+
+#[test]
+fn no_target_is_a_clear_error() {
+    let output = coordinator().args(["migrate", "--export", "."]).env_remove("FERRY_TARGET__URL").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no target database"));
+}
+
+#[test]
+fn a_bad_config_file_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(&config, "[load]\nchunk_size = 5\n").unwrap();
+    let output = coordinator()
+        .args(["migrate", "--export", ".", "--target", "postgres://x@127.0.0.1:1/x", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("chunk_size"));
+}
