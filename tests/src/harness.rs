@@ -19,10 +19,11 @@ use crate::pg::shared_cluster;
 /// them, because their crates have integration tests).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(path.is_file(), "{} is not built: run `cargo build --workspace --bins` (scripts/test does)", path.display());
-    path
+    // Tests run from target/<profile>/deps, binaries (the benchmark) from target/<profile>.
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(name)).collect();
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!("{} is not built: run `cargo build --workspace --bins` (scripts/test does)", candidates[candidates.len() - 1].display())
+    })
 }
 
 /// A generated export and a fresh database.

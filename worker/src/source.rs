@@ -298,4 +298,60 @@ mod tests {
         let err = frame(b"this is not gzip", &spec(0, 10, 10)).unwrap_err();
         assert!(matches!(err, WorkerError::CorruptFile { .. }), "{err}");
     }
+
+    /// Returns at most `step` bytes per read, so lines and gzip blocks split at every boundary.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn decoded_output_is_identical_for_every_block_size_and_byte_split() {
+        use crate::decode::tests::test_schema;
+        use crate::decode::Decoder;
+        use ferry_shared::schema::OnTypeMismatch;
+        let mut text = String::new();
+        for i in 0..300 {
+            match i % 7 {
+                0 => text.push_str(&format!("{{\"Item\":{{\"pk\":{{\"S\":\"é{i}\"}},\"sk\":{{\"N\":\"{i}.5\"}},\"ss\":{{\"SS\":[\"日本\",\"x\"]}}}}}}\n")),
+                1 => text.push_str("{\"Item\":{\"pk\":{\"S\":\"bad\"}\n"),
+                2 => text.push_str("\n"),
+                _ => text.push_str(&format!("{{\"Item\":{{\"pk\":{{\"S\":\"k{i}\"}},\"sk\":{{\"N\":\"-{i}E-3\"}},\"m\":{{\"M\":{{\"a\":{{\"N\":\"{i}\"}}}}}},\"extra\":{{\"B\":\"AAE=\"}}}}}}\r\n")),
+            }
+        }
+        let bytes = gz(&text);
+        let decoder = Decoder::new(test_schema(OnTypeMismatch::Overflow));
+        let run = |block_lines: usize, step: usize, chunk_lines: u64| {
+            let mut copy = Vec::new();
+            let mut rejects = Vec::new();
+            let spec = SourceSpec { location: "f".into(), skip_lines: 0, chunk_lines, block_lines, block_bytes: 1 << 20 };
+            let summary = read_source(Trickle { bytes: &bytes, step }, &spec, None, |framed| {
+                let decoded = decoder.decode(&framed.block);
+                crate::copy::encode_batch(decoder.schema(), &decoded.batch, &mut copy).unwrap();
+                rejects.extend(decoded.rejects.into_iter().map(|r| (r.line_no, r.reason)));
+                Ok(())
+            })
+            .unwrap();
+            (copy, rejects, summary)
+        };
+        let baseline = run(4096, 1 << 16, 1_000_000);
+        assert_eq!(baseline.2.items, 257);
+        assert_eq!(baseline.1.len(), 43);
+        for block_lines in [1, 3, 100, 300] {
+            for step in [1, 3, 5, 4096] {
+                for chunk_lines in [1, 7, 1_000_000] {
+                    assert_eq!(run(block_lines, step, chunk_lines), baseline, "block {block_lines}, read step {step}, chunk {chunk_lines}");
+                }
+            }
+        }
+    }
 }

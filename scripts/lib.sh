@@ -1,0 +1,21 @@
+# Shared shell helpers for Ferry's scripts (sourced, not run).
+
+# Installs the PostgreSQL server binaries (Debian's package) when no initdb is found.
+ensure_postgres() {
+  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "ferry: installing the PostgreSQL server (Debian package postgresql)" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+}
+
+# The newest PostgreSQL bin folder.
+pg_bin_dir() {
+  if [ -n "${FERRY_PG_BIN:-}" ]; then echo "$FERRY_PG_BIN"; return; fi
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -n "$dir" ]; then echo "$dir"; else dirname "$(command -v initdb)"; fi
+}

@@ -1,0 +1,155 @@
+//! `ferry-bench`: the spine's benchmark (a command, not a test).
+//!
+//! Generates an export of N items, starts a private PostgreSQL, and measures in the same run:
+//! - the whole `ferry-coordinator migrate` command (gzip JSON in, committed rows out): items/s,
+//!   MB/s of compressed and of JSON input, and its peak RSS;
+//! - `psql \copy` of the same rows, as CSV written from the loaded table, into an identical table:
+//!   the reference, and the ratio Ferry/psql;
+//! - the decode stage alone (JSON lines → Arrow) and decode + COPY encoding, single-threaded, in
+//!   items/s per core.
+//!
+//! Build with `--release`; the `ferry-coordinator` binary next to this one is the one measured.
+
+use std::io::{BufRead, BufReader};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use ferry_tests::gen::{generate_export, GenOptions};
+use ferry_tests::harness::binary;
+use ferry_tests::pg::PgCluster;
+use ferry_worker::decode::{Decoder, LineRef, RawBlock};
+
+#[derive(Debug, Parser)]
+#[command(name = "ferry-bench", about = "Ferry's end-to-end and decode benchmark against PostgreSQL")]
+struct Args {
+    /// Items to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    items: u64,
+    /// Data files.
+    #[arg(long, default_value_t = 8)]
+    files: usize,
+    /// Concurrent shard loaders for ferry (default: the config default, one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Items used for the decode-only measurement.
+    #[arg(long, default_value_t = 200_000)]
+    decode_items: usize,
+}
+
+fn child_peak_rss_kib() -> i64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let export = generate_export(dir.path(), &GenOptions { seed: 1, items: args.items, files: args.files, ..GenOptions::default() })?;
+    let gz_bytes: u64 = export.data_files.iter().map(|f| f.bytes).sum();
+    println!("generated {} items in {} files ({:.1} MB gzip) in {:.1} s", args.items, args.files, gz_bytes as f64 / 1e6, started.elapsed().as_secs_f64());
+
+    // Decode stage alone, one thread.
+    let (lines, json_bytes_sample) = read_lines(&export.data_files[0].path, args.decode_items)?;
+    let decoder = Decoder::new(Arc::new(infer_for_bench(&lines)?));
+    let blocks: Vec<RawBlock> = lines.chunks(4096).map(block_of).collect();
+    let t = Instant::now();
+    let mut rows = 0;
+    for block in &blocks {
+        rows += decoder.decode(block).batch.num_rows();
+    }
+    let decode_rate = rows as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut encoded = 0usize;
+    for block in &blocks {
+        let decoded = decoder.decode(block);
+        let mut out = Vec::new();
+        ferry_worker::copy::encode_batch(decoder.schema(), &decoded.batch, &mut out)?;
+        encoded += out.len();
+    }
+    let decode_encode_rate = rows as f64 / t.elapsed().as_secs_f64();
+    let avg_line = json_bytes_sample as f64 / lines.len() as f64;
+
+    // The whole migrate command.
+    let cluster = PgCluster::start()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let url = runtime.block_on(cluster.create_database("bench"))?;
+    let mut command = Command::new(binary("ferry-coordinator"));
+    command.args(["migrate", "--export"]).arg(dir.path()).args(["--target", &url, "--key", "PK,SK"]);
+    if let Some(workers) = args.workers {
+        command.args(["--workers", &workers.to_string()]);
+    }
+    let t = Instant::now();
+    let output = command.output()?;
+    let ferry_secs = t.elapsed().as_secs_f64();
+    let ferry_rss_kib = child_peak_rss_kib();
+    if !output.status.success() {
+        bail!("migrate failed: {}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    }
+
+    // The reference: psql \copy of the same rows as CSV into an identical table.
+    let psql = cluster.bin_dir().join("psql");
+    let csv = dir.path().join("rows.csv");
+    let run_psql = |sql: &str| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let out = Command::new(&psql).args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", sql]).output()?;
+        if !out.status.success() {
+            bail!("psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run_psql(&format!("\\copy \"AppTable\" TO '{}' CSV", csv.display()))?;
+    run_psql("CREATE TABLE reference (LIKE \"AppTable\" INCLUDING ALL)")?;
+    let psql_secs = run_psql(&format!("\\copy reference FROM '{}' CSV", csv.display()))?;
+    let csv_bytes = std::fs::metadata(&csv)?.len();
+
+    let n = args.items as f64;
+    let json_total = avg_line * n;
+    println!();
+    println!("ferry migrate (gzip JSON -> rows) : {:>8.2} s  {:>10.0} items/s  {:>7.1} MB/s gzip  {:>7.1} MB/s JSON", ferry_secs, n / ferry_secs, gz_bytes as f64 / 1e6 / ferry_secs, json_total / 1e6 / ferry_secs);
+    println!("psql \\copy of the same rows (CSV) : {:>8.2} s  {:>10.0} items/s  {:>7.1} MB/s CSV", psql_secs, n / psql_secs, csv_bytes as f64 / 1e6 / psql_secs);
+    println!("ratio ferry / psql (throughput)  : {:>8.2}x", psql_secs / ferry_secs);
+    println!("decode only, 1 thread             : {:>10.0} items/s per core", decode_rate);
+    println!("decode + COPY encode, 1 thread    : {:>10.0} items/s per core ({:.0} bytes of COPY per item)", decode_encode_rate, encoded as f64 / rows as f64);
+    println!("ferry-coordinator peak RSS        : {:>8.1} MiB", ferry_rss_kib as f64 / 1024.0);
+    println!("average JSON line                 : {:>8.0} bytes", avg_line);
+    Ok(())
+}
+
+fn read_lines(path: &std::path::Path, max: usize) -> anyhow::Result<(Vec<Vec<u8>>, usize)> {
+    let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
+    let mut lines = Vec::new();
+    let mut bytes = 0;
+    for line in reader.split(b'\n').take(max) {
+        let line = line?;
+        bytes += line.len() + 1;
+        lines.push(line);
+    }
+    Ok((lines, bytes))
+}
+
+fn block_of(lines: &[Vec<u8>]) -> RawBlock {
+    let mut block = RawBlock::default();
+    for (i, line) in lines.iter().enumerate() {
+        let start = block.data.len();
+        block.data.extend_from_slice(line);
+        block.lines.push(LineRef { line_no: i as u64 + 1, start, end: block.data.len() });
+    }
+    block
+}
+
+fn infer_for_bench(lines: &[Vec<u8>]) -> anyhow::Result<ferry_shared::schema::TableSchema> {
+    let mut stats = ferry_coordinator::infer::SampleStats::default();
+    for line in lines.iter().take(10_000) {
+        stats.add_line(line);
+    }
+    let settings = ferry_shared::config::Settings::default();
+    let keys = ferry_shared::config::KeyAttribute::parse_list("PK,SK")?;
+    Ok(ferry_coordinator::infer::infer_schema("AppTable", &keys, &settings.mapping, &stats)?)
+}
