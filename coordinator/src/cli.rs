@@ -19,7 +19,11 @@ use crate::plan::{plan, PlanRequest};
 use crate::report::{build_report, Report, ReportContext};
 
 #[derive(Debug, Parser)]
-#[command(name = "ferry-coordinator", version, about = "Migrate DynamoDB exports into PostgreSQL, exactly once")]
+#[command(
+    name = "ferry-coordinator",
+    version,
+    about = "Migrate DynamoDB exports into PostgreSQL, exactly once"
+)]
 struct Cli {
     /// Log format: text or json.
     #[arg(long, global = true, default_value = "text")]
@@ -117,7 +121,10 @@ fn plan_request(args: &PlanArgs, settings: Settings) -> anyhow::Result<PlanReque
 
 fn print_report(report: &Report, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
     } else {
         print!("{}", report.to_text());
     }
@@ -140,7 +147,11 @@ fn verdict(report: &Report) -> ExitCode {
     if report.verified() {
         ExitCode::SUCCESS
     } else {
-        eprintln!("ferry: run {} is not verified: {}", report.run_id, report.reason());
+        eprintln!(
+            "ferry: run {} is not verified: {}",
+            report.run_id,
+            report.reason()
+        );
         ExitCode::from(1)
     }
 }
@@ -170,11 +181,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", planned.run.run_id);
             eprintln!(
                 "{} run {}: table {:?}, {} shards, {} items, {} typed columns + {:?}",
-                if planned.resumed { "existing" } else { "planned" },
+                if planned.resumed {
+                    "existing"
+                } else {
+                    "planned"
+                },
                 planned.run.run_id,
                 planned.run.target_table,
                 planned.listing.files.len(),
-                planned.run.manifest_items.map(|n| n.to_string()).unwrap_or_else(|| "unknown".into()),
+                planned
+                    .run
+                    .manifest_items
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
                 planned.run.schema.columns.len(),
                 planned.run.schema.overflow_column
             );
@@ -187,9 +206,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let run = ledger::get_run(&client, &args.run_id)
                 .await?
                 .with_context(|| format!("run {} is not in the ledger", args.run_id))?;
-            let report = build_report(&client, &run, &ReportContext { allow_unverified: true, ..Default::default() }).await?;
+            let report = build_report(
+                &client,
+                &run,
+                &ReportContext {
+                    allow_unverified: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
             print_report(&report, args.json);
-            Ok(if report.verified() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.verified() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

@@ -25,7 +25,12 @@ pub enum CoordinatorError {
 impl CoordinatorError {
     /// A database error with context.
     pub fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> CoordinatorError {
-        move |source| CoordinatorError::Worker(ferry_worker::WorkerError::Db { context: context.into(), source })
+        move |source| {
+            CoordinatorError::Worker(ferry_worker::WorkerError::Db {
+                context: context.into(),
+                source,
+            })
+        }
     }
 }
 

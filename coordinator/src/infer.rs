@@ -59,8 +59,18 @@ impl SampleStats {
 }
 
 /// Reads the sample from the export's first data files.
-pub async fn sample_export(store: Arc<dyn ObjectStore>, listing: &ExportListing, sample_items: usize) -> Result<SampleStats> {
-    let files: Vec<_> = listing.files.iter().filter(|f| f.size > 0 && f.item_count != Some(0)).take(MAX_SAMPLED_FILES).cloned().collect();
+pub async fn sample_export(
+    store: Arc<dyn ObjectStore>,
+    listing: &ExportListing,
+    sample_items: usize,
+) -> Result<SampleStats> {
+    let files: Vec<_> = listing
+        .files
+        .iter()
+        .filter(|f| f.size > 0 && f.item_count != Some(0))
+        .take(MAX_SAMPLED_FILES)
+        .cloned()
+        .collect();
     let mut stats = SampleStats::default();
     if files.is_empty() {
         return Ok(stats);
@@ -70,17 +80,18 @@ pub async fn sample_export(store: Arc<dyn ObjectStore>, listing: &ExportListing,
         let stream = store.open(&file.key).await?;
         let raw = ferry_worker::source::blocking_reader(stream);
         let location = store.location(&file.key);
-        let lines = match tokio::task::spawn_blocking(move || sample_lines(raw, &location, per_file))
-            .await
-            .map_err(|e| CoordinatorError::Invalid(format!("sampling task died: {e}")))?
-        {
-            Ok(lines) => lines,
-            // The shard will fail with the same message when it is loaded; the sample goes on.
-            Err(e) => {
-                tracing::warn!(error = %e, "data file left out of the schema sample");
-                continue;
-            }
-        };
+        let lines =
+            match tokio::task::spawn_blocking(move || sample_lines(raw, &location, per_file))
+                .await
+                .map_err(|e| CoordinatorError::Invalid(format!("sampling task died: {e}")))?
+            {
+                Ok(lines) => lines,
+                // The shard will fail with the same message when it is loaded; the sample goes on.
+                Err(e) => {
+                    tracing::warn!(error = %e, "data file left out of the schema sample");
+                    continue;
+                }
+            };
         for line in &lines {
             stats.add_line(line);
         }
@@ -89,7 +100,12 @@ pub async fn sample_export(store: Arc<dyn ObjectStore>, listing: &ExportListing,
 }
 
 /// Builds the table schema from the sample and the mapping settings.
-pub fn infer_schema(table: &str, keys: &[KeyAttribute], mapping: &MappingSettings, stats: &SampleStats) -> Result<TableSchema> {
+pub fn infer_schema(
+    table: &str,
+    keys: &[KeyAttribute],
+    mapping: &MappingSettings,
+    stats: &SampleStats,
+) -> Result<TableSchema> {
     if keys.is_empty() {
         return Err(CoordinatorError::Invalid(
             "no key attributes: say which attributes form the primary key with --key pk[,sk] (or mapping.key)".into(),
@@ -98,30 +114,48 @@ pub fn infer_schema(table: &str, keys: &[KeyAttribute], mapping: &MappingSetting
     let mut columns = Vec::new();
     for key in keys {
         if !is_valid_column_name(&key.name) || key.name == mapping.overflow_column {
-            return Err(CoordinatorError::Invalid(format!("key attribute {:?} cannot be a column name", key.name)));
+            return Err(CoordinatorError::Invalid(format!(
+                "key attribute {:?} cannot be a column name",
+                key.name
+            )));
         }
         let sampled: Vec<DdbType> = stats
             .attributes
             .get(&key.name)
-            .map(|s| s.types.keys().copied().filter(|t| *t != DdbType::Null).collect())
+            .map(|s| {
+                s.types
+                    .keys()
+                    .copied()
+                    .filter(|t| *t != DdbType::Null)
+                    .collect()
+            })
             .unwrap_or_default();
-        let ddb_type = match (key.ddb_type, sampled.as_slice()) {
-            (Some(declared), _) => declared,
-            (None, []) => DdbType::S,
-            (None, [one]) if one.is_key_type() => *one,
-            (None, found) => {
-                return Err(CoordinatorError::Invalid(format!(
+        let ddb_type =
+            match (key.ddb_type, sampled.as_slice()) {
+                (Some(declared), _) => declared,
+                (None, []) => DdbType::S,
+                (None, [one]) if one.is_key_type() => *one,
+                (None, found) => {
+                    return Err(CoordinatorError::Invalid(format!(
                     "key attribute {:?} has types {} in the sample; declare its type (--key {}:S)",
                     key.name,
                     found.iter().map(|t| t.descriptor()).collect::<Vec<_>>().join(", "),
                     key.name
                 )))
-            }
-        };
+                }
+            };
         if !ddb_type.is_key_type() {
-            return Err(CoordinatorError::Invalid(format!("key attribute {:?} cannot have type {ddb_type}", key.name)));
+            return Err(CoordinatorError::Invalid(format!(
+                "key attribute {:?} cannot have type {ddb_type}",
+                key.name
+            )));
         }
-        columns.push(ColumnSpec { name: key.name.clone(), ddb_type, pg_type: ddb_type.pg_type().expect("key types map"), is_key: true });
+        columns.push(ColumnSpec {
+            name: key.name.clone(),
+            ddb_type,
+            pg_type: ddb_type.pg_type().expect("key types map"),
+            is_key: true,
+        });
     }
     let mut names: Vec<&String> = stats.attributes.keys().collect();
     names.sort();
@@ -134,8 +168,14 @@ pub fn infer_schema(table: &str, keys: &[KeyAttribute], mapping: &MappingSetting
             continue;
         }
         let attribute = &stats.attributes[name];
-        let typed: Vec<(&DdbType, &u64)> = attribute.types.iter().filter(|(t, _)| **t != DdbType::Null).collect();
-        let [(ddb_type, _)] = typed.as_slice() else { continue };
+        let typed: Vec<(&DdbType, &u64)> = attribute
+            .types
+            .iter()
+            .filter(|(t, _)| **t != DdbType::Null)
+            .collect();
+        let [(ddb_type, _)] = typed.as_slice() else {
+            continue;
+        };
         if (attribute.present as f64) < mapping.min_presence * stats.items as f64 {
             continue;
         }
@@ -181,22 +221,52 @@ mod tests {
         assert_eq!((sample.items, sample.bad_lines), (3, 1));
         let keys = KeyAttribute::parse_list("pk,sk").unwrap();
         let schema = infer_schema("T", &keys, &mapping, &sample).unwrap();
-        let columns: Vec<(&str, DdbType, bool)> = schema.columns.iter().map(|c| (c.name.as_str(), c.ddb_type, c.is_key)).collect();
+        let columns: Vec<(&str, DdbType, bool)> = schema
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.ddb_type, c.is_key))
+            .collect();
         assert_eq!(
             columns,
-            vec![("pk", DdbType::S, true), ("sk", DdbType::N, true), ("n", DdbType::N, false), ("name", DdbType::S, false)]
+            vec![
+                ("pk", DdbType::S, true),
+                ("sk", DdbType::N, true),
+                ("n", DdbType::N, false),
+                ("name", DdbType::S, false)
+            ]
         );
     }
 
     #[test]
     fn key_types_are_declared_or_sampled() {
         let mapping = Settings::default().mapping;
-        let sample = stats(&[r#"{"Item":{"pk":{"N":"1"}}}"#, r#"{"Item":{"pk":{"S":"x"}}}"#]);
-        let err = infer_schema("T", &KeyAttribute::parse_list("pk").unwrap(), &mapping, &sample).unwrap_err();
+        let sample = stats(&[
+            r#"{"Item":{"pk":{"N":"1"}}}"#,
+            r#"{"Item":{"pk":{"S":"x"}}}"#,
+        ]);
+        let err = infer_schema(
+            "T",
+            &KeyAttribute::parse_list("pk").unwrap(),
+            &mapping,
+            &sample,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("declare its type"), "{err}");
-        let schema = infer_schema("T", &KeyAttribute::parse_list("pk:S").unwrap(), &mapping, &sample).unwrap();
+        let schema = infer_schema(
+            "T",
+            &KeyAttribute::parse_list("pk:S").unwrap(),
+            &mapping,
+            &sample,
+        )
+        .unwrap();
         assert_eq!(schema.columns[0].ddb_type, DdbType::S);
-        let empty = infer_schema("T", &KeyAttribute::parse_list("pk").unwrap(), &mapping, &SampleStats::default()).unwrap();
+        let empty = infer_schema(
+            "T",
+            &KeyAttribute::parse_list("pk").unwrap(),
+            &mapping,
+            &SampleStats::default(),
+        )
+        .unwrap();
         assert_eq!(empty.columns.len(), 1);
         assert!(infer_schema("T", &[], &mapping, &sample).is_err());
     }

@@ -41,7 +41,11 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
     let mut client = ferry_worker::ledger::connect(&request.target_url).await?;
     let plan = plan(&mut client, &request.plan).await?;
     let run = plan.run.clone();
-    let mut context = ReportContext { allow_unverified: request.allow_unverified, count_table_rows: true, ..Default::default() };
+    let mut context = ReportContext {
+        allow_unverified: request.allow_unverified,
+        count_table_rows: true,
+        ..Default::default()
+    };
     if run.state == run_state::COMPLETE {
         context.already_complete = true;
         return build_report(&client, &run, &context).await;
@@ -49,9 +53,15 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
 
     let shards = ledger::get_shards(&client, &run.run_id).await?;
     let tasks = pending_tasks(&run.run_id, &shards);
-    let committed_items: u64 = shards.iter().map(|s| s.loaded_rows + s.rejected_rows + s.filtered_rows).sum();
+    let committed_items: u64 = shards
+        .iter()
+        .map(|s| s.loaded_rows + s.rejected_rows + s.filtered_rows)
+        .sum();
     let committed_rejects: u64 = shards.iter().map(|s| s.rejected_rows).sum();
-    let workers = request.workers.unwrap_or(settings.load.workers.get()).max(1);
+    let workers = request
+        .workers
+        .unwrap_or(settings.load.workers.get())
+        .max(1);
     tracing::info!(
         run = %run.run_id,
         table = %run.target_table,
@@ -77,7 +87,11 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
         request.progress_bar,
     ));
     let started = Instant::now();
-    let pool = PoolSettings { target_url: request.target_url.clone(), workers, attempts: settings.load.connect_attempts };
+    let pool = PoolSettings {
+        target_url: request.target_url.clone(),
+        workers,
+        attempts: settings.load.connect_attempts,
+    };
     let errors = run_pool(ctx.clone(), Arc::new(MemoryQueue::new(tasks)), pool).await;
     let elapsed = started.elapsed();
     finished.store(true, Ordering::Relaxed);
@@ -85,7 +99,10 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
 
     context.elapsed_seconds = Some(elapsed.as_secs_f64());
     context.items_this_command = ctx.progress.items.load(Ordering::Relaxed);
-    context.load_errors = errors.iter().map(|e| format!("shard {}: {}", e.shard_id, e.error)).collect();
+    context.load_errors = errors
+        .iter()
+        .map(|e| format!("shard {}: {}", e.shard_id, e.error))
+        .collect();
     let report = build_report(&client, &run, &context).await?;
     let json = serde_json::to_string(&report).unwrap_or_default();
     ledger::finish_run(&client, &run.run_id, &report.state, &json).await?;
@@ -106,7 +123,11 @@ async fn watch(
     total_bytes: u64,
     draw: bool,
 ) {
-    let bar = if draw { ProgressBar::with_draw_target(Some(total_items), ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
+    let bar = if draw {
+        ProgressBar::with_draw_target(Some(total_items), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} items ({per_sec}) {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -117,14 +138,29 @@ async fn watch(
         let items = committed_items + progress.items.load(Ordering::Relaxed);
         let bytes = progress.bytes.load(Ordering::Relaxed);
         bar.set_position(items);
-        bar.set_message(format!("{} of {} read", HumanBytes(bytes), HumanBytes(total_bytes)));
+        bar.set_message(format!(
+            "{} of {} read",
+            HumanBytes(bytes),
+            HumanBytes(total_bytes)
+        ));
         let rejects = committed_rejects + progress.rejects.load(Ordering::Relaxed);
         if rejects > max_rejects && !stop.swap(true, Ordering::Relaxed) {
-            tracing::error!(rejects, max_rejects, "too many rejected lines: stopping after the current chunks");
+            tracing::error!(
+                rejects,
+                max_rejects,
+                "too many rejected lines: stopping after the current chunks"
+            );
         }
         if bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(10) {
             last_log = Instant::now();
-            tracing::info!(items, total_items, bytes, total_bytes, elapsed_s = started.elapsed().as_secs(), "progress");
+            tracing::info!(
+                items,
+                total_items,
+                bytes,
+                total_bytes,
+                elapsed_s = started.elapsed().as_secs(),
+                "progress"
+            );
         }
         if finished.load(Ordering::Relaxed) {
             break;

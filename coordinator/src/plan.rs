@@ -48,11 +48,29 @@ pub struct Plan {
     pub resumed: bool,
 }
 
-fn derive_run_id(listing: &ExportListing, export_path: &str, table: &str, request: &PlanRequest, keys: &[KeyAttribute]) -> String {
+fn derive_run_id(
+    listing: &ExportListing,
+    export_path: &str,
+    table: &str,
+    request: &PlanRequest,
+    keys: &[KeyAttribute],
+) -> String {
     let mapping = &request.settings.mapping;
-    let identity = listing.summary.as_ref().and_then(|s| s.export_arn.clone()).unwrap_or_else(|| export_path.to_string());
-    let keys: Vec<String> =
-        keys.iter().map(|k| format!("{}:{}", k.name, k.ddb_type.map(|t| t.descriptor()).unwrap_or("?"))).collect();
+    let identity = listing
+        .summary
+        .as_ref()
+        .and_then(|s| s.export_arn.clone())
+        .unwrap_or_else(|| export_path.to_string());
+    let keys: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            format!(
+                "{}:{}",
+                k.name,
+                k.ddb_type.map(|t| t.descriptor()).unwrap_or("?")
+            )
+        })
+        .collect();
     let fingerprint = format!(
         "{identity}\n{table}\n{}\n{}\n{:?}\n{:?}\n{}\n{}",
         keys.join(","),
@@ -80,17 +98,37 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
     }
     let store: Arc<dyn ObjectStore> = Arc::new(store);
     let export_path = std::fs::canonicalize(&request.export)
-        .map_err(|source| ferry_shared::Error::Io { location: request.export.display().to_string(), source })?
+        .map_err(|source| ferry_shared::Error::Io {
+            location: request.export.display().to_string(),
+            source,
+        })?
         .display()
         .to_string();
     let table = request
         .table
         .clone()
         .or_else(|| request.settings.mapping.table.clone())
-        .or_else(|| listing.summary.as_ref().and_then(|s| s.table_name()).map(str::to_string))
-        .ok_or_else(|| CoordinatorError::Invalid("the export has no manifest naming its table: give --table".into()))?;
-    let keys = if request.keys.is_empty() { request.settings.mapping.key.clone() } else { request.keys.clone() };
-    let run_id = request.run_id.clone().unwrap_or_else(|| derive_run_id(&listing, &export_path, &table, request, &keys));
+        .or_else(|| {
+            listing
+                .summary
+                .as_ref()
+                .and_then(|s| s.table_name())
+                .map(str::to_string)
+        })
+        .ok_or_else(|| {
+            CoordinatorError::Invalid(
+                "the export has no manifest naming its table: give --table".into(),
+            )
+        })?;
+    let keys = if request.keys.is_empty() {
+        request.settings.mapping.key.clone()
+    } else {
+        request.keys.clone()
+    };
+    let run_id = request
+        .run_id
+        .clone()
+        .unwrap_or_else(|| derive_run_id(&listing, &export_path, &table, request, &keys));
 
     ledger::ensure_ledger(client).await?;
     if let Some(run) = ledger::get_run(client, &run_id).await? {
@@ -120,10 +158,20 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
             }
         }
         tracing::info!(run = %run_id, table = %table, "resuming run from the ledger");
-        return Ok(Plan { run, store, listing, resumed: true });
+        return Ok(Plan {
+            run,
+            store,
+            listing,
+            resumed: true,
+        });
     }
 
-    let stats = sample_export(store.clone(), &listing, request.settings.mapping.sample_items).await?;
+    let stats = sample_export(
+        store.clone(),
+        &listing,
+        request.settings.mapping.sample_items,
+    )
+    .await?;
     let schema = infer_schema(&table, &keys, &request.settings.mapping, &stats)?;
     tracing::info!(
         run = %run_id,
@@ -150,13 +198,24 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
     };
     ledger::insert_run(client, &run, &listing.files).await?;
     // Another coordinator may have planned the same run a moment earlier: the ledger's copy wins.
-    let run = ledger::get_run(client, &run_id).await?.ok_or_else(|| CoordinatorError::Invalid(format!("run {run_id} vanished from the ledger")))?;
-    Ok(Plan { run, store, listing, resumed: false })
+    let run = ledger::get_run(client, &run_id).await?.ok_or_else(|| {
+        CoordinatorError::Invalid(format!("run {run_id} vanished from the ledger"))
+    })?;
+    Ok(Plan {
+        run,
+        store,
+        listing,
+        resumed: false,
+    })
 }
 
 /// Creates the table when it is absent; otherwise checks that its columns fit the schema and, for a
 /// new run without `--append`, that it is empty. Nothing is loaded before this passes.
-pub async fn prepare_table(client: &Client, schema: &TableSchema, must_be_empty: bool) -> Result<()> {
+pub async fn prepare_table(
+    client: &Client,
+    schema: &TableSchema,
+    must_be_empty: bool,
+) -> Result<()> {
     let rows = client
         .query(
             "SELECT column_name::text, udt_name::text, is_nullable::text, column_default::text FROM information_schema.columns
@@ -166,12 +225,17 @@ pub async fn prepare_table(client: &Client, schema: &TableSchema, must_be_empty:
         .await
         .map_err(CoordinatorError::db("cannot inspect the target table"))?;
     if rows.is_empty() {
-        client.batch_execute(&schema.create_table_sql()).await.map_err(CoordinatorError::db("cannot create the target table"))?;
+        client
+            .batch_execute(&schema.create_table_sql())
+            .await
+            .map_err(CoordinatorError::db("cannot create the target table"))?;
         tracing::info!(table = %schema.table, "created target table");
         return Ok(());
     }
-    let existing: Vec<(String, String, String, Option<String>)> =
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let existing: Vec<(String, String, String, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
     let mut problems = Vec::new();
     let wanted = schema
         .columns
@@ -181,20 +245,30 @@ pub async fn prepare_table(client: &Client, schema: &TableSchema, must_be_empty:
     for (name, udt) in wanted.clone() {
         match existing.iter().find(|e| e.0 == name) {
             None => problems.push(format!("column {name:?} is missing")),
-            Some(e) if e.1 != udt => problems.push(format!("column {name:?} is {}, the run needs {udt}", e.1)),
+            Some(e) if e.1 != udt => {
+                problems.push(format!("column {name:?} is {}, the run needs {udt}", e.1))
+            }
             Some(_) => {}
         }
     }
     for (name, _, nullable, default) in &existing {
         if !wanted.clone().any(|(w, _)| w == name) && nullable == "NO" && default.is_none() {
-            problems.push(format!("column {name:?} is NOT NULL without a default, and no attribute fills it"));
+            problems.push(format!(
+                "column {name:?} is NOT NULL without a default, and no attribute fills it"
+            ));
         }
     }
     if !problems.is_empty() {
-        return Err(CoordinatorError::TableMismatch { table: schema.table.clone(), reason: problems.join("; ") });
+        return Err(CoordinatorError::TableMismatch {
+            table: schema.table.clone(),
+            reason: problems.join("; "),
+        });
     }
     if must_be_empty {
-        let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", quote_ident(&schema.table));
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {})",
+            quote_ident(&schema.table)
+        );
         let non_empty: bool = client
             .query_one(&sql, &[])
             .await

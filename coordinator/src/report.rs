@@ -106,37 +106,76 @@ impl Report {
     /// The human-readable report.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let verdict = if self.verified() { "verified" } else { "NOT verified" };
+        let verdict = if self.verified() {
+            "verified"
+        } else {
+            "NOT verified"
+        };
         let _ = writeln!(out, "run {}: {} ({verdict})", self.run_id, self.state);
         if self.already_complete {
             let _ = writeln!(out, "the run was already complete: nothing to do");
         }
-        let _ = writeln!(out, "export  {}{}", self.export, if self.manifest_verified { "" } else { " (no verified manifest)" });
+        let _ = writeln!(
+            out,
+            "export  {}{}",
+            self.export,
+            if self.manifest_verified {
+                ""
+            } else {
+                " (no verified manifest)"
+            }
+        );
         let _ = writeln!(out, "load    {}", self.load_path);
-        let table_rows = self.table_rows.map(|n| format!(", {n} rows in the table")).unwrap_or_default();
-        let _ = writeln!(out, "table   {}: {} rows loaded by this run{table_rows}", quote_ident(&self.table), self.rows_loaded);
+        let table_rows = self
+            .table_rows
+            .map(|n| format!(", {n} rows in the table"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "table   {}: {} rows loaded by this run{table_rows}",
+            quote_ident(&self.table),
+            self.rows_loaded
+        );
         let accounted = self.rows_loaded + self.rows_rejected + self.rows_filtered;
-        let manifest = self.manifest_items.map(|n| n.to_string()).unwrap_or_else(|| "unknown".into());
+        let manifest = self
+            .manifest_items
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "unknown".into());
         let _ = writeln!(
             out,
             "items   {accounted} accounted for of {manifest} in the manifest: {} loaded + {} rejected (max {}) + {} filtered; {} values spilled to overflow",
             self.rows_loaded, self.rows_rejected, self.max_rejects, self.rows_filtered, self.values_spilled
         );
-        let _ = writeln!(out, "shards  {} of {} reconciled", self.shards_reconciled, self.shards_total);
+        let _ = writeln!(
+            out,
+            "shards  {} of {} reconciled",
+            self.shards_reconciled, self.shards_total
+        );
         let shown: Vec<&ShardLine> = if self.shards.len() <= 40 {
             self.shards.iter().collect()
         } else {
-            self.shards.iter().filter(|s| !s.reconciled).take(40).collect()
+            self.shards
+                .iter()
+                .filter(|s| !s.reconciled)
+                .take(40)
+                .collect()
         };
         if !shown.is_empty() {
-            let _ = writeln!(out, "  {:<28} {:>10} {:>10} {:>9} {:>9}  {:<8} {:<4} reconciled", "shard", "manifest", "loaded", "rejected", "filtered", "state", "md5");
+            let _ = writeln!(
+                out,
+                "  {:<28} {:>10} {:>10} {:>9} {:>9}  {:<8} {:<4} reconciled",
+                "shard", "manifest", "loaded", "rejected", "filtered", "state", "md5"
+            );
             for s in shown {
                 let md5 = match s.md5_ok {
                     Some(true) => "ok",
                     Some(false) => "BAD",
                     None => "-",
                 };
-                let manifest = s.item_count.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
+                let manifest = s
+                    .item_count
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into());
                 let _ = writeln!(
                     out,
                     "  {:<28} {:>10} {:>10} {:>9} {:>9}  {:<8} {:<4} {}",
@@ -154,7 +193,11 @@ impl Report {
         if !self.first_rejects.is_empty() {
             let _ = writeln!(out, "first rejects (all of them are in ferry.rejects):");
             for r in &self.first_rejects {
-                let _ = writeln!(out, "  shard {} line {}: {}", r.shard_id, r.line_no, r.reason);
+                let _ = writeln!(
+                    out,
+                    "  shard {} line {}: {}",
+                    r.shard_id, r.line_no, r.reason
+                );
             }
         }
         if let (Some(seconds), Some(rate)) = (self.elapsed_seconds, self.items_per_second) {
@@ -185,12 +228,25 @@ pub struct ReportContext {
 }
 
 /// Builds the report from the ledger.
-pub async fn build_report(client: &Client, run: &RunRecord, context: &ReportContext) -> Result<Report> {
+pub async fn build_report(
+    client: &Client,
+    run: &RunRecord,
+    context: &ReportContext,
+) -> Result<Report> {
     let shards = ledger::get_shards(client, &run.run_id).await?;
     let first_rejects = ledger::get_rejects(client, &run.run_id, 10).await?;
     let table_rows = if context.count_table_rows {
-        let sql = format!("SELECT count(*)::int8 FROM {}", quote_ident(&run.target_table));
-        Some(client.query_one(&sql, &[]).await.map_err(CoordinatorError::db("cannot count the table's rows"))?.get::<_, i64>(0))
+        let sql = format!(
+            "SELECT count(*)::int8 FROM {}",
+            quote_ident(&run.target_table)
+        );
+        Some(
+            client
+                .query_one(&sql, &[])
+                .await
+                .map_err(CoordinatorError::db("cannot count the table's rows"))?
+                .get::<_, i64>(0),
+        )
     } else {
         None
     };
@@ -201,32 +257,48 @@ pub async fn build_report(client: &Client, run: &RunRecord, context: &ReportCont
     let rows_filtered = sum(|s| s.filtered_rows);
     let shards_reconciled = lines.iter().filter(|l| l.reconciled).count();
 
+    // The cause first: rejects over the limit stop the run and leave shards unfinished.
     let mut problems = Vec::new();
+    if rows_rejected > run.max_rejects {
+        problems.push(format!(
+            "{rows_rejected} lines rejected, over max_rejects = {} (see ferry.rejects)",
+            run.max_rejects
+        ));
+    }
     for line in lines.iter().filter(|l| !l.reconciled) {
         let what = match (&line.error, line.state.as_str()) {
             (Some(error), _) => error.clone(),
-            (None, shard_state::PENDING) => format!("not finished ({} lines committed)", line.committed_lines),
-            (None, state) => format!("{state}: loaded {} + rejected {} does not match the manifest's {:?}", line.loaded, line.rejected, line.item_count),
+            (None, shard_state::PENDING) => {
+                format!("not finished ({} lines committed)", line.committed_lines)
+            }
+            (None, state) => format!(
+                "{state}: loaded {} + rejected {} does not match the manifest's {:?}",
+                line.loaded, line.rejected, line.item_count
+            ),
         };
         problems.push(format!("shard {}: {what}", line.shard_id));
     }
     for error in &context.load_errors {
         problems.push(error.clone());
     }
-    if rows_rejected > run.max_rejects {
-        problems.push(format!("{rows_rejected} lines rejected, over max_rejects = {} (see ferry.rejects)", run.max_rejects));
-    }
     if !run.manifest_verified && !context.allow_unverified {
-        problems.push("the export has no verified manifest: pass --allow-unverified to accept the run".into());
+        problems.push(
+            "the export has no verified manifest: pass --allow-unverified to accept the run".into(),
+        );
     }
     let state = if problems.is_empty() {
         run_state::COMPLETE
-    } else if lines.iter().any(|l| l.state == shard_state::PENDING) && context.load_errors.is_empty() && rows_rejected <= run.max_rejects {
+    } else if lines.iter().any(|l| l.state == shard_state::PENDING)
+        && context.load_errors.is_empty()
+        && rows_rejected <= run.max_rejects
+    {
         run_state::LOADING
     } else {
         run_state::FAILED
     };
-    let items_per_second = context.elapsed_seconds.map(|s| context.items_this_command as f64 / s.max(1e-6));
+    let items_per_second = context
+        .elapsed_seconds
+        .map(|s| context.items_this_command as f64 / s.max(1e-6));
     Ok(Report {
         run_id: run.run_id.clone(),
         export: run.export_location.clone(),

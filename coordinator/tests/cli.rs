@@ -19,7 +19,15 @@ fn help_lists_the_commands() {
 #[test]
 fn a_missing_export_exits_2_naming_the_path() {
     let output = coordinator()
-        .args(["migrate", "--export", "/nonexistent/ferry-export", "--target", "postgres://postgres@127.0.0.1:1/x", "--key", "PK"])
+        .args([
+            "migrate",
+            "--export",
+            "/nonexistent/ferry-export",
+            "--target",
+            "postgres://postgres@127.0.0.1:1/x",
+            "--key",
+            "PK",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
@@ -29,7 +37,11 @@ fn a_missing_export_exits_2_naming_the_path() {
 
 #[test]
 fn no_target_is_a_clear_error() {
-    let output = coordinator().args(["migrate", "--export", "."]).env_remove("FERRY_TARGET__URL").output().unwrap();
+    let output = coordinator()
+        .args(["migrate", "--export", "."])
+        .env_remove("FERRY_TARGET__URL")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no target database"));
 }
@@ -40,7 +52,14 @@ fn a_bad_config_file_is_refused_naming_the_key() {
     let config = dir.path().join("ferry.toml");
     std::fs::write(&config, "[load]\nchunk_size = 5\n").unwrap();
     let output = coordinator()
-        .args(["migrate", "--export", ".", "--target", "postgres://x@127.0.0.1:1/x", "--config"])
+        .args([
+            "migrate",
+            "--export",
+            ".",
+            "--target",
+            "postgres://x@127.0.0.1:1/x",
+            "--config",
+        ])
         .arg(&config)
         .output()
         .unwrap();

@@ -78,7 +78,9 @@ impl Default for RawLoad {
             block_lines: 4_096,
             pipeline_depth: 4,
             max_rejects: 0,
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             connect_attempts: 5,
         }
     }
@@ -140,7 +142,9 @@ impl KeyAttribute {
     pub fn parse(spec: &str) -> Result<KeyAttribute> {
         let spec = spec.trim();
         let (name, ddb_type) = match spec.rsplit_once(':') {
-            Some((name, ty)) if matches!(ty, "S" | "N" | "B") => (name, DdbType::from_descriptor(ty)),
+            Some((name, ty)) if matches!(ty, "S" | "N" | "B") => {
+                (name, DdbType::from_descriptor(ty))
+            }
             Some((_, ty)) if ty.chars().all(|c| c.is_ascii_uppercase()) && !ty.is_empty() => {
                 return Err(Error::Config(format!(
                     "key {spec:?}: type {ty:?} cannot be a key type (use S, N or B)"
@@ -149,14 +153,23 @@ impl KeyAttribute {
             _ => (spec, None),
         };
         if name.is_empty() {
-            return Err(Error::Config(format!("key {spec:?} has an empty attribute name")));
+            return Err(Error::Config(format!(
+                "key {spec:?} has an empty attribute name"
+            )));
         }
-        Ok(KeyAttribute { name: name.to_string(), ddb_type })
+        Ok(KeyAttribute {
+            name: name.to_string(),
+            ddb_type,
+        })
     }
 
     /// Parses a comma-separated list (`pk,sk` or `pk:S,sk:N`).
     pub fn parse_list(specs: &str) -> Result<Vec<KeyAttribute>> {
-        specs.split(',').filter(|s| !s.trim().is_empty()).map(KeyAttribute::parse).collect()
+        specs
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(KeyAttribute::parse)
+            .collect()
     }
 }
 
@@ -209,9 +222,14 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        RawConfig { version: 1, load: RawLoad::default(), mapping: RawMapping::default(), target: RawTarget::default() }
-            .validate_and_build()
-            .expect("the defaults are valid")
+        RawConfig {
+            version: 1,
+            load: RawLoad::default(),
+            mapping: RawMapping::default(),
+            target: RawTarget::default(),
+        }
+        .validate_and_build()
+        .expect("the defaults are valid")
     }
 }
 
@@ -226,7 +244,10 @@ impl RawConfig {
     /// Checks every value and builds the settings. Does no IO.
     pub fn validate_and_build(self) -> Result<Settings> {
         if self.version != 1 {
-            return Err(Error::Config(format!("version {} is not supported (expected 1)", self.version)));
+            return Err(Error::Config(format!(
+                "version {} is not supported (expected 1)",
+                self.version
+            )));
         }
         let load = self.load;
         positive(load.chunk_lines, "load.chunk_lines")?;
@@ -241,9 +262,15 @@ impl RawConfig {
             )));
         }
         if !(0.0..=1.0).contains(&mapping.min_presence) {
-            return Err(Error::Config("mapping.min_presence must be between 0 and 1".into()));
+            return Err(Error::Config(
+                "mapping.min_presence must be between 0 and 1".into(),
+            ));
         }
-        let key = mapping.key.iter().map(|k| KeyAttribute::parse(k)).collect::<Result<Vec<_>>>()?;
+        let key = mapping
+            .key
+            .iter()
+            .map(|k| KeyAttribute::parse(k))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Settings {
             load: LoadSettings {
                 chunk_lines: NonZeroU64::new(load.chunk_lines).expect("checked"),
@@ -280,7 +307,10 @@ pub fn load_settings_from(
     let mut builder = config::Config::builder();
     if let Some(path) = file {
         if !path.is_file() {
-            return Err(Error::Config(format!("config file {} does not exist", path.display())));
+            return Err(Error::Config(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
         }
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
     }
@@ -290,7 +320,9 @@ pub fn load_settings_from(
             let rest = name.strip_prefix("FERRY_")?;
             let (section, key) = rest.split_once("__")?;
             let section = section.to_ascii_lowercase();
-            SECTIONS.contains(&section.as_str()).then(|| (format!("FERRY_{}__{}", section, key), value))
+            SECTIONS
+                .contains(&section.as_str())
+                .then(|| (format!("FERRY_{}__{}", section, key), value))
         })
         .collect();
     builder = builder.add_source(
@@ -330,8 +362,14 @@ mod tests {
         .unwrap();
         let env = vec![
             ("FERRY_LOAD__CHUNK_LINES".to_string(), "250".to_string()),
-            ("FERRY_MAPPING__OVERFLOW_COLUMN".to_string(), "extra".to_string()),
-            ("FERRY_FAILPOINTS".to_string(), "after_copy=exit".to_string()),
+            (
+                "FERRY_MAPPING__OVERFLOW_COLUMN".to_string(),
+                "extra".to_string(),
+            ),
+            (
+                "FERRY_FAILPOINTS".to_string(),
+                "after_copy=exit".to_string(),
+            ),
             ("FERRY_LOG".to_string(), "debug".to_string()),
         ];
         let settings = load_settings_from(Some(&path), env).unwrap();
@@ -342,8 +380,14 @@ mod tests {
         assert_eq!(
             settings.mapping.key,
             vec![
-                KeyAttribute { name: "PK".into(), ddb_type: Some(DdbType::S) },
-                KeyAttribute { name: "SK".into(), ddb_type: None }
+                KeyAttribute {
+                    name: "PK".into(),
+                    ddb_type: Some(DdbType::S)
+                },
+                KeyAttribute {
+                    name: "SK".into(),
+                    ddb_type: None
+                }
             ]
         );
     }
@@ -353,12 +397,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferry.toml");
         std::fs::write(&path, "[load]\nchunk_lnes = 5\n").unwrap();
-        let err = load_settings_from(Some(&path), vec![]).unwrap_err().to_string();
+        let err = load_settings_from(Some(&path), vec![])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("chunk_lnes"), "{err}");
         std::fs::write(&path, "[load]\nchunk_lines = 0\n").unwrap();
-        let err = load_settings_from(Some(&path), vec![]).unwrap_err().to_string();
+        let err = load_settings_from(Some(&path), vec![])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("load.chunk_lines"), "{err}");
-        let err = load_settings_from(None, vec![("FERRY_LOAD__WORKERS".into(), "many".into())]).unwrap_err();
+        let err = load_settings_from(None, vec![("FERRY_LOAD__WORKERS".into(), "many".into())])
+            .unwrap_err();
         assert!(err.to_string().contains("workers"), "{err}");
         assert!(load_settings_from(Some(&dir.path().join("missing.toml")), vec![]).is_err());
     }
@@ -368,8 +417,14 @@ mod tests {
         assert_eq!(
             KeyAttribute::parse_list("pk:S, sk:N").unwrap(),
             vec![
-                KeyAttribute { name: "pk".into(), ddb_type: Some(DdbType::S) },
-                KeyAttribute { name: "sk".into(), ddb_type: Some(DdbType::N) }
+                KeyAttribute {
+                    name: "pk".into(),
+                    ddb_type: Some(DdbType::S)
+                },
+                KeyAttribute {
+                    name: "sk".into(),
+                    ddb_type: Some(DdbType::N)
+                }
             ]
         );
         // A colon that is not a type stays in the name.

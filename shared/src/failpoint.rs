@@ -63,7 +63,14 @@ fn parse(spec: &str) -> HashMap<String, Point> {
         if !POINTS.contains(&name) {
             eprintln!("ferry: failpoint {name:?} is not a known point ({POINTS:?})");
         }
-        points.insert(name.to_string(), Point { action, fire_on, hits: AtomicU64::new(0) });
+        points.insert(
+            name.to_string(),
+            Point {
+                action,
+                fire_on,
+                hits: AtomicU64::new(0),
+            },
+        );
     }
     points
 }
@@ -79,7 +86,9 @@ pub fn hit(name: &'static str) -> Result<(), FailpointError> {
     if registry.is_empty() {
         return Ok(());
     }
-    let Some(point) = registry.get(name) else { return Ok(()) };
+    let Some(point) = registry.get(name) else {
+        return Ok(());
+    };
     let count = point.hits.fetch_add(1, Ordering::SeqCst) + 1;
     if count != point.fire_on {
         return Ok(());

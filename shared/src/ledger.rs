@@ -81,7 +81,8 @@ pub mod shard_state {
 }
 
 /// `$1` run_id.
-pub const SELECT_RUN: &str = "SELECT run_id, export_location, export_arn, export_time, target_table, schema_json,
+pub const SELECT_RUN: &str =
+    "SELECT run_id, export_location, export_arn, export_time, target_table, schema_json,
         chunk_lines, max_rejects, manifest_verified, manifest_items, state
     FROM ferry.runs WHERE run_id = $1::text";
 
@@ -92,17 +93,20 @@ pub const INSERT_RUN: &str = "INSERT INTO ferry.runs (run_id, export_location, e
     ON CONFLICT (run_id) DO NOTHING";
 
 /// Inserts a shard (idempotent).
-pub const INSERT_SHARD: &str = "INSERT INTO ferry.shards (run_id, shard_id, data_key, item_count, md5_checksum, size_bytes)
+pub const INSERT_SHARD: &str =
+    "INSERT INTO ferry.shards (run_id, shard_id, data_key, item_count, md5_checksum, size_bytes)
     VALUES ($1::text, $2::text, $3::text, $4::int8, $5::text, $6::int8)
     ON CONFLICT (run_id, shard_id) DO NOTHING";
 
 /// `$1` run_id.
-pub const SELECT_SHARDS: &str = "SELECT shard_id, data_key, item_count, md5_checksum, size_bytes, committed_lines,
+pub const SELECT_SHARDS: &str =
+    "SELECT shard_id, data_key, item_count, md5_checksum, size_bytes, committed_lines,
         loaded_rows, rejected_rows, filtered_rows, spilled_values, items_seen, md5_ok, state, error
     FROM ferry.shards WHERE run_id = $1::text ORDER BY shard_id";
 
 /// `$1` run_id, `$2` shard_id.
-pub const SELECT_SHARD: &str = "SELECT shard_id, data_key, item_count, md5_checksum, size_bytes, committed_lines,
+pub const SELECT_SHARD: &str =
+    "SELECT shard_id, data_key, item_count, md5_checksum, size_bytes, committed_lines,
         loaded_rows, rejected_rows, filtered_rows, spilled_values, items_seen, md5_ok, state, error
     FROM ferry.shards WHERE run_id = $1::text AND shard_id = $2::text";
 
@@ -123,20 +127,24 @@ pub const FINISH_SHARD: &str = "UPDATE ferry.shards SET committed_lines = $4::in
     WHERE run_id = $1::text AND shard_id = $2::text AND committed_lines = $3::int8 AND state <> 'done'";
 
 /// Marks a shard failed with a reason. `$1` run, `$2` shard, `$3` error, `$4` md5_ok (nullable), `$5` items seen (nullable).
-pub const FAIL_SHARD: &str = "UPDATE ferry.shards SET state = 'failed', error = $3::text, md5_ok = $4::bool,
+pub const FAIL_SHARD: &str =
+    "UPDATE ferry.shards SET state = 'failed', error = $3::text, md5_ok = $4::bool,
         items_seen = $5::int8, updated_at = now()
     WHERE run_id = $1::text AND shard_id = $2::text AND state <> 'done'";
 
 /// Records a rejected line. `$1` run, `$2` shard, `$3` line, `$4` reason, `$5` raw line.
-pub const INSERT_REJECT: &str = "INSERT INTO ferry.rejects (run_id, shard_id, line_no, reason, raw_line)
+pub const INSERT_REJECT: &str =
+    "INSERT INTO ferry.rejects (run_id, shard_id, line_no, reason, raw_line)
     VALUES ($1::text, $2::text, $3::int8, $4::text, $5::bytea)";
 
 /// Sets a run's state (and report when finished). `$1` run, `$2` state, `$3` report.
-pub const FINISH_RUN: &str = "UPDATE ferry.runs SET state = $2::text, report = $3::text, finished_at = now()
+pub const FINISH_RUN: &str =
+    "UPDATE ferry.runs SET state = $2::text, report = $3::text, finished_at = now()
     WHERE run_id = $1::text";
 
 /// Sets a run's `max_rejects` (a policy the user may raise and re-run). `$1` run, `$2` max.
-pub const SET_MAX_REJECTS: &str = "UPDATE ferry.runs SET max_rejects = $2::int8 WHERE run_id = $1::text";
+pub const SET_MAX_REJECTS: &str =
+    "UPDATE ferry.runs SET max_rejects = $2::int8 WHERE run_id = $1::text";
 
 /// Total rejects of a run so far. `$1` run.
 pub const SUM_REJECTS: &str =

@@ -45,7 +45,11 @@ impl ExportSummary {
 
     /// The ExportId, the last segment of `exportArn`.
     pub fn export_id(&self) -> Option<&str> {
-        self.export_arn.as_deref()?.rsplit('/').next().filter(|s| !s.is_empty())
+        self.export_arn
+            .as_deref()?
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -108,7 +112,10 @@ pub fn md5_base64(bytes: &[u8]) -> String {
 
 /// Hex MD5 of `bytes` (for derived identifiers).
 pub fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Finds the one export under `prefix` in `store` and reads its manifests.
@@ -121,7 +128,10 @@ pub async fn locate_export(store: &dyn ObjectStore, prefix: &str) -> Result<Expo
     match summaries.as_slice() {
         [] => unverified_listing(store, prefix, &objects),
         [summary] => {
-            let export_prefix = summary.key.trim_end_matches("manifest-summary.json").to_string();
+            let export_prefix = summary
+                .key
+                .trim_end_matches("manifest-summary.json")
+                .to_string();
             verified_listing(store, &export_prefix, &objects).await
         }
         many => Err(Error::ExportNotFound(format!(
@@ -149,15 +159,23 @@ async fn read_checked(
         .map(|ext| format!("{stem}{ext}"))
         .find(|candidate| objects.iter().any(|o| &o.key == candidate));
     let Some(checksum_key) = checksum_key else {
-        warnings.push(format!("{} has no .md5 or .checksum file: not verified", store.location(key)));
+        warnings.push(format!(
+            "{} has no .md5 or .checksum file: not verified",
+            store.location(key)
+        ));
         return Ok((bytes, false));
     };
-    let expected = String::from_utf8_lossy(&store.get(&checksum_key).await?).trim().to_string();
+    let expected = String::from_utf8_lossy(&store.get(&checksum_key).await?)
+        .trim()
+        .to_string();
     let actual = md5_base64(&bytes);
     if expected != actual {
         return Err(Error::Checksum {
             location: store.location(key),
-            reason: format!("{} says {expected}, the file's MD5 is {actual}", store.location(&checksum_key)),
+            reason: format!(
+                "{} says {expected}, the file's MD5 is {actual}",
+                store.location(&checksum_key)
+            ),
         });
     }
     Ok((bytes, true))
@@ -170,11 +188,17 @@ async fn verified_listing(
 ) -> Result<ExportListing> {
     let mut warnings = Vec::new();
     let summary_key = format!("{export_prefix}manifest-summary.json");
-    let (summary_bytes, summary_ok) = read_checked(store, objects, &summary_key, &mut warnings).await?;
-    let summary: ExportSummary = serde_json::from_slice(&summary_bytes)
-        .map_err(|e| Error::Manifest { location: store.location(&summary_key), reason: e.to_string() })?;
-    let manifest_error =
-        |reason: String| Error::Manifest { location: store.location(&summary_key), reason };
+    let (summary_bytes, summary_ok) =
+        read_checked(store, objects, &summary_key, &mut warnings).await?;
+    let summary: ExportSummary =
+        serde_json::from_slice(&summary_bytes).map_err(|e| Error::Manifest {
+            location: store.location(&summary_key),
+            reason: e.to_string(),
+        })?;
+    let manifest_error = |reason: String| Error::Manifest {
+        location: store.location(&summary_key),
+        reason,
+    };
     if let Some(format) = summary.output_format.as_deref() {
         if format != "DYNAMODB_JSON" {
             return Err(manifest_error(format!(
@@ -184,7 +208,9 @@ async fn verified_listing(
     }
     if let Some(kind) = summary.export_type.as_deref() {
         if kind != "FULL_EXPORT" {
-            return Err(manifest_error(format!("exportType {kind} is not supported yet; use a full export")));
+            return Err(manifest_error(format!(
+                "exportType {kind} is not supported yet; use a full export"
+            )));
         }
     }
 
@@ -196,8 +222,10 @@ async fn verified_listing(
         });
     }
     let (files_bytes, files_ok) = read_checked(store, objects, &files_key, &mut warnings).await?;
-    let files_text = std::str::from_utf8(&files_bytes)
-        .map_err(|e| Error::Manifest { location: store.location(&files_key), reason: e.to_string() })?;
+    let files_text = std::str::from_utf8(&files_bytes).map_err(|e| Error::Manifest {
+        location: store.location(&files_key),
+        reason: e.to_string(),
+    })?;
 
     // Data keys are full keys from the bucket root; re-anchor them at this export's AWSDynamoDB folder.
     let anchor = export_prefix
@@ -213,9 +241,16 @@ async fn verified_listing(
             reason: e.to_string(),
         })?;
         let key = match (&anchor, entry.data_file_s3_key.rfind("AWSDynamoDB/")) {
-            (Some(anchor), Some(at)) => format!("{anchor}{}", &entry.data_file_s3_key[at + "AWSDynamoDB/".len()..]),
+            (Some(anchor), Some(at)) => format!(
+                "{anchor}{}",
+                &entry.data_file_s3_key[at + "AWSDynamoDB/".len()..]
+            ),
             _ => {
-                let name = entry.data_file_s3_key.rsplit('/').next().unwrap_or_default();
+                let name = entry
+                    .data_file_s3_key
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default();
                 format!("{export_prefix}data/{name}")
             }
         };
@@ -239,7 +274,9 @@ async fn verified_listing(
         if total != listed {
             return Err(Error::Checksum {
                 location: store.location(&summary_key),
-                reason: format!("itemCount is {total} but manifest-files.json lists {listed} items"),
+                reason: format!(
+                    "itemCount is {total} but manifest-files.json lists {listed} items"
+                ),
             });
         }
     }
@@ -253,7 +290,11 @@ async fn verified_listing(
     })
 }
 
-fn unverified_listing(store: &dyn ObjectStore, prefix: &str, objects: &[ObjectMeta]) -> Result<ExportListing> {
+fn unverified_listing(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    objects: &[ObjectMeta],
+) -> Result<ExportListing> {
     let files: Vec<DataFile> = objects
         .iter()
         .filter(|o| o.key.ends_with(".json.gz"))
@@ -289,7 +330,9 @@ fn unverified_listing(store: &dyn ObjectStore, prefix: &str, objects: &[ObjectMe
 /// The shard id of a data file: its file name without `.json.gz`.
 pub fn shard_id_of(key: &str) -> String {
     let name = key.rsplit('/').next().unwrap_or(key);
-    name.trim_end_matches(".gz").trim_end_matches(".json").to_string()
+    name.trim_end_matches(".gz")
+        .trim_end_matches(".json")
+        .to_string()
 }
 
 fn check_unique_shards(files: &[DataFile]) -> Result<()> {
@@ -327,11 +370,31 @@ mod tests {
             md5_base64(b"")
         );
         let summary = "{\"version\":\"2020-06-30\",\"exportArn\":\"arn:aws:dynamodb:us-east-1:1:table/Orders/export/01700000000000-0a1b2c3d\",\"tableArn\":\"arn:aws:dynamodb:us-east-1:1:table/Orders\",\"itemCount\":2,\"outputFormat\":\"DYNAMODB_JSON\",\"newField\":1}";
-        write(root, &format!("{dir}/manifest-files.json"), files.as_bytes());
-        write(root, &format!("{dir}/manifest-summary.json"), summary.as_bytes());
-        let files_md5 = if tamper { md5_base64(b"other") } else { md5_base64(files.as_bytes()) };
-        write(root, &format!("{dir}/manifest-files.{checksum_ext}"), files_md5.as_bytes());
-        write(root, &format!("{dir}/manifest-summary.{checksum_ext}"), md5_base64(summary.as_bytes()).as_bytes());
+        write(
+            root,
+            &format!("{dir}/manifest-files.json"),
+            files.as_bytes(),
+        );
+        write(
+            root,
+            &format!("{dir}/manifest-summary.json"),
+            summary.as_bytes(),
+        );
+        let files_md5 = if tamper {
+            md5_base64(b"other")
+        } else {
+            md5_base64(files.as_bytes())
+        };
+        write(
+            root,
+            &format!("{dir}/manifest-files.{checksum_ext}"),
+            files_md5.as_bytes(),
+        );
+        write(
+            root,
+            &format!("{dir}/manifest-summary.{checksum_ext}"),
+            md5_base64(summary.as_bytes()).as_bytes(),
+        );
     }
 
     #[tokio::test]
@@ -342,18 +405,29 @@ mod tests {
             let (store, prefix) = LocalStore::for_export_path(dir.path()).unwrap();
             let listing = locate_export(&store, &prefix).await.unwrap();
             assert!(listing.verified, "{ext}: {:?}", listing.warnings);
-            assert_eq!(listing.summary.as_ref().unwrap().table_name(), Some("Orders"));
-            assert_eq!(listing.summary.as_ref().unwrap().export_id(), Some("01700000000000-0a1b2c3d"));
+            assert_eq!(
+                listing.summary.as_ref().unwrap().table_name(),
+                Some("Orders")
+            );
+            assert_eq!(
+                listing.summary.as_ref().unwrap().export_id(),
+                Some("01700000000000-0a1b2c3d")
+            );
             assert_eq!(listing.files.len(), 2);
-            assert_eq!(listing.files[0].key, "exp/AWSDynamoDB/01700000000000-0a1b2c3d/data/aaaa.json.gz");
+            assert_eq!(
+                listing.files[0].key,
+                "exp/AWSDynamoDB/01700000000000-0a1b2c3d/data/aaaa.json.gz"
+            );
             assert_eq!(listing.files[0].shard_id, "aaaa");
             assert_eq!(listing.files[0].size, 7);
             assert_eq!(listing.files[1].item_count, Some(0));
             assert_eq!(listing.manifest_items(), Some(2));
 
             // Pointing at the export folder itself finds the same files.
-            let (store, prefix) =
-                LocalStore::for_export_path(&dir.path().join("exp/AWSDynamoDB/01700000000000-0a1b2c3d")).unwrap();
+            let (store, prefix) = LocalStore::for_export_path(
+                &dir.path().join("exp/AWSDynamoDB/01700000000000-0a1b2c3d"),
+            )
+            .unwrap();
             let again = locate_export(&store, &prefix).await.unwrap();
             assert_eq!(again.files.len(), 2);
         }
@@ -364,7 +438,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         export(dir.path(), "md5", true);
         let (store, prefix) = LocalStore::for_export_path(dir.path()).unwrap();
-        let err = locate_export(&store, &prefix).await.unwrap_err().to_string();
+        let err = locate_export(&store, &prefix)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("manifest-files.json"), "{err}");
         assert!(err.contains("checksum mismatch"), "{err}");
     }
@@ -380,7 +457,10 @@ mod tests {
         assert_eq!(listing.warnings.len(), 1);
         let empty = tempfile::tempdir().unwrap();
         let (store, prefix) = LocalStore::for_export_path(empty.path()).unwrap();
-        assert!(matches!(locate_export(&store, &prefix).await, Err(Error::ExportNotFound(_))));
+        assert!(matches!(
+            locate_export(&store, &prefix).await,
+            Err(Error::ExportNotFound(_))
+        ));
     }
 
     #[tokio::test]
@@ -389,7 +469,10 @@ mod tests {
         export(&dir.path().join("one"), "md5", false);
         export(&dir.path().join("two"), "md5", false);
         let (store, prefix) = LocalStore::for_export_path(dir.path()).unwrap();
-        let err = locate_export(&store, &prefix).await.unwrap_err().to_string();
+        let err = locate_export(&store, &prefix)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("2 exports"), "{err}");
     }
 }

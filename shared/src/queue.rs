@@ -37,7 +37,9 @@ pub struct MemoryQueue {
 impl MemoryQueue {
     /// A queue holding `tasks` in order.
     pub fn new(tasks: impl IntoIterator<Item = ShardTask>) -> MemoryQueue {
-        MemoryQueue { tasks: Mutex::new(tasks.into_iter().collect()) }
+        MemoryQueue {
+            tasks: Mutex::new(tasks.into_iter().collect()),
+        }
     }
 
     /// Tasks waiting.
@@ -72,7 +74,10 @@ mod tests {
 
     #[tokio::test]
     async fn fifo_with_release() {
-        let task = |s: &str| ShardTask { run_id: "r".into(), shard_id: s.into() };
+        let task = |s: &str| ShardTask {
+            run_id: "r".into(),
+            shard_id: s.into(),
+        };
         let queue = MemoryQueue::new([task("a"), task("b")]);
         let a = queue.receive().await.unwrap();
         assert_eq!(a.shard_id, "a");

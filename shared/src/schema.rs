@@ -245,9 +245,24 @@ mod tests {
         TableSchema {
             table: "App\"Table".into(),
             columns: vec![
-                ColumnSpec { name: "PK".into(), ddb_type: DdbType::S, pg_type: PgType::Text, is_key: true },
-                ColumnSpec { name: "SK".into(), ddb_type: DdbType::N, pg_type: PgType::Numeric, is_key: true },
-                ColumnSpec { name: "tags".into(), ddb_type: DdbType::Ss, pg_type: PgType::TextArray, is_key: false },
+                ColumnSpec {
+                    name: "PK".into(),
+                    ddb_type: DdbType::S,
+                    pg_type: PgType::Text,
+                    is_key: true,
+                },
+                ColumnSpec {
+                    name: "SK".into(),
+                    ddb_type: DdbType::N,
+                    pg_type: PgType::Numeric,
+                    is_key: true,
+                },
+                ColumnSpec {
+                    name: "tags".into(),
+                    ddb_type: DdbType::Ss,
+                    pg_type: PgType::TextArray,
+                    is_key: false,
+                },
             ],
             overflow_column: "attrs".into(),
             nested_json: NestedJson::Plain,
@@ -262,7 +277,10 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS \"App\"\"Table\" (\"PK\" TEXT NOT NULL, \"SK\" NUMERIC NOT NULL, \
              \"tags\" TEXT[], \"attrs\" JSONB, PRIMARY KEY (\"PK\", \"SK\"))"
         );
-        assert_eq!(schema().copy_column_list(), "\"PK\", \"SK\", \"tags\", \"attrs\"");
+        assert_eq!(
+            schema().copy_column_list(),
+            "\"PK\", \"SK\", \"tags\", \"attrs\""
+        );
     }
 
     #[test]
@@ -276,8 +294,16 @@ mod tests {
     #[test]
     fn descriptors_round_trip() {
         for t in [
-            DdbType::S, DdbType::N, DdbType::B, DdbType::Bool, DdbType::Null, DdbType::M, DdbType::L,
-            DdbType::Ss, DdbType::Ns, DdbType::Bs,
+            DdbType::S,
+            DdbType::N,
+            DdbType::B,
+            DdbType::Bool,
+            DdbType::Null,
+            DdbType::M,
+            DdbType::L,
+            DdbType::Ss,
+            DdbType::Ns,
+            DdbType::Bs,
         ] {
             assert_eq!(DdbType::from_descriptor(t.descriptor()), Some(t));
         }

@@ -52,13 +52,18 @@ impl LocalStore {
     /// `AWSDynamoDB` folder, the store is rooted above it (as a bucket is), so the manifests' full
     /// keys resolve wherever the export was copied; otherwise the path itself is the root.
     pub fn for_export_path(path: &Path) -> Result<(LocalStore, String)> {
-        let path = std::fs::canonicalize(path)
-            .map_err(|source| Error::Io { location: path.display().to_string(), source })?;
+        let path = std::fs::canonicalize(path).map_err(|source| Error::Io {
+            location: path.display().to_string(),
+            source,
+        })?;
         if !path.is_dir() {
             return Err(Error::NotAFolder(path));
         }
         let components: Vec<Component<'_>> = path.components().collect();
-        if let Some(at) = components.iter().rposition(|c| c.as_os_str() == "AWSDynamoDB") {
+        if let Some(at) = components
+            .iter()
+            .rposition(|c| c.as_os_str() == "AWSDynamoDB")
+        {
             let root: PathBuf = components[..at].iter().collect();
             let prefix: Vec<String> = components[at..]
                 .iter()
@@ -76,14 +81,20 @@ impl LocalStore {
 
     fn path_of(&self, key: &str) -> Result<PathBuf> {
         let relative = Path::new(key);
-        if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+        if relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+        {
             return Err(Error::BadKey(key.to_string()));
         }
         Ok(self.root.join(relative))
     }
 
     fn io_error(&self, key: &str, source: std::io::Error) -> Error {
-        Error::Io { location: self.location(key), source }
+        Error::Io {
+            location: self.location(key),
+            source,
+        }
     }
 }
 
@@ -100,10 +111,18 @@ impl ObjectStore for LocalStore {
                 let entries = match std::fs::read_dir(&dir) {
                     Ok(entries) => entries,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(source) => return Err(Error::Io { location: dir.display().to_string(), source }),
+                    Err(source) => {
+                        return Err(Error::Io {
+                            location: dir.display().to_string(),
+                            source,
+                        })
+                    }
                 };
                 for entry in entries {
-                    let entry = entry.map_err(|source| Error::Io { location: location.clone(), source })?;
+                    let entry = entry.map_err(|source| Error::Io {
+                        location: location.clone(),
+                        source,
+                    })?;
                     let file_type = entry.file_type().map_err(|source| Error::Io {
                         location: entry.path().display().to_string(),
                         source,
@@ -128,18 +147,28 @@ impl ObjectStore for LocalStore {
             Ok(out)
         })
         .await
-        .map_err(|e| Error::Io { location: self.location(prefix), source: std::io::Error::other(e) })?
+        .map_err(|e| Error::Io {
+            location: self.location(prefix),
+            source: std::io::Error::other(e),
+        })?
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
         let path = self.path_of(key)?;
-        tokio::fs::read(&path).await.map_err(|e| self.io_error(key, e))
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| self.io_error(key, e))
     }
 
     async fn open(&self, key: &str) -> Result<ObjectStream> {
         let path = self.path_of(key)?;
-        let file = tokio::fs::File::open(&path).await.map_err(|e| self.io_error(key, e))?;
-        Ok(Box::pin(tokio::io::BufReader::with_capacity(256 * 1024, file)))
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| self.io_error(key, e))?;
+        Ok(Box::pin(tokio::io::BufReader::with_capacity(
+            256 * 1024,
+            file,
+        )))
     }
 
     fn location(&self, key: &str) -> String {
@@ -163,16 +192,31 @@ mod tests {
         assert_eq!(
             listed,
             vec![
-                ObjectMeta { key: "a/b/x.json.gz".into(), size: 5 },
-                ObjectMeta { key: "a/y".into(), size: 0 }
+                ObjectMeta {
+                    key: "a/b/x.json.gz".into(),
+                    size: 5
+                },
+                ObjectMeta {
+                    key: "a/y".into(),
+                    size: 0
+                }
             ]
         );
         assert_eq!(store.list("a/b/").await.unwrap().len(), 1);
         assert!(store.list("missing/").await.unwrap().is_empty());
         let mut body = String::new();
-        store.open("a/b/x.json.gz").await.unwrap().read_to_string(&mut body).await.unwrap();
+        store
+            .open("a/b/x.json.gz")
+            .await
+            .unwrap()
+            .read_to_string(&mut body)
+            .await
+            .unwrap();
         assert_eq!(body, "12345");
-        assert!(matches!(store.get("../etc/passwd").await, Err(Error::BadKey(_))));
+        assert!(matches!(
+            store.get("../etc/passwd").await,
+            Err(Error::BadKey(_))
+        ));
     }
 
     #[test]
@@ -181,7 +225,10 @@ mod tests {
         let export = dir.path().join("p/AWSDynamoDB/0170-ab");
         std::fs::create_dir_all(&export).unwrap();
         let (store, prefix) = LocalStore::for_export_path(&export).unwrap();
-        assert_eq!(store.root(), std::fs::canonicalize(dir.path().join("p")).unwrap());
+        assert_eq!(
+            store.root(),
+            std::fs::canonicalize(dir.path().join("p")).unwrap()
+        );
         assert_eq!(prefix, "AWSDynamoDB/0170-ab/");
         let (store, prefix) = LocalStore::for_export_path(dir.path()).unwrap();
         assert_eq!(store.root(), std::fs::canonicalize(dir.path()).unwrap());

@@ -41,9 +41,15 @@ pub fn read_source_items(dir: &Path, keys: &[&str]) -> anyhow::Result<SourceItem
             let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
             for line in reader.split(b'\n') {
                 let line = line.with_context(|| format!("reading {}", path.display()))?;
-                let Ok(Value::Object(mut top)) = serde_json::from_slice::<Value>(&line) else { continue };
-                let Some(Value::Object(item)) = top.remove("Item") else { continue };
-                let Some(key) = key_of_source(&item, keys) else { continue };
+                let Ok(Value::Object(mut top)) = serde_json::from_slice::<Value>(&line) else {
+                    continue;
+                };
+                let Some(Value::Object(item)) = top.remove("Item") else {
+                    continue;
+                };
+                let Some(key) = key_of_source(&item, keys) else {
+                    continue;
+                };
                 if items.insert(key.clone(), item).is_some() {
                     bail!("the source holds key {key} twice");
                 }
@@ -56,7 +62,9 @@ pub fn read_source_items(dir: &Path, keys: &[&str]) -> anyhow::Result<SourceItem
 fn key_of_source(item: &Map<String, Value>, keys: &[&str]) -> Option<String> {
     let mut parts = Vec::new();
     for key in keys {
-        let Value::Object(typed) = item.get(*key)? else { return None };
+        let Value::Object(typed) = item.get(*key)? else {
+            return None;
+        };
         let (descriptor, value) = typed.iter().next()?;
         let text = match (descriptor.as_str(), value) {
             ("S", Value::String(s)) => s.clone(),
@@ -66,7 +74,7 @@ fn key_of_source(item: &Map<String, Value>, keys: &[&str]) -> Option<String> {
         };
         parts.push(text);
     }
-    Some(serde_json::to_string(&parts).ok()?)
+    serde_json::to_string(&parts).ok()
 }
 
 /// Exact decimal value of number text as `digits` and `exponent` (no f64): `-1.50E2` → `-15e1`.
@@ -80,7 +88,9 @@ pub fn norm_number(text: &str) -> Option<String> {
         None => (body, 0),
     };
     let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    if !(int_part.chars().chain(frac_part.chars())).all(|c| c.is_ascii_digit()) || mantissa.is_empty() {
+    if !(int_part.chars().chain(frac_part.chars())).all(|c| c.is_ascii_digit())
+        || mantissa.is_empty()
+    {
         return None;
     }
     let digits = format!("{int_part}{frac_part}");
@@ -94,15 +104,26 @@ pub fn norm_number(text: &str) -> Option<String> {
         significant.pop();
         exponent += 1;
     }
-    Some(format!("{}{significant}e{exponent}", if negative { "-" } else { "" }))
+    Some(format!(
+        "{}{significant}e{exponent}",
+        if negative { "-" } else { "" }
+    ))
 }
 
 /// JSON equality with numbers compared by exact value.
 pub fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => norm_number(&x.to_string()) == norm_number(&y.to_string()),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
-        (Value::Object(x), Value::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w))),
+        (Value::Number(x), Value::Number(y)) => {
+            norm_number(&x.to_string()) == norm_number(&y.to_string())
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
         _ => a == b,
     }
 }
@@ -114,10 +135,18 @@ fn number_value(text: &str) -> anyhow::Result<Value> {
 /// The plain-JSON projection of a typed DynamoDB value (what the overflow column and nested
 /// values hold by default).
 pub fn plain(typed: &Value) -> anyhow::Result<Value> {
-    let Value::Object(map) = typed else { bail!("typed value is not an object: {typed}") };
-    let Some((descriptor, value)) = map.iter().next() else { bail!("empty typed value") };
+    let Value::Object(map) = typed else {
+        bail!("typed value is not an object: {typed}")
+    };
+    let Some((descriptor, value)) = map.iter().next() else {
+        bail!("empty typed value")
+    };
     let strings = |v: &Value| -> anyhow::Result<Vec<String>> {
-        v.as_array().context("set is not an array")?.iter().map(|s| s.as_str().map(str::to_string).context("set element")).collect()
+        v.as_array()
+            .context("set is not an array")?
+            .iter()
+            .map(|s| s.as_str().map(str::to_string).context("set element"))
+            .collect()
     };
     Ok(match descriptor.as_str() {
         "S" | "B" => value.clone(),
@@ -125,18 +154,40 @@ pub fn plain(typed: &Value) -> anyhow::Result<Value> {
         "BOOL" => value.clone(),
         "NULL" => Value::Null,
         "M" => Value::Object(
-            value.as_object().context("M is not an object")?.iter().map(|(k, v)| Ok((k.clone(), plain(v)?))).collect::<anyhow::Result<_>>()?,
+            value
+                .as_object()
+                .context("M is not an object")?
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), plain(v)?)))
+                .collect::<anyhow::Result<_>>()?,
         ),
-        "L" => Value::Array(value.as_array().context("L is not an array")?.iter().map(plain).collect::<anyhow::Result<_>>()?),
+        "L" => Value::Array(
+            value
+                .as_array()
+                .context("L is not an array")?
+                .iter()
+                .map(plain)
+                .collect::<anyhow::Result<_>>()?,
+        ),
         "SS" | "BS" => Value::Array(strings(value)?.into_iter().map(Value::String).collect()),
-        "NS" => Value::Array(strings(value)?.iter().map(|n| number_value(n)).collect::<anyhow::Result<_>>()?),
+        "NS" => Value::Array(
+            strings(value)?
+                .iter()
+                .map(|n| number_value(n))
+                .collect::<anyhow::Result<_>>()?,
+        ),
         other => bail!("unknown descriptor {other}"),
     })
 }
 
 fn hex_to_base64(text: &str) -> anyhow::Result<String> {
-    let hex = text.strip_prefix("\\x").context("bytea text does not start with \\x")?;
-    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16)).collect::<Result<_, _>>()?;
+    let hex = text
+        .strip_prefix("\\x")
+        .context("bytea text does not start with \\x")?;
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<_, _>>()?;
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
@@ -153,8 +204,15 @@ impl TableColumn {
     fn holds(&self, descriptor: &str) -> bool {
         matches!(
             (self.udt.as_str(), descriptor),
-            ("text", "S") | ("numeric", "N") | ("bytea", "B") | ("bool", "BOOL") | ("jsonb", "M") | ("jsonb", "L")
-                | ("_text", "SS") | ("_numeric", "NS") | ("_bytea", "BS")
+            ("text", "S")
+                | ("numeric", "N")
+                | ("bytea", "B")
+                | ("bool", "BOOL")
+                | ("jsonb", "M")
+                | ("jsonb", "L")
+                | ("_text", "SS")
+                | ("_numeric", "NS")
+                | ("_bytea", "BS")
         )
     }
 
@@ -163,7 +221,12 @@ impl TableColumn {
         Ok(match self.udt.as_str() {
             "bytea" => Value::String(hex_to_base64(value.as_str().context("bytea")?)?),
             "_bytea" => Value::Array(
-                value.as_array().context("bytea[]")?.iter().map(|v| Ok(Value::String(hex_to_base64(v.as_str().context("bytea")?)?))).collect::<anyhow::Result<_>>()?,
+                value
+                    .as_array()
+                    .context("bytea[]")?
+                    .iter()
+                    .map(|v| Ok(Value::String(hex_to_base64(v.as_str().context("bytea")?)?)))
+                    .collect::<anyhow::Result<_>>()?,
             ),
             _ => value.clone(),
         })
@@ -171,7 +234,10 @@ impl TableColumn {
 }
 
 /// Reads the table: its columns and every row as `to_jsonb`.
-pub async fn read_table(client: &tokio_postgres::Client, table: &str) -> anyhow::Result<(Vec<TableColumn>, Vec<Map<String, Value>>)> {
+pub async fn read_table(
+    client: &tokio_postgres::Client,
+    table: &str,
+) -> anyhow::Result<(Vec<TableColumn>, Vec<Map<String, Value>>)> {
     let columns = client
         .query(
             "SELECT column_name::text, udt_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
@@ -181,12 +247,17 @@ pub async fn read_table(client: &tokio_postgres::Client, table: &str) -> anyhow:
         .iter()
         .map(|r| TableColumn { name: r.get(0), udt: r.get(1) })
         .collect();
-    let sql = format!("SELECT to_jsonb(t)::text FROM \"{}\" t", table.replace('"', "\"\""));
+    let sql = format!(
+        "SELECT to_jsonb(t)::text FROM \"{}\" t",
+        table.replace('"', "\"\"")
+    );
     let mut rows = Vec::new();
     for message in client.simple_query(&sql).await? {
         if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
             let text = row.get(0).context("null row")?;
-            let Value::Object(map) = serde_json::from_str(text)? else { bail!("row is not an object") };
+            let Value::Object(map) = serde_json::from_str(text)? else {
+                bail!("row is not an object")
+            };
             rows.push(map);
         }
     }
@@ -194,19 +265,28 @@ pub async fn read_table(client: &tokio_postgres::Client, table: &str) -> anyhow:
 }
 
 /// Compares the table with the source items; returns every difference (empty: identical).
-pub fn compare(source: &SourceItems, keys: &[&str], columns: &[TableColumn], overflow: &str, rows: &[Map<String, Value>]) -> Vec<String> {
+pub fn compare(
+    source: &SourceItems,
+    keys: &[&str],
+    columns: &[TableColumn],
+    overflow: &str,
+    rows: &[Map<String, Value>],
+) -> Vec<String> {
     let mut diffs = Vec::new();
-    let by_name: HashMap<&str, &TableColumn> = columns.iter().map(|c| (c.name.as_str(), c)).collect();
+    let by_name: HashMap<&str, &TableColumn> =
+        columns.iter().map(|c| (c.name.as_str(), c)).collect();
     let mut seen = BTreeMap::new();
     for row in rows {
         let key_parts: Vec<String> = keys
             .iter()
-            .map(|k| match (row.get(*k), by_name.get(k).map(|c| c.udt.as_str())) {
-                (Some(Value::Number(n)), _) => norm_number(&n.to_string()).unwrap_or_default(),
-                (Some(Value::String(s)), Some("bytea")) => hex_to_base64(s).unwrap_or_default(),
-                (Some(Value::String(s)), _) => s.clone(),
-                (other, _) => format!("{other:?}"),
-            })
+            .map(
+                |k| match (row.get(*k), by_name.get(k).map(|c| c.udt.as_str())) {
+                    (Some(Value::Number(n)), _) => norm_number(&n.to_string()).unwrap_or_default(),
+                    (Some(Value::String(s)), Some("bytea")) => hex_to_base64(s).unwrap_or_default(),
+                    (Some(Value::String(s)), _) => s.clone(),
+                    (other, _) => format!("{other:?}"),
+                },
+            )
             .collect();
         let key = serde_json::to_string(&key_parts).unwrap_or_default();
         if seen.insert(key.clone(), row).is_some() {
@@ -222,13 +302,19 @@ pub fn compare(source: &SourceItems, keys: &[&str], columns: &[TableColumn], ove
             Some(Value::Object(map)) => map.clone(),
             Some(Value::Null) | None => Map::new(),
             Some(other) => {
-                diffs.push(format!("key {key}: overflow column is not an object: {other}"));
+                diffs.push(format!(
+                    "key {key}: overflow column is not an object: {other}"
+                ));
                 Map::new()
             }
         };
         let mut overflow_used = 0;
         for (name, typed) in item {
-            let descriptor = typed.as_object().and_then(|m| m.keys().next()).map(String::as_str).unwrap_or("");
+            let descriptor = typed
+                .as_object()
+                .and_then(|m| m.keys().next())
+                .map(String::as_str)
+                .unwrap_or("");
             let column = by_name.get(name.as_str()).filter(|c| c.name != overflow);
             let expected_plain = match plain(typed) {
                 Ok(v) => v,
@@ -257,13 +343,15 @@ pub fn compare(source: &SourceItems, keys: &[&str], columns: &[TableColumn], ove
                         diffs.push(format!("key {key}: column {name:?} should be NULL"));
                     }
                     if overflow_map.get(name.as_str()) != Some(&Value::Null) {
-                        diffs.push(format!("key {key}: overflow should record {name:?} as null"));
+                        diffs.push(format!(
+                            "key {key}: overflow should record {name:?} as null"
+                        ));
                     }
                 }
                 _ => {
                     overflow_used += 1;
                     if let Some(column) = column {
-                            if row.get(column.name.as_str()) != Some(&Value::Null) {
+                        if row.get(column.name.as_str()) != Some(&Value::Null) {
                             diffs.push(format!("key {key}: column {name:?} should be NULL (value of another type is in overflow)"));
                         }
                     }
@@ -276,17 +364,28 @@ pub fn compare(source: &SourceItems, keys: &[&str], columns: &[TableColumn], ove
             }
         }
         if overflow_map.len() != overflow_used {
-            diffs.push(format!("key {key}: overflow holds {} entries, the source accounts for {overflow_used}", overflow_map.len()));
+            diffs.push(format!(
+                "key {key}: overflow holds {} entries, the source accounts for {overflow_used}",
+                overflow_map.len()
+            ));
         }
         let non_null_columns = columns
             .iter()
-            .filter(|c| c.name != overflow && row.get(c.name.as_str()).is_some_and(|v| !v.is_null()))
+            .filter(|c| {
+                c.name != overflow && row.get(c.name.as_str()).is_some_and(|v| !v.is_null())
+            })
             .count();
         let expected_non_null = item
             .iter()
             .filter(|(name, typed)| {
-                let descriptor = typed.as_object().and_then(|m| m.keys().next()).map(String::as_str).unwrap_or("");
-                by_name.get(name.as_str()).is_some_and(|c| c.name != overflow && c.holds(descriptor))
+                let descriptor = typed
+                    .as_object()
+                    .and_then(|m| m.keys().next())
+                    .map(String::as_str)
+                    .unwrap_or("");
+                by_name
+                    .get(name.as_str())
+                    .is_some_and(|c| c.name != overflow && c.holds(descriptor))
             })
             .count();
         if non_null_columns != expected_non_null {
@@ -308,7 +407,10 @@ mod tests {
         assert_eq!(norm_number("150"), norm_number("1.5E2"));
         assert_eq!(norm_number("1.50"), norm_number("1.5"));
         assert_eq!(norm_number("-0"), norm_number("0.000"));
-        assert_ne!(norm_number("12345678901234567890123456789012345678"), norm_number("12345678901234567890123456789012345679"));
+        assert_ne!(
+            norm_number("12345678901234567890123456789012345678"),
+            norm_number("12345678901234567890123456789012345679")
+        );
         assert_ne!(norm_number("-0.5"), norm_number("0.5"));
         assert_eq!(norm_number("abc"), None);
     }

@@ -20,10 +20,22 @@ use crate::pg::shared_cluster;
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // Tests run from target/<profile>/deps, binaries (the benchmark) from target/<profile>.
-    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(name)).collect();
-    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
-        panic!("{} is not built: run `cargo build --workspace --bins` (scripts/test does)", candidates[candidates.len() - 1].display())
-    })
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is not built: run `cargo build --workspace --bins` (scripts/test does)",
+                candidates[candidates.len() - 1].display()
+            )
+        })
 }
 
 /// A generated export and a fresh database.
@@ -54,12 +66,29 @@ pub fn small_chunks(chunk_lines: u64) -> Settings {
 }
 
 /// Runs `migrate` in this process.
-pub async fn migrate_in_process(fixture: &Fixture, settings: Settings, allow_unverified: bool) -> anyhow::Result<Report> {
-    migrate_path(&fixture.url, fixture.dir.path(), settings, allow_unverified, None).await
+pub async fn migrate_in_process(
+    fixture: &Fixture,
+    settings: Settings,
+    allow_unverified: bool,
+) -> anyhow::Result<Report> {
+    migrate_path(
+        &fixture.url,
+        fixture.dir.path(),
+        settings,
+        allow_unverified,
+        None,
+    )
+    .await
 }
 
 /// Runs `migrate` in this process on an export path.
-pub async fn migrate_path(url: &str, export: &Path, settings: Settings, allow_unverified: bool, table: Option<&str>) -> anyhow::Result<Report> {
+pub async fn migrate_path(
+    url: &str,
+    export: &Path,
+    settings: Settings,
+    allow_unverified: bool,
+    table: Option<&str>,
+) -> anyhow::Result<Report> {
     let request = MigrateRequest {
         plan: PlanRequest {
             export: export.to_path_buf(),
@@ -83,22 +112,38 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 }
 
 /// Asserts that `table` holds exactly the export's items, value by value; returns the row count.
-pub async fn assert_table_matches(url: &str, table: &str, export_dir: &Path) -> anyhow::Result<usize> {
+pub async fn assert_table_matches(
+    url: &str,
+    table: &str,
+    export_dir: &Path,
+) -> anyhow::Result<usize> {
     assert_table_matches_except(url, table, export_dir, &[]).await
 }
 
 /// Like [`assert_table_matches`], for an export whose items with these partition keys are
 /// expected in `ferry.rejects` instead of the table.
-pub async fn assert_table_matches_except(url: &str, table: &str, export_dir: &Path, rejected_pks: &[&str]) -> anyhow::Result<usize> {
+pub async fn assert_table_matches_except(
+    url: &str,
+    table: &str,
+    export_dir: &Path,
+    rejected_pks: &[&str],
+) -> anyhow::Result<usize> {
     let client = connect(url).await?;
     let mut source = read_source_items(export_dir, &["PK", "SK"])?;
-    source.retain(|key, _| !rejected_pks.iter().any(|pk| key.starts_with(&format!("[{}", serde_json::Value::from(*pk)))));
+    source.retain(|key, _| {
+        !rejected_pks
+            .iter()
+            .any(|pk| key.starts_with(&format!("[{}", serde_json::Value::from(*pk))))
+    });
     let (columns, rows) = read_table(&client, table).await?;
     anyhow::ensure!(!columns.is_empty(), "table {table} does not exist");
     let diffs = compare(&source, &["PK", "SK"], &columns, "attrs", &rows);
     if !diffs.is_empty() {
         let shown: Vec<&String> = diffs.iter().take(20).collect();
-        anyhow::bail!("table {table} differs from the source in {} ways; first ones:\n{shown:#?}", diffs.len());
+        anyhow::bail!(
+            "table {table} differs from the source in {} ways; first ones:\n{shown:#?}",
+            diffs.len()
+        );
     }
     Ok(rows.len())
 }

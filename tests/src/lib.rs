@@ -7,7 +7,7 @@
 //! - [`compare`]: value-by-value comparison of a loaded table with its source export.
 //! - [`harness`]: running the real Ferry binaries and migrations from tests.
 
-pub mod gen;
-pub mod pg;
 pub mod compare;
+pub mod gen;
 pub mod harness;
+pub mod pg;

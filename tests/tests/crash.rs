@@ -6,16 +6,32 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_tests::gen::GenOptions;
-use ferry_tests::harness::{assert_table_matches, binary, fixture, migrate_args, query_i64, run_coordinator, Fixture};
+use ferry_tests::harness::{
+    assert_table_matches, binary, fixture, migrate_args, query_i64, run_coordinator, Fixture,
+};
 
 const EXIT_FAILPOINT: i32 = 86;
 
 fn small_chunk_env() -> Vec<(&'static str, &'static str)> {
-    vec![("FERRY_LOAD__CHUNK_LINES", "250"), ("FERRY_LOAD__BLOCK_LINES", "60"), ("FERRY_LOAD__WORKERS", "2")]
+    vec![
+        ("FERRY_LOAD__CHUNK_LINES", "250"),
+        ("FERRY_LOAD__BLOCK_LINES", "60"),
+        ("FERRY_LOAD__WORKERS", "2"),
+    ]
 }
 
 async fn crash_fixture(name: &str, seed: u64) -> anyhow::Result<Fixture> {
-    fixture(name, &GenOptions { seed, items: 3_000, files: 3, zero_byte_files: 1, ..GenOptions::default() }).await
+    fixture(
+        name,
+        &GenOptions {
+            seed,
+            items: 3_000,
+            files: 3,
+            zero_byte_files: 1,
+            ..GenOptions::default()
+        },
+    )
+    .await
 }
 
 fn stderr(output: &std::process::Output) -> String {
@@ -27,18 +43,38 @@ async fn resume_and_check(fixture: &Fixture) -> anyhow::Result<()> {
     let args = migrate_args(fixture);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run_coordinator(&args, &small_chunk_env())?;
-    assert_eq!(output.status.code(), Some(0), "resume failed:\n{}\n{}", String::from_utf8_lossy(&output.stdout), stderr(&output));
-    assert_eq!(assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?, 3_000);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "resume failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr(&output)
+    );
+    assert_eq!(
+        assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
+        3_000
+    );
     let output = run_coordinator(&args, &small_chunk_env())?;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("already complete"));
-    assert_eq!(query_i64(&fixture.url, "SELECT count(*) FROM \"AppTable\"").await?, 3_000);
+    assert_eq!(
+        query_i64(&fixture.url, "SELECT count(*) FROM \"AppTable\"").await?,
+        3_000
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_any_two_steps_resumes_exactly_once() -> anyhow::Result<()> {
-    for (i, point) in ["after_read", "after_copy", "after_checkpoint", "after_commit"].iter().enumerate() {
+    for (i, point) in [
+        "after_read",
+        "after_copy",
+        "after_checkpoint",
+        "after_commit",
+    ]
+    .iter()
+    .enumerate()
+    {
         let fixture = crash_fixture(&format!("crash_{point}"), 20 + i as u64).await?;
         let args = migrate_args(&fixture);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -46,10 +82,22 @@ async fn a_crash_between_any_two_steps_resumes_exactly_once() -> anyhow::Result<
         let mut env = small_chunk_env();
         env.push(("FERRY_FAILPOINTS", &failpoint));
         let output = run_coordinator(&args, &env)?;
-        assert_eq!(output.status.code(), Some(EXIT_FAILPOINT), "{point}: {}", stderr(&output));
-        let committed = query_i64(&fixture.url, "SELECT COALESCE(sum(loaded_rows), 0)::int8 FROM ferry.shards").await?;
+        assert_eq!(
+            output.status.code(),
+            Some(EXIT_FAILPOINT),
+            "{point}: {}",
+            stderr(&output)
+        );
+        let committed = query_i64(
+            &fixture.url,
+            "SELECT COALESCE(sum(loaded_rows), 0)::int8 FROM ferry.shards",
+        )
+        .await?;
         let rows = query_i64(&fixture.url, "SELECT count(*) FROM \"AppTable\"").await?;
-        assert_eq!(committed, rows, "{point}: the ledger and the table must agree after a crash");
+        assert_eq!(
+            committed, rows,
+            "{point}: the ledger and the table must agree after a crash"
+        );
         assert!(rows < 3_000, "{point}: the crash came before the end");
         resume_and_check(&fixture).await?;
     }
@@ -62,17 +110,36 @@ async fn an_error_between_copy_and_commit_is_retried_in_the_same_run() -> anyhow
     let args = migrate_args(&fixture);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut env = small_chunk_env();
-    env.push(("FERRY_FAILPOINTS", "after_copy=error@2,after_checkpoint=error@5"));
+    env.push((
+        "FERRY_FAILPOINTS",
+        "after_copy=error@2,after_checkpoint=error@5",
+    ));
     let output = run_coordinator(&args, &env)?;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(stderr(&output).contains("retrying from its checkpoint"), "{}", stderr(&output));
-    assert_eq!(assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?, 3_000);
+    assert!(
+        stderr(&output).contains("retrying from its checkpoint"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
+        3_000
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_several_points_then_resume() -> anyhow::Result<()> {
-    let fixture = fixture("crash_kill9", &GenOptions { seed: 40, items: 20_000, files: 4, ..GenOptions::default() }).await?;
+    let fixture = fixture(
+        "crash_kill9",
+        &GenOptions {
+            seed: 40,
+            items: 20_000,
+            files: 4,
+            ..GenOptions::default()
+        },
+    )
+    .await?;
     let args = migrate_args(&fixture);
     let mut kills = 0;
     for threshold in [1i64, 6_000, 12_000] {
@@ -90,9 +157,12 @@ async fn kill_9_at_several_points_then_resume() -> anyhow::Result<()> {
             if child.try_wait()?.is_some() {
                 break;
             }
-            let loaded = query_i64(&fixture.url, "SELECT COALESCE(sum(loaded_rows), 0)::int8 FROM ferry.shards")
-                .await
-                .unwrap_or(0);
+            let loaded = query_i64(
+                &fixture.url,
+                "SELECT COALESCE(sum(loaded_rows), 0)::int8 FROM ferry.shards",
+            )
+            .await
+            .unwrap_or(0);
             if loaded >= threshold {
                 child.kill()?; // SIGKILL
                 kills += 1;
@@ -102,30 +172,73 @@ async fn kill_9_at_several_points_then_resume() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         child.wait()?;
-        let loaded = query_i64(&fixture.url, "SELECT COALESCE(sum(loaded_rows), 0)::int8 FROM ferry.shards").await?;
+        let loaded = query_i64(
+            &fixture.url,
+            "SELECT COALESCE(sum(loaded_rows), 0)::int8 FROM ferry.shards",
+        )
+        .await?;
         let rows = query_i64(&fixture.url, "SELECT count(*) FROM \"AppTable\"").await?;
-        assert_eq!(loaded, rows, "ledger and table disagree after kill -9 at {threshold}");
+        assert_eq!(
+            loaded, rows,
+            "ledger and table disagree after kill -9 at {threshold}"
+        );
     }
-    assert!(kills >= 2, "the loads finished before they could be killed ({kills} kills)");
+    assert!(
+        kills >= 2,
+        "the loads finished before they could be killed ({kills} kills)"
+    );
     let output = run_coordinator(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])?;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert_eq!(assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?, 20_000);
+    assert_eq!(
+        assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
+        20_000
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_workers_on_the_same_shards_load_each_item_once() -> anyhow::Result<()> {
-    let fixture = fixture("crash_race", &GenOptions { seed: 50, items: 6_000, files: 2, ..GenOptions::default() }).await?;
+    let fixture = fixture(
+        "crash_race",
+        &GenOptions {
+            seed: 50,
+            items: 6_000,
+            files: 2,
+            ..GenOptions::default()
+        },
+    )
+    .await?;
     let export = fixture.dir.path().display().to_string();
-    let env = [("FERRY_LOAD__CHUNK_LINES", "150"), ("FERRY_LOAD__BLOCK_LINES", "40")];
-    let plan = run_coordinator(&["plan", "--export", &export, "--target", &fixture.url, "--key", "PK,SK"], &env)?;
+    let env = [
+        ("FERRY_LOAD__CHUNK_LINES", "150"),
+        ("FERRY_LOAD__BLOCK_LINES", "40"),
+    ];
+    let plan = run_coordinator(
+        &[
+            "plan",
+            "--export",
+            &export,
+            "--target",
+            &fixture.url,
+            "--key",
+            "PK,SK",
+        ],
+        &env,
+    )?;
     assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
     let run_id = String::from_utf8_lossy(&plan.stdout).trim().to_string();
     // Three worker processes, each taking every pending shard: they race on every chunk.
     let children: Vec<_> = (0..3)
         .map(|_| {
             Command::new(binary("ferry-worker"))
-                .args(["--target", &fixture.url, "--run-id", &run_id, "--workers", "2"])
+                .args([
+                    "--target",
+                    &fixture.url,
+                    "--run-id",
+                    &run_id,
+                    "--workers",
+                    "2",
+                ])
                 .envs(env)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -136,11 +249,24 @@ async fn concurrent_workers_on_the_same_shards_load_each_item_once() -> anyhow::
         let output = child.wait_with_output()?;
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     }
-    let output = run_coordinator(&["status", "--target", &fixture.url, "--run-id", &run_id, "--json"], &[])?;
+    let output = run_coordinator(
+        &[
+            "status",
+            "--target",
+            &fixture.url,
+            "--run-id",
+            &run_id,
+            "--json",
+        ],
+        &[],
+    )?;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let status: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     assert_eq!(status["rows_loaded"], 6_000);
     assert_eq!(status["shards_reconciled"], status["shards_total"]);
-    assert_eq!(assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?, 6_000);
+    assert_eq!(
+        assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
+        6_000
+    );
     Ok(())
 }

@@ -3,10 +3,20 @@
 
 use ferry_shared::config::Settings;
 use ferry_tests::gen::{add_data_file, rewrite_manifest, ChecksumExt, GenOptions};
-use ferry_tests::harness::{assert_table_matches, assert_table_matches_except, connect, fixture, migrate_in_process, migrate_path, query_i64, small_chunks};
+use ferry_tests::harness::{
+    assert_table_matches, assert_table_matches_except, connect, fixture, migrate_in_process,
+    migrate_path, query_i64, small_chunks,
+};
 
 fn options(seed: u64, items: u64, files: usize) -> GenOptions {
-    GenOptions { seed, items, files, zero_byte_files: 1, empty_gzip_files: 1, ..GenOptions::default() }
+    GenOptions {
+        seed,
+        items,
+        files,
+        zero_byte_files: 1,
+        empty_gzip_files: 1,
+        ..GenOptions::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,15 +41,33 @@ async fn a_migration_loads_every_item_exactly_with_its_values() -> anyhow::Resul
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(&columns[..2], &[("PK".into(), "text".into()), ("SK".into(), "text".into())]);
-    assert_eq!(columns.last().unwrap(), &("attrs".to_string(), "jsonb".to_string()));
-    assert!(columns.contains(&("tags".into(), "_text".into())), "{columns:?}");
-    assert!(columns.contains(&("total".into(), "numeric".into())), "{columns:?}");
-    assert!(!columns.iter().any(|(name, _)| name == "score"), "mixed-type score must stay in overflow: {columns:?}");
+    assert_eq!(
+        &columns[..2],
+        &[("PK".into(), "text".into()), ("SK".into(), "text".into())]
+    );
+    assert_eq!(
+        columns.last().unwrap(),
+        &("attrs".to_string(), "jsonb".to_string())
+    );
+    assert!(
+        columns.contains(&("tags".into(), "_text".into())),
+        "{columns:?}"
+    );
+    assert!(
+        columns.contains(&("total".into(), "numeric".into())),
+        "{columns:?}"
+    );
+    assert!(
+        !columns.iter().any(|(name, _)| name == "score"),
+        "mixed-type score must stay in overflow: {columns:?}"
+    );
 
     // Edge values, read back exactly.
     let n38: String = client
-        .query_one("SELECT attrs->>'edge_n38' FROM \"AppTable\" WHERE \"PK\" = 'EDGE#0'", &[])
+        .query_one(
+            "SELECT attrs->>'edge_n38' FROM \"AppTable\" WHERE \"PK\" = 'EDGE#0'",
+            &[],
+        )
         .await?
         .get(0);
     assert_eq!(n38, "12345678901234567890123456789012345678");
@@ -48,19 +76,28 @@ async fn a_migration_loads_every_item_exactly_with_its_values() -> anyhow::Resul
     let again = migrate_in_process(&fixture, small_chunks(700), false).await?;
     assert!(again.already_complete, "{}", again.to_text());
     assert!(again.verified());
-    assert_eq!(query_i64(&fixture.url, "SELECT count(*) FROM \"AppTable\"").await?, 5_000);
+    assert_eq!(
+        query_i64(&fixture.url, "SELECT count(*) FROM \"AppTable\"").await?,
+        5_000
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_output_is_the_same_for_every_chunk_and_block_size() -> anyhow::Result<()> {
-    for (i, (chunk, block)) in [(1u64, 1usize), (13, 5), (100_000, 4096)].into_iter().enumerate() {
+    for (i, (chunk, block)) in [(1u64, 1usize), (13, 5), (100_000, 4096)]
+        .into_iter()
+        .enumerate()
+    {
         let fixture = fixture(&format!("e2e_sizes_{i}"), &options(11, 600, 2)).await?;
         let mut settings = small_chunks(chunk);
         settings.load.block_lines = block.try_into()?;
         let report = migrate_in_process(&fixture, settings, false).await?;
         assert!(report.verified(), "chunk {chunk}: {}", report.to_text());
-        assert_eq!(assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?, 600);
+        assert_eq!(
+            assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
+            600
+        );
     }
     Ok(())
 }
@@ -80,23 +117,15 @@ async fn bad_lines_are_rejected_with_line_numbers_and_reasons() -> anyhow::Resul
     ];
     add_data_file(&mut fixture.export, &bad)?;
 
-    // max_rejects 0: the run loads what it can, records every reject, and fails.
+    // max_rejects 0: the first committed reject stops the run, which fails saying why.
     let report = migrate_in_process(&fixture, small_chunks(3), false).await?;
     assert!(!report.verified());
-    assert!(report.reason().contains("over max_rejects"), "{}", report.reason());
-    let client = connect(&fixture.url).await?;
-    let rejects: Vec<(i64, String, Vec<u8>)> = client
-        .query("SELECT line_no, reason, raw_line FROM ferry.rejects ORDER BY line_no", &[])
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    let lines: Vec<i64> = rejects.iter().map(|r| r.0).collect();
-    assert_eq!(lines, vec![2, 3, 4, 5, 6, 7]);
-    for (want, (_, reason, _)) in ["malformed line", "unknown type descriptor", "invalid base64", "U+0000", "missing key attribute \"PK\"", "invalid number"].iter().zip(&rejects) {
-        assert!(reason.contains(want), "{reason} should say {want}");
-    }
-    assert_eq!(rejects[0].2, bad[1].as_bytes());
+    assert!(
+        report.reason().contains("over max_rejects"),
+        "{}",
+        report.reason()
+    );
+    assert!(report.rows_rejected >= 1);
 
     // Raising max_rejects and re-running finishes the same run without loading anything twice.
     let mut settings = small_chunks(3);
@@ -104,9 +133,48 @@ async fn bad_lines_are_rejected_with_line_numbers_and_reasons() -> anyhow::Resul
     let report = migrate_in_process(&fixture, settings, false).await?;
     assert!(report.verified(), "{}", report.to_text());
     assert_eq!((report.rows_loaded, report.rows_rejected), (402, 6));
-    assert_eq!(query_i64(&fixture.url, "SELECT count(*) FROM ferry.rejects").await?, 6);
+    assert_eq!(
+        query_i64(&fixture.url, "SELECT count(*) FROM ferry.rejects").await?,
+        6
+    );
+    let client = connect(&fixture.url).await?;
+    let rejects: Vec<(i64, String, Vec<u8>)> = client
+        .query(
+            "SELECT line_no, reason, raw_line FROM ferry.rejects ORDER BY line_no",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let lines: Vec<i64> = rejects.iter().map(|r| r.0).collect();
+    assert_eq!(lines, vec![2, 3, 4, 5, 6, 7]);
+    for (want, (_, reason, _)) in [
+        "malformed line",
+        "unknown type descriptor",
+        "invalid base64",
+        "U+0000",
+        "missing key attribute \"PK\"",
+        "invalid number",
+    ]
+    .iter()
+    .zip(&rejects)
+    {
+        assert!(reason.contains(want), "{reason} should say {want}");
+    }
+    assert_eq!(rejects[0].2, bad[1].as_bytes());
+
     let rejected = ["BAD#3", "BAD#4", "BAD#5", "BAD#7"];
-    assert_eq!(assert_table_matches_except(&fixture.url, "AppTable", &fixture.export.export_dir, &rejected).await?, 402);
+    assert_eq!(
+        assert_table_matches_except(
+            &fixture.url,
+            "AppTable",
+            &fixture.export.export_dir,
+            &rejected
+        )
+        .await?,
+        402
+    );
     Ok(())
 }
 
@@ -129,12 +197,24 @@ async fn corrupt_files_fail_their_shard_naming_the_file() -> anyhow::Result<()> 
     let fx = fixture("e2e_md5", &options(6, 1_000, 2)).await?;
     let victim = fx.export.data_files[0].path.clone();
     let mut bytes = std::fs::read(&victim)?;
-    bytes.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // an empty gzip member
+    bytes.extend_from_slice(&[
+        0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]); // an empty gzip member
     std::fs::write(&victim, &bytes)?;
     let report = migrate_in_process(&fx, small_chunks(200), false).await?;
     assert!(!report.verified());
-    assert!(report.reason().contains("MD5 mismatch"), "{}", report.reason());
-    assert!(report.reason().contains(&victim.file_name().unwrap().to_string_lossy().to_string()), "{}", report.reason());
+    assert!(
+        report.reason().contains("MD5 mismatch"),
+        "{}",
+        report.reason()
+    );
+    assert!(
+        report
+            .reason()
+            .contains(&victim.file_name().unwrap().to_string_lossy().to_string()),
+        "{}",
+        report.reason()
+    );
 
     // A manifest whose itemCount disagrees with the file.
     let mut fx = fixture("e2e_count", &options(8, 1_000, 2)).await?;
@@ -142,7 +222,11 @@ async fn corrupt_files_fail_their_shard_naming_the_file() -> anyhow::Result<()> 
     rewrite_manifest(&fx.export)?;
     let report = migrate_in_process(&fx, small_chunks(200), false).await?;
     assert!(!report.verified());
-    assert!(report.reason().contains("item count mismatch"), "{}", report.reason());
+    assert!(
+        report.reason().contains("item count mismatch"),
+        "{}",
+        report.reason()
+    );
     Ok(())
 }
 
@@ -150,16 +234,44 @@ async fn corrupt_files_fail_their_shard_naming_the_file() -> anyhow::Result<()> 
 async fn an_export_without_manifest_is_unverified_unless_allowed() -> anyhow::Result<()> {
     let fixture = fixture(
         "e2e_unverified",
-        &GenOptions { seed: 9, items: 500, files: 2, write_manifest: false, checksum_ext: ChecksumExt::Checksum, ..GenOptions::default() },
+        &GenOptions {
+            seed: 9,
+            items: 500,
+            files: 2,
+            write_manifest: false,
+            checksum_ext: ChecksumExt::Checksum,
+            ..GenOptions::default()
+        },
     )
     .await?;
-    let report = migrate_path(&fixture.url, fixture.dir.path(), small_chunks(100), false, Some("loose")).await?;
+    let report = migrate_path(
+        &fixture.url,
+        fixture.dir.path(),
+        small_chunks(100),
+        false,
+        Some("loose"),
+    )
+    .await?;
     assert!(!report.verified());
-    assert!(report.reason().contains("--allow-unverified"), "{}", report.reason());
+    assert!(
+        report.reason().contains("--allow-unverified"),
+        "{}",
+        report.reason()
+    );
     assert_eq!(report.rows_loaded, 500);
-    let report = migrate_path(&fixture.url, fixture.dir.path(), small_chunks(100), true, Some("loose")).await?;
+    let report = migrate_path(
+        &fixture.url,
+        fixture.dir.path(),
+        small_chunks(100),
+        true,
+        Some("loose"),
+    )
+    .await?;
     assert!(report.verified(), "{}", report.to_text());
-    assert_eq!(assert_table_matches(&fixture.url, "loose", &fixture.export.export_dir).await?, 500);
+    assert_eq!(
+        assert_table_matches(&fixture.url, "loose", &fixture.export.export_dir).await?,
+        500
+    );
     Ok(())
 }
 
@@ -167,27 +279,55 @@ async fn an_export_without_manifest_is_unverified_unless_allowed() -> anyhow::Re
 async fn a_table_that_does_not_fit_is_refused_before_loading() -> anyhow::Result<()> {
     let fixture = fixture("e2e_table_checks", &options(12, 300, 1)).await?;
     let client = connect(&fixture.url).await?;
-    client.batch_execute("CREATE TABLE \"AppTable\" (\"PK\" TEXT, \"SK\" INT8, attrs JSONB)").await?;
-    let err = migrate_in_process(&fixture, Settings::default(), false).await.unwrap_err().to_string();
-    assert!(err.contains("does not fit") && err.contains("\"SK\" is int8"), "{err}");
-    assert_eq!(query_i64(&fixture.url, "SELECT count(*) FROM ferry.shards").await?, 0);
+    client
+        .batch_execute("CREATE TABLE \"AppTable\" (\"PK\" TEXT, \"SK\" INT8, attrs JSONB)")
+        .await?;
+    let err = migrate_in_process(&fixture, Settings::default(), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not fit") && err.contains("\"SK\" is int8"),
+        "{err}"
+    );
+    assert_eq!(
+        query_i64(&fixture.url, "SELECT count(*) FROM ferry.shards").await?,
+        0
+    );
 
     // A table holding rows that are not this run's is refused without --append.
     client.batch_execute("DROP TABLE \"AppTable\"").await?;
     let report = migrate_in_process(&fixture, Settings::default(), false).await?;
     assert!(report.verified(), "{}", report.to_text());
-    client.batch_execute("DELETE FROM ferry.shards; DELETE FROM ferry.runs").await?;
-    let err = migrate_in_process(&fixture, Settings::default(), false).await.unwrap_err().to_string();
-    assert!(err.contains("already holds rows") && err.contains("--append"), "{err}");
-    assert_eq!(query_i64(&fixture.url, "SELECT count(*) FROM ferry.shards").await?, 0);
-    assert_eq!(query_i64(&fixture.url, "SELECT count(*) FROM \"AppTable\"").await?, 300);
+    client
+        .batch_execute("DELETE FROM ferry.shards; DELETE FROM ferry.runs")
+        .await?;
+    let err = migrate_in_process(&fixture, Settings::default(), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("already holds rows") && err.contains("--append"),
+        "{err}"
+    );
+    assert_eq!(
+        query_i64(&fixture.url, "SELECT count(*) FROM ferry.shards").await?,
+        0
+    );
+    assert_eq!(
+        query_i64(&fixture.url, "SELECT count(*) FROM \"AppTable\"").await?,
+        300
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_of_another_type_spills_to_overflow_under_its_name() -> anyhow::Result<()> {
     let mut fixture = fixture("e2e_spill", &options(13, 200, 2)).await?;
-    add_data_file(&mut fixture.export, &[r#"{"Item":{"PK":{"S":"V#1"},"SK":{"S":"A"},"v":{"N":"1.25"}}}"#.to_string()])?;
+    add_data_file(
+        &mut fixture.export,
+        &[r#"{"Item":{"PK":{"S":"V#1"},"SK":{"S":"A"},"v":{"N":"1.25"}}}"#.to_string()],
+    )?;
     add_data_file(
         &mut fixture.export,
         &[

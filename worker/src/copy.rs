@@ -47,7 +47,10 @@ fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn write_numeric(out: &mut Vec<u8>, text: &str, column: &str) -> Result<(), EncodeError> {
-    let parsed = ParsedNumber::parse(text).map_err(|e| EncodeError { column: column.into(), reason: e.to_string() })?;
+    let parsed = ParsedNumber::parse(text).map_err(|e| EncodeError {
+        column: column.into(),
+        reason: e.to_string(),
+    })?;
     let at = begin_field(out);
     parsed.write_pg_numeric(out);
     end_field(out, at);
@@ -55,9 +58,17 @@ fn write_numeric(out: &mut Vec<u8>, text: &str, column: &str) -> Result<(), Enco
 }
 
 /// Appends every row of `batch` (laid out by [`crate::decode::arrow_schema`]) as COPY tuples.
-pub fn encode_batch(schema: &TableSchema, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub fn encode_batch(
+    schema: &TableSchema,
+    batch: &RecordBatch,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     let num_fields = (schema.columns.len() + 1) as i16;
-    let mut types: Vec<(PgType, &str)> = schema.columns.iter().map(|c| (c.pg_type, c.name.as_str())).collect();
+    let mut types: Vec<(PgType, &str)> = schema
+        .columns
+        .iter()
+        .map(|c| (c.pg_type, c.name.as_str()))
+        .collect();
     types.push((PgType::Jsonb, schema.overflow_column.as_str()));
     for row in 0..batch.num_rows() {
         out.extend_from_slice(&num_fields.to_be_bytes());
@@ -96,8 +107,12 @@ pub fn encode_batch(schema: &TableSchema, batch: &RecordBatch, out: &mut Vec<u8>
                     }
                     for i in 0..values.len() {
                         match pg_type {
-                            PgType::TextArray => write_bytes(out, values.as_string::<i32>().value(i).as_bytes()),
-                            PgType::NumericArray => write_numeric(out, values.as_string::<i32>().value(i), name)?,
+                            PgType::TextArray => {
+                                write_bytes(out, values.as_string::<i32>().value(i).as_bytes())
+                            }
+                            PgType::NumericArray => {
+                                write_numeric(out, values.as_string::<i32>().value(i), name)?
+                            }
                             _ => write_bytes(out, values.as_binary::<i32>().value(i)),
                         }
                     }
@@ -144,7 +159,13 @@ mod tests {
         // sk NUMERIC -0.5: ndigits 1, weight -1, sign neg, dscale 1, digit 5000
         assert_eq!(read_i32(&out, &mut at), 10);
         assert_eq!(
-            (read_i16(&out, &mut at), read_i16(&out, &mut at), read_i16(&out, &mut at) as u16, read_i16(&out, &mut at), read_i16(&out, &mut at)),
+            (
+                read_i16(&out, &mut at),
+                read_i16(&out, &mut at),
+                read_i16(&out, &mut at) as u16,
+                read_i16(&out, &mut at),
+                read_i16(&out, &mut at)
+            ),
             (1, -1, 0x4000, 1, 5000)
         );
         // n, b: NULL
@@ -159,7 +180,14 @@ mod tests {
         // ss TEXT[] {x,yz}
         let len = read_i32(&out, &mut at);
         assert_eq!(len, 20 + 4 + 1 + 4 + 2);
-        assert_eq!((read_i32(&out, &mut at), read_i32(&out, &mut at), read_i32(&out, &mut at)), (1, 0, OID_TEXT));
+        assert_eq!(
+            (
+                read_i32(&out, &mut at),
+                read_i32(&out, &mut at),
+                read_i32(&out, &mut at)
+            ),
+            (1, 0, OID_TEXT)
+        );
         assert_eq!((read_i32(&out, &mut at), read_i32(&out, &mut at)), (2, 1));
         assert_eq!(read_i32(&out, &mut at), 1);
         at += 1;

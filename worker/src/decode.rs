@@ -82,15 +82,22 @@ pub fn arrow_type(pg_type: PgType) -> DataType {
         PgType::Text | PgType::Numeric | PgType::Jsonb => DataType::Utf8,
         PgType::Bytea => DataType::Binary,
         PgType::Boolean => DataType::Boolean,
-        PgType::TextArray | PgType::NumericArray => DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
-        PgType::ByteaArray => DataType::List(Arc::new(Field::new_list_field(DataType::Binary, true))),
+        PgType::TextArray | PgType::NumericArray => {
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+        }
+        PgType::ByteaArray => {
+            DataType::List(Arc::new(Field::new_list_field(DataType::Binary, true)))
+        }
     }
 }
 
 /// The Arrow schema of a table schema: its columns in order, then the overflow column.
 pub fn arrow_schema(schema: &TableSchema) -> SchemaRef {
-    let mut fields: Vec<Field> =
-        schema.columns.iter().map(|c| Field::new(&c.name, arrow_type(c.pg_type), !c.is_key)).collect();
+    let mut fields: Vec<Field> = schema
+        .columns
+        .iter()
+        .map(|c| Field::new(&c.name, arrow_type(c.pg_type), !c.is_key))
+        .collect();
     fields.push(Field::new(&schema.overflow_column, DataType::Utf8, true));
     Arc::new(Schema::new(fields))
 }
@@ -118,7 +125,9 @@ impl ColumnBuilder {
             DataType::Utf8 => ColumnBuilder::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
             DataType::Binary => ColumnBuilder::Binary(BinaryBuilder::with_capacity(rows, rows * 8)),
             DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
-            _ if pg_type == PgType::ByteaArray => ColumnBuilder::BinaryList(ListBuilder::new(BinaryBuilder::new())),
+            _ if pg_type == PgType::ByteaArray => {
+                ColumnBuilder::BinaryList(ListBuilder::new(BinaryBuilder::new()))
+            }
             _ => ColumnBuilder::Utf8List(ListBuilder::new(StringBuilder::new())),
         }
     }
@@ -159,19 +168,51 @@ impl ColumnBuilder {
     }
 }
 
+/// FNV-1a: attribute names are short, and SipHash showed in profiles.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+type ColumnIndex = HashMap<String, usize, std::hash::BuildHasherDefault<Fnv>>;
+
 /// Decodes lines with one run's schema. Cheap to share across threads.
 #[derive(Debug)]
 pub struct Decoder {
     schema: Arc<TableSchema>,
     arrow_schema: SchemaRef,
-    column_index: HashMap<String, usize>,
+    column_index: ColumnIndex,
 }
 
 impl Decoder {
     /// A decoder for `schema`.
     pub fn new(schema: Arc<TableSchema>) -> Decoder {
-        let column_index = schema.columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
-        Decoder { arrow_schema: arrow_schema(&schema), schema, column_index }
+        let column_index = schema
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        Decoder {
+            arrow_schema: arrow_schema(&schema),
+            schema,
+            column_index,
+        }
     }
 
     /// The table schema.
@@ -187,8 +228,12 @@ impl Decoder {
     /// Decodes every line of `block`.
     pub fn decode(&self, block: &RawBlock) -> DecodedBatch {
         let rows = block.lines.len();
-        let mut builders: Vec<ColumnBuilder> =
-            self.schema.columns.iter().map(|c| ColumnBuilder::new(c.pg_type, rows)).collect();
+        let mut builders: Vec<ColumnBuilder> = self
+            .schema
+            .columns
+            .iter()
+            .map(|c| ColumnBuilder::new(c.pg_type, rows))
+            .collect();
         let mut overflow = StringBuilder::with_capacity(rows, rows * 32);
         let mut line_numbers = Vec::with_capacity(rows);
         let mut rejects = Vec::new();
@@ -199,7 +244,11 @@ impl Decoder {
             let attributes = match parse_line(raw) {
                 Ok(attributes) => attributes,
                 Err(e) => {
-                    rejects.push(Reject { line_no: line.line_no, reason: format!("malformed line: {e}"), raw: raw.to_vec() });
+                    rejects.push(Reject {
+                        line_no: line.line_no,
+                        reason: format!("malformed line: {e}"),
+                        raw: raw.to_vec(),
+                    });
                     continue;
                 }
             };
@@ -217,14 +266,23 @@ impl Decoder {
                     spilled += row_spilled;
                     line_numbers.push(line.line_no);
                 }
-                Err(reason) => rejects.push(Reject { line_no: line.line_no, reason, raw: raw.to_vec() }),
+                Err(reason) => rejects.push(Reject {
+                    line_no: line.line_no,
+                    reason,
+                    raw: raw.to_vec(),
+                }),
             }
         }
         let mut arrays: Vec<ArrayRef> = builders.into_iter().map(ColumnBuilder::finish).collect();
         arrays.push(Arc::new(overflow.finish()));
         let batch = RecordBatch::try_new(self.arrow_schema.clone(), arrays)
             .expect("builders follow the arrow schema and key columns never get nulls");
-        DecodedBatch { batch, line_numbers, rejects, spilled }
+        DecodedBatch {
+            batch,
+            line_numbers,
+            rejects,
+            spilled,
+        }
     }
 
     /// Turns one item into cells (one per typed column) and overflow JSON.
@@ -249,35 +307,59 @@ impl Decoder {
             }
             let actual = value.ddb_type();
             if actual == column.ddb_type {
-                let cell = to_cell(value, self.schema.nested_json)
-                    .map_err(|e| ValueError { path: [e.path, vec![name.to_string()]].concat(), reason: e.reason }.describe())?;
+                let cell = to_cell(value, self.schema.nested_json).map_err(|e| {
+                    ValueError {
+                        path: [e.path, vec![name.to_string()]].concat(),
+                        reason: e.reason,
+                    }
+                    .describe()
+                })?;
                 cells[index] = Some(cell);
             } else if column.is_key {
-                return Err(format!("key attribute {name:?} has type {actual}, expected {}", column.ddb_type));
+                return Err(format!(
+                    "key attribute {name:?} has type {actual}, expected {}",
+                    column.ddb_type
+                ));
             } else if actual == DdbType::Null {
                 cells[index] = Some(Cell::Null);
                 overflow.push((name, value));
             } else if self.schema.on_type_mismatch == OnTypeMismatch::Reject {
-                return Err(format!("attribute {name:?} has type {actual}, but its column holds {}", column.ddb_type));
+                return Err(format!(
+                    "attribute {name:?} has type {actual}, but its column holds {}",
+                    column.ddb_type
+                ));
             } else {
                 cells[index] = Some(Cell::Null);
                 overflow.push((name, value));
                 spilled += 1;
             }
         }
-        if let Some(missing) = columns.iter().zip(&cells).find(|(c, cell)| c.is_key && cell.is_none()) {
+        if let Some(missing) = columns
+            .iter()
+            .zip(&cells)
+            .find(|(c, cell)| c.is_key && cell.is_none())
+        {
             return Err(format!("missing key attribute {:?}", missing.0.name));
         }
         let has_overflow = !overflow.is_empty();
         if has_overflow {
-            write_object(overflow_text, overflow, self.schema.nested_json).map_err(|e| e.describe())?;
+            write_object(overflow_text, overflow, self.schema.nested_json)
+                .map_err(|e| e.describe())?;
         }
-        Ok((cells.into_iter().map(|c| c.unwrap_or(Cell::Null)).collect(), has_overflow, spilled))
+        Ok((
+            cells.into_iter().map(|c| c.unwrap_or(Cell::Null)).collect(),
+            has_overflow,
+            spilled,
+        ))
     }
 }
 
-fn to_cell<'a>(value: &'a AttrValue<'a>, style: ferry_shared::schema::NestedJson) -> Result<Cell<'a>, ValueError> {
-    let number = |n: &'a Cow<'a, str>| canonical_number(n).map_err(|e| ValueError::new(e.to_string()));
+fn to_cell<'a>(
+    value: &'a AttrValue<'a>,
+    style: ferry_shared::schema::NestedJson,
+) -> Result<Cell<'a>, ValueError> {
+    let number =
+        |n: &'a Cow<'a, str>| canonical_number(n).map_err(|e| ValueError::new(e.to_string()));
     Ok(match value {
         AttrValue::S(s) => {
             check_text(s)?;
@@ -299,7 +381,12 @@ fn to_cell<'a>(value: &'a AttrValue<'a>, style: ferry_shared::schema::NestedJson
             Cell::StrList(items.iter().map(|s| Cow::Borrowed(s.as_ref())).collect())
         }
         AttrValue::Ns(items) => Cell::StrList(items.iter().map(number).collect::<Result<_, _>>()?),
-        AttrValue::Bs(items) => Cell::BinList(items.iter().map(|b| decode_base64(b)).collect::<Result<_, _>>()?),
+        AttrValue::Bs(items) => Cell::BinList(
+            items
+                .iter()
+                .map(|b| decode_base64(b))
+                .collect::<Result<_, _>>()?,
+        ),
     })
 }
 
@@ -341,7 +428,11 @@ pub(crate) mod tests {
         for (i, line) in lines.iter().enumerate() {
             let start = block.data.len();
             block.data.extend_from_slice(line.as_bytes());
-            block.lines.push(LineRef { line_no: i as u64 + 1, start, end: block.data.len() });
+            block.lines.push(LineRef {
+                line_no: i as u64 + 1,
+                start,
+                end: block.data.len(),
+            });
         }
         block
     }
@@ -359,17 +450,32 @@ pub(crate) mod tests {
         assert_eq!(decoded.line_numbers, vec![1, 2]);
         assert_eq!(batch.column(0).as_string::<i32>().value(0), "USER#1");
         assert_eq!(batch.column(1).as_string::<i32>().value(0), "150");
-        assert_eq!(batch.column(2).as_string::<i32>().value(0), "-0.1234567890123456789012345678901234567");
+        assert_eq!(
+            batch.column(2).as_string::<i32>().value(0),
+            "-0.1234567890123456789012345678901234567"
+        );
         assert_eq!(batch.column(3).as_binary::<i32>().value(0), &[0u8, 1, 2]);
         assert!(batch.column(4).as_boolean().value(0));
-        assert_eq!(batch.column(5).as_string::<i32>().value(0), r#"{"a":["x"],"z":1}"#);
+        assert_eq!(
+            batch.column(5).as_string::<i32>().value(0),
+            r#"{"a":["x"],"z":1}"#
+        );
         let ss = batch.column(6).as_list::<i32>().value(0);
-        assert_eq!(ss.as_string::<i32>().iter().flatten().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(
+            ss.as_string::<i32>().iter().flatten().collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
         let ns = batch.column(7).as_list::<i32>().value(0);
-        assert_eq!(ns.as_string::<i32>().iter().flatten().collect::<Vec<_>>(), vec!["1", "2.50"]);
+        assert_eq!(
+            ns.as_string::<i32>().iter().flatten().collect::<Vec<_>>(),
+            vec!["1", "2.50"]
+        );
         let bs = batch.column(8).as_list::<i32>().value(0);
         assert_eq!(bs.as_binary::<i32>().value(1), b"");
-        assert_eq!(batch.column(9).as_string::<i32>().value(0), r#"{"extra":"e"}"#);
+        assert_eq!(
+            batch.column(9).as_string::<i32>().value(0),
+            r#"{"extra":"e"}"#
+        );
         // Row 2: empty-string key is kept, NULL is both SQL NULL and recorded in overflow.
         assert_eq!(batch.column(0).as_string::<i32>().value(1), "");
         assert!(batch.column(2).is_null(1));
@@ -393,7 +499,11 @@ pub(crate) mod tests {
             r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"2"},"n":{"S":"not a number"}}}"#,
         ];
         let decoded = decoder.decode(&block(&lines));
-        let reasons: Vec<(u64, &str)> = decoded.rejects.iter().map(|r| (r.line_no, r.reason.as_str())).collect();
+        let reasons: Vec<(u64, &str)> = decoded
+            .rejects
+            .iter()
+            .map(|r| (r.line_no, r.reason.as_str()))
+            .collect();
         assert_eq!(decoded.batch.num_rows(), 2, "{reasons:?}");
         assert_eq!(decoded.line_numbers, vec![1, 10]);
         assert_eq!(decoded.spilled, 1);
@@ -413,14 +523,23 @@ pub(crate) mod tests {
             assert!(reason.contains(want), "line {line}: {reason}");
         }
         assert_eq!(decoded.rejects[0].raw, lines[1].as_bytes());
-        assert_eq!(decoded.batch.column(9).as_string::<i32>().value(1), r#"{"n":"not a number"}"#);
+        assert_eq!(
+            decoded.batch.column(9).as_string::<i32>().value(1),
+            r#"{"n":"not a number"}"#
+        );
     }
 
     #[test]
     fn type_mismatch_can_reject_instead() {
         let decoder = Decoder::new(test_schema(OnTypeMismatch::Reject));
-        let decoded = decoder.decode(&block(&[r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"2"},"n":{"S":"x"}}}"#]));
+        let decoded = decoder.decode(&block(&[
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"2"},"n":{"S":"x"}}}"#,
+        ]));
         assert_eq!(decoded.batch.num_rows(), 0);
-        assert!(decoded.rejects[0].reason.contains("its column holds N"), "{:?}", decoded.rejects);
+        assert!(
+            decoded.rejects[0].reason.contains("its column holds N"),
+            "{:?}",
+            decoded.rejects
+        );
     }
 }

@@ -59,7 +59,14 @@ pub type Attributes<'a> = Vec<(Cow<'a, str>, AttrValue<'a>)>;
 
 /// Parses one line of a full export.
 pub fn parse_line(line: &[u8]) -> Result<Attributes<'_>, serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_slice(line);
+    // One UTF-8 check for the whole line is much cheaper than one per string.
+    let text = std::str::from_utf8(line).map_err(|e| {
+        <serde_json::Error as de::Error>::custom(format!(
+            "invalid UTF-8 at byte {}",
+            e.valid_up_to()
+        ))
+    })?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let item = LineSeed.deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(item)
@@ -182,7 +189,9 @@ impl<'de> Deserialize<'de> for AttrValue<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let Some(descriptor) = map.next_key::<Str<'de>>()? else {
-                    return Err(de::Error::custom("empty typed value {}: expected one type descriptor"));
+                    return Err(de::Error::custom(
+                        "empty typed value {}: expected one type descriptor",
+                    ));
                 };
                 let value = match descriptor.0.as_ref() {
                     "S" => AttrValue::S(map.next_value::<Str<'de>>()?.0),
@@ -200,7 +209,11 @@ impl<'de> Deserialize<'de> for AttrValue<'de> {
                     "SS" => AttrValue::Ss(map.next_value::<StrList<'de>>()?.0),
                     "NS" => AttrValue::Ns(map.next_value::<StrList<'de>>()?.0),
                     "BS" => AttrValue::Bs(map.next_value::<StrList<'de>>()?.0),
-                    other => return Err(de::Error::custom(format!("unknown type descriptor {other:?}"))),
+                    other => {
+                        return Err(de::Error::custom(format!(
+                            "unknown type descriptor {other:?}"
+                        )))
+                    }
                 };
                 if let Some(extra) = map.next_key::<Str<'de>>()? {
                     return Err(de::Error::custom(format!(
@@ -228,10 +241,17 @@ mod tests {
         assert_eq!(item[1].1, AttrValue::S(Cow::Borrowed("")));
         assert_eq!(item[2].1, AttrValue::N(Cow::Borrowed("-1.5")));
         assert_eq!(item[5].1, AttrValue::Null);
-        let AttrValue::M(m) = &item[6].1 else { panic!("not a map") };
-        let AttrValue::L(l) = &m[0].1 else { panic!("not a list") };
+        let AttrValue::M(m) = &item[6].1 else {
+            panic!("not a map")
+        };
+        let AttrValue::L(l) = &m[0].1 else {
+            panic!("not a list")
+        };
         assert_eq!(l.len(), 3);
-        assert_eq!(item[8].1, AttrValue::Ns(vec![Cow::Borrowed("1"), Cow::Borrowed("2.5")]));
+        assert_eq!(
+            item[8].1,
+            AttrValue::Ns(vec![Cow::Borrowed("1"), Cow::Borrowed("2.5")])
+        );
     }
 
     #[test]

@@ -24,7 +24,10 @@ pub struct ValueError {
 impl ValueError {
     /// A new error at the value itself (the caller adds path segments).
     pub fn new(reason: impl Into<String>) -> ValueError {
-        ValueError { path: Vec::new(), reason: reason.into() }
+        ValueError {
+            path: Vec::new(),
+            reason: reason.into(),
+        }
     }
 
     fn within(mut self, segment: String) -> ValueError {
@@ -48,7 +51,9 @@ impl ValueError {
 /// Refuses text PostgreSQL cannot store.
 pub fn check_text(s: &str) -> Result<(), ValueError> {
     if s.contains('\0') {
-        return Err(ValueError::new("string contains U+0000 (NUL), which PostgreSQL text and jsonb cannot store"));
+        return Err(ValueError::new(
+            "string contains U+0000 (NUL), which PostgreSQL text and jsonb cannot store",
+        ));
     }
     Ok(())
 }
@@ -145,7 +150,11 @@ pub fn write_object<'v, 'a: 'v>(
 }
 
 /// Appends `value` as canonical JSON in the given style.
-pub fn write_value(out: &mut String, value: &AttrValue<'_>, style: NestedJson) -> Result<(), ValueError> {
+pub fn write_value(
+    out: &mut String,
+    value: &AttrValue<'_>,
+    style: NestedJson,
+) -> Result<(), ValueError> {
     if style == NestedJson::Dynamodb {
         out.push_str("{\"");
         out.push_str(value.ddb_type().descriptor());
@@ -166,7 +175,9 @@ pub fn write_value(out: &mut String, value: &AttrValue<'_>, style: NestedJson) -
             out.push_str("null");
             Ok(())
         }
-        AttrValue::M(entries) => write_object(out, entries.iter().map(|(k, v)| (k.as_ref(), v)), style),
+        AttrValue::M(entries) => {
+            write_object(out, entries.iter().map(|(k, v)| (k.as_ref(), v)), style)
+        }
         AttrValue::L(items) => write_array(out, items, |out, v| write_value(out, v, style)),
         AttrValue::Ss(items) => write_array(out, items, |out, s| write_json_string(out, s)),
         AttrValue::Ns(items) => write_array(out, items, |out, n| write_number(out, n)),
@@ -194,10 +205,14 @@ fn write_typed_body(out: &mut String, value: &AttrValue<'_>) -> Result<(), Value
             out.push_str("true");
             Ok(())
         }
-        AttrValue::M(entries) => {
-            write_object(out, entries.iter().map(|(k, v)| (k.as_ref(), v)), NestedJson::Dynamodb)
-        }
-        AttrValue::L(items) => write_array(out, items, |out, v| write_value(out, v, NestedJson::Dynamodb)),
+        AttrValue::M(entries) => write_object(
+            out,
+            entries.iter().map(|(k, v)| (k.as_ref(), v)),
+            NestedJson::Dynamodb,
+        ),
+        AttrValue::L(items) => write_array(out, items, |out, v| {
+            write_value(out, v, NestedJson::Dynamodb)
+        }),
         AttrValue::Ss(items) => write_array(out, items, |out, s| write_json_string(out, s)),
         AttrValue::Ns(items) => write_array(out, items, |out, n| quoted_number(out, n)),
         AttrValue::Bs(items) => write_array(out, items, |out, b| write_base64(out, b)),
@@ -236,14 +251,28 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_path() {
-        let err = json_of(r#"{"Item":{"prefs":{"M":{"limits":{"L":[{"N":"1"},{"N":"abc"}]}}}}}"#, NestedJson::Plain)
-            .unwrap_err();
-        assert_eq!(err.describe(), "attribute \"prefs.limits[1]\": invalid number \"abc\"");
+        let err = json_of(
+            r#"{"Item":{"prefs":{"M":{"limits":{"L":[{"N":"1"},{"N":"abc"}]}}}}}"#,
+            NestedJson::Plain,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.describe(),
+            "attribute \"prefs.limits[1]\": invalid number \"abc\""
+        );
         let err = json_of(r#"{"Item":{"b":{"B":"not base64!"}}}"#, NestedJson::Plain).unwrap_err();
-        assert!(err.describe().contains("invalid base64"), "{}", err.describe());
+        assert!(
+            err.describe().contains("invalid base64"),
+            "{}",
+            err.describe()
+        );
         let err = json_of(r#"{"Item":{"s":{"S":"a\u0000b"}}}"#, NestedJson::Plain).unwrap_err();
         assert!(err.describe().contains("NUL"), "{}", err.describe());
-        let err = json_of(r#"{"Item":{"m":{"M":{"k":{"S":"1"},"k":{"S":"2"}}}}}"#, NestedJson::Plain).unwrap_err();
+        let err = json_of(
+            r#"{"Item":{"m":{"M":{"k":{"S":"1"},"k":{"S":"2"}}}}}"#,
+            NestedJson::Plain,
+        )
+        .unwrap_err();
         assert!(err.describe().contains("twice"), "{}", err.describe());
     }
 

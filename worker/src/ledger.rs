@@ -128,8 +128,9 @@ fn shard_of(row: &Row) -> ShardRecord {
 
 /// Connects to the target and drives the connection on a background task.
 pub async fn connect(url: &str) -> Result<Client> {
-    let (client, connection) =
-        tokio_postgres::connect(url, NoTls).await.map_err(WorkerError::db("cannot connect to the target"))?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(WorkerError::db("cannot connect to the target"))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "target connection closed");
@@ -141,21 +142,31 @@ pub async fn connect(url: &str) -> Result<Client> {
 /// Creates the ledger schema when missing.
 pub async fn ensure_ledger(client: &Client) -> Result<()> {
     for statement in sql::CREATE_LEDGER {
-        client.batch_execute(statement).await.map_err(WorkerError::db("cannot create the ferry ledger"))?;
+        client
+            .batch_execute(statement)
+            .await
+            .map_err(WorkerError::db("cannot create the ferry ledger"))?;
     }
     Ok(())
 }
 
 /// The run, if the ledger has it.
 pub async fn get_run(client: &impl GenericClient, run_id: &str) -> Result<Option<RunRecord>> {
-    let row = client.query_opt(sql::SELECT_RUN, &[&run_id]).await.map_err(WorkerError::db("cannot read the run"))?;
+    let row = client
+        .query_opt(sql::SELECT_RUN, &[&run_id])
+        .await
+        .map_err(WorkerError::db("cannot read the run"))?;
     row.as_ref().map(run_of).transpose()
 }
 
 /// Records a new run and its shards in one transaction (a run already there is left as it is).
 pub async fn insert_run(client: &mut Client, run: &RunRecord, files: &[DataFile]) -> Result<()> {
-    let schema_json = serde_json::to_string(&run.schema).map_err(|e| WorkerError::Internal(e.to_string()))?;
-    let tx = client.transaction().await.map_err(WorkerError::db("cannot start the plan transaction"))?;
+    let schema_json =
+        serde_json::to_string(&run.schema).map_err(|e| WorkerError::Internal(e.to_string()))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(WorkerError::db("cannot start the plan transaction"))?;
     tx.execute(
         sql::INSERT_RUN,
         &[
@@ -174,7 +185,10 @@ pub async fn insert_run(client: &mut Client, run: &RunRecord, files: &[DataFile]
     )
     .await
     .map_err(WorkerError::db("cannot record the run"))?;
-    let insert = tx.prepare(sql::INSERT_SHARD).await.map_err(WorkerError::db("cannot prepare shard insert"))?;
+    let insert = tx
+        .prepare(sql::INSERT_SHARD)
+        .await
+        .map_err(WorkerError::db("cannot prepare shard insert"))?;
     for file in files {
         tx.execute(
             &insert,
@@ -190,17 +204,26 @@ pub async fn insert_run(client: &mut Client, run: &RunRecord, files: &[DataFile]
         .await
         .map_err(WorkerError::db("cannot record a shard"))?;
     }
-    tx.commit().await.map_err(WorkerError::db("cannot commit the plan"))
+    tx.commit()
+        .await
+        .map_err(WorkerError::db("cannot commit the plan"))
 }
 
 /// Every shard of a run, by shard id.
 pub async fn get_shards(client: &impl GenericClient, run_id: &str) -> Result<Vec<ShardRecord>> {
-    let rows = client.query(sql::SELECT_SHARDS, &[&run_id]).await.map_err(WorkerError::db("cannot read shards"))?;
+    let rows = client
+        .query(sql::SELECT_SHARDS, &[&run_id])
+        .await
+        .map_err(WorkerError::db("cannot read shards"))?;
     Ok(rows.iter().map(shard_of).collect())
 }
 
 /// One shard.
-pub async fn get_shard(client: &impl GenericClient, run_id: &str, shard_id: &str) -> Result<Option<ShardRecord>> {
+pub async fn get_shard(
+    client: &impl GenericClient,
+    run_id: &str,
+    shard_id: &str,
+) -> Result<Option<ShardRecord>> {
     let row = client
         .query_opt(sql::SELECT_SHARD, &[&run_id, &shard_id])
         .await
@@ -218,14 +241,27 @@ pub async fn fail_shard(
     items_seen: Option<u64>,
 ) -> Result<()> {
     client
-        .execute(sql::FAIL_SHARD, &[&run_id, &shard_id, &reason, &md5_ok, &items_seen.map(|n| n as i64)])
+        .execute(
+            sql::FAIL_SHARD,
+            &[
+                &run_id,
+                &shard_id,
+                &reason,
+                &md5_ok,
+                &items_seen.map(|n| n as i64),
+            ],
+        )
         .await
         .map_err(WorkerError::db("cannot record a shard failure"))?;
     Ok(())
 }
 
 /// Sets the run's `max_rejects`.
-pub async fn set_max_rejects(client: &impl GenericClient, run_id: &str, max_rejects: u64) -> Result<()> {
+pub async fn set_max_rejects(
+    client: &impl GenericClient,
+    run_id: &str,
+    max_rejects: u64,
+) -> Result<()> {
     client
         .execute(sql::SET_MAX_REJECTS, &[&run_id, &(max_rejects as i64)])
         .await
@@ -234,7 +270,12 @@ pub async fn set_max_rejects(client: &impl GenericClient, run_id: &str, max_reje
 }
 
 /// Sets the run's final state and report.
-pub async fn finish_run(client: &impl GenericClient, run_id: &str, state: &str, report: &str) -> Result<()> {
+pub async fn finish_run(
+    client: &impl GenericClient,
+    run_id: &str,
+    state: &str,
+    report: &str,
+) -> Result<()> {
     client
         .execute(sql::FINISH_RUN, &[&run_id, &state, &report])
         .await
@@ -254,13 +295,21 @@ pub struct RejectRecord {
 }
 
 /// The first `limit` rejects of a run.
-pub async fn get_rejects(client: &impl GenericClient, run_id: &str, limit: u64) -> Result<Vec<RejectRecord>> {
+pub async fn get_rejects(
+    client: &impl GenericClient,
+    run_id: &str,
+    limit: u64,
+) -> Result<Vec<RejectRecord>> {
     let rows = client
         .query(sql::SELECT_REJECTS, &[&run_id, &(limit as i64)])
         .await
         .map_err(WorkerError::db("cannot read rejects"))?;
     Ok(rows
         .iter()
-        .map(|r| RejectRecord { shard_id: r.get(0), line_no: r.get::<_, i64>(1) as u64, reason: r.get(2) })
+        .map(|r| RejectRecord {
+            shard_id: r.get(0),
+            line_no: r.get::<_, i64>(1) as u64,
+            reason: r.get(2),
+        })
         .collect())
 }

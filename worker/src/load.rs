@@ -46,7 +46,7 @@ use ferry_shared::failpoint;
 use ferry_shared::ident::quote_ident;
 use ferry_shared::ledger as sql;
 use ferry_shared::store::ObjectStore;
-use futures_util::{pin_mut, SinkExt};
+use futures_util::SinkExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
@@ -89,7 +89,11 @@ pub struct LoadContext {
 
 impl LoadContext {
     /// A context for `run`.
-    pub fn new(run: RunRecord, store: Arc<dyn ObjectStore>, settings: &ferry_shared::config::LoadSettings) -> LoadContext {
+    pub fn new(
+        run: RunRecord,
+        store: Arc<dyn ObjectStore>,
+        settings: &ferry_shared::config::LoadSettings,
+    ) -> LoadContext {
         let decoder = Arc::new(Decoder::new(Arc::new(run.schema.clone())));
         LoadContext {
             run: Arc::new(run),
@@ -127,7 +131,11 @@ struct EncodedBlock {
 }
 
 enum Piece {
-    Block { result: oneshot::Receiver<Result<EncodedBlock>>, last_line: u64, chunk_end: bool },
+    Block {
+        result: oneshot::Receiver<Result<EncodedBlock>>,
+        last_line: u64,
+        chunk_end: bool,
+    },
     End(SourceSummary),
     Error(WorkerError),
 }
@@ -142,11 +150,20 @@ fn encode_block(decoder: &Decoder, framed: FramedBlock) -> Result<EncodedBlock> 
     let decoded = decoder.decode(&framed.block);
     let mut copy_data = Vec::with_capacity(framed.block.data.len() + framed.block.lines.len() * 64);
     encode_batch(decoder.schema(), &decoded.batch, &mut copy_data)?;
-    Ok(EncodedBlock { copy_data, rows: decoded.batch.num_rows() as u64, rejects: decoded.rejects, spilled: decoded.spilled })
+    Ok(EncodedBlock {
+        copy_data,
+        rows: decoded.batch.num_rows() as u64,
+        rejects: decoded.rejects,
+        spilled: decoded.spilled,
+    })
 }
 
 /// Loads `shard_id` of the context's run from its checkpoint to the end of its file.
-pub async fn load_shard(client: &mut Client, ctx: &LoadContext, shard_id: &str) -> Result<ShardOutcome> {
+pub async fn load_shard(
+    client: &mut Client,
+    ctx: &LoadContext,
+    shard_id: &str,
+) -> Result<ShardOutcome> {
     let run_id = ctx.run.run_id.as_str();
     let shard = ledger::get_shard(client, run_id, shard_id)
         .await?
@@ -179,7 +196,11 @@ pub async fn load_shard(client: &mut Client, ctx: &LoadContext, shard_id: &str) 
                 let _ = done.send(encode_block(&decoder, framed));
             });
             sender
-                .blocking_send(Piece::Block { result, last_line, chunk_end })
+                .blocking_send(Piece::Block {
+                    result,
+                    last_line,
+                    chunk_end,
+                })
                 .map_err(|_| WorkerError::Internal("shard loader stopped".into()))
         });
         let _ = sender.blocking_send(match result {
@@ -212,14 +233,20 @@ pub async fn load_shard(client: &mut Client, ctx: &LoadContext, shard_id: &str) 
                 }
             }
             ChunkEnd::LostRace => {
-                tracing::info!(shard = shard_id, from, "another worker moved the checkpoint: backing off");
+                tracing::info!(
+                    shard = shard_id,
+                    from,
+                    "another worker moved the checkpoint: backing off"
+                );
                 break ShardOutcome::LostRace;
             }
             ChunkEnd::Failed(reason) => break ShardOutcome::Failed(reason),
         }
     };
     drop(pieces);
-    reader.await.map_err(|e| WorkerError::Internal(format!("file reader task: {e}")))?;
+    reader
+        .await
+        .map_err(|e| WorkerError::Internal(format!("file reader task: {e}")))?;
     if let ShardOutcome::Failed(reason) = &outcome {
         tracing::error!(shard = shard_id, file = %location, reason = %reason, "shard failed");
     }
@@ -227,7 +254,12 @@ pub async fn load_shard(client: &mut Client, ctx: &LoadContext, shard_id: &str) 
 }
 
 /// A data error from the reader fails the shard; anything else (IO) is returned for a retry.
-async fn fail_on_data_error(client: &Client, ctx: &LoadContext, shard_id: &str, error: WorkerError) -> Result<ShardOutcome> {
+async fn fail_on_data_error(
+    client: &Client,
+    ctx: &LoadContext,
+    shard_id: &str,
+    error: WorkerError,
+) -> Result<ShardOutcome> {
     match error {
         WorkerError::CorruptFile { .. } => {
             let reason = error.to_string();
@@ -250,7 +282,10 @@ async fn load_chunk(
 ) -> Result<ChunkEnd> {
     let run_id = ctx.run.run_id.as_str();
     let shard_id = shard.shard_id.as_str();
-    let tx = client.transaction().await.map_err(WorkerError::db("cannot begin a chunk"))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(WorkerError::db("cannot begin a chunk"))?;
     let mut rows = 0u64;
     let mut spilled = 0u64;
     let mut rejects: Vec<Reject> = Vec::new();
@@ -259,24 +294,41 @@ async fn load_chunk(
     let mut data_error: Option<WorkerError> = None;
     let mut next = Some(first);
     if matches!(next, Some(Piece::Block { .. })) {
-        let sink = tx.copy_in::<_, Bytes>(copy_sql).await.map_err(WorkerError::db("cannot start COPY"))?;
-        pin_mut!(sink);
-        sink.send(Bytes::from_static(COPY_HEADER)).await.map_err(WorkerError::db("COPY failed"))?;
+        let sink = tx
+            .copy_in::<_, Bytes>(copy_sql)
+            .await
+            .map_err(WorkerError::db("cannot start COPY"))?;
+        // Boxed so that it can be dropped (aborting the COPY) before the transaction rolls back.
+        let mut sink = Box::pin(sink);
+        sink.send(Bytes::from_static(COPY_HEADER))
+            .await
+            .map_err(WorkerError::db("COPY failed"))?;
         loop {
             let piece = match next.take() {
                 Some(piece) => piece,
-                None => pieces.recv().await.ok_or_else(|| WorkerError::Internal("file reader stopped".into()))?,
+                None => pieces
+                    .recv()
+                    .await
+                    .ok_or_else(|| WorkerError::Internal("file reader stopped".into()))?,
             };
             match piece {
-                Piece::Block { result, last_line, chunk_end } => {
-                    let block = result.await.map_err(|_| WorkerError::Internal("decoder task died".into()))??;
+                Piece::Block {
+                    result,
+                    last_line,
+                    chunk_end,
+                } => {
+                    let block = result
+                        .await
+                        .map_err(|_| WorkerError::Internal("decoder task died".into()))??;
                     failpoint::hit("after_read")?;
                     rows += block.rows;
                     spilled += block.spilled;
                     rejects.extend(block.rejects);
                     to = last_line;
                     if !block.copy_data.is_empty() {
-                        sink.send(Bytes::from(block.copy_data)).await.map_err(WorkerError::db("COPY failed"))?;
+                        sink.send(Bytes::from(block.copy_data))
+                            .await
+                            .map_err(WorkerError::db("COPY failed"))?;
                     }
                     if chunk_end {
                         break;
@@ -293,7 +345,7 @@ async fn load_chunk(
             }
         }
         if let Some(error) = data_error {
-            // The transaction and the COPY are dropped: both roll back.
+            // Abort the COPY (CopyFail), then roll the transaction back.
             drop(sink);
             drop(tx);
             return match fail_on_data_error(client, ctx, shard_id, error).await? {
@@ -301,13 +353,18 @@ async fn load_chunk(
                 _ => unreachable!("fail_on_data_error returns Failed or an error"),
             };
         }
-        sink.send(Bytes::from_static(COPY_TRAILER)).await.map_err(WorkerError::db("COPY failed"))?;
-        if let Err(e) = sink.finish().await {
+        sink.send(Bytes::from_static(COPY_TRAILER))
+            .await
+            .map_err(WorkerError::db("COPY failed"))?;
+        if let Err(e) = sink.as_mut().finish().await {
             if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
                 drop(tx);
                 return unique_violation(client, ctx, shard, from, to, e).await;
             }
-            return Err(WorkerError::Db { context: format!("COPY of lines {}..={to} of shard {shard_id}", from + 1), source: e });
+            return Err(WorkerError::Db {
+                context: format!("COPY of lines {}..={to} of shard {shard_id}", from + 1),
+                source: e,
+            });
         }
     } else if let Some(Piece::End(end)) = next.take() {
         summary = Some(end);
@@ -315,30 +372,66 @@ async fn load_chunk(
     failpoint::hit("after_copy")?;
 
     if !rejects.is_empty() {
-        let insert = tx.prepare(sql::INSERT_REJECT).await.map_err(WorkerError::db("cannot prepare reject insert"))?;
+        let insert = tx
+            .prepare(sql::INSERT_REJECT)
+            .await
+            .map_err(WorkerError::db("cannot prepare reject insert"))?;
         for reject in &rejects {
-            tx.execute(&insert, &[&run_id, &shard_id, &(reject.line_no as i64), &reject.reason, &reject.raw])
-                .await
-                .map_err(WorkerError::db("cannot record a reject"))?;
+            tx.execute(
+                &insert,
+                &[
+                    &run_id,
+                    &shard_id,
+                    &(reject.line_no as i64),
+                    &reject.reason,
+                    &reject.raw,
+                ],
+            )
+            .await
+            .map_err(WorkerError::db("cannot record a reject"))?;
         }
     }
-    let (from_i, to_i, rows_i, rejects_i, spilled_i) = (from as i64, to as i64, rows as i64, rejects.len() as i64, spilled as i64);
+    let (from_i, to_i, rows_i, rejects_i, spilled_i) = (
+        from as i64,
+        to as i64,
+        rows as i64,
+        rejects.len() as i64,
+        spilled as i64,
+    );
     let updated = match &summary {
         None => tx
-            .execute(sql::ADVANCE_CHECKPOINT, &[&run_id, &shard_id, &from_i, &to_i, &rows_i, &rejects_i, &spilled_i])
+            .execute(
+                sql::ADVANCE_CHECKPOINT,
+                &[
+                    &run_id, &shard_id, &from_i, &to_i, &rows_i, &rejects_i, &spilled_i,
+                ],
+            )
             .await
             .map_err(WorkerError::db("cannot advance the checkpoint"))?,
         Some(end) => {
-            if let Err((reason, md5_ok)) = reconcile(shard, end, &ctx.store.location(&shard.data_key)) {
+            if let Err((reason, md5_ok)) =
+                reconcile(shard, end, &ctx.store.location(&shard.data_key))
+            {
                 drop(tx);
-                ledger::fail_shard(client, run_id, shard_id, &reason, md5_ok, Some(end.items)).await?;
+                ledger::fail_shard(client, run_id, shard_id, &reason, md5_ok, Some(end.items))
+                    .await?;
                 return Ok(ChunkEnd::Failed(reason));
             }
             let md5_ok = shard.md5_checksum.as_ref().map(|_| true);
             let items = end.items as i64;
             tx.execute(
                 sql::FINISH_SHARD,
-                &[&run_id, &shard_id, &from_i, &(end.physical_lines as i64), &rows_i, &rejects_i, &spilled_i, &items, &md5_ok],
+                &[
+                    &run_id,
+                    &shard_id,
+                    &from_i,
+                    &(end.physical_lines as i64),
+                    &rows_i,
+                    &rejects_i,
+                    &spilled_i,
+                    &items,
+                    &md5_ok,
+                ],
             )
             .await
             .map_err(WorkerError::db("cannot finish the shard"))?
@@ -349,19 +442,40 @@ async fn load_chunk(
         return Ok(ChunkEnd::LostRace);
     }
     failpoint::hit("after_checkpoint")?;
-    tx.commit().await.map_err(WorkerError::db("cannot commit a chunk"))?;
+    tx.commit()
+        .await
+        .map_err(WorkerError::db("cannot commit a chunk"))?;
     failpoint::hit("after_commit")?;
-    ctx.progress.items.fetch_add(rows + rejects.len() as u64, Ordering::Relaxed);
-    ctx.progress.rejects.fetch_add(rejects.len() as u64, Ordering::Relaxed);
+    ctx.progress
+        .items
+        .fetch_add(rows + rejects.len() as u64, Ordering::Relaxed);
+    ctx.progress
+        .rejects
+        .fetch_add(rejects.len() as u64, Ordering::Relaxed);
     let finished = summary.is_some();
     let to = summary.as_ref().map(|s| s.physical_lines).unwrap_or(to);
-    tracing::debug!(shard = shard_id, from, to, rows, rejects = rejects.len(), finished, "chunk committed");
+    tracing::debug!(
+        shard = shard_id,
+        from,
+        to,
+        rows,
+        rejects = rejects.len(),
+        finished,
+        "chunk committed"
+    );
     Ok(ChunkEnd::Committed { to, finished })
 }
 
 /// Checks a whole file against its manifest entry: `Err((reason, md5_ok))` on a mismatch.
-fn reconcile(shard: &ledger::ShardRecord, end: &SourceSummary, location: &str) -> Result<(), (String, Option<bool>)> {
-    let md5_ok = shard.md5_checksum.as_ref().map(|expected| *expected == end.md5_base64);
+fn reconcile(
+    shard: &ledger::ShardRecord,
+    end: &SourceSummary,
+    location: &str,
+) -> Result<(), (String, Option<bool>)> {
+    let md5_ok = shard
+        .md5_checksum
+        .as_ref()
+        .map(|expected| *expected == end.md5_base64);
     if md5_ok == Some(false) {
         return Err((
             format!(
@@ -397,7 +511,13 @@ async fn unique_violation(
     }
     let detail = error
         .as_db_error()
-        .map(|db| format!("{}{}", db.message(), db.detail().map(|d| format!(" ({d})")).unwrap_or_default()))
+        .map(|db| {
+            format!(
+                "{}{}",
+                db.message(),
+                db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
+            )
+        })
         .unwrap_or_else(|| error.to_string());
     let reason = format!(
         "data file {}: lines {}..={to} hold a key that is already in table {:?}: {detail}",
@@ -405,6 +525,14 @@ async fn unique_violation(
         from + 1,
         ctx.run.target_table
     );
-    ledger::fail_shard(client, &ctx.run.run_id, &shard.shard_id, &reason, None, None).await?;
+    ledger::fail_shard(
+        client,
+        &ctx.run.run_id,
+        &shard.shard_id,
+        &reason,
+        None,
+        None,
+    )
+    .await?;
     Ok(ChunkEnd::Failed(reason))
 }

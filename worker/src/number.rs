@@ -68,7 +68,8 @@ impl ParsedNumber {
             }
             let exp_text = &text[pos + 1..];
             let digits = exp_text.strip_prefix(['+', '-']).unwrap_or(exp_text);
-            if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
                 return Err(syntax());
             }
             exponent = digits.parse::<i64>().map_err(|_| syntax())?;
@@ -77,24 +78,7 @@ impl ParsedNumber {
             }
         }
 
-        // Significant digits and magnitude, before any exponent shifting allocates.
-        let all_digits = || int_part.bytes().chain(frac_part.bytes());
-        let leading_zeros = all_digits().take_while(|&b| b == b'0').count();
-        let total = int_part.len() + frac_part.len();
-        if leading_zeros < total {
-            let trailing_zeros = all_digits().rev().take_while(|&b| b == b'0').count();
-            let significant = total - leading_zeros - trailing_zeros;
-            if significant > MAX_SIGNIFICANT_DIGITS {
-                return Err(NumberError::TooPrecise(text.to_string()));
-            }
-            // Decimal exponent of the leading significant digit.
-            let lead_exp = int_part.len() as i64 - 1 - leading_zeros as i64 + exponent;
-            if !(-130..=125).contains(&lead_exp) {
-                return Err(NumberError::OutOfRange(text.to_string()));
-            }
-        } else if exponent.abs() > 1000 {
-            return Err(NumberError::OutOfRange(text.to_string()));
-        }
+        check_limits(text, int_part, frac_part, exponent)?;
 
         // Apply the exponent by moving the decimal point.
         let (mut int_digits, mut frac_digits) = (int_part.to_string(), frac_part.to_string());
@@ -123,7 +107,11 @@ impl ParsedNumber {
         }
         let int_digits = int_digits.trim_start_matches('0').to_string();
         let is_zero = int_digits.is_empty() && frac_digits.bytes().all(|b| b == b'0');
-        Ok(ParsedNumber { negative: negative && !is_zero, int_digits, frac_digits })
+        Ok(ParsedNumber {
+            negative: negative && !is_zero,
+            int_digits,
+            frac_digits,
+        })
     }
 
     /// Canonical plain decimal text (also a valid JSON number).
@@ -151,7 +139,8 @@ impl ParsedNumber {
         // Pad the integer part on the left and the fraction on the right to whole base-10000 groups.
         let int_pad = (4 - self.int_digits.len() % 4) % 4;
         let frac_pad = (4 - self.frac_digits.len() % 4) % 4;
-        let mut digits: Vec<u8> = Vec::with_capacity(int_pad + self.int_digits.len() + self.frac_digits.len() + frac_pad);
+        let mut digits: Vec<u8> =
+            Vec::with_capacity(int_pad + self.int_digits.len() + self.frac_digits.len() + frac_pad);
         digits.extend(std::iter::repeat_n(0u8, int_pad));
         digits.extend(self.int_digits.bytes().map(|b| b - b'0'));
         digits.extend(self.frac_digits.bytes().map(|b| b - b'0'));
@@ -181,6 +170,33 @@ impl ParsedNumber {
     }
 }
 
+/// Checks DynamoDB's limits on `int_part.frac_part × 10^exponent` without allocating.
+fn check_limits(
+    text: &str,
+    int_part: &str,
+    frac_part: &str,
+    exponent: i64,
+) -> Result<(), NumberError> {
+    let all_digits = || int_part.bytes().chain(frac_part.bytes());
+    let leading_zeros = all_digits().take_while(|&b| b == b'0').count();
+    let total = int_part.len() + frac_part.len();
+    if leading_zeros < total {
+        let trailing_zeros = all_digits().rev().take_while(|&b| b == b'0').count();
+        let significant = total - leading_zeros - trailing_zeros;
+        if significant > MAX_SIGNIFICANT_DIGITS {
+            return Err(NumberError::TooPrecise(text.to_string()));
+        }
+        // Decimal exponent of the leading significant digit.
+        let lead_exp = int_part.len() as i64 - 1 - leading_zeros as i64 + exponent;
+        if !(-130..=125).contains(&lead_exp) {
+            return Err(NumberError::OutOfRange(text.to_string()));
+        }
+    } else if exponent.abs() > 1000 {
+        return Err(NumberError::OutOfRange(text.to_string()));
+    }
+    Ok(())
+}
+
 /// Whether `text` is already canonical plain text (the common case for exports), so it can be
 /// used as is: optional `-`, digits without a redundant leading zero, optional fraction.
 fn is_canonical_plain(text: &str) -> bool {
@@ -205,12 +221,13 @@ fn is_canonical_plain(text: &str) -> bool {
 /// Validates DynamoDB number text and returns its canonical plain form, borrowing when the input
 /// already is canonical.
 pub fn canonical_number(text: &str) -> Result<Cow<'_, str>, NumberError> {
-    let parsed = ParsedNumber::parse(text)?;
     if is_canonical_plain(text) {
-        Ok(Cow::Borrowed(text))
-    } else {
-        Ok(Cow::Owned(parsed.to_plain()))
+        let body = text.strip_prefix('-').unwrap_or(text);
+        let (int_part, frac_part) = body.split_once('.').unwrap_or((body, ""));
+        check_limits(text, int_part, frac_part, 0)?;
+        return Ok(Cow::Borrowed(text));
     }
+    Ok(Cow::Owned(ParsedNumber::parse(text)?.to_plain()))
 }
 
 #[cfg(test)]
@@ -237,7 +254,10 @@ mod tests {
         assert_eq!(plain("-12.5E-3"), "-0.0125");
         assert_eq!(plain("1E+125"), format!("1{}", "0".repeat(125)));
         assert_eq!(plain("1E-130"), format!("0.{}1", "0".repeat(129)));
-        assert_eq!(plain("1.00000000000000007629769841092E+50"), "100000000000000007629769841092000000000000000000000");
+        assert_eq!(
+            plain("1.00000000000000007629769841092E+50"),
+            "100000000000000007629769841092000000000000000000000"
+        );
     }
 
     #[test]
@@ -245,30 +265,50 @@ mod tests {
         let d38 = "12345678901234567890123456789012345678";
         assert_eq!(plain(d38), d38);
         assert_eq!(plain(&format!("-0.{d38}")), format!("-0.{d38}"));
-        assert!(matches!(canonical_number(&format!("{d38}9")), Err(NumberError::TooPrecise(_))));
+        assert!(matches!(
+            canonical_number(&format!("{d38}9")),
+            Err(NumberError::TooPrecise(_))
+        ));
         // Trailing zeros are not significant: 38 digits followed by zeros is fine.
         assert!(canonical_number(&format!("{d38}000")).is_ok());
         let max = format!("9.{}E+125", "9".repeat(37));
         assert_eq!(plain(&max).len(), 126);
-        assert!(matches!(canonical_number("1E+126"), Err(NumberError::OutOfRange(_))));
-        assert!(matches!(canonical_number("1E-131"), Err(NumberError::OutOfRange(_))));
+        assert!(matches!(
+            canonical_number("1E+126"),
+            Err(NumberError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            canonical_number("1E-131"),
+            Err(NumberError::OutOfRange(_))
+        ));
         assert!(canonical_number(&format!("1{}", "0".repeat(125))).is_ok());
         assert!(canonical_number(&format!("0.{}1", "0".repeat(129))).is_ok());
         assert!(canonical_number(&format!("0.{}1", "0".repeat(130))).is_err());
         assert_eq!(plain("0E+500"), "0");
-        assert!(matches!(canonical_number("0E+5000"), Err(NumberError::OutOfRange(_))));
+        assert!(matches!(
+            canonical_number("0E+5000"),
+            Err(NumberError::OutOfRange(_))
+        ));
     }
 
     #[test]
     fn syntax_errors() {
-        for bad in ["", "-", "abc", "1.2.3", "1e", "1e+", "NaN", "Infinity", "1,5", " 1", "1 ", "0x10", "--1", "1e5.5", "."] {
-            assert!(matches!(canonical_number(bad), Err(NumberError::Syntax(_))), "{bad:?}");
+        for bad in [
+            "", "-", "abc", "1.2.3", "1e", "1e+", "NaN", "Infinity", "1,5", " 1", "1 ", "0x10",
+            "--1", "1e5.5", ".",
+        ] {
+            assert!(
+                matches!(canonical_number(bad), Err(NumberError::Syntax(_))),
+                "{bad:?}"
+            );
         }
     }
 
     fn pg(text: &str) -> (i16, i16, u16, u16, Vec<i16>) {
         let mut out = Vec::new();
-        ParsedNumber::parse(text).unwrap().write_pg_numeric(&mut out);
+        ParsedNumber::parse(text)
+            .unwrap()
+            .write_pg_numeric(&mut out);
         let word = |i: usize| i16::from_be_bytes([out[i], out[i + 1]]);
         let n = word(0);
         let digits = (0..n as usize).map(|k| word(8 + 2 * k)).collect();
@@ -285,7 +325,10 @@ mod tests {
         assert_eq!(pg("-0.5"), (1, -1, 0x4000, 1, vec![5000]));
         assert_eq!(pg("0.00001"), (1, -2, 0, 5, vec![1000]));
         let tiny = pg("1E-130");
-        assert_eq!((tiny.0, tiny.1, tiny.3, tiny.4.clone()), (1, -33, 130, vec![100]));
+        assert_eq!(
+            (tiny.0, tiny.1, tiny.3, tiny.4.clone()),
+            (1, -33, 130, vec![100])
+        );
         let big = pg("1E+125");
         assert_eq!((big.0, big.1, big.4), (1, 31, vec![10]));
     }

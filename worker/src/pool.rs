@@ -55,7 +55,11 @@ async fn connect_with_retry(url: &str, attempts: u32) -> Result<Client> {
 
 /// Loads shards from `queue` with `settings.workers` concurrent loaders; returns the shards that
 /// failed for good with something other than their data (data failures are in the ledger).
-pub async fn run_pool(ctx: LoadContext, queue: Arc<dyn WorkQueue>, settings: PoolSettings) -> Vec<ShardError> {
+pub async fn run_pool(
+    ctx: LoadContext,
+    queue: Arc<dyn WorkQueue>,
+    settings: PoolSettings,
+) -> Vec<ShardError> {
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..settings.workers.max(1) {
         let (ctx, queue, settings) = (ctx.clone(), queue.clone(), settings.clone());
@@ -65,18 +69,28 @@ pub async fn run_pool(ctx: LoadContext, queue: Arc<dyn WorkQueue>, settings: Poo
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(mut worker_errors) => errors.append(&mut worker_errors),
-            Err(e) => errors.push(ShardError { shard_id: "-".into(), error: format!("worker task died: {e}") }),
+            Err(e) => errors.push(ShardError {
+                shard_id: "-".into(),
+                error: format!("worker task died: {e}"),
+            }),
         }
     }
     errors
 }
 
-async fn worker_loop(worker: usize, ctx: LoadContext, queue: Arc<dyn WorkQueue>, settings: PoolSettings) -> Vec<ShardError> {
+async fn worker_loop(
+    worker: usize,
+    ctx: LoadContext,
+    queue: Arc<dyn WorkQueue>,
+    settings: PoolSettings,
+) -> Vec<ShardError> {
     let mut errors = Vec::new();
     let mut client: Option<Client> = None;
     let mut lost_races = 0u32;
     while !ctx.stop.load(Ordering::Relaxed) {
-        let Some(task) = queue.receive().await else { break };
+        let Some(task) = queue.receive().await else {
+            break;
+        };
         let mut attempt = 1;
         let mut delay = Duration::from_millis(500);
         loop {
@@ -84,7 +98,10 @@ async fn worker_loop(worker: usize, ctx: LoadContext, queue: Arc<dyn WorkQueue>,
                 match connect_with_retry(&settings.target_url, settings.attempts).await {
                     Ok(c) => client = Some(c),
                     Err(e) => {
-                        errors.push(ShardError { shard_id: task.shard_id.clone(), error: e.to_string() });
+                        errors.push(ShardError {
+                            shard_id: task.shard_id.clone(),
+                            error: e.to_string(),
+                        });
                         queue.release(task).await;
                         ctx.stop.store(true, Ordering::Relaxed);
                         return errors;
@@ -96,7 +113,8 @@ async fn worker_loop(worker: usize, ctx: LoadContext, queue: Arc<dyn WorkQueue>,
                 Ok(ShardOutcome::LostRace) => {
                     lost_races += 1;
                     // Someone else holds the shard; let them finish it, and look again later.
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(lost_races.min(10)))).await;
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(lost_races.min(10))))
+                        .await;
                     queue.release(task).await;
                     break;
                 }
@@ -118,7 +136,10 @@ async fn worker_loop(worker: usize, ctx: LoadContext, queue: Arc<dyn WorkQueue>,
                 }
                 Err(e) => {
                     tracing::error!(worker, shard = %task.shard_id, error = %e, "shard load failed");
-                    errors.push(ShardError { shard_id: task.shard_id.clone(), error: e.to_string() });
+                    errors.push(ShardError {
+                        shard_id: task.shard_id.clone(),
+                        error: e.to_string(),
+                    });
                     queue.acknowledge(&task).await;
                     client = None;
                     break;
@@ -134,6 +155,9 @@ pub fn pending_tasks(run_id: &str, shards: &[crate::ledger::ShardRecord]) -> Vec
     shards
         .iter()
         .filter(|s| s.state != ferry_shared::ledger::shard_state::DONE)
-        .map(|s| ShardTask { run_id: run_id.to_string(), shard_id: s.shard_id.clone() })
+        .map(|s| ShardTask {
+            run_id: run_id.to_string(),
+            shard_id: s.shard_id.clone(),
+        })
         .collect()
 }

@@ -96,13 +96,24 @@ pub fn read_source<R: Read>(
 ) -> Result<SourceSummary> {
     let corrupt = |e: std::io::Error| -> WorkerError {
         match e.kind() {
-            std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput | std::io::ErrorKind::UnexpectedEof => {
-                WorkerError::CorruptFile { location: spec.location.clone(), reason: format!("gzip stream: {e}") }
-            }
-            _ => WorkerError::Read { location: spec.location.clone(), source: e },
+            std::io::ErrorKind::InvalidData
+            | std::io::ErrorKind::InvalidInput
+            | std::io::ErrorKind::UnexpectedEof => WorkerError::CorruptFile {
+                location: spec.location.clone(),
+                reason: format!("gzip stream: {e}"),
+            },
+            _ => WorkerError::Read {
+                location: spec.location.clone(),
+                source: e,
+            },
         }
     };
-    let hashing = HashingReader { inner: raw, md5: Md5::new(), bytes: 0, progress: progress_bytes };
+    let hashing = HashingReader {
+        inner: raw,
+        md5: Md5::new(),
+        bytes: 0,
+        progress: progress_bytes,
+    };
     let mut buffered = BufReader::with_capacity(256 * 1024, hashing);
     let is_empty_object = buffered.fill_buf().map_err(corrupt)?.is_empty();
     let summary_of = |hashing: HashingReader<R>, physical_lines: u64, items: u64| SourceSummary {
@@ -115,7 +126,10 @@ pub fn read_source<R: Read>(
         if spec.skip_lines > 0 {
             return Err(WorkerError::CorruptFile {
                 location: spec.location.clone(),
-                reason: format!("the file is empty but {} of its lines were committed before", spec.skip_lines),
+                reason: format!(
+                    "the file is empty but {} of its lines were committed before",
+                    spec.skip_lines
+                ),
             });
         }
         return Ok(summary_of(buffered.into_inner(), 0, 0));
@@ -140,7 +154,10 @@ pub fn read_source<R: Read>(
             items += 1;
         }
     }
-    let new_block = || RawBlock { data: Vec::with_capacity(spec.block_bytes.min(1 << 20)), lines: Vec::with_capacity(spec.block_lines) };
+    let new_block = || RawBlock {
+        data: Vec::with_capacity(spec.block_bytes.min(1 << 20)),
+        lines: Vec::with_capacity(spec.block_lines),
+    };
     let mut block = new_block();
     let mut block_first = line_no;
     loop {
@@ -159,7 +176,10 @@ pub fn read_source<R: Read>(
         if end - start > MAX_LINE_BYTES {
             return Err(WorkerError::CorruptFile {
                 location: spec.location.clone(),
-                reason: format!("line {line_no} is {} bytes long, over the {MAX_LINE_BYTES}-byte limit", end - start),
+                reason: format!(
+                    "line {line_no} is {} bytes long, over the {MAX_LINE_BYTES}-byte limit",
+                    end - start
+                ),
             });
         }
         block.data.truncate(end);
@@ -167,16 +187,33 @@ pub fn read_source<R: Read>(
             block.data.truncate(start);
         } else {
             items += 1;
-            block.lines.push(LineRef { line_no, start, end });
+            block.lines.push(LineRef {
+                line_no,
+                start,
+                end,
+            });
         }
         let chunk_end = line_no % spec.chunk_lines == 0;
-        if chunk_end || block.lines.len() >= spec.block_lines || block.data.len() >= spec.block_bytes {
-            emit(FramedBlock { block: std::mem::replace(&mut block, new_block()), first_line: block_first, last_line: line_no, chunk_end })?;
+        if chunk_end
+            || block.lines.len() >= spec.block_lines
+            || block.data.len() >= spec.block_bytes
+        {
+            emit(FramedBlock {
+                block: std::mem::replace(&mut block, new_block()),
+                first_line: block_first,
+                last_line: line_no,
+                chunk_end,
+            })?;
             block_first = line_no;
         }
     }
     if line_no > block_first {
-        emit(FramedBlock { block, first_line: block_first, last_line: line_no, chunk_end: false })?;
+        emit(FramedBlock {
+            block,
+            first_line: block_first,
+            last_line: line_no,
+            chunk_end: false,
+        })?;
     }
     // Drain whatever follows the gzip data so the MD5 covers every stored byte.
     let mut buffered = lines.into_inner().into_inner();
@@ -193,7 +230,10 @@ pub fn blocking_reader(stream: ferry_shared::store::ObjectStream) -> impl Read +
 /// Reads up to `max_items` non-blank lines from the start of a data file (for schema inference).
 /// A 0-byte object has none.
 pub fn sample_lines<R: Read>(raw: R, location: &str, max_items: usize) -> Result<Vec<Vec<u8>>> {
-    let corrupt = |e: std::io::Error| WorkerError::CorruptFile { location: location.to_string(), reason: format!("gzip stream: {e}") };
+    let corrupt = |e: std::io::Error| WorkerError::CorruptFile {
+        location: location.to_string(),
+        reason: format!("gzip stream: {e}"),
+    };
     let mut buffered = BufReader::with_capacity(64 * 1024, raw);
     if buffered.fill_buf().map_err(corrupt)?.is_empty() {
         return Ok(Vec::new());
@@ -225,13 +265,26 @@ mod tests {
     }
 
     fn spec(skip: u64, chunk: u64, block: usize) -> SourceSpec {
-        SourceSpec { location: "f.json.gz".into(), skip_lines: skip, chunk_lines: chunk, block_lines: block, block_bytes: 1 << 20 }
+        SourceSpec {
+            location: "f.json.gz".into(),
+            skip_lines: skip,
+            chunk_lines: chunk,
+            block_lines: block,
+            block_bytes: 1 << 20,
+        }
     }
 
-    fn frame(bytes: &[u8], spec: &SourceSpec) -> Result<(Vec<(u64, u64, bool, Vec<u64>)>, SourceSummary)> {
+    type Framed = Vec<(u64, u64, bool, Vec<u64>)>;
+
+    fn frame(bytes: &[u8], spec: &SourceSpec) -> Result<(Framed, SourceSummary)> {
         let mut blocks = Vec::new();
         let summary = read_source(bytes, spec, None, |b| {
-            blocks.push((b.first_line, b.last_line, b.chunk_end, b.block.lines.iter().map(|l| l.line_no).collect()));
+            blocks.push((
+                b.first_line,
+                b.last_line,
+                b.chunk_end,
+                b.block.lines.iter().map(|l| l.line_no).collect(),
+            ));
             Ok(())
         })?;
         Ok((blocks, summary))
@@ -254,7 +307,10 @@ mod tests {
         );
         assert_eq!(summary.physical_lines, 7);
         assert_eq!(summary.items, 6);
-        assert_eq!(summary.md5_base64, ferry_shared::manifest::md5_base64(&bytes));
+        assert_eq!(
+            summary.md5_base64,
+            ferry_shared::manifest::md5_base64(&bytes)
+        );
         assert_eq!(summary.bytes, bytes.len() as u64);
     }
 
@@ -264,7 +320,10 @@ mod tests {
         let (blocks, summary) = frame(&bytes, &spec(2, 2, 10)).unwrap();
         assert_eq!(blocks, vec![(2, 4, true, vec![3, 4])]);
         assert_eq!(summary.items, 4);
-        assert_eq!(summary.md5_base64, ferry_shared::manifest::md5_base64(&bytes));
+        assert_eq!(
+            summary.md5_base64,
+            ferry_shared::manifest::md5_base64(&bytes)
+        );
         let err = frame(&bytes, &spec(9, 2, 10)).unwrap_err().to_string();
         assert!(err.contains("has 4 lines but 9 were committed"), "{err}");
     }
@@ -324,7 +383,7 @@ mod tests {
             match i % 7 {
                 0 => text.push_str(&format!("{{\"Item\":{{\"pk\":{{\"S\":\"é{i}\"}},\"sk\":{{\"N\":\"{i}.5\"}},\"ss\":{{\"SS\":[\"日本\",\"x\"]}}}}}}\n")),
                 1 => text.push_str("{\"Item\":{\"pk\":{\"S\":\"bad\"}\n"),
-                2 => text.push_str("\n"),
+                2 => text.push('\n'),
                 _ => text.push_str(&format!("{{\"Item\":{{\"pk\":{{\"S\":\"k{i}\"}},\"sk\":{{\"N\":\"-{i}E-3\"}},\"m\":{{\"M\":{{\"a\":{{\"N\":\"{i}\"}}}}}},\"extra\":{{\"B\":\"AAE=\"}}}}}}\r\n")),
             }
         }
@@ -333,13 +392,27 @@ mod tests {
         let run = |block_lines: usize, step: usize, chunk_lines: u64| {
             let mut copy = Vec::new();
             let mut rejects = Vec::new();
-            let spec = SourceSpec { location: "f".into(), skip_lines: 0, chunk_lines, block_lines, block_bytes: 1 << 20 };
-            let summary = read_source(Trickle { bytes: &bytes, step }, &spec, None, |framed| {
-                let decoded = decoder.decode(&framed.block);
-                crate::copy::encode_batch(decoder.schema(), &decoded.batch, &mut copy).unwrap();
-                rejects.extend(decoded.rejects.into_iter().map(|r| (r.line_no, r.reason)));
-                Ok(())
-            })
+            let spec = SourceSpec {
+                location: "f".into(),
+                skip_lines: 0,
+                chunk_lines,
+                block_lines,
+                block_bytes: 1 << 20,
+            };
+            let summary = read_source(
+                Trickle {
+                    bytes: &bytes,
+                    step,
+                },
+                &spec,
+                None,
+                |framed| {
+                    let decoded = decoder.decode(&framed.block);
+                    crate::copy::encode_batch(decoder.schema(), &decoded.batch, &mut copy).unwrap();
+                    rejects.extend(decoded.rejects.into_iter().map(|r| (r.line_no, r.reason)));
+                    Ok(())
+                },
+            )
             .unwrap();
             (copy, rejects, summary)
         };
@@ -349,7 +422,11 @@ mod tests {
         for block_lines in [1, 3, 100, 300] {
             for step in [1, 3, 5, 4096] {
                 for chunk_lines in [1, 7, 1_000_000] {
-                    assert_eq!(run(block_lines, step, chunk_lines), baseline, "block {block_lines}, read step {step}, chunk {chunk_lines}");
+                    assert_eq!(
+                        run(block_lines, step, chunk_lines),
+                        baseline,
+                        "block {block_lines}, read step {step}, chunk {chunk_lines}"
+                    );
                 }
             }
         }

@@ -23,7 +23,10 @@ use ferry_tests::pg::PgCluster;
 use ferry_worker::decode::{Decoder, LineRef, RawBlock};
 
 #[derive(Debug, Parser)]
-#[command(name = "ferry-bench", about = "Ferry's end-to-end and decode benchmark against PostgreSQL")]
+#[command(
+    name = "ferry-bench",
+    about = "Ferry's end-to-end and decode benchmark against PostgreSQL"
+)]
 struct Args {
     /// Items to generate.
     #[arg(long, default_value_t = 1_000_000)]
@@ -37,6 +40,9 @@ struct Args {
     /// Items used for the decode-only measurement.
     #[arg(long, default_value_t = 200_000)]
     decode_items: usize,
+    /// Measure the decode stage only (no database).
+    #[arg(long)]
+    decode_only: bool,
 }
 
 fn child_peak_rss_kib() -> i64 {
@@ -50,9 +56,23 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
-    let export = generate_export(dir.path(), &GenOptions { seed: 1, items: args.items, files: args.files, ..GenOptions::default() })?;
+    let export = generate_export(
+        dir.path(),
+        &GenOptions {
+            seed: 1,
+            items: args.items,
+            files: args.files,
+            ..GenOptions::default()
+        },
+    )?;
     let gz_bytes: u64 = export.data_files.iter().map(|f| f.bytes).sum();
-    println!("generated {} items in {} files ({:.1} MB gzip) in {:.1} s", args.items, args.files, gz_bytes as f64 / 1e6, started.elapsed().as_secs_f64());
+    println!(
+        "generated {} items in {} files ({:.1} MB gzip) in {:.1} s",
+        args.items,
+        args.files,
+        gz_bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
 
     // Decode stage alone, one thread.
     let (lines, json_bytes_sample) = read_lines(&export.data_files[0].path, args.decode_items)?;
@@ -75,12 +95,27 @@ fn main() -> anyhow::Result<()> {
     let decode_encode_rate = rows as f64 / t.elapsed().as_secs_f64();
     let avg_line = json_bytes_sample as f64 / lines.len() as f64;
 
+    if args.decode_only {
+        println!(
+            "decode only, 1 thread             : {:>10.0} items/s per core",
+            decode_rate
+        );
+        println!(
+            "decode + COPY encode, 1 thread    : {:>10.0} items/s per core",
+            decode_encode_rate
+        );
+        return Ok(());
+    }
+
     // The whole migrate command.
     let cluster = PgCluster::start()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let url = runtime.block_on(cluster.create_database("bench"))?;
     let mut command = Command::new(binary("ferry-coordinator"));
-    command.args(["migrate", "--export"]).arg(dir.path()).args(["--target", &url, "--key", "PK,SK"]);
+    command
+        .args(["migrate", "--export"])
+        .arg(dir.path())
+        .args(["--target", &url, "--key", "PK,SK"]);
     if let Some(workers) = args.workers {
         command.args(["--workers", &workers.to_string()]);
     }
@@ -89,7 +124,11 @@ fn main() -> anyhow::Result<()> {
     let ferry_secs = t.elapsed().as_secs_f64();
     let ferry_rss_kib = child_peak_rss_kib();
     if !output.status.success() {
-        bail!("migrate failed: {}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "migrate failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     // The reference: psql \copy of the same rows as CSV into an identical table.
@@ -97,7 +136,9 @@ fn main() -> anyhow::Result<()> {
     let csv = dir.path().join("rows.csv");
     let run_psql = |sql: &str| -> anyhow::Result<f64> {
         let t = Instant::now();
-        let out = Command::new(&psql).args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", sql]).output()?;
+        let out = Command::new(&psql)
+            .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+            .output()?;
         if !out.status.success() {
             bail!("psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -112,12 +153,29 @@ fn main() -> anyhow::Result<()> {
     let json_total = avg_line * n;
     println!();
     println!("ferry migrate (gzip JSON -> rows) : {:>8.2} s  {:>10.0} items/s  {:>7.1} MB/s gzip  {:>7.1} MB/s JSON", ferry_secs, n / ferry_secs, gz_bytes as f64 / 1e6 / ferry_secs, json_total / 1e6 / ferry_secs);
-    println!("psql \\copy of the same rows (CSV) : {:>8.2} s  {:>10.0} items/s  {:>7.1} MB/s CSV", psql_secs, n / psql_secs, csv_bytes as f64 / 1e6 / psql_secs);
-    println!("ratio ferry / psql (throughput)  : {:>8.2}x", psql_secs / ferry_secs);
-    println!("decode only, 1 thread             : {:>10.0} items/s per core", decode_rate);
+    println!(
+        "psql \\copy of the same rows (CSV) : {:>8.2} s  {:>10.0} items/s  {:>7.1} MB/s CSV",
+        psql_secs,
+        n / psql_secs,
+        csv_bytes as f64 / 1e6 / psql_secs
+    );
+    println!(
+        "ratio ferry / psql (throughput)  : {:>8.2}x",
+        psql_secs / ferry_secs
+    );
+    println!(
+        "decode only, 1 thread             : {:>10.0} items/s per core",
+        decode_rate
+    );
     println!("decode + COPY encode, 1 thread    : {:>10.0} items/s per core ({:.0} bytes of COPY per item)", decode_encode_rate, encoded as f64 / rows as f64);
-    println!("ferry-coordinator peak RSS        : {:>8.1} MiB", ferry_rss_kib as f64 / 1024.0);
-    println!("average JSON line                 : {:>8.0} bytes", avg_line);
+    println!(
+        "ferry-coordinator peak RSS        : {:>8.1} MiB",
+        ferry_rss_kib as f64 / 1024.0
+    );
+    println!(
+        "average JSON line                 : {:>8.0} bytes",
+        avg_line
+    );
     Ok(())
 }
 
@@ -139,7 +197,11 @@ fn block_of(lines: &[Vec<u8>]) -> RawBlock {
     for (i, line) in lines.iter().enumerate() {
         let start = block.data.len();
         block.data.extend_from_slice(line);
-        block.lines.push(LineRef { line_no: i as u64 + 1, start, end: block.data.len() });
+        block.lines.push(LineRef {
+            line_no: i as u64 + 1,
+            start,
+            end: block.data.len(),
+        });
     }
     block
 }
@@ -151,5 +213,10 @@ fn infer_for_bench(lines: &[Vec<u8>]) -> anyhow::Result<ferry_shared::schema::Ta
     }
     let settings = ferry_shared::config::Settings::default();
     let keys = ferry_shared::config::KeyAttribute::parse_list("PK,SK")?;
-    Ok(ferry_coordinator::infer::infer_schema("AppTable", &keys, &settings.mapping, &stats)?)
+    Ok(ferry_coordinator::infer::infer_schema(
+        "AppTable",
+        &keys,
+        &settings.mapping,
+        &stats,
+    )?)
 }

@@ -16,7 +16,11 @@ use ferry_worker::load::LoadContext;
 use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings};
 
 #[derive(Debug, Parser)]
-#[command(name = "ferry-worker", version, about = "Load the pending shards of a planned Ferry run")]
+#[command(
+    name = "ferry-worker",
+    version,
+    about = "Load the pending shards of a planned Ferry run"
+)]
 struct Args {
     /// Target database URL (postgres://user@host:port/db).
     #[arg(long, env = "FERRY_TARGET__URL")]
@@ -56,10 +60,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let settings = ferry_shared::config::load_settings(args.config.as_deref())?;
     let client = ledger::connect(&args.target).await?;
     let Some(run) = ledger::get_run(&client, &args.run_id).await? else {
-        bail!("run {} is not in the ledger of the target: plan it first", args.run_id);
+        bail!(
+            "run {} is not in the ledger of the target: plan it first",
+            args.run_id
+        );
     };
-    let export_path = args.export.clone().unwrap_or_else(|| run.export_location.clone().into());
-    let (store, _) = LocalStore::for_export_path(&export_path).with_context(|| format!("export {}", export_path.display()))?;
+    let export_path = args
+        .export
+        .clone()
+        .unwrap_or_else(|| run.export_location.clone().into());
+    let (store, _) = LocalStore::for_export_path(&export_path)
+        .with_context(|| format!("export {}", export_path.display()))?;
     let shards = ledger::get_shards(&client, &run.run_id).await?;
     let tasks = pending_tasks(&run.run_id, &shards);
     tracing::info!(run = %run.run_id, pending = tasks.len(), "worker starting");
