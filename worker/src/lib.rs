@@ -8,8 +8,10 @@
 //! - [`json`]: canonical JSON for nested values and the overflow column.
 //! - [`decode`]: blocks of lines → Arrow `RecordBatch`es plus rejects (runs on rayon).
 //! - [`copy`]: Arrow batches → PostgreSQL binary COPY tuples.
+//! - [`csv`]: Arrow batches → CSV rows for COPY where binary is refused (HeliosDB).
 //! - [`ledger`]: reading and writing the `ferry` ledger through tokio-postgres.
 //! - [`load`]: the shard loader and its exactly-once commit protocol.
+//! - [`simple`]: COPY over the simple query protocol (the HeliosDB path).
 //! - [`pool`]: N concurrent loaders fed by a work queue, with retries.
 //! - [`error`]: this crate's error type.
 //!
@@ -23,6 +25,7 @@
 //! skips `committed_lines` lines. See [`load`] for the details.
 
 pub mod copy;
+pub mod csv;
 pub mod decode;
 pub mod error;
 pub mod item;
@@ -31,6 +34,7 @@ pub mod ledger;
 pub mod load;
 pub mod number;
 pub mod pool;
+pub mod simple;
 pub mod source;
 
 pub use error::{Result, WorkerError};
