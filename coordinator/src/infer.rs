@@ -12,9 +12,10 @@ use std::sync::Arc;
 use ferry_shared::config::{KeyAttribute, MappingSettings};
 use ferry_shared::ident::is_valid_column_name;
 use ferry_shared::manifest::ExportListing;
-use ferry_shared::schema::{ColumnSpec, DdbType, TableSchema};
+use ferry_shared::schema::{ColumnSpec, DdbType, NumericLimit, PgType, TableSchema};
 use ferry_shared::store::ObjectStore;
-use ferry_worker::item::parse_line;
+use ferry_worker::item::{parse_line, AttrValue};
+use ferry_worker::number::ParsedNumber;
 use ferry_worker::source::sample_lines;
 
 use crate::{CoordinatorError, Result};
@@ -29,6 +30,8 @@ pub struct AttributeStats {
     pub present: u64,
     /// Items by type.
     pub types: BTreeMap<DdbType, u64>,
+    /// Number values (N, or NS with an element) that a 96-bit decimal cannot hold exactly.
+    pub beyond_decimal96: u64,
 }
 
 /// The sample's statistics.
@@ -54,6 +57,17 @@ impl SampleStats {
             let stats = self.attributes.entry(name.to_string()).or_default();
             stats.present += 1;
             *stats.types.entry(value.ddb_type()).or_default() += 1;
+            let fits = |n: &str| {
+                ParsedNumber::parse(n)
+                    .map(|p| p.fits_decimal96())
+                    .unwrap_or(true)
+            };
+            let beyond = match value {
+                AttrValue::N(n) => !fits(n),
+                AttrValue::Ns(items) => !items.iter().all(|n| fits(n)),
+                _ => false,
+            };
+            stats.beyond_decimal96 += u64::from(beyond);
         }
     }
 }
@@ -105,7 +119,17 @@ pub fn infer_schema(
     keys: &[KeyAttribute],
     mapping: &MappingSettings,
     stats: &SampleStats,
+    numeric_limit: NumericLimit,
 ) -> Result<TableSchema> {
+    // On a target with a limited NUMERIC, a number attribute is a NUMERIC column only when every
+    // sampled value fits exactly; a numeric key that does not fit is kept as exact TEXT.
+    let limited = |name: &str| {
+        numeric_limit == NumericLimit::Decimal96
+            && stats
+                .attributes
+                .get(name)
+                .is_some_and(|a| a.beyond_decimal96 > 0)
+    };
     if keys.is_empty() {
         return Err(CoordinatorError::Invalid(
             "no key attributes: say which attributes form the primary key with --key pk[,sk] (or mapping.key)".into(),
@@ -153,7 +177,11 @@ pub fn infer_schema(
         columns.push(ColumnSpec {
             name: key.name.clone(),
             ddb_type,
-            pg_type: ddb_type.pg_type().expect("key types map"),
+            pg_type: if ddb_type == DdbType::N && limited(&key.name) {
+                PgType::Text
+            } else {
+                ddb_type.pg_type().expect("key types map")
+            },
             is_key: true,
         });
     }
@@ -179,6 +207,9 @@ pub fn infer_schema(
         if (attribute.present as f64) < mapping.min_presence * stats.items as f64 {
             continue;
         }
+        if limited(name) {
+            continue;
+        }
         columns.push(ColumnSpec {
             name: name.clone(),
             ddb_type: **ddb_type,
@@ -192,6 +223,7 @@ pub fn infer_schema(
         overflow_column: mapping.overflow_column.clone(),
         nested_json: mapping.nested_json,
         on_type_mismatch: mapping.on_type_mismatch,
+        numeric_limit,
     })
 }
 
@@ -220,7 +252,7 @@ mod tests {
         ]);
         assert_eq!((sample.items, sample.bad_lines), (3, 1));
         let keys = KeyAttribute::parse_list("pk,sk").unwrap();
-        let schema = infer_schema("T", &keys, &mapping, &sample).unwrap();
+        let schema = infer_schema("T", &keys, &mapping, &sample, NumericLimit::Unlimited).unwrap();
         let columns: Vec<(&str, DdbType, bool)> = schema
             .columns
             .iter()
@@ -249,6 +281,7 @@ mod tests {
             &KeyAttribute::parse_list("pk").unwrap(),
             &mapping,
             &sample,
+            NumericLimit::Unlimited,
         )
         .unwrap_err();
         assert!(err.to_string().contains("declare its type"), "{err}");
@@ -257,6 +290,7 @@ mod tests {
             &KeyAttribute::parse_list("pk:S").unwrap(),
             &mapping,
             &sample,
+            NumericLimit::Unlimited,
         )
         .unwrap();
         assert_eq!(schema.columns[0].ddb_type, DdbType::S);
@@ -265,9 +299,10 @@ mod tests {
             &KeyAttribute::parse_list("pk").unwrap(),
             &mapping,
             &SampleStats::default(),
+            NumericLimit::Unlimited,
         )
         .unwrap();
         assert_eq!(empty.columns.len(), 1);
-        assert!(infer_schema("T", &[], &mapping, &sample).is_err());
+        assert!(infer_schema("T", &[], &mapping, &sample, NumericLimit::Unlimited).is_err());
     }
 }

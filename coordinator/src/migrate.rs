@@ -42,6 +42,7 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
     let plan = plan(&mut client, &request.plan).await?;
     let run = plan.run.clone();
     let mut context = ReportContext {
+        load_path: Some(plan.target.describe()),
         allow_unverified: request.allow_unverified,
         count_table_rows: true,
         ..Default::default()
@@ -71,7 +72,13 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
         chunk_lines = run.chunk_lines,
         "loading"
     );
-    let ctx = LoadContext::new(run.clone(), plan.store.clone(), &settings.load);
+    let ctx = LoadContext::new(
+        run.clone(),
+        plan.store.clone(),
+        &settings.load,
+        plan.target.clone(),
+        &request.target_url,
+    );
     let total_items = run.manifest_items.unwrap_or(0);
     let total_bytes = plan.listing.total_bytes();
     let finished = Arc::new(AtomicBool::new(false));

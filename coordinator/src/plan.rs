@@ -13,6 +13,7 @@ use ferry_shared::manifest::{locate_export, md5_hex, ExportListing};
 use ferry_shared::schema::TableSchema;
 use ferry_shared::store::{LocalStore, ObjectStore};
 use ferry_worker::ledger::{self, RunRecord};
+use ferry_worker::target::Target;
 use tokio_postgres::Client;
 
 use crate::infer::{infer_schema, sample_export};
@@ -46,6 +47,8 @@ pub struct Plan {
     pub listing: ExportListing,
     /// Whether the ledger already had the run.
     pub resumed: bool,
+    /// The target server and its load path.
+    pub target: Target,
 }
 
 fn derive_run_id(
@@ -130,6 +133,7 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         .clone()
         .unwrap_or_else(|| derive_run_id(&listing, &export_path, &table, request, &keys));
 
+    let target = Target::detect(client, request.settings.load.copy_format).await?;
     ledger::ensure_ledger(client).await?;
     if let Some(run) = ledger::get_run(client, &run_id).await? {
         if run.target_table != table {
@@ -163,6 +167,7 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
             store,
             listing,
             resumed: true,
+            target,
         });
     }
 
@@ -172,7 +177,13 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         request.settings.mapping.sample_items,
     )
     .await?;
-    let schema = infer_schema(&table, &keys, &request.settings.mapping, &stats)?;
+    let schema = infer_schema(
+        &table,
+        &keys,
+        &request.settings.mapping,
+        &stats,
+        target.numeric_limit(),
+    )?;
     tracing::info!(
         run = %run_id,
         table = %table,
@@ -206,6 +217,7 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         store,
         listing,
         resumed: false,
+        target,
     })
 }
 

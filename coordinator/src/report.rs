@@ -225,6 +225,8 @@ pub struct ReportContext {
     pub load_errors: Vec<String>,
     /// Count the table's rows.
     pub count_table_rows: bool,
+    /// How rows were loaded, when this command loaded.
+    pub load_path: Option<String>,
 }
 
 /// Builds the report from the ledger.
@@ -306,7 +308,7 @@ pub async fn build_report(
         state: state.to_string(),
         manifest_verified: run.manifest_verified,
         already_complete: context.already_complete,
-        load_path: "binary COPY in a transaction with the checkpoint (PostgreSQL)".into(),
+        load_path: context.load_path.clone().unwrap_or_else(|| "-".into()),
         manifest_items: run.manifest_items,
         rows_loaded,
         rows_rejected,

@@ -69,6 +69,22 @@ pub struct RawLoad {
     pub workers: usize,
     /// Connection attempts before a worker gives up on the target.
     pub connect_attempts: u32,
+    /// `auto` (binary COPY on PostgreSQL, CSV COPY on HeliosDB), `binary` or `csv`.
+    pub copy_format: CopyFormat,
+}
+
+/// How rows are sent to the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyFormat {
+    /// The fastest format the detected server supports.
+    #[default]
+    Auto,
+    /// Binary COPY inside the checkpoint transaction (PostgreSQL).
+    Binary,
+    /// CSV COPY over the simple protocol in autocommit, with the presence-checked checkpoint
+    /// (HeliosDB; works on PostgreSQL too).
+    Csv,
 }
 
 impl Default for RawLoad {
@@ -82,6 +98,7 @@ impl Default for RawLoad {
                 .map(|n| n.get())
                 .unwrap_or(2),
             connect_attempts: 5,
+            copy_format: CopyFormat::Auto,
         }
     }
 }
@@ -188,6 +205,8 @@ pub struct LoadSettings {
     pub workers: NonZeroUsize,
     /// Connection attempts.
     pub connect_attempts: u32,
+    /// COPY format.
+    pub copy_format: CopyFormat,
 }
 
 /// Validated mapping settings.
@@ -279,6 +298,7 @@ impl RawConfig {
                 max_rejects: load.max_rejects,
                 workers: NonZeroUsize::new(load.workers).expect("checked"),
                 connect_attempts: load.connect_attempts.max(1),
+                copy_format: load.copy_format,
             },
             mapping: MappingSettings {
                 key,

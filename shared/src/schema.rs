@@ -200,6 +200,22 @@ pub struct TableSchema {
     pub nested_json: NestedJson,
     /// What a value of the wrong type does.
     pub on_type_mismatch: OnTypeMismatch,
+    /// The target's NUMERIC limit: `None` is arbitrary precision (PostgreSQL); `Decimal96` is a
+    /// 96-bit decimal (HeliosDB), so numbers that do not fit exactly are treated as a type
+    /// mismatch (overflow JSON text or a reject), never sent to be rounded.
+    #[serde(default)]
+    pub numeric_limit: NumericLimit,
+}
+
+/// What the target's NUMERIC can hold exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumericLimit {
+    /// Arbitrary precision (PostgreSQL).
+    #[default]
+    Unlimited,
+    /// Digits below 2^96, scale at most 28 (HeliosDB).
+    Decimal96,
 }
 
 impl TableSchema {
@@ -267,6 +283,7 @@ mod tests {
             overflow_column: "attrs".into(),
             nested_json: NestedJson::Plain,
             on_type_mismatch: OnTypeMismatch::Overflow,
+            numeric_limit: NumericLimit::Unlimited,
         }
     }
 

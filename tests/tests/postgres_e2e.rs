@@ -361,3 +361,24 @@ async fn a_value_of_another_type_spills_to_overflow_under_its_name() -> anyhow::
     assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_csv_autocommit_path_loads_every_value_exactly_too() -> anyhow::Result<()> {
+    // The HeliosDB load path (CSV COPY in autocommit over the simple protocol, key-checked
+    // checkpoint), forced on PostgreSQL: the same table, value by value.
+    let fixture = fixture("e2e_csv_path", &options(7, 3_000, 3)).await?;
+    let mut settings = small_chunks(400);
+    settings.load.copy_format = ferry_shared::config::CopyFormat::Csv;
+    let report = migrate_in_process(&fixture, settings, false).await?;
+    assert!(report.verified(), "{}", report.to_text());
+    assert!(
+        report.load_path.contains("CSV COPY in autocommit"),
+        "{}",
+        report.load_path
+    );
+    assert_eq!(
+        assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
+        3_000
+    );
+    Ok(())
+}

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use arrow_array::builder::{BinaryBuilder, BooleanBuilder, ListBuilder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use ferry_shared::schema::{DdbType, OnTypeMismatch, PgType, TableSchema};
+use ferry_shared::schema::{DdbType, NumericLimit, OnTypeMismatch, PgType, TableSchema};
 
 use crate::item::{parse_line, AttrValue};
 use crate::json::{check_text, decode_base64, write_object, write_value, ValueError};
-use crate::number::canonical_number;
+use crate::number::{canonical_number, ParsedNumber};
 
 /// Lines read from a data file: their bytes and where each starts and ends.
 #[derive(Debug, Default)]
@@ -306,7 +306,8 @@ impl Decoder {
                 return Err(format!("attribute {name:?} appears twice"));
             }
             let actual = value.ddb_type();
-            if actual == column.ddb_type {
+            let fits = actual == column.ddb_type && self.fits_target(column.pg_type, value);
+            if fits {
                 let cell = to_cell(value, self.schema.nested_json).map_err(|e| {
                     ValueError {
                         path: [e.path, vec![name.to_string()]].concat(),
@@ -315,6 +316,11 @@ impl Decoder {
                     .describe()
                 })?;
                 cells[index] = Some(cell);
+            } else if column.is_key && actual == column.ddb_type {
+                return Err(format!(
+                    "key attribute {name:?}: number {} does not fit the target's NUMERIC exactly",
+                    describe_number(value)
+                ));
             } else if column.is_key {
                 return Err(format!(
                     "key attribute {name:?} has type {actual}, expected {}",
@@ -323,6 +329,13 @@ impl Decoder {
             } else if actual == DdbType::Null {
                 cells[index] = Some(Cell::Null);
                 overflow.push((name, value));
+            } else if self.schema.on_type_mismatch == OnTypeMismatch::Reject
+                && actual == column.ddb_type
+            {
+                return Err(format!(
+                    "attribute {name:?}: number {} does not fit the target's NUMERIC exactly",
+                    describe_number(value)
+                ));
             } else if self.schema.on_type_mismatch == OnTypeMismatch::Reject {
                 return Err(format!(
                     "attribute {name:?} has type {actual}, but its column holds {}",
@@ -351,6 +364,37 @@ impl Decoder {
             has_overflow,
             spilled,
         ))
+    }
+}
+
+impl Decoder {
+    /// Whether a value of the column's type can be stored exactly by the target: always, except
+    /// numbers beyond a 96-bit decimal on a target with that limit (HeliosDB).
+    fn fits_target(&self, pg_type: PgType, value: &AttrValue<'_>) -> bool {
+        if self.schema.numeric_limit != NumericLimit::Decimal96 {
+            return true;
+        }
+        let fits = |n: &str| {
+            ParsedNumber::parse(n)
+                .map(|p| p.fits_decimal96())
+                .unwrap_or(true)
+        };
+        match (pg_type, value) {
+            (PgType::Numeric, AttrValue::N(n)) => fits(n),
+            (PgType::NumericArray, AttrValue::Ns(items)) => items.iter().all(|n| fits(n)),
+            _ => true,
+        }
+    }
+}
+
+fn describe_number(value: &AttrValue<'_>) -> String {
+    match value {
+        AttrValue::N(n) => format!("{n:?}"),
+        AttrValue::Ns(items) => format!(
+            "in {:?}",
+            items.iter().map(|n| n.as_ref()).collect::<Vec<_>>()
+        ),
+        _ => String::new(),
     }
 }
 
@@ -420,6 +464,7 @@ pub(crate) mod tests {
             overflow_column: "attrs".into(),
             nested_json: NestedJson::Plain,
             on_type_mismatch,
+            numeric_limit: NumericLimit::Unlimited,
         })
     }
 
@@ -526,6 +571,36 @@ pub(crate) mod tests {
         assert_eq!(
             decoded.batch.column(9).as_string::<i32>().value(1),
             r#"{"n":"not a number"}"#
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_a_decimal96_target_spill_or_reject() {
+        let mut schema = (*test_schema(OnTypeMismatch::Overflow)).clone();
+        schema.numeric_limit = NumericLimit::Decimal96;
+        let decoder = Decoder::new(Arc::new(schema));
+        let decoded = decoder.decode(&block(&[
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"},"n":{"N":"-123456.000000000000000000000000000001"},"ns":{"NS":["1","12345678901234567890123456789012345678"]}}}"#,
+            r#"{"Item":{"pk":{"S":"b"},"sk":{"N":"1E+125"}}}"#,
+            r#"{"Item":{"pk":{"S":"c"},"sk":{"N":"2"},"n":{"N":"1234.5"}}}"#,
+        ]));
+        assert_eq!(decoded.batch.num_rows(), 2);
+        assert_eq!(decoded.spilled, 2);
+        assert!(decoded.batch.column(2).is_null(0));
+        assert_eq!(
+            decoded.batch.column(9).as_string::<i32>().value(0),
+            r#"{"n":-123456.000000000000000000000000000001,"ns":[1,12345678901234567890123456789012345678]}"#
+        );
+        assert_eq!(
+            decoded.batch.column(2).as_string::<i32>().value(1),
+            "1234.5"
+        );
+        assert!(
+            decoded.rejects[0]
+                .reason
+                .contains("does not fit the target's NUMERIC"),
+            "{:?}",
+            decoded.rejects
         );
     }
 

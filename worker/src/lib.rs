@@ -13,6 +13,7 @@
 //! - [`load`]: the shard loader and its exactly-once commit protocol.
 //! - [`simple`]: COPY over the simple query protocol (the HeliosDB path).
 //! - [`pool`]: N concurrent loaders fed by a work queue, with retries.
+//! - [`target`]: detecting the server and choosing the load path.
 //! - [`error`]: this crate's error type.
 //!
 //! # Exactly once on PostgreSQL
@@ -36,5 +37,6 @@ pub mod number;
 pub mod pool;
 pub mod simple;
 pub mod source;
+pub mod target;
 
 pub use error::{Result, WorkerError};

@@ -52,10 +52,14 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::copy::{encode_batch, COPY_HEADER, COPY_TRAILER};
+use crate::csv::encode_batch_csv;
 use crate::decode::{Decoder, Reject};
 use crate::ledger::{self, RunRecord};
+use crate::simple::{CopyResult, SimpleCopyClient};
 use crate::source::{read_source, FramedBlock, SourceSpec, SourceSummary};
+use crate::target::{LoadPath, Target};
 use crate::{Result, WorkerError};
+use ferry_shared::schema::PgType;
 
 /// Live counters for progress displays, shared by every worker of a process.
 #[derive(Debug, Default)]
@@ -85,17 +89,25 @@ pub struct LoadContext {
     pub progress: Arc<Progress>,
     /// Set to stop after the current chunk.
     pub stop: Arc<AtomicBool>,
+    /// The target and its load path.
+    pub target: Arc<Target>,
+    /// The target's URL (the CSV path opens its own simple-protocol connection).
+    pub target_url: String,
 }
 
 impl LoadContext {
-    /// A context for `run`.
+    /// A context for `run` on `target`.
     pub fn new(
         run: RunRecord,
         store: Arc<dyn ObjectStore>,
         settings: &ferry_shared::config::LoadSettings,
+        target: Target,
+        target_url: &str,
     ) -> LoadContext {
         let decoder = Arc::new(Decoder::new(Arc::new(run.schema.clone())));
         LoadContext {
+            target: Arc::new(target),
+            target_url: target_url.to_string(),
             run: Arc::new(run),
             decoder,
             store,
@@ -128,6 +140,9 @@ struct EncodedBlock {
     rows: u64,
     rejects: Vec<Reject>,
     spilled: u64,
+    /// Keys of the block's first and last rows (CSV path only).
+    first_key: Option<Vec<KeyValue>>,
+    last_key: Option<Vec<KeyValue>>,
 }
 
 enum Piece {
@@ -141,21 +156,107 @@ enum Piece {
 }
 
 enum ChunkEnd {
-    Committed { to: u64, finished: bool },
+    Committed {
+        to: u64,
+        finished: bool,
+    },
     LostRace,
     Failed(String),
+    /// The file does not match its manifest entry (found at the last chunk).
+    Mismatch {
+        reason: String,
+        md5_ok: Option<bool>,
+        items: u64,
+    },
 }
 
-fn encode_block(decoder: &Decoder, framed: FramedBlock) -> Result<EncodedBlock> {
+fn encode_block(decoder: &Decoder, framed: FramedBlock, path: LoadPath) -> Result<EncodedBlock> {
     let decoded = decoder.decode(&framed.block);
     let mut copy_data = Vec::with_capacity(framed.block.data.len() + framed.block.lines.len() * 64);
-    encode_batch(decoder.schema(), &decoded.batch, &mut copy_data)?;
+    let batch = &decoded.batch;
+    let (mut first_key, mut last_key) = (None, None);
+    match path {
+        LoadPath::BinaryCopyInTransaction => encode_batch(decoder.schema(), batch, &mut copy_data)?,
+        LoadPath::CsvCopyAutocommit => {
+            encode_batch_csv(decoder.schema(), batch, &mut copy_data);
+            if batch.num_rows() > 0 {
+                first_key = Some(key_of_row(decoder.schema(), batch, 0));
+                last_key = Some(key_of_row(decoder.schema(), batch, batch.num_rows() - 1));
+            }
+        }
+    }
     Ok(EncodedBlock {
         copy_data,
-        rows: decoded.batch.num_rows() as u64,
+        rows: batch.num_rows() as u64,
         rejects: decoded.rejects,
         spilled: decoded.spilled,
+        first_key,
+        last_key,
     })
+}
+
+/// A key column's value, as bound in the presence query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum KeyValue {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+fn key_of_row(
+    schema: &ferry_shared::schema::TableSchema,
+    batch: &arrow_array::RecordBatch,
+    row: usize,
+) -> Vec<KeyValue> {
+    use arrow_array::cast::AsArray;
+    schema
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_key)
+        .map(|(i, c)| match c.pg_type {
+            PgType::Bytea => {
+                KeyValue::Bytes(batch.column(i).as_binary::<i32>().value(row).to_vec())
+            }
+            _ => KeyValue::Text(batch.column(i).as_string::<i32>().value(row).to_string()),
+        })
+        .collect()
+}
+
+/// `SELECT 1 FROM t WHERE k1 = $1 AND …`: binds text (cast in SQL, as HeliosDB decodes binary
+/// NUMERIC parameters badly) or bytea.
+fn presence_sql(schema: &ferry_shared::schema::TableSchema) -> String {
+    let conditions: Vec<String> = schema
+        .key_columns()
+        .enumerate()
+        .map(|(i, c)| {
+            let parameter = match c.pg_type {
+                PgType::Numeric => format!("CAST(${}::text AS NUMERIC)", i + 1),
+                PgType::Bytea => format!("${}::bytea", i + 1),
+                _ => format!("${}::text", i + 1),
+            };
+            format!("{} = {parameter}", quote_ident(&c.name))
+        })
+        .collect();
+    format!(
+        "SELECT 1::int8 FROM {} WHERE {} LIMIT 1",
+        quote_ident(&schema.table),
+        conditions.join(" AND ")
+    )
+}
+
+async fn key_present(client: &Client, sql: &str, key: &[KeyValue]) -> Result<bool> {
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = key
+        .iter()
+        .map(|k| match k {
+            KeyValue::Text(t) => t as &(dyn tokio_postgres::types::ToSql + Sync),
+            KeyValue::Bytes(b) => b as &(dyn tokio_postgres::types::ToSql + Sync),
+        })
+        .collect();
+    let rows = client
+        .query(sql, &params)
+        .await
+        .map_err(WorkerError::db("cannot check whether a chunk is loaded"))?;
+    Ok(!rows.is_empty())
 }
 
 /// Loads `shard_id` of the context's run from its checkpoint to the end of its file.
@@ -185,6 +286,7 @@ pub async fn load_shard(
         block_bytes: 8 * 1024 * 1024,
     };
     let decoder = ctx.decoder.clone();
+    let path = ctx.target.load_path;
     let bytes_progress = ctx.progress.bytes.clone();
     let raw = crate::source::blocking_reader(stream);
     let reader = tokio::task::spawn_blocking(move || {
@@ -193,7 +295,7 @@ pub async fn load_shard(
             let (last_line, chunk_end) = (framed.last_line, framed.chunk_end);
             let decoder = decoder.clone();
             rayon::spawn(move || {
-                let _ = done.send(encode_block(&decoder, framed));
+                let _ = done.send(encode_block(&decoder, framed, path));
             });
             sender
                 .blocking_send(Piece::Block {
@@ -209,11 +311,22 @@ pub async fn load_shard(
         });
     });
 
+    let format = match ctx.target.load_path {
+        LoadPath::BinaryCopyInTransaction => "binary",
+        LoadPath::CsvCopyAutocommit => "csv",
+    };
     let copy_sql = format!(
-        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        "COPY {} ({}) FROM STDIN (FORMAT {format})",
         quote_ident(&ctx.run.target_table),
         ctx.run.schema.copy_column_list()
     );
+    let mut csv_path = match ctx.target.load_path {
+        LoadPath::BinaryCopyInTransaction => None,
+        LoadPath::CsvCopyAutocommit => Some((
+            SimpleCopyClient::connect(&ctx.target_url).await?,
+            presence_sql(&ctx.run.schema),
+        )),
+    };
     let outcome = loop {
         if ctx.stop.load(Ordering::Relaxed) {
             break ShardOutcome::Stopped;
@@ -225,7 +338,24 @@ pub async fn load_shard(
             Piece::Error(e) => break fail_on_data_error(client, ctx, shard_id, e).await?,
             piece => piece,
         };
-        match load_chunk(client, ctx, &shard, &copy_sql, from, first, &mut pieces).await? {
+        let end = match csv_path.as_mut() {
+            None => load_chunk(client, ctx, &shard, &copy_sql, from, first, &mut pieces).await?,
+            Some((copier, presence)) => {
+                load_chunk_autocommit(
+                    client,
+                    copier,
+                    presence,
+                    ctx,
+                    &shard,
+                    &copy_sql,
+                    from,
+                    first,
+                    &mut pieces,
+                )
+                .await?
+            }
+        };
+        match end {
             ChunkEnd::Committed { to, finished } => {
                 from = to;
                 if finished {
@@ -240,7 +370,9 @@ pub async fn load_shard(
                 );
                 break ShardOutcome::LostRace;
             }
-            ChunkEnd::Failed(reason) => break ShardOutcome::Failed(reason),
+            ChunkEnd::Failed(reason) | ChunkEnd::Mismatch { reason, .. } => {
+                break ShardOutcome::Failed(reason)
+            }
         }
     };
     drop(pieces);
@@ -280,7 +412,6 @@ async fn load_chunk(
     first: Piece,
     pieces: &mut mpsc::Receiver<Piece>,
 ) -> Result<ChunkEnd> {
-    let run_id = ctx.run.run_id.as_str();
     let shard_id = shard.shard_id.as_str();
     let tx = client
         .transaction()
@@ -371,6 +502,286 @@ async fn load_chunk(
     }
     failpoint::hit("after_copy")?;
 
+    let tally = ChunkTally {
+        from,
+        to,
+        rows,
+        spilled,
+        rejects,
+        summary,
+    };
+    let end = commit_chunk(tx, ctx, shard, tally).await?;
+    settle(client, ctx, &shard.shard_id, end).await
+}
+
+/// One chunk on the autocommit path (HeliosDB): COPY commits on its own, then a small transaction
+/// records the rejects and moves the checkpoint.
+///
+/// # Why this is exactly once
+/// A COPY in autocommit is atomic: all of a chunk's rows are stored, or none. Before copying, the
+/// chunk's first row is looked up by its key (the source identity under the primary key):
+/// - absent: the chunk was never stored, so it is copied now. If another worker stores it at the
+///   same moment, one COPY fails on the primary key and that worker backs off;
+/// - present: an earlier attempt stored the chunk and died before its checkpoint, so the COPY is
+///   skipped (the lines are still decoded, for the rejects and counts) and, after checking that
+///   the chunk's last row is present too, only the checkpoint moves.
+///
+/// The checkpoint update is conditional (`committed_lines = from`) as on PostgreSQL, so it moves
+/// once. A crash between COPY and checkpoint therefore costs one key lookup on resume, never a
+/// duplicate; a crash before COPY costs nothing. The last chunk checks the file's MD5 and item
+/// count before `CopyDone`, so a mismatching file never stores its last chunk. The argument needs
+/// the keys of an export to be unique, which DynamoDB guarantees; with `--append`, rows already in
+/// the table under an export's keys make the COPY fail (reported), except in the degenerate case
+/// where both the first and last keys of a chunk were there before the run.
+#[allow(clippy::too_many_arguments)]
+async fn load_chunk_autocommit(
+    client: &mut Client,
+    copier: &mut SimpleCopyClient,
+    presence: &str,
+    ctx: &LoadContext,
+    shard: &ledger::ShardRecord,
+    copy_sql: &str,
+    from: u64,
+    first: Piece,
+    pieces: &mut mpsc::Receiver<Piece>,
+) -> Result<ChunkEnd> {
+    #[derive(PartialEq)]
+    enum Mode {
+        Undecided,
+        Copying,
+        AlreadyStored,
+    }
+    let shard_id = shard.shard_id.as_str();
+    let mut mode = Mode::Undecided;
+    let (mut rows, mut spilled, mut to) = (0u64, 0u64, from);
+    let mut rejects: Vec<Reject> = Vec::new();
+    let mut summary = None;
+    let mut last_key = None;
+    let mut next = Some(first);
+    loop {
+        let piece = match next.take() {
+            Some(piece) => piece,
+            None => pieces
+                .recv()
+                .await
+                .ok_or_else(|| WorkerError::Internal("file reader stopped".into()))?,
+        };
+        match piece {
+            Piece::Block {
+                result,
+                last_line,
+                chunk_end,
+            } => {
+                let block = result
+                    .await
+                    .map_err(|_| WorkerError::Internal("decoder task died".into()))??;
+                failpoint::hit("after_read")?;
+                if mode == Mode::Undecided {
+                    if let Some(key) = &block.first_key {
+                        if key_present(client, presence, key).await? {
+                            mode = Mode::AlreadyStored;
+                        } else {
+                            if let Some(error) = copier.start_copy(copy_sql).await? {
+                                return Err(WorkerError::Internal(format!(
+                                    "the target refused COPY: {error}"
+                                )));
+                            }
+                            mode = Mode::Copying;
+                        }
+                    }
+                }
+                if mode == Mode::Copying && !block.copy_data.is_empty() {
+                    copier.send(&block.copy_data).await?;
+                }
+                if block.last_key.is_some() {
+                    last_key = block.last_key;
+                }
+                rows += block.rows;
+                spilled += block.spilled;
+                rejects.extend(block.rejects);
+                to = last_line;
+                if chunk_end {
+                    break;
+                }
+            }
+            Piece::End(end) => {
+                summary = Some(end);
+                break;
+            }
+            Piece::Error(error) => {
+                if mode == Mode::Copying {
+                    copier.abort("ferry: the data file is unusable").await?;
+                }
+                return match fail_on_data_error(client, ctx, shard_id, error).await? {
+                    ShardOutcome::Failed(reason) => Ok(ChunkEnd::Failed(reason)),
+                    _ => unreachable!("fail_on_data_error returns Failed or an error"),
+                };
+            }
+        }
+    }
+    if let Some(end) = &summary {
+        if let Err((reason, md5_ok)) = reconcile(shard, end, &ctx.store.location(&shard.data_key)) {
+            if mode == Mode::Copying {
+                copier
+                    .abort("ferry: the data file does not match its manifest")
+                    .await?;
+            }
+            return settle(
+                client,
+                ctx,
+                shard_id,
+                ChunkEnd::Mismatch {
+                    reason,
+                    md5_ok,
+                    items: end.items,
+                },
+            )
+            .await;
+        }
+    }
+    match mode {
+        Mode::Copying => match copier.finish().await? {
+            CopyResult::Copied(copied) if copied == rows => {}
+            CopyResult::Copied(copied) => {
+                return Err(WorkerError::Internal(format!(
+                    "COPY stored {copied} rows, {rows} were sent"
+                )));
+            }
+            CopyResult::Refused(error) if error.is_unique_violation() => {
+                let now = ledger::get_shard(client, &ctx.run.run_id, shard_id).await?;
+                if now
+                    .is_some_and(|s| s.committed_lines != from || s.state == sql::shard_state::DONE)
+                {
+                    return Ok(ChunkEnd::LostRace);
+                }
+                // Another worker may have stored the chunk and not yet moved the checkpoint.
+                if let Some(key) = &last_key {
+                    if key_present(client, presence, key).await? {
+                        tracing::info!(
+                            shard = shard_id,
+                            from,
+                            "chunk stored by another worker: moving its checkpoint"
+                        );
+                    } else {
+                        let reason = format!(
+                            "data file {}: lines {}..={to} hold a key that is already in table {:?}: {error}",
+                            ctx.store.location(&shard.data_key),
+                            from + 1,
+                            ctx.run.target_table
+                        );
+                        ledger::fail_shard(client, &ctx.run.run_id, shard_id, &reason, None, None)
+                            .await?;
+                        return Ok(ChunkEnd::Failed(reason));
+                    }
+                }
+            }
+            CopyResult::Refused(error) => {
+                return Err(WorkerError::Internal(format!(
+                    "COPY of lines {}..={to} of shard {shard_id} failed: {error}",
+                    from + 1
+                )))
+            }
+        },
+        Mode::AlreadyStored => {
+            let complete = match &last_key {
+                Some(key) => key_present(client, presence, key).await?,
+                None => true,
+            };
+            if !complete {
+                let reason = format!(
+                    "data file {}: the first row of lines {}..={to} is in table {:?} but its last row is not: \
+                     the table holds rows under this export's keys that this run did not load",
+                    ctx.store.location(&shard.data_key),
+                    from + 1,
+                    ctx.run.target_table
+                );
+                ledger::fail_shard(client, &ctx.run.run_id, shard_id, &reason, None, None).await?;
+                return Ok(ChunkEnd::Failed(reason));
+            }
+            tracing::info!(
+                shard = shard_id,
+                from,
+                to,
+                "chunk already stored by an earlier attempt: moving its checkpoint"
+            );
+        }
+        Mode::Undecided => {}
+    }
+    failpoint::hit("after_copy")?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(WorkerError::db("cannot begin the checkpoint"))?;
+    let tally = ChunkTally {
+        from,
+        to,
+        rows,
+        spilled,
+        rejects,
+        summary,
+    };
+    let end = commit_chunk(tx, ctx, shard, tally).await?;
+    settle(client, ctx, shard_id, end).await
+}
+
+/// What one chunk produced.
+struct ChunkTally {
+    from: u64,
+    to: u64,
+    rows: u64,
+    spilled: u64,
+    rejects: Vec<Reject>,
+    /// The whole file's summary, when this chunk is the last.
+    summary: Option<SourceSummary>,
+}
+
+/// Records a data-file mismatch found at commit time (after the transaction is gone).
+async fn settle(
+    client: &Client,
+    ctx: &LoadContext,
+    shard_id: &str,
+    end: ChunkEnd,
+) -> Result<ChunkEnd> {
+    match end {
+        ChunkEnd::Mismatch {
+            reason,
+            md5_ok,
+            items,
+        } => {
+            ledger::fail_shard(
+                client,
+                &ctx.run.run_id,
+                shard_id,
+                &reason,
+                md5_ok,
+                Some(items),
+            )
+            .await?;
+            Ok(ChunkEnd::Failed(reason))
+        }
+        other => Ok(other),
+    }
+}
+
+/// In `tx`: records the chunk's rejects and moves the checkpoint from `from` to `to` (or finishes
+/// the shard, after reconciling the whole file), then commits. 0 rows updated: another worker
+/// moved the checkpoint first, and the transaction rolls back.
+async fn commit_chunk(
+    tx: tokio_postgres::Transaction<'_>,
+    ctx: &LoadContext,
+    shard: &ledger::ShardRecord,
+    tally: ChunkTally,
+) -> Result<ChunkEnd> {
+    let run_id = ctx.run.run_id.as_str();
+    let shard_id = shard.shard_id.as_str();
+    let ChunkTally {
+        from,
+        to,
+        rows,
+        spilled,
+        rejects,
+        summary,
+    } = tally;
     if !rejects.is_empty() {
         let insert = tx
             .prepare(sql::INSERT_REJECT)
@@ -412,10 +823,11 @@ async fn load_chunk(
             if let Err((reason, md5_ok)) =
                 reconcile(shard, end, &ctx.store.location(&shard.data_key))
             {
-                drop(tx);
-                ledger::fail_shard(client, run_id, shard_id, &reason, md5_ok, Some(end.items))
-                    .await?;
-                return Ok(ChunkEnd::Failed(reason));
+                return Ok(ChunkEnd::Mismatch {
+                    reason,
+                    md5_ok,
+                    items: end.items,
+                });
             }
             let md5_ok = shard.md5_checksum.as_ref().map(|_| true);
             let items = end.items as i64;

@@ -114,6 +114,19 @@ impl ParsedNumber {
         })
     }
 
+    /// Whether the value fits a 96-bit decimal exactly (HeliosDB's NUMERIC): its digits, read as an
+    /// integer, below 2^96, with at most 28 fraction digits. A value that does not fit would be
+    /// refused or, worse, silently rounded by such a server.
+    pub fn fits_decimal96(&self) -> bool {
+        const MAX: &str = "79228162514264337593543950335"; // 2^96 - 1
+        if self.frac_digits.len() > 28 {
+            return false;
+        }
+        let digits: String = format!("{}{}", self.int_digits, self.frac_digits);
+        let digits = digits.trim_start_matches('0');
+        digits.len() < MAX.len() || (digits.len() == MAX.len() && digits <= MAX)
+    }
+
     /// Canonical plain decimal text (also a valid JSON number).
     pub fn to_plain(&self) -> String {
         let mut out = String::with_capacity(self.int_digits.len() + self.frac_digits.len() + 3);
@@ -289,6 +302,22 @@ mod tests {
             canonical_number("0E+5000"),
             Err(NumberError::OutOfRange(_))
         ));
+    }
+
+    #[test]
+    fn decimal96_limits() {
+        let fits = |t: &str| ParsedNumber::parse(t).unwrap().fits_decimal96();
+        assert!(fits("79228162514264337593543950335"));
+        assert!(!fits("79228162514264337593543950336"));
+        assert!(fits("-7.9228162514264337593543950335"));
+        assert!(fits("0.0000000000000000000000000001"));
+        assert!(!fits("0.00000000000000000000000000001"));
+        assert!(!fits("-123456.000000000000000000000000000001"));
+        assert!(!fits("12345678901234567890123456789012345678"));
+        assert!(!fits("1E+125"));
+        assert!(!fits("1E-130"));
+        assert!(fits("1234.56"));
+        assert!(fits("0"));
     }
 
     #[test]

@@ -218,5 +218,6 @@ fn infer_for_bench(lines: &[Vec<u8>]) -> anyhow::Result<ferry_shared::schema::Ta
         &keys,
         &settings.mapping,
         &stats,
+        ferry_shared::schema::NumericLimit::Unlimited,
     )?)
 }

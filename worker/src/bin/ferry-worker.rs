@@ -74,7 +74,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let shards = ledger::get_shards(&client, &run.run_id).await?;
     let tasks = pending_tasks(&run.run_id, &shards);
     tracing::info!(run = %run.run_id, pending = tasks.len(), "worker starting");
-    let ctx = LoadContext::new(run, Arc::new(store), &settings.load);
+    let target = ferry_worker::target::Target::detect(&client, settings.load.copy_format).await?;
+    let ctx = LoadContext::new(run, Arc::new(store), &settings.load, target, &args.target);
     let pool = PoolSettings {
         target_url: args.target.clone(),
         workers: args.workers.unwrap_or(settings.load.workers.get()),

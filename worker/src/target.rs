@@ -1,0 +1,107 @@
+//! What the target server is and how to load it: detected once per connection.
+//!
+//! - PostgreSQL: binary COPY inside the transaction that advances the checkpoint.
+//! - HeliosDB (`server_version` names it): it refuses binary COPY and handles COPY only over the
+//!   simple protocol, fast only in autocommit; so CSV COPY in autocommit with the presence-checked
+//!   checkpoint of [`crate::load`], and a NUMERIC limited to a 96-bit decimal.
+
+use ferry_shared::config::CopyFormat;
+use ferry_shared::schema::NumericLimit;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::{Result, WorkerError};
+
+/// The kind of server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    /// PostgreSQL.
+    Postgres,
+    /// HeliosDB (heliosdb-nano).
+    HeliosDb,
+}
+
+/// How chunks are loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadPath {
+    /// Binary COPY and the checkpoint in one transaction.
+    BinaryCopyInTransaction,
+    /// CSV COPY in autocommit over the simple protocol, then the checkpoint; a retried chunk is
+    /// recognised by its rows' keys.
+    CsvCopyAutocommit,
+}
+
+/// A detected target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The server kind.
+    pub kind: TargetKind,
+    /// `server_version` as reported.
+    pub server_version: String,
+    /// The load path chosen.
+    pub load_path: LoadPath,
+}
+
+impl Target {
+    /// Asks the server who it is and picks the fastest correct load path (or the configured one).
+    pub async fn detect(client: &Client, copy_format: CopyFormat) -> Result<Target> {
+        let messages = client
+            .simple_query("SHOW server_version")
+            .await
+            .map_err(WorkerError::db("cannot read the server version"))?;
+        let server_version = messages
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let kind = if server_version.to_ascii_lowercase().contains("heliosdb") {
+            TargetKind::HeliosDb
+        } else {
+            TargetKind::Postgres
+        };
+        let load_path = match (copy_format, kind) {
+            (CopyFormat::Binary, TargetKind::HeliosDb) => return Err(WorkerError::Internal(
+                "load.copy_format = \"binary\" but HeliosDB refuses binary COPY: use auto or csv"
+                    .into(),
+            )),
+            (CopyFormat::Binary, _) | (CopyFormat::Auto, TargetKind::Postgres) => {
+                LoadPath::BinaryCopyInTransaction
+            }
+            (CopyFormat::Csv, _) | (CopyFormat::Auto, TargetKind::HeliosDb) => {
+                LoadPath::CsvCopyAutocommit
+            }
+        };
+        let target = Target {
+            kind,
+            server_version,
+            load_path,
+        };
+        tracing::info!(server = %target.server_version, load_path = %target.describe(), "target detected");
+        Ok(target)
+    }
+
+    /// What NUMERIC holds on this target.
+    pub fn numeric_limit(&self) -> NumericLimit {
+        match self.kind {
+            TargetKind::Postgres => NumericLimit::Unlimited,
+            TargetKind::HeliosDb => NumericLimit::Decimal96,
+        }
+    }
+
+    /// The load path in words, for logs and the report.
+    pub fn describe(&self) -> String {
+        let server = match self.kind {
+            TargetKind::Postgres => "PostgreSQL",
+            TargetKind::HeliosDb => "HeliosDB",
+        };
+        match self.load_path {
+            LoadPath::BinaryCopyInTransaction => {
+                format!("binary COPY in a transaction with the checkpoint ({server})")
+            }
+            LoadPath::CsvCopyAutocommit => {
+                format!("CSV COPY in autocommit over the simple protocol, key-checked checkpoint ({server})")
+            }
+        }
+    }
+}
