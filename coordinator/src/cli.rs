@@ -14,6 +14,7 @@ use ferry_shared::config::{load_settings, KeyAttribute, Settings};
 use ferry_shared::telemetry::LogFormat;
 use ferry_worker::ledger;
 
+use crate::embedded::EmbeddedHelios;
 use crate::migrate::{migrate, MigrateRequest};
 use crate::plan::{plan, PlanRequest};
 use crate::report::{build_report, Report, ReportContext};
@@ -48,6 +49,7 @@ struct PlanArgs {
     #[arg(long)]
     export: PathBuf,
     /// Target database URL, postgres://user@host:port/db (or FERRY_TARGET__URL, or [target] url).
+    /// Without one, `migrate` starts its own HeliosDB with its data in ./ferry-data.
     #[arg(long)]
     target: Option<String>,
     /// Key attributes forming the primary key: pk[,sk], optionally typed (pk:S,sk:N).
@@ -160,7 +162,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Migrate(args) => {
             let settings = load_settings(args.plan.config.as_deref())?;
-            let target_url = target_url(args.plan.target.as_ref(), &settings)?;
+            // No target: the embedded default, a HeliosDB server of our own.
+            let explicit = args
+                .plan
+                .target
+                .clone()
+                .or_else(|| settings.target_url.clone());
+            let embedded = match explicit {
+                Some(_) => None,
+                None => {
+                    // Check the export before starting a server for it.
+                    ferry_shared::store::LocalStore::for_export_path(&args.plan.export)?;
+                    Some(EmbeddedHelios::start(&settings.embedded).await?)
+                }
+            };
+            let target_url = match &embedded {
+                Some(server) => server.url(),
+                None => target_url(args.plan.target.as_ref(), &settings)?,
+            };
             let request = MigrateRequest {
                 plan: plan_request(&args.plan, settings)?,
                 target_url,
@@ -168,8 +187,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 allow_unverified: args.allow_unverified,
                 progress_bar: std::io::stderr().is_terminal(),
             };
-            let report = migrate(request).await?;
+            let result = migrate(request).await;
+            let connect_hint = match embedded {
+                Some(server) => Some(server.stop().await),
+                None => None,
+            };
+            let report = result?;
             print_report(&report, args.json);
+            if let Some(hint) = connect_hint {
+                eprintln!("{hint}");
+            }
             Ok(verdict(&report))
         }
         Command::Plan(args) => {

@@ -6,10 +6,12 @@
 //! - [`infer`]: schema inference from a sample of items.
 //! - [`migrate`]: the single-machine path: plan, in-process workers, finalize.
 //! - [`report`]: the run report (rows, rejects, per-shard reconciliation, rate, verdict).
+//! - [`embedded`]: the embedded default: a HeliosDB server started and stopped by `migrate`.
 //! - [`cli`]: the `ferry-coordinator` command line.
 //! - [`error`]: this crate's error type.
 
 pub mod cli;
+pub mod embedded;
 pub mod error;
 pub mod infer;
 pub mod migrate;

@@ -36,14 +36,22 @@ fn a_missing_export_exits_2_naming_the_path() {
 }
 
 #[test]
-fn no_target_is_a_clear_error() {
+fn no_target_and_no_heliosdb_binary_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
     let output = coordinator()
         .args(["migrate", "--export", "."])
         .env_remove("FERRY_TARGET__URL")
+        .env_remove("FERRY_HELIOSDB_BIN")
+        .env("HOME", dir.path())
+        .env("PATH", dir.path())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no target database"));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        text.contains("no heliosdb-nano binary") && text.contains("scripts/install-heliosdb"),
+        "{text}"
+    );
 }
 
 #[test]

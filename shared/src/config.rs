@@ -141,8 +141,16 @@ impl Default for RawMapping {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTarget {
-    /// `postgres://user@host:port/db` (the password may come from `PGPASSWORD`).
+    /// `postgres://user@host:port/db` (the password may come from `PGPASSWORD`). Without one,
+    /// `migrate` starts its own HeliosDB (the embedded default).
     pub url: Option<String>,
+    /// The embedded HeliosDB's data folder (default `./ferry-data`).
+    pub data_dir: Option<String>,
+    /// The `heliosdb-nano` binary for the embedded default (default: `$FERRY_HELIOSDB_BIN`, the
+    /// install cache `~/.cache/ferry/heliosdb-<version>/bin`, then `PATH`).
+    pub heliosdb_bin: Option<String>,
+    /// The embedded HeliosDB's port (default: a free one).
+    pub port: Option<u16>,
 }
 
 /// A key attribute with an optional declared type.
@@ -237,6 +245,19 @@ pub struct Settings {
     pub mapping: MappingSettings,
     /// `[target] url`
     pub target_url: Option<String>,
+    /// `[target]` settings of the embedded default.
+    pub embedded: EmbeddedSettings,
+}
+
+/// Where and how the embedded HeliosDB runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbeddedSettings {
+    /// Data folder.
+    pub data_dir: std::path::PathBuf,
+    /// Binary, when configured.
+    pub heliosdb_bin: Option<std::path::PathBuf>,
+    /// Port, when configured.
+    pub port: Option<u16>,
 }
 
 impl Default for Settings {
@@ -308,6 +329,15 @@ impl RawConfig {
                 on_type_mismatch: mapping.on_type_mismatch,
                 sample_items: mapping.sample_items.max(1),
                 min_presence: mapping.min_presence,
+            },
+            embedded: EmbeddedSettings {
+                data_dir: self
+                    .target
+                    .data_dir
+                    .unwrap_or_else(|| "ferry-data".into())
+                    .into(),
+                heliosdb_bin: self.target.heliosdb_bin.map(Into::into),
+                port: self.target.port,
             },
             target_url: self.target.url,
         })

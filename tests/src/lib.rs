@@ -5,9 +5,11 @@
 //!   gzip JSON Lines data files, realistic and edge-case items).
 //! - [`pg`]: throw-away real PostgreSQL clusters, one database per test.
 //! - [`compare`]: value-by-value comparison of a loaded table with its source export.
+//! - [`helios`]: throw-away real HeliosDB servers.
 //! - [`harness`]: running the real Ferry binaries and migrations from tests.
 
 pub mod compare;
 pub mod gen;
 pub mod harness;
+pub mod helios;
 pub mod pg;

@@ -351,7 +351,7 @@ type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 
 /// Spawns `cmd` from a thread that never exits, so `PR_SET_PDEATHSIG` only fires when the
 /// whole process dies (test threads are short-lived).
-fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {
+pub(crate) fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {
     static SPAWNER: Mutex<Option<mpsc::Sender<SpawnRequest>>> = Mutex::new(None);
     let tx = {
         let mut guard = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
@@ -385,7 +385,7 @@ fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {
 
 /// Tries a real protocol connection (the server refuses them while starting up). Runs on its
 /// own thread with its own runtime so it works from inside async tests too.
-fn can_connect(url: &str) -> bool {
+pub(crate) fn can_connect(url: &str) -> bool {
     let url = url.to_string();
     let attempt = std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -415,7 +415,7 @@ fn can_connect(url: &str) -> bool {
 }
 
 /// Binds 127.0.0.1:0 and returns the port the kernel picked.
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("failed to find a free port")?;
     Ok(listener.local_addr()?.port())

@@ -248,7 +248,7 @@ impl SimpleCopyClient {
         const FRAME: usize = 4 * 1024 * 1024;
         while !data.is_empty() {
             let take = data.len().min(FRAME);
-            self.write_buf.extend_from_slice(&[b'd']);
+            self.write_buf.extend_from_slice(b"d");
             self.write_buf
                 .extend_from_slice(&((take + 4) as i32).to_be_bytes());
             self.write_buf.extend_from_slice(&data[..take]);

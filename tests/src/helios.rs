@@ -1,0 +1,159 @@
+//! Throw-away real HeliosDB servers (`heliosdb-nano`, built from crates.io by
+//! `scripts/install-heliosdb` into `~/.cache/ferry/`), one per test, on a free loopback port with a
+//! temporary data folder. A missing binary is an error, never a skip.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::pg::{can_connect, free_port, spawn_from_long_lived_thread};
+
+/// The pinned HeliosDB version.
+pub const HELIOSDB_VERSION: &str = "4.41.1";
+
+/// Finds the `heliosdb-nano` binary: `$FERRY_HELIOSDB_BIN`, the install cache, or `PATH`.
+pub fn heliosdb_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("FERRY_HELIOSDB_BIN") {
+        let path = PathBuf::from(path);
+        anyhow::ensure!(
+            path.is_file(),
+            "FERRY_HELIOSDB_BIN={} is not a file",
+            path.display()
+        );
+        return Ok(path);
+    }
+    let cache = std::env::var_os("FERRY_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ferry")));
+    if let Some(cache) = cache {
+        let path = cache.join(format!("heliosdb-{HELIOSDB_VERSION}/bin/heliosdb-nano"));
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let path = dir.join("heliosdb-nano");
+            if path.is_file() {
+                return Ok(path);
+            }
+        }
+    }
+    bail!("heliosdb-nano not found: run scripts/install-heliosdb (scripts/test does) or set FERRY_HELIOSDB_BIN")
+}
+
+/// A running HeliosDB server.
+pub struct HeliosServer {
+    child: Option<Child>,
+    port: u16,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl HeliosServer {
+    /// Starts a server with a fresh data folder and waits until it answers queries.
+    pub fn start() -> anyhow::Result<HeliosServer> {
+        let binary = heliosdb_binary()?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let log = dir.path().join("server.log");
+        let log_file = std::fs::File::create(&log)?;
+        let mut command = Command::new(&binary);
+        command
+            .args([
+                "start",
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--auth",
+                "trust",
+                "--http-port",
+                "0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = spawn_from_long_lived_thread(command)
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut server = HeliosServer {
+            child: Some(child),
+            port,
+            _dir: dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !can_connect(&server.url()) {
+            if let Some(child) = server.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    bail!("heliosdb-nano exited with {status}: {}", server.log_tail());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "heliosdb-nano did not answer within 60 s: {}",
+                    server.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(server)
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres` (trust auth; HeliosDB needs a known dbname).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The end of the server's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(2000);
+        text[text.floor_char_boundary(start)..].to_string()
+    }
+}
+
+impl Drop for HeliosServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
