@@ -264,6 +264,128 @@ pub async fn read_table(
     Ok((columns, rows))
 }
 
+/// Reads the table through the simple query protocol (every value in PostgreSQL text format),
+/// typed by the run's schema from the ledger, into the same shape as `to_jsonb(row)`. For servers
+/// without `to_jsonb` (HeliosDB).
+pub async fn read_table_text(
+    client: &tokio_postgres::Client,
+    run_id: &str,
+) -> anyhow::Result<(String, Vec<TableColumn>, Vec<Map<String, Value>>)> {
+    let mut schema_json = None;
+    for message in client
+        .simple_query(&format!(
+            "SELECT schema_json FROM ferry.runs WHERE run_id = '{}'",
+            run_id.replace('\'', "''")
+        ))
+        .await?
+    {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            schema_json = row.get(0).map(str::to_string);
+        }
+    }
+    let schema: ferry_shared::schema::TableSchema = serde_json::from_str(
+        &schema_json.with_context(|| format!("run {run_id} not in the ledger"))?,
+    )?;
+    let mut columns: Vec<TableColumn> = schema
+        .columns
+        .iter()
+        .map(|c| TableColumn {
+            name: c.name.clone(),
+            udt: c.pg_type.udt_name().to_string(),
+        })
+        .collect();
+    columns.push(TableColumn {
+        name: schema.overflow_column.clone(),
+        udt: "jsonb".into(),
+    });
+    let list: Vec<String> = columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.name.replace('"', "\"\"")))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM \"{}\"",
+        list.join(", "),
+        schema.table.replace('"', "\"\"")
+    );
+    let mut rows = Vec::new();
+    for message in client.simple_query(&sql).await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            let mut map = Map::new();
+            for (i, column) in columns.iter().enumerate() {
+                let value = match row.get(i) {
+                    None => Value::Null,
+                    Some(text) => text_value(&column.udt, text)
+                        .with_context(|| format!("column {} value {text:?}", column.name))?,
+                };
+                map.insert(column.name.clone(), value);
+            }
+            rows.push(map);
+        }
+    }
+    Ok((schema.table, columns, rows))
+}
+
+/// A value in PostgreSQL text format, as `to_jsonb` would give it.
+fn text_value(udt: &str, text: &str) -> anyhow::Result<Value> {
+    Ok(match udt {
+        "text" | "bytea" => Value::String(text.to_string()),
+        "numeric" => number_value(text)?,
+        "bool" => Value::Bool(matches!(text, "t" | "true" | "TRUE" | "True")),
+        "jsonb" => serde_json::from_str(text)?,
+        "_text" | "_bytea" => Value::Array(
+            parse_array_literal(text)?
+                .into_iter()
+                .map(Value::String)
+                .collect(),
+        ),
+        "_numeric" => Value::Array(
+            parse_array_literal(text)?
+                .iter()
+                .map(|n| number_value(n))
+                .collect::<anyhow::Result<_>>()?,
+        ),
+        other => bail!("unexpected column type {other}"),
+    })
+}
+
+/// Parses a one-dimensional array literal (`{a,"b c","x\"y"}`).
+pub fn parse_array_literal(text: &str) -> anyhow::Result<Vec<String>> {
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .with_context(|| format!("not an array literal: {text}"))?;
+    let mut items = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        let mut item = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => item.push(chars.next().context("dangling escape")?),
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => bail!("unterminated element in {text}"),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                item.push(c);
+                chars.next();
+            }
+        }
+        items.push(item);
+        match chars.next() {
+            Some(',') | None => {}
+            Some(c) => bail!("unexpected {c:?} in {text}"),
+        }
+    }
+    Ok(items)
+}
+
 /// Compares the table with the source items; returns every difference (empty: identical).
 pub fn compare(
     source: &SourceItems,
@@ -401,6 +523,17 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn array_literals_parse() {
+        assert_eq!(parse_array_literal("{}").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse_array_literal("{a,\"b c\",\"x\\\"y\\\\z\",\"\"}").unwrap(),
+            vec!["a", "b c", "x\"y\\z", ""]
+        );
+        assert_eq!(parse_array_literal("{1.5,2}").unwrap(), vec!["1.5", "2"]);
+        assert!(parse_array_literal("a,b").is_err());
+    }
 
     #[test]
     fn numbers_compare_by_exact_value() {

@@ -11,7 +11,7 @@ use ferry_coordinator::plan::PlanRequest;
 use ferry_coordinator::report::Report;
 use ferry_shared::config::{KeyAttribute, Settings};
 
-use crate::compare::{compare, read_source_items, read_table};
+use crate::compare::{compare, read_source_items, read_table, read_table_text};
 use crate::gen::{generate_export, GenOptions, GeneratedExport};
 use crate::pg::shared_cluster;
 
@@ -175,4 +175,32 @@ pub fn migrate_args(fixture: &Fixture) -> Vec<String> {
 pub async fn query_i64(url: &str, sql: &str) -> anyhow::Result<i64> {
     let client = connect(url).await?;
     Ok(client.query_one(sql, &[]).await?.get::<_, i64>(0))
+}
+
+/// Like [`assert_table_matches_except`], reading the table in text format typed by the run's
+/// schema (for servers without `to_jsonb`, HeliosDB).
+pub async fn assert_run_matches_text(
+    url: &str,
+    run_id: &str,
+    export_dir: &Path,
+    rejected_pks: &[&str],
+) -> anyhow::Result<usize> {
+    let client = connect(url).await?;
+    let mut source = read_source_items(export_dir, &["PK", "SK"])?;
+    source.retain(|key, _| {
+        !rejected_pks
+            .iter()
+            .any(|pk| key.starts_with(&format!("[{}", serde_json::Value::from(*pk))))
+    });
+    let (table, columns, rows) = read_table_text(&client, run_id).await?;
+    let overflow = columns.last().map(|c| c.name.clone()).unwrap_or_default();
+    let diffs = compare(&source, &["PK", "SK"], &columns, &overflow, &rows);
+    if !diffs.is_empty() {
+        let shown: Vec<&String> = diffs.iter().take(20).collect();
+        anyhow::bail!(
+            "table {table} differs from the source in {} ways; first ones:\n{shown:#?}",
+            diffs.len()
+        );
+    }
+    Ok(rows.len())
 }

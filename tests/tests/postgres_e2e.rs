@@ -4,8 +4,8 @@
 use ferry_shared::config::Settings;
 use ferry_tests::gen::{add_data_file, rewrite_manifest, ChecksumExt, GenOptions};
 use ferry_tests::harness::{
-    assert_table_matches, assert_table_matches_except, connect, fixture, migrate_in_process,
-    migrate_path, query_i64, small_chunks,
+    assert_run_matches_text, assert_table_matches, assert_table_matches_except, connect, fixture,
+    migrate_in_process, migrate_path, query_i64, small_chunks,
 };
 
 fn options(seed: u64, items: u64, files: usize) -> GenOptions {
@@ -371,6 +371,17 @@ async fn the_csv_autocommit_path_loads_every_value_exactly_too() -> anyhow::Resu
     settings.load.copy_format = ferry_shared::config::CopyFormat::Csv;
     let report = migrate_in_process(&fixture, settings, false).await?;
     assert!(report.verified(), "{}", report.to_text());
+    // The text-format reader used for HeliosDB agrees, on PostgreSQL, with the to_jsonb one.
+    assert_eq!(
+        assert_run_matches_text(
+            &fixture.url,
+            &report.run_id,
+            &fixture.export.export_dir,
+            &[]
+        )
+        .await?,
+        3_000
+    );
     assert!(
         report.load_path.contains("CSV COPY in autocommit"),
         "{}",
