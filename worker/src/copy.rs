@@ -8,7 +8,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
 use ferry_shared::schema::{PgType, TableSchema};
 
-use crate::number::ParsedNumber;
+use crate::number::{write_pg_numeric_plain, ParsedNumber};
 
 /// The binary COPY signature, flags and header extension length.
 pub const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -47,12 +47,15 @@ fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn write_numeric(out: &mut Vec<u8>, text: &str, column: &str) -> Result<(), EncodeError> {
-    let parsed = ParsedNumber::parse(text).map_err(|e| EncodeError {
-        column: column.into(),
-        reason: e.to_string(),
-    })?;
     let at = begin_field(out);
-    parsed.write_pg_numeric(out);
+    // Decoding leaves numbers in canonical plain text, which encodes without allocating.
+    if write_pg_numeric_plain(text, out).is_none() {
+        let parsed = ParsedNumber::parse(text).map_err(|e| EncodeError {
+            column: column.into(),
+            reason: e.to_string(),
+        })?;
+        parsed.write_pg_numeric(out);
+    }
     end_field(out, at);
     Ok(())
 }
