@@ -277,15 +277,13 @@ pub async fn prepare_table(
         });
     }
     if must_be_empty {
-        let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM {})",
-            quote_ident(&schema.table)
-        );
-        let non_empty: bool = client
-            .query_one(&sql, &[])
+        // `SELECT 1 … LIMIT 1` rather than EXISTS: every PostgreSQL-wire server has it.
+        let sql = format!("SELECT 1::int8 FROM {} LIMIT 1", quote_ident(&schema.table));
+        let non_empty = !client
+            .query(&sql, &[])
             .await
             .map_err(CoordinatorError::db("cannot inspect the target table"))?
-            .get(0);
+            .is_empty();
         if non_empty {
             return Err(CoordinatorError::Invalid(format!(
                 "table {:?} already holds rows that are not this run's: pass --append to load into it anyway",
