@@ -69,7 +69,7 @@ pub struct RawLoad {
     pub workers: usize,
     /// Connection attempts before a worker gives up on the target.
     pub connect_attempts: u32,
-    /// `auto` (binary COPY on PostgreSQL, CSV COPY on HeliosDB), `binary` or `csv`.
+    /// `auto` (binary COPY on PostgreSQL, CSV COPY on HeliosDB), `binary`, `csv` or `insert`.
     pub copy_format: CopyFormat,
 }
 
@@ -85,6 +85,9 @@ pub enum CopyFormat {
     /// CSV COPY over the simple protocol in autocommit, with the presence-checked checkpoint
     /// (HeliosDB; works on PostgreSQL too).
     Csv,
+    /// Multi-row INSERTs with text parameters in the checkpoint's transaction: the last resort,
+    /// for a server without a usable COPY.
+    Insert,
 }
 
 impl Default for RawLoad {

@@ -393,3 +393,23 @@ async fn the_csv_autocommit_path_loads_every_value_exactly_too() -> anyhow::Resu
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_insert_fallback_loads_every_value_exactly_too() -> anyhow::Result<()> {
+    // The last rung of the load ladder: multi-row INSERT with text parameters.
+    let fixture = fixture("e2e_insert_path", &options(17, 1_500, 2)).await?;
+    let mut settings = small_chunks(300);
+    settings.load.copy_format = ferry_shared::config::CopyFormat::Insert;
+    let report = migrate_in_process(&fixture, settings, false).await?;
+    assert!(report.verified(), "{}", report.to_text());
+    assert!(
+        report.load_path.contains("multi-row INSERT"),
+        "{}",
+        report.load_path
+    );
+    assert_eq!(
+        assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
+        1_500
+    );
+    Ok(())
+}

@@ -43,10 +43,51 @@ fn array_element(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Appends every row of `batch` as CSV lines.
-pub fn encode_batch_csv(schema: &TableSchema, batch: &RecordBatch, out: &mut Vec<u8>) {
+/// Appends the PostgreSQL text input form of a non-null value: text as is, NUMERIC as its exact
+/// decimal text, `true`/`false`, BYTEA as `\x` hex, JSONB as its text, arrays as literals.
+pub fn field_text(pg_type: PgType, array: &dyn Array, row: usize, out: &mut String) {
+    match pg_type {
+        PgType::Text | PgType::Jsonb | PgType::Numeric => {
+            out.push_str(array.as_string::<i32>().value(row))
+        }
+        PgType::Boolean => out.push_str(if array.as_boolean().value(row) {
+            "true"
+        } else {
+            "false"
+        }),
+        PgType::Bytea => hex(out, array.as_binary::<i32>().value(row)),
+        PgType::TextArray | PgType::NumericArray | PgType::ByteaArray => {
+            let values = array.as_list::<i32>().value(row);
+            out.push('{');
+            for i in 0..values.len() {
+                if i > 0 {
+                    out.push(',');
+                }
+                match pg_type {
+                    PgType::TextArray => array_element(out, values.as_string::<i32>().value(i)),
+                    PgType::NumericArray => out.push_str(values.as_string::<i32>().value(i)),
+                    _ => {
+                        let mut element = String::new();
+                        hex(&mut element, values.as_binary::<i32>().value(i));
+                        array_element(out, &element);
+                    }
+                }
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// The column types of a batch laid out by [`crate::decode::arrow_schema`]: columns, then overflow.
+pub fn batch_types(schema: &TableSchema) -> Vec<PgType> {
     let mut types: Vec<PgType> = schema.columns.iter().map(|c| c.pg_type).collect();
     types.push(PgType::Jsonb);
+    types
+}
+
+/// Appends every row of `batch` as CSV lines.
+pub fn encode_batch_csv(schema: &TableSchema, batch: &RecordBatch, out: &mut Vec<u8>) {
+    let types = batch_types(schema);
     let mut scratch = String::new();
     for row in 0..batch.num_rows() {
         for (index, pg_type) in types.iter().enumerate() {
@@ -57,52 +98,39 @@ pub fn encode_batch_csv(schema: &TableSchema, batch: &RecordBatch, out: &mut Vec
             if array.is_null(row) {
                 continue;
             }
+            scratch.clear();
+            field_text(*pg_type, array.as_ref(), row, &mut scratch);
             match pg_type {
-                PgType::Text | PgType::Jsonb => {
-                    quoted(out, array.as_string::<i32>().value(row).as_bytes())
+                // Unquoted: no comma, quote or newline can appear, and never empty.
+                PgType::Numeric | PgType::Boolean | PgType::Bytea => {
+                    out.extend_from_slice(scratch.as_bytes())
                 }
-                PgType::Numeric => {
-                    out.extend_from_slice(array.as_string::<i32>().value(row).as_bytes())
-                }
-                PgType::Boolean => out.extend_from_slice(if array.as_boolean().value(row) {
-                    b"true"
-                } else {
-                    b"false"
-                }),
-                PgType::Bytea => {
-                    scratch.clear();
-                    hex(&mut scratch, array.as_binary::<i32>().value(row));
-                    out.extend_from_slice(scratch.as_bytes());
-                }
-                PgType::TextArray | PgType::NumericArray | PgType::ByteaArray => {
-                    let values = array.as_list::<i32>().value(row);
-                    scratch.clear();
-                    scratch.push('{');
-                    for i in 0..values.len() {
-                        if i > 0 {
-                            scratch.push(',');
-                        }
-                        match pg_type {
-                            PgType::TextArray => {
-                                array_element(&mut scratch, values.as_string::<i32>().value(i))
-                            }
-                            PgType::NumericArray => {
-                                scratch.push_str(values.as_string::<i32>().value(i))
-                            }
-                            _ => {
-                                let mut element = String::new();
-                                hex(&mut element, values.as_binary::<i32>().value(i));
-                                array_element(&mut scratch, &element);
-                            }
-                        }
-                    }
-                    scratch.push('}');
-                    quoted(out, scratch.as_bytes());
-                }
+                _ => quoted(out, scratch.as_bytes()),
             }
         }
         out.push(b'\n');
     }
+}
+
+/// Every row of `batch` as text values (`None` for NULL), for INSERT with text parameters.
+pub fn batch_texts(schema: &TableSchema, batch: &RecordBatch) -> Vec<Vec<Option<String>>> {
+    let types = batch_types(schema);
+    (0..batch.num_rows())
+        .map(|row| {
+            types
+                .iter()
+                .enumerate()
+                .map(|(index, pg_type)| {
+                    let array = batch.column(index);
+                    (!array.is_null(row)).then(|| {
+                        let mut text = String::new();
+                        field_text(*pg_type, array.as_ref(), row, &mut text);
+                        text
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

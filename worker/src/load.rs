@@ -52,7 +52,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::copy::{encode_batch, COPY_HEADER, COPY_TRAILER};
-use crate::csv::encode_batch_csv;
+use crate::csv::{batch_texts, encode_batch_csv};
 use crate::decode::{Decoder, Reject};
 use crate::ledger::{self, RunRecord};
 use crate::simple::{CopyResult, SimpleCopyClient};
@@ -143,6 +143,8 @@ struct EncodedBlock {
     /// Keys of the block's first and last rows (CSV path only).
     first_key: Option<Vec<KeyValue>>,
     last_key: Option<Vec<KeyValue>>,
+    /// Rows as text values (INSERT path only).
+    text_rows: Vec<Vec<Option<String>>>,
 }
 
 enum Piece {
@@ -175,8 +177,10 @@ fn encode_block(decoder: &Decoder, framed: FramedBlock, path: LoadPath) -> Resul
     let mut copy_data = Vec::with_capacity(framed.block.data.len() + framed.block.lines.len() * 64);
     let batch = &decoded.batch;
     let (mut first_key, mut last_key) = (None, None);
+    let mut text_rows = Vec::new();
     match path {
         LoadPath::BinaryCopyInTransaction => encode_batch(decoder.schema(), batch, &mut copy_data)?,
+        LoadPath::InsertInTransaction => text_rows = batch_texts(decoder.schema(), batch),
         LoadPath::CsvCopyAutocommit => {
             encode_batch_csv(decoder.schema(), batch, &mut copy_data);
             if batch.num_rows() > 0 {
@@ -192,7 +196,47 @@ fn encode_block(decoder: &Decoder, framed: FramedBlock, path: LoadPath) -> Resul
         spilled: decoded.spilled,
         first_key,
         last_key,
+        text_rows,
     })
+}
+
+/// The last resort for a server without a usable COPY: multi-row INSERTs in the chunk's
+/// transaction, every value bound as text and cast in SQL (servers that do not decode binary
+/// NUMERIC, JSONB or array parameters still cast text).
+async fn insert_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    ctx: &LoadContext,
+    rows: Vec<Vec<Option<String>>>,
+) -> Result<(), tokio_postgres::Error> {
+    let schema = &ctx.run.schema;
+    let types = crate::csv::batch_types(schema);
+    let per_statement = (60_000 / types.len()).clamp(1, 500);
+    for batch in rows.chunks(per_statement) {
+        let mut sql = format!(
+            "INSERT INTO {} ({}) VALUES ",
+            quote_ident(&schema.table),
+            schema.copy_column_list()
+        );
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            Vec::with_capacity(batch.len() * types.len());
+        for (r, row) in batch.iter().enumerate() {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for (c, (value, pg_type)) in row.iter().zip(&types).enumerate() {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                params.push(value);
+                sql.push_str(&format!(
+                    "CAST(${}::text AS {})",
+                    params.len(),
+                    pg_type.sql()
+                ));
+            }
+            sql.push(')');
+        }
+        tx.execute(sql.as_str(), &params).await?;
+    }
+    Ok(())
 }
 
 /// A key column's value, as bound in the presence query.
@@ -312,7 +356,7 @@ pub async fn load_shard(
     });
 
     let format = match ctx.target.load_path {
-        LoadPath::BinaryCopyInTransaction => "binary",
+        LoadPath::BinaryCopyInTransaction | LoadPath::InsertInTransaction => "binary",
         LoadPath::CsvCopyAutocommit => "csv",
     };
     let copy_sql = format!(
@@ -321,7 +365,7 @@ pub async fn load_shard(
         ctx.run.schema.copy_column_list()
     );
     let mut csv_path = match ctx.target.load_path {
-        LoadPath::BinaryCopyInTransaction => None,
+        LoadPath::BinaryCopyInTransaction | LoadPath::InsertInTransaction => None,
         LoadPath::CsvCopyAutocommit => Some((
             SimpleCopyClient::connect(&ctx.target_url).await?,
             presence_sql(&ctx.run.schema),
@@ -425,15 +469,23 @@ async fn load_chunk(
     let mut data_error: Option<WorkerError> = None;
     let mut next = Some(first);
     if matches!(next, Some(Piece::Block { .. })) {
-        let sink = tx
-            .copy_in::<_, Bytes>(copy_sql)
-            .await
-            .map_err(WorkerError::db("cannot start COPY"))?;
         // Boxed so that it can be dropped (aborting the COPY) before the transaction rolls back.
-        let mut sink = Box::pin(sink);
-        sink.send(Bytes::from_static(COPY_HEADER))
-            .await
-            .map_err(WorkerError::db("COPY failed"))?;
+        // The INSERT path (the last resort) has no COPY.
+        let mut sink = match ctx.target.load_path {
+            LoadPath::InsertInTransaction => None,
+            _ => {
+                let sink = tx
+                    .copy_in::<_, Bytes>(copy_sql)
+                    .await
+                    .map_err(WorkerError::db("cannot start COPY"))?;
+                let mut sink = Box::pin(sink);
+                sink.send(Bytes::from_static(COPY_HEADER))
+                    .await
+                    .map_err(WorkerError::db("COPY failed"))?;
+                Some(sink)
+            }
+        };
+        let mut insert_error = None;
         loop {
             let piece = match next.take() {
                 Some(piece) => piece,
@@ -456,10 +508,19 @@ async fn load_chunk(
                     spilled += block.spilled;
                     rejects.extend(block.rejects);
                     to = last_line;
-                    if !block.copy_data.is_empty() {
-                        sink.send(Bytes::from(block.copy_data))
-                            .await
-                            .map_err(WorkerError::db("COPY failed"))?;
+                    match sink.as_mut() {
+                        Some(sink) if !block.copy_data.is_empty() => {
+                            sink.send(Bytes::from(block.copy_data))
+                                .await
+                                .map_err(WorkerError::db("COPY failed"))?;
+                        }
+                        Some(_) => {}
+                        None => {
+                            if let Err(e) = insert_rows(&tx, ctx, block.text_rows).await {
+                                insert_error = Some(e);
+                                break;
+                            }
+                        }
                     }
                     if chunk_end {
                         break;
@@ -484,10 +545,16 @@ async fn load_chunk(
                 _ => unreachable!("fail_on_data_error returns Failed or an error"),
             };
         }
-        sink.send(Bytes::from_static(COPY_TRAILER))
-            .await
-            .map_err(WorkerError::db("COPY failed"))?;
-        if let Err(e) = sink.as_mut().finish().await {
+        let finished = match sink.as_mut() {
+            Some(sink) => {
+                sink.send(Bytes::from_static(COPY_TRAILER))
+                    .await
+                    .map_err(WorkerError::db("COPY failed"))?;
+                sink.as_mut().finish().await.map(|_| ())
+            }
+            None => insert_error.map_or(Ok(()), Err),
+        };
+        if let Err(e) = finished {
             if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
                 drop(tx);
                 return unique_violation(client, ctx, shard, from, to, e).await;

@@ -28,6 +28,8 @@ pub enum LoadPath {
     /// CSV COPY in autocommit over the simple protocol, then the checkpoint; a retried chunk is
     /// recognised by its rows' keys.
     CsvCopyAutocommit,
+    /// Multi-row INSERTs with text parameters, in the checkpoint's transaction: the last resort.
+    InsertInTransaction,
 }
 
 /// A detected target.
@@ -71,6 +73,7 @@ impl Target {
             (CopyFormat::Csv, _) | (CopyFormat::Auto, TargetKind::HeliosDb) => {
                 LoadPath::CsvCopyAutocommit
             }
+            (CopyFormat::Insert, _) => LoadPath::InsertInTransaction,
         };
         let target = Target {
             kind,
@@ -101,6 +104,9 @@ impl Target {
             }
             LoadPath::CsvCopyAutocommit => {
                 format!("CSV COPY in autocommit over the simple protocol, key-checked checkpoint ({server})")
+            }
+            LoadPath::InsertInTransaction => {
+                format!("multi-row INSERT with text parameters in a transaction with the checkpoint ({server})")
             }
         }
     }
