@@ -133,9 +133,8 @@ impl HeliosServer {
 
     /// The end of the server's log.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(2000);
-        text[text.floor_char_boundary(start)..].to_string()
+        let bytes = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(2000)..]).into_owned()
     }
 }
 
