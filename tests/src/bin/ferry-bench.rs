@@ -43,6 +43,9 @@ struct Args {
     /// Measure the decode stage only (no database).
     #[arg(long)]
     decode_only: bool,
+    /// Also measure HeliosDB (heliosdb-nano from the install cache or FERRY_HELIOSDB_BIN).
+    #[arg(long)]
+    heliosdb: bool,
 }
 
 fn child_peak_rss_kib() -> i64 {
@@ -148,6 +151,42 @@ fn main() -> anyhow::Result<()> {
     run_psql("CREATE TABLE reference (LIKE \"AppTable\" INCLUDING ALL)")?;
     let psql_secs = run_psql(&format!("\\copy reference FROM '{}' CSV", csv.display()))?;
     let csv_bytes = std::fs::metadata(&csv)?.len();
+    drop(cluster);
+
+    // HeliosDB: Ferry, then psql \copy of the same CSV into a table of the same shape.
+    let helios = if args.heliosdb {
+        let server = ferry_tests::helios::HeliosServer::start()?;
+        let mut command = Command::new(binary("ferry-coordinator"));
+        command.args(["migrate", "--export"]).arg(dir.path()).args(["--target", &server.url(), "--key", "PK,SK"]);
+        let t = Instant::now();
+        let output = command.output()?;
+        let ferry_helios_secs = t.elapsed().as_secs_f64();
+        if !output.status.success() {
+            bail!("migrate into HeliosDB failed: {}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        }
+        let schema_json = runtime.block_on(async {
+            let client = ferry_worker::ledger::connect(&server.url()).await?;
+            let run = client.query_one("SELECT schema_json FROM ferry.runs LIMIT 1", &[]).await?;
+            anyhow::Ok(run.get::<_, String>(0))
+        })?;
+        let mut schema: ferry_shared::schema::TableSchema = serde_json::from_str(&schema_json)?;
+        schema.table = "reference".into();
+        let ddl = schema.create_table_sql();
+        let helios_url = server.url();
+        let run_helios_psql = |sql: &str| -> anyhow::Result<f64> {
+            let t = Instant::now();
+            let out = Command::new(&psql).args([helios_url.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", sql]).output()?;
+            if !out.status.success() {
+                bail!("psql on HeliosDB {sql}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(t.elapsed().as_secs_f64())
+        };
+        run_helios_psql(&ddl)?;
+        let psql_helios_secs = run_helios_psql(&format!("\\copy reference FROM '{}' CSV", csv.display()))?;
+        Some((ferry_helios_secs, psql_helios_secs))
+    } else {
+        None
+    };
 
     let n = args.items as f64;
     let json_total = avg_line * n;
@@ -168,6 +207,12 @@ fn main() -> anyhow::Result<()> {
         decode_rate
     );
     println!("decode + COPY encode, 1 thread    : {:>10.0} items/s per core ({:.0} bytes of COPY per item)", decode_encode_rate, encoded as f64 / rows as f64);
+    if let Some((ferry_helios, psql_helios)) = helios {
+        println!("ferry migrate into HeliosDB       : {:>8.2} s  {:>10.0} items/s", ferry_helios, n / ferry_helios);
+        println!("psql \\copy of the CSV into HeliosDB: {:>8.2} s  {:>10.0} items/s", psql_helios, n / psql_helios);
+        println!("ratio ferry / psql on HeliosDB    : {:>8.2}x", psql_helios / ferry_helios);
+        println!("ratio HeliosDB / PostgreSQL (ferry): {:>7.2}x", ferry_secs / ferry_helios);
+    }
     println!(
         "ferry-coordinator peak RSS        : {:>8.1} MiB",
         ferry_rss_kib as f64 / 1024.0
