@@ -46,14 +46,101 @@ pub struct Fixture {
     pub export: GeneratedExport,
     /// The database's URL.
     pub url: String,
+    /// Which server.
+    pub target: TestTarget,
+    /// The HeliosDB server, when the target is HeliosDB (stopped on drop).
+    pub server: Option<crate::helios::HeliosServer>,
 }
 
-/// Generates an export with `options` and creates a database for it.
+/// The servers every end-to-end test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestTarget {
+    /// A database in the shared PostgreSQL cluster.
+    Postgres,
+    /// A HeliosDB server of the test's own.
+    HeliosDb,
+}
+
+/// Generates an export with `options` and creates a PostgreSQL database for it.
 pub async fn fixture(name: &str, options: &GenOptions) -> anyhow::Result<Fixture> {
+    fixture_on(TestTarget::Postgres, name, options).await
+}
+
+/// Generates an export with `options` and prepares an empty target for it.
+pub async fn fixture_on(
+    target: TestTarget,
+    name: &str,
+    options: &GenOptions,
+) -> anyhow::Result<Fixture> {
     let dir = tempfile::tempdir()?;
     let export = generate_export(dir.path(), options)?;
-    let url = shared_cluster().create_database(name).await?;
-    Ok(Fixture { dir, export, url })
+    let (url, server) = match target {
+        TestTarget::Postgres => (shared_cluster().create_database(name).await?, None),
+        TestTarget::HeliosDb => {
+            let server = crate::helios::HeliosServer::start()?;
+            (server.url(), Some(server))
+        }
+    };
+    Ok(Fixture {
+        dir,
+        export,
+        url,
+        target,
+        server,
+    })
+}
+
+/// Asserts that the run's table holds exactly the export's items (but the rejected ones), value
+/// by value, reading it the way the target allows; returns the row count.
+pub async fn assert_fixture_matches(
+    fixture: &Fixture,
+    table: &str,
+    rejected_pks: &[&str],
+) -> anyhow::Result<usize> {
+    match fixture.target {
+        TestTarget::Postgres => {
+            assert_table_matches_except(
+                &fixture.url,
+                table,
+                &fixture.export.export_dir,
+                rejected_pks,
+            )
+            .await
+        }
+        TestTarget::HeliosDb => {
+            let client = connect(&fixture.url).await?;
+            let mut run_id = None;
+            for message in client
+                .simple_query("SELECT run_id, target_table FROM ferry.runs")
+                .await?
+            {
+                if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                    if row.get(1) == Some(table) {
+                        run_id = row.get(0).map(str::to_string);
+                    }
+                }
+            }
+            let run_id = run_id.with_context(|| format!("no run loads table {table}"))?;
+            assert_run_matches_text(
+                &fixture.url,
+                &run_id,
+                &fixture.export.export_dir,
+                rejected_pks,
+            )
+            .await
+        }
+    }
+}
+
+/// One value as text, through the simple protocol (HeliosDB's binary results are limited).
+pub async fn query_text(url: &str, sql: &str) -> anyhow::Result<Option<String>> {
+    let client = connect(url).await?;
+    for message in client.simple_query(sql).await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            return Ok(row.get(0).map(str::to_string));
+        }
+    }
+    anyhow::bail!("no row from {sql}")
 }
 
 /// Settings with a small chunk and block size, so a few thousand items make many chunks.

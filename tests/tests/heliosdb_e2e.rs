@@ -6,13 +6,22 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_tests::gen::{add_data_file, generate_export, GenOptions};
-use ferry_tests::harness::{assert_run_matches_text, binary, connect, migrate_path, run_coordinator, small_chunks};
+use ferry_tests::harness::{
+    assert_run_matches_text, binary, connect, migrate_path, run_coordinator, small_chunks,
+};
 use ferry_tests::helios::{heliosdb_binary, HeliosServer};
 
 const EXIT_FAILPOINT: i32 = 86;
 
 fn options(seed: u64, items: u64, files: usize) -> GenOptions {
-    GenOptions { seed, items, files, zero_byte_files: 1, empty_gzip_files: 1, ..GenOptions::default() }
+    GenOptions {
+        seed,
+        items,
+        files,
+        zero_byte_files: 1,
+        empty_gzip_files: 1,
+        ..GenOptions::default()
+    }
 }
 
 async fn scalar(url: &str, sql: &str) -> anyhow::Result<String> {
@@ -36,16 +45,37 @@ async fn a_migration_into_heliosdb_is_exact() -> anyhow::Result<()> {
     let export = generate_export(dir.path(), &options(7, 4_000, 3))?;
     let report = migrate_path(&server.url(), dir.path(), small_chunks(600), false, None).await?;
     assert!(report.verified(), "{}", report.to_text());
-    assert!(report.load_path.contains("HeliosDB"), "{}", report.load_path);
-    assert_eq!((report.rows_loaded, report.table_rows), (4_000, Some(4_000)));
-    assert_eq!(assert_run_matches_text(&server.url(), &report.run_id, &export.export_dir, &[]).await?, 4_000);
+    assert!(
+        report.load_path.contains("HeliosDB"),
+        "{}",
+        report.load_path
+    );
+    assert_eq!(
+        (report.rows_loaded, report.table_rows),
+        (4_000, Some(4_000))
+    );
+    assert_eq!(
+        assert_run_matches_text(&server.url(), &report.run_id, &export.export_dir, &[]).await?,
+        4_000
+    );
     // A 38-digit number and 1E+125 survive exactly in the overflow JSONB.
-    let attrs = scalar(&server.url(), "SELECT attrs FROM \"AppTable\" WHERE \"PK\" = 'EDGE#0'").await?;
-    assert!(attrs.contains("12345678901234567890123456789012345678"), "{attrs}");
+    let attrs = scalar(
+        &server.url(),
+        "SELECT attrs FROM \"AppTable\" WHERE \"PK\" = 'EDGE#0'",
+    )
+    .await?;
+    assert!(
+        attrs.contains("12345678901234567890123456789012345678"),
+        "{attrs}"
+    );
     assert!(attrs.contains(&format!("1{}", "0".repeat(125))), "{attrs}");
     // A second run is a no-op.
     let again = migrate_path(&server.url(), dir.path(), small_chunks(600), false, None).await?;
-    assert!(again.already_complete && again.verified(), "{}", again.to_text());
+    assert!(
+        again.already_complete && again.verified(),
+        "{}",
+        again.to_text()
+    );
     Ok(())
 }
 
@@ -54,7 +84,10 @@ async fn numbers_heliosdb_would_round_stay_exact_in_overflow() -> anyhow::Result
     let server = HeliosServer::start()?;
     let dir = tempfile::tempdir()?;
     let mut export = generate_export(dir.path(), &options(13, 200, 2))?;
-    add_data_file(&mut export, &[r#"{"Item":{"PK":{"S":"V#1"},"SK":{"S":"A"},"v":{"N":"1.25"}}}"#.to_string()])?;
+    add_data_file(
+        &mut export,
+        &[r#"{"Item":{"PK":{"S":"V#1"},"SK":{"S":"A"},"v":{"N":"1.25"}}}"#.to_string()],
+    )?;
     add_data_file(
         &mut export,
         &[
@@ -67,31 +100,83 @@ async fn numbers_heliosdb_would_round_stay_exact_in_overflow() -> anyhow::Result
     settings.mapping.sample_items = 1;
     let report = migrate_path(&server.url(), dir.path(), settings, false, None).await?;
     assert!(report.verified(), "{}", report.to_text());
-    assert_eq!(report.values_spilled, 2, "the two numbers a 96-bit decimal cannot hold");
-    assert_eq!(scalar(&server.url(), "SELECT v FROM \"AppTable\" WHERE \"PK\" = 'V#1'").await?, "1.25");
-    let spilled = scalar(&server.url(), "SELECT attrs FROM \"AppTable\" WHERE \"PK\" = 'V#3'").await?;
-    assert!(spilled.contains("-123456.000000000000000000000000000001"), "{spilled}");
+    assert_eq!(
+        report.values_spilled, 2,
+        "the two numbers a 96-bit decimal cannot hold"
+    );
+    assert_eq!(
+        scalar(
+            &server.url(),
+            "SELECT v FROM \"AppTable\" WHERE \"PK\" = 'V#1'"
+        )
+        .await?,
+        "1.25"
+    );
+    let spilled = scalar(
+        &server.url(),
+        "SELECT attrs FROM \"AppTable\" WHERE \"PK\" = 'V#3'",
+    )
+    .await?;
+    assert!(
+        spilled.contains("-123456.000000000000000000000000000001"),
+        "{spilled}"
+    );
     assert_run_matches_text(&server.url(), &report.run_id, &export.export_dir, &[]).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_between_every_step_on_heliosdb_resume_exactly_once() -> anyhow::Result<()> {
-    for (i, point) in ["after_read", "after_copy", "after_checkpoint", "after_commit"].iter().enumerate() {
+    for (i, point) in [
+        "after_read",
+        "after_copy",
+        "after_checkpoint",
+        "after_commit",
+    ]
+    .iter()
+    .enumerate()
+    {
         let server = HeliosServer::start()?;
         let dir = tempfile::tempdir()?;
         let export = generate_export(dir.path(), &options(20 + i as u64, 2_000, 2))?;
         let export_arg = dir.path().display().to_string();
         let url = server.url();
-        let args = ["migrate", "--export", export_arg.as_str(), "--target", url.as_str(), "--key", "PK,SK"];
+        let args = [
+            "migrate",
+            "--export",
+            export_arg.as_str(),
+            "--target",
+            url.as_str(),
+            "--key",
+            "PK,SK",
+        ];
         let failpoint = format!("{point}=exit@3");
-        let env = [("FERRY_LOAD__CHUNK_LINES", "200"), ("FERRY_LOAD__BLOCK_LINES", "50"), ("FERRY_FAILPOINTS", failpoint.as_str())];
+        let env = [
+            ("FERRY_LOAD__CHUNK_LINES", "200"),
+            ("FERRY_LOAD__BLOCK_LINES", "50"),
+            ("FERRY_FAILPOINTS", failpoint.as_str()),
+        ];
         let output = run_coordinator(&args, &env)?;
-        assert_eq!(output.status.code(), Some(EXIT_FAILPOINT), "{point}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(EXIT_FAILPOINT),
+            "{point}: {}",
+            stderr(&output)
+        );
         let output = run_coordinator(&args, &env[..2])?;
-        assert_eq!(output.status.code(), Some(0), "{point} resume: {}\n{}", String::from_utf8_lossy(&output.stdout), stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{point} resume: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            stderr(&output)
+        );
         let run_id = scalar(&url, "SELECT run_id FROM ferry.runs").await?;
-        assert_eq!(assert_run_matches_text(&url, &run_id, &export.export_dir, &[]).await?, 2_000, "{point}");
+        assert_eq!(
+            assert_run_matches_text(&url, &run_id, &export.export_dir, &[]).await?,
+            2_000,
+            "{point}"
+        );
     }
     Ok(())
 }
@@ -100,11 +185,33 @@ async fn crashes_between_every_step_on_heliosdb_resume_exactly_once() -> anyhow:
 async fn kill_9_and_racing_workers_on_heliosdb_load_each_item_once() -> anyhow::Result<()> {
     let server = HeliosServer::start()?;
     let dir = tempfile::tempdir()?;
-    let export = generate_export(dir.path(), &GenOptions { seed: 60, items: 8_000, files: 2, ..GenOptions::default() })?;
+    let export = generate_export(
+        dir.path(),
+        &GenOptions {
+            seed: 60,
+            items: 8_000,
+            files: 2,
+            ..GenOptions::default()
+        },
+    )?;
     let url = server.url();
     let export_arg = dir.path().display().to_string();
-    let env = [("FERRY_LOAD__CHUNK_LINES", "200"), ("FERRY_LOAD__BLOCK_LINES", "50")];
-    let plan = run_coordinator(&["plan", "--export", &export_arg, "--target", &url, "--key", "PK,SK"], &env)?;
+    let env = [
+        ("FERRY_LOAD__CHUNK_LINES", "200"),
+        ("FERRY_LOAD__BLOCK_LINES", "50"),
+    ];
+    let plan = run_coordinator(
+        &[
+            "plan",
+            "--export",
+            &export_arg,
+            "--target",
+            &url,
+            "--key",
+            "PK,SK",
+        ],
+        &env,
+    )?;
     assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
     let run_id = String::from_utf8_lossy(&plan.stdout).trim().to_string();
     let worker = || {
@@ -118,7 +225,14 @@ async fn kill_9_and_racing_workers_on_heliosdb_load_each_item_once() -> anyhow::
     // One worker killed with SIGKILL mid-load, then three racing on every shard.
     let mut victim = worker()?;
     let started = Instant::now();
-    while scalar(&url, "SELECT COALESCE(sum(committed_lines), 0) FROM ferry.shards").await?.parse::<i64>()? == 0 {
+    while scalar(
+        &url,
+        "SELECT COALESCE(sum(committed_lines), 0) FROM ferry.shards",
+    )
+    .await?
+    .parse::<i64>()?
+        == 0
+    {
         assert!(started.elapsed() < Duration::from_secs(60), "no progress");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -129,11 +243,17 @@ async fn kill_9_and_racing_workers_on_heliosdb_load_each_item_once() -> anyhow::
         let output = racer.wait_with_output()?;
         assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     }
-    let status = run_coordinator(&["status", "--target", &url, "--run-id", &run_id, "--json"], &[])?;
+    let status = run_coordinator(
+        &["status", "--target", &url, "--run-id", &run_id, "--json"],
+        &[],
+    )?;
     assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
     assert_eq!(status["rows_loaded"], 8_000);
-    assert_eq!(assert_run_matches_text(&url, &run_id, &export.export_dir, &[]).await?, 8_000);
+    assert_eq!(
+        assert_run_matches_text(&url, &run_id, &export.export_dir, &[]).await?,
+        8_000
+    );
     Ok(())
 }
 
@@ -142,14 +262,36 @@ async fn the_embedded_default_needs_no_server() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let export = generate_export(&dir.path().join("export"), &options(70, 1_500, 2))?;
     let data_dir = dir.path().join("ferry-data");
-    let args = ["migrate", "--export", export.root.to_str().unwrap(), "--key", "PK,SK"];
+    let args = [
+        "migrate",
+        "--export",
+        export.root.to_str().unwrap(),
+        "--key",
+        "PK,SK",
+    ];
     let bin = heliosdb_binary()?;
-    let env = [("FERRY_TARGET__DATA_DIR", data_dir.to_str().unwrap()), ("FERRY_HELIOSDB_BIN", bin.to_str().unwrap())];
+    let env = [
+        ("FERRY_TARGET__DATA_DIR", data_dir.to_str().unwrap()),
+        ("FERRY_HELIOSDB_BIN", bin.to_str().unwrap()),
+    ];
     let output = run_coordinator(&args, &env)?;
-    assert_eq!(output.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&output.stdout), stderr(&output));
-    assert!(stderr(&output).contains("psql postgres://"), "{}", stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("psql postgres://"),
+        "{}",
+        stderr(&output)
+    );
     let text = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(text.contains("1500 rows loaded by this run, 1500 rows in the table"), "{text}");
+    assert!(
+        text.contains("1500 rows loaded by this run, 1500 rows in the table"),
+        "{text}"
+    );
     assert!(text.contains("HeliosDB"), "{text}");
     // The server was stopped; the data stays. A second run starts it again and finds the run done.
     let output = run_coordinator(&args, &env)?;

@@ -157,16 +157,27 @@ fn main() -> anyhow::Result<()> {
     let helios = if args.heliosdb {
         let server = ferry_tests::helios::HeliosServer::start()?;
         let mut command = Command::new(binary("ferry-coordinator"));
-        command.args(["migrate", "--export"]).arg(dir.path()).args(["--target", &server.url(), "--key", "PK,SK"]);
+        command.args(["migrate", "--export"]).arg(dir.path()).args([
+            "--target",
+            &server.url(),
+            "--key",
+            "PK,SK",
+        ]);
         let t = Instant::now();
         let output = command.output()?;
         let ferry_helios_secs = t.elapsed().as_secs_f64();
         if !output.status.success() {
-            bail!("migrate into HeliosDB failed: {}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "migrate into HeliosDB failed: {}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         let schema_json = runtime.block_on(async {
             let client = ferry_worker::ledger::connect(&server.url()).await?;
-            let run = client.query_one("SELECT schema_json FROM ferry.runs LIMIT 1", &[]).await?;
+            let run = client
+                .query_one("SELECT schema_json FROM ferry.runs LIMIT 1", &[])
+                .await?;
             anyhow::Ok(run.get::<_, String>(0))
         })?;
         let mut schema: ferry_shared::schema::TableSchema = serde_json::from_str(&schema_json)?;
@@ -175,14 +186,27 @@ fn main() -> anyhow::Result<()> {
         let helios_url = server.url();
         let run_helios_psql = |sql: &str| -> anyhow::Result<f64> {
             let t = Instant::now();
-            let out = Command::new(&psql).args([helios_url.as_str(), "-v", "ON_ERROR_STOP=1", "-q", "-c", sql]).output()?;
+            let out = Command::new(&psql)
+                .args([
+                    helios_url.as_str(),
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-q",
+                    "-c",
+                    sql,
+                ])
+                .output()?;
             if !out.status.success() {
-                bail!("psql on HeliosDB {sql}: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "psql on HeliosDB {sql}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             Ok(t.elapsed().as_secs_f64())
         };
         run_helios_psql(&ddl)?;
-        let psql_helios_secs = run_helios_psql(&format!("\\copy reference FROM '{}' CSV", csv.display()))?;
+        let psql_helios_secs =
+            run_helios_psql(&format!("\\copy reference FROM '{}' CSV", csv.display()))?;
         Some((ferry_helios_secs, psql_helios_secs))
     } else {
         None
@@ -208,10 +232,24 @@ fn main() -> anyhow::Result<()> {
     );
     println!("decode + COPY encode, 1 thread    : {:>10.0} items/s per core ({:.0} bytes of COPY per item)", decode_encode_rate, encoded as f64 / rows as f64);
     if let Some((ferry_helios, psql_helios)) = helios {
-        println!("ferry migrate into HeliosDB       : {:>8.2} s  {:>10.0} items/s", ferry_helios, n / ferry_helios);
-        println!("psql \\copy of the CSV into HeliosDB: {:>8.2} s  {:>10.0} items/s", psql_helios, n / psql_helios);
-        println!("ratio ferry / psql on HeliosDB    : {:>8.2}x", psql_helios / ferry_helios);
-        println!("ratio HeliosDB / PostgreSQL (ferry): {:>7.2}x", ferry_secs / ferry_helios);
+        println!(
+            "ferry migrate into HeliosDB       : {:>8.2} s  {:>10.0} items/s",
+            ferry_helios,
+            n / ferry_helios
+        );
+        println!(
+            "psql \\copy of the CSV into HeliosDB: {:>8.2} s  {:>10.0} items/s",
+            psql_helios,
+            n / psql_helios
+        );
+        println!(
+            "ratio ferry / psql on HeliosDB    : {:>8.2}x",
+            psql_helios / ferry_helios
+        );
+        println!(
+            "ratio HeliosDB / PostgreSQL (ferry): {:>7.2}x",
+            ferry_secs / ferry_helios
+        );
     }
     println!(
         "ferry-coordinator peak RSS        : {:>8.1} MiB",
