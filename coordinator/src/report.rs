@@ -236,7 +236,7 @@ pub async fn build_report(
     context: &ReportContext,
 ) -> Result<Report> {
     let shards = ledger::get_shards(client, &run.run_id).await?;
-    let first_rejects = ledger::get_rejects(client, &run.run_id, 10).await?;
+    let first_rejects = ledger::get_rejects(client, &run.run_id).await?;
     let table_rows = if context.count_table_rows {
         let sql = format!(
             "SELECT count(*)::int8 FROM {}",

@@ -89,7 +89,7 @@ pub const SELECT_RUN: &str =
 /// Inserts a run (`ON CONFLICT DO NOTHING`: two coordinators planning the same run agree).
 pub const INSERT_RUN: &str = "INSERT INTO ferry.runs (run_id, export_location, export_arn, export_time,
         target_table, schema_json, chunk_lines, max_rejects, manifest_verified, manifest_items, state)
-    VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::int8, $8::int8, $9::bool, $10::int8, $11::text)
+    VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::int8, $8::int8, $9::boolean, $10::int8, $11::text)
     ON CONFLICT (run_id) DO NOTHING";
 
 /// Inserts a shard (idempotent).
@@ -122,13 +122,13 @@ pub const ADVANCE_CHECKPOINT: &str = "UPDATE ferry.shards SET committed_lines = 
 /// marks the shard done. `$8` items seen in the file, `$9` whether the MD5 matched (NULL: no manifest).
 pub const FINISH_SHARD: &str = "UPDATE ferry.shards SET committed_lines = $4::int8,
         loaded_rows = loaded_rows + $5::int8, rejected_rows = rejected_rows + $6::int8,
-        spilled_values = spilled_values + $7::int8, items_seen = $8::int8, md5_ok = $9::bool,
+        spilled_values = spilled_values + $7::int8, items_seen = $8::int8, md5_ok = $9::boolean,
         state = 'done', error = NULL, updated_at = now()
     WHERE run_id = $1::text AND shard_id = $2::text AND committed_lines = $3::int8 AND state <> 'done'";
 
 /// Marks a shard failed with a reason. `$1` run, `$2` shard, `$3` error, `$4` md5_ok (nullable), `$5` items seen (nullable).
 pub const FAIL_SHARD: &str =
-    "UPDATE ferry.shards SET state = 'failed', error = $3::text, md5_ok = $4::bool,
+    "UPDATE ferry.shards SET state = 'failed', error = $3::text, md5_ok = $4::boolean,
         items_seen = $5::int8, updated_at = now()
     WHERE run_id = $1::text AND shard_id = $2::text AND state <> 'done'";
 
@@ -150,6 +150,7 @@ pub const SET_MAX_REJECTS: &str =
 pub const SUM_REJECTS: &str =
     "SELECT COALESCE(sum(rejected_rows), 0)::int8 FROM ferry.shards WHERE run_id = $1::text";
 
-/// The first rejects of a run, for the report. `$1` run, `$2` limit.
+/// The first rejects of a run, for the report (a literal limit: HeliosDB takes no LIMIT parameter).
+/// `$1` run.
 pub const SELECT_REJECTS: &str = "SELECT shard_id, line_no, reason FROM ferry.rejects
-    WHERE run_id = $1::text ORDER BY shard_id, line_no LIMIT $2::int8";
+    WHERE run_id = $1::text ORDER BY shard_id, line_no LIMIT 10";

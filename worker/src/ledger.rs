@@ -294,14 +294,10 @@ pub struct RejectRecord {
     pub reason: String,
 }
 
-/// The first `limit` rejects of a run.
-pub async fn get_rejects(
-    client: &impl GenericClient,
-    run_id: &str,
-    limit: u64,
-) -> Result<Vec<RejectRecord>> {
+/// The first 10 rejects of a run.
+pub async fn get_rejects(client: &impl GenericClient, run_id: &str) -> Result<Vec<RejectRecord>> {
     let rows = client
-        .query(sql::SELECT_REJECTS, &[&run_id, &(limit as i64)])
+        .query(sql::SELECT_REJECTS, &[&run_id])
         .await
         .map_err(WorkerError::db("cannot read rejects"))?;
     Ok(rows
