@@ -198,12 +198,18 @@ pub struct TableColumn {
     pub name: String,
     /// `udt_name`.
     pub udt: String,
+    /// The target's NUMERIC is a 96-bit decimal (HeliosDB): numbers it cannot hold exactly are
+    /// expected in the overflow column instead.
+    pub decimal96: bool,
 }
 
 impl TableColumn {
-    fn holds(&self, descriptor: &str) -> bool {
-        matches!(
-            (self.udt.as_str(), descriptor),
+    fn holds(&self, typed: &Value) -> bool {
+        let Some((descriptor, value)) = typed.as_object().and_then(|m| m.iter().next()) else {
+            return false;
+        };
+        let type_fits = matches!(
+            (self.udt.as_str(), descriptor.as_str()),
             ("text", "S")
                 | ("numeric", "N")
                 | ("bytea", "B")
@@ -213,7 +219,16 @@ impl TableColumn {
                 | ("_text", "SS")
                 | ("_numeric", "NS")
                 | ("_bytea", "BS")
-        )
+        );
+        let numbers_fit = !self.decimal96
+            || match value {
+                Value::String(n) if descriptor == "N" => fits_decimal96(n),
+                Value::Array(items) if descriptor == "NS" => {
+                    items.iter().all(|n| n.as_str().is_some_and(fits_decimal96))
+                }
+                _ => true,
+            };
+        type_fits && numbers_fit
     }
 
     /// The column's JSON (from `to_jsonb(row)`) in the form the source value is compared in.
@@ -233,6 +248,18 @@ impl TableColumn {
     }
 }
 
+/// Whether plain decimal text fits a 96-bit decimal exactly: at most 28 fraction digits and
+/// digits (as an integer) below 2^96.
+pub fn fits_decimal96(text: &str) -> bool {
+    let body = text.trim_start_matches('-');
+    let (int_part, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits = format!("{int_part}{frac}");
+    let digits = digits.trim_start_matches('0');
+    const LIMIT: &str = "79228162514264337593543950336";
+    frac.len() <= 28
+        && (digits.len() < LIMIT.len() || (digits.len() == LIMIT.len() && digits < LIMIT))
+}
+
 /// Reads the table: its columns and every row as `to_jsonb`.
 pub async fn read_table(
     client: &tokio_postgres::Client,
@@ -245,7 +272,7 @@ pub async fn read_table(
         )
         .await?
         .iter()
-        .map(|r| TableColumn { name: r.get(0), udt: r.get(1) })
+        .map(|r| TableColumn { name: r.get(0), udt: r.get(1), decimal96: false })
         .collect();
     let sql = format!(
         "SELECT to_jsonb(t)::text FROM \"{}\" t",
@@ -292,11 +319,13 @@ pub async fn read_table_text(
         .map(|c| TableColumn {
             name: c.name.clone(),
             udt: c.pg_type.udt_name().to_string(),
+            decimal96: schema.numeric_limit == ferry_shared::schema::NumericLimit::Decimal96,
         })
         .collect();
     columns.push(TableColumn {
         name: schema.overflow_column.clone(),
         udt: "jsonb".into(),
+        decimal96: false,
     });
     let list: Vec<String> = columns
         .iter()
@@ -446,7 +475,7 @@ pub fn compare(
                 }
             };
             match column {
-                Some(column) if column.holds(descriptor) => {
+                Some(column) if column.holds(typed) => {
                     let actual = row.get(name.as_str()).cloned().unwrap_or(Value::Null);
                     let actual = match column.comparable(&actual) {
                         Ok(v) => v,
@@ -500,14 +529,9 @@ pub fn compare(
         let expected_non_null = item
             .iter()
             .filter(|(name, typed)| {
-                let descriptor = typed
-                    .as_object()
-                    .and_then(|m| m.keys().next())
-                    .map(String::as_str)
-                    .unwrap_or("");
                 by_name
                     .get(name.as_str())
-                    .is_some_and(|c| c.name != overflow && c.holds(descriptor))
+                    .is_some_and(|c| c.name != overflow && c.holds(typed))
             })
             .count();
         if non_null_columns != expected_non_null {
@@ -523,6 +547,14 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal96_limits() {
+        assert!(fits_decimal96("79228162514264337593543950335"));
+        assert!(!fits_decimal96("79228162514264337593543950336"));
+        assert!(!fits_decimal96("-123456.000000000000000000000000000001"));
+        assert!(fits_decimal96("-0.5"));
+    }
 
     #[test]
     fn array_literals_parse() {
