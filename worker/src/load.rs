@@ -577,12 +577,14 @@ async fn load_chunk(
         rejects,
         summary,
     };
-    let end = commit_chunk(tx, ctx, shard, tally).await?;
+    let end = commit_chunk(Checkpoint::InTransaction(tx), ctx, shard, tally).await?;
     settle(client, ctx, &shard.shard_id, end).await
 }
 
-/// One chunk on the autocommit path (HeliosDB): COPY commits on its own, then a small transaction
-/// records the rejects and moves the checkpoint.
+/// One chunk on the autocommit path (HeliosDB): COPY commits on its own, then the chunk's rejects
+/// are recorded (idempotently) and the conditional checkpoint update moves the checkpoint, each
+/// statement in autocommit: an open transaction anywhere would push HeliosDB's COPYs onto its slow
+/// path.
 ///
 /// # Why this is exactly once
 /// A COPY in autocommit is atomic: all of a chunk's rows are stored, or none. Before copying, the
@@ -775,10 +777,6 @@ async fn load_chunk_autocommit(
         Mode::Undecided => {}
     }
     failpoint::hit("after_copy")?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(WorkerError::db("cannot begin the checkpoint"))?;
     let tally = ChunkTally {
         from,
         to,
@@ -787,8 +785,31 @@ async fn load_chunk_autocommit(
         rejects,
         summary,
     };
-    let end = commit_chunk(tx, ctx, shard, tally).await?;
+    let end = commit_chunk(Checkpoint::Autocommit(client), ctx, shard, tally).await?;
     settle(client, ctx, shard_id, end).await
+}
+
+/// Where a chunk's rejects and checkpoint are written.
+enum Checkpoint<'a> {
+    /// In the transaction that also holds the chunk's rows (binary COPY, INSERT).
+    InTransaction(tokio_postgres::Transaction<'a>),
+    /// Statement by statement (the autocommit path): rejects first, idempotently, then the
+    /// conditional checkpoint update, which is the commit point. No transaction stays open, so
+    /// other workers' COPYs keep HeliosDB's fast path.
+    Autocommit(&'a Client),
+}
+
+impl Checkpoint<'_> {
+    async fn execute(
+        &self,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        match self {
+            Checkpoint::InTransaction(tx) => tx.execute(statement, params).await,
+            Checkpoint::Autocommit(client) => client.execute(statement, params).await,
+        }
+    }
 }
 
 /// What one chunk produced.
@@ -834,7 +855,7 @@ async fn settle(
 /// the shard, after reconciling the whole file), then commits. 0 rows updated: another worker
 /// moved the checkpoint first, and the transaction rolls back.
 async fn commit_chunk(
-    tx: tokio_postgres::Transaction<'_>,
+    db: Checkpoint<'_>,
     ctx: &LoadContext,
     shard: &ledger::ShardRecord,
     tally: ChunkTally,
@@ -850,13 +871,9 @@ async fn commit_chunk(
         summary,
     } = tally;
     if !rejects.is_empty() {
-        let insert = tx
-            .prepare(sql::INSERT_REJECT)
-            .await
-            .map_err(WorkerError::db("cannot prepare reject insert"))?;
         for reject in &rejects {
-            tx.execute(
-                &insert,
+            db.execute(
+                sql::INSERT_REJECT,
                 &[
                     &run_id,
                     &shard_id,
@@ -877,7 +894,7 @@ async fn commit_chunk(
         spilled as i64,
     );
     let updated = match &summary {
-        None => tx
+        None => db
             .execute(
                 sql::ADVANCE_CHECKPOINT,
                 &[
@@ -898,7 +915,7 @@ async fn commit_chunk(
             }
             let md5_ok = shard.md5_checksum.as_ref().map(|_| true);
             let items = end.items as i64;
-            tx.execute(
+            db.execute(
                 sql::FINISH_SHARD,
                 &[
                     &run_id,
@@ -917,13 +934,15 @@ async fn commit_chunk(
         }
     };
     if updated != 1 {
-        drop(tx);
+        // A transaction rolls back on drop; on the autocommit path nothing moved.
         return Ok(ChunkEnd::LostRace);
     }
     failpoint::hit("after_checkpoint")?;
-    tx.commit()
-        .await
-        .map_err(WorkerError::db("cannot commit a chunk"))?;
+    if let Checkpoint::InTransaction(tx) = db {
+        tx.commit()
+            .await
+            .map_err(WorkerError::db("cannot commit a chunk"))?;
+    }
     failpoint::hit("after_commit")?;
     ctx.progress
         .items
