@@ -225,6 +225,12 @@ pub async fn assert_table_matches_except(
     let (columns, rows) = read_table(&client, table).await?;
     anyhow::ensure!(!columns.is_empty(), "table {table} does not exist");
     let diffs = compare(&source, &["PK", "SK"], &columns, "attrs", &rows);
+    no_differences(&table, &diffs)?;
+    Ok(rows.len())
+}
+
+/// Fails listing the first differences, if any.
+fn no_differences(table: &str, diffs: &[String]) -> anyhow::Result<()> {
     if !diffs.is_empty() {
         let shown: Vec<&String> = diffs.iter().take(20).collect();
         anyhow::bail!(
@@ -232,7 +238,7 @@ pub async fn assert_table_matches_except(
             diffs.len()
         );
     }
-    Ok(rows.len())
+    Ok(())
 }
 
 /// Runs `ferry-coordinator` with `args` and extra environment; waits for it.
@@ -282,12 +288,6 @@ pub async fn assert_run_matches_text(
     let (table, columns, rows) = read_table_text(&client, run_id).await?;
     let overflow = columns.last().map(|c| c.name.clone()).unwrap_or_default();
     let diffs = compare(&source, &["PK", "SK"], &columns, &overflow, &rows);
-    if !diffs.is_empty() {
-        let shown: Vec<&String> = diffs.iter().take(20).collect();
-        anyhow::bail!(
-            "table {table} differs from the source in {} ways; first ones:\n{shown:#?}",
-            diffs.len()
-        );
-    }
+    no_differences(&table, &diffs)?;
     Ok(rows.len())
 }

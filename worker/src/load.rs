@@ -487,23 +487,14 @@ async fn load_chunk(
         };
         let mut insert_error = None;
         loop {
-            let piece = match next.take() {
-                Some(piece) => piece,
-                None => pieces
-                    .recv()
-                    .await
-                    .ok_or_else(|| WorkerError::Internal("file reader stopped".into()))?,
-            };
+            let piece = next_piece(&mut next, pieces).await?;
             match piece {
                 Piece::Block {
                     result,
                     last_line,
                     chunk_end,
                 } => {
-                    let block = result
-                        .await
-                        .map_err(|_| WorkerError::Internal("decoder task died".into()))??;
-                    failpoint::hit("after_read")?;
+                    let block = decoded(result).await?;
                     rows += block.rows;
                     spilled += block.spilled;
                     rejects.extend(block.rejects);
@@ -628,23 +619,14 @@ async fn load_chunk_autocommit(
     let mut last_key = None;
     let mut next = Some(first);
     loop {
-        let piece = match next.take() {
-            Some(piece) => piece,
-            None => pieces
-                .recv()
-                .await
-                .ok_or_else(|| WorkerError::Internal("file reader stopped".into()))?,
-        };
+        let piece = next_piece(&mut next, pieces).await?;
         match piece {
             Piece::Block {
                 result,
                 last_line,
                 chunk_end,
             } => {
-                let block = result
-                    .await
-                    .map_err(|_| WorkerError::Internal("decoder task died".into()))??;
-                failpoint::hit("after_read")?;
+                let block = decoded(result).await?;
                 if mode == Mode::Undecided {
                     if let Some(key) = &block.first_key {
                         if key_present(client, presence, key).await? {
@@ -787,6 +769,26 @@ async fn load_chunk_autocommit(
     };
     let end = commit_chunk(Checkpoint::Autocommit(client), ctx, shard, tally).await?;
     settle(client, ctx, shard_id, end).await
+}
+
+/// The chunk's next piece: the one already in hand, else the next from the file reader.
+async fn next_piece(next: &mut Option<Piece>, pieces: &mut mpsc::Receiver<Piece>) -> Result<Piece> {
+    match next.take() {
+        Some(piece) => Ok(piece),
+        None => pieces
+            .recv()
+            .await
+            .ok_or_else(|| WorkerError::Internal("file reader stopped".into())),
+    }
+}
+
+/// Waits for a block's decoding, then passes the `after_read` failpoint.
+async fn decoded(result: oneshot::Receiver<Result<EncodedBlock>>) -> Result<EncodedBlock> {
+    let block = result
+        .await
+        .map_err(|_| WorkerError::Internal("decoder task died".into()))??;
+    failpoint::hit("after_read")?;
+    Ok(block)
 }
 
 /// Where a chunk's rejects and checkpoint are written.
