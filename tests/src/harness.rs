@@ -225,7 +225,7 @@ pub async fn assert_table_matches_except(
     let (columns, rows) = read_table(&client, table).await?;
     anyhow::ensure!(!columns.is_empty(), "table {table} does not exist");
     let diffs = compare(&source, &["PK", "SK"], &columns, "attrs", &rows);
-    no_differences(&table, &diffs)?;
+    no_differences(table, &diffs)?;
     Ok(rows.len())
 }
 
