@@ -146,10 +146,6 @@ pub const FINISH_RUN: &str =
 pub const SET_MAX_REJECTS: &str =
     "UPDATE ferry.runs SET max_rejects = $2::int8 WHERE run_id = $1::text";
 
-/// Total rejects of a run so far. `$1` run.
-pub const SUM_REJECTS: &str =
-    "SELECT COALESCE(sum(rejected_rows), 0)::int8 FROM ferry.shards WHERE run_id = $1::text";
-
 /// The first rejects of a run, for the report (a literal limit: HeliosDB takes no LIMIT parameter).
 /// `$1` run.
 pub const SELECT_REJECTS: &str = "SELECT shard_id, line_no, reason FROM ferry.rejects
