@@ -97,9 +97,11 @@ impl Default for RawLoad {
             block_lines: 4_096,
             pipeline_depth: 4,
             max_rejects: 0,
+            // One more loader than cores: the database, not decoding, is the bottleneck, and a
+            // loader waiting on a commit leaves its core to the others (measured in ferry-bench).
             workers: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+                .map(|n| n.get() + 1)
+                .unwrap_or(3),
             connect_attempts: 5,
             copy_format: CopyFormat::Auto,
         }
