@@ -216,17 +216,26 @@ pub async fn assert_table_matches_except(
     rejected_pks: &[&str],
 ) -> anyhow::Result<usize> {
     let client = connect(url).await?;
+    let source = source_except(export_dir, rejected_pks)?;
+    let (columns, rows) = read_table(&client, table).await?;
+    anyhow::ensure!(!columns.is_empty(), "table {table} does not exist");
+    let diffs = compare(&source, &["PK", "SK"], &columns, "attrs", &rows);
+    no_differences(table, &diffs)?;
+    Ok(rows.len())
+}
+
+/// The export's items, less those whose partition key is in `rejected_pks`.
+fn source_except(
+    export_dir: &Path,
+    rejected_pks: &[&str],
+) -> anyhow::Result<crate::compare::SourceItems> {
     let mut source = read_source_items(export_dir, &["PK", "SK"])?;
     source.retain(|key, _| {
         !rejected_pks
             .iter()
             .any(|pk| key.starts_with(&format!("[{}", serde_json::Value::from(*pk))))
     });
-    let (columns, rows) = read_table(&client, table).await?;
-    anyhow::ensure!(!columns.is_empty(), "table {table} does not exist");
-    let diffs = compare(&source, &["PK", "SK"], &columns, "attrs", &rows);
-    no_differences(table, &diffs)?;
-    Ok(rows.len())
+    Ok(source)
 }
 
 /// Fails listing the first differences, if any.
@@ -279,12 +288,7 @@ pub async fn assert_run_matches_text(
     rejected_pks: &[&str],
 ) -> anyhow::Result<usize> {
     let client = connect(url).await?;
-    let mut source = read_source_items(export_dir, &["PK", "SK"])?;
-    source.retain(|key, _| {
-        !rejected_pks
-            .iter()
-            .any(|pk| key.starts_with(&format!("[{}", serde_json::Value::from(*pk))))
-    });
+    let source = source_except(export_dir, rejected_pks)?;
     let (table, columns, rows) = read_table_text(&client, run_id).await?;
     let overflow = columns.last().map(|c| c.name.clone()).unwrap_or_default();
     let diffs = compare(&source, &["PK", "SK"], &columns, &overflow, &rows);
