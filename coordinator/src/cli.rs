@@ -73,7 +73,7 @@ struct PlanArgs {
 struct MigrateArgs {
     #[command(flatten)]
     plan: PlanArgs,
-    /// Shards loaded at once (default: load.workers).
+    /// Shards loaded at once (default: load.workers, else cores + 1 on PostgreSQL and 2 on HeliosDB).
     #[arg(long)]
     workers: Option<usize>,
     /// Accept an export without a verified manifest.

@@ -59,9 +59,10 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
         .map(|s| s.loaded_rows + s.rejected_rows + s.filtered_rows)
         .sum();
     let committed_rejects: u64 = shards.iter().map(|s| s.rejected_rows).sum();
+    let concurrent_copy_helps = plan.target.kind == ferry_worker::target::TargetKind::Postgres;
     let workers = request
         .workers
-        .unwrap_or(settings.load.workers.get())
+        .unwrap_or(settings.load.workers_for(concurrent_copy_helps))
         .max(1);
     tracing::info!(
         run = %run.run_id,

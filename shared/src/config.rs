@@ -13,7 +13,7 @@
 //! [load]
 //! chunk_lines = 100000   # lines per transaction; fixed per run, recorded in the ledger
 //! max_rejects = 0        # the run fails when more lines than this are rejected
-//! workers = 2            # shards loaded at once by `migrate`
+//! workers = 3            # shards loaded at once (default: cores + 1 on PostgreSQL, 2 on HeliosDB)
 //! [mapping]
 //! key = ["PK", "SK"]     # or --key PK,SK (optionally typed: PK:S,SK:N)
 //! overflow_column = "attrs"
@@ -65,8 +65,8 @@ pub struct RawLoad {
     pub pipeline_depth: usize,
     /// Rejected lines tolerated before the run fails.
     pub max_rejects: u64,
-    /// Shards loaded at once by `migrate`.
-    pub workers: usize,
+    /// Shards loaded at once (default: per target, see [`LoadSettings::workers_for`]).
+    pub workers: Option<usize>,
     /// Connection attempts before a worker gives up on the target.
     pub connect_attempts: u32,
     /// `auto` (binary COPY on PostgreSQL, CSV COPY on HeliosDB), `binary`, `csv` or `insert`.
@@ -97,11 +97,7 @@ impl Default for RawLoad {
             block_lines: 4_096,
             pipeline_depth: 4,
             max_rejects: 0,
-            // One more loader than cores: the database, not decoding, is the bottleneck, and a
-            // loader waiting on a commit leaves its core to the others (measured in ferry-bench).
-            workers: std::thread::available_parallelism()
-                .map(|n| n.get() + 1)
-                .unwrap_or(3),
+            workers: None,
             connect_attempts: 5,
             copy_format: CopyFormat::Auto,
         }
@@ -214,12 +210,28 @@ pub struct LoadSettings {
     pub pipeline_depth: NonZeroUsize,
     /// Rejects tolerated.
     pub max_rejects: u64,
-    /// Concurrent shards in `migrate`.
-    pub workers: NonZeroUsize,
+    /// Concurrent shard loaders, when configured.
+    pub workers: Option<NonZeroUsize>,
     /// Connection attempts.
     pub connect_attempts: u32,
     /// COPY format.
     pub copy_format: CopyFormat,
+}
+
+impl LoadSettings {
+    /// Concurrent shard loaders: as configured, else a default measured per target with
+    /// `ferry-bench`. PostgreSQL gains from one more loader than cores (the database, not
+    /// decoding, is the bottleneck, and a loader waiting on a commit leaves its core to others);
+    /// HeliosDB gains nothing from concurrent COPYs, so two (one loading while one decodes).
+    pub fn workers_for(&self, concurrent_copy_helps: bool) -> usize {
+        match self.workers {
+            Some(workers) => workers.get(),
+            None if concurrent_copy_helps => std::thread::available_parallelism()
+                .map(|n| n.get() + 1)
+                .unwrap_or(3),
+            None => 2,
+        }
+    }
 }
 
 /// Validated mapping settings.
@@ -298,7 +310,9 @@ impl RawConfig {
         positive(load.chunk_lines, "load.chunk_lines")?;
         positive(load.block_lines as u64, "load.block_lines")?;
         positive(load.pipeline_depth as u64, "load.pipeline_depth")?;
-        positive(load.workers as u64, "load.workers")?;
+        if let Some(workers) = load.workers {
+            positive(workers as u64, "load.workers")?;
+        }
         let mapping = self.mapping;
         if !crate::ident::is_valid_column_name(&mapping.overflow_column) {
             return Err(Error::Config(format!(
@@ -322,7 +336,7 @@ impl RawConfig {
                 block_lines: NonZeroUsize::new(load.block_lines).expect("checked"),
                 pipeline_depth: NonZeroUsize::new(load.pipeline_depth).expect("checked"),
                 max_rejects: load.max_rejects,
-                workers: NonZeroUsize::new(load.workers).expect("checked"),
+                workers: load.workers.and_then(NonZeroUsize::new),
                 connect_attempts: load.connect_attempts.max(1),
                 copy_format: load.copy_format,
             },

@@ -148,7 +148,7 @@ pub fn small_chunks(chunk_lines: u64) -> Settings {
     let mut settings = Settings::default();
     settings.load.chunk_lines = chunk_lines.try_into().expect("positive");
     settings.load.block_lines = 97.try_into().expect("positive");
-    settings.load.workers = 2.try_into().expect("positive");
+    settings.load.workers = Some(2.try_into().expect("positive"));
     settings
 }
 

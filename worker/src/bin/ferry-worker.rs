@@ -78,7 +78,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let ctx = LoadContext::new(run, Arc::new(store), &settings.load, target, &args.target);
     let pool = PoolSettings {
         target_url: args.target.clone(),
-        workers: args.workers.unwrap_or(settings.load.workers.get()),
+        workers: args.workers.unwrap_or(
+            settings
+                .load
+                .workers_for(ctx.target.kind == ferry_worker::target::TargetKind::Postgres),
+        ),
         attempts: settings.load.connect_attempts,
     };
     let errors = run_pool(ctx, Arc::new(MemoryQueue::new(tasks)), pool).await;
