@@ -143,6 +143,23 @@ pub async fn query_text(url: &str, sql: &str) -> anyhow::Result<Option<String>> 
     anyhow::bail!("no row from {sql}")
 }
 
+/// Generator options with one 0-byte and one empty-gzip data file beside the real ones.
+pub fn gen_options(seed: u64, items: u64, files: usize) -> GenOptions {
+    GenOptions {
+        seed,
+        items,
+        files,
+        zero_byte_files: 1,
+        empty_gzip_files: 1,
+        ..GenOptions::default()
+    }
+}
+
+/// A finished process's stderr as text.
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
 /// Settings with a small chunk and block size, so a few thousand items make many chunks.
 pub fn small_chunks(chunk_lines: u64) -> Settings {
     let mut settings = Settings::default();

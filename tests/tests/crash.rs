@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use ferry_tests::gen::GenOptions;
 use ferry_tests::harness::{
-    assert_table_matches, binary, fixture, migrate_args, query_i64, run_coordinator, Fixture,
+    assert_table_matches, binary, fixture, migrate_args, query_i64, run_coordinator, stderr_of,
+    Fixture,
 };
 
 const EXIT_FAILPOINT: i32 = 86;
@@ -34,10 +35,6 @@ async fn crash_fixture(name: &str, seed: u64) -> anyhow::Result<Fixture> {
     .await
 }
 
-fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).to_string()
-}
-
 /// Resumes with a clean run and checks the table, then checks that another run changes nothing.
 async fn resume_and_check(fixture: &Fixture, copy_format: &str) -> anyhow::Result<()> {
     let args = migrate_args(fixture);
@@ -50,14 +47,14 @@ async fn resume_and_check(fixture: &Fixture, copy_format: &str) -> anyhow::Resul
         Some(0),
         "resume failed:\n{}\n{}",
         String::from_utf8_lossy(&output.stdout),
-        stderr(&output)
+        stderr_of(&output)
     );
     assert_eq!(
         assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
         3_000
     );
     let output = run_coordinator(&args, &small_chunk_env())?;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("already complete"));
     assert_eq!(
         query_i64(&fixture.url, "SELECT count(*) FROM \"AppTable\"").await?,
@@ -99,7 +96,7 @@ async fn crash_between_steps(copy_format: &str) -> anyhow::Result<()> {
             output.status.code(),
             Some(EXIT_FAILPOINT),
             "{point}: {}",
-            stderr(&output)
+            stderr_of(&output)
         );
         let committed = query_i64(
             &fixture.url,
@@ -143,11 +140,11 @@ async fn an_error_between_copy_and_commit_is_retried_in_the_same_run() -> anyhow
         "after_copy=error@2,after_checkpoint=error@5",
     ));
     let output = run_coordinator(&args, &env)?;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     assert!(
-        stderr(&output).contains("retrying from its checkpoint"),
+        stderr_of(&output).contains("retrying from its checkpoint"),
         "{}",
-        stderr(&output)
+        stderr_of(&output)
     );
     assert_eq!(
         assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
@@ -216,7 +213,7 @@ async fn kill_9_at_several_points_then_resume() -> anyhow::Result<()> {
         "the loads finished before they could be killed ({kills} kills)"
     );
     let output = run_coordinator(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])?;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     assert_eq!(
         assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
         20_000
@@ -263,7 +260,7 @@ async fn concurrent_workers(copy_format: &str) -> anyhow::Result<()> {
         ],
         &env,
     )?;
-    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr_of(&plan));
     let run_id = String::from_utf8_lossy(&plan.stdout).trim().to_string();
     // Three worker processes, each taking every pending shard: they race on every chunk.
     let children: Vec<_> = (0..3)
@@ -285,7 +282,7 @@ async fn concurrent_workers(copy_format: &str) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     for child in children {
         let output = child.wait_with_output()?;
-        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     }
     let output = run_coordinator(
         &[
@@ -298,7 +295,7 @@ async fn concurrent_workers(copy_format: &str) -> anyhow::Result<()> {
         ],
         &[],
     )?;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     let status: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     assert_eq!(status["rows_loaded"], 6_000);
     assert_eq!(status["shards_reconciled"], status["shards_total"]);

@@ -6,24 +6,14 @@ use ferry_shared::config::Settings;
 use ferry_tests::gen::{add_data_file, rewrite_manifest, ChecksumExt, GenOptions};
 use ferry_tests::harness::{
     assert_fixture_matches, assert_run_matches_text, assert_table_matches, connect, fixture,
-    fixture_on, migrate_in_process, migrate_path, query_i64, query_text, small_chunks, TestTarget,
+    fixture_on, gen_options, migrate_in_process, migrate_path, query_i64, query_text, small_chunks,
+    TestTarget,
 };
-
-fn options(seed: u64, items: u64, files: usize) -> GenOptions {
-    GenOptions {
-        seed,
-        items,
-        files,
-        zero_byte_files: 1,
-        empty_gzip_files: 1,
-        ..GenOptions::default()
-    }
-}
 
 async fn a_migration_loads_every_item_exactly_with_its_values(
     target: TestTarget,
 ) -> anyhow::Result<()> {
-    let fixture = fixture_on(target, "e2e_values", &options(7, 5_000, 3)).await?;
+    let fixture = fixture_on(target, "e2e_values", &gen_options(7, 5_000, 3)).await?;
     let report = migrate_in_process(&fixture, small_chunks(700), false).await?;
     assert!(report.verified(), "{}", report.to_text());
     assert_eq!(report.state, "complete");
@@ -96,7 +86,8 @@ async fn the_output_is_the_same_for_every_chunk_and_block_size(
         .into_iter()
         .enumerate()
     {
-        let fixture = fixture_on(target, &format!("e2e_sizes_{i}"), &options(11, 600, 2)).await?;
+        let fixture =
+            fixture_on(target, &format!("e2e_sizes_{i}"), &gen_options(11, 600, 2)).await?;
         let mut settings = small_chunks(chunk);
         settings.load.block_lines = block.try_into()?;
         let report = migrate_in_process(&fixture, settings, false).await?;
@@ -112,7 +103,7 @@ async fn the_output_is_the_same_for_every_chunk_and_block_size(
 async fn bad_lines_are_rejected_with_line_numbers_and_reasons(
     target: TestTarget,
 ) -> anyhow::Result<()> {
-    let mut fixture = fixture_on(target, "e2e_rejects", &options(3, 400, 2)).await?;
+    let mut fixture = fixture_on(target, "e2e_rejects", &gen_options(3, 400, 2)).await?;
     let bad = vec![
         r#"{"Item":{"PK":{"S":"BAD#1"},"SK":{"S":"X"},"a":{"S":"ok"}}}"#.to_string(),
         r#"{"Item":{"PK":{"S":"BAD#2"},"SK":{"S":"X"}"#.to_string(),
@@ -182,7 +173,7 @@ async fn bad_lines_are_rejected_with_line_numbers_and_reasons(
 
 async fn corrupt_files_fail_their_shard_naming_the_file(target: TestTarget) -> anyhow::Result<()> {
     // A truncated gzip stream (with a manifest that matches its bytes).
-    let fx = fixture_on(target, "e2e_truncated", &options(5, 3_000, 3)).await?;
+    let fx = fixture_on(target, "e2e_truncated", &gen_options(5, 3_000, 3)).await?;
     let victim = fx.export.data_files[1].path.clone();
     let bytes = std::fs::read(&victim)?;
     std::fs::write(&victim, &bytes[..bytes.len() * 2 / 3])?;
@@ -195,7 +186,7 @@ async fn corrupt_files_fail_their_shard_naming_the_file(target: TestTarget) -> a
     assert_eq!(report.shards_reconciled, report.shards_total - 1);
 
     // Bytes that differ from the manifest's MD5.
-    let fx = fixture_on(target, "e2e_md5", &options(6, 1_000, 2)).await?;
+    let fx = fixture_on(target, "e2e_md5", &gen_options(6, 1_000, 2)).await?;
     let victim = fx.export.data_files[0].path.clone();
     let mut bytes = std::fs::read(&victim)?;
     bytes.extend_from_slice(&[
@@ -218,7 +209,7 @@ async fn corrupt_files_fail_their_shard_naming_the_file(target: TestTarget) -> a
     );
 
     // A manifest whose itemCount disagrees with the file.
-    let mut fx = fixture_on(target, "e2e_count", &options(8, 1_000, 2)).await?;
+    let mut fx = fixture_on(target, "e2e_count", &gen_options(8, 1_000, 2)).await?;
     fx.export.data_files[0].item_count += 1;
     rewrite_manifest(&fx.export)?;
     let report = migrate_in_process(&fx, small_chunks(200), false).await?;
@@ -278,7 +269,7 @@ async fn an_export_without_manifest_is_unverified_unless_allowed(
 async fn a_table_that_does_not_fit_is_refused_before_loading(
     target: TestTarget,
 ) -> anyhow::Result<()> {
-    let fixture = fixture_on(target, "e2e_table_checks", &options(12, 300, 1)).await?;
+    let fixture = fixture_on(target, "e2e_table_checks", &gen_options(12, 300, 1)).await?;
     let client = connect(&fixture.url).await?;
     client
         .batch_execute("CREATE TABLE \"AppTable\" (\"PK\" TEXT, \"SK\" INT8, attrs JSONB)")
@@ -325,7 +316,7 @@ async fn a_table_that_does_not_fit_is_refused_before_loading(
 async fn a_value_of_another_type_spills_to_overflow_under_its_name(
     target: TestTarget,
 ) -> anyhow::Result<()> {
-    let mut fixture = fixture_on(target, "e2e_spill", &options(13, 200, 2)).await?;
+    let mut fixture = fixture_on(target, "e2e_spill", &gen_options(13, 200, 2)).await?;
     add_data_file(
         &mut fixture.export,
         &[r#"{"Item":{"PK":{"S":"V#1"},"SK":{"S":"A"},"v":{"N":"1.25"}}}"#.to_string()],
@@ -373,15 +364,45 @@ async fn a_value_of_another_type_spills_to_overflow_under_its_name(
     Ok(())
 }
 
+/// Loads a fresh export on PostgreSQL with a forced load path; checks that the run verified,
+/// used that path, and that the table equals the source.
+async fn forced_path(
+    name: &str,
+    copy_format: ferry_shared::config::CopyFormat,
+    expected_path: &str,
+    items: u64,
+) -> anyhow::Result<(
+    ferry_tests::harness::Fixture,
+    ferry_coordinator::report::Report,
+)> {
+    let fixture = fixture(name, &gen_options(7, items, 3)).await?;
+    let mut settings = small_chunks(400);
+    settings.load.copy_format = copy_format;
+    let report = migrate_in_process(&fixture, settings, false).await?;
+    assert!(report.verified(), "{}", report.to_text());
+    assert!(
+        report.load_path.contains(expected_path),
+        "{}",
+        report.load_path
+    );
+    assert_eq!(
+        assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
+        items as usize
+    );
+    Ok((fixture, report))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_csv_autocommit_path_loads_every_value_exactly_too() -> anyhow::Result<()> {
     // The HeliosDB load path (CSV COPY in autocommit over the simple protocol, key-checked
     // checkpoint), forced on PostgreSQL: the same table, value by value.
-    let fixture = fixture("e2e_csv_path", &options(7, 3_000, 3)).await?;
-    let mut settings = small_chunks(400);
-    settings.load.copy_format = ferry_shared::config::CopyFormat::Csv;
-    let report = migrate_in_process(&fixture, settings, false).await?;
-    assert!(report.verified(), "{}", report.to_text());
+    let (fixture, report) = forced_path(
+        "e2e_csv_path",
+        ferry_shared::config::CopyFormat::Csv,
+        "CSV COPY in autocommit",
+        3_000,
+    )
+    .await?;
     // The text-format reader used for HeliosDB agrees, on PostgreSQL, with the to_jsonb one.
     assert_eq!(
         assert_run_matches_text(
@@ -393,35 +414,19 @@ async fn the_csv_autocommit_path_loads_every_value_exactly_too() -> anyhow::Resu
         .await?,
         3_000
     );
-    assert!(
-        report.load_path.contains("CSV COPY in autocommit"),
-        "{}",
-        report.load_path
-    );
-    assert_eq!(
-        assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
-        3_000
-    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_insert_fallback_loads_every_value_exactly_too() -> anyhow::Result<()> {
     // The last rung of the load ladder: multi-row INSERT with text parameters.
-    let fixture = fixture("e2e_insert_path", &options(17, 1_500, 2)).await?;
-    let mut settings = small_chunks(300);
-    settings.load.copy_format = ferry_shared::config::CopyFormat::Insert;
-    let report = migrate_in_process(&fixture, settings, false).await?;
-    assert!(report.verified(), "{}", report.to_text());
-    assert!(
-        report.load_path.contains("multi-row INSERT"),
-        "{}",
-        report.load_path
-    );
-    assert_eq!(
-        assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
-        1_500
-    );
+    forced_path(
+        "e2e_insert_path",
+        ferry_shared::config::CopyFormat::Insert,
+        "multi-row INSERT",
+        1_500,
+    )
+    .await?;
     Ok(())
 }
 

@@ -7,22 +7,12 @@ use std::time::{Duration, Instant};
 
 use ferry_tests::gen::{add_data_file, generate_export, GenOptions};
 use ferry_tests::harness::{
-    assert_run_matches_text, binary, connect, migrate_path, run_coordinator, small_chunks,
+    assert_run_matches_text, binary, connect, gen_options, migrate_path, run_coordinator,
+    small_chunks, stderr_of,
 };
 use ferry_tests::helios::{heliosdb_binary, HeliosServer};
 
 const EXIT_FAILPOINT: i32 = 86;
-
-fn options(seed: u64, items: u64, files: usize) -> GenOptions {
-    GenOptions {
-        seed,
-        items,
-        files,
-        zero_byte_files: 1,
-        empty_gzip_files: 1,
-        ..GenOptions::default()
-    }
-}
 
 async fn scalar(url: &str, sql: &str) -> anyhow::Result<String> {
     let client = connect(url).await?;
@@ -34,15 +24,11 @@ async fn scalar(url: &str, sql: &str) -> anyhow::Result<String> {
     anyhow::bail!("no row from {sql}")
 }
 
-fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_into_heliosdb_is_exact() -> anyhow::Result<()> {
     let server = HeliosServer::start()?;
     let dir = tempfile::tempdir()?;
-    let export = generate_export(dir.path(), &options(7, 4_000, 3))?;
+    let export = generate_export(dir.path(), &gen_options(7, 4_000, 3))?;
     let report = migrate_path(&server.url(), dir.path(), small_chunks(600), false, None).await?;
     assert!(report.verified(), "{}", report.to_text());
     assert!(
@@ -83,7 +69,7 @@ async fn a_migration_into_heliosdb_is_exact() -> anyhow::Result<()> {
 async fn numbers_heliosdb_would_round_stay_exact_in_overflow() -> anyhow::Result<()> {
     let server = HeliosServer::start()?;
     let dir = tempfile::tempdir()?;
-    let mut export = generate_export(dir.path(), &options(13, 200, 2))?;
+    let mut export = generate_export(dir.path(), &gen_options(13, 200, 2))?;
     add_data_file(
         &mut export,
         &[r#"{"Item":{"PK":{"S":"V#1"},"SK":{"S":"A"},"v":{"N":"1.25"}}}"#.to_string()],
@@ -138,7 +124,7 @@ async fn crashes_between_every_step_on_heliosdb_resume_exactly_once() -> anyhow:
     {
         let server = HeliosServer::start()?;
         let dir = tempfile::tempdir()?;
-        let export = generate_export(dir.path(), &options(20 + i as u64, 2_000, 2))?;
+        let export = generate_export(dir.path(), &gen_options(20 + i as u64, 2_000, 2))?;
         let export_arg = dir.path().display().to_string();
         let url = server.url();
         let args = [
@@ -161,7 +147,7 @@ async fn crashes_between_every_step_on_heliosdb_resume_exactly_once() -> anyhow:
             output.status.code(),
             Some(EXIT_FAILPOINT),
             "{point}: {}",
-            stderr(&output)
+            stderr_of(&output)
         );
         let output = run_coordinator(&args, &env[..2])?;
         assert_eq!(
@@ -169,7 +155,7 @@ async fn crashes_between_every_step_on_heliosdb_resume_exactly_once() -> anyhow:
             Some(0),
             "{point} resume: {}\n{}",
             String::from_utf8_lossy(&output.stdout),
-            stderr(&output)
+            stderr_of(&output)
         );
         let run_id = scalar(&url, "SELECT run_id FROM ferry.runs").await?;
         assert_eq!(
@@ -212,7 +198,7 @@ async fn kill_9_and_racing_workers_on_heliosdb_load_each_item_once() -> anyhow::
         ],
         &env,
     )?;
-    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr_of(&plan));
     let run_id = String::from_utf8_lossy(&plan.stdout).trim().to_string();
     let worker = || {
         Command::new(binary("ferry-worker"))
@@ -241,13 +227,13 @@ async fn kill_9_and_racing_workers_on_heliosdb_load_each_item_once() -> anyhow::
     let racers: Vec<_> = (0..3).map(|_| worker()).collect::<Result<_, _>>()?;
     for racer in racers {
         let output = racer.wait_with_output()?;
-        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     }
     let status = run_coordinator(
         &["status", "--target", &url, "--run-id", &run_id, "--json"],
         &[],
     )?;
-    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    assert_eq!(status.status.code(), Some(0), "{}", stderr_of(&status));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
     assert_eq!(status["rows_loaded"], 8_000);
     assert_eq!(
@@ -260,7 +246,7 @@ async fn kill_9_and_racing_workers_on_heliosdb_load_each_item_once() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_default_needs_no_server() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let export = generate_export(&dir.path().join("export"), &options(70, 1_500, 2))?;
+    let export = generate_export(&dir.path().join("export"), &gen_options(70, 1_500, 2))?;
     let data_dir = dir.path().join("ferry-data");
     let args = [
         "migrate",
@@ -280,12 +266,12 @@ async fn the_embedded_default_needs_no_server() -> anyhow::Result<()> {
         Some(0),
         "{}\n{}",
         String::from_utf8_lossy(&output.stdout),
-        stderr(&output)
+        stderr_of(&output)
     );
     assert!(
-        stderr(&output).contains("psql postgres://"),
+        stderr_of(&output).contains("psql postgres://"),
         "{}",
-        stderr(&output)
+        stderr_of(&output)
     );
     let text = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(
@@ -295,7 +281,7 @@ async fn the_embedded_default_needs_no_server() -> anyhow::Result<()> {
     assert!(text.contains("HeliosDB"), "{text}");
     // The server was stopped; the data stays. A second run starts it again and finds the run done.
     let output = run_coordinator(&args, &env)?;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("already complete"));
     Ok(())
 }
