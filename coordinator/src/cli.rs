@@ -1,8 +1,11 @@
 //! The `ferry-coordinator` command line.
 //!
+//! Commands, in the order a cluster run uses them: `queue create`, `plan`, `submit`, `status`,
+//! `finalize`; and `migrate`, which is plan + in-process workers + finalize on one machine.
+//!
 //! Exit codes an orchestrator can act on: 0 the run is complete and verified; 1 it is not (the last
-//! line says why); 2 the request could not be carried out (bad arguments, configuration, export or
-//! target).
+//! line says why); 2 the request could not be carried out (bad arguments, configuration, export,
+//! queue or target).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -17,7 +20,11 @@ use ferry_worker::ledger;
 use crate::embedded::EmbeddedHelios;
 use crate::migrate::{migrate, MigrateRequest};
 use crate::plan::{plan, PlanRequest};
-use crate::report::{build_report, Report, ReportContext};
+use crate::finalize::finalize;
+use crate::fleet::{status, submit, FleetStatus};
+use crate::plan::open_listing;
+use crate::report::{Report, ReportContext};
+use ferry_shared::sqs::SqsQueue;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,16 +45,93 @@ enum Command {
     /// Plan, load and verify a whole export on this machine (resumes an interrupted run).
     Migrate(MigrateArgs),
     /// Plan a run: infer the schema, prepare the table, record the run and its shards.
-    Plan(PlanArgs),
-    /// Show a run's progress and reconciliation from the ledger.
+    Plan(PlanCommandArgs),
+    /// Manage the SQS shard queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Send every shard of a planned run that is not done to the queue (safe to repeat).
+    Submit(SubmitArgs),
+    /// Show a run's progress: the ledger against the manifest, the queue and its dead letters.
     Status(StatusArgs),
+    /// Reconcile every shard, run the post-load steps and verification, and write the report.
+    Finalize(FinalizeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Create the shard queue and its dead-letter queue (`<name>-dlq`), or update their settings.
+    Create(QueueCreateArgs),
+}
+
+#[derive(Debug, Args)]
+struct QueueCreateArgs {
+    /// The queue's name.
+    #[arg(long)]
+    name: String,
+    /// Receives of one shard before it moves to the dead-letter queue (default: queue.max_receive_count).
+    #[arg(long)]
+    max_receive_count: Option<u32>,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct PlanCommandArgs {
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Print the shards, their bytes and items, and a time estimate; touch nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Workers to estimate the time for (with --dry-run).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct SubmitArgs {
+    /// Target database URL (its ledger holds the run).
+    #[arg(long)]
+    target: Option<String>,
+    /// The run.
+    #[arg(long)]
+    run_id: String,
+    /// The queue's URL (default: queue.url).
+    #[arg(long)]
+    queue_url: Option<String>,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct FinalizeArgs {
+    /// Target database URL.
+    #[arg(long)]
+    target: Option<String>,
+    /// The run.
+    #[arg(long)]
+    run_id: String,
+    /// Accept an export without a verified manifest.
+    #[arg(long)]
+    allow_unverified: bool,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
 struct PlanArgs {
-    /// The export folder (…/AWSDynamoDB/<ExportId>, or a folder holding exactly one export).
+    /// The export: a folder or s3://bucket/prefix (…/AWSDynamoDB/<ExportId>/, or a folder or
+    /// prefix holding exactly one export).
     #[arg(long)]
-    export: PathBuf,
+    export: String,
     /// Target database URL, postgres://user@host:port/db (or FERRY_TARGET__URL, or [target] url).
     /// Without one, `migrate` starts its own HeliosDB with its data in ./ferry-data.
     #[arg(long)]
@@ -95,9 +179,28 @@ struct StatusArgs {
     /// Configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The queue's URL, for its depth and dead letters (default: queue.url).
+    #[arg(long)]
+    queue_url: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Follow the run: print the status every --interval seconds until it is complete or stuck.
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between --watch samples.
+    #[arg(long, default_value_t = 10)]
+    interval: u64,
+}
+
+fn queue_url(cli: Option<&String>, settings: &Settings) -> anyhow::Result<String> {
+    cli.cloned().or_else(|| settings.queue.url.clone()).ok_or_else(|| {
+        anyhow!("no queue: pass --queue-url (or set FERRY_QUEUE__URL, or [queue] url); `ferry-coordinator queue create` makes one")
+    })
+}
+
+async fn open_queue(url: String, settings: &Settings) -> SqsQueue {
+    SqsQueue::connect(&url, &settings.aws, &settings.queue).await
 }
 
 fn target_url(cli: Option<&String>, settings: &Settings) -> anyhow::Result<String> {
@@ -172,7 +275,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(_) => None,
                 None => {
                     // Check the export before starting a server for it.
-                    ferry_shared::store::LocalStore::for_export_path(&args.plan.export)?;
+                    crate::migrate::check_local_export(&args.plan.export)?;
                     Some(EmbeddedHelios::start(&settings.embedded).await?)
                 }
             };
@@ -199,7 +302,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(verdict(&report))
         }
-        Command::Plan(args) => {
+        Command::Plan(PlanCommandArgs {
+            plan: args,
+            dry_run: true,
+            workers,
+        }) => {
+            let settings = load_settings(args.config.as_deref())?;
+            let (_, listing) = open_listing(&args.export, &settings).await?;
+            let workers = workers.unwrap_or(settings.load.workers_for(true)).max(1);
+            print!("{}", dry_run_text(&listing, workers, &settings));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan(PlanCommandArgs { plan: args, .. }) => {
             let settings = load_settings(args.config.as_deref())?;
             let target_url = target_url(args.target.as_ref(), &settings)?;
             let request = plan_request(&args, settings)?;
@@ -226,28 +340,153 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Queue(QueueCommand::Create(args)) => {
+            let mut settings = load_settings(args.config.as_deref())?;
+            if let Some(count) = args.max_receive_count {
+                if count == 0 {
+                    anyhow::bail!("--max-receive-count must be at least 1");
+                }
+                settings.queue.max_receive_count = count;
+            }
+            let config = ferry_shared::aws::sdk_config(&settings.aws).await;
+            let client = ferry_shared::aws::sqs_client(&config);
+            let created = SqsQueue::create(&client, &args.name, &settings.queue).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else {
+                println!("{}", created.url);
+                eprintln!(
+                    "queue {} ready; dead-letter queue {} after {} receives",
+                    created.url, created.dead_letter_url, created.max_receive_count
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit(args) => {
+            let settings = load_settings(args.config.as_deref())?;
+            let target_url = target_url(args.target.as_ref(), &settings)?;
+            let queue = open_queue(queue_url(args.queue_url.as_ref(), &settings)?, &settings).await;
+            let client = ledger::connect(&target_url).await?;
+            ledger::get_run(&client, &args.run_id)
+                .await?
+                .with_context(|| format!("run {} is not in the ledger: plan it first", args.run_id))?;
+            let submitted = submit(&client, &queue, &args.run_id).await?;
+            println!(
+                "submitted {} shards of run {} to {} ({} already done)",
+                submitted.sent,
+                args.run_id,
+                queue.url(),
+                submitted.already_done
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status(args) => {
+            let settings = load_settings(args.config.as_deref())?;
+            let target_url = target_url(args.target.as_ref(), &settings)?;
+            let queue = match args.queue_url.clone().or_else(|| settings.queue.url.clone()) {
+                Some(url) => Some(open_queue(url, &settings).await),
+                None => None,
+            };
+            let client = ledger::connect(&target_url).await?;
+            let mut previous: Option<(FleetStatus, std::time::Instant)> = None;
+            loop {
+                let run = ledger::get_run(&client, &args.run_id)
+                    .await?
+                    .with_context(|| format!("run {} is not in the ledger", args.run_id))?;
+                let earlier = previous
+                    .as_ref()
+                    .map(|(s, at)| (s, at.elapsed().as_secs_f64()));
+                let now = status(&client, &run, queue.as_ref(), earlier).await?;
+                if args.json {
+                    println!("{}", serde_json::to_string(&now)?);
+                } else {
+                    print!("{}", now.to_text());
+                }
+                let finished = now.complete() || now.stuck();
+                let code = if now.complete() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                };
+                if !args.watch || finished {
+                    return Ok(code);
+                }
+                previous = Some((now, std::time::Instant::now()));
+                tokio::time::sleep(std::time::Duration::from_secs(args.interval.max(1))).await;
+                if !args.json {
+                    println!();
+                }
+            }
+        }
+        Command::Finalize(args) => {
             let settings = load_settings(args.config.as_deref())?;
             let target_url = target_url(args.target.as_ref(), &settings)?;
             let client = ledger::connect(&target_url).await?;
             let run = ledger::get_run(&client, &args.run_id)
                 .await?
                 .with_context(|| format!("run {} is not in the ledger", args.run_id))?;
-            let report = build_report(
-                &client,
-                &run,
-                &ReportContext {
-                    allow_unverified: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            let target = ferry_worker::target::Target::detect(&client, settings.load.copy_format).await?;
+            let context = ReportContext {
+                allow_unverified: args.allow_unverified,
+                load_path: Some(target.describe()),
+                ..Default::default()
+            };
+            let report = finalize(&client, &run, &context).await?;
             print_report(&report, args.json);
-            Ok(if report.verified() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(verdict(&report))
         }
     }
+}
+
+/// The `plan --dry-run` text: every shard with its bytes and items, the totals, and the time
+/// `workers` would take at `load.estimate_items_per_second` per worker. A worker loads one shard at
+/// a time, so the largest shard bounds the time however many workers run.
+fn dry_run_text(
+    listing: &ferry_shared::manifest::ExportListing,
+    workers: usize,
+    settings: &Settings,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "export {}", listing.location);
+    let _ = writeln!(out, "{:<40} {:>14} {:>12}", "shard", "bytes", "items");
+    for file in &listing.files {
+        let items = file
+            .item_count
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "?".into());
+        let _ = writeln!(out, "{:<40} {:>14} {:>12}", file.shard_id, file.size, items);
+    }
+    let total_items = listing.manifest_items();
+    let _ = writeln!(
+        out,
+        "{:<40} {:>14} {:>12}",
+        format!("{} shards", listing.files.len()),
+        listing.total_bytes(),
+        total_items
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "?".into())
+    );
+    let rate = settings.load.estimate_items_per_second as f64;
+    match total_items {
+        Some(items) if rate > 0.0 => {
+            let largest = listing
+                .files
+                .iter()
+                .filter_map(|f| f.item_count)
+                .max()
+                .unwrap_or(0);
+            let seconds = (items as f64 / (rate * workers as f64)).max(largest as f64 / rate);
+            let _ = writeln!(
+                out,
+                "estimate: {:.0} s with {workers} workers at {} items/s each (load.estimate_items_per_second; measure yours with `status`)",
+                seconds.ceil(),
+                settings.load.estimate_items_per_second
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "estimate: unknown (no manifest item counts)");
+        }
+    }
+    out
 }

@@ -5,6 +5,8 @@
 //!   its shards in the ledger (deterministic; planning a known run resumes it).
 //! - [`infer`]: schema inference from a sample of items.
 //! - [`migrate`]: the single-machine path: plan, in-process workers, finalize.
+//! - [`finalize`]: reconcile, post-load steps, verify and record a run (both paths end here).
+//! - [`fleet`]: the cluster path's coordinator side: `queue create`, `submit`, `status` with the queue.
 //! - [`report`]: the run report (rows, rejects, per-shard reconciliation, rate, verdict).
 //! - [`embedded`]: the embedded default: a HeliosDB server started and stopped by `migrate`.
 //! - [`cli`]: the `ferry-coordinator` command line.
@@ -13,6 +15,8 @@
 pub mod cli;
 pub mod embedded;
 pub mod error;
+pub mod finalize;
+pub mod fleet;
 pub mod infer;
 pub mod migrate;
 pub mod plan;

@@ -1,7 +1,7 @@
 //! `migrate`: the single-machine path. Plan (or resume) the run, load every pending shard with N
-//! in-process workers fed by an in-memory queue, then finalize: reconcile every shard against the
-//! manifest, write the report into the ledger, and return it. The decode, load and checkpoint code
-//! is the workers' own; only the queue is in-process.
+//! in-process workers fed by an in-memory queue, then [`finalize`](crate::finalize) it, as the
+//! fleet's `finalize` command does, so both paths write the same report. The decode, load and
+//! checkpoint code is the workers' own; only the queue is in-process.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,10 +11,11 @@ use ferry_shared::ledger::run_state;
 use ferry_shared::queue::MemoryQueue;
 use ferry_worker::ledger;
 use ferry_worker::load::{LoadContext, Progress};
-use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings};
+use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::plan::{plan, PlanRequest};
+use crate::finalize::finalize;
 use crate::report::{build_report, Report, ReportContext};
 use crate::Result;
 
@@ -37,7 +38,7 @@ pub struct MigrateRequest {
 pub async fn migrate(request: MigrateRequest) -> Result<Report> {
     let settings = &request.plan.settings;
     // A wrong export path is the user's most likely mistake: say so before touching the target.
-    ferry_shared::store::LocalStore::for_export_path(&request.plan.export)?;
+    check_local_export(&request.plan.export)?;
     let mut client = ferry_worker::ledger::connect(&request.target_url).await?;
     let plan = plan(&mut client, &request.plan).await?;
     let run = plan.run.clone();
@@ -95,12 +96,13 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
         request.progress_bar,
     ));
     let started = Instant::now();
-    let pool = PoolSettings {
-        target_url: request.target_url.clone(),
+    let pool = PoolSettings::in_process(
+        &request.target_url,
         workers,
-        attempts: settings.load.connect_attempts,
-    };
-    let errors = run_pool(ctx.clone(), Arc::new(MemoryQueue::new(tasks)), pool).await;
+        settings.load.connect_attempts,
+    );
+    let contexts = Arc::new(RunContexts::single(ctx.clone()));
+    let errors = run_pool(contexts, Arc::new(MemoryQueue::new(tasks)), pool).await;
     let elapsed = started.elapsed();
     finished.store(true, Ordering::Relaxed);
     let _ = watcher.await;
@@ -111,10 +113,15 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
         .iter()
         .map(|e| format!("shard {}: {}", e.shard_id, e.error))
         .collect();
-    let report = build_report(&client, &run, &context).await?;
-    let json = serde_json::to_string(&report).unwrap_or_default();
-    ledger::finish_run(&client, &run.run_id, &report.state, &json).await?;
-    Ok(report)
+    finalize(&client, &run, &context).await
+}
+
+/// Checks a local export folder before anything else happens (S3 is checked when it is listed).
+pub fn check_local_export(export: &str) -> Result<()> {
+    if !ferry_shared::store::is_s3(export) {
+        ferry_shared::store::LocalStore::for_export_path(std::path::Path::new(export))?;
+    }
+    Ok(())
 }
 
 /// Draws the progress bar (items and bytes against the manifest's totals), logs progress when no

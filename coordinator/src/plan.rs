@@ -3,7 +3,6 @@
 //! mapping give the same run id, schema and shards, and planning a run the ledger already has
 //! resumes it with the stored schema and chunk size.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_shared::config::{KeyAttribute, Settings};
@@ -11,7 +10,7 @@ use ferry_shared::ident::quote_ident;
 use ferry_shared::ledger::run_state;
 use ferry_shared::manifest::{locate_export, md5_hex, ExportListing};
 use ferry_shared::schema::TableSchema;
-use ferry_shared::store::{LocalStore, ObjectStore};
+use ferry_shared::store::{open_export, ObjectStore};
 use ferry_worker::ledger::{self, RunRecord};
 use ferry_worker::target::Target;
 use tokio_postgres::Client;
@@ -22,8 +21,9 @@ use crate::{CoordinatorError, Result};
 /// What the user asked for.
 #[derive(Clone, Debug)]
 pub struct PlanRequest {
-    /// The export folder (or a parent holding exactly one export).
-    pub export: PathBuf,
+    /// The export: a folder or an `s3://bucket/prefix/` URL (of the export, or of a prefix holding
+    /// exactly one export).
+    pub export: String,
     /// Key attributes (empty: take them from the config).
     pub keys: Vec<KeyAttribute>,
     /// Target table (default: the config's, else the export's table name).
@@ -92,21 +92,24 @@ fn derive_run_id(
     format!("{prefix}-{}", &md5_hex(fingerprint.as_bytes())[..8])
 }
 
-/// Plans the run, or finds it in the ledger.
-pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
-    let (store, prefix) = LocalStore::for_export_path(&request.export)?;
-    let listing = locate_export(&store, &prefix).await?;
+/// Opens the export and reads its manifests (the same checks for a folder and for S3).
+pub async fn open_listing(
+    export: &str,
+    settings: &Settings,
+) -> Result<(ferry_shared::store::ExportStore, ExportListing)> {
+    let opened = open_export(export, &settings.aws).await?;
+    let listing = locate_export(opened.store.as_ref(), &opened.prefix).await?;
     for warning in &listing.warnings {
         tracing::warn!(export = %listing.location, "{warning}");
     }
-    let store: Arc<dyn ObjectStore> = Arc::new(store);
-    let export_path = std::fs::canonicalize(&request.export)
-        .map_err(|source| ferry_shared::Error::Io {
-            location: request.export.display().to_string(),
-            source,
-        })?
-        .display()
-        .to_string();
+    Ok((opened, listing))
+}
+
+/// Plans the run, or finds it in the ledger.
+pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
+    let (opened, listing) = open_listing(&request.export, &request.settings).await?;
+    let store: Arc<dyn ObjectStore> = opened.store;
+    let export_path = opened.location;
     let table = request
         .table
         .clone()

@@ -84,6 +84,8 @@ pub struct Report {
     pub elapsed_seconds: Option<f64>,
     /// Items per second over that time.
     pub items_per_second: Option<f64>,
+    /// Post-load statements `finalize` ran.
+    pub post_load: Vec<String>,
     /// Why the run is not verified; empty when it is.
     pub problems: Vec<String>,
 }
@@ -202,6 +204,9 @@ impl Report {
         }
         if let (Some(seconds), Some(rate)) = (self.elapsed_seconds, self.items_per_second) {
             let _ = writeln!(out, "elapsed {seconds:.1} s, {rate:.0} items/s");
+        }
+        for statement in &self.post_load {
+            let _ = writeln!(out, "post-load: {statement}");
         }
         for problem in &self.problems {
             let _ = writeln!(out, "problem: {problem}");
@@ -322,6 +327,7 @@ pub async fn build_report(
         first_rejects,
         elapsed_seconds: context.elapsed_seconds,
         items_per_second,
+        post_load: Vec::new(),
         problems,
     })
 }

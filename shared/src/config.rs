@@ -29,7 +29,7 @@ use crate::schema::{DdbType, NestedJson, OnTypeMismatch};
 use crate::{Error, Result};
 
 /// The configuration sections, which are also the accepted `FERRY_<SECTION>__<KEY>` prefixes.
-const SECTIONS: &[&str] = &["load", "mapping", "target"];
+const SECTIONS: &[&str] = &["load", "mapping", "target", "aws", "queue"];
 
 /// The configuration as written, before validation.
 #[derive(Debug, Deserialize)]
@@ -47,6 +47,67 @@ pub struct RawConfig {
     /// The target database.
     #[serde(default)]
     pub target: RawTarget,
+    /// AWS clients (S3 and SQS).
+    #[serde(default)]
+    pub aws: RawAws,
+    /// The SQS shard queue of the fleet.
+    #[serde(default)]
+    pub queue: RawQueue,
+}
+
+/// `[aws]`: how the S3 and SQS clients are made. Credentials and the region come from the standard
+/// AWS chain (environment, shared profiles, web identity, SSO, container and instance metadata),
+/// never from this file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAws {
+    /// An endpoint for S3-compatible stores and local endpoints (`http://127.0.0.1:5000`). The
+    /// standard `AWS_ENDPOINT_URL` variables work too.
+    pub endpoint_url: Option<String>,
+    /// The region, when the AWS chain has none (default `us-east-1`).
+    pub region: Option<String>,
+    /// Path-style S3 addressing (`endpoint/bucket/key`); default: on when `endpoint_url` is set.
+    pub force_path_style: Option<bool>,
+    /// Attempts per AWS request, retries with backoff included (default 5).
+    pub max_attempts: Option<u32>,
+}
+
+/// `[queue]`: the SQS queue shards travel on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQueue {
+    /// The queue's URL (`ferry-coordinator queue create` prints it).
+    pub url: Option<String>,
+    /// Seconds a received shard stays invisible to other workers; the heartbeat renews it.
+    pub visibility_timeout_secs: u32,
+    /// Seconds between visibility renewals of a held shard; 0 turns renewal off.
+    pub heartbeat_secs: u32,
+    /// Long-poll wait per ReceiveMessage call (0 to 20 seconds).
+    pub wait_secs: u32,
+    /// Seconds before a shard that failed here is offered again (each offer counts towards the
+    /// dead-letter queue's `max_receive_count`).
+    pub retry_delay_secs: u32,
+    /// Receives of one shard before SQS moves it to the dead-letter queue (`queue create`).
+    pub max_receive_count: u32,
+    /// A worker exits after the queue has been empty this long (a Kubernetes or Batch job).
+    pub idle_exit_secs: u64,
+    /// Keep polling when the queue is empty instead of exiting (a long-running Deployment).
+    pub poll_forever: bool,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        RawQueue {
+            url: None,
+            visibility_timeout_secs: 300,
+            heartbeat_secs: 60,
+            wait_secs: 20,
+            retry_delay_secs: 30,
+            max_receive_count: 5,
+            idle_exit_secs: 60,
+            poll_forever: false,
+        }
+    }
 }
 
 const fn default_version() -> u32 {
@@ -71,6 +132,9 @@ pub struct RawLoad {
     pub connect_attempts: u32,
     /// `auto` (binary COPY on PostgreSQL, CSV COPY on HeliosDB), `binary`, `csv` or `insert`.
     pub copy_format: CopyFormat,
+    /// Items per second one worker loads, for `plan --dry-run`'s estimate (measured: about 50,000
+    /// on PostgreSQL for a 25-column table; see the README's benchmark).
+    pub estimate_items_per_second: u64,
 }
 
 /// How rows are sent to the target.
@@ -100,6 +164,7 @@ impl Default for RawLoad {
             workers: None,
             connect_attempts: 5,
             copy_format: CopyFormat::Auto,
+            estimate_items_per_second: 50_000,
         }
     }
 }
@@ -216,6 +281,8 @@ pub struct LoadSettings {
     pub connect_attempts: u32,
     /// COPY format.
     pub copy_format: CopyFormat,
+    /// Items per second per worker, for estimates.
+    pub estimate_items_per_second: u64,
 }
 
 impl LoadSettings {
@@ -264,6 +331,44 @@ pub struct Settings {
     pub target_url: Option<String>,
     /// `[target]` settings of the embedded default.
     pub embedded: EmbeddedSettings,
+    /// AWS clients.
+    pub aws: AwsSettings,
+    /// The SQS queue.
+    pub queue: QueueSettings,
+}
+
+/// Validated `[aws]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// Endpoint override.
+    pub endpoint_url: Option<String>,
+    /// Region override.
+    pub region: Option<String>,
+    /// Path-style S3 addressing.
+    pub force_path_style: bool,
+    /// Attempts per request.
+    pub max_attempts: u32,
+}
+
+/// Validated `[queue]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// The queue URL, if configured.
+    pub url: Option<String>,
+    /// Visibility of a received shard.
+    pub visibility_timeout: std::time::Duration,
+    /// Renewal period of a held shard's visibility; `None` when off.
+    pub heartbeat: Option<std::time::Duration>,
+    /// Long-poll wait.
+    pub wait: std::time::Duration,
+    /// Delay before a failed shard is offered again.
+    pub retry_delay: std::time::Duration,
+    /// Receives before the dead-letter queue.
+    pub max_receive_count: u32,
+    /// Idle time before a worker exits.
+    pub idle_exit: std::time::Duration,
+    /// Never exit on an empty queue.
+    pub poll_forever: bool,
 }
 
 /// Where and how the embedded HeliosDB runs.
@@ -284,6 +389,8 @@ impl Default for Settings {
             load: RawLoad::default(),
             mapping: RawMapping::default(),
             target: RawTarget::default(),
+            aws: RawAws::default(),
+            queue: RawQueue::default(),
         }
         .validate_and_build()
         .expect("the defaults are valid")
@@ -339,6 +446,7 @@ impl RawConfig {
                 workers: load.workers.and_then(NonZeroUsize::new),
                 connect_attempts: load.connect_attempts.max(1),
                 copy_format: load.copy_format,
+                estimate_items_per_second: load.estimate_items_per_second,
             },
             mapping: MappingSettings {
                 key,
@@ -359,8 +467,56 @@ impl RawConfig {
                 port: self.target.port,
             },
             target_url: self.target.url,
+            aws: AwsSettings {
+                force_path_style: self
+                    .aws
+                    .force_path_style
+                    .unwrap_or(self.aws.endpoint_url.is_some()),
+                endpoint_url: self.aws.endpoint_url,
+                region: self.aws.region,
+                max_attempts: self.aws.max_attempts.unwrap_or(5).max(1),
+            },
+            queue: queue_settings(self.queue)?,
         })
     }
+}
+
+fn queue_settings(queue: RawQueue) -> Result<QueueSettings> {
+    use std::time::Duration;
+    if queue.wait_secs > 20 {
+        return Err(Error::Config(
+            "queue.wait_secs must be between 0 and 20 (the SQS long-poll limit)".into(),
+        ));
+    }
+    if queue.visibility_timeout_secs == 0 || queue.visibility_timeout_secs > 43_200 {
+        return Err(Error::Config(
+            "queue.visibility_timeout_secs must be between 1 and 43200 (12 hours, the SQS limit)"
+                .into(),
+        ));
+    }
+    if queue.heartbeat_secs >= queue.visibility_timeout_secs {
+        return Err(Error::Config(format!(
+            "queue.heartbeat_secs ({}) must be shorter than queue.visibility_timeout_secs ({}), or 0 for no renewal",
+            queue.heartbeat_secs, queue.visibility_timeout_secs
+        )));
+    }
+    if queue.retry_delay_secs > 43_200 {
+        return Err(Error::Config(
+            "queue.retry_delay_secs must be at most 43200".into(),
+        ));
+    }
+    positive(queue.max_receive_count, "queue.max_receive_count")?;
+    Ok(QueueSettings {
+        url: queue.url,
+        visibility_timeout: Duration::from_secs(queue.visibility_timeout_secs.into()),
+        heartbeat: (queue.heartbeat_secs > 0)
+            .then(|| Duration::from_secs(queue.heartbeat_secs.into())),
+        wait: Duration::from_secs(queue.wait_secs.into()),
+        retry_delay: Duration::from_secs(queue.retry_delay_secs.into()),
+        max_receive_count: queue.max_receive_count,
+        idle_exit: Duration::from_secs(queue.idle_exit_secs),
+        poll_forever: queue.poll_forever,
+    })
 }
 
 /// Loads the settings from an optional TOML file and the process environment.
@@ -411,6 +567,34 @@ pub fn load_settings_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_and_aws_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "[queue]\nvisibility_timeout_secs = 30\nheartbeat_secs = 0\nmax_receive_count = 2\n[aws]\nendpoint_url = \"http://127.0.0.1:5000\"\n",
+        )
+        .unwrap();
+        let env = vec![(
+            "FERRY_QUEUE__URL".to_string(),
+            "http://127.0.0.1:5000/123/q".to_string(),
+        )];
+        let settings = load_settings_from(Some(&path), env).unwrap();
+        assert_eq!(settings.queue.url.as_deref(), Some("http://127.0.0.1:5000/123/q"));
+        assert_eq!(settings.queue.visibility_timeout.as_secs(), 30);
+        assert_eq!(settings.queue.heartbeat, None);
+        assert_eq!(settings.queue.max_receive_count, 2);
+        assert!(settings.aws.force_path_style, "an endpoint implies path-style");
+        assert_eq!(settings.aws.max_attempts, 5);
+        std::fs::write(&path, "[queue]\nvisibility_timeout_secs = 30\nheartbeat_secs = 30\n").unwrap();
+        let err = load_settings_from(Some(&path), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("queue.heartbeat_secs (30) must be shorter"), "{err}");
+        std::fs::write(&path, "[queue]\nwait_secs = 21\n").unwrap();
+        let err = load_settings_from(Some(&path), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("queue.wait_secs"), "{err}");
+    }
 
     #[test]
     fn defaults_are_valid() {

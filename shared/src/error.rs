@@ -39,6 +39,24 @@ pub enum Error {
     /// A key names something outside the store.
     #[error("object key {0:?} escapes the store root")]
     BadKey(String),
+    /// An AWS request failed after the SDK's retries.
+    #[error("{operation} {location} failed: {message}")]
+    Aws {
+        /// The API operation (`GetObject`, `SendMessageBatch`, …).
+        operation: String,
+        /// The object or queue.
+        location: String,
+        /// The SDK's message with its causes.
+        message: String,
+    },
+    /// A queue message or queue setting is unusable.
+    #[error("queue {location}: {reason}")]
+    Queue {
+        /// The queue URL.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A local path is not usable as an export location.
     #[error("not a folder: {0}")]
     NotAFolder(PathBuf),

@@ -1,9 +1,12 @@
 //! Failure points compiled into every Ferry binary, for crash tests that exercise the build users run.
 //!
-//! `FERRY_FAILPOINTS` holds a comma-separated list of `name=action[@n]`:
+//! `FERRY_FAILPOINTS` holds a comma-separated list of `name=action[@n[+]]`:
 //! - `action` is `exit` (the process exits at once with code [`EXIT_CODE`], as a crash would:
-//!   open transactions die with the connection) or `error` (the step returns an error);
-//! - `@n` fires on the n-th time the point is reached in this process (default: the first).
+//!   open transactions die with the connection), `error` (the step returns an error), or
+//!   `sleep<ms>` (the calling thread stops for that long, as under a slow server, with the
+//!   chunk's transaction open: it widens the windows the fleet tests race in);
+//! - `@n` fires on the n-th time the point is reached in this process (default: the first), and
+//!   `@n+` on the n-th and every later time.
 //!
 //! The points a shard load passes, in order, are listed in [`POINTS`].
 //! Without the variable every check is one relaxed atomic load.
@@ -27,6 +30,7 @@ pub const POINTS: &[&str] = &[
 struct Point {
     action: Action,
     fire_on: u64,
+    and_later: bool,
     hits: AtomicU64,
 }
 
@@ -34,6 +38,7 @@ struct Point {
 enum Action {
     Exit,
     Error,
+    Sleep(u64),
 }
 
 fn registry() -> &'static HashMap<String, Point> {
@@ -48,14 +53,21 @@ fn parse(spec: &str) -> HashMap<String, Point> {
             eprintln!("ferry: ignoring malformed failpoint {entry:?} (expected name=action[@n])");
             continue;
         };
-        let (action, fire_on) = match rest.split_once('@') {
-            Some((action, n)) => (action, n.parse().unwrap_or(1)),
-            None => (rest, 1),
+        let (action, fire_on, and_later) = match rest.split_once('@') {
+            Some((action, n)) => match n.strip_suffix('+') {
+                Some(n) => (action, n.parse().unwrap_or(1), true),
+                None => (action, n.parse().unwrap_or(1), false),
+            },
+            None => (rest, 1, false),
         };
-        let action = match action {
-            "exit" => Action::Exit,
-            "error" => Action::Error,
-            other => {
+        let sleep = action
+            .strip_prefix("sleep")
+            .and_then(|ms| ms.parse::<u64>().ok());
+        let action = match (action, sleep) {
+            (_, Some(ms)) => Action::Sleep(ms),
+            ("exit", _) => Action::Exit,
+            ("error", _) => Action::Error,
+            (other, _) => {
                 eprintln!("ferry: ignoring failpoint {name:?} with unknown action {other:?}");
                 continue;
             }
@@ -68,6 +80,7 @@ fn parse(spec: &str) -> HashMap<String, Point> {
             Point {
                 action,
                 fire_on,
+                and_later,
                 hits: AtomicU64::new(0),
             },
         );
@@ -90,7 +103,7 @@ pub fn hit(name: &'static str) -> Result<(), FailpointError> {
         return Ok(());
     };
     let count = point.hits.fetch_add(1, Ordering::SeqCst) + 1;
-    if count != point.fire_on {
+    if count != point.fire_on && !(point.and_later && count > point.fire_on) {
         return Ok(());
     }
     match point.action {
@@ -99,6 +112,10 @@ pub fn hit(name: &'static str) -> Result<(), FailpointError> {
             std::process::exit(EXIT_CODE);
         }
         Action::Error => Err(FailpointError(name)),
+        Action::Sleep(ms) => {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(())
+        }
     }
 }
 
@@ -108,8 +125,14 @@ mod tests {
 
     #[test]
     fn parses_actions_and_counts() {
-        let points = parse("after_copy=exit@3, after_commit=error,bogus, x=explode");
-        assert_eq!(points.len(), 2);
+        let points = parse(
+            "after_copy=exit@3, after_commit=error,bogus, x=explode, after_read=sleep250@2+",
+        );
+        assert_eq!(points.len(), 3);
+        assert_eq!(points["after_read"].action, Action::Sleep(250));
+        assert_eq!(points["after_read"].fire_on, 2);
+        assert!(points["after_read"].and_later);
+        assert!(!points["after_copy"].and_later);
         assert_eq!(points["after_copy"].action, Action::Exit);
         assert_eq!(points["after_copy"].fire_on, 3);
         assert_eq!(points["after_commit"].action, Action::Error);

@@ -4,7 +4,10 @@
 //! - [`config`]: the TOML + `FERRY_*` environment configuration, parsed raw and validated into settings.
 //! - [`manifest`]: finding a DynamoDB export, parsing and verifying its manifests, turning files into shards.
 //! - [`store`]: the [`store::ObjectStore`] trait (where export objects come from) and its local-folder implementation.
+//! - [`s3`]: [`s3::S3Store`], an export in S3 or an S3-compatible store.
 //! - [`queue`]: the [`queue::WorkQueue`] trait (how shards reach workers) and its in-memory implementation.
+//! - [`sqs`]: [`sqs::SqsQueue`], the fleet's SQS queue with its dead-letter queue.
+//! - [`aws`]: the AWS SDK configuration (standard credential chain, endpoint override, retries).
 //! - [`schema`]: the resolved target table schema a run stores in its ledger, so every worker uses the same one.
 //! - [`ledger`]: the `ferry` ledger schema (runs, shards, rejects) and the SQL that reads and advances it.
 //! - [`ident`]: SQL identifier quoting (every identifier Ferry writes goes through it).
@@ -13,6 +16,7 @@
 //! - [`error`]: this crate's error type.
 #![warn(missing_docs)]
 
+pub mod aws;
 pub mod config;
 pub mod error;
 pub mod failpoint;
@@ -20,7 +24,9 @@ pub mod ident;
 pub mod ledger;
 pub mod manifest;
 pub mod queue;
+pub mod s3;
 pub mod schema;
+pub mod sqs;
 pub mod store;
 pub mod telemetry;
 

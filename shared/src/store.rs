@@ -1,4 +1,5 @@
-//! Where export objects come from: the [`ObjectStore`] trait and [`LocalStore`], a local folder.
+//! Where export objects come from: the [`ObjectStore`] trait, [`LocalStore`] (a local folder), and
+//! [`open_export`], which turns a user's `--export` (a path or an `s3://` URL) into a store.
 //!
 //! Keys are `/`-separated and relative to the store's root, as S3 keys are relative to a bucket.
 //! Objects are read as streams, never buffered whole (manifests excepted, which are small).
@@ -34,6 +35,48 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn open(&self, key: &str) -> Result<ObjectStream>;
     /// A human-readable location for `key` (a path or URL), used in messages.
     fn location(&self, key: &str) -> String;
+}
+
+/// An export location, opened.
+#[derive(Clone, Debug)]
+pub struct ExportStore {
+    /// The store.
+    pub store: std::sync::Arc<dyn ObjectStore>,
+    /// The key prefix of the export (or of a prefix holding exactly one) in the store.
+    pub prefix: String,
+    /// The location in a form every process of the run can open again: an absolute path or an
+    /// `s3://bucket/prefix/` URL. It is recorded in the run.
+    pub location: String,
+}
+
+/// Whether `location` names S3 rather than a local folder.
+pub fn is_s3(location: &str) -> bool {
+    location.starts_with("s3://")
+}
+
+/// Opens an export location: `s3://bucket/prefix` through the AWS SDK, anything else as a local
+/// folder (checked to exist).
+pub async fn open_export(
+    location: &str,
+    aws: &crate::config::AwsSettings,
+) -> Result<ExportStore> {
+    if is_s3(location) {
+        let url = crate::s3::S3Url::parse(location)?;
+        let config = crate::aws::sdk_config(aws).await;
+        let store = crate::s3::S3Store::new(crate::aws::s3_client(&config, aws), &url.bucket);
+        return Ok(ExportStore {
+            store: std::sync::Arc::new(store),
+            location: format!("s3://{}/{}", url.bucket, url.prefix),
+            prefix: url.prefix,
+        });
+    }
+    let (store, prefix) = LocalStore::for_export_path(Path::new(location))?;
+    let absolute = store.root().join(prefix.trim_end_matches('/'));
+    Ok(ExportStore {
+        store: std::sync::Arc::new(store),
+        prefix,
+        location: absolute.display().to_string(),
+    })
 }
 
 /// A local folder as an object store.

@@ -25,11 +25,14 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber. The level comes from `FERRY_LOG` (default `info`).
+/// Installs the global subscriber. The level comes from `FERRY_LOG` (default `info`). Colours only
+/// on a terminal: a log file or a cluster's log collector gets plain text.
 pub fn init(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.with_target(false).try_init(),

@@ -195,7 +195,7 @@ pub async fn migrate_path(
 ) -> anyhow::Result<Report> {
     let request = MigrateRequest {
         plan: PlanRequest {
-            export: export.to_path_buf(),
+            export: export.display().to_string(),
             keys: KeyAttribute::parse_list("PK,SK")?,
             table: table.map(str::to_string),
             append: false,

@@ -6,10 +6,14 @@
 //! - [`pg`]: throw-away real PostgreSQL clusters, one database per test.
 //! - [`compare`]: value-by-value comparison of a loaded table with its source export.
 //! - [`helios`]: throw-away real HeliosDB servers.
+//! - [`moto`]: a real S3 and SQS wire endpoint (moto's server) and uploads to it.
+//! - [`fleet`]: a fleet run on moto: queue, plan from `s3://`, submit, worker processes.
 //! - [`harness`]: running the real Ferry binaries and migrations from tests.
 
 pub mod compare;
+pub mod fleet;
 pub mod gen;
 pub mod harness;
 pub mod helios;
+pub mod moto;
 pub mod pg;

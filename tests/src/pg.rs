@@ -351,7 +351,7 @@ type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 
 /// Spawns `cmd` from a thread that never exits, so `PR_SET_PDEATHSIG` only fires when the
 /// whole process dies (test threads are short-lived).
-pub(crate) fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {
+pub fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {
     static SPAWNER: Mutex<Option<mpsc::Sender<SpawnRequest>>> = Mutex::new(None);
     let tx = {
         let mut guard = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
@@ -415,7 +415,7 @@ pub(crate) fn can_connect(url: &str) -> bool {
 }
 
 /// Binds 127.0.0.1:0 and returns the port the kernel picked.
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("failed to find a free port")?;
     Ok(listener.local_addr()?.port())

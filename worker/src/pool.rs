@@ -1,20 +1,32 @@
-//! A pool of shard loaders on one process: N tasks, each with its own connection, taking shards
-//! from a [`WorkQueue`] until it is empty or a stop is requested.
+//! A pool of shard loaders in one process: N tasks, each with its own connection, taking shards
+//! from a [`WorkQueue`] one at a time, so a process holds at most N shards (and, per shard, at
+//! most `pipeline_depth` decoded blocks) at once.
 //!
-//! A shard whose load fails for a reason that may pass (the target restarted, the network dropped)
-//! is retried from its last checkpoint with exponential backoff, on a fresh connection, up to
-//! `attempts` times. A shard another worker is loading (lost race) goes back to the queue.
+//! - A held delivery's visibility is renewed every [`WorkQueue::heartbeat`] while its shard loads.
+//! - A shard whose load fails for a reason that may pass (the target restarted, the network
+//!   dropped) is retried from its last checkpoint with exponential backoff, on a fresh connection,
+//!   up to `attempts` times; then the queue is told it failed ([`WorkQueue::fail`]).
+//! - A shard another worker is loading (lost race) is released for a later look; a stop request
+//!   (SIGTERM, too many rejects) ends the current chunk (commit or rollback) and releases the shard
+//!   at once, so another worker can take it.
+//! - A loader exits when the queue has been empty for `idle_exit`, unless `poll_forever`.
+//!
+//! Messages name their run; [`RunContexts`] opens each run once from the ledger (its schema, chunk
+//! size and export location), so one worker fleet can serve any run on its target.
 
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ferry_shared::config::AwsSettings;
 use ferry_shared::queue::{ShardTask, WorkQueue};
 use tokio_postgres::Client;
 
-use crate::ledger::connect;
-use crate::load::{load_shard, LoadContext, ShardOutcome};
-use crate::Result;
+use crate::ledger::{self, connect};
+use crate::load::{load_shard, LoadContext, Progress, ShardOutcome};
+use crate::target::Target;
+use crate::{Result, WorkerError};
 
 /// A shard that could not be loaded after every attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,10 +42,112 @@ pub struct ShardError {
 pub struct PoolSettings {
     /// The target's URL.
     pub target_url: String,
-    /// Concurrent loaders.
+    /// Concurrent loaders (shards held at once).
     pub workers: usize,
     /// Attempts per shard (and per connection).
     pub attempts: u32,
+    /// How long a loader waits on an empty queue before it exits.
+    pub idle_exit: Duration,
+    /// Never exit on an empty queue.
+    pub poll_forever: bool,
+    /// How long a shard lost to another worker stays away before it is looked at again.
+    pub lost_race_delay: Duration,
+}
+
+impl PoolSettings {
+    /// Settings for an in-process queue holding every task from the start: exit when it is empty.
+    pub fn in_process(target_url: &str, workers: usize, attempts: u32) -> PoolSettings {
+        PoolSettings {
+            target_url: target_url.to_string(),
+            workers,
+            attempts,
+            idle_exit: Duration::ZERO,
+            poll_forever: false,
+            lost_race_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Where a pool gets the [`LoadContext`] of a message's run.
+pub struct RunContexts {
+    known: tokio::sync::Mutex<HashMap<String, LoadContext>>,
+    opener: Option<ContextOpener>,
+    /// Set to stop every loader after its current chunk.
+    pub stop: Arc<AtomicBool>,
+    /// Counters shared by every run's loads.
+    pub progress: Arc<Progress>,
+}
+
+/// What is needed to open a run named by a message.
+struct ContextOpener {
+    load: ferry_shared::config::LoadSettings,
+    aws: AwsSettings,
+    target: Target,
+    target_url: String,
+}
+
+impl RunContexts {
+    /// One known run (the single-machine `migrate`).
+    pub fn single(ctx: LoadContext) -> RunContexts {
+        let (stop, progress) = (ctx.stop.clone(), ctx.progress.clone());
+        RunContexts {
+            known: tokio::sync::Mutex::new(HashMap::from([(ctx.run.run_id.clone(), ctx)])),
+            opener: None,
+            stop,
+            progress,
+        }
+    }
+
+    /// Runs opened from the ledger as their messages arrive (the fleet worker).
+    pub fn from_ledger(
+        load: ferry_shared::config::LoadSettings,
+        aws: AwsSettings,
+        target: Target,
+        target_url: &str,
+    ) -> RunContexts {
+        RunContexts {
+            known: tokio::sync::Mutex::new(HashMap::new()),
+            opener: Some(ContextOpener {
+                load,
+                aws,
+                target,
+                target_url: target_url.to_string(),
+            }),
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: Arc::new(Progress::default()),
+        }
+    }
+
+    /// The context of `run_id`, opening it on first use.
+    pub async fn get(&self, client: &Client, run_id: &str) -> Result<LoadContext> {
+        let mut known = self.known.lock().await;
+        if let Some(ctx) = known.get(run_id) {
+            return Ok(ctx.clone());
+        }
+        let Some(opener) = &self.opener else {
+            return Err(WorkerError::Ledger(format!(
+                "a task names run {run_id}, which this process does not load"
+            )));
+        };
+        let run = ledger::get_run(client, run_id).await?.ok_or_else(|| {
+            WorkerError::Ledger(format!(
+                "run {run_id} is not in the target's ledger: plan it there first"
+            ))
+        })?;
+        let export = ferry_shared::store::open_export(&run.export_location, &opener.aws).await?;
+        let mut ctx = LoadContext::new(
+            run,
+            export.store,
+            &opener.load,
+            opener.target.clone(),
+            &opener.target_url,
+        );
+        ctx.stop = self.stop.clone();
+        ctx.progress = self.progress.clone();
+        tracing::info!(run = run_id, export = %export.location, "opened run");
+        known.insert(run_id.to_string(), ctx.clone());
+        Ok(ctx)
+    }
 }
 
 async fn connect_with_retry(url: &str, attempts: u32) -> Result<Client> {
@@ -56,14 +170,14 @@ async fn connect_with_retry(url: &str, attempts: u32) -> Result<Client> {
 /// Loads shards from `queue` with `settings.workers` concurrent loaders; returns the shards that
 /// failed for good with something other than their data (data failures are in the ledger).
 pub async fn run_pool(
-    ctx: LoadContext,
+    contexts: Arc<RunContexts>,
     queue: Arc<dyn WorkQueue>,
     settings: PoolSettings,
 ) -> Vec<ShardError> {
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..settings.workers.max(1) {
-        let (ctx, queue, settings) = (ctx.clone(), queue.clone(), settings.clone());
-        tasks.spawn(async move { worker_loop(worker, ctx, queue, settings).await });
+        let (contexts, queue, settings) = (contexts.clone(), queue.clone(), settings.clone());
+        tasks.spawn(async move { worker_loop(worker, contexts, queue, settings).await });
     }
     let mut errors = Vec::new();
     while let Some(joined) = tasks.join_next().await {
@@ -78,76 +192,158 @@ pub async fn run_pool(
     errors
 }
 
+/// Resolves once `stop` is set.
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How one delivery ended, for the queue.
+enum Settle {
+    Acknowledge,
+    Release(Duration),
+    Fail,
+}
+
 async fn worker_loop(
     worker: usize,
-    ctx: LoadContext,
+    contexts: Arc<RunContexts>,
     queue: Arc<dyn WorkQueue>,
     settings: PoolSettings,
 ) -> Vec<ShardError> {
     let mut errors = Vec::new();
     let mut client: Option<Client> = None;
-    let mut lost_races = 0u32;
-    while !ctx.stop.load(Ordering::Relaxed) {
-        let Some(task) = queue.receive().await else {
-            break;
+    let mut idle_since = Instant::now();
+    let mut receive_errors = 0u32;
+    while !contexts.stop.load(Ordering::Relaxed) {
+        let received = tokio::select! {
+            received = queue.receive(1) => received,
+            () = stopped(&contexts.stop) => break,
         };
-        let mut attempt = 1;
-        let mut delay = Duration::from_millis(500);
-        loop {
-            if client.as_ref().is_none_or(|c| c.is_closed()) {
-                match connect_with_retry(&settings.target_url, settings.attempts).await {
-                    Ok(c) => client = Some(c),
-                    Err(e) => {
-                        errors.push(ShardError {
-                            shard_id: task.shard_id.clone(),
-                            error: e.to_string(),
-                        });
-                        queue.release(task).await;
-                        ctx.stop.store(true, Ordering::Relaxed);
-                        return errors;
-                    }
-                }
+        let deliveries = match received {
+            Ok(deliveries) => {
+                receive_errors = 0;
+                deliveries
             }
-            let connection = client.as_mut().expect("connected above");
-            match load_shard(connection, &ctx, &task.shard_id).await {
-                Ok(ShardOutcome::LostRace) => {
-                    lost_races += 1;
-                    // Someone else holds the shard; let them finish it, and look again later.
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(lost_races.min(10))))
-                        .await;
-                    queue.release(task).await;
+            Err(e) => {
+                receive_errors += 1;
+                tracing::warn!(worker, error = %e, "cannot receive from the queue: retrying");
+                if receive_errors >= settings.attempts.max(1) * 4 {
+                    errors.push(ShardError {
+                        shard_id: "-".into(),
+                        error: format!("the queue keeps failing: {e}"),
+                    });
                     break;
                 }
-                Ok(ShardOutcome::Stopped) => {
-                    queue.release(task).await;
-                    break;
-                }
-                Ok(outcome) => {
-                    tracing::debug!(worker, shard = %task.shard_id, ?outcome, "shard finished");
-                    queue.acknowledge(&task).await;
-                    break;
-                }
-                Err(e) if attempt < settings.attempts && !ctx.stop.load(Ordering::Relaxed) => {
-                    tracing::warn!(worker, shard = %task.shard_id, attempt, error = %e, "shard load failed: retrying from its checkpoint");
-                    client = None;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                    attempt += 1;
-                }
+                tokio::time::sleep(Duration::from_secs(u64::from(receive_errors.min(10)))).await;
+                continue;
+            }
+        };
+        if deliveries.is_empty() {
+            if !settings.poll_forever && idle_since.elapsed() >= settings.idle_exit {
+                tracing::debug!(worker, "queue empty: loader exits");
+                break;
+            }
+            continue;
+        }
+        for delivery in deliveries {
+            let heartbeat = queue.heartbeat().map(|period| {
+                let (queue, delivery) = (queue.clone(), delivery.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(period).await;
+                        if let Err(e) = queue.extend(&delivery).await {
+                            tracing::warn!(shard = %delivery.task.shard_id, error = %e, "cannot extend a held shard's visibility");
+                        }
+                    }
+                })
+            });
+            let settle = load_delivery(
+                worker,
+                &contexts,
+                &mut client,
+                &delivery.task,
+                &settings,
+                &mut errors,
+            )
+            .await;
+            if let Some(heartbeat) = heartbeat {
+                heartbeat.abort();
+            }
+            let settled = match settle {
+                Settle::Acknowledge => queue.acknowledge(&delivery).await,
+                Settle::Release(delay) => queue.release(&delivery, delay).await,
+                Settle::Fail => queue.fail(&delivery).await,
+            };
+            if let Err(e) = settled {
+                tracing::warn!(worker, shard = %delivery.task.shard_id, error = %e, "cannot settle a delivery");
+            }
+            idle_since = Instant::now();
+        }
+    }
+    errors
+}
+
+async fn load_delivery(
+    worker: usize,
+    contexts: &RunContexts,
+    client: &mut Option<Client>,
+    task: &ShardTask,
+    settings: &PoolSettings,
+    errors: &mut Vec<ShardError>,
+) -> Settle {
+    let mut attempt = 1;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            match connect_with_retry(&settings.target_url, settings.attempts).await {
+                Ok(c) => *client = Some(c),
                 Err(e) => {
-                    tracing::error!(worker, shard = %task.shard_id, error = %e, "shard load failed");
                     errors.push(ShardError {
                         shard_id: task.shard_id.clone(),
                         error: e.to_string(),
                     });
-                    queue.acknowledge(&task).await;
-                    client = None;
-                    break;
+                    // Without a target nothing can load here: stop this process's loaders.
+                    contexts.stop.store(true, Ordering::Relaxed);
+                    return Settle::Release(Duration::ZERO);
                 }
             }
         }
+        let connection = client.as_mut().expect("connected above");
+        let result = match contexts.get(connection, &task.run_id).await {
+            Ok(ctx) => load_shard(connection, &ctx, &task.shard_id).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(ShardOutcome::LostRace) => return Settle::Release(settings.lost_race_delay),
+            Ok(ShardOutcome::Stopped) => return Settle::Release(Duration::ZERO),
+            Ok(ShardOutcome::Failed(reason)) => {
+                tracing::error!(worker, shard = %task.shard_id, reason = %reason, "shard failed");
+                return Settle::Fail;
+            }
+            Ok(outcome) => {
+                tracing::debug!(worker, shard = %task.shard_id, ?outcome, "shard finished");
+                return Settle::Acknowledge;
+            }
+            Err(e) if attempt < settings.attempts && !contexts.stop.load(Ordering::Relaxed) => {
+                tracing::warn!(worker, shard = %task.shard_id, attempt, error = %e, "shard load failed: retrying from its checkpoint");
+                *client = None;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                attempt += 1;
+            }
+            Err(e) => {
+                tracing::error!(worker, shard = %task.shard_id, error = %e, "shard load failed");
+                errors.push(ShardError {
+                    shard_id: task.shard_id.clone(),
+                    error: e.to_string(),
+                });
+                *client = None;
+                return Settle::Fail;
+            }
+        }
     }
-    errors
 }
 
 /// Tasks for every shard of a run that is not done.

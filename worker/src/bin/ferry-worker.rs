@@ -1,42 +1,61 @@
-//! `ferry-worker`: loads the pending shards of a planned run, with N concurrent loaders.
+//! `ferry-worker`: loads shards into the target, from an SQS queue (the fleet) or from a planned
+//! run's pending shards in the ledger (`--run-id`, no queue).
 //!
-//! The run (its schema, chunk size and shards) comes from the ledger in the target database, so
-//! any number of worker processes can load one run at once; the ledger's conditional checkpoint
-//! keeps every item loaded exactly once. (The SQS-fed fleet worker builds on this.)
+//! Queue mode is a long-running consumer: it holds up to `--workers` shards at once, renews their
+//! visibility while they load, deletes a message only after its shard's last commit, and exits once
+//! the queue has been empty for `queue.idle_exit_secs` (a Kubernetes Job or an AWS Batch array
+//! job), or never with `--poll-forever` (a Deployment).
+//!
+//! On SIGTERM or SIGINT it stops receiving, lets each current chunk commit or roll back, returns
+//! its unfinished shards to the queue, and exits 0. Exit 1 means a shard could not be loaded for a
+//! reason outside its data (the target was unreachable); data failures are in the ledger and, in
+//! queue mode, end in the dead-letter queue.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use ferry_shared::queue::MemoryQueue;
-use ferry_shared::store::LocalStore;
+use ferry_shared::queue::{MemoryQueue, WorkQueue};
+use ferry_shared::sqs::SqsQueue;
 use ferry_worker::ledger;
 use ferry_worker::load::LoadContext;
-use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings};
+use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
+use ferry_worker::target::{Target, TargetKind};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry-worker",
     version,
-    about = "Load the pending shards of a planned Ferry run"
+    about = "Load shards of planned Ferry runs: from an SQS queue, or a run's pending shards"
 )]
 struct Args {
     /// Target database URL (postgres://user@host:port/db).
     #[arg(long, env = "FERRY_TARGET__URL")]
     target: String,
-    /// The run to work on (planned by `ferry-coordinator`).
+    /// The SQS queue to consume (default: queue.url); the fleet mode.
     #[arg(long)]
-    run_id: String,
-    /// The export folder, when it is not where the ledger says.
+    queue_url: Option<String>,
+    /// Without a queue: load this run's pending shards from the ledger, then exit.
     #[arg(long)]
-    export: Option<std::path::PathBuf>,
+    run_id: Option<String>,
+    /// Without a queue: the export, when it is not where the ledger says.
+    #[arg(long)]
+    export: Option<String>,
     /// Configuration file (TOML).
     #[arg(long)]
     config: Option<std::path::PathBuf>,
-    /// Concurrent shard loaders.
+    /// Shards held and loaded at once.
     #[arg(long)]
     workers: Option<usize>,
+    /// Seconds of empty queue before exiting (default: queue.idle_exit_secs).
+    #[arg(long)]
+    idle_exit: Option<u64>,
+    /// Keep polling an empty queue (default: queue.poll_forever).
+    #[arg(long)]
+    poll_forever: bool,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: ferry_shared::telemetry::LogFormat,
@@ -51,43 +70,96 @@ async fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("ferry-worker: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(2)
         }
     }
+}
+
+/// Sets `stop` on SIGTERM or SIGINT.
+fn stop_on_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping: finishing current chunks and returning shards to the queue");
+        stop.store(true, Ordering::Relaxed);
+    });
+    Ok(())
 }
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     let settings = ferry_shared::config::load_settings(args.config.as_deref())?;
     let client = ledger::connect(&args.target).await?;
-    let Some(run) = ledger::get_run(&client, &args.run_id).await? else {
-        bail!(
-            "run {} is not in the ledger of the target: plan it first",
-            args.run_id
-        );
-    };
-    let export_path = args
-        .export
-        .clone()
-        .unwrap_or_else(|| run.export_location.clone().into());
-    let (store, _) = LocalStore::for_export_path(&export_path)
-        .with_context(|| format!("export {}", export_path.display()))?;
-    let shards = ledger::get_shards(&client, &run.run_id).await?;
-    let tasks = pending_tasks(&run.run_id, &shards);
-    tracing::info!(run = %run.run_id, pending = tasks.len(), "worker starting");
-    let target = ferry_worker::target::Target::detect(&client, settings.load.copy_format).await?;
-    let ctx = LoadContext::new(run, Arc::new(store), &settings.load, target, &args.target);
-    let pool = PoolSettings {
-        target_url: args.target.clone(),
-        workers: args.workers.unwrap_or(
-            settings
-                .load
-                .workers_for(ctx.target.kind == ferry_worker::target::TargetKind::Postgres),
-        ),
-        attempts: settings.load.connect_attempts,
-    };
-    let errors = run_pool(ctx, Arc::new(MemoryQueue::new(tasks)), pool).await;
+    let target = Target::detect(&client, settings.load.copy_format).await?;
+    let workers = args
+        .workers
+        .unwrap_or(settings.load.workers_for(target.kind == TargetKind::Postgres))
+        .max(1);
+
+    let (contexts, queue, pool): (RunContexts, Arc<dyn WorkQueue>, PoolSettings) =
+        match (args.queue_url.clone().or(settings.queue.url.clone()), &args.run_id) {
+            (Some(url), _) => {
+                let queue = SqsQueue::connect(&url, &settings.aws, &settings.queue).await;
+                let pool = PoolSettings {
+                    target_url: args.target.clone(),
+                    workers,
+                    attempts: settings.load.connect_attempts,
+                    idle_exit: args
+                        .idle_exit
+                        .map(Duration::from_secs)
+                        .unwrap_or(settings.queue.idle_exit),
+                    poll_forever: args.poll_forever || settings.queue.poll_forever,
+                    lost_race_delay: settings.queue.retry_delay,
+                };
+                tracing::info!(queue = %url, workers, target = ?target.kind, "worker consuming the queue");
+                let contexts = RunContexts::from_ledger(
+                    settings.load.clone(),
+                    settings.aws.clone(),
+                    target,
+                    &args.target,
+                );
+                (contexts, Arc::new(queue), pool)
+            }
+            (None, Some(run_id)) => {
+                let Some(run) = ledger::get_run(&client, run_id).await? else {
+                    bail!("run {run_id} is not in the ledger of the target: plan it first");
+                };
+                let location = args
+                    .export
+                    .clone()
+                    .unwrap_or_else(|| run.export_location.clone());
+                let export = ferry_shared::store::open_export(&location, &settings.aws)
+                    .await
+                    .with_context(|| format!("export {location}"))?;
+                let shards = ledger::get_shards(&client, &run.run_id).await?;
+                let tasks = pending_tasks(&run.run_id, &shards);
+                tracing::info!(run = %run.run_id, pending = tasks.len(), workers, "worker starting");
+                let ctx =
+                    LoadContext::new(run, export.store, &settings.load, target, &args.target);
+                let pool = PoolSettings::in_process(
+                    &args.target,
+                    workers,
+                    settings.load.connect_attempts,
+                );
+                (
+                    RunContexts::single(ctx),
+                    Arc::new(MemoryQueue::new(tasks)),
+                    pool,
+                )
+            }
+            (None, None) => bail!(
+                "nothing to do: pass --queue-url (or set FERRY_QUEUE__URL) for the fleet, or --run-id"
+            ),
+        };
+    stop_on_signals(contexts.stop.clone())?;
+    let errors = run_pool(Arc::new(contexts), queue, pool).await;
     for error in &errors {
         eprintln!("ferry-worker: shard {}: {}", error.shard_id, error.error);
     }
+    tracing::info!(errors = errors.len(), "worker exits");
     Ok(errors.is_empty())
 }
