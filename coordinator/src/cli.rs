@@ -18,11 +18,11 @@ use ferry_shared::telemetry::LogFormat;
 use ferry_worker::ledger;
 
 use crate::embedded::EmbeddedHelios;
-use crate::migrate::{migrate, MigrateRequest};
-use crate::plan::{plan, PlanRequest};
 use crate::finalize::finalize;
 use crate::fleet::{status, submit, FleetStatus};
+use crate::migrate::{migrate, MigrateRequest};
 use crate::plan::open_listing;
+use crate::plan::{plan, PlanRequest};
 use crate::report::{Report, ReportContext};
 use ferry_shared::sqs::SqsQueue;
 
@@ -369,7 +369,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let client = ledger::connect(&target_url).await?;
             ledger::get_run(&client, &args.run_id)
                 .await?
-                .with_context(|| format!("run {} is not in the ledger: plan it first", args.run_id))?;
+                .with_context(|| {
+                    format!("run {} is not in the ledger: plan it first", args.run_id)
+                })?;
             let submitted = submit(&client, &queue, &args.run_id).await?;
             println!(
                 "submitted {} shards of run {} to {} ({} already done)",
@@ -383,7 +385,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status(args) => {
             let settings = load_settings(args.config.as_deref())?;
             let target_url = target_url(args.target.as_ref(), &settings)?;
-            let queue = match args.queue_url.clone().or_else(|| settings.queue.url.clone()) {
+            let queue = match args
+                .queue_url
+                .clone()
+                .or_else(|| settings.queue.url.clone())
+            {
                 Some(url) => Some(open_queue(url, &settings).await),
                 None => None,
             };
@@ -425,7 +431,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let run = ledger::get_run(&client, &args.run_id)
                 .await?
                 .with_context(|| format!("run {} is not in the ledger", args.run_id))?;
-            let target = ferry_worker::target::Target::detect(&client, settings.load.copy_format).await?;
+            let target =
+                ferry_worker::target::Target::detect(&client, settings.load.copy_format).await?;
             let context = ReportContext {
                 allow_unverified: args.allow_unverified,
                 load_path: Some(target.describe()),

@@ -207,7 +207,10 @@ pub async fn status(
         .map(|total| total.saturating_sub(status.items_committed));
     status.items_per_second = match previous {
         Some((earlier, seconds)) if seconds > 0.0 => Some(
-            status.items_committed.saturating_sub(earlier.items_committed) as f64 / seconds,
+            status
+                .items_committed
+                .saturating_sub(earlier.items_committed) as f64
+                / seconds,
         ),
         _ => run_age_seconds(client, &run.run_id)
             .await
@@ -270,7 +273,8 @@ fn summarize(run: &RunRecord, shards: &[ShardRecord], queue: Option<QueueDepth>)
             continue;
         }
         if let Some(items) = shard.item_count.filter(|n| *n > 0) {
-            status.bytes_committed += (size as f64 * (committed.min(items) as f64 / items as f64)) as u64;
+            status.bytes_committed +=
+                (size as f64 * (committed.min(items) as f64 / items as f64)) as u64;
         }
         if shard.state == shard_state::FAILED {
             status.shards_failed.push(FailedShard {
@@ -343,7 +347,11 @@ mod tests {
         assert_eq!(status.bytes_total, 4000);
         assert_eq!(status.bytes_committed, 1500);
         assert_eq!(
-            (status.shards_done, status.shards_in_progress, status.shards_waiting),
+            (
+                status.shards_done,
+                status.shards_in_progress,
+                status.shards_waiting
+            ),
             (1, 1, 1)
         );
         assert_eq!(status.shards_failed[0].shard_id, "d");
@@ -351,6 +359,9 @@ mod tests {
         assert!(!status.stuck(), "shards b and c can still load");
         let text = status.to_text();
         assert!(text.contains("items   150 of 400 (37.5%)"), "{text}");
-        assert!(text.contains("failed  shard d (data/d.json.gz): corrupt gzip"), "{text}");
+        assert!(
+            text.contains("failed  shard d (data/d.json.gz): corrupt gzip"),
+            "{text}"
+        );
     }
 }

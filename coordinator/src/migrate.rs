@@ -14,8 +14,8 @@ use ferry_worker::load::{LoadContext, Progress};
 use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::plan::{plan, PlanRequest};
 use crate::finalize::finalize;
+use crate::plan::{plan, PlanRequest};
 use crate::report::{build_report, Report, ReportContext};
 use crate::Result;
 
@@ -96,11 +96,8 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
         request.progress_bar,
     ));
     let started = Instant::now();
-    let pool = PoolSettings::in_process(
-        &request.target_url,
-        workers,
-        settings.load.connect_attempts,
-    );
+    let pool =
+        PoolSettings::in_process(&request.target_url, workers, settings.load.connect_attempts);
     let contexts = Arc::new(RunContexts::single(ctx.clone()));
     let errors = run_pool(contexts, Arc::new(MemoryQueue::new(tasks)), pool).await;
     let elapsed = started.elapsed();

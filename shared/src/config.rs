@@ -582,17 +582,34 @@ mod tests {
             "http://127.0.0.1:5000/123/q".to_string(),
         )];
         let settings = load_settings_from(Some(&path), env).unwrap();
-        assert_eq!(settings.queue.url.as_deref(), Some("http://127.0.0.1:5000/123/q"));
+        assert_eq!(
+            settings.queue.url.as_deref(),
+            Some("http://127.0.0.1:5000/123/q")
+        );
         assert_eq!(settings.queue.visibility_timeout.as_secs(), 30);
         assert_eq!(settings.queue.heartbeat, None);
         assert_eq!(settings.queue.max_receive_count, 2);
-        assert!(settings.aws.force_path_style, "an endpoint implies path-style");
+        assert!(
+            settings.aws.force_path_style,
+            "an endpoint implies path-style"
+        );
         assert_eq!(settings.aws.max_attempts, 5);
-        std::fs::write(&path, "[queue]\nvisibility_timeout_secs = 30\nheartbeat_secs = 30\n").unwrap();
-        let err = load_settings_from(Some(&path), Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("queue.heartbeat_secs (30) must be shorter"), "{err}");
+        std::fs::write(
+            &path,
+            "[queue]\nvisibility_timeout_secs = 30\nheartbeat_secs = 30\n",
+        )
+        .unwrap();
+        let err = load_settings_from(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("queue.heartbeat_secs (30) must be shorter"),
+            "{err}"
+        );
         std::fs::write(&path, "[queue]\nwait_secs = 21\n").unwrap();
-        let err = load_settings_from(Some(&path), Vec::new()).unwrap_err().to_string();
+        let err = load_settings_from(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("queue.wait_secs"), "{err}");
     }
 

@@ -125,9 +125,8 @@ mod tests {
 
     #[test]
     fn parses_actions_and_counts() {
-        let points = parse(
-            "after_copy=exit@3, after_commit=error,bogus, x=explode, after_read=sleep250@2+",
-        );
+        let points =
+            parse("after_copy=exit@3, after_commit=error,bogus, x=explode, after_read=sleep250@2+");
         assert_eq!(points.len(), 3);
         assert_eq!(points["after_read"].action, Action::Sleep(250));
         assert_eq!(points["after_read"].fire_on, 2);

@@ -69,7 +69,11 @@ pub struct QueueDepth {
 
 impl SqsQueue {
     /// The queue at `url`.
-    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>, settings: QueueSettings) -> SqsQueue {
+    pub fn new(
+        client: aws_sdk_sqs::Client,
+        url: impl Into<String>,
+        settings: QueueSettings,
+    ) -> SqsQueue {
         SqsQueue {
             client,
             url: url.into(),
@@ -114,7 +118,10 @@ impl SqsQueue {
         let dlq_url = create_or_update(
             client,
             &dlq_name,
-            HashMap::from([(QueueAttributeName::MessageRetentionPeriod, fourteen_days.clone())]),
+            HashMap::from([(
+                QueueAttributeName::MessageRetentionPeriod,
+                fourteen_days.clone(),
+            )]),
         )
         .await?;
         let dlq_arn = client
@@ -213,7 +220,11 @@ impl SqsQueue {
                     reason: format!(
                         "{} messages were refused {SEND_ATTEMPTS} times: {}",
                         pending.len(),
-                        pending.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>().join(", ")
+                        pending
+                            .iter()
+                            .map(|(_, b)| b.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 });
             }
@@ -274,7 +285,10 @@ impl SqsQueue {
                 let dlq = counts(url.clone()).await?;
                 depth.dead_letter = Some(
                     number(&dlq, QueueAttributeName::ApproximateNumberOfMessages)
-                        + number(&dlq, QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+                        + number(
+                            &dlq,
+                            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+                        ),
                 );
                 depth.dead_letter_url = Some(url);
             }
@@ -320,7 +334,10 @@ async fn create_or_update(
         .await
     {
         Ok(out) => Ok(out.queue_url().unwrap_or_default().to_string()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_queue_name_exists()) => {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_queue_name_exists()) =>
+        {
             // The queue exists with other attributes: bring them up to date.
             let url = client
                 .get_queue_url()
@@ -409,7 +426,8 @@ impl WorkQueue for SqsQueue {
     }
 
     async fn release(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
-        self.change_visibility(delivery, delay.as_secs(), "release").await
+        self.change_visibility(delivery, delay.as_secs(), "release")
+            .await
     }
 
     async fn fail(&self, delivery: &Delivery) -> Result<()> {

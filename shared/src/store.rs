@@ -56,10 +56,7 @@ pub fn is_s3(location: &str) -> bool {
 
 /// Opens an export location: `s3://bucket/prefix` through the AWS SDK, anything else as a local
 /// folder (checked to exist).
-pub async fn open_export(
-    location: &str,
-    aws: &crate::config::AwsSettings,
-) -> Result<ExportStore> {
+pub async fn open_export(location: &str, aws: &crate::config::AwsSettings) -> Result<ExportStore> {
     if is_s3(location) {
         let url = crate::s3::S3Url::parse(location)?;
         let config = crate::aws::sdk_config(aws).await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::gen::{GenOptions, GeneratedExport};
-use crate::harness::{binary, fixture, stderr_of, Fixture};
+use crate::harness::{binary, fixture_on, stderr_of, Fixture, TestTarget};
 use crate::moto::shared_moto;
 
 /// A planned and submitted fleet run.
@@ -49,7 +49,18 @@ impl FleetRun {
         config_toml: &str,
         tamper: impl FnOnce(&GeneratedExport) -> anyhow::Result<()>,
     ) -> anyhow::Result<FleetRun> {
-        let fixture = fixture(name, options).await?;
+        FleetRun::prepare_on(TestTarget::Postgres, name, options, config_toml, tamper).await
+    }
+
+    /// [`FleetRun::prepare`] on the given target.
+    pub async fn prepare_on(
+        target: TestTarget,
+        name: &str,
+        options: &GenOptions,
+        config_toml: &str,
+        tamper: impl FnOnce(&GeneratedExport) -> anyhow::Result<()>,
+    ) -> anyhow::Result<FleetRun> {
+        let fixture = fixture_on(target, name, options).await?;
         tamper(&fixture.export)?;
         let moto = shared_moto();
         let bucket = name.replace('_', "-");
@@ -82,7 +93,13 @@ impl FleetRun {
         run.run_id = planned.trim().to_string();
         let queue = run.queue_url.clone();
         let submitted = run.coordinator_ok(&[
-            "submit", "--run-id", &run.run_id.clone(), "--target", &url, "--queue-url", &queue,
+            "submit",
+            "--run-id",
+            &run.run_id.clone(),
+            "--target",
+            &url,
+            "--queue-url",
+            &queue,
         ])?;
         anyhow::ensure!(submitted.contains("submitted"), "submit said: {submitted}");
         Ok(run)
@@ -140,16 +157,31 @@ impl FleetRun {
 
     /// `finalize` of the run.
     pub fn finalize(&self) -> anyhow::Result<Output> {
-        self.coordinator(&["finalize", "--run-id", &self.run_id, "--target", &self.fixture.url])
+        self.coordinator(&[
+            "finalize",
+            "--run-id",
+            &self.run_id,
+            "--target",
+            &self.fixture.url,
+        ])
     }
 
     /// Starts `ferry-worker` number `index` on the queue, with extra environment.
-    pub fn spawn_worker(&self, index: usize, env: &[(&str, &str)]) -> anyhow::Result<WorkerProcess> {
+    pub fn spawn_worker(
+        &self,
+        index: usize,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<WorkerProcess> {
         let log = self.logs.path().join(format!("worker-{index}.log"));
         let file = std::fs::File::create(&log)?;
         let mut command = self.command("ferry-worker");
         command
-            .args(["--target", &self.fixture.url, "--queue-url", &self.queue_url])
+            .args([
+                "--target",
+                &self.fixture.url,
+                "--queue-url",
+                &self.queue_url,
+            ])
             .arg("--config")
             .arg(&self.config)
             .args(["--workers", "1"])
@@ -160,7 +192,13 @@ impl FleetRun {
         // SAFETY: prctl is async-signal-safe.
         unsafe {
             command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
                 Ok(())
             });
         }

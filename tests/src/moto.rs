@@ -24,7 +24,11 @@ pub const MOTO_VERSION: &str = "5.2.1";
 pub fn moto_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("FERRY_MOTO_BIN") {
         let path = PathBuf::from(path);
-        anyhow::ensure!(path.is_file(), "FERRY_MOTO_BIN={} is not a file", path.display());
+        anyhow::ensure!(
+            path.is_file(),
+            "FERRY_MOTO_BIN={} is not a file",
+            path.display()
+        );
         return Ok(path);
     }
     let cache = std::env::var_os("FERRY_CACHE_DIR")
@@ -44,7 +48,9 @@ pub fn moto_binary() -> anyhow::Result<PathBuf> {
             }
         }
     }
-    bail!("moto_server not found: run scripts/install-moto (scripts/test does) or set FERRY_MOTO_BIN")
+    bail!(
+        "moto_server not found: run scripts/install-moto (scripts/test does) or set FERRY_MOTO_BIN"
+    )
 }
 
 /// A running moto server.
@@ -81,7 +87,14 @@ impl MotoServer {
         // SAFETY: prctl is async-signal-safe.
         unsafe {
             command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -103,7 +116,10 @@ impl MotoServer {
                 }
             }
             if Instant::now() > deadline {
-                bail!("moto_server did not listen within 60 s: {}", server.log_tail());
+                bail!(
+                    "moto_server did not listen within 60 s: {}",
+                    server.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -174,7 +190,11 @@ impl MotoServer {
     /// (a generated export's root is its bucket root).
     pub async fn upload_folder(&self, bucket: &str, root: &Path) -> anyhow::Result<usize> {
         let s3 = self.s3();
-        s3.create_bucket().bucket(bucket).send().await.context("CreateBucket")?;
+        s3.create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .context("CreateBucket")?;
         let mut stack = vec![root.to_path_buf()];
         let mut uploaded = 0;
         while let Some(dir) = stack.pop() {

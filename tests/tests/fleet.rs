@@ -8,7 +8,9 @@ use std::time::Duration;
 use ferry_tests::compare::read_source_items;
 use ferry_tests::fleet::{FleetRun, WorkerProcess};
 use ferry_tests::gen::GenOptions;
-use ferry_tests::harness::{assert_table_matches, query_i64, stderr_of};
+use ferry_tests::harness::{
+    assert_fixture_matches, assert_table_matches, query_i64, stderr_of, TestTarget,
+};
 use ferry_tests::moto::shared_moto;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -66,8 +68,8 @@ async fn assert_complete(run: &FleetRun, workers: &[WorkerProcess]) -> anyhow::R
     assert_eq!(status["queue"]["waiting"], 0, "{status}");
     let total = run.fixture.export.total_items;
     assert_eq!(status["items_committed"], total, "{status}");
-    let rows = assert_table_matches(&run.fixture.url, "AppTable", &run.fixture.export.export_dir)
-        .await?;
+    let rows =
+        assert_table_matches(&run.fixture.url, "AppTable", &run.fixture.export.export_dir).await?;
     assert_eq!(rows as u64, total);
     assert_eq!(
         query_i64(&run.fixture.url, "SELECT count(*) FROM \"AppTable\"").await? as u64,
@@ -79,7 +81,7 @@ async fn assert_complete(run: &FleetRun, workers: &[WorkerProcess]) -> anyhow::R
 /// The shard a worker was loading, from its log (`loading shard shard=<id>`).
 fn shard_of(worker: &WorkerProcess) -> Option<String> {
     let log = worker.log();
-    let line = log.lines().filter(|l| l.contains("loading shard")).last()?;
+    let line = log.lines().rfind(|l| l.contains("loading shard"))?;
     let at = line.find("shard=")? + "shard=".len();
     Some(
         line[at..]
@@ -92,8 +94,13 @@ fn shard_of(worker: &WorkerProcess) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_dry_run_and_status_read_s3_and_the_queue() -> anyhow::Result<()> {
-    let run = FleetRun::prepare("fleet_dry_run", &options(31, 900, 3), &config(30, 10, 2, 3), |_| Ok(()))
-        .await?;
+    let run = FleetRun::prepare(
+        "fleet_dry_run",
+        &options(31, 900, 3),
+        &config(30, 10, 2, 3),
+        |_| Ok(()),
+    )
+    .await?;
     let dry = run.coordinator_ok(&[
         "plan",
         "--export",
@@ -109,11 +116,21 @@ async fn plan_dry_run_and_status_read_s3_and_the_queue() -> anyhow::Result<()> {
     assert!(dry.contains(" 900\n"), "{dry}");
     assert!(dry.contains("estimate: 1 s with 2 workers"), "{dry}");
     for file in &run.fixture.export.data_files {
-        assert!(dry.contains(&file.bytes.to_string()), "{dry} lacks {}", file.bytes);
+        assert!(
+            dry.contains(&file.bytes.to_string()),
+            "{dry} lacks {}",
+            file.bytes
+        );
     }
     // Planning again gives the same run; submitting again is safe.
     let again = run.coordinator_ok(&[
-        "plan", "--export", &run.export_url, "--target", &run.fixture.url, "--key", "PK,SK",
+        "plan",
+        "--export",
+        &run.export_url,
+        "--target",
+        &run.fixture.url,
+        "--key",
+        "PK,SK",
     ])?;
     assert_eq!(again.trim(), run.run_id);
     let status = run.status()?;
@@ -123,18 +140,30 @@ async fn plan_dry_run_and_status_read_s3_and_the_queue() -> anyhow::Result<()> {
     assert_eq!(status["manifest_items"], 900, "{status}");
     let text = String::from_utf8_lossy(
         &run.coordinator(&[
-            "status", "--run-id", &run.run_id, "--target", &run.fixture.url,
-            "--queue-url", &run.queue_url,
+            "status",
+            "--run-id",
+            &run.run_id,
+            "--target",
+            &run.fixture.url,
+            "--queue-url",
+            &run.queue_url,
         ])?
         .stdout,
     )
     .into_owned();
     assert!(text.contains("items   0 of 900 (0.0%)"), "{text}");
-    assert!(text.contains("queue   3 waiting, 0 in flight, 0 delayed; dead-letter: 0"), "{text}");
+    assert!(
+        text.contains("queue   3 waiting, 0 in flight, 0 delayed; dead-letter: 0"),
+        "{text}"
+    );
     // Not loaded yet: finalize refuses, naming a shard.
     let output = run.finalize()?;
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr_of(&output).contains("not finished"), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("not finished"),
+        "{}",
+        stderr_of(&output)
+    );
 
     let mut workers = vec![run.spawn_worker(0, &[])?, run.spawn_worker(1, &[])?];
     wait_all(&mut workers)?;
@@ -144,15 +173,25 @@ async fn plan_dry_run_and_status_read_s3_and_the_queue() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_shard_is_resumed_by_the_others() -> anyhow::Result<()> {
     // Visibility 4 s renewed every second: the killed worker's shard returns 4 s after the kill.
-    let run = FleetRun::prepare("fleet_kill", &options(32, 6_000, 4), &config(4, 1, 10, 5), |_| Ok(()))
-        .await?;
+    let run = FleetRun::prepare(
+        "fleet_kill",
+        &options(32, 6_000, 4),
+        &config(4, 1, 10, 5),
+        |_| Ok(()),
+    )
+    .await?;
     let slow = [("FERRY_FAILPOINTS", "after_commit=sleep60@1+")];
     let mut victim = run.spawn_worker(0, &slow)?;
     let midway = run.wait_for_a_shard_midway(WAIT).await?;
     let mut others = vec![run.spawn_worker(1, &slow)?, run.spawn_worker(2, &[])?];
     victim.signal(libc::SIGKILL);
     victim.wait(WAIT)?;
-    assert_eq!(shard_of(&victim).as_deref(), Some(midway.as_str()), "{}", victim.log());
+    assert_eq!(
+        shard_of(&victim).as_deref(),
+        Some(midway.as_str()),
+        "{}",
+        victim.log()
+    );
     let client = ferry_tests::harness::connect(&run.fixture.url).await?;
     let committed: i64 = client
         .query_one(
@@ -176,8 +215,13 @@ async fn a_worker_killed_mid_shard_is_resumed_by_the_others() -> anyhow::Result<
 async fn an_expired_visibility_makes_one_of_two_workers_back_off() -> anyhow::Result<()> {
     // One shard; no renewal, visibility 2 s; the first worker sleeps 4 s inside its first chunk's
     // transaction, so the second is handed the same shard while the first still loads it.
-    let run = FleetRun::prepare("fleet_race", &options(33, 2_000, 1), &config(2, 0, 6, 10), |_| Ok(()))
-        .await?;
+    let run = FleetRun::prepare(
+        "fleet_race",
+        &options(33, 2_000, 1),
+        &config(2, 0, 6, 10),
+        |_| Ok(()),
+    )
+    .await?;
     let mut first = run.spawn_worker(0, &[("FERRY_FAILPOINTS", "after_copy=sleep4000@1")])?;
     let deadline = std::time::Instant::now() + WAIT;
     while shard_of(&first).is_none() {
@@ -190,7 +234,11 @@ async fn an_expired_visibility_makes_one_of_two_workers_back_off() -> anyhow::Re
     workers.insert(0, first);
     let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
     let loaders = logs.iter().filter(|l| l.contains("loading shard")).count();
-    assert!(loaders >= 2, "the shard was handed to one worker only:\n{}", logs.join("\n----\n"));
+    assert!(
+        loaders >= 2,
+        "the shard was handed to one worker only:\n{}",
+        logs.join("\n----\n")
+    );
     assert!(
         logs.iter().any(|l| l.contains("backing off")),
         "no worker backed off:\n{}",
@@ -200,7 +248,8 @@ async fn an_expired_visibility_makes_one_of_two_workers_back_off() -> anyhow::Re
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_poison_shard_ends_in_the_dead_letter_queue_and_the_rest_completes() -> anyhow::Result<()> {
+async fn a_poison_shard_ends_in_the_dead_letter_queue_and_the_rest_completes() -> anyhow::Result<()>
+{
     let mut poison_items = None;
     let mut poison_key = String::new();
     let run = FleetRun::prepare(
@@ -236,7 +285,13 @@ async fn a_poison_shard_ends_in_the_dead_letter_queue_and_the_rest_completes() -
     let failed = status["shards_failed"].as_array().expect("failed shards");
     assert_eq!(failed.len(), 1, "{status}");
     assert_eq!(failed[0]["data_key"], poison_key.as_str());
-    assert!(failed[0]["error"].as_str().unwrap_or("").contains(&poison_key), "{status}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&poison_key),
+        "{status}"
+    );
     // The dead letter is the poison shard's task.
     let dead = shared_moto()
         .sqs()
@@ -245,11 +300,18 @@ async fn a_poison_shard_ends_in_the_dead_letter_queue_and_the_rest_completes() -
         .send()
         .await?;
     let body = dead.messages()[0].body().unwrap_or_default().to_string();
-    assert!(body.contains(failed[0]["shard_id"].as_str().unwrap()), "{body}");
+    assert!(
+        body.contains(failed[0]["shard_id"].as_str().unwrap()),
+        "{body}"
+    );
 
     let output = run.finalize()?;
     assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
-    assert!(stderr_of(&output).contains(&poison_key), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains(&poison_key),
+        "{}",
+        stderr_of(&output)
+    );
     // Every other item is there exactly once; none of the poison file's.
     let total = run.fixture.export.total_items - poison_items.len() as u64;
     assert_eq!(
@@ -259,7 +321,13 @@ async fn a_poison_shard_ends_in_the_dead_letter_queue_and_the_rest_completes() -
     let client = ferry_tests::harness::connect(&run.fixture.url).await?;
     let (columns, rows) = ferry_tests::compare::read_table(&client, "AppTable").await?;
     let mut source = std::collections::BTreeMap::new();
-    for file in run.fixture.export.data_files.iter().filter(|f| f.key != poison_key) {
+    for file in run
+        .fixture
+        .export
+        .data_files
+        .iter()
+        .filter(|f| f.key != poison_key)
+    {
         let dir = tempfile::tempdir()?;
         std::fs::copy(&file.path, dir.path().join("f.json.gz"))?;
         source.extend(read_source_items(dir.path(), &["PK", "SK"])?);
@@ -274,8 +342,13 @@ async fn a_poison_shard_ends_in_the_dead_letter_queue_and_the_rest_completes() -
 async fn sigterm_returns_the_shard_to_the_queue_at_once() -> anyhow::Result<()> {
     // Visibility 120 s: if the stopped worker did not give its shard back, the others would go
     // idle and exit (5 s) long before it came back, and the run would not complete.
-    let run = FleetRun::prepare("fleet_sigterm", &options(35, 6_000, 3), &config(120, 30, 5, 5), |_| Ok(()))
-        .await?;
+    let run = FleetRun::prepare(
+        "fleet_sigterm",
+        &options(35, 6_000, 3),
+        &config(120, 30, 5, 5),
+        |_| Ok(()),
+    )
+    .await?;
     let slow = [("FERRY_FAILPOINTS", "after_commit=sleep60@1+")];
     let mut stopped = run.spawn_worker(0, &slow)?;
     let midway = run.wait_for_a_shard_midway(WAIT).await?;
@@ -287,4 +360,83 @@ async fn sigterm_returns_the_shard_to_the_queue_at_once() -> anyhow::Result<()> 
     assert_eq!(shard_of(&stopped).as_deref(), Some(midway.as_str()));
     wait_all(&mut others)?;
     assert_complete(&run, &others).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heliosdb_fleet_survives_a_killed_worker() -> anyhow::Result<()> {
+    // The autocommit load path: the resumed chunk is recognised as present or absent by its keys.
+    let run = FleetRun::prepare_on(
+        TestTarget::HeliosDb,
+        "fleet_helios_kill",
+        &options(36, 3_000, 3),
+        &config(4, 1, 10, 5),
+        |_| Ok(()),
+    )
+    .await?;
+    let slow = [("FERRY_FAILPOINTS", "after_commit=sleep60@1+")];
+    let mut victim = run.spawn_worker(0, &slow)?;
+    let midway = run.wait_for_a_shard_midway(WAIT).await?;
+    let mut others = vec![run.spawn_worker(1, &[])?, run.spawn_worker(2, &[])?];
+    victim.signal(libc::SIGKILL);
+    victim.wait(WAIT)?;
+    assert_eq!(shard_of(&victim).as_deref(), Some(midway.as_str()));
+    wait_all(&mut others)?;
+    let output = run.finalize()?;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr_of(&output)
+    );
+    let rows = assert_fixture_matches(&run.fixture, "AppTable", &[]).await?;
+    assert_eq!(rows as u64, run.fixture.export.total_items);
+    Ok(())
+}
+
+/// `migrate` (in-process workers) reads the same export straight from S3.
+async fn migrate_from_s3(target: TestTarget, name: &str) -> anyhow::Result<()> {
+    let run = FleetRun::prepare_on(
+        target,
+        name,
+        &options(37, 1_500, 3),
+        &config(30, 10, 2, 3),
+        |_| Ok(()),
+    )
+    .await?;
+    // A fresh table for migrate: the planned run above stays in the ledger untouched.
+    let output = run.coordinator(&[
+        "migrate",
+        "--export",
+        &run.export_url,
+        "--target",
+        &run.fixture.url,
+        "--key",
+        "PK,SK",
+        "--table",
+        "FromS3",
+    ])?;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr_of(&output)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("s3://"), "{text}");
+    assert!(text.contains("post-load: ANALYZE"), "{text}");
+    let rows = assert_fixture_matches(&run.fixture, "FromS3", &[]).await?;
+    assert_eq!(rows, 1_500);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_reads_s3_into_postgres() -> anyhow::Result<()> {
+    migrate_from_s3(TestTarget::Postgres, "s3_migrate_pg").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_reads_s3_into_heliosdb() -> anyhow::Result<()> {
+    migrate_from_s3(TestTarget::HeliosDb, "s3_migrate_helios").await
 }

@@ -85,7 +85,10 @@ fn stop_on_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::info!(signal = name, "stopping: finishing current chunks and returning shards to the queue");
+        tracing::info!(
+            signal = name,
+            "stopping: finishing current chunks and returning shards to the queue"
+        );
         stop.store(true, Ordering::Relaxed);
     });
     Ok(())
@@ -97,64 +100,66 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let target = Target::detect(&client, settings.load.copy_format).await?;
     let workers = args
         .workers
-        .unwrap_or(settings.load.workers_for(target.kind == TargetKind::Postgres))
+        .unwrap_or(
+            settings
+                .load
+                .workers_for(target.kind == TargetKind::Postgres),
+        )
         .max(1);
 
-    let (contexts, queue, pool): (RunContexts, Arc<dyn WorkQueue>, PoolSettings) =
-        match (args.queue_url.clone().or(settings.queue.url.clone()), &args.run_id) {
-            (Some(url), _) => {
-                let queue = SqsQueue::connect(&url, &settings.aws, &settings.queue).await;
-                let pool = PoolSettings {
-                    target_url: args.target.clone(),
-                    workers,
-                    attempts: settings.load.connect_attempts,
-                    idle_exit: args
-                        .idle_exit
-                        .map(Duration::from_secs)
-                        .unwrap_or(settings.queue.idle_exit),
-                    poll_forever: args.poll_forever || settings.queue.poll_forever,
-                    lost_race_delay: settings.queue.retry_delay,
-                };
-                tracing::info!(queue = %url, workers, target = ?target.kind, "worker consuming the queue");
-                let contexts = RunContexts::from_ledger(
-                    settings.load.clone(),
-                    settings.aws.clone(),
-                    target,
-                    &args.target,
-                );
-                (contexts, Arc::new(queue), pool)
-            }
-            (None, Some(run_id)) => {
-                let Some(run) = ledger::get_run(&client, run_id).await? else {
-                    bail!("run {run_id} is not in the ledger of the target: plan it first");
-                };
-                let location = args
-                    .export
-                    .clone()
-                    .unwrap_or_else(|| run.export_location.clone());
-                let export = ferry_shared::store::open_export(&location, &settings.aws)
-                    .await
-                    .with_context(|| format!("export {location}"))?;
-                let shards = ledger::get_shards(&client, &run.run_id).await?;
-                let tasks = pending_tasks(&run.run_id, &shards);
-                tracing::info!(run = %run.run_id, pending = tasks.len(), workers, "worker starting");
-                let ctx =
-                    LoadContext::new(run, export.store, &settings.load, target, &args.target);
-                let pool = PoolSettings::in_process(
-                    &args.target,
-                    workers,
-                    settings.load.connect_attempts,
-                );
-                (
-                    RunContexts::single(ctx),
-                    Arc::new(MemoryQueue::new(tasks)),
-                    pool,
-                )
-            }
-            (None, None) => bail!(
-                "nothing to do: pass --queue-url (or set FERRY_QUEUE__URL) for the fleet, or --run-id"
-            ),
-        };
+    let (contexts, queue, pool): (RunContexts, Arc<dyn WorkQueue>, PoolSettings) = match (
+        args.queue_url.clone().or(settings.queue.url.clone()),
+        &args.run_id,
+    ) {
+        (Some(url), _) => {
+            let queue = SqsQueue::connect(&url, &settings.aws, &settings.queue).await;
+            let pool = PoolSettings {
+                target_url: args.target.clone(),
+                workers,
+                attempts: settings.load.connect_attempts,
+                idle_exit: args
+                    .idle_exit
+                    .map(Duration::from_secs)
+                    .unwrap_or(settings.queue.idle_exit),
+                poll_forever: args.poll_forever || settings.queue.poll_forever,
+                lost_race_delay: settings.queue.retry_delay,
+            };
+            tracing::info!(queue = %url, workers, target = ?target.kind, "worker consuming the queue");
+            let contexts = RunContexts::from_ledger(
+                settings.load.clone(),
+                settings.aws.clone(),
+                target,
+                &args.target,
+            );
+            (contexts, Arc::new(queue), pool)
+        }
+        (None, Some(run_id)) => {
+            let Some(run) = ledger::get_run(&client, run_id).await? else {
+                bail!("run {run_id} is not in the ledger of the target: plan it first");
+            };
+            let location = args
+                .export
+                .clone()
+                .unwrap_or_else(|| run.export_location.clone());
+            let export = ferry_shared::store::open_export(&location, &settings.aws)
+                .await
+                .with_context(|| format!("export {location}"))?;
+            let shards = ledger::get_shards(&client, &run.run_id).await?;
+            let tasks = pending_tasks(&run.run_id, &shards);
+            tracing::info!(run = %run.run_id, pending = tasks.len(), workers, "worker starting");
+            let ctx = LoadContext::new(run, export.store, &settings.load, target, &args.target);
+            let pool =
+                PoolSettings::in_process(&args.target, workers, settings.load.connect_attempts);
+            (
+                RunContexts::single(ctx),
+                Arc::new(MemoryQueue::new(tasks)),
+                pool,
+            )
+        }
+        (None, None) => bail!(
+            "nothing to do: pass --queue-url (or set FERRY_QUEUE__URL) for the fleet, or --run-id"
+        ),
+    };
     stop_on_signals(contexts.stop.clone())?;
     let errors = run_pool(Arc::new(contexts), queue, pool).await;
     for error in &errors {
