@@ -323,6 +323,7 @@ mod tests {
             export_time: None,
             target_table: "t".into(),
             schema: ferry_shared::schema::TableSchema {
+                routing: None,
                 table: "t".into(),
                 columns: Vec::new(),
                 overflow_column: "attrs".into(),

@@ -218,6 +218,7 @@ pub fn infer_schema(
         });
     }
     Ok(TableSchema {
+        routing: None,
         table: table.to_string(),
         columns,
         overflow_column: mapping.overflow_column.clone(),

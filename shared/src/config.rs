@@ -519,6 +519,15 @@ fn queue_settings(queue: RawQueue) -> Result<QueueSettings> {
     })
 }
 
+/// Parses TOML text into `T` with the same parser as the config file (for tests and tools).
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| Error::Config(e.to_string()))
+}
+
 /// Loads the settings from an optional TOML file and the process environment.
 pub fn load_settings(file: Option<&Path>) -> Result<Settings> {
     load_settings_from(file, std::env::vars())

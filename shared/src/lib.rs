@@ -9,6 +9,7 @@
 //! - [`sqs`]: [`sqs::SqsQueue`], the fleet's SQS queue with its dead-letter queue.
 //! - [`aws`]: the AWS SDK configuration (standard credential chain, endpoint override, retries).
 //! - [`schema`]: the resolved target table schema a run stores in its ledger, so every worker uses the same one.
+//! - [`routing`]: single-table design: routing rules, routed tables' columns, casts and transforms.
 //! - [`ledger`]: the `ferry` ledger schema (runs, shards, rejects) and the SQL that reads and advances it.
 //! - [`ident`]: SQL identifier quoting (every identifier Ferry writes goes through it).
 //! - [`failpoint`]: failure points compiled into every binary and switched on by `FERRY_FAILPOINTS`.
@@ -24,6 +25,7 @@ pub mod ident;
 pub mod ledger;
 pub mod manifest;
 pub mod queue;
+pub mod routing;
 pub mod s3;
 pub mod schema;
 pub mod sqs;

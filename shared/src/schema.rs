@@ -119,12 +119,42 @@ pub enum PgType {
     NumericArray,
     /// BYTEA[]
     ByteaArray,
+    /// INT2 (routed columns)
+    Int2,
+    /// INT4 (routed columns)
+    Int4,
+    /// INT8 (routed columns)
+    Int8,
+    /// FLOAT8 (routed columns, only when the user asks: numbers lose exactness)
+    Float8,
+    /// TIMESTAMPTZ (routed columns)
+    Timestamptz,
+    /// NUMERIC(p,s) (routed columns): values with more digits are rejected, never rounded.
+    NumericScaled {
+        /// Total significant digits.
+        precision: u8,
+        /// Digits after the point.
+        scale: u8,
+    },
 }
 
 impl PgType {
     /// The type as written in DDL.
-    pub fn sql(self) -> &'static str {
+    pub fn sql(self) -> String {
         match self {
+            PgType::NumericScaled { precision, scale } => format!("NUMERIC({precision},{scale})"),
+            other => other.sql_name().to_string(),
+        }
+    }
+
+    fn sql_name(self) -> &'static str {
+        match self {
+            PgType::Int2 => "INT2",
+            PgType::Int4 => "INT4",
+            PgType::Int8 => "INT8",
+            PgType::Float8 => "FLOAT8",
+            PgType::Timestamptz => "TIMESTAMPTZ",
+            PgType::NumericScaled { .. } => "NUMERIC",
             PgType::Text => "TEXT",
             PgType::Numeric => "NUMERIC",
             PgType::Bytea => "BYTEA",
@@ -139,8 +169,13 @@ impl PgType {
     /// The `information_schema.columns.udt_name` PostgreSQL reports for this type.
     pub fn udt_name(self) -> &'static str {
         match self {
+            PgType::Int2 => "int2",
+            PgType::Int4 => "int4",
+            PgType::Int8 => "int8",
+            PgType::Float8 => "float8",
+            PgType::Timestamptz => "timestamptz",
             PgType::Text => "text",
-            PgType::Numeric => "numeric",
+            PgType::Numeric | PgType::NumericScaled { .. } => "numeric",
             PgType::Bytea => "bytea",
             PgType::Boolean => "bool",
             PgType::Jsonb => "jsonb",
@@ -205,6 +240,9 @@ pub struct TableSchema {
     /// mismatch (overflow JSON text or a reject), never sent to be rounded.
     #[serde(default)]
     pub numeric_limit: NumericLimit,
+    /// Routing rules (single-table design): items go to the rules' tables instead of this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<crate::routing::Routing>,
 }
 
 /// What the target's NUMERIC can hold exactly.
@@ -231,7 +269,7 @@ impl TableSchema {
         for column in &self.columns {
             sql.push_str(&quote_ident(&column.name));
             sql.push(' ');
-            sql.push_str(column.pg_type.sql());
+            sql.push_str(&column.pg_type.sql());
             if column.is_key {
                 sql.push_str(" NOT NULL");
             }
@@ -284,6 +322,7 @@ mod tests {
             nested_json: NestedJson::Plain,
             on_type_mismatch: OnTypeMismatch::Overflow,
             numeric_limit: NumericLimit::Unlimited,
+            routing: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! JSONB as version 1 + text, arrays as one-dimensional arrays without nulls.
 
 use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
 use ferry_shared::schema::{PgType, TableSchema};
 
@@ -14,6 +15,9 @@ use crate::number::{write_pg_numeric_plain, ParsedNumber};
 pub const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// The end-of-data marker.
 pub const COPY_TRAILER: &[u8] = &[0xff, 0xff];
+
+/// Microseconds from 1970-01-01 to 2000-01-01, PostgreSQL's timestamp epoch.
+pub const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 const OID_TEXT: i32 = 25;
 const OID_NUMERIC: i32 = 1700;
@@ -83,7 +87,29 @@ pub fn encode_batch(
             }
             match pg_type {
                 PgType::Text => write_bytes(out, array.as_string::<i32>().value(row).as_bytes()),
-                PgType::Numeric => write_numeric(out, array.as_string::<i32>().value(row), name)?,
+                PgType::Numeric | PgType::NumericScaled { .. } => {
+                    write_numeric(out, array.as_string::<i32>().value(row), name)?
+                }
+                PgType::Int2 => write_bytes(
+                    out,
+                    &array.as_primitive::<Int16Type>().value(row).to_be_bytes(),
+                ),
+                PgType::Int4 => write_bytes(
+                    out,
+                    &array.as_primitive::<Int32Type>().value(row).to_be_bytes(),
+                ),
+                PgType::Int8 => write_bytes(
+                    out,
+                    &array.as_primitive::<Int64Type>().value(row).to_be_bytes(),
+                ),
+                PgType::Float8 => write_bytes(
+                    out,
+                    &array.as_primitive::<Float64Type>().value(row).to_be_bytes(),
+                ),
+                PgType::Timestamptz => {
+                    let unix = array.as_primitive::<TimestampMicrosecondType>().value(row);
+                    write_bytes(out, &(unix - PG_EPOCH_MICROS).to_be_bytes())
+                }
                 PgType::Jsonb => {
                     let text = array.as_string::<i32>().value(row);
                     out.extend_from_slice(&(text.len() as i32 + 1).to_be_bytes());

@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
 use ferry_shared::schema::{PgType, TableSchema};
 
@@ -47,8 +48,28 @@ fn array_element(out: &mut String, s: &str) {
 /// decimal text, `true`/`false`, BYTEA as `\x` hex, JSONB as its text, arrays as literals.
 pub fn field_text(pg_type: PgType, array: &dyn Array, row: usize, out: &mut String) {
     match pg_type {
-        PgType::Text | PgType::Jsonb | PgType::Numeric => {
+        PgType::Text | PgType::Jsonb | PgType::Numeric | PgType::NumericScaled { .. } => {
             out.push_str(array.as_string::<i32>().value(row))
+        }
+        PgType::Int2 => {
+            let _ = write!(out, "{}", array.as_primitive::<Int16Type>().value(row));
+        }
+        PgType::Int4 => {
+            let _ = write!(out, "{}", array.as_primitive::<Int32Type>().value(row));
+        }
+        PgType::Int8 => {
+            let _ = write!(out, "{}", array.as_primitive::<Int64Type>().value(row));
+        }
+        PgType::Float8 => {
+            // Rust prints the shortest text that reads back as the same f64.
+            let _ = write!(out, "{:?}", array.as_primitive::<Float64Type>().value(row));
+        }
+        PgType::Timestamptz => {
+            let micros = array.as_primitive::<TimestampMicrosecondType>().value(row);
+            match chrono::DateTime::from_timestamp_micros(micros) {
+                Some(t) => out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+                None => out.push_str("infinity"),
+            }
         }
         PgType::Boolean => out.push_str(if array.as_boolean().value(row) {
             "true"
@@ -102,9 +123,15 @@ pub fn encode_batch_csv(schema: &TableSchema, batch: &RecordBatch, out: &mut Vec
             field_text(*pg_type, array.as_ref(), row, &mut scratch);
             match pg_type {
                 // Unquoted: no comma, quote or newline can appear, and never empty.
-                PgType::Numeric | PgType::Boolean | PgType::Bytea => {
-                    out.extend_from_slice(scratch.as_bytes())
-                }
+                PgType::Numeric
+                | PgType::NumericScaled { .. }
+                | PgType::Boolean
+                | PgType::Bytea
+                | PgType::Int2
+                | PgType::Int4
+                | PgType::Int8
+                | PgType::Float8
+                | PgType::Timestamptz => out.extend_from_slice(scratch.as_bytes()),
                 _ => quoted(out, scratch.as_bytes()),
             }
         }

@@ -79,7 +79,16 @@ pub struct DecodedBatch {
 /// The Arrow type a column is decoded into.
 pub fn arrow_type(pg_type: PgType) -> DataType {
     match pg_type {
-        PgType::Text | PgType::Numeric | PgType::Jsonb => DataType::Utf8,
+        PgType::Text | PgType::Numeric | PgType::Jsonb | PgType::NumericScaled { .. } => {
+            DataType::Utf8
+        }
+        PgType::Int2 => DataType::Int16,
+        PgType::Int4 => DataType::Int32,
+        PgType::Int8 => DataType::Int64,
+        PgType::Float8 => DataType::Float64,
+        PgType::Timestamptz => {
+            DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some("UTC".into()))
+        }
         PgType::Bytea => DataType::Binary,
         PgType::Boolean => DataType::Boolean,
         PgType::TextArray | PgType::NumericArray => {
@@ -449,6 +458,7 @@ pub(crate) mod tests {
             is_key,
         };
         Arc::new(TableSchema {
+            routing: None,
             table: "t".into(),
             columns: vec![
                 col("pk", DdbType::S, true),

@@ -7,6 +7,8 @@
 //! - [`number`]: exact DynamoDB numbers (validation, canonical text, PostgreSQL NUMERIC encoding).
 //! - [`json`]: canonical JSON for nested values and the overflow column.
 //! - [`decode`]: blocks of lines → Arrow `RecordBatch`es plus rejects (runs on rayon).
+//! - [`route`]: single-table design: items → per-table Arrow batches by routing rules, casts,
+//!   filters and column transforms (runs on rayon).
 //! - [`copy`]: Arrow batches → PostgreSQL binary COPY tuples.
 //! - [`csv`]: Arrow batches → CSV rows for COPY where binary is refused (HeliosDB).
 //! - [`ledger`]: reading and writing the `ferry` ledger through tokio-postgres.
@@ -35,6 +37,7 @@ pub mod ledger;
 pub mod load;
 pub mod number;
 pub mod pool;
+pub mod route;
 pub mod simple;
 pub mod source;
 pub mod target;

@@ -1,0 +1,1048 @@
+//! Single-table design on the worker: routing each item of a block to one of several tables, the
+//! column maps, casts and filters of its rule, then the column transforms on the resulting Arrow
+//! batches (the rules are in [`ferry_shared::routing`], with their precedence).
+//!
+//! A block (one rayon task, like plain decoding) becomes one Arrow [`RecordBatch`] per target
+//! table. Per item: parse, pick the first matching rule, apply its filters (an expired TTL, an
+//! attribute value: the item is counted as filtered, never silently dropped), then take every
+//! column's value from its attribute, map path, regex capture or constant and cast it to the
+//! column type; attributes no column takes whole, and the rule does not drop by name, go into the
+//! rule's JSONB rest column. A value that does not cast makes the item a reject whose reason names
+//! the rule, the column and the value. Numbers are cast from their exact decimal text; a
+//! `numeric(p,s)` column refuses a value it would round.
+//!
+//! Transforms (`trim`, `lowercase`, `hash`, `redact`) then run column by column on the batches'
+//! string arrays, the columns of a batch in parallel on rayon.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
+    ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::cast::AsArray;
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use arrow_schema::SchemaRef;
+use ferry_shared::routing::{Column, Routing, Rule, TimeFormat, Transform, Unmatched};
+use ferry_shared::schema::{NestedJson, PgType, TableSchema};
+use rayon::prelude::*;
+use regex_lite::Regex;
+use sha2::Digest;
+
+use crate::decode::{arrow_schema, RawBlock, Reject};
+use crate::item::{parse_line, AttrValue};
+use crate::json::{check_text, decode_base64, write_object, write_value};
+use crate::number::canonical_number;
+
+/// A compiled column.
+#[derive(Debug)]
+struct RoutedColumn {
+    spec: Column,
+    path: Vec<String>,
+    pg_type: PgType,
+    regex: Option<Regex>,
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+struct CompiledRule {
+    rule: Rule,
+    table: usize,
+    regex: Option<Regex>,
+    columns: Vec<RoutedColumn>,
+    /// Attributes the columns take whole, and the dropped ones: not in the rest column.
+    consumed: HashSet<String>,
+}
+
+/// The routing of a run, compiled once per worker.
+#[derive(Debug)]
+pub struct Router {
+    keys: Vec<String>,
+    rules: Vec<CompiledRule>,
+    tables: Vec<TableSchema>,
+    arrow: Vec<SchemaRef>,
+    catch_all: Option<usize>,
+    /// The export time in microseconds since 1970, for TTL filters.
+    export_time_micros: Option<i64>,
+}
+
+/// One block, routed.
+#[derive(Debug)]
+pub struct RoutedBlock {
+    /// One batch per table of [`Router::tables`] (empty batches included).
+    pub batches: Vec<RecordBatch>,
+    /// Rows over all tables.
+    pub rows: u64,
+    /// Lines that could not be loaded.
+    pub rejects: Vec<Reject>,
+    /// Items skipped by a rule's filter.
+    pub filtered: u64,
+}
+
+/// A value of one routed column, before it becomes an Arrow array.
+#[derive(Clone, Debug, PartialEq)]
+enum Cell {
+    Null,
+    Text(String),
+    I16(i16),
+    I32(i32),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    Bytes(Vec<u8>),
+    Micros(i64),
+    List(Vec<String>),
+}
+
+impl Router {
+    /// Compiles `routing` for the key attributes `keys`; `export_time` is the manifest's
+    /// `exportTime` (RFC 3339), needed by TTL filters.
+    pub fn new(
+        routing: &Routing,
+        keys: &[String],
+        export_time: Option<&str>,
+    ) -> Result<Router, String> {
+        routing.validate(keys).map_err(|e| e.to_string())?;
+        let tables = routing.tables(keys);
+        let index_of = |name: &str| tables.iter().position(|t| t.table == name);
+        let mut rules = Vec::new();
+        for rule in &routing.rules {
+            let columns = rule
+                .columns
+                .iter()
+                .map(|c| RoutedColumn {
+                    spec: c.clone(),
+                    path: c.source_path(),
+                    pg_type: c.pg_type(),
+                    regex: c
+                        .regex
+                        .as_deref()
+                        .map(|r| Regex::new(r).expect("validated")),
+                })
+                .collect();
+            let mut consumed: HashSet<String> = rule
+                .columns
+                .iter()
+                .filter_map(Column::whole_attribute)
+                .collect();
+            consumed.extend(rule.drop.iter().cloned());
+            rules.push(CompiledRule {
+                table: index_of(&rule.table).expect("every rule's table is listed"),
+                regex: rule
+                    .when
+                    .regex
+                    .as_deref()
+                    .map(|r| Regex::new(r).expect("validated")),
+                rule: rule.clone(),
+                columns,
+                consumed,
+            });
+        }
+        let export_time_micros = export_time
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_micros());
+        if export_time_micros.is_none() {
+            if let Some(rule) = routing.rules.iter().find(|r| r.skip_expired_ttl.is_some()) {
+                return Err(format!(
+                    "routing rule {:?}: skip_expired_ttl needs the export time, and the manifest has none",
+                    rule.name
+                ));
+            }
+        }
+        let catch_all = match (routing.unmatched, &routing.catch_all_table) {
+            (Unmatched::Table, Some(table)) => index_of(table),
+            _ => None,
+        };
+        Ok(Router {
+            keys: keys.to_vec(),
+            arrow: tables.iter().map(arrow_schema).collect(),
+            tables,
+            rules,
+            catch_all,
+            export_time_micros,
+        })
+    }
+
+    /// The target tables, in the order of [`RoutedBlock::batches`].
+    pub fn tables(&self) -> &[TableSchema] {
+        &self.tables
+    }
+
+    /// The first rule (by precedence) that takes `attributes`, if any.
+    fn rule_for(&self, attributes: &[(Cow<'_, str>, AttrValue<'_>)]) -> Option<&CompiledRule> {
+        let text_of = |name: &str| {
+            attributes
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| scalar_text(v))
+        };
+        let pk = self.keys.first().and_then(|k| text_of(k));
+        let sk = self.keys.get(1).and_then(|k| text_of(k));
+        self.rules.iter().find(|compiled| {
+            let when = &compiled.rule.when;
+            let prefix_ok = |prefix: &Option<String>, value: &Option<Cow<'_, str>>| match prefix {
+                None => true,
+                Some(p) => value.as_ref().is_some_and(|v| v.starts_with(p.as_str())),
+            };
+            if !prefix_ok(&when.pk_prefix, &pk) || !prefix_ok(&when.sk_prefix, &sk) {
+                return false;
+            }
+            if let (Some(attribute), Some(equals)) = (&when.attribute, &when.equals) {
+                if text_of(attribute).as_deref() != Some(equals.as_str()) {
+                    return false;
+                }
+            }
+            if let Some(regex) = &compiled.regex {
+                let target = when
+                    .regex_attribute
+                    .as_deref()
+                    .or(self.keys.get(1).map(String::as_str))
+                    .or(self.keys.first().map(String::as_str))
+                    .unwrap_or_default();
+                if !text_of(target).is_some_and(|v| regex.is_match(&v)) {
+                    return false;
+                }
+            }
+            true
+        })
+    }
+
+    /// Routes every line of `block`.
+    pub fn route(&self, block: &RawBlock) -> RoutedBlock {
+        let mut rows: Vec<Vec<Vec<Cell>>> = vec![Vec::new(); self.tables.len()];
+        let mut rests: Vec<Vec<Option<String>>> = vec![Vec::new(); self.tables.len()];
+        let mut rejects = Vec::new();
+        let mut filtered = 0;
+        for line in &block.lines {
+            let raw = block.line(line);
+            let reject = |reason: String| Reject {
+                line_no: line.line_no,
+                reason,
+                raw: raw.to_vec(),
+            };
+            let attributes = match parse_line(raw) {
+                Ok(attributes) => attributes,
+                Err(e) => {
+                    rejects.push(reject(format!("malformed line: {e}")));
+                    continue;
+                }
+            };
+            let converted = match self.rule_for(&attributes) {
+                Some(rule) => match self.skip(rule, &attributes) {
+                    Ok(true) => {
+                        filtered += 1;
+                        continue;
+                    }
+                    Ok(false) => self.convert(rule, &attributes).map(|r| (rule.table, r)),
+                    Err(reason) => Err(reason),
+                },
+                None => match self.catch_all {
+                    Some(table) => self.catch_all_row(&attributes).map(|r| (table, r)),
+                    None => Err(format!(
+                        "no routing rule matches the item ({})",
+                        self.describe_keys(&attributes)
+                    )),
+                },
+            };
+            match converted {
+                Ok((table, (cells, rest))) => {
+                    rows[table].push(cells);
+                    rests[table].push(rest);
+                }
+                Err(reason) => rejects.push(reject(reason)),
+            }
+        }
+        let total = rows.iter().map(Vec::len).sum::<usize>() as u64;
+        let batches = rows
+            .into_iter()
+            .zip(rests)
+            .enumerate()
+            .map(|(t, (rows, rests))| self.build_batch(t, rows, rests))
+            .collect();
+        RoutedBlock {
+            batches,
+            rows: total,
+            rejects,
+            filtered,
+        }
+    }
+
+    fn describe_keys(&self, attributes: &[(Cow<'_, str>, AttrValue<'_>)]) -> String {
+        self.keys
+            .iter()
+            .map(|k| {
+                let value = attributes
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .and_then(|(_, v)| scalar_text(v))
+                    .unwrap_or(Cow::Borrowed("(missing)"));
+                format!("{k}={value:?}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Whether a rule's filter skips the item.
+    fn skip(
+        &self,
+        rule: &CompiledRule,
+        attributes: &[(Cow<'_, str>, AttrValue<'_>)],
+    ) -> Result<bool, String> {
+        let find = |name: &str| attributes.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        if let Some(condition) = &rule.rule.skip_when {
+            if find(&condition.attribute).and_then(scalar_text).as_deref()
+                == Some(condition.equals.as_str())
+            {
+                return Ok(true);
+            }
+        }
+        if let (Some(ttl), Some(export)) = (&rule.rule.skip_expired_ttl, self.export_time_micros) {
+            match find(ttl) {
+                None | Some(AttrValue::Null) => {}
+                Some(AttrValue::N(n)) => {
+                    let expires = epoch_micros(n, 1_000_000).map_err(|e| {
+                        format!(
+                            "routing rule {:?}: TTL attribute {ttl:?}: {e}",
+                            rule.rule.name
+                        )
+                    })?;
+                    return Ok(expires < export);
+                }
+                Some(other) => return Err(format!(
+                    "routing rule {:?}: TTL attribute {ttl:?} is {}, not a number of epoch seconds",
+                    rule.rule.name,
+                    other.ddb_type()
+                )),
+            }
+        }
+        Ok(false)
+    }
+
+    /// One item's cells and rest JSON under `rule`.
+    fn convert(
+        &self,
+        rule: &CompiledRule,
+        attributes: &[(Cow<'_, str>, AttrValue<'_>)],
+    ) -> Result<(Vec<Cell>, Option<String>), String> {
+        let mut seen = HashSet::new();
+        for (name, _) in attributes {
+            check_text(name).map_err(|e| format!("attribute name {name:?}: {}", e.reason))?;
+            if !seen.insert(name.as_ref()) {
+                return Err(format!("attribute {name:?} appears twice"));
+            }
+        }
+        let mut cells = Vec::with_capacity(rule.columns.len());
+        for column in &rule.columns {
+            let context = |reason: String| {
+                format!(
+                    "routing rule {:?}, column {:?}: {reason}",
+                    rule.rule.name, column.spec.name
+                )
+            };
+            let cell = column_value(column, attributes).map_err(context)?;
+            if cell == Cell::Null && column.spec.required {
+                return Err(context(format!(
+                    "required, but {} is missing or NULL",
+                    describe_source(&column.spec)
+                )));
+            }
+            cells.push(cell);
+        }
+        let rest: Vec<(&str, &AttrValue<'_>)> = attributes
+            .iter()
+            .filter(|(name, _)| !rule.consumed.contains(name.as_ref()))
+            .map(|(name, value)| (name.as_ref(), value))
+            .collect();
+        let rest = if rest.is_empty() {
+            None
+        } else {
+            let mut json = String::new();
+            write_object(&mut json, rest, NestedJson::Plain).map_err(|e| e.describe())?;
+            Some(json)
+        };
+        Ok((cells, rest))
+    }
+
+    /// The catch-all table's row: the key attributes as text, everything else in `attrs`.
+    fn catch_all_row(
+        &self,
+        attributes: &[(Cow<'_, str>, AttrValue<'_>)],
+    ) -> Result<(Vec<Cell>, Option<String>), String> {
+        let mut cells = Vec::new();
+        for key in &self.keys {
+            let value = attributes
+                .iter()
+                .find(|(n, _)| n == key)
+                .and_then(|(_, v)| scalar_text(v))
+                .ok_or_else(|| format!("key attribute {key:?} is missing"))?;
+            check_text(&value).map_err(|e| e.reason)?;
+            cells.push(Cell::Text(value.into_owned()));
+        }
+        let rest: Vec<(&str, &AttrValue<'_>)> = attributes
+            .iter()
+            .filter(|(name, _)| !self.keys.iter().any(|k| k == name))
+            .map(|(name, value)| (name.as_ref(), value))
+            .collect();
+        let mut json = String::new();
+        write_object(&mut json, rest, NestedJson::Plain).map_err(|e| e.describe())?;
+        Ok((cells, Some(json)))
+    }
+
+    fn build_batch(
+        &self,
+        table: usize,
+        rows: Vec<Vec<Cell>>,
+        rests: Vec<Option<String>>,
+    ) -> RecordBatch {
+        let schema = &self.tables[table];
+        let n = rows.len();
+        let mut columns: Vec<Vec<Cell>> = (0..schema.columns.len())
+            .map(|_| Vec::with_capacity(n))
+            .collect();
+        for row in rows {
+            for (column, cell) in columns.iter_mut().zip(row) {
+                column.push(cell);
+            }
+        }
+        // The transforms of the rule(s) writing this table (they agree on columns, see validate).
+        let transforms: Vec<Vec<Transform>> = match self.rules.iter().find(|r| r.table == table) {
+            Some(rule) => rule
+                .columns
+                .iter()
+                .map(|c| c.spec.transform.clone())
+                .collect(),
+            None => vec![Vec::new(); schema.columns.len()],
+        };
+        let mut arrays: Vec<ArrayRef> = columns
+            .into_par_iter()
+            .zip(schema.columns.par_iter())
+            .zip(transforms.into_par_iter())
+            .map(|((cells, spec), transforms)| {
+                let array = build_array(spec.pg_type, cells);
+                apply_transforms(array, &transforms)
+            })
+            .collect();
+        let mut rest = StringBuilder::with_capacity(n, n * 64);
+        for value in rests {
+            rest.append_option(value);
+        }
+        arrays.push(Arc::new(rest.finish()));
+        RecordBatch::try_new(self.arrow[table].clone(), arrays)
+            .expect("routed arrays follow the table's arrow schema")
+    }
+}
+
+fn describe_source(column: &Column) -> String {
+    match (&column.constant, column.source_path().as_slice()) {
+        (Some(_), _) => "the constant".into(),
+        (None, [one]) => format!("attribute {one:?}"),
+        (None, path) => format!("path {:?}", path.join(".")),
+    }
+}
+
+/// The text of a scalar (S, N in canonical form, BOOL), for matching and regexes.
+fn scalar_text<'a>(value: &'a AttrValue<'_>) -> Option<Cow<'a, str>> {
+    match value {
+        AttrValue::S(s) => Some(Cow::Borrowed(s.as_ref())),
+        AttrValue::N(n) => canonical_number(n).ok(),
+        AttrValue::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        _ => None,
+    }
+}
+
+/// Follows `path` through maps; `None` when a segment is missing.
+fn lookup<'v, 'a>(
+    attributes: &'v [(Cow<'a, str>, AttrValue<'a>)],
+    path: &[String],
+) -> Option<&'v AttrValue<'a>> {
+    let (first, rest) = path.split_first()?;
+    let mut value = attributes
+        .iter()
+        .find(|(n, _)| n == first.as_str())
+        .map(|(_, v)| v)?;
+    for segment in rest {
+        let AttrValue::M(entries) = value else {
+            return None;
+        };
+        value = entries
+            .iter()
+            .find(|(n, _)| n == segment.as_str())
+            .map(|(_, v)| v)?;
+    }
+    Some(value)
+}
+
+/// A column's cell for one item.
+fn column_value(
+    column: &RoutedColumn,
+    attributes: &[(Cow<'_, str>, AttrValue<'_>)],
+) -> Result<Cell, String> {
+    let constant;
+    let value = match &column.spec.constant {
+        Some(text) => {
+            constant = AttrValue::S(Cow::Borrowed(text.as_str()));
+            &constant
+        }
+        None => match lookup(attributes, &column.path) {
+            Some(value) => value,
+            None => return Ok(Cell::Null),
+        },
+    };
+    if let AttrValue::Null = value {
+        return Ok(Cell::Null);
+    }
+    match &column.regex {
+        None => cast(value, column.pg_type, column.spec.time),
+        Some(regex) => {
+            let text = scalar_text(value).ok_or_else(|| {
+                format!("a regex needs a string or number, not {}", value.ddb_type())
+            })?;
+            let captured = regex
+                .captures(&text)
+                .and_then(|c| c.get(1))
+                .ok_or_else(|| format!("{text:?} does not match {:?}", regex.as_str()))?;
+            cast(
+                &AttrValue::S(Cow::Borrowed(captured.as_str())),
+                column.pg_type,
+                column.spec.time,
+            )
+        }
+    }
+}
+
+/// Casts one value to a column type, exactly (see the module docs).
+fn cast(value: &AttrValue<'_>, pg_type: PgType, time: Option<TimeFormat>) -> Result<Cell, String> {
+    let mismatch = || {
+        format!(
+            "{} value cannot go into a {} column",
+            value.ddb_type(),
+            pg_type.sql()
+        )
+    };
+    let number_text = || -> Result<String, String> {
+        match value {
+            AttrValue::N(n) | AttrValue::S(n) => canonical_number(n.trim())
+                .map(Cow::into_owned)
+                .map_err(|e| format!("{:?} is not a number: {e}", n.as_ref())),
+            _ => Err(mismatch()),
+        }
+    };
+    Ok(match pg_type {
+        PgType::Text => match value {
+            AttrValue::S(s) => {
+                check_text(s).map_err(|e| e.reason)?;
+                Cell::Text(s.to_string())
+            }
+            AttrValue::N(_) | AttrValue::Bool(_) => {
+                Cell::Text(scalar_text(value).ok_or_else(mismatch)?.into_owned())
+            }
+            AttrValue::B(_) => return Err(mismatch()),
+            _ => {
+                let mut json = String::new();
+                write_value(&mut json, value, NestedJson::Plain).map_err(|e| e.describe())?;
+                Cell::Text(json)
+            }
+        },
+        PgType::Int2 | PgType::Int4 | PgType::Int8 => {
+            let text = number_text()?;
+            let n: i64 = text
+                .parse()
+                .map_err(|_| format!("{text} is not an integer that fits INT8"))?;
+            match pg_type {
+                PgType::Int2 => {
+                    Cell::I16(i16::try_from(n).map_err(|_| format!("{n} does not fit INT2"))?)
+                }
+                PgType::Int4 => {
+                    Cell::I32(i32::try_from(n).map_err(|_| format!("{n} does not fit INT4"))?)
+                }
+                _ => Cell::I64(n),
+            }
+        }
+        PgType::Numeric => Cell::Text(number_text()?),
+        PgType::NumericScaled { precision, scale } => {
+            let text = number_text()?;
+            let unsigned = text.trim_start_matches('-');
+            let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+            let int_digits = int.trim_start_matches('0').len();
+            let frac_digits = frac.trim_end_matches('0').len();
+            if frac_digits > usize::from(scale) {
+                return Err(format!("{text} has more than {scale} digits after the point: NUMERIC({precision},{scale}) would round it"));
+            }
+            if int_digits > usize::from(precision - scale) {
+                return Err(format!("{text} does not fit NUMERIC({precision},{scale})"));
+            }
+            Cell::Text(text)
+        }
+        PgType::Float8 => {
+            let text = number_text()?;
+            let f: f64 = text
+                .parse()
+                .map_err(|_| format!("{text} is not a number"))?;
+            if !f.is_finite() {
+                return Err(format!("{text} does not fit FLOAT8"));
+            }
+            Cell::F64(f)
+        }
+        PgType::Boolean => match value {
+            AttrValue::Bool(b) => Cell::Bool(*b),
+            AttrValue::S(s) if s.eq_ignore_ascii_case("true") => Cell::Bool(true),
+            AttrValue::S(s) if s.eq_ignore_ascii_case("false") => Cell::Bool(false),
+            AttrValue::N(n) if n.as_ref() == "1" => Cell::Bool(true),
+            AttrValue::N(n) if n.as_ref() == "0" => Cell::Bool(false),
+            _ => return Err(format!("{value:?} is not a boolean")),
+        },
+        PgType::Bytea => match value {
+            AttrValue::B(b) => Cell::Bytes(decode_base64(b).map_err(|e| e.reason)?),
+            _ => return Err(mismatch()),
+        },
+        PgType::Jsonb => {
+            let mut json = String::new();
+            write_value(&mut json, value, NestedJson::Plain).map_err(|e| e.describe())?;
+            Cell::Text(json)
+        }
+        PgType::Timestamptz => {
+            let per_unit = match time {
+                Some(TimeFormat::EpochMillis) => 1_000,
+                _ => 1_000_000,
+            };
+            match value {
+                AttrValue::N(n) => Cell::Micros(epoch_micros(n, per_unit)?),
+                AttrValue::S(s)
+                    if matches!(
+                        time,
+                        Some(TimeFormat::EpochSeconds | TimeFormat::EpochMillis)
+                    ) =>
+                {
+                    Cell::Micros(epoch_micros(s, per_unit)?)
+                }
+                AttrValue::S(s) => {
+                    let parsed = chrono::DateTime::parse_from_rfc3339(s.trim()).map_err(|e| {
+                        format!(
+                            "{:?} is not an ISO-8601 time with an offset: {e}",
+                            s.as_ref()
+                        )
+                    })?;
+                    Cell::Micros(parsed.timestamp_micros())
+                }
+                _ => return Err(mismatch()),
+            }
+        }
+        PgType::TextArray => match value {
+            AttrValue::Ss(items) => Cell::List(checked_texts(items.iter().map(|s| s.as_ref()))?),
+            AttrValue::L(items) => {
+                let texts = items
+                    .iter()
+                    .map(|v| match v {
+                        AttrValue::S(s) => Ok(s.as_ref()),
+                        other => Err(format!("a list element is {}, not S", other.ddb_type())),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Cell::List(checked_texts(texts.into_iter())?)
+            }
+            _ => return Err(mismatch()),
+        },
+        PgType::NumericArray => match value {
+            AttrValue::Ns(items) => Cell::List(
+                items
+                    .iter()
+                    .map(|n| {
+                        canonical_number(n)
+                            .map(Cow::into_owned)
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            AttrValue::L(items) => Cell::List(
+                items
+                    .iter()
+                    .map(|v| match v {
+                        AttrValue::N(n) => canonical_number(n)
+                            .map(Cow::into_owned)
+                            .map_err(|e| e.to_string()),
+                        other => Err(format!("a list element is {}, not N", other.ddb_type())),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return Err(mismatch()),
+        },
+        PgType::ByteaArray => return Err(mismatch()),
+    })
+}
+
+fn checked_texts<'a>(items: impl Iterator<Item = &'a str>) -> Result<Vec<String>, String> {
+    items
+        .map(|s| check_text(s).map(|_| s.to_string()).map_err(|e| e.reason))
+        .collect()
+}
+
+/// Exact microseconds from a decimal number of seconds (`per_unit` 1,000,000) or milliseconds
+/// (1,000); refuses digits below a microsecond rather than dropping them.
+fn epoch_micros(text: &str, per_unit: i64) -> Result<i64, String> {
+    let canonical =
+        canonical_number(text.trim()).map_err(|e| format!("{text:?} is not a number: {e}"))?;
+    let negative = canonical.starts_with('-');
+    let unsigned = canonical.trim_start_matches('-');
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let frac_places = if per_unit == 1_000_000 { 6 } else { 3 };
+    if frac.len() > frac_places {
+        return Err(format!("{text} has digits below a microsecond"));
+    }
+    let whole: i64 = int.parse().map_err(|_| format!("{text} is out of range"))?;
+    let frac_value: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<width$}", width = frac_places)
+            .parse()
+            .unwrap_or(0)
+    };
+    let micros = whole
+        .checked_mul(per_unit)
+        .and_then(|m| m.checked_add(frac_value))
+        .ok_or_else(|| format!("{text} is out of range"))?;
+    Ok(if negative { -micros } else { micros })
+}
+
+fn build_array(pg_type: PgType, cells: Vec<Cell>) -> ArrayRef {
+    let n = cells.len();
+    macro_rules! primitive {
+        ($builder:expr, $variant:ident) => {{
+            let mut builder = $builder;
+            for cell in cells {
+                match cell {
+                    Cell::$variant(v) => builder.append_value(v),
+                    _ => builder.append_null(),
+                }
+            }
+            Arc::new(builder.finish()) as ArrayRef
+        }};
+    }
+    match pg_type {
+        PgType::Int2 => primitive!(Int16Builder::with_capacity(n), I16),
+        PgType::Int4 => primitive!(Int32Builder::with_capacity(n), I32),
+        PgType::Int8 => primitive!(Int64Builder::with_capacity(n), I64),
+        PgType::Float8 => primitive!(Float64Builder::with_capacity(n), F64),
+        PgType::Boolean => primitive!(BooleanBuilder::with_capacity(n), Bool),
+        PgType::Timestamptz => {
+            primitive!(
+                TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+                Micros
+            )
+        }
+        PgType::Bytea => {
+            let mut builder = BinaryBuilder::with_capacity(n, n * 16);
+            for cell in cells {
+                match cell {
+                    Cell::Bytes(b) => builder.append_value(b),
+                    _ => builder.append_null(),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+        PgType::TextArray | PgType::NumericArray | PgType::ByteaArray => {
+            let mut builder = ListBuilder::new(StringBuilder::new());
+            for cell in cells {
+                match cell {
+                    Cell::List(items) => {
+                        for item in items {
+                            builder.values().append_value(item);
+                        }
+                        builder.append(true);
+                    }
+                    _ => builder.append(false),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+        PgType::Text | PgType::Numeric | PgType::NumericScaled { .. } | PgType::Jsonb => {
+            let mut builder = StringBuilder::with_capacity(n, n * 16);
+            for cell in cells {
+                match cell {
+                    Cell::Text(t) => builder.append_value(t),
+                    _ => builder.append_null(),
+                }
+            }
+            Arc::new(builder.finish())
+        }
+    }
+}
+
+/// Applies text transforms, in order, to a string array (other arrays pass through).
+pub fn apply_transforms(array: ArrayRef, transforms: &[Transform]) -> ArrayRef {
+    if transforms.is_empty() {
+        return array;
+    }
+    let Some(strings) = array.as_string_opt::<i32>() else {
+        return array;
+    };
+    let out: StringArray = strings
+        .iter()
+        .map(|value| {
+            value.map(|v| {
+                let mut text = Cow::Borrowed(v);
+                for transform in transforms {
+                    text = match transform {
+                        Transform::Trim => Cow::Owned(text.trim().to_string()),
+                        Transform::Lowercase => Cow::Owned(text.to_lowercase()),
+                        Transform::Hash => Cow::Owned(sha256_hex(text.as_bytes())),
+                        Transform::Redact => Cow::Borrowed("[redacted]"),
+                    };
+                }
+                text.into_owned()
+            })
+        })
+        .collect();
+    Arc::new(out)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for byte in digest.iter() {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::tests::block;
+    use arrow_array::types::{Int16Type, Int64Type, TimestampMicrosecondType};
+    use arrow_array::Array;
+
+    fn routing(toml: &str) -> Routing {
+        #[derive(serde::Deserialize)]
+        struct File {
+            routing: Routing,
+        }
+        let file: File = ferry_shared::config::parse_toml(toml).expect("valid routing");
+        file.routing
+    }
+
+    fn keys() -> Vec<String> {
+        vec!["PK".into(), "SK".into()]
+    }
+
+    const RULES: &str = r#"
+[routing]
+[[routing.rules]]
+name = "orders"
+table = "orders"
+match = { pk_prefix = "USER#", sk_prefix = "ORDER#" }
+rest_column = "extra"
+drop = ["GSI1PK"]
+skip_when = { attribute = "status", equals = "deleted" }
+skip_expired_ttl = "ttl"
+columns = [
+  { name = "pk", from = "PK", type = "text" },
+  { name = "sk", from = "SK", type = "text" },
+  { name = "user_id", from = "PK", type = "int8", regex = '^USER#(\d+)$' },
+  { name = "total", from = "total", type = "numeric(12,2)", required = true },
+  { name = "qty", from = "qty", type = "int2" },
+  { name = "city", path = ["ship.to", "city"], type = "text", transform = ["trim", "lowercase"] },
+  { name = "placed", from = "placed", type = "timestamptz" },
+  { name = "placed_ms", from = "placed_ms", type = "timestamptz", time = "epoch_millis" },
+  { name = "source", constant = "dynamodb", type = "text" },
+]
+[[routing.rules]]
+name = "gift orders"
+table = "gifts"
+match = { pk_prefix = "USER#", attribute = "kind", equals = "gift" }
+columns = [
+  { name = "pk", from = "PK", type = "text" },
+  { name = "sk", from = "SK", type = "text" },
+]
+[[routing.rules]]
+name = "by regex"
+table = "reviews"
+match = { regex = '^REVIEW#\d+$' }
+columns = [
+  { name = "pk", from = "PK", type = "text" },
+  { name = "sk", from = "SK", type = "text" },
+  { name = "email_hash", from = "email", type = "text", transform = ["trim", "lowercase", "hash"] },
+  { name = "body", from = "body", type = "text", transform = ["redact"] },
+]
+"#;
+
+    fn router() -> Router {
+        Router::new(&routing(RULES), &keys(), Some("2026-01-01T00:00:00Z")).unwrap()
+    }
+
+    fn order(sk: &str, extra: &str) -> String {
+        format!(
+            r#"{{"Item":{{"PK":{{"S":"USER#42"}},"SK":{{"S":"{sk}"}},"total":{{"N":"99.50"}}{extra}}}}}"#
+        )
+    }
+
+    #[test]
+    fn the_first_matching_rule_wins() {
+        let router = router();
+        // Matches both "orders" (prefixes) and "gift orders" (attribute): the first rule takes it.
+        let both = order("ORDER#1", r#","kind":{"S":"gift"}"#);
+        // Only the second rule matches (SK is not an order).
+        let gift = r#"{"Item":{"PK":{"S":"USER#42"},"SK":{"S":"WISH#1"},"kind":{"S":"gift"}}}"#;
+        let review = r#"{"Item":{"PK":{"S":"PRODUCT#1"},"SK":{"S":"REVIEW#7"}}}"#;
+        let nothing = r#"{"Item":{"PK":{"S":"PRODUCT#1"},"SK":{"S":"METADATA"}}}"#;
+        let routed = router.route(&block(&[&both, gift, review, nothing]));
+        let rows: Vec<usize> = routed.batches.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(rows, [1, 1, 1]);
+        assert_eq!(routed.rows, 3);
+        assert_eq!(routed.rejects.len(), 1);
+        assert_eq!(routed.rejects[0].line_no, 4);
+        assert_eq!(
+            routed.rejects[0].reason,
+            "no routing rule matches the item (PK=\"PRODUCT#1\", SK=\"METADATA\")"
+        );
+        let extra = routed.batches[0].column(9).as_string::<i32>();
+        assert_eq!(extra.value(0), r#"{"kind":"gift"}"#);
+    }
+
+    #[test]
+    fn columns_come_from_attributes_paths_regexes_and_constants() {
+        let line = order(
+            "ORDER#1",
+            r#","qty":{"N":"3"},"GSI1PK":{"S":"x"},"ship.to":{"M":{"city":{"S":"  Paris "}}},"placed":{"S":"2026-01-15T10:00:00.5+01:00"},"placed_ms":{"N":"1700000000123"}"#,
+        );
+        let routed = router().route(&block(&[&line]));
+        assert!(routed.rejects.is_empty(), "{:?}", routed.rejects);
+        let batch = &routed.batches[0];
+        assert_eq!(batch.column(0).as_string::<i32>().value(0), "USER#42");
+        assert_eq!(batch.column(2).as_primitive::<Int64Type>().value(0), 42);
+        assert_eq!(batch.column(3).as_string::<i32>().value(0), "99.50");
+        assert_eq!(batch.column(4).as_primitive::<Int16Type>().value(0), 3);
+        assert_eq!(batch.column(5).as_string::<i32>().value(0), "paris");
+        assert_eq!(
+            batch
+                .column(6)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
+            1_768_467_600_500_000
+        );
+        assert_eq!(
+            batch
+                .column(7)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
+            1_700_000_000_123_000
+        );
+        assert_eq!(batch.column(8).as_string::<i32>().value(0), "dynamodb");
+        // The map with a dotted name was only read from: it stays in the rest column; GSI1PK is
+        // dropped by name; the attributes taken whole are gone.
+        assert_eq!(
+            batch.column(9).as_string::<i32>().value(0),
+            r#"{"ship.to":{"city":"  Paris "}}"#
+        );
+    }
+
+    #[test]
+    fn casts_that_would_lose_data_are_rejects() {
+        let router = router();
+        let lines = [
+            order("ORDER#1", "").replace("99.50", "1.005"),
+            order("ORDER#2", r#","qty":{"N":"40000"}"#),
+            order("ORDER#3", r#","qty":{"N":"1.5"}"#),
+            order("ORDER#4", "").replace(r#","total":{"N":"99.50"}"#, ""),
+            order("ORDER#5", r#","placed":{"S":"yesterday"}"#),
+            order("ORDER#6", "").replace("USER#42", "USER#abc"),
+        ];
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let routed = router.route(&block(&refs));
+        assert_eq!(routed.rows, 0);
+        let reasons: Vec<&str> = routed.rejects.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 6, "{reasons:#?}");
+        assert!(
+            reasons[0].contains("column \"total\": 1.005 has more than 2 digits after the point"),
+            "{}",
+            reasons[0]
+        );
+        assert!(
+            reasons[1].contains("column \"qty\": 40000 does not fit INT2"),
+            "{}",
+            reasons[1]
+        );
+        assert!(
+            reasons[2].contains("1.5 is not an integer"),
+            "{}",
+            reasons[2]
+        );
+        assert!(
+            reasons[3].contains("column \"total\": required, but attribute \"total\" is missing"),
+            "{}",
+            reasons[3]
+        );
+        assert!(
+            reasons[4].contains("\"yesterday\" is not an ISO-8601 time"),
+            "{}",
+            reasons[4]
+        );
+        assert!(
+            reasons[5].contains("column \"user_id\": \"USER#abc\" does not match"),
+            "{}",
+            reasons[5]
+        );
+        assert!(reasons
+            .iter()
+            .all(|r| r.starts_with("routing rule \"orders\"")));
+    }
+
+    #[test]
+    fn filters_count_items_instead_of_loading_them() {
+        let router = router();
+        let expired = order("ORDER#1", r#","ttl":{"N":"1700000000"}"#);
+        let alive = order("ORDER#2", r#","ttl":{"N":"1900000000"}"#);
+        let deleted = order("ORDER#3", r#","status":{"S":"deleted"}"#);
+        let routed = router.route(&block(&[&expired, &alive, &deleted]));
+        assert_eq!(routed.filtered, 2);
+        assert_eq!(routed.rows, 1);
+        assert_eq!(
+            routed.batches[0].column(1).as_string::<i32>().value(0),
+            "ORDER#2"
+        );
+    }
+
+    #[test]
+    fn transforms_trim_lowercase_hash_and_redact() {
+        let line = r#"{"Item":{"PK":{"S":"PRODUCT#1"},"SK":{"S":"REVIEW#7"},"email":{"S":" Alice@Example.COM "},"body":{"S":"secret"}}}"#;
+        let routed = router().route(&block(&[line]));
+        let batch = &routed.batches[2];
+        // sha256("alice@example.com")
+        assert_eq!(
+            batch.column(2).as_string::<i32>().value(0),
+            "ff8d9819fc0e12bf0d24892e45987e249a28dce836a85cad60e28eaaa8c6d976"
+        );
+        assert_eq!(batch.column(3).as_string::<i32>().value(0), "[redacted]");
+        let array: ArrayRef = Arc::new(StringArray::from(vec![Some("  A b "), None]));
+        let out = apply_transforms(array, &[Transform::Trim, Transform::Lowercase]);
+        let out = out.as_string::<i32>();
+        assert_eq!(out.value(0), "a b");
+        assert!(out.is_null(1));
+    }
+
+    #[test]
+    fn unmatched_items_can_go_to_a_catch_all_table() {
+        let mut rules = routing(RULES);
+        rules.unmatched = Unmatched::Table;
+        rules.catch_all_table = Some("other".into());
+        let router = Router::new(&rules, &keys(), Some("2026-01-01T00:00:00Z")).unwrap();
+        let line = r#"{"Item":{"PK":{"S":"X"},"SK":{"S":"Y"},"n":{"N":"1e2"}}}"#;
+        let routed = router.route(&block(&[line]));
+        assert_eq!(router.tables().last().unwrap().table, "other");
+        let batch = routed.batches.last().unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(batch.column(2).as_string::<i32>().value(0), r#"{"n":100}"#);
+    }
+
+    #[test]
+    fn epoch_numbers_convert_exactly() {
+        assert_eq!(epoch_micros("1.5", 1_000_000), Ok(1_500_000));
+        assert_eq!(epoch_micros("-2", 1_000_000), Ok(-2_000_000));
+        assert_eq!(
+            epoch_micros("1700000000123", 1_000),
+            Ok(1_700_000_000_123_000)
+        );
+        assert!(epoch_micros("1.0000001", 1_000_000).is_err());
+    }
+}
