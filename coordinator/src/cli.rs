@@ -18,7 +18,7 @@ use ferry_shared::telemetry::LogFormat;
 use ferry_worker::ledger;
 
 use crate::embedded::EmbeddedHelios;
-use crate::finalize::finalize;
+use crate::finalize::{finalize, verify, EndSteps};
 use crate::fleet::{status, submit, FleetStatus};
 use crate::migrate::{migrate, MigrateRequest};
 use crate::plan::open_listing;
@@ -55,6 +55,8 @@ enum Command {
     Status(StatusArgs),
     /// Reconcile every shard, run the post-load steps and verification, and write the report.
     Finalize(FinalizeArgs),
+    /// Run the verification queries (row counts, the config's [[verify]]) and record the results.
+    Verify(FinalizeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +126,9 @@ struct FinalizeArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Set by `verify`: run only the verification.
+    #[arg(skip)]
+    verify_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -262,6 +267,13 @@ fn verdict(report: &Report) -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let command = match command {
+        Command::Verify(mut args) => {
+            args.verify_only = true;
+            Command::Verify(args)
+        }
+        other => other,
+    };
     match command {
         Command::Migrate(args) => {
             let settings = load_settings(args.plan.config.as_deref())?;
@@ -424,7 +436,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Finalize(args) => {
+        Command::Finalize(args) | Command::Verify(args) => {
             let settings = load_settings(args.config.as_deref())?;
             let target_url = target_url(args.target.as_ref(), &settings)?;
             let client = ledger::connect(&target_url).await?;
@@ -438,7 +450,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 load_path: Some(target.describe()),
                 ..Default::default()
             };
-            let report = finalize(&client, &run, &context).await?;
+            let steps = EndSteps::new(&settings, target);
+            let report = if args.verify_only {
+                verify(&client, &run, &context, &steps).await?
+            } else {
+                finalize(&client, &run, &context, &steps).await?
+            };
             print_report(&report, args.json);
             Ok(verdict(&report))
         }

@@ -14,7 +14,7 @@ use ferry_worker::load::{LoadContext, Progress};
 use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::finalize::finalize;
+use crate::finalize::{finalize, EndSteps};
 use crate::plan::{plan, PlanRequest};
 use crate::report::{build_report, Report, ReportContext};
 use crate::Result;
@@ -80,7 +80,7 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
         &settings.load,
         plan.target.clone(),
         &request.target_url,
-    );
+    )?;
     let total_items = run.manifest_items.unwrap_or(0);
     let total_bytes = plan.listing.total_bytes();
     let finished = Arc::new(AtomicBool::new(false));
@@ -110,7 +110,8 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
         .iter()
         .map(|e| format!("shard {}: {}", e.shard_id, e.error))
         .collect();
-    finalize(&client, &run, &context).await
+    let steps = EndSteps::new(settings, plan.target.clone());
+    finalize(&client, &run, &context, &steps).await
 }
 
 /// Checks a local export folder before anything else happens (S3 is checked when it is listed).

@@ -5,14 +5,15 @@
 
 use std::sync::Arc;
 
-use ferry_shared::config::{KeyAttribute, Settings};
+use ferry_shared::config::{KeyAttribute, Settings, TargetName};
 use ferry_shared::ident::quote_ident;
 use ferry_shared::ledger::run_state;
 use ferry_shared::manifest::{locate_export, md5_hex, ExportListing};
-use ferry_shared::schema::TableSchema;
+use ferry_shared::routing::routed_table_sql;
+use ferry_shared::schema::{ColumnSpec, DdbType, PgType, TableSchema};
 use ferry_shared::store::{open_export, ObjectStore};
 use ferry_worker::ledger::{self, RunRecord};
-use ferry_worker::target::Target;
+use ferry_worker::target::{Target, TargetKind};
 use tokio_postgres::Client;
 
 use crate::infer::{infer_schema, sample_export};
@@ -74,7 +75,7 @@ fn derive_run_id(
             )
         })
         .collect();
-    let fingerprint = format!(
+    let mut fingerprint = format!(
         "{identity}\n{table}\n{}\n{}\n{:?}\n{:?}\n{}\n{}",
         keys.join(","),
         mapping.overflow_column,
@@ -83,6 +84,10 @@ fn derive_run_id(
         mapping.min_presence,
         mapping.sample_items
     );
+    if request.settings.routing.is_enabled() {
+        fingerprint.push('\n');
+        fingerprint.push_str(&serde_json::to_string(&request.settings.routing).unwrap_or_default());
+    }
     let prefix = listing
         .summary
         .as_ref()
@@ -155,7 +160,7 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         }
         let mut run = run;
         if run.state != run_state::COMPLETE {
-            prepare_table(client, &run.schema, false).await?;
+            prepare_run_tables(client, &run.schema, false).await?;
             if run.max_rejects != request.settings.load.max_rejects {
                 ledger::set_max_rejects(client, &run_id, request.settings.load.max_rejects).await?;
                 run.max_rejects = request.settings.load.max_rejects;
@@ -174,28 +179,46 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         });
     }
 
-    let stats = sample_export(
-        store.clone(),
-        &listing,
-        request.settings.mapping.sample_items,
-    )
-    .await?;
-    let schema = infer_schema(
-        &table,
-        &keys,
-        &request.settings.mapping,
-        &stats,
-        target.numeric_limit(),
-    )?;
-    tracing::info!(
-        run = %run_id,
-        table = %table,
-        sampled_items = stats.items,
-        typed_columns = schema.columns.len(),
-        overflow = %schema.overflow_column,
-        "schema inferred"
-    );
-    prepare_table(client, &schema, !request.append).await?;
+    let schema = if request.settings.routing.is_enabled() {
+        let schema = routed_schema(&table, &keys, &request.settings)?;
+        for step in &request.settings.setup {
+            if applies(step.only_on, &target) {
+                client.batch_execute(&step.sql).await.map_err(|e| {
+                    CoordinatorError::Invalid(format!("setup statement failed: {e}: {}", step.sql))
+                })?;
+            }
+        }
+        tracing::info!(
+            run = %run_id,
+            rules = request.settings.routing.rules.len(),
+            "routed run: single-table design"
+        );
+        schema
+    } else {
+        let stats = sample_export(
+            store.clone(),
+            &listing,
+            request.settings.mapping.sample_items,
+        )
+        .await?;
+        let schema = infer_schema(
+            &table,
+            &keys,
+            &request.settings.mapping,
+            &stats,
+            target.numeric_limit(),
+        )?;
+        tracing::info!(
+            run = %run_id,
+            table = %table,
+            sampled_items = stats.items,
+            typed_columns = schema.columns.len(),
+            overflow = %schema.overflow_column,
+            "schema inferred"
+        );
+        schema
+    };
+    prepare_run_tables(client, &schema, !request.append).await?;
     let summary = listing.summary.as_ref();
     let run = RunRecord {
         run_id: run_id.clone(),
@@ -224,12 +247,79 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
     })
 }
 
+/// Whether a `[[setup]]`, `[[post_load]]` or `[[verify]]` entry applies to `target`.
+pub fn applies(only_on: Option<TargetName>, target: &Target) -> bool {
+    match only_on {
+        None => true,
+        Some(TargetName::Postgres) => target.kind == TargetKind::Postgres,
+        Some(TargetName::Heliosdb) => target.kind == TargetKind::HeliosDb,
+    }
+}
+
+/// The schema of a routed run: the key attributes (the routing needs their names) and the rules.
+fn routed_schema(table: &str, keys: &[KeyAttribute], settings: &Settings) -> Result<TableSchema> {
+    if keys.is_empty() {
+        return Err(CoordinatorError::Invalid(
+            "routing rules need the key attributes: pass --key PK,SK (or set mapping.key)".into(),
+        ));
+    }
+    let names: Vec<String> = keys.iter().map(|k| k.name.clone()).collect();
+    settings.routing.validate(&names)?;
+    Ok(TableSchema {
+        table: table.to_string(),
+        columns: keys
+            .iter()
+            .map(|k| ColumnSpec {
+                name: k.name.clone(),
+                ddb_type: k.ddb_type.unwrap_or(DdbType::S),
+                pg_type: PgType::Text,
+                is_key: true,
+            })
+            .collect(),
+        overflow_column: settings.mapping.overflow_column.clone(),
+        nested_json: settings.mapping.nested_json,
+        on_type_mismatch: settings.mapping.on_type_mismatch,
+        numeric_limit: Default::default(),
+        routing: Some(settings.routing.clone()),
+    })
+}
+
+/// Prepares the run's table, or every routed table of a routed run.
+pub async fn prepare_run_tables(
+    client: &Client,
+    schema: &TableSchema,
+    must_be_empty: bool,
+) -> Result<()> {
+    match &schema.routing {
+        None => prepare_table(client, schema, must_be_empty).await,
+        Some(routing) => {
+            let keys: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
+            for table in routing.tables(&keys) {
+                prepare_table_with(client, &table, must_be_empty, &routed_table_sql(&table))
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Creates the table when it is absent; otherwise checks that its columns fit the schema and, for a
 /// new run without `--append`, that it is empty. Nothing is loaded before this passes.
 pub async fn prepare_table(
     client: &Client,
     schema: &TableSchema,
     must_be_empty: bool,
+) -> Result<()> {
+    let create = schema.create_table_sql();
+    prepare_table_with(client, schema, must_be_empty, &create).await
+}
+
+/// [`prepare_table`] with the statement that creates the table when it is absent.
+pub async fn prepare_table_with(
+    client: &Client,
+    schema: &TableSchema,
+    must_be_empty: bool,
+    create_sql: &str,
 ) -> Result<()> {
     let rows = client
         .query(
@@ -241,7 +331,7 @@ pub async fn prepare_table(
         .map_err(CoordinatorError::db("cannot inspect the target table"))?;
     if rows.is_empty() {
         client
-            .batch_execute(&schema.create_table_sql())
+            .batch_execute(create_sql)
             .await
             .map_err(CoordinatorError::db("cannot create the target table"))?;
         tracing::info!(table = %schema.table, "created target table");

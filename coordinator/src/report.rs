@@ -41,6 +41,28 @@ pub struct ShardLine {
     pub error: Option<String>,
 }
 
+/// A table's row count.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableRows {
+    /// The table.
+    pub table: String,
+    /// Its rows.
+    pub rows: i64,
+}
+
+/// One verification query's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    /// Its name.
+    pub name: String,
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows, values as text.
+    pub rows: Vec<Vec<Option<String>>>,
+    /// Why it failed, if it did.
+    pub problem: Option<String>,
+}
+
 /// The report of a run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -70,8 +92,13 @@ pub struct Report {
     pub values_spilled: u64,
     /// `max_rejects` of the run.
     pub max_rejects: u64,
-    /// Rows in the table now (it may hold more than this run's with `--append`).
+    /// Rows in the table now (it may hold more than this run's with `--append`); for a routed
+    /// run, in all its tables.
     pub table_rows: Option<i64>,
+    /// Rows per table, when counted (one entry, or one per routed table).
+    pub tables: Vec<TableRows>,
+    /// Results of the verification queries (`[[verify]]`).
+    pub verification: Vec<Verification>,
     /// Shards in the run.
     pub shards_total: usize,
     /// Shards reconciled.
@@ -132,12 +159,28 @@ impl Report {
             .table_rows
             .map(|n| format!(", {n} rows in the table"))
             .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "table   {}: {} rows loaded by this run{table_rows}",
-            quote_ident(&self.table),
-            self.rows_loaded
-        );
+        if self.tables.len() > 1 {
+            let _ = writeln!(
+                out,
+                "tables  {} rows loaded by this run{table_rows}",
+                self.rows_loaded
+            );
+            for table in &self.tables {
+                let _ = writeln!(
+                    out,
+                    "  {:<30} {:>12} rows",
+                    quote_ident(&table.table),
+                    table.rows
+                );
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                "table   {}: {} rows loaded by this run{table_rows}",
+                quote_ident(&self.table),
+                self.rows_loaded
+            );
+        }
         let accounted = self.rows_loaded + self.rows_rejected + self.rows_filtered;
         let manifest = self
             .manifest_items
@@ -208,6 +251,22 @@ impl Report {
         for statement in &self.post_load {
             let _ = writeln!(out, "post-load: {statement}");
         }
+        for check in &self.verification {
+            let _ = writeln!(out, "verify: {}", check.name);
+            if !check.columns.is_empty() {
+                let _ = writeln!(out, "  {}", check.columns.join(" | "));
+            }
+            for row in check.rows.iter().take(20) {
+                let cells: Vec<&str> = row.iter().map(|v| v.as_deref().unwrap_or("NULL")).collect();
+                let _ = writeln!(out, "  {}", cells.join(" | "));
+            }
+            if check.rows.len() > 20 {
+                let _ = writeln!(out, "  … {} rows in all", check.rows.len());
+            }
+            if let Some(problem) = &check.problem {
+                let _ = writeln!(out, "  problem: {problem}");
+            }
+        }
         for problem in &self.problems {
             let _ = writeln!(out, "problem: {problem}");
         }
@@ -242,21 +301,21 @@ pub async fn build_report(
 ) -> Result<Report> {
     let shards = ledger::get_shards(client, &run.run_id).await?;
     let first_rejects = ledger::get_rejects(client, &run.run_id).await?;
-    let table_rows = if context.count_table_rows {
-        let sql = format!(
-            "SELECT count(*)::int8 FROM {}",
-            quote_ident(&run.target_table)
-        );
-        Some(
-            client
+    let mut tables = Vec::new();
+    if context.count_table_rows {
+        for table in run_tables(run) {
+            let sql = format!("SELECT count(*)::int8 FROM {}", quote_ident(&table));
+            let rows = client
                 .query_one(&sql, &[])
                 .await
                 .map_err(CoordinatorError::db("cannot count the table's rows"))?
-                .get::<_, i64>(0),
-        )
-    } else {
-        None
-    };
+                .get::<_, i64>(0);
+            tables.push(TableRows { table, rows });
+        }
+    }
+    let table_rows = context
+        .count_table_rows
+        .then(|| tables.iter().map(|t| t.rows).sum::<i64>());
     let lines: Vec<ShardLine> = shards.iter().map(shard_line).collect();
     let sum = |f: fn(&ShardRecord) -> u64| shards.iter().map(f).sum::<u64>();
     let rows_loaded = sum(|s| s.loaded_rows);
@@ -321,6 +380,8 @@ pub async fn build_report(
         values_spilled: sum(|s| s.spilled_values),
         max_rejects: run.max_rejects,
         table_rows,
+        tables,
+        verification: Vec::new(),
         shards_total: lines.len(),
         shards_reconciled,
         shards: lines,
@@ -330,6 +391,17 @@ pub async fn build_report(
         post_load: Vec::new(),
         problems,
     })
+}
+
+/// The tables a run loads: its table, or every routed table.
+pub fn run_tables(run: &RunRecord) -> Vec<String> {
+    match &run.schema.routing {
+        None => vec![run.target_table.clone()],
+        Some(routing) => {
+            let keys: Vec<String> = run.schema.key_columns().map(|c| c.name.clone()).collect();
+            routing.tables(&keys).into_iter().map(|t| t.table).collect()
+        }
+    }
 }
 
 fn shard_line(s: &ShardRecord) -> ShardLine {

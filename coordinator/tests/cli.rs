@@ -11,7 +11,9 @@ fn help_lists_the_commands() {
     let output = coordinator().arg("--help").output().unwrap();
     assert!(output.status.success());
     let text = String::from_utf8_lossy(&output.stdout);
-    for command in ["migrate", "plan", "status"] {
+    for command in [
+        "migrate", "plan", "queue", "submit", "status", "finalize", "verify",
+    ] {
         assert!(text.contains(command), "{text}");
     }
 }

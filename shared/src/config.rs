@@ -53,6 +53,56 @@ pub struct RawConfig {
     /// The SQS shard queue of the fleet.
     #[serde(default)]
     pub queue: RawQueue,
+    /// Single-table design: routing rules (see [`crate::routing`]).
+    #[serde(default)]
+    pub routing: crate::routing::Routing,
+    /// SQL that `plan` runs, in order, before anything loads (the target tables' DDL).
+    #[serde(default)]
+    pub setup: Vec<SqlStep>,
+    /// SQL that `finalize` runs, in order, once every shard reconciled (indexes, key linking,
+    /// constraints).
+    #[serde(default)]
+    pub post_load: Vec<SqlStep>,
+    /// Queries `verify` (and `finalize`) run; their results go into the report.
+    #[serde(default)]
+    pub verify: Vec<VerifyQuery>,
+}
+
+/// One SQL statement of `[[setup]]` or `[[post_load]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlStep {
+    /// The statement (no parameters: these are the user's own DDL and DML).
+    pub sql: String,
+    /// Run it only on this target: `postgres` or `heliosdb` (default: both).
+    #[serde(default)]
+    pub only_on: Option<TargetName>,
+}
+
+/// One `[[verify]]` query.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    /// Its name in the report.
+    pub name: String,
+    /// The query.
+    pub sql: String,
+    /// A row in the result is a problem (an orphan, a duplicate): the run is not verified.
+    #[serde(default)]
+    pub expect_empty: bool,
+    /// Run it only on this target.
+    #[serde(default)]
+    pub only_on: Option<TargetName>,
+}
+
+/// A target kind named in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetName {
+    /// PostgreSQL.
+    Postgres,
+    /// HeliosDB.
+    Heliosdb,
 }
 
 /// `[aws]`: how the S3 and SQS clients are made. Credentials and the region come from the standard
@@ -335,6 +385,14 @@ pub struct Settings {
     pub aws: AwsSettings,
     /// The SQS queue.
     pub queue: QueueSettings,
+    /// Routing rules (empty: one table per export).
+    pub routing: crate::routing::Routing,
+    /// `[[setup]]` statements.
+    pub setup: Vec<SqlStep>,
+    /// `[[post_load]]` statements.
+    pub post_load: Vec<SqlStep>,
+    /// `[[verify]]` queries.
+    pub verify: Vec<VerifyQuery>,
 }
 
 /// Validated `[aws]`.
@@ -391,6 +449,10 @@ impl Default for Settings {
             target: RawTarget::default(),
             aws: RawAws::default(),
             queue: RawQueue::default(),
+            routing: Default::default(),
+            setup: Vec::new(),
+            post_load: Vec::new(),
+            verify: Vec::new(),
         }
         .validate_and_build()
         .expect("the defaults are valid")
@@ -437,6 +499,10 @@ impl RawConfig {
             .iter()
             .map(|k| KeyAttribute::parse(k))
             .collect::<Result<Vec<_>>>()?;
+        if self.routing.is_enabled() && !key.is_empty() {
+            let names: Vec<String> = key.iter().map(|k| k.name.clone()).collect();
+            self.routing.validate(&names)?;
+        }
         Ok(Settings {
             load: LoadSettings {
                 chunk_lines: NonZeroU64::new(load.chunk_lines).expect("checked"),
@@ -477,6 +543,10 @@ impl RawConfig {
                 max_attempts: self.aws.max_attempts.unwrap_or(5).max(1),
             },
             queue: queue_settings(self.queue)?,
+            routing: self.routing,
+            setup: self.setup,
+            post_load: self.post_load,
+            verify: self.verify,
         })
     }
 }

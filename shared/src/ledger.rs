@@ -112,17 +112,21 @@ pub const SELECT_SHARD: &str =
 
 /// The conditional checkpoint of design.md §3: moves `committed_lines` from `$3` to `$4` and adds the
 /// chunk's counts; touches one row only if no other worker moved the checkpoint first.
-/// `$1` run, `$2` shard, `$3` from, `$4` to, `$5` loaded, `$6` rejected, `$7` spilled.
+/// `$1` run, `$2` shard, `$3` from, `$4` to, `$5` loaded, `$6` rejected, `$7` spilled, `$8` filtered.
 pub const ADVANCE_CHECKPOINT: &str = "UPDATE ferry.shards SET committed_lines = $4::int8,
         loaded_rows = loaded_rows + $5::int8, rejected_rows = rejected_rows + $6::int8,
-        spilled_values = spilled_values + $7::int8, state = 'pending', error = NULL, updated_at = now()
+        spilled_values = spilled_values + $7::int8, filtered_rows = filtered_rows + $8::int8,
+        state = 'pending', error = NULL, updated_at = now()
     WHERE run_id = $1::text AND shard_id = $2::text AND committed_lines = $3::int8 AND state <> 'done'";
 
 /// Like [`ADVANCE_CHECKPOINT`] for the last chunk of a shard: also records the reconciliation and
-/// marks the shard done. `$8` items seen in the file, `$9` whether the MD5 matched (NULL: no manifest).
+/// marks the shard done. `$8` items seen in the file, `$9` whether the MD5 matched (NULL: no manifest),
+/// `$10` filtered.
+/// `$10` filtered.
 pub const FINISH_SHARD: &str = "UPDATE ferry.shards SET committed_lines = $4::int8,
         loaded_rows = loaded_rows + $5::int8, rejected_rows = rejected_rows + $6::int8,
         spilled_values = spilled_values + $7::int8, items_seen = $8::int8, md5_ok = $9::boolean,
+        filtered_rows = filtered_rows + $10::int8,
         state = 'done', error = NULL, updated_at = now()
     WHERE run_id = $1::text AND shard_id = $2::text AND committed_lines = $3::int8 AND state <> 'done'";
 

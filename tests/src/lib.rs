@@ -8,6 +8,7 @@
 //! - [`helios`]: throw-away real HeliosDB servers.
 //! - [`moto`]: a real S3 and SQS wire endpoint (moto's server) and uploads to it.
 //! - [`fleet`]: a fleet run on moto: queue, plan from `s3://`, submit, worker processes.
+//! - [`shop`]: the migration guide's single-table shop as an export, with its entities kept.
 //! - [`harness`]: running the real Ferry binaries and migrations from tests.
 
 pub mod compare;
@@ -17,3 +18,4 @@ pub mod harness;
 pub mod helios;
 pub mod moto;
 pub mod pg;
+pub mod shop;

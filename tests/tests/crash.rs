@@ -298,7 +298,8 @@ async fn concurrent_workers(copy_format: &str) -> anyhow::Result<()> {
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     let status: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     assert_eq!(status["rows_loaded"], 6_000);
-    assert_eq!(status["shards_reconciled"], status["shards_total"]);
+    assert_eq!(status["shards_done"], status["shards_total"]);
+    assert_eq!(status["items_committed"], 6_000);
     assert_eq!(
         assert_table_matches(&fixture.url, "AppTable", &fixture.export.export_dir).await?,
         6_000

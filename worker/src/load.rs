@@ -55,6 +55,7 @@ use crate::copy::{encode_batch, COPY_HEADER, COPY_TRAILER};
 use crate::csv::{batch_texts, encode_batch_csv};
 use crate::decode::{Decoder, Reject};
 use crate::ledger::{self, RunRecord};
+use crate::route::Router;
 use crate::simple::{CopyResult, SimpleCopyClient};
 use crate::source::{read_source, FramedBlock, SourceSpec, SourceSummary};
 use crate::target::{LoadPath, Target};
@@ -93,6 +94,8 @@ pub struct LoadContext {
     pub target: Arc<Target>,
     /// The target's URL (the CSV path opens its own simple-protocol connection).
     pub target_url: String,
+    /// The routing of a single-table-design run (items go to several tables).
+    pub router: Option<Arc<Router>>,
 }
 
 impl LoadContext {
@@ -103,9 +106,28 @@ impl LoadContext {
         settings: &ferry_shared::config::LoadSettings,
         target: Target,
         target_url: &str,
-    ) -> LoadContext {
+    ) -> Result<LoadContext> {
         let decoder = Arc::new(Decoder::new(Arc::new(run.schema.clone())));
-        LoadContext {
+        let router = match &run.schema.routing {
+            Some(routing) => {
+                let keys: Vec<String> = run.schema.key_columns().map(|c| c.name.clone()).collect();
+                let router = Router::new(routing, &keys, run.export_time.as_deref())
+                    .map_err(WorkerError::Ledger)?;
+                Some(Arc::new(router))
+            }
+            None => None,
+        };
+        let mut target = target;
+        if router.is_some() && target.load_path == LoadPath::CsvCopyAutocommit {
+            // The autocommit path's presence check covers one table; a chunk routed to several
+            // commits them together in one transaction instead.
+            tracing::info!(
+                "routed run: loading each chunk's tables with INSERT in one transaction"
+            );
+            target.load_path = LoadPath::InsertInTransaction;
+        }
+        Ok(LoadContext {
+            router,
             target: Arc::new(target),
             target_url: target_url.to_string(),
             run: Arc::new(run),
@@ -115,7 +137,7 @@ impl LoadContext {
             pipeline_depth: settings.pipeline_depth.get(),
             progress: Arc::new(Progress::default()),
             stop: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 }
 
@@ -145,6 +167,17 @@ struct EncodedBlock {
     last_key: Option<Vec<KeyValue>>,
     /// Rows as text values (INSERT path only).
     text_rows: Vec<Vec<Option<String>>>,
+    /// A routed block: per target table, its COPY data or text rows.
+    parts: Vec<TablePart>,
+    /// Items skipped by a routing filter.
+    filtered: u64,
+}
+
+/// One table's share of a routed block.
+#[derive(Default)]
+struct TablePart {
+    copy_data: Vec<u8>,
+    text_rows: Vec<Vec<Option<String>>>,
 }
 
 enum Piece {
@@ -172,6 +205,30 @@ enum ChunkEnd {
     },
 }
 
+fn encode_routed(router: &Router, framed: FramedBlock, path: LoadPath) -> Result<EncodedBlock> {
+    let routed = router.route(&framed.block);
+    let mut parts = Vec::with_capacity(routed.batches.len());
+    for (table, batch) in router.tables().iter().zip(&routed.batches) {
+        let mut part = TablePart::default();
+        match path {
+            LoadPath::InsertInTransaction => part.text_rows = batch_texts(table, batch),
+            _ => encode_batch(table, batch, &mut part.copy_data)?,
+        }
+        parts.push(part);
+    }
+    Ok(EncodedBlock {
+        copy_data: Vec::new(),
+        rows: routed.rows,
+        rejects: routed.rejects,
+        spilled: 0,
+        first_key: None,
+        last_key: None,
+        text_rows: Vec::new(),
+        parts,
+        filtered: routed.filtered,
+    })
+}
+
 fn encode_block(decoder: &Decoder, framed: FramedBlock, path: LoadPath) -> Result<EncodedBlock> {
     let decoded = decoder.decode(&framed.block);
     let mut copy_data = Vec::with_capacity(framed.block.data.len() + framed.block.lines.len() * 64);
@@ -197,6 +254,8 @@ fn encode_block(decoder: &Decoder, framed: FramedBlock, path: LoadPath) -> Resul
         first_key,
         last_key,
         text_rows,
+        parts: Vec::new(),
+        filtered: 0,
     })
 }
 
@@ -205,10 +264,9 @@ fn encode_block(decoder: &Decoder, framed: FramedBlock, path: LoadPath) -> Resul
 /// NUMERIC, JSONB or array parameters still cast text).
 async fn insert_rows(
     tx: &tokio_postgres::Transaction<'_>,
-    ctx: &LoadContext,
+    schema: &ferry_shared::schema::TableSchema,
     rows: Vec<Vec<Option<String>>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let schema = &ctx.run.schema;
     let types = crate::csv::batch_types(schema);
     let per_statement = (60_000 / types.len()).clamp(1, 500);
     for batch in rows.chunks(per_statement) {
@@ -330,6 +388,7 @@ pub async fn load_shard(
         block_bytes: 8 * 1024 * 1024,
     };
     let decoder = ctx.decoder.clone();
+    let router = ctx.router.clone();
     let path = ctx.target.load_path;
     let bytes_progress = ctx.progress.bytes.clone();
     let raw = crate::source::blocking_reader(stream);
@@ -338,8 +397,13 @@ pub async fn load_shard(
             let (done, result) = oneshot::channel();
             let (last_line, chunk_end) = (framed.last_line, framed.chunk_end);
             let decoder = decoder.clone();
+            let router = router.clone();
             rayon::spawn(move || {
-                let _ = done.send(encode_block(&decoder, framed, path));
+                let encoded = match &router {
+                    Some(router) => encode_routed(router, framed, path),
+                    None => encode_block(&decoder, framed, path),
+                };
+                let _ = done.send(encoded);
             });
             sender
                 .blocking_send(Piece::Block {
@@ -383,6 +447,9 @@ pub async fn load_shard(
             piece => piece,
         };
         let end = match csv_path.as_mut() {
+            None if ctx.router.is_some() => {
+                load_chunk_routed(client, ctx, &shard, from, first, &mut pieces).await?
+            }
             None => load_chunk(client, ctx, &shard, &copy_sql, from, first, &mut pieces).await?,
             Some((copier, presence)) => {
                 load_chunk_autocommit(
@@ -507,7 +574,8 @@ async fn load_chunk(
                         }
                         Some(_) => {}
                         None => {
-                            if let Err(e) = insert_rows(&tx, ctx, block.text_rows).await {
+                            if let Err(e) = insert_rows(&tx, &ctx.run.schema, block.text_rows).await
+                            {
                                 insert_error = Some(e);
                                 break;
                             }
@@ -565,11 +633,139 @@ async fn load_chunk(
         to,
         rows,
         spilled,
+        filtered: 0,
         rejects,
         summary,
     };
     let end = commit_chunk(Checkpoint::InTransaction(tx), ctx, shard, tally).await?;
     settle(client, ctx, &shard.shard_id, end).await
+}
+
+/// One chunk of a routed run (single-table design), one transaction for every table it touches:
+///
+/// ```text
+/// BEGIN
+///   COPY users  (…) FROM STDIN (FORMAT binary)     -- or INSERT, on HeliosDB
+///   COPY orders (…) FROM STDIN (FORMAT binary)     -- each table the chunk's items routed to
+///   INSERT INTO ferry.rejects …
+///   UPDATE ferry.shards SET committed_lines = to, … WHERE … AND committed_lines = from
+/// COMMIT
+/// ```
+///
+/// So the chunk commits exactly once across all its tables (design.md §3): its rows in every
+/// table become visible together, and only if the checkpoint moved. One connection runs one COPY
+/// at a time, so each table's rows of the chunk are gathered first (a chunk's encoded rows are in
+/// memory once; `load.chunk_lines` bounds them).
+async fn load_chunk_routed(
+    client: &mut Client,
+    ctx: &LoadContext,
+    shard: &ledger::ShardRecord,
+    from: u64,
+    first: Piece,
+    pieces: &mut mpsc::Receiver<Piece>,
+) -> Result<ChunkEnd> {
+    let router = ctx.router.as_ref().expect("a routed run");
+    let tables = router.tables();
+    let mut gathered: Vec<TablePart> = tables.iter().map(|_| TablePart::default()).collect();
+    let (mut rows, mut filtered, mut to) = (0u64, 0u64, from);
+    let mut rejects: Vec<Reject> = Vec::new();
+    let mut summary = None;
+    let mut next = Some(first);
+    loop {
+        match next_piece(&mut next, pieces).await? {
+            Piece::Block {
+                result,
+                last_line,
+                chunk_end,
+            } => {
+                let block = decoded(result).await?;
+                rows += block.rows;
+                filtered += block.filtered;
+                rejects.extend(block.rejects);
+                for (into, part) in gathered.iter_mut().zip(block.parts) {
+                    into.copy_data.extend_from_slice(&part.copy_data);
+                    into.text_rows.extend(part.text_rows);
+                }
+                to = last_line;
+                if chunk_end {
+                    break;
+                }
+            }
+            Piece::End(end) => {
+                summary = Some(end);
+                break;
+            }
+            Piece::Error(error) => {
+                return match fail_on_data_error(client, ctx, &shard.shard_id, error).await? {
+                    ShardOutcome::Failed(reason) => Ok(ChunkEnd::Failed(reason)),
+                    _ => unreachable!("fail_on_data_error returns Failed or an error"),
+                };
+            }
+        }
+    }
+    let tx = client
+        .transaction()
+        .await
+        .map_err(WorkerError::db("cannot begin a chunk"))?;
+    for (table, part) in tables.iter().zip(gathered) {
+        let result = if ctx.target.load_path == LoadPath::InsertInTransaction {
+            if part.text_rows.is_empty() {
+                continue;
+            }
+            insert_rows(&tx, table, part.text_rows).await
+        } else {
+            if part.copy_data.is_empty() {
+                continue;
+            }
+            let copy_sql = format!(
+                "COPY {} ({}) FROM STDIN (FORMAT binary)",
+                quote_ident(&table.table),
+                table.copy_column_list()
+            );
+            copy_all(&tx, &copy_sql, part.copy_data).await
+        };
+        if let Err(e) = result {
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                drop(tx);
+                return unique_violation(client, ctx, shard, from, to, e).await;
+            }
+            return Err(WorkerError::Db {
+                context: format!(
+                    "loading lines {}..={to} of shard {} into table {:?}",
+                    from + 1,
+                    shard.shard_id,
+                    table.table
+                ),
+                source: e,
+            });
+        }
+    }
+    failpoint::hit("after_copy")?;
+    let tally = ChunkTally {
+        from,
+        to,
+        rows,
+        spilled: 0,
+        filtered,
+        rejects,
+        summary,
+    };
+    let end = commit_chunk(Checkpoint::InTransaction(tx), ctx, shard, tally).await?;
+    settle(client, ctx, &shard.shard_id, end).await
+}
+
+/// One whole binary COPY: header, `data`, trailer.
+async fn copy_all(
+    tx: &tokio_postgres::Transaction<'_>,
+    copy_sql: &str,
+    data: Vec<u8>,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in::<_, Bytes>(copy_sql).await?;
+    let mut sink = Box::pin(sink);
+    sink.send(Bytes::from_static(COPY_HEADER)).await?;
+    sink.send(Bytes::from(data)).await?;
+    sink.send(Bytes::from_static(COPY_TRAILER)).await?;
+    sink.as_mut().finish().await.map(|_| ())
 }
 
 /// One chunk on the autocommit path (HeliosDB): COPY commits on its own, then the chunk's rejects
@@ -764,6 +960,7 @@ async fn load_chunk_autocommit(
         to,
         rows,
         spilled,
+        filtered: 0,
         rejects,
         summary,
     };
@@ -820,6 +1017,8 @@ struct ChunkTally {
     to: u64,
     rows: u64,
     spilled: u64,
+    /// Items skipped by a routing filter.
+    filtered: u64,
     rejects: Vec<Reject>,
     /// The whole file's summary, when this chunk is the last.
     summary: Option<SourceSummary>,
@@ -869,9 +1068,11 @@ async fn commit_chunk(
         to,
         rows,
         spilled,
+        filtered,
         rejects,
         summary,
     } = tally;
+    let filtered_i = filtered as i64;
     if !rejects.is_empty() {
         for reject in &rejects {
             db.execute(
@@ -900,7 +1101,14 @@ async fn commit_chunk(
             .execute(
                 sql::ADVANCE_CHECKPOINT,
                 &[
-                    &run_id, &shard_id, &from_i, &to_i, &rows_i, &rejects_i, &spilled_i,
+                    &run_id,
+                    &shard_id,
+                    &from_i,
+                    &to_i,
+                    &rows_i,
+                    &rejects_i,
+                    &spilled_i,
+                    &filtered_i,
                 ],
             )
             .await
@@ -929,6 +1137,7 @@ async fn commit_chunk(
                     &spilled_i,
                     &items,
                     &md5_ok,
+                    &filtered_i,
                 ],
             )
             .await
@@ -948,7 +1157,7 @@ async fn commit_chunk(
     failpoint::hit("after_commit")?;
     ctx.progress
         .items
-        .fetch_add(rows + rejects.len() as u64, Ordering::Relaxed);
+        .fetch_add(rows + filtered + rejects.len() as u64, Ordering::Relaxed);
     ctx.progress
         .rejects
         .fetch_add(rejects.len() as u64, Ordering::Relaxed);

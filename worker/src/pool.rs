@@ -141,7 +141,7 @@ impl RunContexts {
             &opener.load,
             opener.target.clone(),
             &opener.target_url,
-        );
+        )?;
         ctx.stop = self.stop.clone();
         ctx.progress = self.progress.clone();
         tracing::info!(run = run_id, export = %export.location, "opened run");

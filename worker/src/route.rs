@@ -15,7 +15,6 @@
 //! string arrays, the columns of a batch in parallel on rayon.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -52,8 +51,9 @@ struct CompiledRule {
     table: usize,
     regex: Option<Regex>,
     columns: Vec<RoutedColumn>,
-    /// Attributes the columns take whole, and the dropped ones: not in the rest column.
-    consumed: HashSet<String>,
+    /// Attributes the columns take whole, and the dropped ones: not in the rest column (a few
+    /// names: a linear scan beats hashing).
+    consumed: Vec<String>,
 }
 
 /// The routing of a run, compiled once per worker.
@@ -122,12 +122,14 @@ impl Router {
                         .map(|r| Regex::new(r).expect("validated")),
                 })
                 .collect();
-            let mut consumed: HashSet<String> = rule
+            let mut consumed: Vec<String> = rule
                 .columns
                 .iter()
                 .filter_map(Column::whole_attribute)
                 .collect();
             consumed.extend(rule.drop.iter().cloned());
+            consumed.sort();
+            consumed.dedup();
             rules.push(CompiledRule {
                 table: index_of(&rule.table).expect("every rule's table is listed"),
                 regex: rule
@@ -310,11 +312,13 @@ impl Router {
                     })?;
                     return Ok(expires < export);
                 }
-                Some(other) => return Err(format!(
+                Some(other) => {
+                    return Err(format!(
                     "routing rule {:?}: TTL attribute {ttl:?} is {}, not a number of epoch seconds",
                     rule.rule.name,
                     other.ddb_type()
-                )),
+                ))
+                }
             }
         }
         Ok(false)
@@ -326,10 +330,9 @@ impl Router {
         rule: &CompiledRule,
         attributes: &[(Cow<'_, str>, AttrValue<'_>)],
     ) -> Result<(Vec<Cell>, Option<String>), String> {
-        let mut seen = HashSet::new();
-        for (name, _) in attributes {
+        for (i, (name, _)) in attributes.iter().enumerate() {
             check_text(name).map_err(|e| format!("attribute name {name:?}: {}", e.reason))?;
-            if !seen.insert(name.as_ref()) {
+            if attributes[..i].iter().any(|(earlier, _)| earlier == name) {
                 return Err(format!("attribute {name:?} appears twice"));
             }
         }
@@ -352,7 +355,7 @@ impl Router {
         }
         let rest: Vec<(&str, &AttrValue<'_>)> = attributes
             .iter()
-            .filter(|(name, _)| !rule.consumed.contains(name.as_ref()))
+            .filter(|(name, _)| !rule.consumed.iter().any(|c| c == name))
             .map(|(name, value)| (name.as_ref(), value))
             .collect();
         let rest = if rest.is_empty() {

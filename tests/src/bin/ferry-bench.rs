@@ -46,6 +46,10 @@ struct Args {
     /// Also measure HeliosDB (heliosdb-nano from the install cache or FERRY_HELIOSDB_BIN).
     #[arg(long)]
     heliosdb: bool,
+    /// Measure single-table routing and transforms (the migration guide's config) against plain
+    /// decoding of the same lines, one thread, in seconds per million items; no database.
+    #[arg(long)]
+    routing: bool,
 }
 
 fn child_peak_rss_kib() -> i64 {
@@ -55,8 +59,72 @@ fn child_peak_rss_kib() -> i64 {
     usage.ru_maxrss
 }
 
+/// Decode (table mode) vs route + cast + transform (single-table mode) of the same shop lines,
+/// single-threaded, each with and without binary COPY encoding.
+fn routing_bench(items: usize) -> anyhow::Result<()> {
+    use ferry_tests::shop::generate_shop;
+    use ferry_worker::route::Router;
+    // About 5 lines per user with the generator's proportions.
+    let shop = generate_shop(1, (items / 5).max(10), (items / 20).max(5));
+    let lines: Vec<Vec<u8>> = shop.lines(1).into_iter().map(String::into_bytes).collect();
+    let blocks: Vec<RawBlock> = lines.chunks(4096).map(block_of).collect();
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/examples/migration-guide.toml"
+    );
+    let settings = ferry_shared::config::load_settings(Some(std::path::Path::new(config)))?;
+    let keys = vec!["PK".to_string(), "SK".to_string()];
+    let router = Router::new(&settings.routing, &keys, Some("2023-11-14T22:13:20.000Z"))
+        .map_err(anyhow::Error::msg)?;
+    let decoder = Decoder::new(Arc::new(infer_for_bench(&lines)?));
+    let per_million = |secs: f64| secs * 1e6 / lines.len() as f64;
+    let time = |f: &dyn Fn(&RawBlock) -> anyhow::Result<usize>| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let mut rows = 0;
+        for block in &blocks {
+            rows += f(block)?;
+        }
+        anyhow::ensure!(rows > 0);
+        Ok(per_million(t.elapsed().as_secs_f64()))
+    };
+    let decode = time(&|b| Ok(decoder.decode(b).batch.num_rows()))?;
+    let decode_copy = time(&|b| {
+        let decoded = decoder.decode(b);
+        let mut out = Vec::new();
+        ferry_worker::copy::encode_batch(decoder.schema(), &decoded.batch, &mut out)?;
+        Ok(decoded.batch.num_rows())
+    })?;
+    let route = time(&|b| Ok(router.route(b).rows as usize))?;
+    let route_copy = time(&|b| {
+        let routed = router.route(b);
+        let mut out = Vec::new();
+        for (table, batch) in router.tables().iter().zip(&routed.batches) {
+            ferry_worker::copy::encode_batch(table, batch, &mut out)?;
+        }
+        Ok(routed.rows as usize)
+    })?;
+    println!(
+        "{} shop items ({} tables), one thread, seconds per million items:",
+        lines.len(),
+        router.tables().len()
+    );
+    println!("  decode (table mode)                 : {decode:>6.2} s");
+    println!("  decode + COPY encode                : {decode_copy:>6.2} s");
+    println!("  route + cast + transforms           : {route:>6.2} s");
+    println!("  route + transforms + COPY encode    : {route_copy:>6.2} s");
+    println!(
+        "  routing cost over plain decoding    : {:>+6.2} s ({:.2}x)",
+        route - decode,
+        route / decode
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.routing {
+        return routing_bench(args.decode_items);
+    }
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
     let export = generate_export(

@@ -147,7 +147,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             let shards = ledger::get_shards(&client, &run.run_id).await?;
             let tasks = pending_tasks(&run.run_id, &shards);
             tracing::info!(run = %run.run_id, pending = tasks.len(), workers, "worker starting");
-            let ctx = LoadContext::new(run, export.store, &settings.load, target, &args.target);
+            let ctx = LoadContext::new(run, export.store, &settings.load, target, &args.target)?;
             let pool =
                 PoolSettings::in_process(&args.target, workers, settings.load.connect_attempts);
             (

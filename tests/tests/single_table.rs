@@ -1,0 +1,413 @@
+//! The migration guide as an acceptance test: a generated single-table-design export (users,
+//! orders, products, reviews and sessions under one table's key prefixes) migrated with the
+//! repository's example config (`deploy/examples/migration-guide.toml`) by the real binary. Every
+//! item must land in the right table with the right values, the foreign keys must resolve after
+//! `finalize` links them, and the guide's validation queries must give the numbers computed here
+//! from the generator's entities. A crash between a routed chunk's checkpoint and its commit must
+//! leave none of that chunk in any table.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ferry_tests::harness::{connect, run_coordinator, stderr_of};
+use ferry_tests::pg::shared_cluster;
+use ferry_tests::shop::{generate_shop, write_shop_export, Shop};
+use serde_json::{json, Value};
+
+const CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../deploy/examples/migration-guide.toml"
+);
+
+struct Loaded {
+    url: String,
+    shop: Shop,
+    _dir: tempfile::TempDir,
+    export_root: String,
+}
+
+async fn prepared(name: &str, seed: u64) -> anyhow::Result<Loaded> {
+    let dir = tempfile::tempdir()?;
+    let shop = generate_shop(seed, 120, 30);
+    let export = write_shop_export(dir.path(), &shop, seed, 4)?;
+    let url = shared_cluster().create_database(name).await?;
+    Ok(Loaded {
+        url,
+        shop,
+        export_root: export.root.display().to_string(),
+        _dir: dir,
+    })
+}
+
+fn migrate(loaded: &Loaded, env: &[(&str, &str)]) -> anyhow::Result<std::process::Output> {
+    let mut all = vec![
+        ("FERRY_LOAD__CHUNK_LINES", "97"),
+        ("FERRY_LOAD__BLOCK_LINES", "31"),
+    ];
+    all.extend_from_slice(env);
+    run_coordinator(
+        &[
+            "migrate",
+            "--export",
+            &loaded.export_root,
+            "--target",
+            &loaded.url,
+            "--config",
+            CONFIG,
+            "--json",
+        ],
+        &all,
+    )
+}
+
+fn cents(c: i64) -> String {
+    format!("{}.{:02}", c / 100, c % 100)
+}
+
+fn json_opt(row: &tokio_postgres::Row, index: usize) -> Option<Value> {
+    row.get::<_, Option<String>>(index)
+        .map(|text| serde_json::from_str(&text).expect("the column holds JSON"))
+}
+
+fn json_at(row: &tokio_postgres::Row, index: usize) -> Value {
+    json_opt(row, index).expect("not NULL")
+}
+
+/// Every table's rows equal the generator's entities, value by value.
+async fn assert_tables_match(url: &str, shop: &Shop) -> anyhow::Result<()> {
+    let client = connect(url).await?;
+    // users
+    let rows = client
+        .query(
+            "SELECT id, dynamo_pk, dynamo_sk, name, email, status, profile::text, \
+             (extract(epoch FROM created_at))::int8 FROM users ORDER BY id",
+            &[],
+        )
+        .await?;
+    assert_eq!(rows.len(), shop.users.len());
+    for (row, user) in rows.iter().zip(&shop.users) {
+        assert_eq!(row.get::<_, i32>(0), user.id);
+        assert_eq!(row.get::<_, String>(1), format!("USER#{}", user.id));
+        assert_eq!(row.get::<_, String>(2), "PROFILE");
+        assert_eq!(row.get::<_, String>(3), user.name);
+        assert_eq!(
+            row.get::<_, String>(4),
+            user.raw_email.trim().to_lowercase()
+        );
+        assert_eq!(row.get::<_, String>(5), user.status);
+        // The rest column: everything no column took, but GSI1PK (dropped by name).
+        assert_eq!(
+            json_at(row, 6),
+            json!({"profile": {"address": {"city": user.city}, "tier": user.tier}})
+        );
+        assert_eq!(row.get::<_, i64>(7), user.created_epoch);
+    }
+    // orders (the one bad order is a reject, not a row)
+    let rows = client
+        .query(
+            "SELECT id, dynamo_pk, user_id, total::text, status, items::text, shipping_address::text, ship_city, \
+             (extract(epoch FROM created_at))::int8, extra::text FROM orders ORDER BY id",
+            &[],
+        )
+        .await?;
+    assert_eq!(rows.len(), shop.orders.len());
+    for (row, order) in rows.iter().zip(&shop.orders) {
+        assert_eq!(row.get::<_, i32>(0), order.id);
+        assert_eq!(row.get::<_, String>(1), format!("USER#{}", order.user_id));
+        assert_eq!(
+            row.get::<_, Option<i32>>(2),
+            Some(order.user_id),
+            "linked by finalize"
+        );
+        assert_eq!(row.get::<_, String>(3), cents(order.total_cents));
+        assert_eq!(row.get::<_, String>(4), order.status);
+        let items: Vec<Value> = order
+            .items
+            .iter()
+            .map(|(p, q, c)| json!({"price": cents(*c).parse::<serde_json::Number>().unwrap(), "product_id": p, "quantity": q}))
+            .collect();
+        assert_eq!(json_at(row, 5), Value::Array(items));
+        assert_eq!(json_at(row, 6), json!({"city": order.ship_city}));
+        assert_eq!(row.get::<_, String>(7), order.ship_city);
+        assert_eq!(row.get::<_, i64>(8), order.created_epoch);
+        let extra = order.coupon.as_ref().map(|c| json!({"coupon": c}));
+        assert_eq!(json_opt(row, 9), extra);
+    }
+    // products
+    let rows = client
+        .query(
+            "SELECT id, name, description, price::text, category, attributes::text FROM products ORDER BY id",
+            &[],
+        )
+        .await?;
+    assert_eq!(rows.len(), shop.products.len());
+    for (row, product) in rows.iter().zip(&shop.products) {
+        assert_eq!(row.get::<_, i32>(0), product.id);
+        assert_eq!(row.get::<_, String>(1), product.name);
+        assert_eq!(row.get::<_, String>(2), product.description);
+        assert_eq!(row.get::<_, String>(3), cents(product.price_cents));
+        assert_eq!(row.get::<_, String>(4), product.category);
+        assert_eq!(json_at(row, 5), json!({"color": product.color}));
+    }
+    // reviews
+    let rows = client
+        .query(
+            "SELECT id, product_id, user_id, rating, title, body, extra::text FROM reviews ORDER BY id",
+            &[],
+        )
+        .await?;
+    assert_eq!(rows.len(), shop.reviews.len());
+    for (row, review) in rows.iter().zip(&shop.reviews) {
+        assert_eq!(row.get::<_, i32>(0), review.id);
+        assert_eq!(row.get::<_, i32>(1), review.product_id);
+        assert_eq!(
+            row.get::<_, Option<i32>>(2),
+            Some(review.user_id),
+            "linked by finalize"
+        );
+        assert_eq!(row.get::<_, i16>(3), review.rating);
+        assert_eq!(row.get::<_, String>(4), review.title);
+        assert_eq!(row.get::<_, String>(5), review.text);
+        assert_eq!(json_opt(row, 6), None);
+    }
+    // sessions: only those whose TTL had not passed at the export time
+    let rows = client
+        .query(
+            "SELECT dynamo_sk, user_id, (extract(epoch FROM expires_at))::int8, data::text FROM sessions ORDER BY dynamo_sk",
+            &[],
+        )
+        .await?;
+    let mut live: Vec<_> = shop.live_sessions();
+    live.sort_by_key(|s| format!("SESSION#{}", s.id));
+    assert_eq!(rows.len(), live.len());
+    for (row, session) in rows.iter().zip(live) {
+        assert_eq!(row.get::<_, String>(0), format!("SESSION#{}", session.id));
+        assert_eq!(row.get::<_, i32>(1), session.user_id);
+        assert_eq!(row.get::<_, i64>(2), session.ttl);
+        assert_eq!(json_at(row, 3), json!({"device": "phone"}));
+    }
+    Ok(())
+}
+
+/// The guide's lifetime-value query, computed from the generator: (name, orders, sum) of users
+/// whose shipped or delivered orders total over 500, largest first, at most 20.
+fn expected_lifetime_values(shop: &Shop) -> Vec<(String, i64, i64)> {
+    let mut by_name: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for order in shop
+        .orders
+        .iter()
+        .filter(|o| o.status == "shipped" || o.status == "delivered")
+    {
+        let user = shop.users.iter().find(|u| u.id == order.user_id).unwrap();
+        let entry = by_name.entry(user.name.clone()).or_default();
+        entry.0 += 1;
+        entry.1 += order.total_cents;
+    }
+    let mut rows: Vec<(String, i64, i64)> = by_name
+        .into_iter()
+        .filter(|(_, (_, sum))| *sum > 50_000) // cents: over 500
+        .map(|(name, (count, sum))| (name, count, sum))
+        .collect();
+    rows.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    rows.truncate(20);
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_migration_guide_shop_lands_normalized_and_verified() -> anyhow::Result<()> {
+    let loaded = prepared("guide_shop", 77).await?;
+    let output = migrate(&loaded, &[])?;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr_of(&output)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout)?;
+    let shop = &loaded.shop;
+    assert_tables_match(&loaded.url, shop).await?;
+
+    // Counts: the bad lines are rejects with reasons, the expired sessions are filtered.
+    let expired = (shop.sessions.len() - shop.live_sessions().len()) as u64;
+    assert_eq!(report["rows_rejected"], 2, "{report:#}");
+    assert_eq!(report["rows_filtered"], expired, "{report:#}");
+    let loaded_rows = shop.users.len()
+        + shop.orders.len()
+        + shop.products.len()
+        + shop.reviews.len()
+        + shop.live_sessions().len();
+    assert_eq!(report["rows_loaded"], loaded_rows as u64);
+    assert_eq!(report["table_rows"], loaded_rows as u64);
+    let client = connect(&loaded.url).await?;
+    let rejects = client
+        .query("SELECT reason FROM ferry.rejects ORDER BY reason", &[])
+        .await?;
+    let reasons: Vec<String> = rejects.iter().map(|r| r.get(0)).collect();
+    assert_eq!(reasons.len(), 2);
+    for (_, words) in &shop.bad_lines {
+        assert!(
+            reasons.iter().any(|r| r.contains(words)),
+            "{reasons:?} lacks {words}"
+        );
+    }
+
+    // finalize linked the keys and added the constraints and indexes.
+    let constraints: BTreeSet<String> = client
+        .query(
+            "SELECT conname::text FROM pg_constraint WHERE contype = 'f'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        constraints,
+        [
+            "orders_user_id_fkey",
+            "reviews_product_id_fkey",
+            "reviews_user_id_fkey"
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
+    );
+    let not_null: String = client
+        .query_one(
+            "SELECT is_nullable::text FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'user_id'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(not_null, "NO");
+    let fts: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_reviews_fts'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(fts, 1);
+
+    // The guide's validation queries, in the report, against numbers computed from the generator.
+    let checks = report["verification"]
+        .as_array()
+        .expect("verification results");
+    let find = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {report:#}"))
+    };
+    let counts: BTreeMap<String, String> = find("row counts per entity")["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_string(),
+                r[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected_counts: BTreeMap<String, String> = [
+        ("users", shop.users.len()),
+        ("orders", shop.orders.len()),
+        ("products", shop.products.len()),
+        ("reviews", shop.reviews.len()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(counts, expected_counts);
+    let orphans = find("orphaned orders");
+    assert_eq!(orphans["rows"], json!([]));
+    assert_eq!(orphans["problem"], Value::Null);
+    let lifetime = find("lifetime value");
+    assert_eq!(
+        lifetime["columns"],
+        json!([
+            "name",
+            "order_count",
+            "lifetime_value",
+            "avg_order",
+            "last_order"
+        ])
+    );
+    let expected = expected_lifetime_values(shop);
+    assert!(
+        !expected.is_empty(),
+        "the generator makes some big spenders"
+    );
+    let rows = lifetime["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), expected.len(), "{lifetime:#}");
+    for (row, (name, count, sum)) in rows.iter().zip(&expected) {
+        assert_eq!(row[0], name.as_str());
+        assert_eq!(row[1], count.to_string());
+        assert_eq!(row[2], cents(*sum));
+        let avg: f64 = row[3].as_str().unwrap().parse()?;
+        assert!(
+            (avg - *sum as f64 / 100.0 / *count as f64).abs() < 1e-6,
+            "{row}"
+        );
+    }
+
+    // A second run finds the run complete and changes nothing.
+    let again = migrate(&loaded, &[])?;
+    assert_eq!(again.status.code(), Some(0), "{}", stderr_of(&again));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&again.stdout)?["already_complete"],
+        true
+    );
+    assert_tables_match(&loaded.url, shop).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_routed_chunk_commits_once_across_its_tables() -> anyhow::Result<()> {
+    let loaded = prepared("guide_crash", 78).await?;
+    // Die between the third chunk's checkpoint update and its COMMIT, then after a later COPY.
+    for failpoint in ["after_checkpoint=exit@3", "after_copy=exit@5"] {
+        let output = migrate(
+            &loaded,
+            &[
+                ("FERRY_FAILPOINTS", failpoint),
+                ("FERRY_LOAD__WORKERS", "1"),
+            ],
+        )?;
+        assert_eq!(
+            output.status.code(),
+            Some(86),
+            "{failpoint}: {}",
+            stderr_of(&output)
+        );
+    }
+    let client = connect(&loaded.url).await?;
+    let partial: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM orders) + \
+             (SELECT count(*) FROM products) + (SELECT count(*) FROM reviews) + (SELECT count(*) FROM sessions)",
+            &[],
+        )
+        .await?
+        .get(0);
+    let committed: i64 = client
+        .query_one("SELECT sum(loaded_rows)::int8 FROM ferry.shards", &[])
+        .await?
+        .get(0);
+    assert_eq!(
+        partial, committed,
+        "rows in the tables are exactly the committed chunks'"
+    );
+    assert!(committed > 0);
+    let output = migrate(&loaded, &[])?;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr_of(&output)
+    );
+    assert_tables_match(&loaded.url, &loaded.shop).await?;
+    Ok(())
+}
