@@ -181,13 +181,6 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
 
     let schema = if request.settings.routing.is_enabled() {
         let schema = routed_schema(&table, &keys, &request.settings)?;
-        for step in &request.settings.setup {
-            if applies(step.only_on, &target) {
-                client.batch_execute(&step.sql).await.map_err(|e| {
-                    CoordinatorError::Invalid(format!("setup statement failed: {e}: {}", step.sql))
-                })?;
-            }
-        }
         tracing::info!(
             run = %run_id,
             rules = request.settings.routing.rules.len(),
@@ -218,6 +211,20 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         );
         schema
     };
+    for step in &request.settings.setup {
+        if applies(step.only_on, &target) {
+            client.batch_execute(&step.sql).await.map_err(|e| {
+                let message = e
+                    .as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or_else(|| e.to_string());
+                CoordinatorError::Invalid(format!(
+                    "setup statement failed: {message}: {}",
+                    step.sql
+                ))
+            })?;
+        }
+    }
     prepare_run_tables(client, &schema, !request.append).await?;
     let summary = listing.summary.as_ref();
     let run = RunRecord {

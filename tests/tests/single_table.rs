@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_tests::harness::{connect, run_coordinator, stderr_of};
+use ferry_tests::helios::HeliosServer;
 use ferry_tests::pg::shared_cluster;
 use ferry_tests::shop::{generate_shop, write_shop_export, Shop};
 use serde_json::{json, Value};
@@ -23,18 +24,24 @@ struct Loaded {
     shop: Shop,
     _dir: tempfile::TempDir,
     export_root: String,
+    _server: Option<HeliosServer>,
 }
 
 async fn prepared(name: &str, seed: u64) -> anyhow::Result<Loaded> {
+    let url = shared_cluster().create_database(name).await?;
+    prepared_at(url, seed, None)
+}
+
+fn prepared_at(url: String, seed: u64, server: Option<HeliosServer>) -> anyhow::Result<Loaded> {
     let dir = tempfile::tempdir()?;
     let shop = generate_shop(seed, 120, 30);
     let export = write_shop_export(dir.path(), &shop, seed, 4)?;
-    let url = shared_cluster().create_database(name).await?;
     Ok(Loaded {
         url,
         shop,
         export_root: export.root.display().to_string(),
         _dir: dir,
+        _server: server,
     })
 }
 
@@ -188,6 +195,82 @@ async fn assert_tables_match(url: &str, shop: &Shop) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Exact cents of decimal text (`"12.5"`, `"12.50"`, `"12"`).
+fn to_cents(text: &str) -> i64 {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let frac = format!("{frac:0<2}");
+    assert!(
+        frac[2..].chars().all(|c| c == '0'),
+        "{text} has more than cents"
+    );
+    int.parse::<i64>().unwrap() * 100 + frac[..2].parse::<i64>().unwrap()
+}
+
+/// The report's `[[verify]]` results against the generator's numbers.
+fn assert_guide_queries(report: &Value, shop: &Shop) {
+    let checks = report["verification"]
+        .as_array()
+        .expect("verification results");
+    let find = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {report:#}"))
+    };
+    let counts: BTreeMap<String, String> = find("row counts per entity")["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_string(),
+                r[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected_counts: BTreeMap<String, String> = [
+        ("users", shop.users.len()),
+        ("orders", shop.orders.len()),
+        ("products", shop.products.len()),
+        ("reviews", shop.reviews.len()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(counts, expected_counts);
+    let orphans = find("orphaned orders");
+    assert_eq!(orphans["rows"], json!([]));
+    assert_eq!(orphans["problem"], Value::Null);
+    let lifetime = find("lifetime value");
+    assert_eq!(
+        lifetime["columns"],
+        json!([
+            "name",
+            "order_count",
+            "lifetime_value",
+            "avg_order",
+            "last_order"
+        ])
+    );
+    let expected = expected_lifetime_values(shop);
+    assert!(
+        !expected.is_empty(),
+        "the generator makes some big spenders"
+    );
+    let rows = lifetime["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), expected.len(), "{lifetime:#}");
+    for (row, (name, count, sum)) in rows.iter().zip(&expected) {
+        assert_eq!(row[0], name.as_str());
+        assert_eq!(row[1], count.to_string());
+        assert_eq!(to_cents(row[2].as_str().unwrap()), *sum, "{row}");
+        let avg: f64 = row[3].as_str().unwrap().parse().unwrap();
+        assert!(
+            (avg - *sum as f64 / 100.0 / *count as f64).abs() < 1e-6,
+            "{row}"
+        );
+    }
+}
+
 /// The guide's lifetime-value query, computed from the generator: (name, orders, sum) of users
 /// whose shipped or delivered orders total over 500, largest first, at most 20.
 fn expected_lifetime_values(shop: &Shop) -> Vec<(String, i64, i64)> {
@@ -290,67 +373,25 @@ async fn the_migration_guide_shop_lands_normalized_and_verified() -> anyhow::Res
     assert_eq!(fts, 1);
 
     // The guide's validation queries, in the report, against numbers computed from the generator.
-    let checks = report["verification"]
-        .as_array()
-        .expect("verification results");
-    let find = |name: &str| {
-        checks
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {report:#}"))
-    };
-    let counts: BTreeMap<String, String> = find("row counts per entity")["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r[0].as_str().unwrap().to_string(),
-                r[1].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let expected_counts: BTreeMap<String, String> = [
-        ("users", shop.users.len()),
-        ("orders", shop.orders.len()),
-        ("products", shop.products.len()),
-        ("reviews", shop.reviews.len()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    assert_eq!(counts, expected_counts);
-    let orphans = find("orphaned orders");
-    assert_eq!(orphans["rows"], json!([]));
-    assert_eq!(orphans["problem"], Value::Null);
-    let lifetime = find("lifetime value");
-    assert_eq!(
-        lifetime["columns"],
-        json!([
-            "name",
-            "order_count",
-            "lifetime_value",
-            "avg_order",
-            "last_order"
-        ])
-    );
-    let expected = expected_lifetime_values(shop);
-    assert!(
-        !expected.is_empty(),
-        "the generator makes some big spenders"
-    );
-    let rows = lifetime["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), expected.len(), "{lifetime:#}");
-    for (row, (name, count, sum)) in rows.iter().zip(&expected) {
-        assert_eq!(row[0], name.as_str());
-        assert_eq!(row[1], count.to_string());
-        assert_eq!(row[2], cents(*sum));
-        let avg: f64 = row[3].as_str().unwrap().parse()?;
-        assert!(
-            (avg - *sum as f64 / 100.0 / *count as f64).abs() < 1e-6,
-            "{row}"
-        );
-    }
+    assert_guide_queries(&report, shop);
+
+    // `verify` runs the queries again on demand and records them.
+    let run_id = report["run_id"].as_str().unwrap();
+    let verified = run_coordinator(
+        &[
+            "verify",
+            "--run-id",
+            run_id,
+            "--target",
+            &loaded.url,
+            "--config",
+            CONFIG,
+            "--json",
+        ],
+        &[],
+    )?;
+    assert_eq!(verified.status.code(), Some(0), "{}", stderr_of(&verified));
+    assert_guide_queries(&serde_json::from_slice(&verified.stdout)?, shop);
 
     // A second run finds the run complete and changes nothing.
     let again = migrate(&loaded, &[])?;
@@ -409,5 +450,103 @@ async fn a_routed_chunk_commits_once_across_its_tables() -> anyhow::Result<()> {
         stderr_of(&output)
     );
     assert_tables_match(&loaded.url, &loaded.shop).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_migration_guide_shop_on_heliosdb() -> anyhow::Result<()> {
+    let server = HeliosServer::start()?;
+    let loaded = prepared_at(server.url(), 79, Some(server))?;
+    let output = migrate(&loaded, &[])?;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr_of(&output)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout)?;
+    let shop = &loaded.shop;
+    assert_eq!(report["rows_rejected"], 2, "{report:#}");
+    let expired = (shop.sessions.len() - shop.live_sessions().len()) as u64;
+    assert_eq!(report["rows_filtered"], expired);
+    assert!(
+        report["load_path"].as_str().unwrap().contains("HeliosDB"),
+        "{report:#}"
+    );
+    assert_guide_queries(&report, shop);
+    // Values, read as text (HeliosDB's binary results are limited).
+    let client = connect(&loaded.url).await?;
+    let text_rows = |sql: &'static str| {
+        let client = &client;
+        async move {
+            let mut rows = Vec::new();
+            for message in client.simple_query(sql).await? {
+                if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                    rows.push(
+                        (0..row.len())
+                            .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+            anyhow::Ok(rows)
+        }
+    };
+    let users = text_rows("SELECT id, email, name FROM users ORDER BY id").await?;
+    let expected: Vec<Vec<String>> = shop
+        .users
+        .iter()
+        .map(|u| {
+            vec![
+                u.id.to_string(),
+                u.raw_email.trim().to_lowercase(),
+                u.name.clone(),
+            ]
+        })
+        .collect();
+    assert_eq!(users, expected);
+    let orders = text_rows("SELECT id, user_id, total, status FROM orders ORDER BY id").await?;
+    assert_eq!(orders.len(), shop.orders.len());
+    for (row, order) in orders.iter().zip(&shop.orders) {
+        assert_eq!(row[0], order.id.to_string());
+        assert_eq!(row[1], order.user_id.to_string(), "linked by finalize");
+        assert_eq!(to_cents(&row[2]), order.total_cents);
+        assert_eq!(row[3], order.status);
+    }
+    let reviews =
+        text_rows("SELECT id, product_id, user_id, rating FROM reviews ORDER BY id").await?;
+    let expected: Vec<Vec<String>> = shop
+        .reviews
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.product_id.to_string(),
+                r.user_id.to_string(),
+                r.rating.to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(reviews, expected);
+    let sessions = text_rows("SELECT count(*) FROM sessions").await?;
+    assert_eq!(sessions[0][0], shop.live_sessions().len().to_string());
+    let constraints = text_rows("SELECT conname FROM pg_constraint ORDER BY conname").await?;
+    for name in [
+        "orders_user_id_fkey",
+        "reviews_product_id_fkey",
+        "reviews_user_id_fkey",
+    ] {
+        assert!(constraints.iter().any(|c| c[0] == name), "{constraints:?}");
+    }
+    let embedding = text_rows(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'products' AND column_name = 'embedding'",
+    )
+    .await?;
+    assert_eq!(
+        embedding.len(),
+        1,
+        "the VECTOR column exists where the target has the type"
+    );
     Ok(())
 }
