@@ -13,7 +13,8 @@
 //! 4. Write the report into `ferry.runs` and set the run's state.
 //!
 //! On a partial load the post-load steps are skipped: they would be wasted work, and the run will
-//! be finalized again.
+//! be finalized again. On a run already complete they are skipped too (they ran once; adding a
+//! constraint twice fails), and only the verification runs again.
 
 use ferry_shared::config::{SqlStep, VerifyQuery};
 use ferry_shared::ident::quote_ident;
@@ -58,8 +59,12 @@ pub async fn finalize(
 ) -> Result<Report> {
     let mut context = context.clone();
     context.count_table_rows = true;
+    // A complete run was finalized before: its post-load steps ran once and are not repeated
+    // (adding a constraint twice fails); the verification runs again.
+    let already_complete = run.state == run_state::COMPLETE;
+    context.already_complete |= already_complete;
     let mut report = build_report(client, run, &context).await?;
-    if report.verified() {
+    if report.verified() && !already_complete {
         post_load(client, run, steps, &mut report).await;
         // Counts again: post-load statements may legitimately move rows (none of ours do).
         verify_into(client, run, steps, &mut report).await?;

@@ -393,6 +393,25 @@ async fn the_migration_guide_shop_lands_normalized_and_verified() -> anyhow::Res
     assert_eq!(verified.status.code(), Some(0), "{}", stderr_of(&verified));
     assert_guide_queries(&serde_json::from_slice(&verified.stdout)?, shop);
 
+    // finalize again: the post-load steps ran once and are not repeated; still verified.
+    let again = run_coordinator(
+        &[
+            "finalize",
+            "--run-id",
+            run_id,
+            "--target",
+            &loaded.url,
+            "--config",
+            CONFIG,
+            "--json",
+        ],
+        &[],
+    )?;
+    assert_eq!(again.status.code(), Some(0), "{}", stderr_of(&again));
+    let again: Value = serde_json::from_slice(&again.stdout)?;
+    assert_eq!(again["post_load"], json!([]));
+    assert_eq!(again["already_complete"], true);
+
     // A second run finds the run complete and changes nothing.
     let again = migrate(&loaded, &[])?;
     assert_eq!(again.status.code(), Some(0), "{}", stderr_of(&again));
