@@ -443,8 +443,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let run = ledger::get_run(&client, &args.run_id)
                 .await?
                 .with_context(|| format!("run {} is not in the ledger", args.run_id))?;
-            let target =
-                ferry_worker::target::Target::detect(&client, settings.load.copy_format).await?;
+            let target = ferry_worker::target::Target::detect(&client, settings.load.copy_format)
+                .await?
+                .for_schema(&run.schema);
             let context = ReportContext {
                 allow_unverified: args.allow_unverified,
                 load_path: Some(target.describe()),

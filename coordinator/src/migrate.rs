@@ -81,6 +81,8 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
         plan.target.clone(),
         &request.target_url,
     )?;
+    // The path actually used (a routed run on HeliosDB loads with INSERT in a transaction).
+    context.load_path = Some(ctx.target.describe());
     let total_items = run.manifest_items.unwrap_or(0);
     let total_bytes = plan.listing.total_bytes();
     let finished = Arc::new(AtomicBool::new(false));

@@ -167,7 +167,28 @@ async fn plan_dry_run_and_status_read_s3_and_the_queue() -> anyhow::Result<()> {
 
     let mut workers = vec![run.spawn_worker(0, &[])?, run.spawn_worker(1, &[])?];
     wait_all(&mut workers)?;
-    assert_complete(&run, &workers).await
+    assert_complete(&run, &workers).await?;
+    // --watch follows until the run is complete (here at once) and exits 0.
+    let watched = run.coordinator(&[
+        "status",
+        "--run-id",
+        &run.run_id,
+        "--target",
+        &run.fixture.url,
+        "--queue-url",
+        &run.queue_url,
+        "--watch",
+        "--interval",
+        "1",
+    ])?;
+    assert_eq!(watched.status.code(), Some(0), "{}", stderr_of(&watched));
+    let text = String::from_utf8_lossy(&watched.stdout);
+    assert!(
+        text.contains("shards  3 total: 3 done, 0 loading, 0 waiting, 0 failed"),
+        "{text}"
+    );
+    assert!(text.contains("items   900 of 900 (100.0%)"), "{text}");
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]

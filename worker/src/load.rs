@@ -117,15 +117,12 @@ impl LoadContext {
             }
             None => None,
         };
-        let mut target = target;
         if router.is_some() && target.load_path == LoadPath::CsvCopyAutocommit {
-            // The autocommit path's presence check covers one table; a chunk routed to several
-            // commits them together in one transaction instead.
             tracing::info!(
                 "routed run: loading each chunk's tables with INSERT in one transaction"
             );
-            target.load_path = LoadPath::InsertInTransaction;
         }
+        let target = target.for_schema(&run.schema);
         Ok(LoadContext {
             router,
             target: Arc::new(target),

@@ -93,6 +93,17 @@ impl Target {
     }
 
     /// The load path in words, for logs and the report.
+    /// The target as a run with `schema` uses it: a routed run (several tables per chunk) on the
+    /// autocommit path loads with INSERT in one transaction instead, as the autocommit path's
+    /// presence check covers one table.
+    pub fn for_schema(mut self, schema: &ferry_shared::schema::TableSchema) -> Target {
+        if schema.routing.is_some() && self.load_path == LoadPath::CsvCopyAutocommit {
+            self.load_path = LoadPath::InsertInTransaction;
+        }
+        self
+    }
+
+    /// How rows are loaded, in words (for logs and the report).
     pub fn describe(&self) -> String {
         let server = match self.kind {
             TargetKind::Postgres => "PostgreSQL",
