@@ -5,8 +5,9 @@
 //!    `itemCount` and its MD5 matched; rejects must stay within `max_rejects`.
 //! 2. Post-load steps, once every shard reconciled: the config's `[[post_load]]` statements in
 //!    order (deferred indexes, foreign-key linking, constraints), then `ANALYZE` of every table the
-//!    run loaded. A failing statement is a problem (the run is not verified) and stops the steps
-//!    after it; a server that refuses `ANALYZE` gets a warning (statistics are not data).
+//!    run loaded (PostgreSQL; HeliosDB does not support it, and the report says it was skipped). A
+//!    failing statement is a problem (the run is not verified) and stops the steps after it; a
+//!    server that refuses `ANALYZE` gets a warning (statistics are not data).
 //! 3. Verify (also the `verify` command): the tables must hold at least the rows the ledger says
 //!    were loaded (more only with `--append`), and each `[[verify]]` query runs; its rows go into
 //!    the report, and a query marked `expect_empty` that returns rows is a problem.
@@ -20,7 +21,7 @@ use ferry_shared::config::{SqlStep, VerifyQuery};
 use ferry_shared::ident::quote_ident;
 use ferry_shared::ledger::run_state;
 use ferry_worker::ledger::{self, RunRecord};
-use ferry_worker::target::Target;
+use ferry_worker::target::{Target, TargetKind};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::plan::applies;
@@ -118,15 +119,26 @@ async fn post_load(client: &Client, run: &RunRecord, steps: &EndSteps, report: &
             }
         }
     }
+    if steps.target.kind == TargetKind::HeliosDb {
+        // "Analyze is not supported by HeliosDB Nano": say so once instead of failing per table.
+        report
+            .post_load
+            .push("ANALYZE skipped: HeliosDB does not support it".into());
+        return;
+    }
     for table in run_tables(run) {
         let analyze = format!("ANALYZE {}", quote_ident(&table));
         match client.batch_execute(&analyze).await {
             Ok(()) => report.post_load.push(analyze),
             Err(e) => {
-                tracing::warn!(table = %table, error = %e, "the target refused ANALYZE: statistics not updated");
+                let message = e
+                    .as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or_else(|| e.to_string());
+                tracing::warn!(table = %table, error = %message, "the target refused ANALYZE: statistics not updated");
                 report
                     .post_load
-                    .push(format!("{analyze} (refused by the server: {e})"));
+                    .push(format!("{analyze} (refused by the server: {message})"));
             }
         }
     }
