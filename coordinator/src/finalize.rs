@@ -58,13 +58,10 @@ pub async fn finalize(
     context: &ReportContext,
     steps: &EndSteps,
 ) -> Result<Report> {
-    let mut context = context.clone();
-    context.count_table_rows = true;
     // A complete run was finalized before: its post-load steps ran once and are not repeated
     // (adding a constraint twice fails); the verification runs again.
     let already_complete = run.state == run_state::COMPLETE;
-    context.already_complete |= already_complete;
-    let mut report = build_report(client, run, &context).await?;
+    let mut report = counted_report(client, run, context, already_complete).await?;
     if report.verified() && !already_complete {
         post_load(client, run, steps, &mut report).await;
         // Counts again: post-load statements may legitimately move rows (none of ours do).
@@ -81,12 +78,23 @@ pub async fn verify(
     context: &ReportContext,
     steps: &EndSteps,
 ) -> Result<Report> {
-    let mut context = context.clone();
-    context.count_table_rows = true;
-    let mut report = build_report(client, run, &context).await?;
+    let mut report = counted_report(client, run, context, false).await?;
     verify_into(client, run, steps, &mut report).await?;
     record(client, run, &mut report).await?;
     Ok(report)
+}
+
+/// The ledger's report with the tables' rows counted.
+async fn counted_report(
+    client: &Client,
+    run: &RunRecord,
+    context: &ReportContext,
+    already_complete: bool,
+) -> Result<Report> {
+    let mut context = context.clone();
+    context.count_table_rows = true;
+    context.already_complete |= already_complete;
+    build_report(client, run, &context).await
 }
 
 async fn record(client: &Client, run: &RunRecord, report: &mut Report) -> Result<()> {

@@ -56,7 +56,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ident::{is_valid_column_name, quote_ident};
+use crate::ident::is_valid_column_name;
 use crate::schema::{ColumnSpec, DdbType, NestedJson, OnTypeMismatch, PgType, TableSchema};
 use crate::{Error, Result};
 
@@ -276,6 +276,16 @@ impl Column {
 }
 
 impl Routing {
+    /// The `[routing]` section of a TOML text (the config file's own parser).
+    pub fn from_toml(text: &str) -> Result<Routing> {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            routing: Routing,
+        }
+        Ok(crate::config::parse_toml::<File>(text)?.routing)
+    }
+
     /// Whether any rule is configured.
     pub fn is_enabled(&self) -> bool {
         !self.rules.is_empty()
@@ -485,22 +495,7 @@ impl Routing {
 /// `CREATE TABLE IF NOT EXISTS` for a routed table: its columns, the rest column, and a UNIQUE
 /// constraint over the key columns (the rows' source identity).
 pub fn routed_table_sql(table: &TableSchema) -> String {
-    let mut sql = format!("CREATE TABLE IF NOT EXISTS {} (", quote_ident(&table.table));
-    for column in &table.columns {
-        sql.push_str(&quote_ident(&column.name));
-        sql.push(' ');
-        sql.push_str(&column.pg_type.sql());
-        if column.is_key {
-            sql.push_str(" NOT NULL");
-        }
-        sql.push_str(", ");
-    }
-    sql.push_str(&quote_ident(&table.overflow_column));
-    sql.push_str(" JSONB, UNIQUE (");
-    let keys: Vec<String> = table.key_columns().map(|c| quote_ident(&c.name)).collect();
-    sql.push_str(&keys.join(", "));
-    sql.push_str("))");
-    sql
+    table.create_table_sql_keyed_by("UNIQUE")
 }
 
 #[cfg(test)]
@@ -508,12 +503,7 @@ mod tests {
     use super::*;
 
     fn parse(toml: &str) -> Routing {
-        #[derive(Deserialize)]
-        struct File {
-            routing: Routing,
-        }
-        let file: File = crate::config::parse_toml(toml).unwrap();
-        file.routing
+        Routing::from_toml(toml).unwrap()
     }
 
     const USERS: &str = r#"

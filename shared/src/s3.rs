@@ -58,6 +58,20 @@ impl S3Store {
         }
     }
 
+    /// `GetObject` of `key`; the body is read by the caller.
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("GetObject", key, &e))
+    }
+
     fn error(&self, operation: &str, key: &str, e: &(dyn std::error::Error + 'static)) -> Error {
         Error::Aws {
             operation: operation.to_string(),
@@ -94,15 +108,9 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let object = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.error("GetObject", key, &e))?;
-        let body = object
+        let body = self
+            .get_object(key)
+            .await?
             .body
             .collect()
             .await
@@ -111,14 +119,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn open(&self, key: &str) -> Result<ObjectStream> {
-        let object = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.error("GetObject", key, &e))?;
+        let object = self.get_object(key).await?;
         Ok(Box::pin(object.body.into_async_read()))
     }
 

@@ -265,6 +265,12 @@ impl TableSchema {
     /// `CREATE TABLE IF NOT EXISTS` for this schema: typed columns, the overflow column, and the
     /// primary key over the key columns (the source identity every loaded row carries).
     pub fn create_table_sql(&self) -> String {
+        self.create_table_sql_keyed_by("PRIMARY KEY")
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS` with the key columns under `constraint` (`PRIMARY KEY` or
+    /// `UNIQUE`).
+    pub fn create_table_sql_keyed_by(&self, constraint: &str) -> String {
         let mut sql = format!("CREATE TABLE IF NOT EXISTS {} (", quote_ident(&self.table));
         for column in &self.columns {
             sql.push_str(&quote_ident(&column.name));
@@ -276,7 +282,9 @@ impl TableSchema {
             sql.push_str(", ");
         }
         sql.push_str(&quote_ident(&self.overflow_column));
-        sql.push_str(" JSONB, PRIMARY KEY (");
+        sql.push_str(" JSONB, ");
+        sql.push_str(constraint);
+        sql.push_str(" (");
         let keys: Vec<String> = self.key_columns().map(|c| quote_ident(&c.name)).collect();
         sql.push_str(&keys.join(", "));
         sql.push_str("))");

@@ -2,7 +2,6 @@
 //! dead-letter queue made by `ferry-coordinator queue create`, the run planned from `s3://` and
 //! submitted, and `ferry-worker` processes started, signalled and killed like a cluster's pods.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -189,20 +188,7 @@ impl FleetRun {
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file);
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
-                Ok(())
-            });
-        }
-        let child = crate::pg::spawn_from_long_lived_thread(command)?;
+        let child = crate::pg::spawn_dying_with_parent(command)?;
         Ok(WorkerProcess { child, log, index })
     }
 

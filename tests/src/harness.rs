@@ -155,6 +155,17 @@ pub fn gen_options(seed: u64, items: u64, files: usize) -> GenOptions {
     }
 }
 
+/// Requires a finished process to have exited with `code`, showing its output otherwise.
+pub fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr_of(output)
+    );
+}
+
 /// A finished process's stderr as text.
 pub fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()

@@ -2,47 +2,25 @@
 //! `scripts/install-heliosdb` into `~/.cache/ferry/`), one per test, on a free loopback port with a
 //! temporary data folder. A missing binary is an error, never a skip.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::pg::{can_connect, free_port, spawn_from_long_lived_thread};
+use crate::pg::{can_connect, free_port, spawn_dying_with_parent};
 
 /// The pinned HeliosDB version.
 pub const HELIOSDB_VERSION: &str = "4.41.1";
 
 /// Finds the `heliosdb-nano` binary: `$FERRY_HELIOSDB_BIN`, the install cache, or `PATH`.
 pub fn heliosdb_binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("FERRY_HELIOSDB_BIN") {
-        let path = PathBuf::from(path);
-        anyhow::ensure!(
-            path.is_file(),
-            "FERRY_HELIOSDB_BIN={} is not a file",
-            path.display()
-        );
-        return Ok(path);
-    }
-    let cache = std::env::var_os("FERRY_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ferry")));
-    if let Some(cache) = cache {
-        let path = cache.join(format!("heliosdb-{HELIOSDB_VERSION}/bin/heliosdb-nano"));
-        if path.is_file() {
-            return Ok(path);
-        }
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let path = dir.join("heliosdb-nano");
-            if path.is_file() {
-                return Ok(path);
-            }
-        }
-    }
-    bail!("heliosdb-nano not found: run scripts/install-heliosdb (scripts/test does) or set FERRY_HELIOSDB_BIN")
+    crate::tools::find_tool(
+        "FERRY_HELIOSDB_BIN",
+        &format!("heliosdb-{HELIOSDB_VERSION}/bin/heliosdb-nano"),
+        "heliosdb-nano",
+        "scripts/install-heliosdb",
+    )
 }
 
 /// A running HeliosDB server.
@@ -79,23 +57,7 @@ impl HeliosServer {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = spawn_from_long_lived_thread(command)
+        let child = spawn_dying_with_parent(command)
             .with_context(|| format!("starting {}", binary.display()))?;
         let mut server = HeliosServer {
             child: Some(child),

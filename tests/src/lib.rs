@@ -9,6 +9,7 @@
 //! - [`moto`]: a real S3 and SQS wire endpoint (moto's server) and uploads to it.
 //! - [`fleet`]: a fleet run on moto: queue, plan from `s3://`, submit, worker processes.
 //! - [`shop`]: the migration guide's single-table shop as an export, with its entities kept.
+//! - [`tools`]: finding the installed test servers (HeliosDB, moto).
 //! - [`harness`]: running the real Ferry binaries and migrations from tests.
 
 pub mod compare;
@@ -19,3 +20,4 @@ pub mod helios;
 pub mod moto;
 pub mod pg;
 pub mod shop;
+pub mod tools;

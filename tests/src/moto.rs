@@ -6,7 +6,6 @@
 //! start get the same through the standard AWS environment variables ([`MotoServer::env`]), so the
 //! product's own credential chain is what the fleet tests exercise.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -15,41 +14,18 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 
-use crate::pg::{free_port, spawn_from_long_lived_thread};
+use crate::pg::{free_port, spawn_dying_with_parent};
 
 /// The pinned moto version (`scripts/install-moto`).
 pub const MOTO_VERSION: &str = "5.2.1";
 
 /// Finds `moto_server`: `$FERRY_MOTO_BIN`, the install cache, or `PATH`.
 pub fn moto_binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("FERRY_MOTO_BIN") {
-        let path = PathBuf::from(path);
-        anyhow::ensure!(
-            path.is_file(),
-            "FERRY_MOTO_BIN={} is not a file",
-            path.display()
-        );
-        return Ok(path);
-    }
-    let cache = std::env::var_os("FERRY_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ferry")));
-    if let Some(cache) = cache {
-        let path = cache.join(format!("moto-{MOTO_VERSION}/bin/moto_server"));
-        if path.is_file() {
-            return Ok(path);
-        }
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let path = dir.join("moto_server");
-            if path.is_file() {
-                return Ok(path);
-            }
-        }
-    }
-    bail!(
-        "moto_server not found: run scripts/install-moto (scripts/test does) or set FERRY_MOTO_BIN"
+    crate::tools::find_tool(
+        "FERRY_MOTO_BIN",
+        &format!("moto-{MOTO_VERSION}/bin/moto_server"),
+        "moto_server",
+        "scripts/install-moto",
     )
 }
 
@@ -84,23 +60,7 @@ impl MotoServer {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = spawn_from_long_lived_thread(command)
+        let child = spawn_dying_with_parent(command)
             .with_context(|| format!("starting {}", binary.display()))?;
         let server = MotoServer {
             child: Mutex::new(Some(child)),

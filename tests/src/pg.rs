@@ -349,6 +349,29 @@ extern "C" fn cleanup_shared_at_exit() {
 
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 
+/// Spawns `command` so that it is killed (SIGKILL) when the test process dies, from the
+/// long-lived thread (see [`spawn_from_long_lived_thread`]).
+pub fn spawn_dying_with_parent(mut command: Command) -> io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    spawn_from_long_lived_thread(command)
+}
+
 /// Spawns `cmd` from a thread that never exits, so `PR_SET_PDEATHSIG` only fires when the
 /// whole process dies (test threads are short-lived).
 pub fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferry_tests::harness::{connect, run_coordinator, stderr_of};
+use ferry_tests::harness::{assert_exit, connect, run_coordinator, stderr_of};
 use ferry_tests::helios::HeliosServer;
 use ferry_tests::pg::shared_cluster;
 use ferry_tests::shop::{generate_shop, write_shop_export, Shop};
@@ -299,13 +299,7 @@ fn expected_lifetime_values(shop: &Shop) -> Vec<(String, i64, i64)> {
 async fn the_migration_guide_shop_lands_normalized_and_verified() -> anyhow::Result<()> {
     let loaded = prepared("guide_shop", 77).await?;
     let output = migrate(&loaded, &[])?;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        stderr_of(&output)
-    );
+    assert_exit(&output, 0);
     let report: Value = serde_json::from_slice(&output.stdout)?;
     let shop = &loaded.shop;
     assert_tables_match(&loaded.url, shop).await?;
@@ -461,13 +455,7 @@ async fn a_routed_chunk_commits_once_across_its_tables() -> anyhow::Result<()> {
     );
     assert!(committed > 0);
     let output = migrate(&loaded, &[])?;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        stderr_of(&output)
-    );
+    assert_exit(&output, 0);
     assert_tables_match(&loaded.url, &loaded.shop).await?;
     Ok(())
 }
@@ -477,13 +465,7 @@ async fn the_migration_guide_shop_on_heliosdb() -> anyhow::Result<()> {
     let server = HeliosServer::start()?;
     let loaded = prepared_at(server.url(), 79, Some(server))?;
     let output = migrate(&loaded, &[])?;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        stderr_of(&output)
-    );
+    assert_exit(&output, 0);
     let report: Value = serde_json::from_slice(&output.stdout)?;
     let shop = &loaded.shop;
     assert_eq!(report["rows_rejected"], 2, "{report:#}");
@@ -640,13 +622,7 @@ columns = [
         ],
         &[],
     )?;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        stderr_of(&output)
-    );
+    assert_exit(&output, 0);
     let client = connect(&url).await?;
     let mut row = Vec::new();
     for message in client

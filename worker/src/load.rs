@@ -510,6 +510,19 @@ async fn fail_on_data_error(
     }
 }
 
+/// A reader error inside a chunk: the shard fails for a data error, anything else is returned.
+async fn data_error_ends_chunk(
+    client: &Client,
+    ctx: &LoadContext,
+    shard_id: &str,
+    error: WorkerError,
+) -> Result<ChunkEnd> {
+    match fail_on_data_error(client, ctx, shard_id, error).await? {
+        ShardOutcome::Failed(reason) => Ok(ChunkEnd::Failed(reason)),
+        _ => unreachable!("fail_on_data_error returns Failed or an error"),
+    }
+}
+
 /// One chunk, one transaction. `first` is the chunk's first piece (a block, or the end of the file).
 async fn load_chunk(
     client: &mut Client,
@@ -596,10 +609,7 @@ async fn load_chunk(
             // Abort the COPY (CopyFail), then roll the transaction back.
             drop(sink);
             drop(tx);
-            return match fail_on_data_error(client, ctx, shard_id, error).await? {
-                ShardOutcome::Failed(reason) => Ok(ChunkEnd::Failed(reason)),
-                _ => unreachable!("fail_on_data_error returns Failed or an error"),
-            };
+            return data_error_ends_chunk(client, ctx, shard_id, error).await;
         }
         let finished = match sink.as_mut() {
             Some(sink) => {
@@ -693,10 +703,7 @@ async fn load_chunk_routed(
                 break;
             }
             Piece::Error(error) => {
-                return match fail_on_data_error(client, ctx, &shard.shard_id, error).await? {
-                    ShardOutcome::Failed(reason) => Ok(ChunkEnd::Failed(reason)),
-                    _ => unreachable!("fail_on_data_error returns Failed or an error"),
-                };
+                return data_error_ends_chunk(client, ctx, &shard.shard_id, error).await;
             }
         }
     }
@@ -856,10 +863,7 @@ async fn load_chunk_autocommit(
                 if mode == Mode::Copying {
                     copier.abort("ferry: the data file is unusable").await?;
                 }
-                return match fail_on_data_error(client, ctx, shard_id, error).await? {
-                    ShardOutcome::Failed(reason) => Ok(ChunkEnd::Failed(reason)),
-                    _ => unreachable!("fail_on_data_error returns Failed or an error"),
-                };
+                return data_error_ends_chunk(client, ctx, shard_id, error).await;
             }
         }
     }

@@ -817,12 +817,7 @@ mod tests {
     use arrow_array::Array;
 
     fn routing(toml: &str) -> Routing {
-        #[derive(serde::Deserialize)]
-        struct File {
-            routing: Routing,
-        }
-        let file: File = ferry_shared::config::parse_toml(toml).expect("valid routing");
-        file.routing
+        Routing::from_toml(toml).expect("valid routing")
     }
 
     fn keys() -> Vec<String> {
