@@ -44,7 +44,9 @@
 //! cast (or a `required` column whose value is missing) makes the item a reject naming the rule,
 //! the column and the value; nothing is rounded (a `numeric(12,2)` column refuses `1.005`).
 //! `transform` applies, in order: `trim`, `lowercase`, `hash` (SHA-256, hex) and `redact`
-//! (the value becomes `[redacted]`), on text columns.
+//! (the value becomes `[redacted]`), on text columns. `allowed = [...]` (text) and `min`/`max`
+//! (integers) turn a value the table's CHECK constraint would refuse into a reject of its item,
+//! instead of a failed chunk.
 //!
 //! Attributes a column takes whole (a one-segment `from`, with or without `regex`) leave the item;
 //! every other attribute goes into the rule's `rest_column` (JSONB), unless named in `drop`.
@@ -182,6 +184,16 @@ pub struct Column {
     /// A missing or NULL value makes the item a reject.
     #[serde(default)]
     pub required: bool,
+    /// The values a text column accepts (compared before transforms): another value makes the
+    /// item a reject, as the table's `CHECK (… IN …)` would fail the whole chunk.
+    #[serde(default)]
+    pub allowed: Option<Vec<String>>,
+    /// The smallest value an integer column accepts (a reject below it).
+    #[serde(default)]
+    pub min: Option<i64>,
+    /// The largest value an integer column accepts (a reject above it).
+    #[serde(default)]
+    pub max: Option<i64>,
 }
 
 /// How a `timestamptz` column reads its value.
@@ -384,6 +396,18 @@ impl Routing {
                 }
                 if !column.transform.is_empty() && pg_type != PgType::Text {
                     return col("transforms apply to text columns only".into());
+                }
+                if column.allowed.is_some() && pg_type != PgType::Text {
+                    return col("allowed applies to text columns only".into());
+                }
+                let integer = matches!(pg_type, PgType::Int2 | PgType::Int4 | PgType::Int8);
+                if (column.min.is_some() || column.max.is_some()) && !integer {
+                    return col("min and max apply to int2, int4 and int8 columns only".into());
+                }
+                if let (Some(min), Some(max)) = (column.min, column.max) {
+                    if min > max {
+                        return col(format!("min {min} is above max {max}"));
+                    }
                 }
             }
             if !is_valid_column_name(&rule.rest_column) {
@@ -600,6 +624,9 @@ columns = [
             time: None,
             transform: vec![],
             required: false,
+            allowed: None,
+            min: None,
+            max: None,
         };
         assert_eq!(column.source_path(), ["profile", "address", "city"]);
         assert_eq!(column.whole_attribute(), None);

@@ -247,6 +247,22 @@ pub fn generate_shop(seed: u64, users: usize, products: usize) -> Shop {
             item(json!({"PK": {"S": "JUNK#1"}, "SK": {"S": "WHATEVER"}})),
             "no routing rule matches",
         ),
+        (
+            // The orders table's CHECK would refuse the status: a reject, not a failed chunk.
+            item(json!({
+                "PK": {"S": "USER#1000"}, "SK": {"S": "ORDER#999998"},
+                "total": {"N": "10.00"}, "status": {"S": "lost"},
+                "items": {"L": []}, "created_at": {"N": "1650000000"}
+            })),
+            "is not one of the allowed values",
+        ),
+        (
+            item(json!({
+                "PK": {"S": "PRODUCT#500"}, "SK": {"S": "REVIEW#999999"},
+                "user_pk": {"S": "USER#1000"}, "rating": {"N": "6"}
+            })),
+            "6 is outside 1..=5",
+        ),
     ];
     shop
 }
@@ -399,7 +415,7 @@ mod tests {
             + a.products.len()
             + a.reviews.len()
             + a.sessions.len()
-            + 2;
+            + a.bad_lines.len();
         assert_eq!(a.lines(7).len(), total);
     }
 }

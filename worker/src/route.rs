@@ -351,6 +351,7 @@ impl Router {
                     describe_source(&column.spec)
                 )));
             }
+            check_bounds(&column.spec, &cell).map_err(context)?;
             cells.push(cell);
         }
         let rest: Vec<(&str, &AttrValue<'_>)> = attributes
@@ -435,6 +436,32 @@ impl Router {
         RecordBatch::try_new(self.arrow[table].clone(), arrays)
             .expect("routed arrays follow the table's arrow schema")
     }
+}
+
+/// A column's `allowed` values and `min`/`max` bounds.
+fn check_bounds(spec: &Column, cell: &Cell) -> Result<(), String> {
+    if let (Some(allowed), Cell::Text(text)) = (&spec.allowed, cell) {
+        if !allowed.iter().any(|a| a == text) {
+            return Err(format!(
+                "{text:?} is not one of the allowed values {allowed:?}"
+            ));
+        }
+    }
+    let number = match cell {
+        Cell::I16(n) => i64::from(*n),
+        Cell::I32(n) => i64::from(*n),
+        Cell::I64(n) => *n,
+        _ => return Ok(()),
+    };
+    if spec.min.is_some_and(|min| number < min) || spec.max.is_some_and(|max| number > max) {
+        let bound = |b: Option<i64>| b.map(|b| b.to_string()).unwrap_or_else(|| "…".into());
+        return Err(format!(
+            "{number} is outside {}..={}",
+            bound(spec.min),
+            bound(spec.max)
+        ));
+    }
+    Ok(())
 }
 
 fn describe_source(column: &Column) -> String {
@@ -839,7 +866,7 @@ columns = [
   { name = "sk", from = "SK", type = "text" },
   { name = "user_id", from = "PK", type = "int8", regex = '^USER#(\d+)$' },
   { name = "total", from = "total", type = "numeric(12,2)", required = true },
-  { name = "qty", from = "qty", type = "int2" },
+  { name = "qty", from = "qty", type = "int2", min = 1, max = 99 },
   { name = "city", path = ["ship.to", "city"], type = "text", transform = ["trim", "lowercase"] },
   { name = "placed", from = "placed", type = "timestamptz" },
   { name = "placed_ms", from = "placed_ms", type = "timestamptz", time = "epoch_millis" },
@@ -945,12 +972,13 @@ columns = [
             order("ORDER#4", "").replace(r#","total":{"N":"99.50"}"#, ""),
             order("ORDER#5", r#","placed":{"S":"yesterday"}"#),
             order("ORDER#6", "").replace("USER#42", "USER#abc"),
+            order("ORDER#7", r#","qty":{"N":"0"}"#),
         ];
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let routed = router.route(&block(&refs));
         assert_eq!(routed.rows, 0);
         let reasons: Vec<&str> = routed.rejects.iter().map(|r| r.reason.as_str()).collect();
-        assert_eq!(reasons.len(), 6, "{reasons:#?}");
+        assert_eq!(reasons.len(), 7, "{reasons:#?}");
         assert!(
             reasons[0].contains("column \"total\": 1.005 has more than 2 digits after the point"),
             "{}",
@@ -980,6 +1008,11 @@ columns = [
             reasons[5].contains("column \"user_id\": \"USER#abc\" does not match"),
             "{}",
             reasons[5]
+        );
+        assert!(
+            reasons[6].contains("column \"qty\": 0 is outside 1..=99"),
+            "{}",
+            reasons[6]
         );
         assert!(reasons
             .iter()
