@@ -81,11 +81,12 @@ pub struct RoutedBlock {
     pub filtered: u64,
 }
 
-/// A value of one routed column, before it becomes an Arrow array.
+/// A value of one routed column, before it becomes an Arrow array. Text borrows from the block's
+/// lines when it can (strings without escapes), so most text columns cost no allocation here.
 #[derive(Clone, Debug, PartialEq)]
-enum Cell {
+enum Cell<'b> {
     Null,
-    Text(String),
+    Text(Cow<'b, str>),
     I16(i16),
     I32(i32),
     I64(i64),
@@ -213,8 +214,14 @@ impl Router {
 
     /// Routes every line of `block`.
     pub fn route(&self, block: &RawBlock) -> RoutedBlock {
-        let mut rows: Vec<Vec<Vec<Cell>>> = vec![Vec::new(); self.tables.len()];
+        // Per table, per column: its cells (appended a row at a time through one scratch row).
+        let mut columns: Vec<Vec<Vec<Cell<'_>>>> = self
+            .tables
+            .iter()
+            .map(|t| (0..t.columns.len()).map(|_| Vec::new()).collect())
+            .collect();
         let mut rests: Vec<Vec<Option<String>>> = vec![Vec::new(); self.tables.len()];
+        let mut scratch: Vec<Cell<'_>> = Vec::new();
         let mut rejects = Vec::new();
         let mut filtered = 0;
         for line in &block.lines {
@@ -237,11 +244,15 @@ impl Router {
                         filtered += 1;
                         continue;
                     }
-                    Ok(false) => self.convert(rule, &attributes).map(|r| (rule.table, r)),
+                    Ok(false) => self
+                        .convert(rule, &attributes, &mut scratch)
+                        .map(|rest| (rule.table, rest)),
                     Err(reason) => Err(reason),
                 },
                 None => match self.catch_all {
-                    Some(table) => self.catch_all_row(&attributes).map(|r| (table, r)),
+                    Some(table) => self
+                        .catch_all_row(&attributes, &mut scratch)
+                        .map(|rest| (table, rest)),
                     None => Err(format!(
                         "no routing rule matches the item ({})",
                         self.describe_keys(&attributes)
@@ -249,19 +260,21 @@ impl Router {
                 },
             };
             match converted {
-                Ok((table, (cells, rest))) => {
-                    rows[table].push(cells);
+                Ok((table, rest)) => {
+                    for (column, cell) in columns[table].iter_mut().zip(scratch.drain(..)) {
+                        column.push(cell);
+                    }
                     rests[table].push(rest);
                 }
                 Err(reason) => rejects.push(reject(reason)),
             }
         }
-        let total = rows.iter().map(Vec::len).sum::<usize>() as u64;
-        let batches = rows
+        let total = rests.iter().map(Vec::len).sum::<usize>() as u64;
+        let batches = columns
             .into_iter()
             .zip(rests)
             .enumerate()
-            .map(|(t, (rows, rests))| self.build_batch(t, rows, rests))
+            .map(|(t, (columns, rests))| self.build_batch(t, columns, rests))
             .collect();
         RoutedBlock {
             batches,
@@ -324,19 +337,20 @@ impl Router {
         Ok(false)
     }
 
-    /// One item's cells and rest JSON under `rule`.
-    fn convert(
+    /// One item's cells (into `cells`, cleared first) and rest JSON under `rule`.
+    fn convert<'b>(
         &self,
         rule: &CompiledRule,
-        attributes: &[(Cow<'_, str>, AttrValue<'_>)],
-    ) -> Result<(Vec<Cell>, Option<String>), String> {
+        attributes: &[(Cow<'b, str>, AttrValue<'b>)],
+        cells: &mut Vec<Cell<'b>>,
+    ) -> Result<Option<String>, String> {
+        cells.clear();
         for (i, (name, _)) in attributes.iter().enumerate() {
             check_text(name).map_err(|e| format!("attribute name {name:?}: {}", e.reason))?;
             if attributes[..i].iter().any(|(earlier, _)| earlier == name) {
                 return Err(format!("attribute {name:?} appears twice"));
             }
         }
-        let mut cells = Vec::with_capacity(rule.columns.len());
         for column in &rule.columns {
             let context = |reason: String| {
                 format!(
@@ -359,22 +373,21 @@ impl Router {
             .filter(|(name, _)| !rule.consumed.iter().any(|c| c == name))
             .map(|(name, value)| (name.as_ref(), value))
             .collect();
-        let rest = if rest.is_empty() {
-            None
-        } else {
-            let mut json = String::new();
-            write_object(&mut json, rest, NestedJson::Plain).map_err(|e| e.describe())?;
-            Some(json)
-        };
-        Ok((cells, rest))
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let mut json = String::new();
+        write_object(&mut json, rest, NestedJson::Plain).map_err(|e| e.describe())?;
+        Ok(Some(json))
     }
 
     /// The catch-all table's row: the key attributes as text, everything else in `attrs`.
-    fn catch_all_row(
+    fn catch_all_row<'b>(
         &self,
-        attributes: &[(Cow<'_, str>, AttrValue<'_>)],
-    ) -> Result<(Vec<Cell>, Option<String>), String> {
-        let mut cells = Vec::new();
+        attributes: &[(Cow<'b, str>, AttrValue<'b>)],
+        cells: &mut Vec<Cell<'b>>,
+    ) -> Result<Option<String>, String> {
+        cells.clear();
         for key in &self.keys {
             let value = attributes
                 .iter()
@@ -382,7 +395,7 @@ impl Router {
                 .and_then(|(_, v)| scalar_text(v))
                 .ok_or_else(|| format!("key attribute {key:?} is missing"))?;
             check_text(&value).map_err(|e| e.reason)?;
-            cells.push(Cell::Text(value.into_owned()));
+            cells.push(Cell::Text(Cow::Owned(value.into_owned())));
         }
         let rest: Vec<(&str, &AttrValue<'_>)> = attributes
             .iter()
@@ -391,25 +404,17 @@ impl Router {
             .collect();
         let mut json = String::new();
         write_object(&mut json, rest, NestedJson::Plain).map_err(|e| e.describe())?;
-        Ok((cells, Some(json)))
+        Ok(Some(json))
     }
 
     fn build_batch(
         &self,
         table: usize,
-        rows: Vec<Vec<Cell>>,
+        columns: Vec<Vec<Cell<'_>>>,
         rests: Vec<Option<String>>,
     ) -> RecordBatch {
         let schema = &self.tables[table];
-        let n = rows.len();
-        let mut columns: Vec<Vec<Cell>> = (0..schema.columns.len())
-            .map(|_| Vec::with_capacity(n))
-            .collect();
-        for row in rows {
-            for (column, cell) in columns.iter_mut().zip(row) {
-                column.push(cell);
-            }
-        }
+        let n = rests.len();
         // The transforms of the rule(s) writing this table (they agree on columns, see validate).
         let transforms: Vec<Vec<Transform>> = match self.rules.iter().find(|r| r.table == table) {
             Some(rule) => rule
@@ -439,9 +444,9 @@ impl Router {
 }
 
 /// A column's `allowed` values and `min`/`max` bounds.
-fn check_bounds(spec: &Column, cell: &Cell) -> Result<(), String> {
+fn check_bounds(spec: &Column, cell: &Cell<'_>) -> Result<(), String> {
     if let (Some(allowed), Cell::Text(text)) = (&spec.allowed, cell) {
-        if !allowed.iter().any(|a| a == text) {
+        if !allowed.iter().any(|a| a.as_str() == text.as_ref()) {
             return Err(format!(
                 "{text:?} is not one of the allowed values {allowed:?}"
             ));
@@ -505,14 +510,14 @@ fn lookup<'v, 'a>(
 }
 
 /// A column's cell for one item.
-fn column_value(
+fn column_value<'b>(
     column: &RoutedColumn,
-    attributes: &[(Cow<'_, str>, AttrValue<'_>)],
-) -> Result<Cell, String> {
+    attributes: &[(Cow<'b, str>, AttrValue<'b>)],
+) -> Result<Cell<'b>, String> {
     let constant;
     let value = match &column.spec.constant {
         Some(text) => {
-            constant = AttrValue::S(Cow::Borrowed(text.as_str()));
+            constant = AttrValue::S(Cow::Owned(text.clone()));
             &constant
         }
         None => match lookup(attributes, &column.path) {
@@ -534,7 +539,7 @@ fn column_value(
                 .and_then(|c| c.get(1))
                 .ok_or_else(|| format!("{text:?} does not match {:?}", regex.as_str()))?;
             cast(
-                &AttrValue::S(Cow::Borrowed(captured.as_str())),
+                &AttrValue::S(Cow::Owned(captured.as_str().to_string())),
                 column.pg_type,
                 column.spec.time,
             )
@@ -543,7 +548,11 @@ fn column_value(
 }
 
 /// Casts one value to a column type, exactly (see the module docs).
-fn cast(value: &AttrValue<'_>, pg_type: PgType, time: Option<TimeFormat>) -> Result<Cell, String> {
+fn cast<'b>(
+    value: &AttrValue<'b>,
+    pg_type: PgType,
+    time: Option<TimeFormat>,
+) -> Result<Cell<'b>, String> {
     let mismatch = || {
         format!(
             "{} value cannot go into a {} column",
@@ -563,16 +572,16 @@ fn cast(value: &AttrValue<'_>, pg_type: PgType, time: Option<TimeFormat>) -> Res
         PgType::Text => match value {
             AttrValue::S(s) => {
                 check_text(s).map_err(|e| e.reason)?;
-                Cell::Text(s.to_string())
+                Cell::Text(s.clone())
             }
-            AttrValue::N(_) | AttrValue::Bool(_) => {
-                Cell::Text(scalar_text(value).ok_or_else(mismatch)?.into_owned())
-            }
+            AttrValue::N(_) | AttrValue::Bool(_) => Cell::Text(Cow::Owned(
+                scalar_text(value).ok_or_else(mismatch)?.into_owned(),
+            )),
             AttrValue::B(_) => return Err(mismatch()),
             _ => {
                 let mut json = String::new();
                 write_value(&mut json, value, NestedJson::Plain).map_err(|e| e.describe())?;
-                Cell::Text(json)
+                Cell::Text(Cow::Owned(json))
             }
         },
         PgType::Int2 | PgType::Int4 | PgType::Int8 => {
@@ -590,7 +599,7 @@ fn cast(value: &AttrValue<'_>, pg_type: PgType, time: Option<TimeFormat>) -> Res
                 _ => Cell::I64(n),
             }
         }
-        PgType::Numeric => Cell::Text(number_text()?),
+        PgType::Numeric => Cell::Text(Cow::Owned(number_text()?)),
         PgType::NumericScaled { precision, scale } => {
             let text = number_text()?;
             let unsigned = text.trim_start_matches('-');
@@ -603,7 +612,7 @@ fn cast(value: &AttrValue<'_>, pg_type: PgType, time: Option<TimeFormat>) -> Res
             if int_digits > usize::from(precision - scale) {
                 return Err(format!("{text} does not fit NUMERIC({precision},{scale})"));
             }
-            Cell::Text(text)
+            Cell::Text(Cow::Owned(text))
         }
         PgType::Float8 => {
             let text = number_text()?;
@@ -630,7 +639,7 @@ fn cast(value: &AttrValue<'_>, pg_type: PgType, time: Option<TimeFormat>) -> Res
         PgType::Jsonb => {
             let mut json = String::new();
             write_value(&mut json, value, NestedJson::Plain).map_err(|e| e.describe())?;
-            Cell::Text(json)
+            Cell::Text(Cow::Owned(json))
         }
         PgType::Timestamptz => {
             let per_unit = match time {
@@ -734,7 +743,7 @@ fn epoch_micros(text: &str, per_unit: i64) -> Result<i64, String> {
     Ok(if negative { -micros } else { micros })
 }
 
-fn build_array(pg_type: PgType, cells: Vec<Cell>) -> ArrayRef {
+fn build_array(pg_type: PgType, cells: Vec<Cell<'_>>) -> ArrayRef {
     let n = cells.len();
     macro_rules! primitive {
         ($builder:expr, $variant:ident) => {{
