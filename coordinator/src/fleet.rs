@@ -85,6 +85,23 @@ pub struct FleetStatus {
     pub items_per_second: Option<f64>,
     /// Seconds to go at that rate.
     pub eta_seconds: Option<f64>,
+    /// Every shard's state and progress.
+    pub shards: Vec<ShardProgress>,
+}
+
+/// One shard's line in the status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ShardProgress {
+    /// The shard.
+    pub shard_id: String,
+    /// pending, done or failed.
+    pub state: String,
+    /// Lines committed (the checkpoint).
+    pub committed_lines: u64,
+    /// Items per the manifest.
+    pub item_count: Option<u64>,
+    /// Stored bytes.
+    pub size_bytes: Option<u64>,
 }
 
 impl FleetStatus {
@@ -176,6 +193,39 @@ impl FleetStatus {
             }
             _ => {}
         }
+        // Shards still to finish, each with its checkpoint (done ones are in the count above).
+        let unfinished: Vec<&ShardProgress> = self
+            .shards
+            .iter()
+            .filter(|s| s.state != shard_state::DONE)
+            .collect();
+        if !unfinished.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {:<30} {:<8} {:>22}",
+                "shard", "state", "lines committed"
+            );
+            for shard in unfinished.iter().take(50) {
+                let of = shard
+                    .item_count
+                    .map(|n| format!(" of {n}"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  {:<30} {:<8} {:>22}",
+                    shard.shard_id,
+                    shard.state,
+                    format!("{}{of}", shard.committed_lines)
+                );
+            }
+            if unfinished.len() > 50 {
+                let _ = writeln!(
+                    out,
+                    "  … {} unfinished shards in all (--json lists every shard)",
+                    unfinished.len()
+                );
+            }
+        }
         for failed in &self.shards_failed {
             let _ = writeln!(
                 out,
@@ -259,6 +309,16 @@ fn summarize(run: &RunRecord, shards: &[ShardRecord], queue: Option<QueueDepth>)
         queue,
         items_per_second: None,
         eta_seconds: None,
+        shards: shards
+            .iter()
+            .map(|s| ShardProgress {
+                shard_id: s.shard_id.clone(),
+                state: s.state.clone(),
+                committed_lines: s.committed_lines,
+                item_count: s.item_count,
+                size_bytes: s.size_bytes,
+            })
+            .collect(),
     };
     for shard in shards {
         let committed = shard.loaded_rows + shard.rejected_rows + shard.filtered_rows;
@@ -364,5 +424,16 @@ mod tests {
             text.contains("failed  shard d (data/d.json.gz): corrupt gzip"),
             "{text}"
         );
+        let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        assert!(
+            text.lines()
+                .any(|l| words(l) == ["b", "pending", "50", "of", "100"]),
+            "{text}"
+        );
+        assert!(
+            !text.contains("  a  "),
+            "done shards are only counted: {text}"
+        );
+        assert_eq!(status.shards.len(), 4);
     }
 }

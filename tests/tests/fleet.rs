@@ -325,6 +325,26 @@ async fn a_poison_shard_ends_in_the_dead_letter_queue_and_the_rest_completes() -
             .contains(&poison_key),
         "{status}"
     );
+    let states: Vec<(&str, &str)> = status["shards"]
+        .as_array()
+        .expect("per-shard states")
+        .iter()
+        .map(|s| {
+            (
+                s["shard_id"].as_str().unwrap(),
+                s["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(states.len(), 4);
+    assert!(
+        states.contains(&(failed[0]["shard_id"].as_str().unwrap(), "failed")),
+        "{status}"
+    );
+    assert_eq!(
+        states.iter().filter(|(_, state)| *state == "done").count(),
+        3
+    );
     // The dead letter is the poison shard's task.
     let dead = shared_moto()
         .sqs()
