@@ -128,7 +128,8 @@ pub struct RawAws {
 pub struct RawQueue {
     /// The queue's URL (`ferry-coordinator queue create` prints it).
     pub url: Option<String>,
-    /// Seconds a received shard stays invisible to other workers; the heartbeat renews it.
+    /// Seconds a received shard stays invisible to other workers; the heartbeat renews it. A shard
+    /// found in another worker's hands is also looked at again after this long.
     pub visibility_timeout_secs: u32,
     /// Seconds between visibility renewals of a held shard; 0 turns renewal off.
     pub heartbeat_secs: u32,

@@ -122,7 +122,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     .map(Duration::from_secs)
                     .unwrap_or(settings.queue.idle_exit),
                 poll_forever: args.poll_forever || settings.queue.poll_forever,
-                lost_race_delay: settings.queue.retry_delay,
+                // The holder renews its visibility while it loads; if it dies, its message is back
+                // within one visibility timeout. Looking again sooner would only spend receives,
+                // which count towards the dead-letter queue.
+                lost_race_delay: settings.queue.visibility_timeout,
             };
             tracing::info!(queue = %url, workers, target = ?target.kind, "worker consuming the queue");
             let contexts = RunContexts::from_ledger(
