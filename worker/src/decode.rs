@@ -2,7 +2,7 @@
 //!
 //! The Arrow shapes follow design.md §4: `S` as Utf8, `N` as Utf8 holding canonical exact decimal
 //! text, `B` as Binary, `BOOL` as Boolean, `M`/`L` as Utf8 canonical JSON, `SS`/`NS` as
-//! List<Utf8>, `BS` as List<Binary>; the overflow column is Utf8 JSON (null when empty).
+//! `List<Utf8>`, `BS` as `List<Binary>`; the overflow column is Utf8 JSON (null when empty).
 //!
 //! Each line becomes one row or one [`Reject`] with its line number, the reason and the raw line:
 //! malformed JSON, an unknown type descriptor, invalid base64, an invalid number, a string holding

@@ -37,6 +37,11 @@
 //!
 //! A unique violation with the checkpoint unmoved means the export itself holds a key twice (or an
 //! `--append` target already has it): the shard fails with the database's message naming the key.
+//!
+//! # Routed runs (single-table design)
+//! A chunk whose items go to several tables is still one transaction: every table's rows (binary
+//! COPY per table, or INSERT where the server's fast COPY is autocommit only), the rejects and the
+//! checkpoint commit together or not at all (`load_chunk_routed`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -1229,11 +1234,16 @@ async fn unique_violation(
             )
         })
         .unwrap_or_else(|| error.to_string());
+    // The table the server names (a routed run loads several), else the run's.
+    let table = error
+        .as_db_error()
+        .and_then(|db| db.table())
+        .unwrap_or(&ctx.run.target_table)
+        .to_string();
     let reason = format!(
-        "data file {}: lines {}..={to} hold a key that is already in table {:?}: {detail}",
+        "data file {}: lines {}..={to} hold a row whose unique key is already in table {table:?}: {detail}",
         ctx.store.location(&shard.data_key),
         from + 1,
-        ctx.run.target_table
     );
     ledger::fail_shard(
         client,

@@ -40,7 +40,7 @@ struct Args {
     /// Extension of the manifest checksum files
     #[arg(long, value_enum, default_value = "md5")]
     checksum_ext: ChecksumArg,
-    /// Leave out the EDGE#<k> edge-case items
+    /// Leave out the `EDGE#<k>` edge-case items
     #[arg(long)]
     no_edge_cases: bool,
 }
