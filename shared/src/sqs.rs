@@ -439,3 +439,135 @@ impl WorkQueue for SqsQueue {
         self.settings.heartbeat
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `send` against a fake SQS endpoint (a unit test: moto never fails single entries): the
+    //! first `SendMessageBatch` reports one entry failed, and only that entry is sent again.
+
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Serves AWS JSON 1.0 `SendMessageBatch` calls: records each call's entry ids, and fails
+    /// entry `t1` on the first call only.
+    async fn fake_sqs(calls: Arc<Mutex<Vec<Vec<String>>>>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let calls = calls.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    loop {
+                        // One request: headers, then content-length bytes of JSON.
+                        let header_end = loop {
+                            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break at + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let headers = String::from_utf8_lossy(&buffer[..header_end]).to_lowercase();
+                        let length: usize = headers
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        while buffer.len() < header_end + length {
+                            let mut chunk = [0u8; 4096];
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let body: serde_json::Value =
+                            serde_json::from_slice(&buffer[header_end..header_end + length])
+                                .unwrap();
+                        buffer.drain(..header_end + length);
+                        let ids: Vec<String> = body["Entries"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|e| e["Id"].as_str().unwrap().to_string())
+                            .collect();
+                        let first = {
+                            let mut calls = calls.lock().unwrap();
+                            calls.push(ids.clone());
+                            calls.len() == 1
+                        };
+                        let (failed, ok): (Vec<&String>, Vec<&String>) =
+                            ids.iter().partition(|id| first && id.as_str() == "t1");
+                        let response = serde_json::json!({
+                            "Successful": ok.iter().map(|id| serde_json::json!({
+                                "Id": id, "MessageId": format!("m-{id}"),
+                                "MD5OfMessageBody": "00000000000000000000000000000000"
+                            })).collect::<Vec<_>>(),
+                            "Failed": failed.iter().map(|id| serde_json::json!({
+                                "Id": id, "SenderFault": false, "Code": "InternalError",
+                                "Message": "try again"
+                            })).collect::<Vec<_>>(),
+                        })
+                        .to_string();
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{response}",
+                            response.len()
+                        );
+                        if socket.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn entries_a_batch_refuses_are_sent_again() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let endpoint = fake_sqs(calls.clone()).await;
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "k", "s", None, None, "test",
+            ))
+            .endpoint_url(&endpoint)
+            .http_client(crate::aws::http_client())
+            .build();
+        let settings = crate::config::Settings::default().queue;
+        let queue = SqsQueue::new(
+            aws_sdk_sqs::Client::from_conf(config),
+            format!("{endpoint}/123456789012/q"),
+            settings,
+        );
+        let tasks: Vec<ShardTask> = (0..12)
+            .map(|i| ShardTask {
+                run_id: "r".into(),
+                shard_id: format!("s{i}"),
+            })
+            .collect();
+        assert_eq!(queue.send(&tasks).await.unwrap(), 12);
+        let calls = calls.lock().unwrap().clone();
+        let expected_first: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+        assert_eq!(
+            calls,
+            vec![
+                expected_first,
+                vec!["t1".to_string()],
+                vec!["t0".to_string(), "t1".to_string()],
+            ],
+            "ten per call; the refused entry alone again; then the last two"
+        );
+    }
+}
