@@ -115,10 +115,7 @@ async fn post_load(client: &Client, run: &RunRecord, steps: &EndSteps, report: &
         match client.batch_execute(&step.sql).await {
             Ok(()) => report.post_load.push(one_line(&step.sql)),
             Err(e) => {
-                let message = e
-                    .as_db_error()
-                    .map(|d| d.message().to_string())
-                    .unwrap_or_else(|| e.to_string());
+                let message = ferry_worker::server_message(&e);
                 report.problems.push(format!(
                     "post-load statement failed: {message}: {}",
                     one_line(&step.sql)
@@ -139,10 +136,7 @@ async fn post_load(client: &Client, run: &RunRecord, steps: &EndSteps, report: &
         match client.batch_execute(&analyze).await {
             Ok(()) => report.post_load.push(analyze),
             Err(e) => {
-                let message = e
-                    .as_db_error()
-                    .map(|d| d.message().to_string())
-                    .unwrap_or_else(|| e.to_string());
+                let message = ferry_worker::server_message(&e);
                 tracing::warn!(table = %table, error = %message, "the target refused ANALYZE: statistics not updated");
                 report
                     .post_load
@@ -197,10 +191,7 @@ async fn verify_into(
                 }
             }
             Err(e) => {
-                let message = e
-                    .as_db_error()
-                    .map(|d| d.message().to_string())
-                    .unwrap_or_else(|| e.to_string());
+                let message = ferry_worker::server_message(&e);
                 check.problem = Some(format!("the query failed: {message}"));
             }
         }

@@ -214,10 +214,7 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
     for step in &request.settings.setup {
         if applies(step.only_on, &target) {
             client.batch_execute(&step.sql).await.map_err(|e| {
-                let message = e
-                    .as_db_error()
-                    .map(|d| d.message().to_string())
-                    .unwrap_or_else(|| e.to_string());
+                let message = ferry_worker::server_message(&e);
                 CoordinatorError::Invalid(format!(
                     "setup statement failed: {message}: {}",
                     step.sql

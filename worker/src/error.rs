@@ -57,5 +57,17 @@ impl WorkerError {
     }
 }
 
+/// The server's own words for a database error: its message and, when given, its detail (which
+/// names the key or the row); the driver's text for anything else (a dropped connection).
+pub fn server_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => error.to_string(),
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T, E = WorkerError> = std::result::Result<T, E>;

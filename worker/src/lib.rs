@@ -42,4 +42,4 @@ pub mod simple;
 pub mod source;
 pub mod target;
 
-pub use error::{Result, WorkerError};
+pub use error::{server_message, Result, WorkerError};

@@ -1224,16 +1224,7 @@ async fn unique_violation(
     if now.is_some_and(|s| s.committed_lines != from || s.state == sql::shard_state::DONE) {
         return Ok(ChunkEnd::LostRace);
     }
-    let detail = error
-        .as_db_error()
-        .map(|db| {
-            format!(
-                "{}{}",
-                db.message(),
-                db.detail().map(|d| format!(" ({d})")).unwrap_or_default()
-            )
-        })
-        .unwrap_or_else(|| error.to_string());
+    let detail = crate::server_message(&error);
     // The table the server names (a routed run loads several), else the run's.
     let table = error
         .as_db_error()
