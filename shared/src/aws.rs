@@ -68,3 +68,17 @@ pub fn sqs_client(config: &SdkConfig) -> aws_sdk_sqs::Client {
 pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     aws_sdk_s3::error::DisplayErrorContext(error).to_string()
 }
+
+/// The crate error for a failed AWS request: the operation, the object or queue, and the SDK's
+/// full message.
+pub fn request_error(
+    operation: &str,
+    location: &str,
+    error: &(dyn std::error::Error + 'static),
+) -> crate::Error {
+    crate::Error::Aws {
+        operation: operation.to_string(),
+        location: location.to_string(),
+        message: error_text(error),
+    }
+}

@@ -73,11 +73,7 @@ impl S3Store {
     }
 
     fn error(&self, operation: &str, key: &str, e: &(dyn std::error::Error + 'static)) -> Error {
-        Error::Aws {
-            operation: operation.to_string(),
-            location: self.location(key),
-            message: crate::aws::error_text(e),
-        }
+        crate::aws::request_error(operation, &self.location(key), e)
     }
 }
 

@@ -23,6 +23,7 @@ use aws_sdk_sqs::types::{
 };
 use serde::Serialize;
 
+use crate::aws::request_error;
 use crate::config::QueueSettings;
 use crate::queue::{Delivery, ShardTask, WorkQueue};
 use crate::{Error, Result};
@@ -97,11 +98,7 @@ impl SqsQueue {
     }
 
     fn error(&self, operation: &str, e: &(dyn std::error::Error + 'static)) -> Error {
-        Error::Aws {
-            operation: operation.to_string(),
-            location: self.url.clone(),
-            message: crate::aws::error_text(e),
-        }
+        request_error(operation, &self.url, e)
     }
 
     /// Creates `name` and its dead-letter queue `name-dlq` (or updates their attributes when
@@ -130,7 +127,7 @@ impl SqsQueue {
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| aws_error("GetQueueAttributes", &dlq_url, &e))?
+            .map_err(|e| request_error("GetQueueAttributes", &dlq_url, &e))?
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .ok_or_else(|| Error::Queue {
@@ -241,7 +238,7 @@ impl SqsQueue {
                 .attribute_names(QueueAttributeName::All)
                 .send()
                 .await
-                .map_err(|e| aws_error("GetQueueAttributes", &url, &e))
+                .map_err(|e| request_error("GetQueueAttributes", &url, &e))
                 .map(|out| out.attributes().cloned().unwrap_or_default())
         };
         let attributes = counts(self.url.clone()).await?;
@@ -278,7 +275,7 @@ impl SqsQueue {
                     .queue_owner_aws_account_id(*account)
                     .send()
                     .await
-                    .map_err(|e| aws_error("GetQueueUrl", &arn, &e))?
+                    .map_err(|e| request_error("GetQueueUrl", &arn, &e))?
                     .queue_url()
                     .unwrap_or_default()
                     .to_string();
@@ -313,14 +310,6 @@ impl SqsQueue {
     }
 }
 
-fn aws_error(operation: &str, location: &str, e: &(dyn std::error::Error + 'static)) -> Error {
-    Error::Aws {
-        operation: operation.to_string(),
-        location: location.to_string(),
-        message: crate::aws::error_text(e),
-    }
-}
-
 async fn create_or_update(
     client: &aws_sdk_sqs::Client,
     name: &str,
@@ -344,7 +333,7 @@ async fn create_or_update(
                 .queue_name(name)
                 .send()
                 .await
-                .map_err(|e| aws_error("GetQueueUrl", name, &e))?
+                .map_err(|e| request_error("GetQueueUrl", name, &e))?
                 .queue_url()
                 .unwrap_or_default()
                 .to_string();
@@ -354,10 +343,10 @@ async fn create_or_update(
                 .set_attributes(Some(attributes))
                 .send()
                 .await
-                .map_err(|e| aws_error("SetQueueAttributes", &url, &e))?;
+                .map_err(|e| request_error("SetQueueAttributes", &url, &e))?;
             Ok(url)
         }
-        Err(e) => Err(aws_error("CreateQueue", name, &e)),
+        Err(e) => Err(request_error("CreateQueue", name, &e)),
     }
 }
 
