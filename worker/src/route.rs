@@ -175,12 +175,7 @@ impl Router {
 
     /// The first rule (by precedence) that takes `attributes`, if any.
     fn rule_for(&self, attributes: &[(Cow<'_, str>, AttrValue<'_>)]) -> Option<&CompiledRule> {
-        let text_of = |name: &str| {
-            attributes
-                .iter()
-                .find(|(n, _)| n == name)
-                .and_then(|(_, v)| scalar_text(v))
-        };
+        let text_of = |name: &str| attribute(attributes, name).and_then(scalar_text);
         let pk = self.keys.first().and_then(|k| text_of(k));
         let sk = self.keys.get(1).and_then(|k| text_of(k));
         self.rules.iter().find(|compiled| {
@@ -288,10 +283,8 @@ impl Router {
         self.keys
             .iter()
             .map(|k| {
-                let value = attributes
-                    .iter()
-                    .find(|(n, _)| n == k)
-                    .and_then(|(_, v)| scalar_text(v))
+                let value = attribute(attributes, k)
+                    .and_then(scalar_text)
                     .unwrap_or(Cow::Borrowed("(missing)"));
                 format!("{k}={value:?}")
             })
@@ -305,16 +298,17 @@ impl Router {
         rule: &CompiledRule,
         attributes: &[(Cow<'_, str>, AttrValue<'_>)],
     ) -> Result<bool, String> {
-        let find = |name: &str| attributes.iter().find(|(n, _)| n == name).map(|(_, v)| v);
         if let Some(condition) = &rule.rule.skip_when {
-            if find(&condition.attribute).and_then(scalar_text).as_deref()
+            if attribute(attributes, &condition.attribute)
+                .and_then(scalar_text)
+                .as_deref()
                 == Some(condition.equals.as_str())
             {
                 return Ok(true);
             }
         }
         if let (Some(ttl), Some(export)) = (&rule.rule.skip_expired_ttl, self.export_time_micros) {
-            match find(ttl) {
+            match attribute(attributes, ttl) {
                 None | Some(AttrValue::Null) => {}
                 Some(AttrValue::N(n)) => {
                     let expires = epoch_micros(n, 1_000_000).map_err(|e| {
@@ -389,10 +383,8 @@ impl Router {
     ) -> Result<Option<String>, String> {
         cells.clear();
         for key in &self.keys {
-            let value = attributes
-                .iter()
-                .find(|(n, _)| n == key)
-                .and_then(|(_, v)| scalar_text(v))
+            let value = attribute(attributes, key)
+                .and_then(scalar_text)
                 .ok_or_else(|| format!("key attribute {key:?} is missing"))?;
             check_text(&value).map_err(|e| e.reason)?;
             cells.push(Cell::Text(Cow::Owned(value.into_owned())));
@@ -487,24 +479,26 @@ fn scalar_text<'a>(value: &'a AttrValue<'_>) -> Option<Cow<'a, str>> {
     }
 }
 
+/// The value named `name` among an item's attributes (or a map's entries).
+fn attribute<'v, 'a>(
+    attributes: &'v [(Cow<'a, str>, AttrValue<'a>)],
+    name: &str,
+) -> Option<&'v AttrValue<'a>> {
+    attributes.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
 /// Follows `path` through maps; `None` when a segment is missing.
 fn lookup<'v, 'a>(
     attributes: &'v [(Cow<'a, str>, AttrValue<'a>)],
     path: &[String],
 ) -> Option<&'v AttrValue<'a>> {
     let (first, rest) = path.split_first()?;
-    let mut value = attributes
-        .iter()
-        .find(|(n, _)| n == first.as_str())
-        .map(|(_, v)| v)?;
+    let mut value = attribute(attributes, first)?;
     for segment in rest {
         let AttrValue::M(entries) = value else {
             return None;
         };
-        value = entries
-            .iter()
-            .find(|(n, _)| n == segment.as_str())
-            .map(|(_, v)| v)?;
+        value = attribute(entries, segment)?;
     }
     Some(value)
 }
