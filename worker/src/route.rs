@@ -63,6 +63,8 @@ pub struct Router {
     rules: Vec<CompiledRule>,
     tables: Vec<TableSchema>,
     arrow: Vec<SchemaRef>,
+    /// Per table, per column: its transforms (rules sharing a table agree on its columns).
+    transforms: Vec<Vec<Vec<Transform>>>,
     catch_all: Option<usize>,
     /// The export time in microseconds since 1970, for TTL filters.
     export_time_micros: Option<i64>,
@@ -158,8 +160,21 @@ impl Router {
             (Unmatched::Table, Some(table)) => index_of(table),
             _ => None,
         };
+        let transforms = (0..tables.len())
+            .map(
+                |t| match rules.iter().find(|r: &&CompiledRule| r.table == t) {
+                    Some(rule) => rule
+                        .columns
+                        .iter()
+                        .map(|c| c.spec.transform.clone())
+                        .collect(),
+                    None => vec![Vec::new(); tables[t].columns.len()],
+                },
+            )
+            .collect();
         Ok(Router {
             keys: keys.to_vec(),
+            transforms,
             arrow: tables.iter().map(arrow_schema).collect(),
             tables,
             rules,
@@ -407,22 +422,13 @@ impl Router {
     ) -> RecordBatch {
         let schema = &self.tables[table];
         let n = rests.len();
-        // The transforms of the rule(s) writing this table (they agree on columns, see validate).
-        let transforms: Vec<Vec<Transform>> = match self.rules.iter().find(|r| r.table == table) {
-            Some(rule) => rule
-                .columns
-                .iter()
-                .map(|c| c.spec.transform.clone())
-                .collect(),
-            None => vec![Vec::new(); schema.columns.len()],
-        };
         let mut arrays: Vec<ArrayRef> = columns
             .into_par_iter()
             .zip(schema.columns.par_iter())
-            .zip(transforms.into_par_iter())
+            .zip(self.transforms[table].par_iter())
             .map(|((cells, spec), transforms)| {
                 let array = build_array(spec.pg_type, cells);
-                apply_transforms(array, &transforms)
+                apply_transforms(array, transforms)
             })
             .collect();
         let mut rest = StringBuilder::with_capacity(n, n * 64);
