@@ -122,12 +122,11 @@ impl LoadContext {
             }
             None => None,
         };
-        if router.is_some() && target.load_path == LoadPath::CsvCopyAutocommit {
-            tracing::info!(
-                "routed run: loading each chunk's tables with INSERT in one transaction"
-            );
-        }
+        let detected = target.load_path;
         let target = target.for_schema(&run.schema);
+        if target.load_path != detected {
+            tracing::info!(load_path = %target.describe(), "routed run: each chunk's tables in one transaction");
+        }
         Ok(LoadContext {
             router,
             target: Arc::new(target),
