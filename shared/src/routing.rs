@@ -222,13 +222,6 @@ pub enum Transform {
     Redact,
 }
 
-/// A column's type, parsed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ColumnType {
-    /// The SQL type.
-    pub pg_type: PgType,
-}
-
 /// Parses a column type name.
 pub fn parse_type(name: &str) -> Option<PgType> {
     let name = name.trim().to_ascii_lowercase();
