@@ -127,12 +127,8 @@ fn cents(c: i64) -> String {
     format!("{}.{:02}", c / 100, c % 100)
 }
 
-fn iso(epoch: i64) -> String {
-    chrono_like_iso(epoch)
-}
-
 /// `YYYY-MM-DDTHH:MM:SSZ` for an epoch (civil-from-days, no time library needed).
-fn chrono_like_iso(epoch: i64) -> String {
+fn iso(epoch: i64) -> String {
     let days = epoch.div_euclid(86_400);
     let secs = epoch.rem_euclid(86_400);
     let z = days + 719_468;
