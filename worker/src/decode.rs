@@ -52,11 +52,48 @@ impl RawBlock {
     }
 }
 
+/// Why a line was rejected, as a class (for counting; the reason text says more).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectKind {
+    /// Not a line of DynamoDB JSON (bad JSON, no `Item`, a repeated or unusable attribute name).
+    Malformed,
+    /// A value that is not valid (an unknown descriptor, bad base64, a NUL, an invalid number).
+    InvalidValue,
+    /// A key attribute that is missing, of the wrong type, or not storable exactly.
+    Key,
+    /// A value whose type differs from its column's (`on_type_mismatch = "reject"`).
+    TypeMismatch,
+    /// No routing rule takes the item.
+    NoRule,
+    /// A routed column's value does not cast, is missing while required, or is out of bounds.
+    Cast,
+    /// The item's key is already in the table, from outside this run
+    /// (`load.on_key_conflict = "reject"`).
+    KeyConflict,
+}
+
+impl RejectKind {
+    /// The label used in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectKind::Malformed => "malformed",
+            RejectKind::InvalidValue => "invalid_value",
+            RejectKind::Key => "key",
+            RejectKind::TypeMismatch => "type_mismatch",
+            RejectKind::NoRule => "no_rule",
+            RejectKind::Cast => "cast",
+            RejectKind::KeyConflict => "key_conflict",
+        }
+    }
+}
+
 /// A line that could not be loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reject {
     /// 1-based physical line number.
     pub line_no: u64,
+    /// The class of the reason.
+    pub kind: RejectKind,
     /// Why.
     pub reason: String,
     /// The line as read.
@@ -255,6 +292,7 @@ impl Decoder {
                 Err(e) => {
                     rejects.push(Reject {
                         line_no: line.line_no,
+                        kind: RejectKind::Malformed,
                         reason: format!("malformed line: {e}"),
                         raw: raw.to_vec(),
                     });
@@ -275,8 +313,9 @@ impl Decoder {
                     spilled += row_spilled;
                     line_numbers.push(line.line_no);
                 }
-                Err(reason) => rejects.push(Reject {
+                Err((kind, reason)) => rejects.push(Reject {
                     line_no: line.line_no,
+                    kind,
                     reason,
                     raw: raw.to_vec(),
                 }),
@@ -299,57 +338,71 @@ impl Decoder {
         &self,
         attributes: &'a [(Cow<'a, str>, AttrValue<'a>)],
         overflow_text: &mut String,
-    ) -> Result<(Vec<Cell<'a>>, bool, u64), String> {
+    ) -> Result<(Vec<Cell<'a>>, bool, u64), (RejectKind, String)> {
         let columns = &self.schema.columns;
         let mut cells: Vec<Option<Cell<'a>>> = (0..columns.len()).map(|_| None).collect();
         let mut overflow: Vec<(&str, &AttrValue<'a>)> = Vec::new();
         let mut spilled = 0;
         for (name, value) in attributes {
-            check_text(name).map_err(|e| format!("attribute name {name:?}: {}", e.reason))?;
+            check_text(name).map_err(|e| {
+                (
+                    RejectKind::Malformed,
+                    format!("attribute name {name:?}: {}", e.reason),
+                )
+            })?;
             let Some(&index) = self.column_index.get(name.as_ref()) else {
                 overflow.push((name, value));
                 continue;
             };
             let column = &columns[index];
             if cells[index].is_some() {
-                return Err(format!("attribute {name:?} appears twice"));
+                return Err((
+                    RejectKind::Malformed,
+                    format!("attribute {name:?} appears twice"),
+                ));
             }
             let actual = value.ddb_type();
             let fits = actual == column.ddb_type && self.fits_target(column.pg_type, value);
             if fits {
                 let cell = to_cell(value, self.schema.nested_json).map_err(|e| {
-                    ValueError {
+                    let kind = if column.is_key {
+                        RejectKind::Key
+                    } else {
+                        RejectKind::InvalidValue
+                    };
+                    let reason = ValueError {
                         path: [e.path, vec![name.to_string()]].concat(),
                         reason: e.reason,
                     }
-                    .describe()
+                    .describe();
+                    (kind, reason)
                 })?;
                 cells[index] = Some(cell);
             } else if column.is_key && actual == column.ddb_type {
-                return Err(format!(
+                return Err((RejectKind::Key, format!(
                     "key attribute {name:?}: number {} does not fit the target's NUMERIC exactly",
                     describe_number(value)
-                ));
+                )));
             } else if column.is_key {
-                return Err(format!(
+                return Err((RejectKind::Key, format!(
                     "key attribute {name:?} has type {actual}, expected {}",
                     column.ddb_type
-                ));
+                )));
             } else if actual == DdbType::Null {
                 cells[index] = Some(Cell::Null);
                 overflow.push((name, value));
             } else if self.schema.on_type_mismatch == OnTypeMismatch::Reject
                 && actual == column.ddb_type
             {
-                return Err(format!(
+                return Err((RejectKind::TypeMismatch, format!(
                     "attribute {name:?}: number {} does not fit the target's NUMERIC exactly",
                     describe_number(value)
-                ));
+                )));
             } else if self.schema.on_type_mismatch == OnTypeMismatch::Reject {
-                return Err(format!(
+                return Err((RejectKind::TypeMismatch, format!(
                     "attribute {name:?} has type {actual}, but its column holds {}",
                     column.ddb_type
-                ));
+                )));
             } else {
                 cells[index] = Some(Cell::Null);
                 overflow.push((name, value));
@@ -361,12 +414,15 @@ impl Decoder {
             .zip(&cells)
             .find(|(c, cell)| c.is_key && cell.is_none())
         {
-            return Err(format!("missing key attribute {:?}", missing.0.name));
+            return Err((
+                RejectKind::Key,
+                format!("missing key attribute {:?}", missing.0.name),
+            ));
         }
         let has_overflow = !overflow.is_empty();
         if has_overflow {
             write_object(overflow_text, overflow, self.schema.nested_json)
-                .map_err(|e| e.describe())?;
+                .map_err(|e| (RejectKind::InvalidValue, e.describe()))?;
         }
         Ok((
             cells.into_iter().map(|c| c.unwrap_or(Cell::Null)).collect(),

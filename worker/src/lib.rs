@@ -15,6 +15,7 @@
 //! - [`load`]: the shard loader and its exactly-once commit protocol.
 //! - [`simple`]: COPY over the simple query protocol (the HeliosDB path).
 //! - [`pool`]: N concurrent loaders fed by a work queue, with retries.
+//! - [`progress`]: live counters of a process's loading (progress displays, metrics).
 //! - [`target`]: detecting the server and choosing the load path.
 //! - [`error`]: this crate's error type.
 //!
@@ -37,6 +38,7 @@ pub mod ledger;
 pub mod load;
 pub mod number;
 pub mod pool;
+pub mod progress;
 pub mod route;
 pub mod simple;
 pub mod source;

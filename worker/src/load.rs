@@ -43,7 +43,7 @@
 //! COPY per table, or INSERT where the server's fast COPY is autocommit only), the rejects and the
 //! checkpoint commit together or not at all (`load_chunk_routed`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -67,16 +67,7 @@ use crate::target::{LoadPath, Target};
 use crate::{Result, WorkerError};
 use ferry_shared::schema::PgType;
 
-/// Live counters for progress displays, shared by every worker of a process.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Items committed (loaded or rejected).
-    pub items: AtomicU64,
-    /// Stored bytes read.
-    pub bytes: Arc<AtomicU64>,
-    /// Lines rejected (committed).
-    pub rejects: AtomicU64,
-}
+pub use crate::progress::Progress;
 
 /// What a worker needs to load shards of one run.
 #[derive(Clone, Debug)]
@@ -1078,6 +1069,7 @@ async fn commit_chunk(
         summary,
     } = tally;
     let filtered_i = filtered as i64;
+    let commit_started = std::time::Instant::now();
     if !rejects.is_empty() {
         for reject in &rejects {
             db.execute(
@@ -1160,12 +1152,12 @@ async fn commit_chunk(
             .map_err(WorkerError::db("cannot commit a chunk"))?;
     }
     failpoint::hit("after_commit")?;
-    ctx.progress
-        .items
-        .fetch_add(rows + filtered + rejects.len() as u64, Ordering::Relaxed);
-    ctx.progress
-        .rejects
-        .fetch_add(rejects.len() as u64, Ordering::Relaxed);
+    ctx.progress.chunk_committed(
+        rows,
+        filtered,
+        rejects.iter().map(|r| r.kind.label()),
+        commit_started.elapsed(),
+    );
     let finished = summary.is_some();
     let to = summary.as_ref().map(|s| s.physical_lines).unwrap_or(to);
     tracing::debug!(

@@ -24,7 +24,8 @@ use ferry_shared::queue::{ShardTask, WorkQueue};
 use tokio_postgres::Client;
 
 use crate::ledger::{self, connect};
-use crate::load::{load_shard, LoadContext, Progress, ShardOutcome};
+use crate::load::{load_shard, LoadContext, ShardOutcome};
+use crate::progress::{Progress, ShardEnd};
 use crate::target::Target;
 use crate::{Result, WorkerError};
 
@@ -315,6 +316,14 @@ async fn load_delivery(
             Ok(ctx) => load_shard(connection, &ctx, &task.shard_id).await,
             Err(e) => Err(e),
         };
+        contexts.progress.shard_ended(match &result {
+            Ok(ShardOutcome::Done) => ShardEnd::Done,
+            Ok(ShardOutcome::AlreadyDone) => ShardEnd::AlreadyDone,
+            Ok(ShardOutcome::LostRace) => ShardEnd::LostRace,
+            Ok(ShardOutcome::Failed(_)) => ShardEnd::Failed,
+            Ok(ShardOutcome::Stopped) => ShardEnd::Stopped,
+            Err(_) => ShardEnd::Error,
+        });
         match result {
             Ok(ShardOutcome::LostRace) => return Settle::Release(settings.lost_race_delay),
             Ok(ShardOutcome::Stopped) => return Settle::Release(Duration::ZERO),

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use regex_lite::Regex;
 use sha2::Digest;
 
-use crate::decode::{arrow_schema, RawBlock, Reject};
+use crate::decode::{arrow_schema, RawBlock, Reject, RejectKind};
 use crate::item::{parse_line, AttrValue};
 use crate::json::{check_text, decode_base64, write_object, write_value};
 use crate::number::canonical_number;
@@ -236,15 +236,16 @@ impl Router {
         let mut filtered = 0;
         for line in &block.lines {
             let raw = block.line(line);
-            let reject = |reason: String| Reject {
+            let reject = |kind: RejectKind, reason: String| Reject {
                 line_no: line.line_no,
+                kind,
                 reason,
                 raw: raw.to_vec(),
             };
             let attributes = match parse_line(raw) {
                 Ok(attributes) => attributes,
                 Err(e) => {
-                    rejects.push(reject(format!("malformed line: {e}")));
+                    rejects.push(reject(RejectKind::Malformed, format!("malformed line: {e}")));
                     continue;
                 }
             };
@@ -256,16 +257,21 @@ impl Router {
                     }
                     Ok(false) => self
                         .convert(rule, &attributes, &mut scratch)
-                        .map(|rest| (rule.table, rest)),
-                    Err(reason) => Err(reason),
+                        .map(|rest| (rule.table, rest))
+                        .map_err(|reason| (RejectKind::Cast, reason)),
+                    Err(reason) => Err((RejectKind::Cast, reason)),
                 },
                 None => match self.catch_all {
                     Some(table) => self
                         .catch_all_row(&attributes, &mut scratch)
-                        .map(|rest| (table, rest)),
-                    None => Err(format!(
-                        "no routing rule matches the item ({})",
-                        self.describe_keys(&attributes)
+                        .map(|rest| (table, rest))
+                        .map_err(|reason| (RejectKind::Key, reason)),
+                    None => Err((
+                        RejectKind::NoRule,
+                        format!(
+                            "no routing rule matches the item ({})",
+                            self.describe_keys(&attributes)
+                        ),
                     )),
                 },
             };
@@ -276,7 +282,7 @@ impl Router {
                     }
                     rests[table].push(rest);
                 }
-                Err(reason) => rejects.push(reject(reason)),
+                Err((kind, reason)) => rejects.push(reject(kind, reason)),
             }
         }
         let total = rests.iter().map(Vec::len).sum::<usize>() as u64;
