@@ -40,13 +40,16 @@
 //! (`regex = '^USER#(\d+)$'`, group 1), or is a constant (`constant = "x"`). Its `type` is one of
 //! `text`, `int2`, `int4`, `int8`, `numeric`, `numeric(p,s)`, `float8`, `boolean`, `bytea`,
 //! `jsonb`, `timestamptz` (with `time = "epoch_seconds" | "epoch_millis" | "iso8601"`, default:
-//! seconds for numbers and ISO-8601 for strings), `text[]`, `numeric[]`. A value that does not
+//! seconds for numbers and ISO-8601 for strings), `text[]`, `numeric[]`, `bytea[]`. A value that does not
 //! cast (or a `required` column whose value is missing) makes the item a reject naming the rule,
 //! the column and the value; nothing is rounded (a `numeric(12,2)` column refuses `1.005`).
 //! `transform` applies, in order: `trim`, `lowercase`, `hash` (SHA-256, hex) and `redact`
 //! (the value becomes `[redacted]`), on text columns. `allowed = [...]` (text) and `min`/`max`
 //! (integers) turn a value the table's CHECK constraint would refuse into a reject of its item,
 //! instead of a failed chunk.
+//!
+//! Rules that write the same table must declare the same columns (names and types, in order) and
+//! the same rest column; each rule keeps its own `transform`s, `allowed` values and bounds.
 //!
 //! Attributes a column takes whole (a one-segment `from`, with or without `regex`) leave the item;
 //! every other attribute goes into the rule's `rest_column` (JSONB), unless named in `drop`.
@@ -238,6 +241,7 @@ pub fn parse_type(name: &str) -> Option<PgType> {
         "timestamptz" => PgType::Timestamptz,
         "text[]" => PgType::TextArray,
         "numeric[]" => PgType::NumericArray,
+        "bytea[]" => PgType::ByteaArray,
         other => {
             let inner = other
                 .strip_prefix("numeric(")
@@ -312,6 +316,16 @@ impl Routing {
                 "routing.unmatched = \"table\" needs routing.catch_all_table".into(),
             ));
         }
+        if let Some(catch_all) = &self.catch_all_table {
+            if let Some(rule) = self.rules.iter().find(|r| &r.table == catch_all) {
+                return Err(Error::Config(format!(
+                    "routing.catch_all_table {catch_all:?} is also the table of rule {:?}: \
+                     the catch-all table has its own shape (the key attributes and attrs), so \
+                     name another table",
+                    rule.name
+                )));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for rule in &self.rules {
             if !names.insert(rule.name.as_str()) {
@@ -351,7 +365,7 @@ impl Routing {
                 let Some(pg_type) = parse_type(&column.type_name) else {
                     return col(format!(
                         "type {:?} is not one of text, int2, int4, int8, numeric, numeric(p,s), \
-                         float8, boolean, bytea, jsonb, timestamptz, text[], numeric[]",
+                         float8, boolean, bytea, jsonb, timestamptz, text[], numeric[], bytea[]",
                         column.type_name
                     ));
                 };
@@ -601,6 +615,18 @@ columns = [
             .to_string();
         assert!(
             err.contains("exactly one of from, path or constant"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_catch_all_table_cannot_be_a_rules_table() {
+        let mut routing = parse(USERS);
+        routing.unmatched = Unmatched::Table;
+        routing.catch_all_table = Some("users".into());
+        let err = routing.validate(&keys()).unwrap_err().to_string();
+        assert!(
+            err.contains("catch_all_table \"users\" is also the table of rule \"users\""),
             "{err}"
         );
     }

@@ -16,14 +16,14 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, BooleanBuilder, ListBuilder, StringBuilder};
+use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use ferry_shared::schema::{DdbType, NumericLimit, OnTypeMismatch, PgType, TableSchema};
+use ferry_shared::schema::{DdbType, OnTypeMismatch, TableSchema};
 
+use crate::convert::{cast, CastError, CastSpec, Cell, ColumnBuilder};
 use crate::item::{parse_line, AttrValue};
-use crate::json::{check_text, decode_base64, write_object, write_value, ValueError};
-use crate::number::{canonical_number, ParsedNumber};
+use crate::json::{check_text, write_object, ValueError};
 
 /// Lines read from a data file: their bytes and where each starts and ends.
 #[derive(Debug, Default)]
@@ -113,29 +113,7 @@ pub struct DecodedBatch {
     pub spilled: u64,
 }
 
-/// The Arrow type a column is decoded into.
-pub fn arrow_type(pg_type: PgType) -> DataType {
-    match pg_type {
-        PgType::Text | PgType::Numeric | PgType::Jsonb | PgType::NumericScaled { .. } => {
-            DataType::Utf8
-        }
-        PgType::Int2 => DataType::Int16,
-        PgType::Int4 => DataType::Int32,
-        PgType::Int8 => DataType::Int64,
-        PgType::Float8 => DataType::Float64,
-        PgType::Timestamptz => {
-            DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some("UTC".into()))
-        }
-        PgType::Bytea => DataType::Binary,
-        PgType::Boolean => DataType::Boolean,
-        PgType::TextArray | PgType::NumericArray => {
-            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
-        }
-        PgType::ByteaArray => {
-            DataType::List(Arc::new(Field::new_list_field(DataType::Binary, true)))
-        }
-    }
-}
+pub use crate::convert::arrow_type;
 
 /// The Arrow schema of a table schema: its columns in order, then the overflow column.
 pub fn arrow_schema(schema: &TableSchema) -> SchemaRef {
@@ -146,72 +124,6 @@ pub fn arrow_schema(schema: &TableSchema) -> SchemaRef {
         .collect();
     fields.push(Field::new(&schema.overflow_column, DataType::Utf8, true));
     Arc::new(Schema::new(fields))
-}
-
-enum Cell<'a> {
-    Null,
-    Str(Cow<'a, str>),
-    Bin(Vec<u8>),
-    Bool(bool),
-    StrList(Vec<Cow<'a, str>>),
-    BinList(Vec<Vec<u8>>),
-}
-
-enum ColumnBuilder {
-    Utf8(StringBuilder),
-    Binary(BinaryBuilder),
-    Bool(BooleanBuilder),
-    Utf8List(ListBuilder<StringBuilder>),
-    BinaryList(ListBuilder<BinaryBuilder>),
-}
-
-impl ColumnBuilder {
-    fn new(pg_type: PgType, rows: usize) -> ColumnBuilder {
-        match arrow_type(pg_type) {
-            DataType::Utf8 => ColumnBuilder::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
-            DataType::Binary => ColumnBuilder::Binary(BinaryBuilder::with_capacity(rows, rows * 8)),
-            DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
-            _ if pg_type == PgType::ByteaArray => {
-                ColumnBuilder::BinaryList(ListBuilder::new(BinaryBuilder::new()))
-            }
-            _ => ColumnBuilder::Utf8List(ListBuilder::new(StringBuilder::new())),
-        }
-    }
-
-    fn append(&mut self, cell: Cell<'_>) {
-        match (self, cell) {
-            (ColumnBuilder::Utf8(b), Cell::Str(s)) => b.append_value(s),
-            (ColumnBuilder::Utf8(b), _) => b.append_null(),
-            (ColumnBuilder::Binary(b), Cell::Bin(v)) => b.append_value(v),
-            (ColumnBuilder::Binary(b), _) => b.append_null(),
-            (ColumnBuilder::Bool(b), Cell::Bool(v)) => b.append_value(v),
-            (ColumnBuilder::Bool(b), _) => b.append_null(),
-            (ColumnBuilder::Utf8List(b), Cell::StrList(items)) => {
-                for item in items {
-                    b.values().append_value(item);
-                }
-                b.append(true);
-            }
-            (ColumnBuilder::Utf8List(b), _) => b.append(false),
-            (ColumnBuilder::BinaryList(b), Cell::BinList(items)) => {
-                for item in items {
-                    b.values().append_value(item);
-                }
-                b.append(true);
-            }
-            (ColumnBuilder::BinaryList(b), _) => b.append(false),
-        }
-    }
-
-    fn finish(self) -> ArrayRef {
-        match self {
-            ColumnBuilder::Utf8(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Binary(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Utf8List(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::BinaryList(mut b) => Arc::new(b.finish()),
-        }
-    }
 }
 
 /// FNV-1a: attribute names are short, and SipHash showed in profiles.
@@ -243,6 +155,8 @@ pub struct Decoder {
     schema: Arc<TableSchema>,
     arrow_schema: SchemaRef,
     column_index: ColumnIndex,
+    /// How each column's values are cast.
+    cast_specs: Vec<CastSpec>,
 }
 
 impl Decoder {
@@ -254,10 +168,21 @@ impl Decoder {
             .enumerate()
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
+        let cast_specs = schema
+            .columns
+            .iter()
+            .map(|c| CastSpec {
+                pg_type: c.pg_type,
+                time: None,
+                nested_json: schema.nested_json,
+                numeric_limit: schema.numeric_limit,
+            })
+            .collect();
         Decoder {
             arrow_schema: arrow_schema(&schema),
             schema,
             column_index,
+            cast_specs,
         }
     }
 
@@ -300,10 +225,11 @@ impl Decoder {
                 }
             };
             overflow_text.clear();
-            match self.convert(&attributes, &mut overflow_text) {
-                Ok((cells, has_overflow, row_spilled)) => {
-                    for (builder, cell) in builders.iter_mut().zip(cells) {
-                        builder.append(cell);
+            let mut cells = Vec::with_capacity(self.schema.columns.len());
+            match self.convert(&attributes, &mut cells, &mut overflow_text) {
+                Ok((has_overflow, row_spilled)) => {
+                    for (builder, cell) in builders.iter_mut().zip(cells.drain(..)) {
+                        builder.append(cell.unwrap_or(Cell::Null));
                     }
                     if has_overflow {
                         overflow.append_value(&overflow_text);
@@ -333,14 +259,17 @@ impl Decoder {
         }
     }
 
-    /// Turns one item into cells (one per typed column) and overflow JSON.
+    /// Turns one item into cells (into `cells`, one per typed column) and overflow JSON; returns
+    /// whether the item has overflow and how many of its values spilled.
     fn convert<'a>(
         &self,
         attributes: &'a [(Cow<'a, str>, AttrValue<'a>)],
+        cells: &mut Vec<Option<Cell<'a>>>,
         overflow_text: &mut String,
-    ) -> Result<(Vec<Cell<'a>>, bool, u64), (RejectKind, String)> {
+    ) -> Result<(bool, u64), (RejectKind, String)> {
         let columns = &self.schema.columns;
-        let mut cells: Vec<Option<Cell<'a>>> = (0..columns.len()).map(|_| None).collect();
+        cells.clear();
+        cells.resize_with(columns.len(), || None);
         let mut overflow: Vec<(&str, &AttrValue<'a>)> = Vec::new();
         let mut spilled = 0;
         for (name, value) in attributes {
@@ -362,56 +291,65 @@ impl Decoder {
                 ));
             }
             let actual = value.ddb_type();
-            let fits = actual == column.ddb_type && self.fits_target(column.pg_type, value);
-            if fits {
-                let cell = to_cell(value, self.schema.nested_json).map_err(|e| {
-                    let kind = if column.is_key {
-                        RejectKind::Key
-                    } else {
-                        RejectKind::InvalidValue
-                    };
-                    let reason = ValueError {
-                        path: [e.path, vec![name.to_string()]].concat(),
-                        reason: e.reason,
-                    }
-                    .describe();
-                    (kind, reason)
-                })?;
-                cells[index] = Some(cell);
-            } else if column.is_key && actual == column.ddb_type {
-                return Err((RejectKind::Key, format!(
-                    "key attribute {name:?}: number {} does not fit the target's NUMERIC exactly",
-                    describe_number(value)
-                )));
-            } else if column.is_key {
-                return Err((RejectKind::Key, format!(
-                    "key attribute {name:?} has type {actual}, expected {}",
-                    column.ddb_type
-                )));
-            } else if actual == DdbType::Null {
+            if actual == DdbType::Null && !column.is_key {
+                // SQL NULL in the column, and `"name": null` in the overflow, so a present NULL
+                // and an absent attribute stay distinguishable.
                 cells[index] = Some(Cell::Null);
                 overflow.push((name, value));
-            } else if self.schema.on_type_mismatch == OnTypeMismatch::Reject
-                && actual == column.ddb_type
-            {
-                return Err((RejectKind::TypeMismatch, format!(
-                    "attribute {name:?}: number {} does not fit the target's NUMERIC exactly",
-                    describe_number(value)
-                )));
-            } else if self.schema.on_type_mismatch == OnTypeMismatch::Reject {
-                return Err((RejectKind::TypeMismatch, format!(
-                    "attribute {name:?} has type {actual}, but its column holds {}",
-                    column.ddb_type
-                )));
-            } else {
-                cells[index] = Some(Cell::Null);
-                overflow.push((name, value));
-                spilled += 1;
+                continue;
             }
+            let key_kind = |kind| if column.is_key { RejectKind::Key } else { kind };
+            if actual == column.ddb_type {
+                match cast(value, &self.cast_specs[index]) {
+                    Ok(cell) => {
+                        cells[index] = Some(cell);
+                        continue;
+                    }
+                    // A number the target cannot hold exactly: a type mismatch like any other.
+                    Err(CastError::DoesNotFit(reason)) => {
+                        if column.is_key || self.schema.on_type_mismatch == OnTypeMismatch::Reject
+                        {
+                            let what = if column.is_key { "key attribute" } else { "attribute" };
+                            return Err((
+                                key_kind(RejectKind::TypeMismatch),
+                                format!("{what} {name:?}: {reason}"),
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        let reason = ValueError {
+                            path: vec![name.to_string()],
+                            reason: e.reason().to_string(),
+                        }
+                        .describe();
+                        return Err((key_kind(RejectKind::InvalidValue), reason));
+                    }
+                }
+            } else if column.is_key {
+                return Err((
+                    RejectKind::Key,
+                    format!(
+                        "key attribute {name:?} has type {actual}, expected {}",
+                        column.ddb_type
+                    ),
+                ));
+            } else if self.schema.on_type_mismatch == OnTypeMismatch::Reject {
+                return Err((
+                    RejectKind::TypeMismatch,
+                    format!(
+                        "attribute {name:?} has type {actual}, but its column holds {}",
+                        column.ddb_type
+                    ),
+                ));
+            }
+            // The value goes to the overflow column under its own name.
+            cells[index] = Some(Cell::Null);
+            overflow.push((name, value));
+            spilled += 1;
         }
         if let Some(missing) = columns
             .iter()
-            .zip(&cells)
+            .zip(cells.iter())
             .find(|(c, cell)| c.is_key && cell.is_none())
         {
             return Err((
@@ -424,79 +362,8 @@ impl Decoder {
             write_object(overflow_text, overflow, self.schema.nested_json)
                 .map_err(|e| (RejectKind::InvalidValue, e.describe()))?;
         }
-        Ok((
-            cells.into_iter().map(|c| c.unwrap_or(Cell::Null)).collect(),
-            has_overflow,
-            spilled,
-        ))
+        Ok((has_overflow, spilled))
     }
-}
-
-impl Decoder {
-    /// Whether a value of the column's type can be stored exactly by the target: always, except
-    /// numbers beyond a 96-bit decimal on a target with that limit (HeliosDB).
-    fn fits_target(&self, pg_type: PgType, value: &AttrValue<'_>) -> bool {
-        if self.schema.numeric_limit != NumericLimit::Decimal96 {
-            return true;
-        }
-        let fits = |n: &str| {
-            ParsedNumber::parse(n)
-                .map(|p| p.fits_decimal96())
-                .unwrap_or(true)
-        };
-        match (pg_type, value) {
-            (PgType::Numeric, AttrValue::N(n)) => fits(n),
-            (PgType::NumericArray, AttrValue::Ns(items)) => items.iter().all(|n| fits(n)),
-            _ => true,
-        }
-    }
-}
-
-fn describe_number(value: &AttrValue<'_>) -> String {
-    match value {
-        AttrValue::N(n) => format!("{n:?}"),
-        AttrValue::Ns(items) => format!(
-            "in {:?}",
-            items.iter().map(|n| n.as_ref()).collect::<Vec<_>>()
-        ),
-        _ => String::new(),
-    }
-}
-
-fn to_cell<'a>(
-    value: &'a AttrValue<'a>,
-    style: ferry_shared::schema::NestedJson,
-) -> Result<Cell<'a>, ValueError> {
-    let number =
-        |n: &'a Cow<'a, str>| canonical_number(n).map_err(|e| ValueError::new(e.to_string()));
-    Ok(match value {
-        AttrValue::S(s) => {
-            check_text(s)?;
-            Cell::Str(Cow::Borrowed(s.as_ref()))
-        }
-        AttrValue::N(n) => Cell::Str(number(n)?),
-        AttrValue::B(b) => Cell::Bin(decode_base64(b)?),
-        AttrValue::Bool(b) => Cell::Bool(*b),
-        AttrValue::Null => Cell::Null,
-        AttrValue::M(_) | AttrValue::L(_) => {
-            let mut out = String::new();
-            write_value(&mut out, value, style)?;
-            Cell::Str(Cow::Owned(out))
-        }
-        AttrValue::Ss(items) => {
-            for s in items {
-                check_text(s)?;
-            }
-            Cell::StrList(items.iter().map(|s| Cow::Borrowed(s.as_ref())).collect())
-        }
-        AttrValue::Ns(items) => Cell::StrList(items.iter().map(number).collect::<Result<_, _>>()?),
-        AttrValue::Bs(items) => Cell::BinList(
-            items
-                .iter()
-                .map(|b| decode_base64(b))
-                .collect::<Result<_, _>>()?,
-        ),
-    })
 }
 
 #[cfg(test)]
@@ -504,7 +371,7 @@ pub(crate) mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
     use arrow_array::Array;
-    use ferry_shared::schema::{ColumnSpec, NestedJson};
+    use ferry_shared::schema::{ColumnSpec, NestedJson, NumericLimit, PgType};
 
     pub(crate) fn test_schema(on_type_mismatch: OnTypeMismatch) -> Arc<TableSchema> {
         let col = |name: &str, ddb_type: DdbType, is_key: bool| ColumnSpec {

@@ -6,6 +6,7 @@
 //! - [`item`]: parses one line of typed DynamoDB JSON into borrowed values.
 //! - [`number`]: exact DynamoDB numbers (validation, canonical text, PostgreSQL NUMERIC encoding).
 //! - [`json`]: canonical JSON for nested values and the overflow column.
+//! - [`convert`]: the one DynamoDB value → Arrow column conversion (exact casts, builders).
 //! - [`decode`]: blocks of lines → Arrow `RecordBatch`es plus rejects (runs on rayon).
 //! - [`route`]: single-table design: items → per-table Arrow batches by routing rules, casts,
 //!   filters and column transforms (runs on rayon).
@@ -15,7 +16,6 @@
 //! - [`load`]: the shard loader and its exactly-once commit protocol.
 //! - [`simple`]: COPY over the simple query protocol (the HeliosDB path).
 //! - [`pool`]: N concurrent loaders fed by a work queue, with retries.
-//! - [`progress`]: live counters of a process's loading (progress displays, metrics).
 //! - [`target`]: detecting the server and choosing the load path.
 //! - [`error`]: this crate's error type.
 //!
@@ -28,6 +28,7 @@
 //! worker moved the checkpoint, rolls back and backs off. A resumed shard streams the file again and
 //! skips `committed_lines` lines. See [`load`] for the details.
 
+pub mod convert;
 pub mod copy;
 pub mod csv;
 pub mod decode;

@@ -107,7 +107,12 @@ impl LoadContext {
         let router = match &run.schema.routing {
             Some(routing) => {
                 let keys: Vec<String> = run.schema.key_columns().map(|c| c.name.clone()).collect();
-                let router = Router::new(routing, &keys, run.export_time.as_deref())
+                let router = Router::new(
+                    routing,
+                    &keys,
+                    run.export_time.as_deref(),
+                    run.schema.numeric_limit,
+                )
                     .map_err(WorkerError::Ledger)?;
                 Some(Arc::new(router))
             }

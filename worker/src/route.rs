@@ -17,30 +17,27 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Float64Builder, Int16Builder, Int32Builder, Int64Builder,
-    ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
-};
+use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::SchemaRef;
-use ferry_shared::routing::{Column, Routing, Rule, TimeFormat, Transform, Unmatched};
-use ferry_shared::schema::{NestedJson, PgType, TableSchema};
+use ferry_shared::routing::{Column, Routing, Rule, Transform, Unmatched};
+use ferry_shared::schema::{NestedJson, NumericLimit, TableSchema};
 use rayon::prelude::*;
 use regex_lite::Regex;
 use sha2::Digest;
 
+use crate::convert::{cast, epoch_micros, scalar_text, CastSpec, Cell, ColumnBuilder};
 use crate::decode::{arrow_schema, RawBlock, Reject, RejectKind};
 use crate::item::{parse_line, AttrValue};
-use crate::json::{check_text, decode_base64, write_object, write_value};
-use crate::number::canonical_number;
+use crate::json::{check_text, write_object};
 
 /// A compiled column.
 #[derive(Debug)]
 struct RoutedColumn {
     spec: Column,
     path: Vec<String>,
-    pg_type: PgType,
+    cast: CastSpec,
     regex: Option<Regex>,
 }
 
@@ -63,8 +60,9 @@ pub struct Router {
     rules: Vec<CompiledRule>,
     tables: Vec<TableSchema>,
     arrow: Vec<SchemaRef>,
-    /// Per table, per column: its transforms (rules sharing a table agree on its columns).
-    transforms: Vec<Vec<Vec<Transform>>>,
+    /// Per table: the rules writing it (indexes into `rules`), each with its transforms per
+    /// column (rules sharing a table agree on its columns, not on their transforms).
+    table_rules: Vec<Vec<usize>>,
     catch_all: Option<usize>,
     /// The export time in microseconds since 1970, for TTL filters.
     export_time_micros: Option<i64>,
@@ -83,29 +81,15 @@ pub struct RoutedBlock {
     pub filtered: u64,
 }
 
-/// A value of one routed column, before it becomes an Arrow array. Text borrows from the block's
-/// lines when it can (strings without escapes), so most text columns cost no allocation here.
-#[derive(Clone, Debug, PartialEq)]
-enum Cell<'b> {
-    Null,
-    Text(Cow<'b, str>),
-    I16(i16),
-    I32(i32),
-    I64(i64),
-    F64(f64),
-    Bool(bool),
-    Bytes(Vec<u8>),
-    Micros(i64),
-    List(Vec<String>),
-}
-
 impl Router {
     /// Compiles `routing` for the key attributes `keys`; `export_time` is the manifest's
-    /// `exportTime` (RFC 3339), needed by TTL filters.
+    /// `exportTime` (RFC 3339), needed by TTL filters; `numeric_limit` is what the target's
+    /// NUMERIC holds (a number that does not fit is a reject, never rounded by the server).
     pub fn new(
         routing: &Routing,
         keys: &[String],
         export_time: Option<&str>,
+        numeric_limit: NumericLimit,
     ) -> Result<Router, String> {
         routing.validate(keys).map_err(|e| e.to_string())?;
         let tables = routing.tables(keys);
@@ -118,7 +102,12 @@ impl Router {
                 .map(|c| RoutedColumn {
                     spec: c.clone(),
                     path: c.source_path(),
-                    pg_type: c.pg_type(),
+                    cast: CastSpec {
+                        pg_type: c.pg_type(),
+                        time: c.time,
+                        nested_json: NestedJson::Plain,
+                        numeric_limit,
+                    },
                     regex: c
                         .regex
                         .as_deref()
@@ -160,21 +149,19 @@ impl Router {
             (Unmatched::Table, Some(table)) => index_of(table),
             _ => None,
         };
-        let transforms = (0..tables.len())
-            .map(
-                |t| match rules.iter().find(|r: &&CompiledRule| r.table == t) {
-                    Some(rule) => rule
-                        .columns
-                        .iter()
-                        .map(|c| c.spec.transform.clone())
-                        .collect(),
-                    None => vec![Vec::new(); tables[t].columns.len()],
-                },
-            )
+        let table_rules = (0..tables.len())
+            .map(|t| {
+                rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.table == t)
+                    .map(|(i, _)| i)
+                    .collect()
+            })
             .collect();
         Ok(Router {
             keys: keys.to_vec(),
-            transforms,
+            table_rules,
             arrow: tables.iter().map(arrow_schema).collect(),
             tables,
             rules,
@@ -189,11 +176,14 @@ impl Router {
     }
 
     /// The first rule (by precedence) that takes `attributes`, if any.
-    fn rule_for(&self, attributes: &[(Cow<'_, str>, AttrValue<'_>)]) -> Option<&CompiledRule> {
+    fn rule_for(
+        &self,
+        attributes: &[(Cow<'_, str>, AttrValue<'_>)],
+    ) -> Option<(usize, &CompiledRule)> {
         let text_of = |name: &str| attribute(attributes, name).and_then(scalar_text);
         let pk = self.keys.first().and_then(|k| text_of(k));
         let sk = self.keys.get(1).and_then(|k| text_of(k));
-        self.rules.iter().find(|compiled| {
+        self.rules.iter().enumerate().find(|(_, compiled)| {
             let when = &compiled.rule.when;
             let prefix_ok = |prefix: &Option<String>, value: &Option<Cow<'_, str>>| match prefix {
                 None => true,
@@ -224,14 +214,19 @@ impl Router {
 
     /// Routes every line of `block`.
     pub fn route(&self, block: &RawBlock) -> RoutedBlock {
-        // Per table, per column: its cells (appended a row at a time through one scratch row).
-        let mut columns: Vec<Vec<Vec<Cell<'_>>>> = self
+        let mut outputs: Vec<TableOutput> = self
             .tables
             .iter()
-            .map(|t| (0..t.columns.len()).map(|_| Vec::new()).collect())
+            .map(|t| TableOutput {
+                columns: t
+                    .columns
+                    .iter()
+                    .map(|c| ColumnBuilder::new(c.pg_type, 0))
+                    .collect(),
+                rest: StringBuilder::new(),
+                rule_of_row: Vec::new(),
+            })
             .collect();
-        let mut rests: Vec<Vec<Option<String>>> = vec![Vec::new(); self.tables.len()];
-        let mut scratch: Vec<Cell<'_>> = Vec::new();
         let mut rejects = Vec::new();
         let mut filtered = 0;
         for line in &block.lines {
@@ -249,22 +244,24 @@ impl Router {
                     continue;
                 }
             };
+            // Cells of the row, appended to the columns only once all of them cast.
+            let mut cells: Vec<Cell<'_>> = Vec::new();
             let converted = match self.rule_for(&attributes) {
-                Some(rule) => match self.skip(rule, &attributes) {
+                Some((index, rule)) => match self.skip(rule, &attributes) {
                     Ok(true) => {
                         filtered += 1;
                         continue;
                     }
                     Ok(false) => self
-                        .convert(rule, &attributes, &mut scratch)
-                        .map(|rest| (rule.table, rest))
+                        .convert(rule, &attributes, &mut cells)
+                        .map(|rest| (rule.table, Some(index), rest))
                         .map_err(|reason| (RejectKind::Cast, reason)),
                     Err(reason) => Err((RejectKind::Cast, reason)),
                 },
                 None => match self.catch_all {
                     Some(table) => self
-                        .catch_all_row(&attributes, &mut scratch)
-                        .map(|rest| (table, rest))
+                        .catch_all_row(&attributes, &mut cells)
+                        .map(|rest| (table, None, rest))
                         .map_err(|reason| (RejectKind::Key, reason)),
                     None => Err((
                         RejectKind::NoRule,
@@ -276,25 +273,26 @@ impl Router {
                 },
             };
             match converted {
-                Ok((table, rest)) => {
-                    for (column, cell) in columns[table].iter_mut().zip(scratch.drain(..)) {
-                        column.push(cell);
+                Ok((table, rule, rest)) => {
+                    let output = &mut outputs[table];
+                    for (builder, cell) in output.columns.iter_mut().zip(cells) {
+                        builder.append(cell);
                     }
-                    rests[table].push(rest);
+                    output.rest.append_option(rest);
+                    output.rule_of_row.push(rule.unwrap_or(usize::MAX));
                 }
                 Err((kind, reason)) => rejects.push(reject(kind, reason)),
             }
         }
-        let total = rests.iter().map(Vec::len).sum::<usize>() as u64;
-        let batches = columns
+        let rows = outputs.iter().map(|o| o.rule_of_row.len()).sum::<usize>() as u64;
+        let batches = outputs
             .into_iter()
-            .zip(rests)
             .enumerate()
-            .map(|(t, (columns, rests))| self.build_batch(t, columns, rests))
+            .map(|(t, output)| self.build_batch(t, output))
             .collect();
         RoutedBlock {
             batches,
-            rows: total,
+            rows,
             rejects,
             filtered,
         }
@@ -420,30 +418,69 @@ impl Router {
         Ok(Some(json))
     }
 
-    fn build_batch(
-        &self,
-        table: usize,
-        columns: Vec<Vec<Cell<'_>>>,
-        rests: Vec<Option<String>>,
-    ) -> RecordBatch {
-        let schema = &self.tables[table];
-        let n = rests.len();
+    fn build_batch(&self, table: usize, output: TableOutput) -> RecordBatch {
+        let TableOutput {
+            columns,
+            mut rest,
+            rule_of_row,
+        } = output;
+        let rules = &self.table_rules[table];
         let mut arrays: Vec<ArrayRef> = columns
             .into_par_iter()
-            .zip(schema.columns.par_iter())
-            .zip(self.transforms[table].par_iter())
-            .map(|((cells, spec), transforms)| {
-                let array = build_array(spec.pg_type, cells);
-                apply_transforms(array, transforms)
+            .enumerate()
+            .map(|(c, builder)| {
+                let array = builder.finish();
+                // Each rule's own transforms for this column (the catch-all table has none).
+                let by_rule: Vec<(usize, &[Transform])> = rules
+                    .iter()
+                    .map(|&r| (r, self.rules[r].columns[c].spec.transform.as_slice()))
+                    .collect();
+                apply_rule_transforms(array, &by_rule, &rule_of_row)
             })
             .collect();
-        let mut rest = StringBuilder::with_capacity(n, n * 64);
-        for value in rests {
-            rest.append_option(value);
-        }
         arrays.push(Arc::new(rest.finish()));
         RecordBatch::try_new(self.arrow[table].clone(), arrays)
             .expect("routed arrays follow the table's arrow schema")
+    }
+}
+
+/// One table's share of a block while it is routed.
+struct TableOutput {
+    columns: Vec<ColumnBuilder>,
+    rest: StringBuilder,
+    /// The rule (index into the router's rules) of each row; `usize::MAX` for the catch-all.
+    rule_of_row: Vec<usize>,
+}
+
+/// Applies to each row of a string array the transforms of the rule that wrote it.
+fn apply_rule_transforms(
+    array: ArrayRef,
+    by_rule: &[(usize, &[Transform])],
+    rule_of_row: &[usize],
+) -> ArrayRef {
+    match by_rule {
+        [] => array,
+        [(_, first), rest @ ..] if rest.iter().all(|(_, t)| t == first) => {
+            apply_transforms(array, first)
+        }
+        _ => {
+            let Some(strings) = array.as_string_opt::<i32>() else {
+                return array;
+            };
+            let out: StringArray = strings
+                .iter()
+                .zip(rule_of_row)
+                .map(|(value, rule)| {
+                    let transforms = by_rule
+                        .iter()
+                        .find(|(r, _)| r == rule)
+                        .map(|(_, t)| *t)
+                        .unwrap_or(&[]);
+                    value.map(|v| transform_text(v, transforms))
+                })
+                .collect();
+            Arc::new(out)
+        }
     }
 }
 
@@ -478,16 +515,6 @@ fn describe_source(column: &Column) -> String {
         (Some(_), _) => "the constant".into(),
         (None, [one]) => format!("attribute {one:?}"),
         (None, path) => format!("path {:?}", path.join(".")),
-    }
-}
-
-/// The text of a scalar (S, N in canonical form, BOOL), for matching and regexes.
-fn scalar_text<'a>(value: &'a AttrValue<'_>) -> Option<Cow<'a, str>> {
-    match value {
-        AttrValue::S(s) => Some(Cow::Borrowed(s.as_ref())),
-        AttrValue::N(n) => canonical_number(n).ok(),
-        AttrValue::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-        _ => None,
     }
 }
 
@@ -534,8 +561,9 @@ fn column_value<'b>(
     if let AttrValue::Null = value {
         return Ok(Cell::Null);
     }
+    let cast = |value: &AttrValue<'b>| cast(value, &column.cast).map_err(|e| e.to_string());
     match &column.regex {
-        None => cast(value, column.pg_type, column.spec.time),
+        None => cast(value),
         Some(regex) => {
             let text = scalar_text(value).ok_or_else(|| {
                 format!("a regex needs a string or number, not {}", value.ddb_type())
@@ -544,271 +572,7 @@ fn column_value<'b>(
                 .captures(&text)
                 .and_then(|c| c.get(1))
                 .ok_or_else(|| format!("{text:?} does not match {:?}", regex.as_str()))?;
-            cast(
-                &AttrValue::S(Cow::Owned(captured.as_str().to_string())),
-                column.pg_type,
-                column.spec.time,
-            )
-        }
-    }
-}
-
-/// Casts one value to a column type, exactly (see the module docs).
-fn cast<'b>(
-    value: &AttrValue<'b>,
-    pg_type: PgType,
-    time: Option<TimeFormat>,
-) -> Result<Cell<'b>, String> {
-    let mismatch = || {
-        format!(
-            "{} value cannot go into a {} column",
-            value.ddb_type(),
-            pg_type.sql()
-        )
-    };
-    let number_text = || -> Result<String, String> {
-        match value {
-            AttrValue::N(n) | AttrValue::S(n) => canonical_number(n.trim())
-                .map(Cow::into_owned)
-                .map_err(|e| format!("{:?} is not a number: {e}", n.as_ref())),
-            _ => Err(mismatch()),
-        }
-    };
-    Ok(match pg_type {
-        PgType::Text => match value {
-            AttrValue::S(s) => {
-                check_text(s).map_err(|e| e.reason)?;
-                Cell::Text(s.clone())
-            }
-            AttrValue::N(_) | AttrValue::Bool(_) => Cell::Text(Cow::Owned(
-                scalar_text(value).ok_or_else(mismatch)?.into_owned(),
-            )),
-            AttrValue::B(_) => return Err(mismatch()),
-            _ => {
-                let mut json = String::new();
-                write_value(&mut json, value, NestedJson::Plain).map_err(|e| e.describe())?;
-                Cell::Text(Cow::Owned(json))
-            }
-        },
-        PgType::Int2 | PgType::Int4 | PgType::Int8 => {
-            let text = number_text()?;
-            let n: i64 = text
-                .parse()
-                .map_err(|_| format!("{text} is not an integer that fits INT8"))?;
-            match pg_type {
-                PgType::Int2 => {
-                    Cell::I16(i16::try_from(n).map_err(|_| format!("{n} does not fit INT2"))?)
-                }
-                PgType::Int4 => {
-                    Cell::I32(i32::try_from(n).map_err(|_| format!("{n} does not fit INT4"))?)
-                }
-                _ => Cell::I64(n),
-            }
-        }
-        PgType::Numeric => Cell::Text(Cow::Owned(number_text()?)),
-        PgType::NumericScaled { precision, scale } => {
-            let text = number_text()?;
-            let unsigned = text.trim_start_matches('-');
-            let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
-            let int_digits = int.trim_start_matches('0').len();
-            let frac_digits = frac.trim_end_matches('0').len();
-            if frac_digits > usize::from(scale) {
-                return Err(format!("{text} has more than {scale} digits after the point: NUMERIC({precision},{scale}) would round it"));
-            }
-            if int_digits > usize::from(precision - scale) {
-                return Err(format!("{text} does not fit NUMERIC({precision},{scale})"));
-            }
-            Cell::Text(Cow::Owned(text))
-        }
-        PgType::Float8 => {
-            let text = number_text()?;
-            let f: f64 = text
-                .parse()
-                .map_err(|_| format!("{text} is not a number"))?;
-            if !f.is_finite() {
-                return Err(format!("{text} does not fit FLOAT8"));
-            }
-            Cell::F64(f)
-        }
-        PgType::Boolean => match value {
-            AttrValue::Bool(b) => Cell::Bool(*b),
-            AttrValue::S(s) if s.eq_ignore_ascii_case("true") => Cell::Bool(true),
-            AttrValue::S(s) if s.eq_ignore_ascii_case("false") => Cell::Bool(false),
-            AttrValue::N(n) if n.as_ref() == "1" => Cell::Bool(true),
-            AttrValue::N(n) if n.as_ref() == "0" => Cell::Bool(false),
-            _ => return Err(format!("{value:?} is not a boolean")),
-        },
-        PgType::Bytea => match value {
-            AttrValue::B(b) => Cell::Bytes(decode_base64(b).map_err(|e| e.reason)?),
-            _ => return Err(mismatch()),
-        },
-        PgType::Jsonb => {
-            let mut json = String::new();
-            write_value(&mut json, value, NestedJson::Plain).map_err(|e| e.describe())?;
-            Cell::Text(Cow::Owned(json))
-        }
-        PgType::Timestamptz => {
-            let per_unit = match time {
-                Some(TimeFormat::EpochMillis) => 1_000,
-                _ => 1_000_000,
-            };
-            match value {
-                AttrValue::N(n) => Cell::Micros(epoch_micros(n, per_unit)?),
-                AttrValue::S(s)
-                    if matches!(
-                        time,
-                        Some(TimeFormat::EpochSeconds | TimeFormat::EpochMillis)
-                    ) =>
-                {
-                    Cell::Micros(epoch_micros(s, per_unit)?)
-                }
-                AttrValue::S(s) => {
-                    let parsed = chrono::DateTime::parse_from_rfc3339(s.trim()).map_err(|e| {
-                        format!(
-                            "{:?} is not an ISO-8601 time with an offset: {e}",
-                            s.as_ref()
-                        )
-                    })?;
-                    Cell::Micros(parsed.timestamp_micros())
-                }
-                _ => return Err(mismatch()),
-            }
-        }
-        PgType::TextArray => match value {
-            AttrValue::Ss(items) => Cell::List(checked_texts(items.iter().map(|s| s.as_ref()))?),
-            AttrValue::L(items) => {
-                let texts = items
-                    .iter()
-                    .map(|v| match v {
-                        AttrValue::S(s) => Ok(s.as_ref()),
-                        other => Err(format!("a list element is {}, not S", other.ddb_type())),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Cell::List(checked_texts(texts.into_iter())?)
-            }
-            _ => return Err(mismatch()),
-        },
-        PgType::NumericArray => match value {
-            AttrValue::Ns(items) => Cell::List(
-                items
-                    .iter()
-                    .map(|n| {
-                        canonical_number(n)
-                            .map(Cow::into_owned)
-                            .map_err(|e| e.to_string())
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            AttrValue::L(items) => Cell::List(
-                items
-                    .iter()
-                    .map(|v| match v {
-                        AttrValue::N(n) => canonical_number(n)
-                            .map(Cow::into_owned)
-                            .map_err(|e| e.to_string()),
-                        other => Err(format!("a list element is {}, not N", other.ddb_type())),
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            _ => return Err(mismatch()),
-        },
-        PgType::ByteaArray => return Err(mismatch()),
-    })
-}
-
-fn checked_texts<'a>(items: impl Iterator<Item = &'a str>) -> Result<Vec<String>, String> {
-    items
-        .map(|s| check_text(s).map(|_| s.to_string()).map_err(|e| e.reason))
-        .collect()
-}
-
-/// Exact microseconds from a decimal number of seconds (`per_unit` 1,000,000) or milliseconds
-/// (1,000); refuses digits below a microsecond rather than dropping them.
-fn epoch_micros(text: &str, per_unit: i64) -> Result<i64, String> {
-    let canonical =
-        canonical_number(text.trim()).map_err(|e| format!("{text:?} is not a number: {e}"))?;
-    let negative = canonical.starts_with('-');
-    let unsigned = canonical.trim_start_matches('-');
-    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
-    let frac_places = if per_unit == 1_000_000 { 6 } else { 3 };
-    if frac.len() > frac_places {
-        return Err(format!("{text} has digits below a microsecond"));
-    }
-    let whole: i64 = int.parse().map_err(|_| format!("{text} is out of range"))?;
-    let frac_value: i64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<width$}", width = frac_places)
-            .parse()
-            .unwrap_or(0)
-    };
-    let micros = whole
-        .checked_mul(per_unit)
-        .and_then(|m| m.checked_add(frac_value))
-        .ok_or_else(|| format!("{text} is out of range"))?;
-    Ok(if negative { -micros } else { micros })
-}
-
-fn build_array(pg_type: PgType, cells: Vec<Cell<'_>>) -> ArrayRef {
-    let n = cells.len();
-    macro_rules! primitive {
-        ($builder:expr, $variant:ident) => {{
-            let mut builder = $builder;
-            for cell in cells {
-                match cell {
-                    Cell::$variant(v) => builder.append_value(v),
-                    _ => builder.append_null(),
-                }
-            }
-            Arc::new(builder.finish()) as ArrayRef
-        }};
-    }
-    match pg_type {
-        PgType::Int2 => primitive!(Int16Builder::with_capacity(n), I16),
-        PgType::Int4 => primitive!(Int32Builder::with_capacity(n), I32),
-        PgType::Int8 => primitive!(Int64Builder::with_capacity(n), I64),
-        PgType::Float8 => primitive!(Float64Builder::with_capacity(n), F64),
-        PgType::Boolean => primitive!(BooleanBuilder::with_capacity(n), Bool),
-        PgType::Timestamptz => {
-            primitive!(
-                TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
-                Micros
-            )
-        }
-        PgType::Bytea => {
-            let mut builder = BinaryBuilder::with_capacity(n, n * 16);
-            for cell in cells {
-                match cell {
-                    Cell::Bytes(b) => builder.append_value(b),
-                    _ => builder.append_null(),
-                }
-            }
-            Arc::new(builder.finish())
-        }
-        PgType::TextArray | PgType::NumericArray | PgType::ByteaArray => {
-            let mut builder = ListBuilder::new(StringBuilder::new());
-            for cell in cells {
-                match cell {
-                    Cell::List(items) => {
-                        for item in items {
-                            builder.values().append_value(item);
-                        }
-                        builder.append(true);
-                    }
-                    _ => builder.append(false),
-                }
-            }
-            Arc::new(builder.finish())
-        }
-        PgType::Text | PgType::Numeric | PgType::NumericScaled { .. } | PgType::Jsonb => {
-            let mut builder = StringBuilder::with_capacity(n, n * 16);
-            for cell in cells {
-                match cell {
-                    Cell::Text(t) => builder.append_value(t),
-                    _ => builder.append_null(),
-                }
-            }
-            Arc::new(builder.finish())
+            cast(&AttrValue::S(Cow::Owned(captured.as_str().to_string())))
         }
     }
 }
@@ -823,22 +587,23 @@ pub fn apply_transforms(array: ArrayRef, transforms: &[Transform]) -> ArrayRef {
     };
     let out: StringArray = strings
         .iter()
-        .map(|value| {
-            value.map(|v| {
-                let mut text = Cow::Borrowed(v);
-                for transform in transforms {
-                    text = match transform {
-                        Transform::Trim => Cow::Owned(text.trim().to_string()),
-                        Transform::Lowercase => Cow::Owned(text.to_lowercase()),
-                        Transform::Hash => Cow::Owned(sha256_hex(text.as_bytes())),
-                        Transform::Redact => Cow::Borrowed("[redacted]"),
-                    };
-                }
-                text.into_owned()
-            })
-        })
+        .map(|value| value.map(|v| transform_text(v, transforms)))
         .collect();
     Arc::new(out)
+}
+
+/// One value through `transforms`, in order.
+fn transform_text(value: &str, transforms: &[Transform]) -> String {
+    let mut text = Cow::Borrowed(value);
+    for transform in transforms {
+        text = match transform {
+            Transform::Trim => Cow::Owned(text.trim().to_string()),
+            Transform::Lowercase => Cow::Owned(text.to_lowercase()),
+            Transform::Hash => Cow::Owned(sha256_hex(text.as_bytes())),
+            Transform::Redact => Cow::Borrowed("[redacted]"),
+        };
+    }
+    text.into_owned()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -856,6 +621,7 @@ mod tests {
     use super::*;
     use crate::decode::tests::block;
     use arrow_array::types::{Int16Type, Int64Type, TimestampMicrosecondType};
+    use ferry_shared::schema::NumericLimit;
     use arrow_array::Array;
 
     fn routing(toml: &str) -> Routing {
@@ -908,7 +674,13 @@ columns = [
 "#;
 
     fn router() -> Router {
-        Router::new(&routing(RULES), &keys(), Some("2026-01-01T00:00:00Z")).unwrap()
+        Router::new(
+            &routing(RULES),
+            &keys(),
+            Some("2026-01-01T00:00:00Z"),
+            NumericLimit::Unlimited,
+        )
+        .unwrap()
     }
 
     fn order(sk: &str, extra: &str) -> String {
@@ -1072,13 +844,102 @@ columns = [
         let mut rules = routing(RULES);
         rules.unmatched = Unmatched::Table;
         rules.catch_all_table = Some("other".into());
-        let router = Router::new(&rules, &keys(), Some("2026-01-01T00:00:00Z")).unwrap();
+        let router = Router::new(
+            &rules,
+            &keys(),
+            Some("2026-01-01T00:00:00Z"),
+            NumericLimit::Unlimited,
+        )
+        .unwrap();
         let line = r#"{"Item":{"PK":{"S":"X"},"SK":{"S":"Y"},"n":{"N":"1e2"}}}"#;
         let routed = router.route(&block(&[line]));
         assert_eq!(router.tables().last().unwrap().table, "other");
         let batch = routed.batches.last().unwrap();
         assert_eq!(batch.num_rows(), 1);
         assert_eq!(batch.column(2).as_string::<i32>().value(0), r#"{"n":100}"#);
+    }
+
+    #[test]
+    fn each_rule_writing_a_table_keeps_its_own_transforms() {
+        let rules = routing(
+            r#"
+[routing]
+[[routing.rules]]
+name = "deleted users"
+table = "users"
+match = { pk_prefix = "USER#", attribute = "deleted", equals = "true" }
+columns = [
+  { name = "pk", from = "PK", type = "text" },
+  { name = "sk", from = "SK", type = "text" },
+  { name = "email", from = "email", type = "text", transform = ["redact"] },
+]
+[[routing.rules]]
+name = "users"
+table = "users"
+match = { pk_prefix = "USER#" }
+columns = [
+  { name = "pk", from = "PK", type = "text" },
+  { name = "sk", from = "SK", type = "text" },
+  { name = "email", from = "email", type = "text", transform = ["trim", "lowercase"] },
+]
+"#,
+        );
+        let router =
+            Router::new(&rules, &keys(), None, NumericLimit::Unlimited).expect("valid rules");
+        let routed = router.route(&block(&[
+            r#"{"Item":{"PK":{"S":"USER#1"},"SK":{"S":"P"},"email":{"S":" A@B.C "}}}"#,
+            r#"{"Item":{"PK":{"S":"USER#2"},"SK":{"S":"P"},"email":{"S":"X@Y.Z"},"deleted":{"BOOL":true}}}"#,
+        ]));
+        let emails = routed.batches[0].column(2).as_string::<i32>();
+        assert_eq!(emails.value(0), "a@b.c");
+        assert_eq!(emails.value(1), "[redacted]", "the second rule's redaction applies");
+    }
+
+    #[test]
+    fn numbers_a_decimal96_target_cannot_hold_are_rejects_with_their_reason() {
+        let rules = routing(
+            r#"
+[routing]
+[[routing.rules]]
+name = "values"
+table = "vals"
+columns = [
+  { name = "pk", from = "PK", type = "text" },
+  { name = "sk", from = "SK", type = "text" },
+  { name = "v", from = "v", type = "numeric" },
+  { name = "blobs", from = "blobs", type = "bytea[]" },
+]
+"#,
+        );
+        let router = Router::new(&rules, &keys(), None, NumericLimit::Decimal96).unwrap();
+        let line = |v: &str| {
+            format!(
+                r#"{{"Item":{{"PK":{{"S":"{v}"}},"SK":{{"S":"A"}},"v":{{"N":"{v}"}},"blobs":{{"BS":["AAE="]}}}}}}"#
+            )
+        };
+        let lines = [
+            line("1.2345678901234567890123456789012"),
+            line("12345678901234567890123456789012345678"),
+            line("1.25"),
+        ];
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let routed = router.route(&block(&refs));
+        assert_eq!(routed.rows, 1);
+        assert_eq!(routed.rejects.len(), 2, "{:?}", routed.rejects);
+        for reject in &routed.rejects {
+            assert!(
+                reject
+                    .reason
+                    .contains("does not fit the target's NUMERIC exactly"),
+                "{}",
+                reject.reason
+            );
+            assert_eq!(reject.kind, RejectKind::Cast);
+        }
+        let batch = &routed.batches[0];
+        assert_eq!(batch.column(2).as_string::<i32>().value(0), "1.25");
+        let blobs = batch.column(3).as_list::<i32>().value(0);
+        assert_eq!(blobs.as_binary::<i32>().value(0), &[0u8, 1]);
     }
 
     #[test]

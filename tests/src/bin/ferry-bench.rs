@@ -74,7 +74,12 @@ fn routing_bench(items: usize) -> anyhow::Result<()> {
     );
     let settings = ferry_shared::config::load_settings(Some(std::path::Path::new(config)))?;
     let keys = vec!["PK".to_string(), "SK".to_string()];
-    let router = Router::new(&settings.routing, &keys, Some("2023-11-14T22:13:20.000Z"))
+    let router = Router::new(
+        &settings.routing,
+        &keys,
+        Some("2023-11-14T22:13:20.000Z"),
+        Default::default(),
+    )
         .map_err(anyhow::Error::msg)?;
     let decoder = Decoder::new(Arc::new(infer_for_bench(&lines)?));
     let per_million = |secs: f64| secs * 1e6 / lines.len() as f64;
