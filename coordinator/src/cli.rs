@@ -6,6 +6,10 @@
 //! Exit codes an orchestrator can act on: 0 the run is complete and verified; 1 it is not (the last
 //! line says why); 2 the request could not be carried out (bad arguments, configuration, export,
 //! queue or target).
+//!
+//! For schedulers that run one command per step with no shell (Kubernetes Jobs, Argo, Batch):
+//! `plan --submit` plans and queues the run in one command, and `finalize --wait` waits until
+//! every shard is done (or failed for good) before it finalizes.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -20,7 +24,7 @@ use ferry_worker::ledger;
 use crate::embedded::EmbeddedHelios;
 use crate::finalize::{finalize, verify, EndSteps};
 use crate::fleet::{status, submit, FleetStatus};
-use crate::migrate::{migrate, MigrateRequest};
+use crate::migrate::{migrate_observed, MigrateRequest};
 use crate::plan::open_listing;
 use crate::plan::{plan, PlanRequest};
 use crate::report::{Report, ReportContext};
@@ -91,6 +95,12 @@ struct PlanCommandArgs {
     /// Workers to estimate the time for (with --dry-run).
     #[arg(long)]
     workers: Option<usize>,
+    /// Then send every shard that is not done to the queue (plan + submit in one command).
+    #[arg(long, conflicts_with = "dry_run")]
+    submit: bool,
+    /// The queue for --submit (default: queue.url).
+    #[arg(long, requires = "submit")]
+    queue_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +136,16 @@ struct FinalizeArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Wait until every shard is done, or failed with nothing left queued, before finalizing
+    /// (for a finalize Job started beside the workers).
+    #[arg(long)]
+    wait: bool,
+    /// The queue --wait watches for shards still waiting or in flight (default: queue.url).
+    #[arg(long)]
+    queue_url: Option<String>,
+    /// Seconds between --wait samples.
+    #[arg(long, default_value_t = 10)]
+    interval: u64,
     /// Set by `verify`: run only the verification.
     #[arg(skip)]
     verify_only: bool,
@@ -171,6 +191,13 @@ struct MigrateArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Serve Prometheus metrics on this address while loading, e.g. 0.0.0.0:9464 (default:
+    /// metrics.addr).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Push the final metrics to this Pushgateway when done (default: metrics.pushgateway_url).
+    #[arg(long)]
+    pushgateway_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -276,7 +303,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     };
     match command {
         Command::Migrate(args) => {
-            let settings = load_settings(args.plan.config.as_deref())?;
+            let mut settings = load_settings(args.plan.config.as_deref())?;
+            if let Some(addr) = args.metrics_addr {
+                settings.metrics.addr = Some(addr);
+            }
+            if let Some(url) = &args.pushgateway_url {
+                settings.metrics.pushgateway_url = Some(url.clone());
+            }
+            let progress = std::sync::Arc::new(ferry_worker::progress::Progress::default());
+            let exporter = ferry_worker::metrics::Exporter::start(
+                &settings.metrics,
+                progress.clone(),
+                "ferry-migrate",
+                "ferry-migrate",
+            )
+            .await?;
             // No target: the embedded default, a HeliosDB server of our own.
             let explicit = args
                 .plan
@@ -302,7 +343,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 allow_unverified: args.allow_unverified,
                 progress_bar: std::io::stderr().is_terminal(),
             };
-            let result = migrate(request).await;
+            let result = migrate_observed(request, progress).await;
+            exporter.finish().await;
             let connect_hint = match embedded {
                 Some(server) => Some(server.stop().await),
                 None => None,
@@ -318,6 +360,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             plan: args,
             dry_run: true,
             workers,
+            ..
         }) => {
             let settings = load_settings(args.config.as_deref())?;
             let (_, listing) = open_listing(&args.export, &settings).await?;
@@ -325,9 +368,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", dry_run_text(&listing, workers, &settings));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan(PlanCommandArgs { plan: args, .. }) => {
+        Command::Plan(PlanCommandArgs {
+            plan: args,
+            submit: and_submit,
+            queue_url: submit_queue,
+            ..
+        }) => {
             let settings = load_settings(args.config.as_deref())?;
             let target_url = target_url(args.target.as_ref(), &settings)?;
+            // Check the queue's configuration before planning anything.
+            let queue = if and_submit {
+                let url = queue_url(submit_queue.as_ref(), &settings)?;
+                Some(open_queue(url, &settings).await)
+            } else {
+                None
+            };
             let request = plan_request(&args, settings)?;
             let mut client = ledger::connect(&target_url).await?;
             let planned = plan(&mut client, &request).await?;
@@ -350,6 +405,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 planned.run.schema.columns.len(),
                 planned.run.schema.overflow_column
             );
+            if let Some(queue) = &queue {
+                let submitted = submit(&client, queue, &planned.run.run_id).await?;
+                eprintln!(
+                    "submitted {} shards of run {} to {} ({} already done)",
+                    submitted.sent,
+                    planned.run.run_id,
+                    queue.url(),
+                    submitted.already_done
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Queue(QueueCommand::Create(args)) => {
@@ -440,6 +505,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let settings = load_settings(args.config.as_deref())?;
             let target_url = target_url(args.target.as_ref(), &settings)?;
             let client = ledger::connect(&target_url).await?;
+            if args.wait && !args.verify_only {
+                let queue = match args
+                    .queue_url
+                    .clone()
+                    .or_else(|| settings.queue.url.clone())
+                {
+                    Some(url) => Some(open_queue(url, &settings).await),
+                    None => None,
+                };
+                wait_for_shards(&client, &args.run_id, queue.as_ref(), args.interval).await?;
+            }
             let run = ledger::get_run(&client, &args.run_id)
                 .await?
                 .with_context(|| format!("run {} is not in the ledger", args.run_id))?;
@@ -460,6 +536,42 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             print_report(&report, args.json);
             Ok(verdict(&report))
         }
+    }
+}
+
+/// Waits until the run exists and every shard is done, or failed with nothing left in the queue
+/// (`finalize --wait`).
+async fn wait_for_shards(
+    client: &tokio_postgres::Client,
+    run_id: &str,
+    queue: Option<&SqsQueue>,
+    interval: u64,
+) -> anyhow::Result<()> {
+    let interval = std::time::Duration::from_secs(interval.max(1));
+    let mut announced = false;
+    loop {
+        if let Some(run) = ledger::get_run(client, run_id).await? {
+            let now = status(client, &run, queue, None).await?;
+            if now.complete() || now.stuck() {
+                tracing::info!(
+                    run = run_id,
+                    done = now.shards_done,
+                    failed = now.shards_failed.len(),
+                    "shards settled: finalizing"
+                );
+                return Ok(());
+            }
+            tracing::info!(
+                run = run_id,
+                done = now.shards_done,
+                total = now.shards_total,
+                "waiting for shards"
+            );
+        } else if !announced {
+            tracing::info!(run = run_id, "waiting for the run to be planned");
+            announced = true;
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 

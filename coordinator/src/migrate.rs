@@ -36,6 +36,11 @@ pub struct MigrateRequest {
 
 /// Runs the whole migration and returns its report.
 pub async fn migrate(request: MigrateRequest) -> Result<Report> {
+    migrate_observed(request, Arc::new(Progress::default())).await
+}
+
+/// [`migrate`], counting its loading into `progress` (which the caller may serve as metrics).
+pub async fn migrate_observed(request: MigrateRequest, progress: Arc<Progress>) -> Result<Report> {
     let settings = &request.plan.settings;
     // A wrong export path is the user's most likely mistake: say so before touching the target.
     check_local_export(&request.plan.export)?;
@@ -74,13 +79,14 @@ pub async fn migrate(request: MigrateRequest) -> Result<Report> {
         chunk_lines = run.chunk_lines,
         "loading"
     );
-    let ctx = LoadContext::new(
+    let mut ctx = LoadContext::new(
         run.clone(),
         plan.store.clone(),
         &settings.load,
         plan.target.clone(),
         &request.target_url,
     )?;
+    ctx.progress = progress;
     // The path actually used (a routed run on HeliosDB loads with INSERT in a transaction).
     context.load_path = Some(ctx.target.describe());
     let total_items = run.manifest_items.unwrap_or(0);

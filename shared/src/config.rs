@@ -29,7 +29,7 @@ use crate::schema::{DdbType, NestedJson, OnTypeMismatch};
 use crate::{Error, Result};
 
 /// The configuration sections, which are also the accepted `FERRY_<SECTION>__<KEY>` prefixes.
-const SECTIONS: &[&str] = &["load", "mapping", "target", "aws", "queue"];
+const SECTIONS: &[&str] = &["load", "mapping", "target", "aws", "queue", "metrics"];
 
 /// The configuration as written, before validation.
 #[derive(Debug, Deserialize)]
@@ -53,6 +53,9 @@ pub struct RawConfig {
     /// The SQS shard queue of the fleet.
     #[serde(default)]
     pub queue: RawQueue,
+    /// Prometheus metrics of `ferry-worker` and `migrate`.
+    #[serde(default)]
+    pub metrics: RawMetrics,
     /// Single-table design: routing rules (see [`crate::routing`]).
     #[serde(default)]
     pub routing: crate::routing::Routing,
@@ -120,6 +123,58 @@ pub struct RawAws {
     pub force_path_style: Option<bool>,
     /// Attempts per AWS request, retries with backoff included (default 5).
     pub max_attempts: Option<u32>,
+}
+
+/// `[metrics]`: Prometheus metrics of the loading processes (`ferry-worker`, `migrate`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Serve `GET /metrics` on this address while loading (`0.0.0.0:9464`); default: not served.
+    pub addr: Option<String>,
+    /// Push the final values to this Pushgateway when the process ends (`http://pushgateway:9091`).
+    pub pushgateway_url: Option<String>,
+    /// The Pushgateway `job` label (default: `ferry-worker`, or `ferry-migrate` for `migrate`).
+    pub job: Option<String>,
+    /// The Pushgateway `instance` label (default: `$HOSTNAME`, a pod's name, else host-pid).
+    pub instance: Option<String>,
+}
+
+/// Validated `[metrics]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Where `/metrics` is served, if anywhere.
+    pub addr: Option<std::net::SocketAddr>,
+    /// The Pushgateway pushed to at exit, if any.
+    pub pushgateway_url: Option<String>,
+    /// The `job` label of the push.
+    pub job: Option<String>,
+    /// The `instance` label of the push.
+    pub instance: Option<String>,
+}
+
+fn metrics_settings(metrics: RawMetrics) -> Result<MetricsSettings> {
+    let addr = match metrics.addr.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(addr) => Some(addr.parse().map_err(|_| {
+            Error::Config(format!(
+                "metrics.addr {addr:?} is not a listen address (host:port, e.g. 0.0.0.0:9464)"
+            ))
+        })?),
+    };
+    let pushgateway_url = metrics.pushgateway_url.filter(|u| !u.trim().is_empty());
+    if let Some(url) = &pushgateway_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::Config(format!(
+                "metrics.pushgateway_url {url:?} must start with http:// or https://"
+            )));
+        }
+    }
+    Ok(MetricsSettings {
+        addr,
+        pushgateway_url,
+        job: metrics.job.filter(|j| !j.is_empty()),
+        instance: metrics.instance.filter(|i| !i.is_empty()),
+    })
 }
 
 /// `[queue]`: the SQS queue shards travel on.
@@ -386,6 +441,8 @@ pub struct Settings {
     pub aws: AwsSettings,
     /// The SQS queue.
     pub queue: QueueSettings,
+    /// Prometheus metrics.
+    pub metrics: MetricsSettings,
     /// Routing rules (empty: one table per export).
     pub routing: crate::routing::Routing,
     /// `[[setup]]` statements.
@@ -450,6 +507,7 @@ impl Default for Settings {
             target: RawTarget::default(),
             aws: RawAws::default(),
             queue: RawQueue::default(),
+            metrics: RawMetrics::default(),
             routing: Default::default(),
             setup: Vec::new(),
             post_load: Vec::new(),
@@ -544,6 +602,7 @@ impl RawConfig {
                 max_attempts: self.aws.max_attempts.unwrap_or(5).max(1),
             },
             queue: queue_settings(self.queue)?,
+            metrics: metrics_settings(self.metrics)?,
             routing: self.routing,
             setup: self.setup,
             post_load: self.post_load,
@@ -691,6 +750,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("queue.wait_secs"), "{err}");
+    }
+
+    #[test]
+    fn metrics_section_and_environment() {
+        let env = vec![
+            (
+                "FERRY_METRICS__ADDR".to_string(),
+                "0.0.0.0:9464".to_string(),
+            ),
+            (
+                "FERRY_METRICS__PUSHGATEWAY_URL".to_string(),
+                "http://pushgateway:9091".to_string(),
+            ),
+        ];
+        let settings = load_settings_from(None, env).unwrap();
+        assert_eq!(settings.metrics.addr, Some("0.0.0.0:9464".parse().unwrap()));
+        assert_eq!(
+            settings.metrics.pushgateway_url.as_deref(),
+            Some("http://pushgateway:9091")
+        );
+        assert_eq!(Settings::default().metrics, MetricsSettings::default());
+        let err = load_settings_from(None, vec![("FERRY_METRICS__ADDR".into(), "9464".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metrics.addr"), "{err}");
+        let err = load_settings_from(
+            None,
+            vec![("FERRY_METRICS__PUSHGATEWAY_URL".into(), "gw:9091".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("metrics.pushgateway_url"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - [`load`]: the shard loader and its exactly-once commit protocol.
 //! - [`simple`]: COPY over the simple query protocol (the HeliosDB path).
 //! - [`pool`]: N concurrent loaders fed by a work queue, with retries.
+//! - [`progress`]: live counters of a process's loading (progress displays, metrics).
+//! - [`metrics`]: Prometheus metrics from those counters: `/metrics` and a Pushgateway push.
 //! - [`target`]: detecting the server and choosing the load path.
 //! - [`error`]: this crate's error type.
 //!
@@ -37,6 +39,7 @@ pub mod item;
 pub mod json;
 pub mod ledger;
 pub mod load;
+pub mod metrics;
 pub mod number;
 pub mod pool;
 pub mod progress;

@@ -10,6 +10,9 @@
 //! its unfinished shards to the queue, and exits 0. Exit 1 means a shard could not be loaded for a
 //! reason outside its data (the target was unreachable); data failures are in the ledger and, in
 //! queue mode, end in the dead-letter queue.
+//!
+//! Metrics: `--metrics-addr` serves Prometheus `/metrics` while it loads, `--pushgateway-url`
+//! pushes the final values when it exits (see [`ferry_worker::metrics`]).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +59,14 @@ struct Args {
     /// Keep polling an empty queue (default: queue.poll_forever).
     #[arg(long)]
     poll_forever: bool,
+    /// Serve Prometheus metrics on this address while loading, e.g. 0.0.0.0:9464 (default:
+    /// metrics.addr).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Push the final metrics to this Pushgateway when exiting, e.g. http://pushgateway:9091
+    /// (default: metrics.pushgateway_url).
+    #[arg(long)]
+    pushgateway_url: Option<String>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: ferry_shared::telemetry::LogFormat,
@@ -95,7 +106,13 @@ fn stop_on_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<bool> {
-    let settings = ferry_shared::config::load_settings(args.config.as_deref())?;
+    let mut settings = ferry_shared::config::load_settings(args.config.as_deref())?;
+    if let Some(addr) = args.metrics_addr {
+        settings.metrics.addr = Some(addr);
+    }
+    if let Some(url) = &args.pushgateway_url {
+        settings.metrics.pushgateway_url = Some(url.clone());
+    }
     let client = ledger::connect(&args.target).await?;
     let target = Target::detect(&client, settings.load.copy_format).await?;
     let workers = args
@@ -163,8 +180,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "nothing to do: pass --queue-url (or set FERRY_QUEUE__URL) for the fleet, or --run-id"
         ),
     };
+    let exporter = ferry_worker::metrics::Exporter::start(
+        &settings.metrics,
+        contexts.progress.clone(),
+        "ferry-worker",
+        "ferry-worker",
+    )
+    .await?;
     stop_on_signals(contexts.stop.clone())?;
     let errors = run_pool(Arc::new(contexts), queue, pool).await;
+    exporter.finish().await;
     for error in &errors {
         eprintln!("ferry-worker: shard {}: {}", error.shard_id, error.error);
     }
