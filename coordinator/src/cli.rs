@@ -519,9 +519,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let run = ledger::get_run(&client, &args.run_id)
                 .await?
                 .with_context(|| format!("run {} is not in the ledger", args.run_id))?;
-            let target = ferry_worker::target::Target::detect(&client, settings.load.copy_format)
-                .await?
-                .for_schema(&run.schema);
+            let mut target =
+                ferry_worker::target::Target::detect(&client, settings.load.copy_format).await?;
+            if let Some(path) = run
+                .load_path
+                .as_deref()
+                .and_then(ferry_worker::target::LoadPath::parse)
+            {
+                target.load_path = path;
+            }
             let context = ReportContext {
                 allow_unverified: args.allow_unverified,
                 load_path: Some(target.describe()),

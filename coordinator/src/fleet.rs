@@ -371,6 +371,7 @@ mod tests {
             md5_ok: None,
             state: state.into(),
             error: (state == shard_state::FAILED).then(|| "corrupt gzip".into()),
+            generation: 0,
         }
     }
 
@@ -384,6 +385,7 @@ mod tests {
             target_table: "t".into(),
             schema: ferry_shared::schema::TableSchema {
                 routing: None,
+                provenance: true,
                 table: "t".into(),
                 columns: Vec::new(),
                 overflow_column: "attrs".into(),
@@ -396,6 +398,7 @@ mod tests {
             manifest_verified: true,
             manifest_items: Some(400),
             state: "loading".into(),
+            load_path: Some("binary".into()),
         };
         let shards = [
             shard("a", shard_state::DONE, 100, 100, 1000),

@@ -219,6 +219,7 @@ pub fn infer_schema(
     }
     Ok(TableSchema {
         routing: None,
+        provenance: true,
         table: table.to_string(),
         columns,
         overflow_column: mapping.overflow_column.clone(),

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use ferry_shared::ledger::run_state;
 use ferry_shared::queue::MemoryQueue;
 use ferry_worker::ledger;
-use ferry_worker::load::{LoadContext, Progress};
+use ferry_worker::progress::Progress;
+use ferry_worker::sink::LoadContext;
 use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -87,7 +88,7 @@ pub async fn migrate_observed(request: MigrateRequest, progress: Arc<Progress>) 
         &request.target_url,
     )?;
     ctx.progress = progress;
-    // The path actually used (a routed run on HeliosDB loads with INSERT in a transaction).
+    // The path the run loads with (recorded when it was planned).
     context.load_path = Some(ctx.target.describe());
     let total_items = run.manifest_items.unwrap_or(0);
     let total_bytes = plan.listing.total_bytes();

@@ -10,7 +10,7 @@ use ferry_shared::ident::quote_ident;
 use ferry_shared::ledger::run_state;
 use ferry_shared::manifest::{locate_export, md5_hex, ExportListing};
 use ferry_shared::routing::routed_table_sql;
-use ferry_shared::schema::{ColumnSpec, DdbType, PgType, TableSchema};
+use ferry_shared::schema::{ColumnSpec, DdbType, NumericLimit, PgType, TableSchema, PROVENANCE_COLUMN};
 use ferry_shared::store::{open_export, ObjectStore};
 use ferry_worker::ledger::{self, RunRecord};
 use ferry_worker::target::{Target, TargetKind};
@@ -160,7 +160,10 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         }
         let mut run = run;
         if run.state != run_state::COMPLETE {
-            prepare_run_tables(client, &run.schema, false).await?;
+            // The run's tables as the run recorded them: the columns it writes must still be
+            // there, but post-load steps may have added constraints since (a NOT NULL column
+            // that a finished step filled is no reason to refuse the resume).
+            prepare_run_tables(client, &run.schema, TableCheck::Resume, &target).await?;
             if run.max_rejects != request.settings.load.max_rejects {
                 ledger::set_max_rejects(client, &run_id, request.settings.load.max_rejects).await?;
                 run.max_rejects = request.settings.load.max_rejects;
@@ -180,7 +183,7 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
     }
 
     let schema = if request.settings.routing.is_enabled() {
-        let schema = routed_schema(&table, &keys, &request.settings)?;
+        let schema = routed_schema(&table, &keys, &request.settings, target.numeric_limit())?;
         tracing::info!(
             run = %run_id,
             rules = request.settings.routing.rules.len(),
@@ -222,7 +225,12 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
             })?;
         }
     }
-    prepare_run_tables(client, &schema, !request.append).await?;
+    let check = if request.append {
+        TableCheck::NewRun
+    } else {
+        TableCheck::NewRunEmpty
+    };
+    prepare_run_tables(client, &schema, check, &target).await?;
     let summary = listing.summary.as_ref();
     let run = RunRecord {
         run_id: run_id.clone(),
@@ -236,6 +244,7 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         manifest_verified: listing.verified,
         manifest_items: listing.manifest_items(),
         state: run_state::LOADING.to_string(),
+        load_path: Some(target.load_path.as_str().to_string()),
     };
     ledger::insert_run(client, &run, &listing.files).await?;
     // Another coordinator may have planned the same run a moment earlier: the ledger's copy wins.
@@ -261,7 +270,12 @@ pub fn applies(only_on: Option<TargetName>, target: &Target) -> bool {
 }
 
 /// The schema of a routed run: the key attributes (the routing needs their names) and the rules.
-fn routed_schema(table: &str, keys: &[KeyAttribute], settings: &Settings) -> Result<TableSchema> {
+fn routed_schema(
+    table: &str,
+    keys: &[KeyAttribute],
+    settings: &Settings,
+    numeric_limit: NumericLimit,
+) -> Result<TableSchema> {
     if keys.is_empty() {
         return Err(CoordinatorError::Invalid(
             "routing rules need the key attributes: pass --key PK,SK (or set mapping.key)".into(),
@@ -283,54 +297,69 @@ fn routed_schema(table: &str, keys: &[KeyAttribute], settings: &Settings) -> Res
         overflow_column: settings.mapping.overflow_column.clone(),
         nested_json: settings.mapping.nested_json,
         on_type_mismatch: settings.mapping.on_type_mismatch,
-        numeric_limit: Default::default(),
+        numeric_limit,
         routing: Some(settings.routing.clone()),
+        provenance: true,
     })
+}
+
+/// How much of a table [`prepare_table_with`] checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableCheck {
+    /// A new run into a table that must be empty (no `--append`).
+    NewRunEmpty,
+    /// A new run with `--append`.
+    NewRun,
+    /// A run the ledger already has: its columns must still be there.
+    Resume,
 }
 
 /// Prepares the run's table, or every routed table of a routed run.
 pub async fn prepare_run_tables(
     client: &Client,
     schema: &TableSchema,
-    must_be_empty: bool,
+    check: TableCheck,
+    target: &Target,
 ) -> Result<()> {
     match &schema.routing {
-        None => prepare_table(client, schema, must_be_empty).await,
+        None => prepare_table(client, schema, check, target).await,
         Some(routing) => {
             let keys: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
-            for table in routing.tables(&keys) {
-                prepare_table_with(client, &table, must_be_empty, &routed_table_sql(&table))
-                    .await?;
+            for mut table in routing.tables(&keys) {
+                table.provenance = schema.provenance;
+                let create = routed_table_sql(&table);
+                prepare_table_with(client, &table, check, target, &create).await?;
             }
             Ok(())
         }
     }
 }
 
-/// Creates the table when it is absent; otherwise checks that its columns fit the schema and, for a
-/// new run without `--append`, that it is empty. Nothing is loaded before this passes.
+/// Creates the table when it is absent; otherwise adds Ferry's provenance column when missing and
+/// checks that its columns fit the schema, that a unique constraint covers the key columns, and,
+/// for a new run without `--append`, that it is empty. Nothing is loaded before this passes.
 pub async fn prepare_table(
     client: &Client,
     schema: &TableSchema,
-    must_be_empty: bool,
+    check: TableCheck,
+    target: &Target,
 ) -> Result<()> {
     let create = schema.create_table_sql();
-    prepare_table_with(client, schema, must_be_empty, &create).await
+    prepare_table_with(client, schema, check, target, &create).await
 }
 
 /// [`prepare_table`] with the statement that creates the table when it is absent.
 pub async fn prepare_table_with(
     client: &Client,
     schema: &TableSchema,
-    must_be_empty: bool,
+    check: TableCheck,
+    target: &Target,
     create_sql: &str,
 ) -> Result<()> {
-    let rows = client
-        .query(
-            "SELECT column_name::text, udt_name::text, is_nullable::text, column_default::text FROM information_schema.columns
-             WHERE table_schema = current_schema() AND table_name = $1::text",
-            &[&schema.table],
-        )
+    let columns_sql = "SELECT column_name::text, udt_name::text, is_nullable::text, column_default::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = $1::text";
+    let mut rows = client
+        .query(columns_sql, &[&schema.table])
         .await
         .map_err(CoordinatorError::db("cannot inspect the target table"))?;
     if rows.is_empty() {
@@ -339,32 +368,55 @@ pub async fn prepare_table_with(
             .await
             .map_err(CoordinatorError::db("cannot create the target table"))?;
         tracing::info!(table = %schema.table, "created target table");
-        return Ok(());
+    } else if schema.provenance && !rows.iter().any(|r| r.get::<_, String>(0) == PROVENANCE_COLUMN) {
+        let add = format!(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} BIGINT",
+            quote_ident(&schema.table),
+            quote_ident(PROVENANCE_COLUMN)
+        );
+        client.batch_execute(&add).await.map_err(|e| {
+            CoordinatorError::Invalid(format!(
+                "cannot add Ferry's provenance column {PROVENANCE_COLUMN:?} to table {:?}: {}",
+                schema.table,
+                ferry_worker::server_message(&e)
+            ))
+        })?;
+        tracing::info!(table = %schema.table, column = PROVENANCE_COLUMN, "added the provenance column");
+        rows = client
+            .query(columns_sql, &[&schema.table])
+            .await
+            .map_err(CoordinatorError::db("cannot inspect the target table"))?;
     }
     let existing: Vec<(String, String, String, Option<String>)> = rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     let mut problems = Vec::new();
+    let provenance = schema
+        .provenance
+        .then_some((PROVENANCE_COLUMN, "int8"));
     let wanted = schema
         .columns
         .iter()
         .map(|c| (c.name.as_str(), c.pg_type.udt_name()))
-        .chain(std::iter::once((schema.overflow_column.as_str(), "jsonb")));
+        .chain(std::iter::once((schema.overflow_column.as_str(), "jsonb")))
+        .chain(provenance);
     for (name, udt) in wanted.clone() {
         match existing.iter().find(|e| e.0 == name) {
-            None => problems.push(format!("column {name:?} is missing")),
+            None if !existing.is_empty() => problems.push(format!("column {name:?} is missing")),
             Some(e) if e.1 != udt => {
                 problems.push(format!("column {name:?} is {}, the run needs {udt}", e.1))
             }
-            Some(_) => {}
+            _ => {}
         }
     }
-    for (name, _, nullable, default) in &existing {
-        if !wanted.clone().any(|(w, _)| w == name) && nullable == "NO" && default.is_none() {
-            problems.push(format!(
-                "column {name:?} is NOT NULL without a default, and no attribute fills it"
-            ));
+    if check != TableCheck::Resume {
+        for (name, _, nullable, default) in &existing {
+            if !wanted.clone().any(|(w, _)| w == name) && nullable == "NO" && default.is_none() {
+                problems.push(format!(
+                    "column {name:?} is NOT NULL without a default, and no attribute fills it"
+                ));
+            }
         }
     }
     if !problems.is_empty() {
@@ -373,7 +425,8 @@ pub async fn prepare_table_with(
             reason: problems.join("; "),
         });
     }
-    if must_be_empty {
+    require_unique_key(client, schema, target).await?;
+    if check == TableCheck::NewRunEmpty {
         // `SELECT 1 … LIMIT 1` rather than EXISTS: every PostgreSQL-wire server has it.
         let sql = format!("SELECT 1::int8 FROM {} LIMIT 1", quote_ident(&schema.table));
         let non_empty = !client
@@ -389,4 +442,86 @@ pub async fn prepare_table_with(
         }
     }
     Ok(())
+}
+
+/// The column sets of the table's PRIMARY KEY, UNIQUE constraints and unique indexes.
+async fn unique_column_sets(
+    client: &Client,
+    table: &str,
+    target: &Target,
+) -> Result<Vec<Vec<String>>> {
+    let mut sets: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    // Constraints, as both servers report them.
+    let constraints = client
+        .query(
+            "SELECT constraint_name::text, constraint_type::text FROM information_schema.table_constraints
+             WHERE table_schema = current_schema() AND table_name = $1::text",
+            &[&table],
+        )
+        .await
+        .map_err(CoordinatorError::db("cannot read the table's constraints"))?;
+    let unique: Vec<String> = constraints
+        .iter()
+        .filter(|r| matches!(r.get::<_, String>(1).as_str(), "PRIMARY KEY" | "UNIQUE"))
+        .map(|r| r.get(0))
+        .collect();
+    let usage = client
+        .query(
+            "SELECT constraint_name::text, column_name::text FROM information_schema.key_column_usage
+             WHERE table_schema = current_schema() AND table_name = $1::text",
+            &[&table],
+        )
+        .await
+        .map_err(CoordinatorError::db("cannot read the table's key columns"))?;
+    for row in &usage {
+        let name: String = row.get(0);
+        if unique.contains(&name) {
+            sets.entry(name).or_default().push(row.get(1));
+        }
+    }
+    if target.kind == TargetKind::Postgres {
+        // Unique indexes (CREATE UNIQUE INDEX) are not constraints on PostgreSQL.
+        let indexes = client
+            .query(
+                "SELECT i.indexrelid::int8, a.attname::text
+                 FROM pg_index i
+                 JOIN pg_class c ON c.oid = i.indrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
+                 WHERE c.relname = $1::text AND n.nspname = current_schema()
+                   AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL",
+                &[&table],
+            )
+            .await
+            .map_err(CoordinatorError::db("cannot read the table's unique indexes"))?;
+        for row in &indexes {
+            let index: i64 = row.get(0);
+            sets.entry(format!("index {index}"))
+                .or_default()
+                .push(row.get(1));
+        }
+    }
+    Ok(sets.into_values().collect())
+}
+
+/// Refuses a table without a unique constraint covering its key columns: exactly-once depends on
+/// it (a second COPY of a chunk, or a key already in the table, must be refused by the server).
+async fn require_unique_key(client: &Client, schema: &TableSchema, target: &Target) -> Result<()> {
+    let keys: Vec<&str> = schema.key_columns().map(|c| c.name.as_str()).collect();
+    let sets = unique_column_sets(client, &schema.table, target).await?;
+    let covered = sets
+        .iter()
+        .any(|set| !set.is_empty() && set.iter().all(|c| keys.contains(&c.as_str())));
+    if covered {
+        return Ok(());
+    }
+    let columns: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
+    Err(CoordinatorError::Invalid(format!(
+        "table {:?} has no PRIMARY KEY or UNIQUE constraint over its key columns ({}): Ferry needs          one to load each item exactly once (a retried or duplicated chunk is refused by it, and a          key already in the table is caught). Add `UNIQUE ({})` to the table's CREATE TABLE (or          `ALTER TABLE {} ADD UNIQUE ({})` where the server allows it), then plan again",
+        schema.table,
+        columns.join(", "),
+        columns.join(", "),
+        quote_ident(&schema.table),
+        columns.join(", ")
+    )))
 }

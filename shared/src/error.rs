@@ -57,6 +57,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// An object is not the version a run already read from (it was replaced or rewritten).
+    #[error("{location} changed: it was {expected}, it is now {found}")]
+    ObjectChanged {
+        /// The object.
+        location: String,
+        /// The identity recorded earlier.
+        expected: String,
+        /// The identity now (or what the store said).
+        found: String,
+    },
     /// A local path is not usable as an export location.
     #[error("not a folder: {0}")]
     NotAFolder(PathBuf),

@@ -3,13 +3,26 @@
 //! The ledger lives in the target database, beside the data, so one transaction can load a chunk's
 //! rows and advance its shard's checkpoint together (design.md §3):
 //! - `ferry.runs`: one row per run: the export, the target table, the resolved schema, the fixed
-//!   chunk size, `max_rejects`, and the run's state;
+//!   chunk size, `max_rejects`, the load path chosen at plan, and the run's state;
 //! - `ferry.shards`: one row per data file: its manifest `itemCount` and MD5, the checkpoint
-//!   (`committed_lines`), counts of loaded, rejected, filtered rows and spilled values, and its state;
-//! - `ferry.rejects`: one row per rejected input line: shard, line number, reason and the raw line.
+//!   (`committed_lines`), counts of loaded, rejected, filtered rows and spilled values, its state,
+//!   and its `generation` (raised each time the shard's rows are removed to load it again);
+//! - `ferry.rejects`: one row per rejected input line: shard, line number, reason, the raw line and
+//!   the generation that recorded it;
+//! - `ferry.loads`: one row per (shard, generation): the identity of the data file that generation
+//!   reads (ETag or size and modification time), claimed before its first row is written, and the
+//!   `load_id` that every row it writes carries in its `_ferry_chunk` provenance column
+//!   (`load_id << 24 | chunk index`);
+//! - `ferry.steps`: one row per post-load step of a run, marked started and done, so a crash during
+//!   the post-load steps resumes at the first step not done;
+//! - `ferry.meta`: `schema_version`, so a newer Ferry migrates the ledger in place
+//!   ([`MIGRATIONS`]) and an older one refuses a ledger it does not know.
 //!
 //! Every statement here binds its values as parameters cast to their types in the SQL text
 //! (`$1::text`), which both PostgreSQL and HeliosDB accept.
+
+/// The ledger schema this Ferry writes.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Creates the ledger schema; safe to run on every start.
 pub const CREATE_LEDGER: &[&str] = &[
@@ -58,7 +71,53 @@ pub const CREATE_LEDGER: &[&str] = &[
         created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         PRIMARY KEY (run_id, shard_id, line_no)
     )",
+    "CREATE TABLE IF NOT EXISTS ferry.meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )",
 ];
+
+/// In-place migrations: `(version, statements)`, applied in order to a ledger whose
+/// `schema_version` is below `version`. Every statement is idempotent (`IF NOT EXISTS`), since
+/// DDL is not transactional on every target and two processes may migrate at once.
+pub const MIGRATIONS: &[(i64, &[&str])] = &[(
+    2,
+    &[
+        "ALTER TABLE ferry.runs ADD COLUMN IF NOT EXISTS load_path TEXT",
+        "ALTER TABLE ferry.shards ADD COLUMN IF NOT EXISTS generation BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE ferry.rejects ADD COLUMN IF NOT EXISTS generation BIGINT NOT NULL DEFAULT 0",
+        "CREATE TABLE IF NOT EXISTS ferry.loads (
+            load_id BIGSERIAL PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            shard_id TEXT NOT NULL,
+            generation BIGINT NOT NULL,
+            file_identity TEXT NOT NULL,
+            cleaned BOOLEAN NOT NULL DEFAULT false,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            UNIQUE (run_id, shard_id, generation)
+        )",
+        "CREATE TABLE IF NOT EXISTS ferry.steps (
+            run_id TEXT NOT NULL,
+            step_no BIGINT NOT NULL,
+            description TEXT NOT NULL,
+            state TEXT NOT NULL,
+            started_at TIMESTAMPTZ,
+            finished_at TIMESTAMPTZ,
+            millis BIGINT,
+            note TEXT,
+            PRIMARY KEY (run_id, step_no)
+        )",
+    ],
+)];
+
+/// The ledger's schema version (`$1` is unused; no row: a version-1 ledger or a new one).
+pub const SELECT_SCHEMA_VERSION: &str =
+    "SELECT value FROM ferry.meta WHERE key = 'schema_version'";
+
+/// Records the ledger's schema version. `$1` the version as text.
+pub const SET_SCHEMA_VERSION: &str = "INSERT INTO ferry.meta (key, value)
+    VALUES ('schema_version', $1::text)
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
 
 /// Run states.
 pub mod run_state {
@@ -83,13 +142,15 @@ pub mod shard_state {
 /// `$1` run_id.
 pub const SELECT_RUN: &str =
     "SELECT run_id, export_location, export_arn, export_time, target_table, schema_json,
-        chunk_lines, max_rejects, manifest_verified, manifest_items, state
+        chunk_lines, max_rejects, manifest_verified, manifest_items, state, load_path
     FROM ferry.runs WHERE run_id = $1::text";
 
 /// Inserts a run (`ON CONFLICT DO NOTHING`: two coordinators planning the same run agree).
 pub const INSERT_RUN: &str = "INSERT INTO ferry.runs (run_id, export_location, export_arn, export_time,
-        target_table, schema_json, chunk_lines, max_rejects, manifest_verified, manifest_items, state)
-    VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::int8, $8::int8, $9::boolean, $10::int8, $11::text)
+        target_table, schema_json, chunk_lines, max_rejects, manifest_verified, manifest_items, state,
+        load_path)
+    VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::int8, $8::int8, $9::boolean,
+        $10::int8, $11::text, $12::text)
     ON CONFLICT (run_id) DO NOTHING";
 
 /// Inserts a shard (idempotent).
@@ -101,45 +162,135 @@ pub const INSERT_SHARD: &str =
 /// `$1` run_id.
 pub const SELECT_SHARDS: &str =
     "SELECT shard_id, data_key, item_count, md5_checksum, size_bytes, committed_lines,
-        loaded_rows, rejected_rows, filtered_rows, spilled_values, items_seen, md5_ok, state, error
+        loaded_rows, rejected_rows, filtered_rows, spilled_values, items_seen, md5_ok, state, error,
+        generation
     FROM ferry.shards WHERE run_id = $1::text ORDER BY shard_id";
 
 /// `$1` run_id, `$2` shard_id.
 pub const SELECT_SHARD: &str =
     "SELECT shard_id, data_key, item_count, md5_checksum, size_bytes, committed_lines,
-        loaded_rows, rejected_rows, filtered_rows, spilled_values, items_seen, md5_ok, state, error
+        loaded_rows, rejected_rows, filtered_rows, spilled_values, items_seen, md5_ok, state, error,
+        generation
     FROM ferry.shards WHERE run_id = $1::text AND shard_id = $2::text";
 
-/// The conditional checkpoint of design.md §3: moves `committed_lines` from `$3` to `$4` and adds the
-/// chunk's counts; touches one row only if no other worker moved the checkpoint first.
-/// `$1` run, `$2` shard, `$3` from, `$4` to, `$5` loaded, `$6` rejected, `$7` spilled, `$8` filtered.
+/// The conditional checkpoint of design.md §3: moves `committed_lines` from `$3` to `$4` and adds
+/// the chunk's counts; touches one row only if no other worker moved the checkpoint first and the
+/// shard's rows were not removed meanwhile (its generation is still `$9`).
+/// `$1` run, `$2` shard, `$3` from, `$4` to, `$5` loaded, `$6` rejected, `$7` spilled,
+/// `$8` filtered, `$9` generation.
 pub const ADVANCE_CHECKPOINT: &str = "UPDATE ferry.shards SET committed_lines = $4::int8,
         loaded_rows = loaded_rows + $5::int8, rejected_rows = rejected_rows + $6::int8,
         spilled_values = spilled_values + $7::int8, filtered_rows = filtered_rows + $8::int8,
         state = 'pending', error = NULL, updated_at = now()
-    WHERE run_id = $1::text AND shard_id = $2::text AND committed_lines = $3::int8 AND state <> 'done'";
+    WHERE run_id = $1::text AND shard_id = $2::text AND committed_lines = $3::int8
+        AND generation = $9::int8 AND state <> 'done'";
 
 /// Like [`ADVANCE_CHECKPOINT`] for the last chunk of a shard: also records the reconciliation and
-/// marks the shard done. `$8` items seen in the file, `$9` whether the MD5 matched (NULL: no manifest),
-/// `$10` filtered.
-/// `$10` filtered.
+/// marks the shard done. `$8` items seen in the file, `$9` whether the MD5 matched (NULL: no
+/// manifest), `$10` filtered, `$11` generation.
 pub const FINISH_SHARD: &str = "UPDATE ferry.shards SET committed_lines = $4::int8,
         loaded_rows = loaded_rows + $5::int8, rejected_rows = rejected_rows + $6::int8,
         spilled_values = spilled_values + $7::int8, items_seen = $8::int8, md5_ok = $9::boolean,
         filtered_rows = filtered_rows + $10::int8,
         state = 'done', error = NULL, updated_at = now()
-    WHERE run_id = $1::text AND shard_id = $2::text AND committed_lines = $3::int8 AND state <> 'done'";
+    WHERE run_id = $1::text AND shard_id = $2::text AND committed_lines = $3::int8
+        AND generation = $11::int8 AND state <> 'done'";
 
-/// Marks a shard failed with a reason. `$1` run, `$2` shard, `$3` error, `$4` md5_ok (nullable), `$5` items seen (nullable).
+/// Marks a shard failed with a reason, keeping what it committed. `$1` run, `$2` shard, `$3`
+/// error, `$4` md5_ok (nullable), `$5` items seen (nullable).
 pub const FAIL_SHARD: &str =
     "UPDATE ferry.shards SET state = 'failed', error = $3::text, md5_ok = $4::boolean,
         items_seen = $5::int8, updated_at = now()
     WHERE run_id = $1::text AND shard_id = $2::text AND state <> 'done'";
 
-/// Records a rejected line. `$1` run, `$2` shard, `$3` line, `$4` reason, `$5` raw line.
-pub const INSERT_REJECT: &str =
-    "INSERT INTO ferry.rejects (run_id, shard_id, line_no, reason, raw_line)
-    VALUES ($1::text, $2::text, $3::int8, $4::text, $5::bytea)";
+/// Starts a shard over: a new generation with nothing committed, so the rows and rejects of the
+/// earlier generations are stale (removed by [`SELECT_STALE_LOADS`]'s cleanup before anything
+/// loads again). Conditional on the generation, so it happens once. `$1` run, `$2` shard, `$3`
+/// the generation being ended, `$4` state (`failed` or `pending`), `$5` error, `$6` md5_ok,
+/// `$7` items seen.
+pub const RESTART_SHARD: &str = "UPDATE ferry.shards SET generation = generation + 1,
+        committed_lines = 0, loaded_rows = 0, rejected_rows = 0, filtered_rows = 0,
+        spilled_values = 0, state = $4::text, error = $5::text, md5_ok = $6::boolean,
+        items_seen = $7::int8, updated_at = now()
+    WHERE run_id = $1::text AND shard_id = $2::text AND generation = $3::int8";
+
+/// Claims the file identity of a shard's generation (idempotent: the first claim wins).
+/// `$1` run, `$2` shard, `$3` generation, `$4` file identity.
+pub const CLAIM_LOAD: &str =
+    "INSERT INTO ferry.loads (run_id, shard_id, generation, file_identity)
+    VALUES ($1::text, $2::text, $3::int8, $4::text)
+    ON CONFLICT (run_id, shard_id, generation) DO NOTHING";
+
+/// A generation's load: `load_id` and the file identity it claimed. `$1` run, `$2` shard,
+/// `$3` generation.
+pub const SELECT_LOAD: &str = "SELECT load_id, file_identity FROM ferry.loads
+    WHERE run_id = $1::text AND shard_id = $2::text AND generation = $3::int8";
+
+/// The run, shard and data file of a load. `$1` load_id.
+pub const SELECT_LOAD_OWNER: &str = "SELECT l.run_id, l.shard_id, s.data_key
+    FROM ferry.loads l JOIN ferry.shards s ON s.run_id = l.run_id AND s.shard_id = l.shard_id
+    WHERE l.load_id = $1::int8";
+
+/// The loads of a shard's earlier generations whose rows were not removed yet. `$1` run,
+/// `$2` shard, `$3` the current generation.
+pub const SELECT_STALE_LOADS: &str = "SELECT load_id FROM ferry.loads
+    WHERE run_id = $1::text AND shard_id = $2::text AND generation < $3::int8 AND NOT cleaned
+    ORDER BY load_id";
+
+/// Marks a stale load's rows removed. `$1` load_id.
+pub const MARK_LOAD_CLEANED: &str =
+    "UPDATE ferry.loads SET cleaned = true WHERE load_id = $1::int8";
+
+/// Removes the rejects an earlier generation of a shard recorded. `$1` run, `$2` shard,
+/// `$3` the current generation.
+pub const DELETE_STALE_REJECTS: &str = "DELETE FROM ferry.rejects
+    WHERE run_id = $1::text AND shard_id = $2::text AND generation < $3::int8";
+
+/// Records rejected lines, idempotently: a retried chunk writes the same rows again. The
+/// statement is [`REJECT_INSERT_HEAD`], then one `($n…)` group of six parameters per reject
+/// (run, shard, line, reason, raw line, generation), then [`REJECT_INSERT_TAIL`].
+pub const REJECT_INSERT_HEAD: &str =
+    "INSERT INTO ferry.rejects (run_id, shard_id, line_no, reason, raw_line, generation) VALUES ";
+
+/// See [`REJECT_INSERT_HEAD`].
+pub const REJECT_INSERT_TAIL: &str = " ON CONFLICT (run_id, shard_id, line_no) DO UPDATE
+    SET reason = EXCLUDED.reason, raw_line = EXCLUDED.raw_line, generation = EXCLUDED.generation";
+
+/// One reject's parameter group in [`REJECT_INSERT_HEAD`], for parameters `$n+1 ..= $n+6`.
+pub fn reject_values(n: usize) -> String {
+    format!(
+        "(${}::text, ${}::text, ${}::int8, ${}::text, ${}::bytea, ${}::int8)",
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4,
+        n + 5,
+        n + 6
+    )
+}
+
+/// Post-load step states.
+pub mod step_state {
+    /// Started, not known to be finished (a crash, or running now).
+    pub const STARTED: &str = "started";
+    /// Finished.
+    pub const DONE: &str = "done";
+}
+
+/// A run's post-load steps as recorded. `$1` run.
+pub const SELECT_STEPS: &str = "SELECT step_no, description, state, millis, note FROM ferry.steps
+    WHERE run_id = $1::text ORDER BY step_no";
+
+/// Marks a post-load step started. `$1` run, `$2` step, `$3` description.
+pub const START_STEP: &str = "INSERT INTO ferry.steps (run_id, step_no, description, state, started_at)
+    VALUES ($1::text, $2::int8, $3::text, 'started', now())
+    ON CONFLICT (run_id, step_no) DO UPDATE SET state = 'started', started_at = now(),
+        description = EXCLUDED.description";
+
+/// Marks a post-load step done. `$1` run, `$2` step, `$3` milliseconds, `$4` note (nullable).
+pub const FINISH_STEP: &str = "UPDATE ferry.steps SET state = 'done', finished_at = now(),
+        millis = $3::int8, note = $4::text
+    WHERE run_id = $1::text AND step_no = $2::int8";
 
 /// Sets a run's state (and report when finished). `$1` run, `$2` state, `$3` report.
 pub const FINISH_RUN: &str =

@@ -496,6 +496,7 @@ impl Routing {
                 on_type_mismatch: OnTypeMismatch::Reject,
                 numeric_limit: Default::default(),
                 routing: None,
+                provenance: true,
             });
         }
         if let (Unmatched::Table, Some(table)) = (self.unmatched, &self.catch_all_table) {
@@ -516,6 +517,7 @@ impl Routing {
                     on_type_mismatch: OnTypeMismatch::Reject,
                     numeric_limit: Default::default(),
                     routing: None,
+                    provenance: true,
                 });
             }
         }

@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 
-use crate::store::{ObjectMeta, ObjectStore, ObjectStream};
+use crate::store::{ObjectMeta, ObjectStore, ObjectStream, OpenedObject};
 use crate::{Error, Result};
 
 /// An S3 bucket as an object store.
@@ -119,14 +119,74 @@ impl ObjectStore for S3Store {
         Ok(Box::pin(object.body.into_async_read()))
     }
 
+    async fn open_pinned(&self, key: &str, expect: Option<&str>) -> Result<OpenedObject> {
+        let mut request = self.client.get_object().bucket(&self.bucket).key(key);
+        if let Some(etag) = expect.and_then(etag_of_identity) {
+            request = request.if_match(etag);
+        }
+        let object = match request.send().await {
+            Ok(object) => object,
+            Err(e) => {
+                let precondition_failed = e
+                    .raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 412);
+                if precondition_failed {
+                    return Err(Error::ObjectChanged {
+                        location: self.location(key),
+                        expected: expect.unwrap_or_default().to_string(),
+                        found: "another version (If-Match failed)".into(),
+                    });
+                }
+                return Err(self.error("GetObject", key, &e));
+            }
+        };
+        let identity = format!(
+            "etag={} size={}",
+            object.e_tag().unwrap_or_default(),
+            object.content_length().unwrap_or(0)
+        );
+        if let Some(expected) = expect {
+            if expected != identity {
+                return Err(Error::ObjectChanged {
+                    location: self.location(key),
+                    expected: expected.to_string(),
+                    found: identity,
+                });
+            }
+        }
+        Ok(OpenedObject {
+            stream: Box::pin(object.body.into_async_read()),
+            identity,
+        })
+    }
+
     fn location(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, key)
     }
 }
 
+/// The ETag in an S3 identity (`etag="…" size=…`).
+fn etag_of_identity(identity: &str) -> Option<&str> {
+    identity
+        .strip_prefix("etag=")
+        .and_then(|rest| rest.rsplit_once(" size="))
+        .map(|(etag, _)| etag)
+        .filter(|etag| !etag.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identities_carry_the_etag() {
+        assert_eq!(
+            etag_of_identity("etag=\"abc-1\" size=12"),
+            Some("\"abc-1\"")
+        );
+        assert_eq!(etag_of_identity("etag= size=0"), None);
+        assert_eq!(etag_of_identity("size=1 mtime_ns=2"), None);
+    }
 
     #[test]
     fn parses_s3_urls() {

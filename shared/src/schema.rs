@@ -8,6 +8,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::ident::quote_ident;
 
+/// Ferry's provenance column, in every table a run loads: the `load_id` of the shard generation
+/// that wrote the row, shifted left by [`CHUNK_INDEX_BITS`], plus the row's chunk index in its data
+/// file. A row's provenance says which attempt of which chunk wrote it, which is what lets a
+/// retried chunk prove it is already stored (design.md §3), and lets a shard's rows be removed
+/// exactly (a data file that changed or failed its checksum).
+pub const PROVENANCE_COLUMN: &str = "_ferry_chunk";
+
+/// Bits of [`PROVENANCE_COLUMN`] that hold the chunk index (up to 16.7 million chunks per file).
+pub const CHUNK_INDEX_BITS: u32 = 24;
+
+/// The provenance value of the rows of chunk `chunk_index` written by load `load_id`, or `None`
+/// when the chunk index does not fit (raise `load.chunk_lines`).
+pub fn provenance(load_id: i64, chunk_index: u64) -> Option<i64> {
+    if chunk_index >= 1 << CHUNK_INDEX_BITS || load_id < 0 || load_id >= 1 << (63 - CHUNK_INDEX_BITS)
+    {
+        return None;
+    }
+    Some((load_id << CHUNK_INDEX_BITS) | chunk_index as i64)
+}
+
+/// The range of provenance values a load's rows carry: `lo <= _ferry_chunk < hi`.
+pub fn provenance_range(load_id: i64) -> (i64, i64) {
+    (load_id << CHUNK_INDEX_BITS, (load_id + 1) << CHUNK_INDEX_BITS)
+}
+
 /// A DynamoDB attribute type descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DdbType {
@@ -243,6 +268,10 @@ pub struct TableSchema {
     /// Routing rules (single-table design): items go to the rules' tables instead of this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<crate::routing::Routing>,
+    /// Whether rows carry [`PROVENANCE_COLUMN`] (every run planned by this Ferry; runs planned
+    /// before it existed cannot be resumed by it).
+    #[serde(default)]
+    pub provenance: bool,
 }
 
 /// What the target's NUMERIC can hold exactly.
@@ -283,6 +312,10 @@ impl TableSchema {
         }
         sql.push_str(&quote_ident(&self.overflow_column));
         sql.push_str(" JSONB, ");
+        if self.provenance {
+            sql.push_str(&quote_ident(PROVENANCE_COLUMN));
+            sql.push_str(" BIGINT, ");
+        }
         sql.push_str(constraint);
         sql.push_str(" (");
         let keys: Vec<String> = self.key_columns().map(|c| quote_ident(&c.name)).collect();
@@ -291,10 +324,14 @@ impl TableSchema {
         sql
     }
 
-    /// The quoted column list COPY writes, in order: typed columns, then overflow.
+    /// The quoted column list COPY writes, in order: typed columns, the overflow column, then the
+    /// provenance column (when the run has it).
     pub fn copy_column_list(&self) -> String {
         let mut names: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
         names.push(quote_ident(&self.overflow_column));
+        if self.provenance {
+            names.push(quote_ident(PROVENANCE_COLUMN));
+        }
         names.join(", ")
     }
 }
@@ -331,7 +368,23 @@ mod tests {
             on_type_mismatch: OnTypeMismatch::Overflow,
             numeric_limit: NumericLimit::Unlimited,
             routing: None,
+            provenance: false,
         }
+    }
+
+    #[test]
+    fn provenance_packs_the_load_and_the_chunk() {
+        assert_eq!(provenance(1, 0), Some(1 << 24));
+        assert_eq!(provenance(3, 5), Some((3 << 24) | 5));
+        assert_eq!(provenance(3, 1 << 24), None);
+        assert_eq!(provenance(1 << 39, 0), None);
+        let (lo, hi) = provenance_range(3);
+        assert!(lo <= provenance(3, 0).unwrap() && provenance(3, (1 << 24) - 1).unwrap() < hi);
+        assert_eq!(hi, provenance(4, 0).unwrap());
+        let mut with = schema();
+        with.provenance = true;
+        assert!(with.create_table_sql().contains("\"attrs\" JSONB, \"_ferry_chunk\" BIGINT, PRIMARY KEY"));
+        assert!(with.copy_column_list().ends_with("\"attrs\", \"_ferry_chunk\""));
     }
 
     #[test]

@@ -24,6 +24,15 @@ pub struct ObjectMeta {
 /// A streaming object body.
 pub type ObjectStream = Pin<Box<dyn AsyncRead + Send>>;
 
+/// An object opened for reading, with the identity of the version being read: `etag=… size=…` on
+/// S3, `size=… mtime_ns=…` for a local file. A later read can be pinned to it.
+pub struct OpenedObject {
+    /// The body.
+    pub stream: ObjectStream,
+    /// The version's identity.
+    pub identity: String,
+}
+
 /// A source of export objects (a local folder now; S3 in the fleet).
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
@@ -33,6 +42,9 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> Result<Vec<u8>>;
     /// A streaming body for a possibly large object.
     async fn open(&self, key: &str) -> Result<ObjectStream>;
+    /// A streaming body with its version's identity; with `expect`, only that version
+    /// ([`Error::ObjectChanged`] otherwise; S3 reads it with `If-Match`).
+    async fn open_pinned(&self, key: &str, expect: Option<&str>) -> Result<OpenedObject>;
     /// A human-readable location for `key` (a path or URL), used in messages.
     fn location(&self, key: &str) -> String;
 }
@@ -209,6 +221,35 @@ impl ObjectStore for LocalStore {
             256 * 1024,
             file,
         )))
+    }
+
+    async fn open_pinned(&self, key: &str, expect: Option<&str>) -> Result<OpenedObject> {
+        let path = self.path_of(key)?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| self.io_error(key, e))?;
+        // The identity of the open file itself, so a file replaced after the check is not read.
+        let metadata = file.metadata().await.map_err(|e| self.io_error(key, e))?;
+        let modified = metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let identity = format!("size={} mtime_ns={modified}", metadata.len());
+        if let Some(expected) = expect {
+            if expected != identity {
+                return Err(Error::ObjectChanged {
+                    location: self.location(key),
+                    expected: expected.to_string(),
+                    found: identity,
+                });
+            }
+        }
+        Ok(OpenedObject {
+            stream: Box::pin(tokio::io::BufReader::with_capacity(256 * 1024, file)),
+            identity,
+        })
     }
 
     fn location(&self, key: &str) -> String {

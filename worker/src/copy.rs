@@ -64,13 +64,16 @@ fn write_numeric(out: &mut Vec<u8>, text: &str, column: &str) -> Result<(), Enco
     Ok(())
 }
 
-/// Appends every row of `batch` (laid out by [`crate::decode::arrow_schema`]) as COPY tuples.
+/// Appends every row of `batch` (laid out by [`crate::decode::arrow_schema`]) as COPY tuples,
+/// each ending with `provenance` when the schema has the provenance column.
 pub fn encode_batch(
     schema: &TableSchema,
     batch: &RecordBatch,
+    provenance: Option<i64>,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    let num_fields = (schema.columns.len() + 1) as i16;
+    let provenance = provenance.filter(|_| schema.provenance);
+    let num_fields = (schema.columns.len() + 1 + usize::from(provenance.is_some())) as i16;
     let mut types: Vec<(PgType, &str)> = schema
         .columns
         .iter()
@@ -149,6 +152,9 @@ pub fn encode_batch(
                 }
             }
         }
+        if let Some(value) = provenance {
+            write_bytes(out, &value.to_be_bytes());
+        }
     }
     Ok(())
 }
@@ -178,7 +184,7 @@ mod tests {
             r#"{"Item":{"pk":{"S":"ab"},"sk":{"N":"-0.5"},"ok":{"BOOL":false},"ss":{"SS":["x","yz"]},"q":{"S":"1"}}}"#,
         ]));
         let mut out = Vec::new();
-        encode_batch(&schema, &decoded.batch, &mut out).unwrap();
+        encode_batch(&schema, &decoded.batch, Some(7), &mut out).unwrap();
         let mut at = 0;
         assert_eq!(read_i16(&out, &mut at), 10);
         // pk TEXT
@@ -231,5 +237,19 @@ mod tests {
         assert_eq!(out[at], 1);
         assert_eq!(&out[at + 1..at + 1 + text.len()], text);
         assert_eq!(at + 1 + text.len(), out.len());
+    }
+
+    #[test]
+    fn rows_end_with_their_provenance_when_the_run_has_it() {
+        let mut schema = (*test_schema(OnTypeMismatch::Overflow)).clone();
+        schema.provenance = true;
+        let decoded = Decoder::new(std::sync::Arc::new(schema.clone())).decode(&block(&[
+            r#"{"Item":{"pk":{"S":"ab"},"sk":{"N":"1"}}}"#,
+        ]));
+        let mut out = Vec::new();
+        encode_batch(&schema, &decoded.batch, Some(0x0102_0304_0506), &mut out).unwrap();
+        let mut at = 0;
+        assert_eq!(read_i16(&out, &mut at), 11);
+        assert_eq!(&out[out.len() - 12..], &[0, 0, 0, 8, 0, 0, 1, 2, 3, 4, 5, 6]);
     }
 }

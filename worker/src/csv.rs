@@ -106,9 +106,27 @@ pub fn batch_types(schema: &TableSchema) -> Vec<PgType> {
     types
 }
 
-/// Appends every row of `batch` as CSV lines.
-pub fn encode_batch_csv(schema: &TableSchema, batch: &RecordBatch, out: &mut Vec<u8>) {
+/// The column types of the rows [`batch_texts`] gives: the batch's, then the provenance column's.
+pub fn row_types(schema: &TableSchema) -> Vec<PgType> {
+    let mut types = batch_types(schema);
+    if schema.provenance {
+        types.push(PgType::Int8);
+    }
+    types
+}
+
+/// Appends every row of `batch` as CSV lines, each ending with `provenance` when the schema has
+/// the provenance column.
+pub fn encode_batch_csv(
+    schema: &TableSchema,
+    batch: &RecordBatch,
+    provenance: Option<i64>,
+    out: &mut Vec<u8>,
+) {
     let types = batch_types(schema);
+    let provenance = provenance
+        .filter(|_| schema.provenance)
+        .map(|p| format!(",{p}"));
     let mut scratch = String::new();
     for row in 0..batch.num_rows() {
         for (index, pg_type) in types.iter().enumerate() {
@@ -135,16 +153,25 @@ pub fn encode_batch_csv(schema: &TableSchema, batch: &RecordBatch, out: &mut Vec
                 _ => quoted(out, scratch.as_bytes()),
             }
         }
+        if let Some(provenance) = &provenance {
+            out.extend_from_slice(provenance.as_bytes());
+        }
         out.push(b'\n');
     }
 }
 
-/// Every row of `batch` as text values (`None` for NULL), for INSERT with text parameters.
-pub fn batch_texts(schema: &TableSchema, batch: &RecordBatch) -> Vec<Vec<Option<String>>> {
+/// Every row of `batch` as text values (`None` for NULL), for INSERT with text parameters; the
+/// provenance value ends each row when the schema has the provenance column.
+pub fn batch_texts(
+    schema: &TableSchema,
+    batch: &RecordBatch,
+    provenance: Option<i64>,
+) -> Vec<Vec<Option<String>>> {
     let types = batch_types(schema);
+    let provenance = provenance.filter(|_| schema.provenance);
     (0..batch.num_rows())
         .map(|row| {
-            types
+            let mut values: Vec<Option<String>> = types
                 .iter()
                 .enumerate()
                 .map(|(index, pg_type)| {
@@ -155,7 +182,11 @@ pub fn batch_texts(schema: &TableSchema, batch: &RecordBatch) -> Vec<Vec<Option<
                         text
                     })
                 })
-                .collect()
+                .collect();
+            if let Some(value) = provenance {
+                values.push(Some(value.to_string()));
+            }
+            values
         })
         .collect()
 }
@@ -175,11 +206,26 @@ mod tests {
             r#"{"Item":{"pk":{"S":""},"sk":{"N":"1"}}}"#,
         ]));
         let mut out = Vec::new();
-        encode_batch_csv(&schema, &decoded.batch, &mut out);
+        encode_batch_csv(&schema, &decoded.batch, Some(9), &mut out);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
             "\"a,\"\"b\"\"\nc\",-0.5,,\\x000102,true,,\"{\"\"x\\\"\"y\"\",\"\"back\\\\slash\"\",\"\"\"\"}\",\"{1,2.5}\",\"{\"\"\\\\x0001\"\"}\",\"{\"\"q\"\":\"\"\"\"}\"\n\"\",1,,,,,,,,\n"
         );
+    }
+
+    #[test]
+    fn csv_rows_end_with_their_provenance_when_the_run_has_it() {
+        let mut schema = (*test_schema(OnTypeMismatch::Overflow)).clone();
+        schema.provenance = true;
+        let decoded = Decoder::new(std::sync::Arc::new(schema.clone())).decode(&block(&[
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"}}}"#,
+        ]));
+        let mut out = Vec::new();
+        encode_batch_csv(&schema, &decoded.batch, Some(42), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "\"a\",1,,,,,,,,,42\n");
+        let texts = batch_texts(&schema, &decoded.batch, Some(42));
+        assert_eq!(texts[0].last(), Some(&Some("42".to_string())));
+        assert_eq!(row_types(&schema).len(), texts[0].len());
     }
 }

@@ -371,7 +371,7 @@ pub(crate) mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
     use arrow_array::Array;
-    use ferry_shared::schema::{ColumnSpec, NestedJson, NumericLimit, PgType};
+    use ferry_shared::schema::{ColumnSpec, NestedJson, NumericLimit};
 
     pub(crate) fn test_schema(on_type_mismatch: OnTypeMismatch) -> Arc<TableSchema> {
         let col = |name: &str, ddb_type: DdbType, is_key: bool| ColumnSpec {
@@ -382,6 +382,7 @@ pub(crate) mod tests {
         };
         Arc::new(TableSchema {
             routing: None,
+            provenance: false,
             table: "t".into(),
             columns: vec![
                 col("pk", DdbType::S, true),

@@ -34,6 +34,9 @@ pub struct RunRecord {
     pub manifest_items: Option<u64>,
     /// `loading`, `complete` or `failed`.
     pub state: String,
+    /// How the run loads (`binary`, `csv`, `insert`), chosen at plan; `None` for runs planned
+    /// before it was recorded.
+    pub load_path: Option<String>,
 }
 
 /// A shard as the ledger holds it.
@@ -67,6 +70,8 @@ pub struct ShardRecord {
     pub state: String,
     /// Why it failed.
     pub error: Option<String>,
+    /// Raised each time the shard's rows are removed to load it again.
+    pub generation: i64,
 }
 
 impl ShardRecord {
@@ -104,6 +109,7 @@ fn run_of(row: &Row) -> Result<RunRecord> {
         manifest_verified: row.get("manifest_verified"),
         manifest_items: opt_u64_of(row, "manifest_items"),
         state: row.get("state"),
+        load_path: row.get("load_path"),
     })
 }
 
@@ -123,6 +129,7 @@ fn shard_of(row: &Row) -> ShardRecord {
         md5_ok: row.get("md5_ok"),
         state: row.get("state"),
         error: row.get("error"),
+        generation: row.get("generation"),
     }
 }
 
@@ -139,7 +146,8 @@ pub async fn connect(url: &str) -> Result<Client> {
     Ok(client)
 }
 
-/// Creates the ledger schema when missing.
+/// Creates the ledger schema when missing and migrates it in place to [`sql::SCHEMA_VERSION`];
+/// refuses a ledger written by a newer Ferry.
 pub async fn ensure_ledger(client: &Client) -> Result<()> {
     for statement in sql::CREATE_LEDGER {
         client
@@ -147,7 +155,47 @@ pub async fn ensure_ledger(client: &Client) -> Result<()> {
             .await
             .map_err(WorkerError::db("cannot create the ferry ledger"))?;
     }
+    let version = ledger_version(client).await?;
+    if version > sql::SCHEMA_VERSION {
+        return Err(WorkerError::Ledger(format!(
+            "the ferry ledger in this database has schema version {version}, written by a newer \
+             Ferry; this one knows version {}: upgrade Ferry",
+            sql::SCHEMA_VERSION
+        )));
+    }
+    for (target, statements) in sql::MIGRATIONS {
+        if *target <= version {
+            continue;
+        }
+        for statement in *statements {
+            client.batch_execute(statement).await.map_err(WorkerError::db(
+                "cannot migrate the ferry ledger (run the newest Ferry once with rights to alter it)",
+            ))?;
+        }
+        client
+            .execute(sql::SET_SCHEMA_VERSION, &[&target.to_string()])
+            .await
+            .map_err(WorkerError::db("cannot record the ledger's schema version"))?;
+        tracing::info!(version = target, "migrated the ferry ledger");
+    }
     Ok(())
+}
+
+/// The ledger's schema version (1 when none is recorded: a ledger from before versions).
+pub async fn ledger_version(client: &impl GenericClient) -> Result<i64> {
+    let row = client
+        .query_opt(sql::SELECT_SCHEMA_VERSION, &[])
+        .await
+        .map_err(WorkerError::db("cannot read the ledger's schema version"))?;
+    match row {
+        None => Ok(1),
+        Some(row) => {
+            let text: String = row.get(0);
+            text.parse().map_err(|_| {
+                WorkerError::Ledger(format!("the ledger's schema_version {text:?} is not a number"))
+            })
+        }
+    }
 }
 
 /// The run, if the ledger has it.
@@ -181,6 +229,7 @@ pub async fn insert_run(client: &mut Client, run: &RunRecord, files: &[DataFile]
             &run.manifest_verified,
             &run.manifest_items.map(|n| n as i64),
             &run.state,
+            &run.load_path,
         ],
     )
     .await
@@ -308,4 +357,247 @@ pub async fn get_rejects(client: &impl GenericClient, run_id: &str) -> Result<Ve
             reason: r.get(2),
         })
         .collect())
+}
+
+/// A shard generation's load, as claimed in `ferry.loads`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadClaim {
+    /// The id every row of this load carries (shifted) in its provenance column.
+    pub load_id: i64,
+    /// The data file identity the load claimed first.
+    pub file_identity: String,
+}
+
+/// Claims `file_identity` for a shard's generation (the first claim wins) and returns the claim
+/// as recorded, which may hold another identity (the file changed since).
+pub async fn claim_load(
+    client: &impl GenericClient,
+    run_id: &str,
+    shard_id: &str,
+    generation: i64,
+    file_identity: &str,
+) -> Result<LoadClaim> {
+    client
+        .execute(
+            sql::CLAIM_LOAD,
+            &[&run_id, &shard_id, &generation, &file_identity],
+        )
+        .await
+        .map_err(WorkerError::db("cannot record the data file's identity"))?;
+    recorded_load(client, run_id, shard_id, generation)
+        .await?
+        .ok_or_else(|| {
+            WorkerError::Ledger(format!(
+                "the load of shard {shard_id} (generation {generation}) vanished from the ledger"
+            ))
+        })
+}
+
+/// The load a shard's generation recorded, if any.
+pub async fn recorded_load(
+    client: &impl GenericClient,
+    run_id: &str,
+    shard_id: &str,
+    generation: i64,
+) -> Result<Option<LoadClaim>> {
+    let row = client
+        .query_opt(sql::SELECT_LOAD, &[&run_id, &shard_id, &generation])
+        .await
+        .map_err(WorkerError::db("cannot read a shard's load"))?;
+    Ok(row.map(|row| LoadClaim {
+        load_id: row.get(0),
+        file_identity: row.get(1),
+    }))
+}
+
+/// The loads of a shard's earlier generations whose rows are not removed yet.
+pub async fn stale_loads(
+    client: &impl GenericClient,
+    run_id: &str,
+    shard_id: &str,
+    generation: i64,
+) -> Result<Vec<i64>> {
+    let rows = client
+        .query(sql::SELECT_STALE_LOADS, &[&run_id, &shard_id, &generation])
+        .await
+        .map_err(WorkerError::db("cannot read a shard's earlier loads"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Marks a stale load's rows removed.
+pub async fn mark_load_cleaned(client: &impl GenericClient, load_id: i64) -> Result<()> {
+    client
+        .execute(sql::MARK_LOAD_CLEANED, &[&load_id])
+        .await
+        .map_err(WorkerError::db("cannot record a removed load"))?;
+    Ok(())
+}
+
+/// Removes the rejects earlier generations of a shard recorded.
+pub async fn delete_stale_rejects(
+    client: &impl GenericClient,
+    run_id: &str,
+    shard_id: &str,
+    generation: i64,
+) -> Result<u64> {
+    client
+        .execute(sql::DELETE_STALE_REJECTS, &[&run_id, &shard_id, &generation])
+        .await
+        .map_err(WorkerError::db("cannot remove a shard's earlier rejects"))
+}
+
+/// How a shard restarts from nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Restart {
+    /// `failed` (with `error`) or `pending`.
+    pub state: &'static str,
+    /// Why.
+    pub error: Option<String>,
+    /// Whether the MD5 matched, when known.
+    pub md5_ok: Option<bool>,
+    /// Items the file held, when known.
+    pub items_seen: Option<u64>,
+}
+
+/// Ends a shard's generation: nothing committed, a new generation, the old rows stale. Returns
+/// false when the generation already moved on (another process restarted it first).
+pub async fn restart_shard(
+    client: &impl GenericClient,
+    run_id: &str,
+    shard_id: &str,
+    generation: i64,
+    restart: &Restart,
+) -> Result<bool> {
+    let updated = client
+        .execute(
+            sql::RESTART_SHARD,
+            &[
+                &run_id,
+                &shard_id,
+                &generation,
+                &restart.state,
+                &restart.error,
+                &restart.md5_ok,
+                &restart.items_seen.map(|n| n as i64),
+            ],
+        )
+        .await
+        .map_err(WorkerError::db("cannot restart a shard"))?;
+    Ok(updated == 1)
+}
+
+/// A reject to record.
+pub struct RejectRow<'a> {
+    /// 1-based physical line number.
+    pub line_no: u64,
+    /// Why.
+    pub reason: &'a str,
+    /// The line as read.
+    pub raw: &'a [u8],
+}
+
+/// Records rejects idempotently (a retried chunk writes the same rows again), in multi-row
+/// statements.
+pub async fn insert_rejects(
+    client: &impl GenericClient,
+    run_id: &str,
+    shard_id: &str,
+    generation: i64,
+    rejects: &[RejectRow<'_>],
+) -> Result<(), tokio_postgres::Error> {
+    const PER_STATEMENT: usize = 200;
+    for batch in rejects.chunks(PER_STATEMENT) {
+        let line_numbers: Vec<i64> = batch.iter().map(|r| r.line_no as i64).collect();
+        let mut statement = String::from(sql::REJECT_INSERT_HEAD);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            Vec::with_capacity(batch.len() * 6);
+        for (i, reject) in batch.iter().enumerate() {
+            if i > 0 {
+                statement.push_str(", ");
+            }
+            statement.push_str(&sql::reject_values(params.len()));
+            params.push(&run_id);
+            params.push(&shard_id);
+            params.push(&line_numbers[i]);
+            params.push(&reject.reason);
+            params.push(&reject.raw);
+            params.push(&generation);
+        }
+        statement.push_str(sql::REJECT_INSERT_TAIL);
+        client.execute(statement.as_str(), &params).await?;
+    }
+    Ok(())
+}
+
+/// A post-load step as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StepRecord {
+    /// Its position among the run's steps.
+    pub step_no: i64,
+    /// What it does.
+    pub description: String,
+    /// `started` or `done`.
+    pub state: String,
+    /// How long it took, once done.
+    pub millis: Option<i64>,
+    /// What it reported.
+    pub note: Option<String>,
+}
+
+/// A run's post-load steps as recorded.
+pub async fn get_steps(client: &impl GenericClient, run_id: &str) -> Result<Vec<StepRecord>> {
+    let rows = client
+        .query(sql::SELECT_STEPS, &[&run_id])
+        .await
+        .map_err(WorkerError::db("cannot read the run's post-load steps"))?;
+    Ok(rows
+        .iter()
+        .map(|r| StepRecord {
+            step_no: r.get(0),
+            description: r.get(1),
+            state: r.get(2),
+            millis: r.get(3),
+            note: r.get(4),
+        })
+        .collect())
+}
+
+/// Marks a post-load step started.
+pub async fn start_step(
+    client: &impl GenericClient,
+    run_id: &str,
+    step_no: i64,
+    description: &str,
+) -> Result<()> {
+    client
+        .execute(sql::START_STEP, &[&run_id, &step_no, &description])
+        .await
+        .map_err(WorkerError::db("cannot record a post-load step"))?;
+    Ok(())
+}
+
+/// Marks a post-load step done.
+pub async fn finish_step(
+    client: &impl GenericClient,
+    run_id: &str,
+    step_no: i64,
+    millis: i64,
+    note: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(sql::FINISH_STEP, &[&run_id, &step_no, &millis, &note])
+        .await
+        .map(|_| ())
+}
+
+/// The run, shard and data file a load belongs to.
+pub async fn load_owner(
+    client: &impl GenericClient,
+    load_id: i64,
+) -> Result<Option<(String, String, String)>> {
+    let row = client
+        .query_opt(sql::SELECT_LOAD_OWNER, &[&load_id])
+        .await
+        .map_err(WorkerError::db("cannot read a load"))?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
 }

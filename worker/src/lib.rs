@@ -13,7 +13,8 @@
 //! - [`copy`]: Arrow batches → PostgreSQL binary COPY tuples.
 //! - [`csv`]: Arrow batches → CSV rows for COPY where binary is refused (HeliosDB).
 //! - [`ledger`]: reading and writing the `ferry` ledger through tokio-postgres.
-//! - [`load`]: the shard loader and its exactly-once commit protocol.
+//! - [`sink`]: the load engine: one chunk driver and one sink per load path (binary COPY in a
+//!   transaction, CSV COPY in autocommit, INSERT), with the exactly-once argument.
 //! - [`simple`]: COPY over the simple query protocol (the HeliosDB path).
 //! - [`pool`]: N concurrent loaders fed by a work queue, with retries.
 //! - [`progress`]: live counters of a process's loading (progress displays, metrics).
@@ -21,14 +22,14 @@
 //! - [`target`]: detecting the server and choosing the load path.
 //! - [`error`]: this crate's error type.
 //!
-//! # Exactly once on PostgreSQL
-//! A shard is loaded in chunks of `chunk_lines` input lines (fixed per run). Each chunk is one
-//! transaction: `COPY` of the chunk's rows, its rejects, and the conditional checkpoint update
-//! `committed_lines: from → to WHERE committed_lines = from`. The rows become visible if and only if
-//! the checkpoint moves past them, and the checkpoint only moves forward from where this worker read
-//! it; a worker that finds 0 rows updated, or whose COPY hits a unique violation after another
-//! worker moved the checkpoint, rolls back and backs off. A resumed shard streams the file again and
-//! skips `committed_lines` lines. See [`load`] for the details.
+//! # Exactly once
+//! A shard is loaded in chunks of `chunk_lines` input lines (fixed per run). Every row carries its
+//! DynamoDB key under a unique constraint and its provenance (the shard load and chunk that wrote
+//! it); the checkpoint `committed_lines: from → to WHERE committed_lines = from` moves once per
+//! chunk. On PostgreSQL a chunk's rows and its checkpoint are one transaction; on HeliosDB each
+//! table's rows are one atomic COPY in autocommit, and a chunk whose state a loader does not know
+//! is proven stored or not by its first row's provenance before it is written. A resumed shard
+//! streams the file again and skips `committed_lines` lines. See [`sink`] for the argument.
 
 pub mod convert;
 pub mod copy;
@@ -38,13 +39,13 @@ pub mod error;
 pub mod item;
 pub mod json;
 pub mod ledger;
-pub mod load;
 pub mod metrics;
 pub mod number;
 pub mod pool;
 pub mod progress;
 pub mod route;
 pub mod simple;
+pub mod sink;
 pub mod source;
 pub mod target;
 

@@ -24,7 +24,7 @@ use ferry_shared::queue::{ShardTask, WorkQueue};
 use tokio_postgres::Client;
 
 use crate::ledger::{self, connect};
-use crate::load::{load_shard, LoadContext, ShardOutcome};
+use crate::sink::{load_shard, open_sink, LoadContext, ShardOutcome};
 use crate::progress::{Progress, ShardEnd};
 use crate::target::Target;
 use crate::{Result, WorkerError};
@@ -313,7 +313,7 @@ async fn load_delivery(
         }
         let connection = client.as_mut().expect("connected above");
         let result = match contexts.get(connection, &task.run_id).await {
-            Ok(ctx) => load_shard(connection, &ctx, &task.shard_id).await,
+            Ok(ctx) => load_one(connection, &ctx, &task.shard_id).await,
             Err(e) => Err(e),
         };
         contexts.progress.shard_ended(match &result {
@@ -353,6 +353,12 @@ async fn load_delivery(
             }
         }
     }
+}
+
+/// Loads one shard on `client` through the sink of its run's load path.
+async fn load_one(client: &Client, ctx: &LoadContext, shard_id: &str) -> Result<ShardOutcome> {
+    let mut sink = open_sink(client, ctx).await?;
+    load_shard(client, sink.as_mut(), ctx, shard_id).await
 }
 
 /// Tasks for every shard of a run that is not done.

@@ -73,6 +73,8 @@ pub struct Router {
 pub struct RoutedBlock {
     /// One batch per table of [`Router::tables`] (empty batches included).
     pub batches: Vec<RecordBatch>,
+    /// Per table, the line number of each row of its batch.
+    pub line_numbers: Vec<Vec<u64>>,
     /// Rows over all tables.
     pub rows: u64,
     /// Lines that could not be loaded.
@@ -225,6 +227,7 @@ impl Router {
                     .collect(),
                 rest: StringBuilder::new(),
                 rule_of_row: Vec::new(),
+                line_numbers: Vec::new(),
             })
             .collect();
         let mut rejects = Vec::new();
@@ -280,18 +283,24 @@ impl Router {
                     }
                     output.rest.append_option(rest);
                     output.rule_of_row.push(rule.unwrap_or(usize::MAX));
+                    output.line_numbers.push(line.line_no);
                 }
                 Err((kind, reason)) => rejects.push(reject(kind, reason)),
             }
         }
         let rows = outputs.iter().map(|o| o.rule_of_row.len()).sum::<usize>() as u64;
+        let mut line_numbers = Vec::with_capacity(outputs.len());
         let batches = outputs
             .into_iter()
             .enumerate()
-            .map(|(t, output)| self.build_batch(t, output))
+            .map(|(t, mut output)| {
+                line_numbers.push(std::mem::take(&mut output.line_numbers));
+                self.build_batch(t, output)
+            })
             .collect();
         RoutedBlock {
             batches,
+            line_numbers,
             rows,
             rejects,
             filtered,
@@ -423,6 +432,7 @@ impl Router {
             columns,
             mut rest,
             rule_of_row,
+            ..
         } = output;
         let rules = &self.table_rules[table];
         let mut arrays: Vec<ArrayRef> = columns
@@ -450,6 +460,8 @@ struct TableOutput {
     rest: StringBuilder,
     /// The rule (index into the router's rules) of each row; `usize::MAX` for the catch-all.
     rule_of_row: Vec<usize>,
+    /// The line number of each row.
+    line_numbers: Vec<u64>,
 }
 
 /// Applies to each row of a string array the transforms of the rule that wrote it.

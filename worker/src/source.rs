@@ -408,7 +408,8 @@ mod tests {
                 None,
                 |framed| {
                     let decoded = decoder.decode(&framed.block);
-                    crate::copy::encode_batch(decoder.schema(), &decoded.batch, &mut copy).unwrap();
+                    crate::copy::encode_batch(decoder.schema(), &decoded.batch, None, &mut copy)
+                        .unwrap();
                     rejects.extend(decoded.rejects.into_iter().map(|r| (r.line_no, r.reason)));
                     Ok(())
                 },

@@ -2,8 +2,8 @@
 //!
 //! - PostgreSQL: binary COPY inside the transaction that advances the checkpoint.
 //! - HeliosDB (`server_version` names it): it refuses binary COPY and handles COPY only over the
-//!   simple protocol, fast only in autocommit; so CSV COPY in autocommit with the presence-checked
-//!   checkpoint of [`crate::load`], and a NUMERIC limited to a 96-bit decimal.
+//!   simple protocol, fast only in autocommit; so CSV COPY in autocommit with the provenance-proven
+//!   checkpoint of [`crate::sink::autocommit`], and a NUMERIC limited to a 96-bit decimal.
 
 use ferry_shared::config::CopyFormat;
 use ferry_shared::schema::NumericLimit;
@@ -20,16 +20,37 @@ pub enum TargetKind {
     HeliosDb,
 }
 
-/// How chunks are loaded.
+/// How chunks are loaded (the sinks of [`crate::sink`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoadPath {
     /// Binary COPY and the checkpoint in one transaction.
     BinaryCopyInTransaction,
     /// CSV COPY in autocommit over the simple protocol, then the checkpoint; a retried chunk is
-    /// recognised by its rows' keys.
+    /// proven stored by its rows' provenance.
     CsvCopyAutocommit,
     /// Multi-row INSERTs with text parameters, in the checkpoint's transaction: the last resort.
     InsertInTransaction,
+}
+
+impl LoadPath {
+    /// The name recorded in the run (`binary`, `csv`, `insert`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadPath::BinaryCopyInTransaction => "binary",
+            LoadPath::CsvCopyAutocommit => "csv",
+            LoadPath::InsertInTransaction => "insert",
+        }
+    }
+
+    /// The path a recorded name stands for.
+    pub fn parse(name: &str) -> Option<LoadPath> {
+        Some(match name {
+            "binary" => LoadPath::BinaryCopyInTransaction,
+            "csv" => LoadPath::CsvCopyAutocommit,
+            "insert" => LoadPath::InsertInTransaction,
+            _ => return None,
+        })
+    }
 }
 
 /// A detected target.
@@ -92,29 +113,23 @@ impl Target {
         }
     }
 
-    /// The load path in words, for logs and the report.
-    /// The target as a run with `schema` uses it: a routed run (several tables per chunk) on the
-    /// autocommit path loads with INSERT in one transaction instead, as the autocommit path's
-    /// presence check covers one table.
-    pub fn for_schema(mut self, schema: &ferry_shared::schema::TableSchema) -> Target {
-        if schema.routing.is_some() && self.load_path == LoadPath::CsvCopyAutocommit {
-            self.load_path = LoadPath::InsertInTransaction;
-        }
-        self
-    }
-
     /// How rows are loaded, in words (for logs and the report).
     pub fn describe(&self) -> String {
+        self.describe_path(self.load_path)
+    }
+
+    /// How rows are loaded on this server with `path`, in words.
+    pub fn describe_path(&self, path: LoadPath) -> String {
         let server = match self.kind {
             TargetKind::Postgres => "PostgreSQL",
             TargetKind::HeliosDb => "HeliosDB",
         };
-        match self.load_path {
+        match path {
             LoadPath::BinaryCopyInTransaction => {
                 format!("binary COPY in a transaction with the checkpoint ({server})")
             }
             LoadPath::CsvCopyAutocommit => {
-                format!("CSV COPY in autocommit over the simple protocol, key-checked checkpoint ({server})")
+                format!("CSV COPY in autocommit over the simple protocol, provenance-proven checkpoint ({server})")
             }
             LoadPath::InsertInTransaction => {
                 format!("multi-row INSERT with text parameters in a transaction with the checkpoint ({server})")

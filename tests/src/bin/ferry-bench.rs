@@ -96,7 +96,7 @@ fn routing_bench(items: usize) -> anyhow::Result<()> {
     let decode_copy = time(&|b| {
         let decoded = decoder.decode(b);
         let mut out = Vec::new();
-        ferry_worker::copy::encode_batch(decoder.schema(), &decoded.batch, &mut out)?;
+        ferry_worker::copy::encode_batch(decoder.schema(), &decoded.batch, None, &mut out)?;
         Ok(decoded.batch.num_rows())
     })?;
     let route = time(&|b| Ok(router.route(b).rows as usize))?;
@@ -104,7 +104,7 @@ fn routing_bench(items: usize) -> anyhow::Result<()> {
         let routed = router.route(b);
         let mut out = Vec::new();
         for (table, batch) in router.tables().iter().zip(&routed.batches) {
-            ferry_worker::copy::encode_batch(table, batch, &mut out)?;
+            ferry_worker::copy::encode_batch(table, batch, None, &mut out)?;
         }
         Ok(routed.rows as usize)
     })?;
@@ -165,7 +165,7 @@ fn main() -> anyhow::Result<()> {
     for block in &blocks {
         let decoded = decoder.decode(block);
         let mut out = Vec::new();
-        ferry_worker::copy::encode_batch(decoder.schema(), &decoded.batch, &mut out)?;
+        ferry_worker::copy::encode_batch(decoder.schema(), &decoded.batch, None, &mut out)?;
         encoded += out.len();
     }
     let decode_encode_rate = rows as f64 / t.elapsed().as_secs_f64();

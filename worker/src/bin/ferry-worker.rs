@@ -24,7 +24,7 @@ use clap::Parser;
 use ferry_shared::queue::{MemoryQueue, WorkQueue};
 use ferry_shared::sqs::SqsQueue;
 use ferry_worker::ledger;
-use ferry_worker::load::LoadContext;
+use ferry_worker::sink::LoadContext;
 use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
 use ferry_worker::target::{Target, TargetKind};
 

@@ -1,0 +1,290 @@
+//! The load engine: one chunk driver ([`driver`]) and the sinks it writes through, one per load
+//! path, chosen once per run by [`open_sink`].
+//!
+//! # Layout
+//! - [`encode`]: the rayon stage: a block of lines → Arrow batches (table mode or routed) →
+//!   per-table rows in the sink's wire format, each row carrying its provenance.
+//! - [`driver`]: loads a shard: the file's identity, the piece loop, the end-of-file checks, the
+//!   presence proofs, lost races and key conflicts, the checkpoint and its failpoints, and the
+//!   removal of a shard's rows when its file turns out bad.
+//! - [`transaction`]: binary COPY (or multi-row INSERT) inside the chunk's transaction (PostgreSQL).
+//! - [`autocommit`]: CSV COPY in autocommit over the simple protocol, each table's rows one atomic
+//!   COPY (HeliosDB, whose COPY is fast only outside a transaction).
+//! - [`sql`]: what both SQL sinks share: the [`Ledger`] on a tokio-postgres client, presence
+//!   probes and the conditional checkpoint.
+//!
+//! A routed run (single-table design) writes several tables per chunk. One connection runs one
+//! COPY at a time and a table's rows of a chunk must be one COPY (one atomic unit), so the driver
+//! wraps the sink in a gathering writer that buffers each table's rows of the chunk and writes
+//! them table by table (`load.chunk_lines` bounds that memory); a one-table run streams.
+//!
+//! # Exactly once
+//! Every row carries its source identity twice: its DynamoDB key under a unique constraint
+//! (checked at plan: a table without one is refused), and its *provenance*
+//! ([`ferry_shared::schema::PROVENANCE_COLUMN`]): the `load_id` of the shard generation that wrote
+//! it and the chunk's index in the file. A `load_id` belongs to one shard, one generation and one
+//! data file identity (ETag, or size and modification time), claimed in `ferry.loads` before the
+//! first row is written, so rows with one provenance value are exactly the rows of one chunk of one
+//! version of one file. The checkpoint (`committed_lines`, conditional on its old value and on the
+//! shard's generation) moves once per chunk.
+//!
+//! - **In a transaction** ([`transaction`]): a chunk's rows, its rejects and the checkpoint commit
+//!   together, so rows are visible if and only if the checkpoint moved past them.
+//! - **In autocommit** ([`autocommit`]): each table's rows of a chunk are one COPY, which stores
+//!   all of them or none. Then the rejects (idempotent) and the conditional checkpoint. Between the
+//!   COPY and the checkpoint a crash leaves rows ahead of the checkpoint; so the first chunk a
+//!   loader handles after taking a shard (the only one whose state it does not know) is *proven*
+//!   before it is written: the key of each table's first row of the chunk is looked up.
+//!   - absent: no COPY of this chunk into this table committed (it would have stored that row),
+//!     so the rows are written now;
+//!   - present with this chunk's provenance: a COPY of exactly this chunk's rows committed, and
+//!     COPY is atomic, so the table's whole part of the chunk is stored: it is not written again;
+//!   - present with any other provenance (or none): the key is in the table from elsewhere, an
+//!     `--append` overlap or an export holding a key twice: the shard fails naming the key and
+//!     line, and nothing is skipped.
+//!
+//!   A chunk is therefore counted as stored only when a row of it is found *with its own
+//!   provenance*, which proves the whole COPY; never from keys alone.
+//! - **Races** (a redelivered message, two workers on one shard): two COPYs of one chunk cannot
+//!   both commit (the unique key), and the checkpoint moves once. A COPY refused for a unique key
+//!   is resolved by the driver: the checkpoint moved, or the chunk's first row carries this chunk's
+//!   provenance → another worker has it (back off, look again later); otherwise the key is from
+//!   elsewhere → the shard fails naming it.
+//! - **A file that changed**: the claimed identity pins every later read of the shard (S3
+//!   `If-Match`; local size and modification time); a different file is refused with a message.
+//!   A file that fails its manifest checks (MD5, item count, a corrupt gzip stream) has every row
+//!   it wrote removed, by provenance, before the shard is marked failed: the generation moves on
+//!   first (so no checkpoint of the old one can move), then the old load's rows and rejects are
+//!   deleted, a step any later loader of the shard repeats until it is done.
+//!
+//! The driver's protocol is unit-tested against an in-memory target with both commit semantics
+//! (`fake`), with crashes between every step, racing loaders, rows from elsewhere and a file that
+//! changes; the real sinks run the same scenarios against PostgreSQL and HeliosDB in `tests/`.
+
+pub mod autocommit;
+pub mod driver;
+pub mod encode;
+#[cfg(test)]
+mod fake;
+pub mod sql;
+pub mod transaction;
+
+use async_trait::async_trait;
+use tokio_postgres::Client;
+
+pub use driver::{load_shard, LoadContext, ShardOutcome};
+pub use encode::{BlockEncoder, EncodedBlock};
+
+use crate::decode::Reject;
+use crate::ledger::{LoadClaim, Restart, ShardRecord};
+use crate::target::LoadPath;
+use crate::Result;
+use ferry_shared::schema::TableSchema;
+
+/// A key column's value, as bound in a presence probe.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyValue {
+    /// Text (or exact decimal text, cast in SQL).
+    Text(String),
+    /// Binary.
+    Bytes(Vec<u8>),
+}
+
+/// The values of a row's key columns, in key order.
+pub type Key = Vec<KeyValue>;
+
+/// Describes a key for messages: `(PK="USER#1", SK="ORDER#2")`.
+pub fn describe_key(table: &TableSchema, key: &[KeyValue]) -> String {
+    let parts: Vec<String> = table
+        .key_columns()
+        .zip(key)
+        .map(|(column, value)| match value {
+            KeyValue::Text(text) => format!("{}={text:?}", column.name),
+            KeyValue::Bytes(bytes) => format!("{}=<{} bytes>", column.name, bytes.len()),
+        })
+        .collect();
+    format!("({})", parts.join(", "))
+}
+
+/// Rows encoded for one target's wire format.
+#[derive(Debug)]
+pub enum Payload {
+    /// COPY data (binary tuples without header and trailer, or CSV lines).
+    Copy(Vec<u8>),
+    /// Text values per row (`None` is NULL), for INSERT with text parameters.
+    Rows(Vec<Vec<Option<String>>>),
+}
+
+/// One table's rows of a block.
+#[derive(Debug)]
+pub struct TableRows {
+    /// The table (an index into the run's tables).
+    pub table: usize,
+    /// How many rows.
+    pub rows: u64,
+    /// The rows.
+    pub payload: Payload,
+    /// The key of the first row, for presence proofs.
+    pub first_key: Option<(u64, Key)>,
+    /// Every row's line number and key, when the sink needs them to name a conflicting key.
+    pub keys: Vec<(u64, Key)>,
+}
+
+/// What a probe found under a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// No row has the key.
+    Absent,
+    /// A row has the key and the provenance asked about.
+    Ours,
+    /// A row has the key with another provenance (`None`: a row without one).
+    Other(Option<i64>),
+}
+
+/// How a table's rows of a chunk ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableEnd {
+    /// Stored (autocommit) or staged in the chunk's transaction: this many rows.
+    Written(u64),
+    /// Refused because a row's unique key is already in the table; nothing of the table's rows
+    /// was stored (and, in a transaction, nothing of the chunk). The server's words.
+    Conflict(String),
+}
+
+/// The end of a whole file, written with the last chunk's checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileEnd {
+    /// Physical lines the file held (the final `committed_lines`).
+    pub physical_lines: u64,
+    /// Items (non-blank lines) it held.
+    pub items: u64,
+    /// Whether its MD5 matched the manifest's (`None`: no manifest).
+    pub md5_ok: Option<bool>,
+}
+
+/// A chunk's checkpoint: its rejects and the conditional move of `committed_lines`.
+#[derive(Debug)]
+pub struct Checkpoint<'a> {
+    /// The run.
+    pub run_id: &'a str,
+    /// The shard.
+    pub shard_id: &'a str,
+    /// The shard's generation (the move is conditional on it).
+    pub generation: i64,
+    /// `committed_lines` before the chunk (the move is conditional on it).
+    pub from: u64,
+    /// `committed_lines` after it.
+    pub to: u64,
+    /// Rows loaded.
+    pub rows: u64,
+    /// Values spilled to the overflow column.
+    pub spilled: u64,
+    /// Items a routing filter skipped.
+    pub filtered: u64,
+    /// Lines rejected.
+    pub rejects: &'a [Reject],
+    /// Set on the last chunk: the shard is then done.
+    pub file_end: Option<FileEnd>,
+}
+
+/// One load path: how a chunk's rows reach the target and how its checkpoint commits. The
+/// [`driver`] calls, per chunk: [`Sink::begin_chunk`]; per table with rows, [`Sink::begin_table`],
+/// [`Sink::send`]… and [`Sink::end_table`] (with [`Sink::probe`] first when the chunk's state is
+/// not known); then [`Sink::commit`], or [`Sink::abort`] on any other ending.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// The load path in words, for logs and the report.
+    fn describe(&self) -> String;
+    /// Whether a chunk's rows commit together with its checkpoint (`true`), or each table's rows
+    /// commit on their own before it (`false`, so rows can be ahead of the checkpoint).
+    fn rows_commit_with_checkpoint(&self) -> bool;
+    /// Starts a chunk.
+    async fn begin_chunk(&mut self) -> Result<()>;
+    /// Looks up `key` in `table`: absent, or present with the provenance `provenance`, or with
+    /// another.
+    async fn probe(&self, table: usize, key: &[KeyValue], provenance: i64) -> Result<Presence>;
+    /// Starts a table's rows of the current chunk.
+    async fn begin_table(&mut self, table: usize) -> Result<()>;
+    /// Sends rows of the current table.
+    async fn send(&mut self, rows: TableRows) -> Result<()>;
+    /// Ends the current table's rows.
+    async fn end_table(&mut self) -> Result<TableEnd>;
+    /// Abandons the current chunk: nothing of it that is not committed stays.
+    async fn abort(&mut self) -> Result<()>;
+    /// Records the chunk's rejects and moves the checkpoint, committing the chunk; `false` (and
+    /// nothing committed by this call) when the checkpoint had moved or the generation changed.
+    async fn commit(&mut self, checkpoint: &Checkpoint<'_>) -> Result<bool>;
+}
+
+/// The ledger operations the driver needs besides a chunk's checkpoint (which the sink writes).
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// A shard as recorded.
+    async fn shard(&self, run_id: &str, shard_id: &str) -> Result<Option<ShardRecord>>;
+    /// Marks a shard failed, keeping what it committed.
+    async fn fail_shard(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        reason: &str,
+        md5_ok: Option<bool>,
+        items_seen: Option<u64>,
+    ) -> Result<()>;
+    /// Ends a shard's generation (see [`crate::ledger::restart_shard`]).
+    async fn restart_shard(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        generation: i64,
+        restart: &Restart,
+    ) -> Result<bool>;
+    /// The load a shard's generation claimed, if any.
+    async fn recorded_load(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        generation: i64,
+    ) -> Result<Option<LoadClaim>>;
+    /// Claims a file identity for a shard's generation; returns the claim as recorded.
+    async fn claim_load(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        generation: i64,
+        file_identity: &str,
+    ) -> Result<LoadClaim>;
+    /// The loads of earlier generations whose rows are not removed yet.
+    async fn stale_loads(&self, run_id: &str, shard_id: &str, generation: i64)
+        -> Result<Vec<i64>>;
+    /// Removes every row `load_id` wrote into `table`.
+    async fn remove_rows(&self, table: &TableSchema, load_id: i64) -> Result<u64>;
+    /// Marks a stale load's rows removed.
+    async fn mark_load_cleaned(&self, load_id: i64) -> Result<()>;
+    /// Removes the rejects of a shard's earlier generations.
+    async fn delete_stale_rejects(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        generation: i64,
+    ) -> Result<u64>;
+    /// The run, shard and data file a load belongs to, for naming where a duplicate came from.
+    async fn load_owner(&self, load_id: i64) -> Result<Option<(String, String, String)>>;
+}
+
+/// Opens the sink of `ctx`'s run on `client` (the run's load path, recorded at plan).
+pub async fn open_sink<'c>(client: &'c Client, ctx: &LoadContext) -> Result<Box<dyn Sink + 'c>> {
+    Ok(match ctx.load_path() {
+        LoadPath::BinaryCopyInTransaction | LoadPath::InsertInTransaction => Box::new(
+            transaction::TransactionSink::new(client, ctx.tables.clone(), ctx.load_path(), &ctx.target),
+        ),
+        LoadPath::CsvCopyAutocommit => Box::new(
+            autocommit::AutocommitCopySink::connect(
+                client,
+                &ctx.target_url,
+                ctx.tables.clone(),
+                &ctx.target,
+            )
+            .await?,
+        ),
+    })
+}
