@@ -11,8 +11,11 @@
 //! - [`shop`]: the migration guide's single-table shop as an export, with its entities kept.
 //! - [`tools`]: finding the installed test servers (HeliosDB, moto).
 //! - [`harness`]: running the real Ferry binaries and migrations from tests.
+//! - [`deploy`]: the deployment tests' tools (promtool, a Pushgateway, validators, Airflow,
+//!   podman) and a queued stack with nothing planned.
 
 pub mod compare;
+pub mod deploy;
 pub mod fleet;
 pub mod gen;
 pub mod harness;
