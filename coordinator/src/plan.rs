@@ -444,64 +444,59 @@ pub async fn prepare_table_with(
     Ok(())
 }
 
-/// The column sets of the table's PRIMARY KEY, UNIQUE constraints and unique indexes.
+/// The column sets of the table's unique indexes (its PRIMARY KEY and UNIQUE constraints, and
+/// `CREATE UNIQUE INDEX`), read from `pg_index`, which both PostgreSQL and HeliosDB have (HeliosDB's
+/// `information_schema` leaves unique indexes out).
 async fn unique_column_sets(
     client: &Client,
     table: &str,
     target: &Target,
 ) -> Result<Vec<Vec<String>>> {
-    let mut sets: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    // Constraints, as both servers report them.
-    let constraints = client
+    // PostgreSQL: this schema's table, and no partial or expression index (HeliosDB has one
+    // schema and neither kind).
+    let (in_schema, plain) = match target.kind {
+        TargetKind::Postgres => (
+            " AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())",
+            " AND i.indpred IS NULL AND i.indexprs IS NULL",
+        ),
+        TargetKind::HeliosDb => ("", ""),
+    };
+    let indexes = client
         .query(
-            "SELECT constraint_name::text, constraint_type::text FROM information_schema.table_constraints
-             WHERE table_schema = current_schema() AND table_name = $1::text",
+            &format!(
+                "SELECT i.indkey::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+                 WHERE c.relname = $1::text AND i.indisunique{in_schema}{plain}"
+            ),
             &[&table],
         )
         .await
-        .map_err(CoordinatorError::db("cannot read the table's constraints"))?;
-    let unique: Vec<String> = constraints
+        .map_err(CoordinatorError::db("cannot read the table's unique indexes"))?;
+    let attributes = client
+        .query(
+            &format!(
+                "SELECT a.attnum::int8, a.attname::text FROM pg_attribute a
+                 JOIN pg_class c ON c.oid = a.attrelid
+                 WHERE c.relname = $1::text AND a.attnum > 0{in_schema}"
+            ),
+            &[&table],
+        )
+        .await
+        .map_err(CoordinatorError::db("cannot read the table's columns"))?;
+    let name_of = |number: i64| {
+        attributes
+            .iter()
+            .find(|r| r.get::<_, i64>(0) == number)
+            .map(|r| r.get::<_, String>(1))
+    };
+    Ok(indexes
         .iter()
-        .filter(|r| matches!(r.get::<_, String>(1).as_str(), "PRIMARY KEY" | "UNIQUE"))
-        .map(|r| r.get(0))
-        .collect();
-    let usage = client
-        .query(
-            "SELECT constraint_name::text, column_name::text FROM information_schema.key_column_usage
-             WHERE table_schema = current_schema() AND table_name = $1::text",
-            &[&table],
-        )
-        .await
-        .map_err(CoordinatorError::db("cannot read the table's key columns"))?;
-    for row in &usage {
-        let name: String = row.get(0);
-        if unique.contains(&name) {
-            sets.entry(name).or_default().push(row.get(1));
-        }
-    }
-    if target.kind == TargetKind::Postgres {
-        // Unique indexes (CREATE UNIQUE INDEX) are not constraints on PostgreSQL.
-        let indexes = client
-            .query(
-                "SELECT i.indexrelid::int8, a.attname::text
-                 FROM pg_index i
-                 JOIN pg_class c ON c.oid = i.indrelid
-                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
-                 WHERE c.relname = $1::text AND n.nspname = current_schema()
-                   AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL",
-                &[&table],
-            )
-            .await
-            .map_err(CoordinatorError::db("cannot read the table's unique indexes"))?;
-        for row in &indexes {
-            let index: i64 = row.get(0);
-            sets.entry(format!("index {index}"))
-                .or_default()
-                .push(row.get(1));
-        }
-    }
-    Ok(sets.into_values().collect())
+        .map(|row| {
+            let key: String = row.get(0);
+            key.split_whitespace()
+                .map(|n| n.parse::<i64>().ok().and_then(name_of).unwrap_or_default())
+                .collect()
+        })
+        .collect())
 }
 
 /// Refuses a table without a unique constraint covering its key columns: exactly-once depends on

@@ -583,7 +583,8 @@ columns = [
         assert_eq!(
             routed_table_sql(&tables[0]),
             "CREATE TABLE IF NOT EXISTS \"users\" (\"dynamo_pk\" TEXT NOT NULL, \"dynamo_sk\" TEXT NOT NULL, \
-             \"id\" INT8, \"total\" NUMERIC(12,2), \"attrs\" JSONB, UNIQUE (\"dynamo_pk\", \"dynamo_sk\"))"
+             \"id\" INT8, \"total\" NUMERIC(12,2), \"attrs\" JSONB, \"_ferry_chunk\" BIGINT, \
+             UNIQUE (\"dynamo_pk\", \"dynamo_sk\"))"
         );
     }
 

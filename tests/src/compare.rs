@@ -260,7 +260,19 @@ pub fn fits_decimal96(text: &str) -> bool {
         && (digits.len() < LIMIT.len() || (digits.len() == LIMIT.len() && digits < LIMIT))
 }
 
-/// Reads the table: its columns and every row as `to_jsonb`.
+/// Ferry's provenance column: every loaded row must carry one; it is not compared with the source.
+const PROVENANCE: &str = "_ferry_chunk";
+
+/// Removes the provenance from a row read with `to_jsonb`, failing when the row has none.
+fn take_provenance(row: &mut Map<String, Value>) -> anyhow::Result<()> {
+    match row.remove(PROVENANCE) {
+        Some(Value::Number(_)) => Ok(()),
+        other => bail!("a row has no {PROVENANCE} (found {other:?}): {row:?}"),
+    }
+}
+
+/// Reads the table: its columns and every row as `to_jsonb`; Ferry's provenance column is checked
+/// present and left out.
 pub async fn read_table(
     client: &tokio_postgres::Client,
     table: &str,
@@ -273,6 +285,7 @@ pub async fn read_table(
         .await?
         .iter()
         .map(|r| TableColumn { name: r.get(0), udt: r.get(1), decimal96: false })
+        .filter(|c: &TableColumn| c.name != PROVENANCE)
         .collect();
     let sql = format!(
         "SELECT to_jsonb(t)::text FROM \"{}\" t",
@@ -282,9 +295,10 @@ pub async fn read_table(
     for message in client.simple_query(&sql).await? {
         if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
             let text = row.get(0).context("null row")?;
-            let Value::Object(map) = serde_json::from_str(text)? else {
+            let Value::Object(mut map) = serde_json::from_str(text)? else {
                 bail!("row is not an object")
             };
+            take_provenance(&mut map)?;
             rows.push(map);
         }
     }
@@ -327,10 +341,11 @@ pub async fn read_table_text(
         udt: "jsonb".into(),
         decimal96: false,
     });
-    let list: Vec<String> = columns
+    let mut list: Vec<String> = columns
         .iter()
         .map(|c| format!("\"{}\"", c.name.replace('"', "\"\"")))
         .collect();
+    list.push(format!("\"{PROVENANCE}\""));
     let sql = format!(
         "SELECT {} FROM \"{}\"",
         list.join(", "),
@@ -347,6 +362,9 @@ pub async fn read_table_text(
                         .with_context(|| format!("column {} value {text:?}", column.name))?,
                 };
                 map.insert(column.name.clone(), value);
+            }
+            if row.get(columns.len()).is_none() {
+                bail!("a row of {} has no {PROVENANCE}", schema.table);
             }
             rows.push(map);
         }

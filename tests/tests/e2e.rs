@@ -37,9 +37,13 @@ async fn a_migration_loads_every_item_exactly_with_its_values(
         &columns[..2],
         &[("PK".into(), "text".into()), ("SK".into(), "text".into())]
     );
+    // Then the overflow column, then Ferry's provenance column.
     assert_eq!(
-        columns.last().unwrap(),
-        &("attrs".to_string(), "jsonb".to_string())
+        &columns[columns.len() - 2..],
+        &[
+            ("attrs".to_string(), "jsonb".to_string()),
+            ("_ferry_chunk".to_string(), "int8".to_string())
+        ]
     );
     assert!(
         columns.contains(&("tags".into(), "_text".into())),
