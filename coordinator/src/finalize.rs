@@ -3,36 +3,52 @@
 //! `finalize`:
 //! 1. Reconcile: every shard must be done, with loaded + rejected + filtered = the manifest's
 //!    `itemCount` and its MD5 matched; rejects must stay within `max_rejects`.
-//! 2. Post-load steps, once every shard reconciled: the config's `[[post_load]]` statements in
-//!    order (deferred indexes, foreign-key linking, constraints), then `ANALYZE` of every table the
-//!    run loaded (PostgreSQL; HeliosDB does not support it, and the report says it was skipped). A
-//!    failing statement is a problem (the run is not verified) and stops the steps after it; a
-//!    server that refuses `ANALYZE` gets a warning (statistics are not data).
+//! 2. Post-load steps, once every shard reconciled: the config's `[[post_load]]` steps in order
+//!    (SQL, or a foreign-key `link` Ferry computes itself), then `ANALYZE` of every table the run
+//!    loaded (PostgreSQL; HeliosDB does not support it, and the report says it was skipped). A
+//!    failing step is a problem (the run is not verified) and stops the steps after it.
 //! 3. Verify (also the `verify` command): the tables must hold at least the rows the ledger says
 //!    were loaded (more only with `--append`), and each `[[verify]]` query runs; its rows go into
 //!    the report, and a query marked `expect_empty` that returns rows is a problem.
 //! 4. Write the report into `ferry.runs` and set the run's state.
 //!
+//! # Post-load steps resume
+//! Each step is marked `started` in `ferry.steps` before it runs and `done` after, so a
+//! `finalize` (or `migrate`) after a crash skips the steps done and resumes at the first that is
+//! not. On PostgreSQL a SQL step and its `done` mark commit in one transaction, so a step is done
+//! exactly when its mark says so (a statement that cannot run in a transaction block runs
+//! alone, then is marked). HeliosDB's DDL is not transactional: a step that was `started` but not
+//! marked may have taken effect before the crash, so when its re-run fails because what it
+//! creates already exists, it counts as done (and the report says so). A `link` step only fills
+//! rows that are still NULL, so re-running it is harmless. The report gives each step's time.
+//!
 //! On a partial load the post-load steps are skipped: they would be wasted work, and the run will
-//! be finalized again. On a run already complete they are skipped too (they ran once; adding a
-//! constraint twice fails), and only the verification runs again.
+//! be finalized again. On a run already complete they are not repeated; only the verification
+//! runs again.
 
-use ferry_shared::config::{SqlStep, VerifyQuery};
+use std::collections::HashMap;
+use std::time::Instant;
+
+use ferry_shared::config::{LinkStep, PostLoadStep, VerifyQuery};
+use ferry_shared::failpoint;
 use ferry_shared::ident::quote_ident;
-use ferry_shared::ledger::run_state;
+use ferry_shared::ledger::{run_state, step_state};
 use ferry_worker::ledger::{self, RunRecord};
 use ferry_worker::target::{Target, TargetKind};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::plan::applies;
-use crate::report::{build_report, run_tables, Report, ReportContext, Verification};
+use crate::report::{
+    build_report, run_tables, PostLoadLine, Report, ReportContext, Verification,
+};
 use crate::Result;
 
 /// The config's end-of-run steps, for the detected target.
 #[derive(Clone, Debug)]
 pub struct EndSteps {
-    /// `[[post_load]]` statements.
-    pub post_load: Vec<SqlStep>,
+    /// `[[post_load]]` steps.
+    pub post_load: Vec<PostLoadStep>,
     /// `[[verify]]` queries.
     pub verify: Vec<VerifyQuery>,
     /// The target, for `only_on`.
@@ -63,7 +79,7 @@ pub async fn finalize(
     let already_complete = run.state == run_state::COMPLETE;
     let mut report = counted_report(client, run, context, already_complete).await?;
     if report.verified() && !already_complete {
-        post_load(client, run, steps, &mut report).await;
+        post_load(client, run, steps, &mut report).await?;
         // Counts again: post-load statements may legitimately move rows (none of ours do).
         verify_into(client, run, steps, &mut report).await?;
     }
@@ -106,44 +122,377 @@ async fn record(client: &Client, run: &RunRecord, report: &mut Report) -> Result
     Ok(())
 }
 
-async fn post_load(client: &Client, run: &RunRecord, steps: &EndSteps, report: &mut Report) {
-    for step in steps
-        .post_load
-        .iter()
-        .filter(|s| applies(s.only_on, &steps.target))
-    {
-        match client.batch_execute(&step.sql).await {
-            Ok(()) => report.post_load.push(one_line(&step.sql)),
-            Err(e) => {
-                let message = ferry_worker::server_message(&e);
+async fn post_load(
+    client: &Client,
+    run: &RunRecord,
+    steps: &EndSteps,
+    report: &mut Report,
+) -> Result<()> {
+    let recorded = ledger::get_steps(client, &run.run_id).await?;
+    for (number, step) in steps.post_load.iter().enumerate() {
+        let description = step.describe();
+        if !applies(step.only_on, &steps.target) {
+            continue;
+        }
+        let step_no = number as i64;
+        let mark = recorded.iter().find(|r| r.step_no == step_no);
+        if let Some(mark) = mark {
+            if mark.description != description {
                 report.problems.push(format!(
-                    "post-load statement failed: {message}: {}",
-                    one_line(&step.sql)
+                    "post-load step {} changed since it {} (it was `{}`, the config now says `{description}`): \
+                     restore the step as it was, or finish the run's post-load steps by hand",
+                    number + 1,
+                    if mark.state == step_state::DONE { "ran" } else { "started" },
+                    mark.description
                 ));
-                return;
+                return Ok(());
             }
+            if mark.state == step_state::DONE {
+                report.post_load.push(PostLoadLine {
+                    step: description,
+                    state: "done earlier".into(),
+                    seconds: mark.millis.unwrap_or(0) as f64 / 1e3,
+                    note: mark.note.clone(),
+                });
+                continue;
+            }
+        }
+        let resumed = mark.is_some();
+        ledger::start_step(client, &run.run_id, step_no, &description).await?;
+        let started = Instant::now();
+        match run_step(client, run, step, &steps.target, step_no, resumed, &started).await {
+            Ok(note) => report.post_load.push(PostLoadLine {
+                step: description,
+                state: "ran".into(),
+                seconds: started.elapsed().as_secs_f64(),
+                note,
+            }),
+            Err(StepError::Failed(message)) => {
+                report.problems.push(format!(
+                    "post-load step {} failed: {message}: {description}",
+                    number + 1
+                ));
+                return Ok(());
+            }
+            Err(StepError::Ledger(e)) => return Err(e),
         }
     }
     if steps.target.kind == TargetKind::HeliosDb {
         // "Analyze is not supported by HeliosDB Nano": say so once instead of failing per table.
-        report
-            .post_load
-            .push("ANALYZE skipped: HeliosDB does not support it".into());
-        return;
+        report.post_load.push(PostLoadLine {
+            step: "ANALYZE".into(),
+            state: "skipped".into(),
+            seconds: 0.0,
+            note: Some("HeliosDB does not support it".into()),
+        });
+        return Ok(());
     }
     for table in run_tables(run) {
         let analyze = format!("ANALYZE {}", quote_ident(&table));
-        match client.batch_execute(&analyze).await {
-            Ok(()) => report.post_load.push(analyze),
+        let started = Instant::now();
+        let note = match client.batch_execute(&analyze).await {
+            Ok(()) => None,
             Err(e) => {
                 let message = ferry_worker::server_message(&e);
                 tracing::warn!(table = %table, error = %message, "the target refused ANALYZE: statistics not updated");
-                report
-                    .post_load
-                    .push(format!("{analyze} (refused by the server: {message})"));
+                Some(format!("refused by the server: {message}"))
+            }
+        };
+        report.post_load.push(PostLoadLine {
+            step: analyze,
+            state: if note.is_none() { "ran" } else { "refused" }.into(),
+            seconds: started.elapsed().as_secs_f64(),
+            note,
+        });
+    }
+    Ok(())
+}
+
+/// Why a post-load step did not finish.
+enum StepError {
+    /// The step itself failed (the server's words): a problem in the report.
+    Failed(String),
+    /// The ledger could not be written: an error of the command.
+    Ledger(crate::CoordinatorError),
+}
+
+impl From<tokio_postgres::Error> for StepError {
+    fn from(e: tokio_postgres::Error) -> StepError {
+        StepError::Failed(ferry_worker::server_message(&e))
+    }
+}
+
+/// Runs one step and marks it done; returns its note.
+async fn run_step(
+    client: &Client,
+    run: &RunRecord,
+    step: &PostLoadStep,
+    target: &Target,
+    step_no: i64,
+    resumed: bool,
+    started: &Instant,
+) -> Result<Option<String>, StepError> {
+    let millis = || started.elapsed().as_millis() as i64;
+    let mark_done = |note: Option<String>| async move {
+        failpoint::hit("after_post_load_step")
+            .map_err(|e| StepError::Ledger(ferry_worker::WorkerError::from(e).into()))?;
+        ledger::finish_step(client, &run.run_id, step_no, millis(), note.as_deref())
+            .await
+            .map_err(|e| {
+                StepError::Ledger(
+                    ferry_worker::WorkerError::Db {
+                        context: "cannot record a post-load step".into(),
+                        source: e,
+                    }
+                    .into(),
+                )
+            })?;
+        Ok::<_, StepError>(note)
+    };
+    match (target.kind, &step.sql, &step.link) {
+        (TargetKind::Postgres, Some(sql), _) => {
+            // The statement and its mark in one transaction: done exactly when marked.
+            client.batch_execute("BEGIN").await?;
+            match client.batch_execute(sql).await {
+                Ok(()) => {
+                    let note = mark_done(None).await;
+                    if note.is_err() {
+                        let _ = client.batch_execute("ROLLBACK").await;
+                        return note;
+                    }
+                    client.batch_execute("COMMIT").await?;
+                    note
+                }
+                Err(e) if e.code() == Some(&SqlState::ACTIVE_SQL_TRANSACTION) => {
+                    // CREATE INDEX CONCURRENTLY and the like: alone, then marked.
+                    client.batch_execute("ROLLBACK").await?;
+                    client.batch_execute(sql).await?;
+                    mark_done(None).await
+                }
+                Err(e) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(e.into())
+                }
             }
         }
+        (TargetKind::HeliosDb, Some(sql), _) => match client.batch_execute(sql).await {
+            Ok(()) => mark_done(None).await,
+            Err(e) if resumed && already_exists(&e) => mark_done(Some(format!(
+                "it had taken effect before an interruption ({})",
+                ferry_worker::server_message(&e)
+            )))
+            .await,
+            Err(e) => Err(e.into()),
+        },
+        (_, None, Some(link)) => {
+            let note = link_step(client, link, target).await?;
+            mark_done(Some(note)).await
+        }
+        (_, None, None) => Err(StepError::Failed("an empty step".into())),
     }
+}
+
+/// Whether an error says that what a statement creates is already there.
+fn already_exists(error: &tokio_postgres::Error) -> bool {
+    let codes = [
+        SqlState::DUPLICATE_OBJECT,
+        SqlState::DUPLICATE_TABLE,
+        SqlState::DUPLICATE_COLUMN,
+    ];
+    error.code().is_some_and(|c| codes.contains(c))
+        || error
+            .as_db_error()
+            .is_some_and(|db| db.message().to_ascii_lowercase().contains("already exists"))
+}
+
+/// Rows of a simple query, every value as text.
+async fn text_rows(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, StepError> {
+    let mut rows = Vec::new();
+    for message in client.simple_query(sql).await? {
+        if let SimpleQueryMessage::Row(row) = message {
+            rows.push((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect());
+        }
+    }
+    Ok(rows)
+}
+
+/// Fills `link.table.link.column` from `link.from_table` (see [`LinkStep`]); returns a note with
+/// the rows linked and the orphans.
+async fn link_step(client: &Client, link: &LinkStep, target: &Target) -> Result<String, StepError> {
+    let table = quote_ident(&link.table);
+    let from = quote_ident(&link.from_table);
+    let column = quote_ident(&link.column);
+    let linked = match target.kind {
+        TargetKind::Postgres => {
+            let on: Vec<String> = link
+                .on
+                .iter()
+                .map(|[a, b]| format!("t.{} = f.{}", quote_ident(a), quote_ident(b)))
+                .collect();
+            let sql = format!(
+                "UPDATE {table} AS t SET {column} = f.{} FROM {from} AS f WHERE {} AND t.{column} IS NULL",
+                quote_ident(&link.from_column),
+                on.join(" AND ")
+            );
+            client.execute(sql.as_str(), &[]).await?
+        }
+        TargetKind::HeliosDb => link_by_key(client, link, target).await?,
+    };
+    // Orphans: rows whose match has no counterpart stay NULL; count and name a few.
+    let matches: Vec<String> = link.on.iter().map(|[a, _]| quote_ident(a)).collect();
+    let orphans = text_rows(
+        client,
+        &format!(
+            "SELECT {} FROM {table} WHERE {column} IS NULL",
+            matches
+                .iter()
+                .map(|m| format!("{m}::text"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+    .await?;
+    let mut note = format!("{linked} rows linked");
+    if !orphans.is_empty() {
+        let examples: Vec<String> = orphans
+            .iter()
+            .take(3)
+            .map(|row| {
+                let values: Vec<String> = link
+                    .on
+                    .iter()
+                    .zip(row)
+                    .map(|([a, _], v)| format!("{a}={}", v.as_deref().unwrap_or("NULL")))
+                    .collect();
+                values.join(", ")
+            })
+            .collect();
+        note.push_str(&format!(
+            "; {} rows have no counterpart in {} (orphans, left NULL), e.g. {}",
+            orphans.len(),
+            link.from_table,
+            examples.join("; ")
+        ));
+    }
+    Ok(note)
+}
+
+/// The link on a server without `UPDATE … FROM` whose correlated subqueries run row by row
+/// (HeliosDB): read the mapping, compute each row's value, write it by the row's unique key,
+/// many statements in flight. A single-column unique key is preferred (HeliosDB looks it up by
+/// index; a multi-column key makes each UPDATE scan the table).
+async fn link_by_key(client: &Client, link: &LinkStep, target: &Target) -> Result<u64, StepError> {
+    let ledger_error = |e: crate::CoordinatorError| StepError::Ledger(e);
+    let sets = crate::catalog::unique_column_sets(client, &link.table, target)
+        .await
+        .map_err(ledger_error)?;
+    let Some(key) = sets
+        .iter()
+        .filter(|s| !s.is_empty() && s.iter().all(|c| !c.is_empty()))
+        .min_by_key(|s| s.len())
+        .cloned()
+    else {
+        return Err(StepError::Failed(format!(
+            "table {:?} has no unique key to write the link by",
+            link.table
+        )));
+    };
+    if key.len() > 1 {
+        tracing::warn!(table = %link.table, "no single-column unique key: each linked row is written by a multi-column key, which HeliosDB answers with a scan");
+    }
+    let as_text = |columns: &[String]| {
+        columns
+            .iter()
+            .map(|c| format!("{}::text", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let from_match: Vec<String> = link.on.iter().map(|[_, b]| b.clone()).collect();
+    let mut mapping_columns = from_match.clone();
+    mapping_columns.push(link.from_column.clone());
+    let mapping: HashMap<Vec<Option<String>>, Option<String>> = text_rows(
+        client,
+        &format!(
+            "SELECT {} FROM {}",
+            as_text(&mapping_columns),
+            quote_ident(&link.from_table)
+        ),
+    )
+    .await?
+    .into_iter()
+    .map(|mut row| {
+        let value = row.pop().flatten();
+        (row, value)
+    })
+    .collect();
+    let own_match: Vec<String> = link.on.iter().map(|[a, _]| a.clone()).collect();
+    let mut wanted = key.clone();
+    wanted.extend(own_match);
+    let rows = text_rows(
+        client,
+        &format!(
+            "SELECT {} FROM {} WHERE {} IS NULL",
+            as_text(&wanted),
+            quote_ident(&link.table),
+            quote_ident(&link.column)
+        ),
+    )
+    .await?;
+    let udt = |table: &str, column: &str| {
+        let table = table.to_string();
+        let column = column.to_string();
+        async move {
+            crate::catalog::column_udt(client, &table, &column)
+                .await
+                .map_err(StepError::Ledger)?
+                .ok_or_else(|| StepError::Failed(format!("table {table:?} has no column {column:?}")))
+        }
+    };
+    let value_type = crate::catalog::cast_type(&udt(&link.table, &link.column).await?);
+    let mut conditions = Vec::new();
+    for (i, column) in key.iter().enumerate() {
+        let key_type = crate::catalog::cast_type(&udt(&link.table, column).await?);
+        conditions.push(format!(
+            "{} = CAST(${}::text AS {key_type})",
+            quote_ident(column),
+            i + 2
+        ));
+    }
+    let update = format!(
+        "UPDATE {} SET {} = CAST($1::text AS {value_type}) WHERE {}",
+        quote_ident(&link.table),
+        quote_ident(&link.column),
+        conditions.join(" AND ")
+    );
+    let statement = client.prepare(&update).await?;
+    let assignments: Vec<(Option<String>, &[Option<String>])> = rows
+        .iter()
+        .filter_map(|row| {
+            let (row_key, row_match) = row.split_at(key.len());
+            mapping
+                .get(row_match)
+                .filter(|v| v.is_some())
+                .map(|value| (value.clone(), row_key))
+        })
+        .collect();
+    let mut linked = 0u64;
+    for batch in assignments.chunks(64) {
+        let updates: Vec<_> = batch
+            .iter()
+            .map(|(value, row_key)| {
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![value];
+                for k in row_key.iter() {
+                    params.push(k);
+                }
+                let statement = &statement;
+                async move { client.execute(statement, &params).await }
+            })
+            .collect();
+        for updated in futures_util::future::join_all(updates).await {
+            linked += updated?;
+        }
+    }
+    Ok(linked)
 }
 
 async fn verify_into(
@@ -203,8 +552,4 @@ async fn verify_into(
         report.verification.push(check);
     }
     Ok(())
-}
-
-fn one_line(sql: &str) -> String {
-    sql.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`plan`]: find the export, decide the table and schema, prepare the table, record the run and
 //!   its shards in the ledger (deterministic; planning a known run resumes it).
+//! - [`catalog`]: a table's unique indexes and column types, read the same way on both targets.
 //! - [`infer`]: schema inference from a sample of items.
 //! - [`migrate`]: the single-machine path: plan, in-process workers, finalize.
 //! - [`finalize`]: reconcile, post-load steps, verify and record a run (both paths end here).
@@ -12,6 +13,7 @@
 //! - [`cli`]: the `ferry-coordinator` command line.
 //! - [`error`]: this crate's error type.
 
+pub mod catalog;
 pub mod cli;
 pub mod embedded;
 pub mod error;

@@ -444,66 +444,11 @@ pub async fn prepare_table_with(
     Ok(())
 }
 
-/// The column sets of the table's unique indexes (its PRIMARY KEY and UNIQUE constraints, and
-/// `CREATE UNIQUE INDEX`), read from `pg_index`, which both PostgreSQL and HeliosDB have (HeliosDB's
-/// `information_schema` leaves unique indexes out).
-async fn unique_column_sets(
-    client: &Client,
-    table: &str,
-    target: &Target,
-) -> Result<Vec<Vec<String>>> {
-    // PostgreSQL: this schema's table, and no partial or expression index (HeliosDB has one
-    // schema and neither kind).
-    let (in_schema, plain) = match target.kind {
-        TargetKind::Postgres => (
-            " AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())",
-            " AND i.indpred IS NULL AND i.indexprs IS NULL",
-        ),
-        TargetKind::HeliosDb => ("", ""),
-    };
-    let indexes = client
-        .query(
-            &format!(
-                "SELECT i.indkey::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
-                 WHERE c.relname = $1::text AND i.indisunique{in_schema}{plain}"
-            ),
-            &[&table],
-        )
-        .await
-        .map_err(CoordinatorError::db("cannot read the table's unique indexes"))?;
-    let attributes = client
-        .query(
-            &format!(
-                "SELECT a.attnum::int8, a.attname::text FROM pg_attribute a
-                 JOIN pg_class c ON c.oid = a.attrelid
-                 WHERE c.relname = $1::text AND a.attnum > 0{in_schema}"
-            ),
-            &[&table],
-        )
-        .await
-        .map_err(CoordinatorError::db("cannot read the table's columns"))?;
-    let name_of = |number: i64| {
-        attributes
-            .iter()
-            .find(|r| r.get::<_, i64>(0) == number)
-            .map(|r| r.get::<_, String>(1))
-    };
-    Ok(indexes
-        .iter()
-        .map(|row| {
-            let key: String = row.get(0);
-            key.split_whitespace()
-                .map(|n| n.parse::<i64>().ok().and_then(name_of).unwrap_or_default())
-                .collect()
-        })
-        .collect())
-}
-
 /// Refuses a table without a unique constraint covering its key columns: exactly-once depends on
 /// it (a second COPY of a chunk, or a key already in the table, must be refused by the server).
 async fn require_unique_key(client: &Client, schema: &TableSchema, target: &Target) -> Result<()> {
     let keys: Vec<&str> = schema.key_columns().map(|c| c.name.as_str()).collect();
-    let sets = unique_column_sets(client, &schema.table, target).await?;
+    let sets = crate::catalog::unique_column_sets(client, &schema.table, target).await?;
     let covered = sets
         .iter()
         .any(|set| !set.is_empty() && set.iter().all(|c| keys.contains(&c.as_str())));

@@ -63,6 +63,19 @@ pub struct Verification {
     pub problem: Option<String>,
 }
 
+/// One post-load step in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct PostLoadLine {
+    /// The step in words.
+    pub step: String,
+    /// `ran`, `done earlier` (a finalize before this one finished it) or `skipped`.
+    pub state: String,
+    /// How long it took (when done earlier: then).
+    pub seconds: f64,
+    /// What it reported (rows linked, orphans, a refusal).
+    pub note: Option<String>,
+}
+
 /// The report of a run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -111,8 +124,8 @@ pub struct Report {
     pub elapsed_seconds: Option<f64>,
     /// Items per second over that time.
     pub items_per_second: Option<f64>,
-    /// Post-load statements `finalize` ran.
-    pub post_load: Vec<String>,
+    /// Post-load steps: what `finalize` ran, found done earlier, or skipped.
+    pub post_load: Vec<PostLoadLine>,
     /// Why the run is not verified; empty when it is.
     pub problems: Vec<String>,
 }
@@ -248,8 +261,17 @@ impl Report {
         if let (Some(seconds), Some(rate)) = (self.elapsed_seconds, self.items_per_second) {
             let _ = writeln!(out, "elapsed {seconds:.1} s, {rate:.0} items/s");
         }
-        for statement in &self.post_load {
-            let _ = writeln!(out, "post-load: {statement}");
+        for step in &self.post_load {
+            let note = step
+                .note
+                .as_ref()
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "post-load: {} ({}, {:.2} s{note})",
+                step.step, step.state, step.seconds
+            );
         }
         for check in &self.verification {
             let _ = writeln!(out, "verify: {}", check.name);

@@ -62,16 +62,16 @@ pub struct RawConfig {
     /// SQL that `plan` runs, in order, before anything loads (the target tables' DDL).
     #[serde(default)]
     pub setup: Vec<SqlStep>,
-    /// SQL that `finalize` runs, in order, once every shard reconciled (indexes, key linking,
-    /// constraints).
+    /// Steps that `finalize` runs, in order, once every shard reconciled (indexes, key linking,
+    /// constraints): SQL statements or Ferry's own key linking.
     #[serde(default)]
-    pub post_load: Vec<SqlStep>,
+    pub post_load: Vec<PostLoadStep>,
     /// Queries `verify` (and `finalize`) run; their results go into the report.
     #[serde(default)]
     pub verify: Vec<VerifyQuery>,
 }
 
-/// One SQL statement of `[[setup]]` or `[[post_load]]`.
+/// One SQL statement of `[[setup]]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlStep {
@@ -80,6 +80,107 @@ pub struct SqlStep {
     /// Run it only on this target: `postgres` or `heliosdb` (default: both).
     #[serde(default)]
     pub only_on: Option<TargetName>,
+}
+
+/// One `[[post_load]]` step: a SQL statement, or a foreign-key link Ferry computes itself.
+///
+/// ```toml
+/// [[post_load]]
+/// sql = "CREATE INDEX IF NOT EXISTS idx_orders_status ON orders(status)"
+///
+/// # orders.user_id := users.id where orders.user_pk = users.dynamo_pk (rows still NULL only)
+/// [[post_load]]
+/// link = { table = "orders", column = "user_id", from_table = "users", from_column = "id", match = [["user_pk", "dynamo_pk"]] }
+/// ```
+///
+/// Each step's completion is recorded in the ledger (`ferry.steps`), so a `finalize` after a
+/// crash resumes at the first step not done.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostLoadStep {
+    /// The statement (no parameters: the user's own DDL and DML).
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// A foreign-key link (see [`LinkStep`]).
+    #[serde(default)]
+    pub link: Option<LinkStep>,
+    /// Run it only on this target: `postgres` or `heliosdb` (default: both).
+    #[serde(default)]
+    pub only_on: Option<TargetName>,
+}
+
+/// Sets `table.column` to `from_table.from_column` of the row whose `match` columns equal the
+/// row's, for every row where `column` is NULL. PostgreSQL runs it as `UPDATE … FROM`; on HeliosDB
+/// (no `UPDATE … FROM`, and correlated subqueries run row by row) Ferry reads the mapping, computes
+/// each row's value and writes it by key. Rows without a counterpart (orphans) stay NULL and are
+/// counted and named in the step's report line; nothing is dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkStep {
+    /// The table whose column is filled.
+    pub table: String,
+    /// The column filled.
+    pub column: String,
+    /// The table the values come from.
+    pub from_table: String,
+    /// The column whose value is written.
+    pub from_column: String,
+    /// Pairs `[column of table, column of from_table]` that must be equal.
+    #[serde(rename = "match")]
+    pub on: Vec<[String; 2]>,
+}
+
+impl PostLoadStep {
+    /// The step in words (one line), as recorded in the ledger and shown in the report.
+    pub fn describe(&self) -> String {
+        match (&self.sql, &self.link) {
+            (Some(sql), _) => sql.split_whitespace().collect::<Vec<_>>().join(" "),
+            (None, Some(link)) => {
+                let on: Vec<String> = link
+                    .on
+                    .iter()
+                    .map(|[a, b]| format!("{}.{a} = {}.{b}", link.table, link.from_table))
+                    .collect();
+                format!(
+                    "link {}.{} := {}.{} where {}",
+                    link.table,
+                    link.column,
+                    link.from_table,
+                    link.from_column,
+                    on.join(" and ")
+                )
+            }
+            (None, None) => String::new(),
+        }
+    }
+
+    fn validate(&self, index: usize) -> Result<()> {
+        let error = |reason: &str| {
+            Err(Error::Config(format!("post_load[{index}]: {reason}")))
+        };
+        match (&self.sql, &self.link) {
+            (Some(_), None) => Ok(()),
+            (None, Some(link)) => {
+                let names = [&link.table, &link.column, &link.from_table, &link.from_column];
+                if names.iter().any(|n| !crate::ident::is_valid_column_name(n)) {
+                    return error("link: table and column names must be 1 to 63 bytes");
+                }
+                if link.on.is_empty() {
+                    return error("link: match needs at least one [column, from_column] pair");
+                }
+                if link
+                    .on
+                    .iter()
+                    .flatten()
+                    .any(|n| !crate::ident::is_valid_column_name(n))
+                {
+                    return error("link: match column names must be 1 to 63 bytes");
+                }
+                Ok(())
+            }
+            _ => error("give exactly one of sql or link"),
+        }
+    }
 }
 
 /// One `[[verify]]` query.
@@ -447,8 +548,8 @@ pub struct Settings {
     pub routing: crate::routing::Routing,
     /// `[[setup]]` statements.
     pub setup: Vec<SqlStep>,
-    /// `[[post_load]]` statements.
-    pub post_load: Vec<SqlStep>,
+    /// `[[post_load]]` steps.
+    pub post_load: Vec<PostLoadStep>,
     /// `[[verify]]` queries.
     pub verify: Vec<VerifyQuery>,
 }
@@ -558,6 +659,9 @@ impl RawConfig {
             .iter()
             .map(|k| KeyAttribute::parse(k))
             .collect::<Result<Vec<_>>>()?;
+        for (index, step) in self.post_load.iter().enumerate() {
+            step.validate(index)?;
+        }
         if self.routing.is_enabled() && !key.is_empty() {
             let names: Vec<String> = key.iter().map(|k| k.name.clone()).collect();
             self.routing.validate(&names)?;
