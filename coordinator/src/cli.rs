@@ -61,6 +61,28 @@ enum Command {
     Finalize(FinalizeArgs),
     /// Run the verification queries (row counts, the config's [[verify]]) and record the results.
     Verify(FinalizeArgs),
+    /// Start shards over: remove every row they loaded (by provenance) and their rejects, so they
+    /// load again from the start (after a data file changed, for instance).
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, Args)]
+struct ResetArgs {
+    /// Target database URL.
+    #[arg(long)]
+    target: Option<String>,
+    /// The run.
+    #[arg(long)]
+    run_id: String,
+    /// A shard to start over (its id or its data file's key); repeat for more.
+    #[arg(long, required_unless_present = "failed")]
+    shard: Vec<String>,
+    /// Every failed shard of the run.
+    #[arg(long, conflicts_with = "shard")]
+    failed: bool,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -500,6 +522,28 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     println!();
                 }
             }
+        }
+        Command::Reset(args) => {
+            let settings = load_settings(args.config.as_deref())?;
+            let target_url = target_url(args.target.as_ref(), &settings)?;
+            let client = ledger::connect(&target_url).await?;
+            ledger::ensure_ledger(&client).await?;
+            let run = ledger::get_run(&client, &args.run_id)
+                .await?
+                .with_context(|| format!("run {} is not in the ledger", args.run_id))?;
+            let shards = if args.failed {
+                crate::reset::Shards::Failed
+            } else {
+                crate::reset::Shards::Named(args.shard)
+            };
+            let reset = crate::reset::reset(&client, &run, &shards).await?;
+            println!(
+                "reset {} shard(s) of run {}: {}; load them with `migrate` (or `submit` and workers)",
+                reset.len(),
+                run.run_id,
+                if reset.is_empty() { "none".to_string() } else { reset.join(", ") }
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Finalize(args) | Command::Verify(args) => {
             let settings = load_settings(args.config.as_deref())?;

@@ -8,6 +8,7 @@
 //! - [`migrate`]: the single-machine path: plan, in-process workers, finalize.
 //! - [`finalize`]: reconcile, post-load steps, verify and record a run (both paths end here).
 //! - [`fleet`]: the cluster path's coordinator side: `queue create`, `submit`, `status` with the queue.
+//! - [`reset`]: start shards over (their rows removed by provenance).
 //! - [`report`]: the run report (rows, rejects, per-shard reconciliation, rate, verdict).
 //! - [`embedded`]: the embedded default: a HeliosDB server started and stopped by `migrate`.
 //! - [`cli`]: the `ferry-coordinator` command line.
@@ -23,5 +24,6 @@ pub mod infer;
 pub mod migrate;
 pub mod plan;
 pub mod report;
+pub mod reset;
 
 pub use error::{CoordinatorError, Result};

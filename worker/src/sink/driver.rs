@@ -170,7 +170,7 @@ pub async fn load_shard(
     if shard.state == shard_state::DONE {
         return Ok(ShardOutcome::AlreadyDone);
     }
-    clean_stale_loads(ledger, ctx, &shard).await?;
+    clean_stale_loads(ledger, run_id, &ctx.tables, &shard).await?;
     let location = ctx.store.location(&shard.data_key);
     let recorded = ledger
         .recorded_load(run_id, shard_id, shard.generation)
@@ -308,18 +308,18 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Removes what earlier generations of the shard wrote (their rows by provenance, their rejects).
 /// Every loader of the shard runs it first, so an interrupted cleanup is finished by the next.
-async fn clean_stale_loads(
+pub async fn clean_stale_loads(
     ledger: &dyn Ledger,
-    ctx: &LoadContext,
+    run_id: &str,
+    tables: &[TableSchema],
     shard: &ShardRecord,
 ) -> Result<()> {
-    let run_id = ctx.run.run_id.as_str();
     let stale = ledger
         .stale_loads(run_id, &shard.shard_id, shard.generation)
         .await?;
     for load_id in &stale {
         let mut removed = 0;
-        for table in ctx.tables.iter() {
+        for table in tables {
             removed += ledger.remove_rows(table, *load_id).await?;
         }
         ledger.mark_load_cleaned(*load_id).await?;
@@ -361,11 +361,11 @@ async fn file_changed(
 /// and rejects are removed; the shard is left failed with `reason`.
 pub async fn unload_shard(
     ledger: &dyn Ledger,
-    ctx: &LoadContext,
+    run_id: &str,
+    tables: &[TableSchema],
     shard: &ShardRecord,
     restart: Restart,
 ) -> Result<()> {
-    let run_id = ctx.run.run_id.as_str();
     if ledger
         .restart_shard(run_id, &shard.shard_id, shard.generation, &restart)
         .await?
@@ -376,7 +376,7 @@ pub async fn unload_shard(
         .shard(run_id, &shard.shard_id)
         .await?
         .ok_or_else(|| WorkerError::Ledger(format!("shard {} vanished", shard.shard_id)))?;
-    clean_stale_loads(ledger, ctx, &now).await
+    clean_stale_loads(ledger, run_id, tables, &now).await
 }
 
 /// One chunk of a shard.
@@ -483,7 +483,14 @@ impl ChunkLoad<'_> {
                 Err(restart) => {
                     sink.abort().await?;
                     let reason = restart.error.clone().unwrap_or_default();
-                    unload_shard(self.ledger, self.ctx, self.shard, restart).await?;
+                    unload_shard(
+                        self.ledger,
+                        &self.ctx.run.run_id,
+                        &self.ctx.tables,
+                        self.shard,
+                        restart,
+                    )
+                    .await?;
                     return Ok(ChunkEnd::Failed(reason));
                 }
             },
@@ -679,7 +686,14 @@ impl ChunkLoad<'_> {
                     md5_ok: None,
                     items_seen: None,
                 };
-                unload_shard(self.ledger, self.ctx, self.shard, restart).await?;
+                unload_shard(
+                    self.ledger,
+                    &self.ctx.run.run_id,
+                    &self.ctx.tables,
+                    self.shard,
+                    restart,
+                )
+                .await?;
                 Ok(ChunkEnd::Failed(reason))
             }
             other => Err(other),

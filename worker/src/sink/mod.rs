@@ -72,7 +72,7 @@ pub mod transaction;
 use async_trait::async_trait;
 use tokio_postgres::Client;
 
-pub use driver::{load_shard, LoadContext, ShardOutcome};
+pub use driver::{clean_stale_loads, load_shard, unload_shard, LoadContext, ShardOutcome};
 pub use encode::{BlockEncoder, EncodedBlock};
 
 use crate::decode::Reject;
@@ -269,6 +269,24 @@ pub trait Ledger: Send + Sync {
     ) -> Result<u64>;
     /// The run, shard and data file a load belongs to, for naming where a duplicate came from.
     async fn load_owner(&self, load_id: i64) -> Result<Option<(String, String, String)>>;
+}
+
+/// The tables a run with `schema` writes: its one table, or the routed tables.
+pub fn run_tables(schema: &TableSchema) -> Vec<TableSchema> {
+    match &schema.routing {
+        None => vec![schema.clone()],
+        Some(routing) => {
+            let keys: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
+            routing
+                .tables(&keys)
+                .into_iter()
+                .map(|mut table| {
+                    table.provenance = schema.provenance;
+                    table
+                })
+                .collect()
+        }
+    }
 }
 
 /// Opens the sink of `ctx`'s run on `client` (the run's load path, recorded at plan).

@@ -1,0 +1,66 @@
+//! `reset`: starts shards of a run over from nothing. The shard's generation moves on (so no
+//! checkpoint of its earlier loads can move again), then every row its earlier loads wrote is
+//! removed by provenance, in every table of the run, with its rejects. Used when a data file
+//! changed under a run (Ferry refuses to mix two versions of a file) or to load a shard again on
+//! purpose; the shard is then loaded again by `migrate`, `submit` and the workers.
+
+use ferry_shared::ledger::shard_state;
+use ferry_worker::ledger::{self, Restart, RunRecord};
+use ferry_worker::sink::{run_tables, unload_shard};
+use tokio_postgres::Client;
+
+use crate::{CoordinatorError, Result};
+
+/// Which shards to start over.
+#[derive(Clone, Debug)]
+pub enum Shards {
+    /// These shards.
+    Named(Vec<String>),
+    /// Every failed shard.
+    Failed,
+}
+
+/// Starts `shards` of `run` over; returns the shards reset.
+pub async fn reset(client: &Client, run: &RunRecord, shards: &Shards) -> Result<Vec<String>> {
+    let all = ledger::get_shards(client, &run.run_id).await?;
+    let chosen: Vec<_> = match shards {
+        Shards::Failed => all
+            .iter()
+            .filter(|s| s.state == shard_state::FAILED)
+            .collect(),
+        Shards::Named(names) => {
+            let mut chosen = Vec::new();
+            for name in names {
+                let shard = all
+                    .iter()
+                    .find(|s| &s.shard_id == name || &s.data_key == name)
+                    .ok_or_else(|| {
+                        CoordinatorError::Invalid(format!(
+                            "run {} has no shard {name:?} (name a shard id or its data file key)",
+                            run.run_id
+                        ))
+                    })?;
+                chosen.push(shard);
+            }
+            chosen
+        }
+    };
+    let tables = run_tables(&run.schema);
+    let mut reset = Vec::new();
+    for shard in chosen {
+        let restart = Restart {
+            state: shard_state::PENDING,
+            error: None,
+            md5_ok: None,
+            items_seen: None,
+        };
+        unload_shard(client, &run.run_id, &tables, shard, restart).await?;
+        tracing::info!(run = %run.run_id, shard = %shard.shard_id, "shard reset: its rows were removed and it loads again from the start");
+        reset.push(shard.shard_id.clone());
+    }
+    if !reset.is_empty() && run.state != ferry_shared::ledger::run_state::LOADING {
+        ledger::finish_run(client, &run.run_id, ferry_shared::ledger::run_state::LOADING, "")
+            .await?;
+    }
+    Ok(reset)
+}
