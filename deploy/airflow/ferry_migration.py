@@ -14,7 +14,7 @@ Where the tasks run is chosen when the DAG file is parsed, by FERRY_AIRFLOW_EXEC
   role), the ``ferry-config`` ConfigMap (ferry.toml), ``ferry-run`` (queue-url) and the
   ``ferry-target`` Secret (url). Needs apache-airflow-providers-cncf-kubernetes.
 - ``local``: each task runs the binaries on the Airflow worker itself (``FERRY_BIN_DIR``, default
-  /usr/local/bin; configuration from ``FERRY_CONFIG`` and the FERRY_* environment): a VM with the
+  /usr/local/bin; configuration from the ``config`` param's file and the FERRY_* environment): a VM with the
   LocalExecutor, and the variant Ferry's test runs for real against PostgreSQL and an S3/SQS
   endpoint.
 - AWS Batch: replace ``ferry_task`` with the Amazon provider's ``BatchOperator`` on

@@ -63,7 +63,8 @@ pub fn validators_dir() -> anyhow::Result<PathBuf> {
         .context("kubernetes-validate is not in <root>/venv/bin")?
         .to_path_buf();
     anyhow::ensure!(
-        root.join("node/node_modules/@kubernetes-models/keda").is_dir(),
+        root.join("node/node_modules/@kubernetes-models/keda")
+            .is_dir(),
         "{} has no KEDA models: run scripts/install-deploy-validators",
         root.display()
     );

@@ -55,7 +55,9 @@ async fn the_image_plans_loads_and_finalizes_a_queued_run_exactly() -> anyhow::R
     let root = repo_root();
     // The multi-stage variant's runtime stage is this one, but for where the files come from.
     let tested = runtime_stage(&std::fs::read_to_string(root.join("deploy/Dockerfile"))?);
-    let multi = runtime_stage(&std::fs::read_to_string(root.join("deploy/Dockerfile.build"))?);
+    let multi = runtime_stage(&std::fs::read_to_string(
+        root.join("deploy/Dockerfile.build"),
+    )?);
     assert_eq!(tested[0], "FROM scratch");
     assert_eq!(tested[1], "COPY . /");
     assert_eq!(multi[1], "COPY --from=build /rootfs/ /");
@@ -99,12 +101,24 @@ async fn the_image_plans_loads_and_finalizes_a_queued_run_exactly() -> anyhow::R
     ]))?;
     let (size, user) = inspect.trim().split_once(' ').expect("size and user");
     let size: u64 = size.parse()?;
-    println!("image {image}: {size} bytes ({} MB), user {user}", size / 1_000_000);
+    println!(
+        "image {image}: {size} bytes ({} MB), user {user}",
+        size / 1_000_000
+    );
     assert_eq!(user, "65532:65532");
     assert!(size < 200_000_000, "the image is {size} bytes");
     // No shell to run.
     let shell = podman_in(work.path())?
-        .args(["run", "--rm", "--network", "host", image, "/bin/sh", "-c", "true"])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            image,
+            "/bin/sh",
+            "-c",
+            "true",
+        ])
         .output()?;
     assert!(!shell.status.success(), "a shell ran in the image");
 
@@ -135,7 +149,10 @@ async fn the_image_plans_loads_and_finalizes_a_queued_run_exactly() -> anyhow::R
         "--submit",
     ])?;
     assert_eq!(planned.status.code(), Some(0), "{}", stderr_of(&planned));
-    assert_eq!(String::from_utf8_lossy(&planned.stdout).trim(), "container-run");
+    assert_eq!(
+        String::from_utf8_lossy(&planned.stdout).trim(),
+        "container-run"
+    );
     assert!(
         stderr_of(&planned).contains("submitted 3 shards"),
         "{}",

@@ -15,9 +15,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ferry_tests::deploy::{
-    airflow, promtool, repo_root, run_ok, validators_dir, Stack,
-};
+use ferry_tests::deploy::{airflow, promtool, repo_root, run_ok, validators_dir, Stack};
 use ferry_tests::gen::GenOptions;
 use ferry_tests::harness::{assert_table_matches, binary, stderr_of};
 use ferry_tests::moto::shared_moto;
@@ -36,10 +34,15 @@ fn yaml_to_json(yaml: &str, work: &Path) -> anyhow::Result<Vec<serde_json::Value
     let file = work.join("to-json.yaml");
     std::fs::write(&file, yaml)?;
     let python = validators_dir()?.join("venv/bin/python");
-    let json = run_ok(Command::new(python).arg("-c").arg(
-        "import json, sys, yaml\n\
+    let json = run_ok(
+        Command::new(python)
+            .arg("-c")
+            .arg(
+                "import json, sys, yaml\n\
          print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))",
-    ).arg(&file))?;
+            )
+            .arg(&file),
+    )?;
     Ok(serde_json::from_str(&json)?)
 }
 
@@ -61,7 +64,11 @@ fn validate_core(objects: &[serde_json::Value], work: &Path, name: &str) -> anyh
             .args(["--strict"])
             .arg(&file),
     )?;
-    assert_eq!(out.matches(" passed for resource ").count(), core.len(), "{out}");
+    assert_eq!(
+        out.matches(" passed for resource ").count(),
+        core.len(),
+        "{out}"
+    );
     Ok(core.len())
 }
 
@@ -182,7 +189,10 @@ fn kubernetes_and_argo_manifests_render_and_validate_offline() -> anyhow::Result
     let broken = work.path().join("broken.yaml");
     std::fs::write(
         &broken,
-        rendered.replace("identityOwner: workload", "identityOwner: workload\n    roleArm: x"),
+        rendered.replace(
+            "identityOwner: workload",
+            "identityOwner: workload\n    roleArm: x",
+        ),
     )?;
     let refused = validate_models(&[broken])?;
     assert_eq!(refused.status.code(), Some(1));
@@ -190,10 +200,12 @@ fn kubernetes_and_argo_manifests_render_and_validate_offline() -> anyhow::Result
 
     // What the docs promise, on the rendered objects.
     let account = find(&objects, "ServiceAccount", "ferry");
-    assert!(account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
-        .as_str()
-        .unwrap_or_default()
-        .starts_with("arn:aws:iam::"));
+    assert!(
+        account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("arn:aws:iam::")
+    );
     let scaled = find(&objects, "ScaledJob", "ferry-workers");
     let trigger = &scaled["spec"]["triggers"][0];
     assert_eq!(trigger["type"], "aws-sqs-queue");
@@ -203,7 +215,12 @@ fn kubernetes_and_argo_manifests_render_and_validate_offline() -> anyhow::Result
         "aws"
     );
     assert_exit_policy(&scaled["spec"]["jobTargetRef"], "ferry-worker");
-    assert!(pod_spec(scaled)["terminationGracePeriodSeconds"].as_u64().unwrap_or(0) >= 60);
+    assert!(
+        pod_spec(scaled)["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 60
+    );
     for name in ["ferry-plan", "ferry-finalize"] {
         let job = find(&objects, "Job", name);
         assert_exit_policy(&job["spec"], "ferry");
@@ -215,21 +232,39 @@ fn kubernetes_and_argo_manifests_render_and_validate_offline() -> anyhow::Result
             .filter_map(|a| a.as_str())
             .collect();
         // The run id comes from the one ConfigMap, whatever pod (or retry) runs.
-        let at = args.iter().position(|a| *a == "--run-id").expect("--run-id");
+        let at = args
+            .iter()
+            .position(|a| *a == "--run-id")
+            .expect("--run-id");
         assert_eq!(args[at + 1], "$(FERRY_RUN_ID)");
         let env = container["env"].as_array().expect("env");
-        let run_id = env.iter().find(|e| e["name"] == "FERRY_RUN_ID").expect("FERRY_RUN_ID");
+        let run_id = env
+            .iter()
+            .find(|e| e["name"] == "FERRY_RUN_ID")
+            .expect("FERRY_RUN_ID");
         assert_eq!(run_id["valueFrom"]["configMapKeyRef"]["name"], "ferry-run");
-        let target = env.iter().find(|e| e["name"] == "FERRY_TARGET__URL").expect("target");
+        let target = env
+            .iter()
+            .find(|e| e["name"] == "FERRY_TARGET__URL")
+            .expect("target");
         assert_eq!(target["valueFrom"]["secretKeyRef"]["name"], "ferry-target");
-        assert!(args.contains(&if name == "ferry-plan" { "--submit" } else { "--wait" }));
+        assert!(args.contains(&if name == "ferry-plan" {
+            "--submit"
+        } else {
+            "--wait"
+        }));
     }
     let run = find(&objects, "ConfigMap", "ferry-run");
-    assert!(!run["data"]["run-id"].as_str().unwrap_or_default().is_empty());
-    assert!(find(&objects, "ConfigMap", "ferry-config")["data"]["ferry.toml"]
+    assert!(!run["data"]["run-id"]
         .as_str()
         .unwrap_or_default()
-        .contains("[metrics]"));
+        .is_empty());
+    assert!(
+        find(&objects, "ConfigMap", "ferry-config")["data"]["ferry.toml"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[metrics]")
+    );
     // Ferry's own parser accepts the ConfigMap's ferry.toml.
     let toml = work.path().join("ferry.toml");
     std::fs::write(
@@ -251,7 +286,10 @@ fn kubernetes_and_argo_manifests_render_and_validate_offline() -> anyhow::Result
         );
     }
     let tasks = &templates[0]["dag"]["tasks"];
-    assert_eq!(tasks[1]["withSequence"]["count"], "{{workflow.parameters.workers}}");
+    assert_eq!(
+        tasks[1]["withSequence"]["count"],
+        "{{workflow.parameters.workers}}"
+    );
     assert_eq!(tasks[2]["depends"], "worker");
     Ok(())
 }
@@ -328,7 +366,14 @@ fn every_flag_the_deploy_files_pass_exists() -> anyhow::Result<()> {
         run_ok(Command::new(binary(args[0])).args(&args[1..]))
     };
     let mut coordinator_help = String::new();
-    for command in ["plan", "finalize", "submit", "status", "queue create", "migrate"] {
+    for command in [
+        "plan",
+        "finalize",
+        "submit",
+        "status",
+        "queue create",
+        "migrate",
+    ] {
         let mut args = vec!["ferry-coordinator"];
         args.extend(command.split(' '));
         args.push("--help");
@@ -339,10 +384,16 @@ fn every_flag_the_deploy_files_pass_exists() -> anyhow::Result<()> {
         assert!(worker_flags.contains(expected), "{worker_flags:?}");
     }
     for expected in ["--submit", "--wait", "--run-id", "--key"] {
-        assert!(coordinator_flags.contains(expected), "{coordinator_flags:?}");
+        assert!(
+            coordinator_flags.contains(expected),
+            "{coordinator_flags:?}"
+        );
     }
     for flag in &worker_flags {
-        assert!(worker_help.contains(&format!("{flag} ")), "ferry-worker has no {flag}");
+        assert!(
+            worker_help.contains(&format!("{flag} ")),
+            "ferry-worker has no {flag}"
+        );
     }
     for flag in &coordinator_flags {
         assert!(
@@ -370,8 +421,9 @@ async fn aws_batch_files_pass_botocore_and_register_on_moto() -> anyhow::Result<
     assert_eq!(report.matches("ok   ").count(), 5, "{report}");
     assert!(report.contains("job-definition/ferry:"), "{report}");
     // The definition's retry strategy honours Ferry's exit codes.
-    let definition: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/aws-batch/job-definition.json"))?)?;
+    let definition: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        root.join("deploy/aws-batch/job-definition.json"),
+    )?)?;
     assert_eq!(
         definition["retryStrategy"]["evaluateOnExit"][0],
         serde_json::json!({"onExitCode": "2", "action": "EXIT"})
@@ -407,7 +459,10 @@ async fn airflow_runs_the_dag_with_a_retried_worker_to_exact_rows() -> anyhow::R
     };
     let stack = Stack::prepare("airflow_dag", &options, FLEET_CONFIG, |_| Ok(())).await?;
     let home = stack.dir().join("airflow");
-    let bin_dir = binary("ferry-worker").parent().expect("a folder").to_path_buf();
+    let bin_dir = binary("ferry-worker")
+        .parent()
+        .expect("a folder")
+        .to_path_buf();
     let command = |args: &[&str], execution: &str| {
         let mut command = Command::new(&airflow);
         command
@@ -430,9 +485,15 @@ async fn airflow_runs_the_dag_with_a_retried_worker_to_exact_rows() -> anyhow::R
         &["dags", "list-import-errors", "--output", "json"],
         "kubernetes",
     ))?;
-    let last = errors.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();
+    let last = errors
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or_default();
     assert_eq!(last.trim(), "[]", "{errors}");
-    let k8s_tasks = run_ok(&mut command(&["tasks", "list", "ferry_migration"], "kubernetes"))?;
+    let k8s_tasks = run_ok(&mut command(
+        &["tasks", "list", "ferry_migration"],
+        "kubernetes",
+    ))?;
     for task in ["plan", "worker", "finalize"] {
         assert!(k8s_tasks.lines().any(|l| l.trim() == task), "{k8s_tasks}");
     }
@@ -447,7 +508,11 @@ async fn airflow_runs_the_dag_with_a_retried_worker_to_exact_rows() -> anyhow::R
         "drill_failpoints": "after_commit=exit@1",
     })
     .to_string();
-    let output = command(&["dags", "test", "ferry_migration", "--conf", &conf], "local").output()?;
+    let output = command(
+        &["dags", "test", "ferry_migration", "--conf", &conf],
+        "local",
+    )
+    .output()?;
     let log = format!(
         "{}\n{}",
         String::from_utf8_lossy(&output.stdout),
@@ -460,22 +525,33 @@ async fn airflow_runs_the_dag_with_a_retried_worker_to_exact_rows() -> anyhow::R
 
     // Every task instance and its tries, from Airflow's own database.
     let python = airflow.parent().expect("bin").join("python");
-    let states = run_ok(Command::new(python).arg("-c").arg(
-        "import sqlite3, sys\n\
+    let states = run_ok(
+        Command::new(python)
+            .arg("-c")
+            .arg(
+                "import sqlite3, sys\n\
          db = sqlite3.connect(sys.argv[1])\n\
          for row in db.execute('SELECT task_id, map_index, try_number, state FROM task_instance \
          ORDER BY task_id, map_index'): print(*row)",
-    ).arg(home.join("airflow.db")))?;
+            )
+            .arg(home.join("airflow.db")),
+    )?;
     let rows: Vec<Vec<&str>> = states.lines().map(|l| l.split(' ').collect()).collect();
     assert_eq!(rows.len(), 6, "{states}");
     assert!(rows.iter().all(|r| r[3] == "success"), "{states}");
     for (task, map_index) in [("plan", "-1"), ("worker_indexes", "-1"), ("finalize", "-1")] {
-        assert!(rows.contains(&vec![task, map_index, "1", "success"]), "{states}");
+        assert!(
+            rows.contains(&vec![task, map_index, "1", "success"]),
+            "{states}"
+        );
     }
     let workers: Vec<&Vec<&str>> = rows.iter().filter(|r| r[0] == "worker").collect();
     assert_eq!(workers.len(), 3, "{states}");
     // The worker that took the first shard died on its first try and succeeded on its second.
-    assert!(workers.iter().any(|r| r[2] == "2"), "no worker was retried:\n{states}");
+    assert!(
+        workers.iter().any(|r| r[2] == "2"),
+        "no worker was retried:\n{states}"
+    );
     let loaded = assert_table_matches(
         &stack.fixture.url,
         "AppTable",
@@ -493,7 +569,10 @@ async fn airflow_runs_the_dag_with_a_retried_worker_to_exact_rows() -> anyhow::R
 async fn the_local_stack_script_runs_the_cluster_mode_to_exact_rows() -> anyhow::Result<()> {
     let root = repo_root();
     let work = tempfile::tempdir()?;
-    let bin_dir = binary("ferry-worker").parent().expect("a folder").to_path_buf();
+    let bin_dir = binary("ferry-worker")
+        .parent()
+        .expect("a folder")
+        .to_path_buf();
     let moto = ferry_tests::moto::moto_binary()?;
     let output = Command::new(root.join("deploy/local/run"))
         .env("FERRY_BIN_DIR", &bin_dir)
@@ -509,8 +588,20 @@ async fn the_local_stack_script_runs_the_cluster_mode_to_exact_rows() -> anyhow:
         stderr_of(&output)
     );
     assert_eq!(output.status.code(), Some(0), "{log}");
-    for step in ["queue create", "plan", "submit", "worker 1", "worker 2", "worker 3", "status", "finalize"] {
-        assert!(log.contains(&format!("== {step}")), "no step {step}:\n{log}");
+    for step in [
+        "queue create",
+        "plan",
+        "submit",
+        "worker 1",
+        "worker 2",
+        "worker 3",
+        "status",
+        "finalize",
+    ] {
+        assert!(
+            log.contains(&format!("== {step}")),
+            "no step {step}:\n{log}"
+        );
     }
     assert!(log.contains("items   3000 of 3000 (100.0%)"), "{log}");
     // The script leaves the export and the database's URL for a look afterwards.
@@ -563,7 +654,10 @@ fn the_grafana_dashboard_queries_only_exposed_metrics_in_valid_promql() -> anyho
     for expr in &exprs {
         for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             if word.starts_with("ferry_") {
-                assert!(exposed.contains(word), "{expr} queries {word}, not exposed ({exposed:?})");
+                assert!(
+                    exposed.contains(word),
+                    "{expr} queries {word}, not exposed ({exposed:?})"
+                );
             }
         }
     }
@@ -576,12 +670,25 @@ fn the_grafana_dashboard_queries_only_exposed_metrics_in_valid_promql() -> anyho
                 .replace("$__rate_interval", "5m")
                 .replace("$job", "ferry-worker")
                 .replace("$instance", ".*");
-            format!("      - record: ferry:check_{i}\n        expr: {}", serde_json::Value::from(e))
+            format!(
+                "      - record: ferry:check_{i}\n        expr: {}",
+                serde_json::Value::from(e)
+            )
         })
         .collect();
     let work = tempfile::tempdir()?;
     let file = work.path().join("rules.yml");
-    std::fs::write(&file, format!("groups:\n  - name: dashboard\n    rules:\n{}\n", rules.join("\n")))?;
-    run_ok(Command::new(promtool()?).args(["check", "rules"]).arg(&file))?;
+    std::fs::write(
+        &file,
+        format!(
+            "groups:\n  - name: dashboard\n    rules:\n{}\n",
+            rules.join("\n")
+        ),
+    )?;
+    run_ok(
+        Command::new(promtool()?)
+            .args(["check", "rules"])
+            .arg(&file),
+    )?;
     Ok(())
 }

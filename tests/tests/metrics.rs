@@ -39,7 +39,10 @@ fn scrape_growth(
     let mut first: Option<(String, f64)> = None;
     loop {
         anyhow::ensure!(Instant::now() < deadline, "no growth seen within 180 s");
-        anyhow::ensure!(alive(), "the process ended before its metrics were seen growing");
+        anyhow::ensure!(
+            alive(),
+            "the process ended before its metrics were seen growing"
+        );
         if let Ok((200, text)) = http_get(addr, "/metrics") {
             let value = loaded(&text);
             match &first {
@@ -73,7 +76,14 @@ async fn fleet_workers_serve_growing_metrics_and_push_the_ledgers_counts() -> an
     let config = stack.config.display().to_string();
     let planned = run_ok(
         Command::new(binary("ferry-coordinator"))
-            .args(["plan", "--export", &stack.export_url, "--config", &config, "--submit"])
+            .args([
+                "plan",
+                "--export",
+                &stack.export_url,
+                "--config",
+                &config,
+                "--submit",
+            ])
             .envs(stack.env()),
     )?;
     let run_id = planned.trim().to_string();
@@ -116,7 +126,10 @@ async fn fleet_workers_serve_growing_metrics_and_push_the_ledgers_counts() -> an
         "ferry_chunk_commit_duration_seconds_count",
     ] {
         let (before, after) = (sum_of(&early, counter, &[]), sum_of(&late, counter, &[]));
-        assert!(before > 0.0 && after > before, "{counter}: {before} then {after}");
+        assert!(
+            before > 0.0 && after > before,
+            "{counter}: {before} then {after}"
+        );
     }
     println!("scrape of worker 0 during the run:\n{later}");
 
@@ -137,7 +150,9 @@ async fn fleet_workers_serve_growing_metrics_and_push_the_ledgers_counts() -> an
     assert_eq!((rejected, shards, done), (3, 5, 5));
     let pushed = gateway.scrape()?;
     promtool_check(&pushed)?;
-    println!("ledger: loaded {loaded}, rejected {rejected}, filtered {filtered}; pushed:\n{pushed}");
+    println!(
+        "ledger: loaded {loaded}, rejected {rejected}, filtered {filtered}; pushed:\n{pushed}"
+    );
     let pushed = parse_samples(&pushed);
     let job = "job=\"ferry-worker\"";
     for instance in ["instance=\"worker-0\"", "instance=\"worker-1\""] {
@@ -226,7 +241,10 @@ async fn migrate_serves_metrics_while_loading_and_pushes_at_exit() -> anyhow::Re
     })?;
     let (first, later) = scrape_growth(addr, total, &mut || matches!(child.try_wait(), Ok(None)))?;
     promtool_check(&later)?;
-    assert!(first.contains("ferry_build_info{binary=\"ferry-migrate\""), "{first}");
+    assert!(
+        first.contains("ferry_build_info{binary=\"ferry-migrate\""),
+        "{first}"
+    );
     let status = ferry_tests::deploy::wait_with_timeout(&mut child, Duration::from_secs(300))?;
     let log = std::fs::read_to_string(&log_path)?;
     assert_eq!(status.status.code(), Some(0), "{log}");
@@ -246,10 +264,20 @@ async fn migrate_serves_metrics_while_loading_and_pushes_at_exit() -> anyhow::Re
     );
     // A bad address is a start failure (exit 2) before anything is touched.
     let refused = Command::new(binary("ferry-coordinator"))
-        .args(["migrate", "--export", "/nonexistent", "--target", &fixture.url])
+        .args([
+            "migrate",
+            "--export",
+            "/nonexistent",
+            "--target",
+            &fixture.url,
+        ])
         .args(["--pushgateway-url", "gateway:9091"])
         .output()?;
     assert_eq!(refused.status.code(), Some(2), "{}", stderr_of(&refused));
-    assert!(stderr_of(&refused).contains("pushgateway url"), "{}", stderr_of(&refused));
+    assert!(
+        stderr_of(&refused).contains("pushgateway url"),
+        "{}",
+        stderr_of(&refused)
+    );
     Ok(())
 }
