@@ -11,7 +11,7 @@ use ferry_tests::deploy::{
     http_get, ledger_counts, parse_samples, promtool_check, run_ok, sum_of, Pushgateway, Stack,
 };
 use ferry_tests::gen::{add_data_file, GenOptions};
-use ferry_tests::harness::{assert_exit, binary, stderr_of};
+use ferry_tests::harness::{binary, stderr_of};
 use ferry_tests::pg::free_port;
 
 /// Lines the loaders reject: one malformed, one invalid value, one without its key.
@@ -87,6 +87,20 @@ async fn fleet_workers_serve_growing_metrics_and_push_the_ledgers_counts() -> an
             .envs(stack.env()),
     )?;
     let run_id = planned.trim().to_string();
+    // A finalize Job started beside the workers waits for them (`finalize --wait`).
+    let finalize_log = stack.dir().join("finalize.log");
+    let mut finalizer = ferry_tests::pg::spawn_dying_with_parent({
+        let log = std::fs::File::create(&finalize_log)?;
+        let mut command = Command::new(binary("ferry-coordinator"));
+        command
+            .args(["finalize", "--wait", "--interval", "1", "--run-id", &run_id])
+            .args(["--config", &config])
+            .envs(stack.env())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        command
+    })?;
 
     // Two workers, each serving /metrics and pushing under its own instance at exit.
     let mut workers = Vec::new();
@@ -115,6 +129,11 @@ async fn fleet_workers_serve_growing_metrics_and_push_the_ledgers_counts() -> an
             matches!(worker.try_wait(), Ok(None))
         })?
     };
+    assert!(
+        finalizer.try_wait()?.is_none(),
+        "finalize --wait ended mid-run: {}",
+        std::fs::read_to_string(&finalize_log)?
+    );
     promtool_check(&first)?;
     promtool_check(&later)?;
     let early = parse_samples(&first);
@@ -139,11 +158,12 @@ async fn fleet_workers_serve_growing_metrics_and_push_the_ledgers_counts() -> an
         assert_eq!(status.status.code(), Some(0), "worker {index}:\n{log}");
         assert!(log.contains("pushed metrics"), "worker {index}:\n{log}");
     }
-    let finalized = Command::new(binary("ferry-coordinator"))
-        .args(["finalize", "--run-id", &run_id, "--config", &config])
-        .envs(stack.env())
-        .output()?;
-    assert_exit(&finalized, 0);
+    let finalized =
+        ferry_tests::deploy::wait_with_timeout(&mut finalizer, Duration::from_secs(120))?;
+    let report = std::fs::read_to_string(&finalize_log)?;
+    assert_eq!(finalized.status.code(), Some(0), "{report}");
+    assert!(report.contains("waiting for shards"), "{report}");
+    assert!(report.contains("complete (verified)"), "{report}");
 
     let [loaded, rejected, filtered, shards, done] = stack.ledger_counts(&run_id).await?;
     assert_eq!(loaded + rejected + filtered, total as i64);
