@@ -2,13 +2,14 @@
 //! orders, products, reviews and sessions under one table's key prefixes) migrated with the
 //! repository's example config (`deploy/examples/migration-guide.toml`) by the real binary. Every
 //! item must land in the right table with the right values, the foreign keys must resolve after
-//! `finalize` links them, and the guide's validation queries must give the numbers computed here
-//! from the generator's entities. A crash between a routed chunk's checkpoint and its commit must
-//! leave none of that chunk in any table.
+//! `finalize` adds them, and the guide's validation queries must give the numbers computed here
+//! from the generator's entities. On both targets: a crash between any two load steps, kill -9
+//! and racing workers leave every table exact; a crash after any post-load step resumes at that
+//! step; orphans are reported, never dropped; and the whole scenario runs at 100k items.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferry_tests::harness::{assert_exit, connect, run_coordinator, stderr_of};
+use ferry_tests::harness::{assert_exit, binary, connect, query_text, run_coordinator, stderr_of};
 use ferry_tests::helios::HeliosServer;
 use ferry_tests::pg::shared_cluster;
 use ferry_tests::shop::{generate_shop, write_shop_export, Shop};
@@ -22,6 +23,7 @@ const CONFIG: &str = concat!(
 struct Loaded {
     url: String,
     shop: Shop,
+    export: ferry_tests::gen::GeneratedExport,
     _dir: tempfile::TempDir,
     export_root: String,
     _server: Option<HeliosServer>,
@@ -40,6 +42,7 @@ fn prepared_at(url: String, seed: u64, server: Option<HeliosServer>) -> anyhow::
         url,
         shop,
         export_root: export.root.display().to_string(),
+        export,
         _dir: dir,
         _server: server,
     })
@@ -476,77 +479,15 @@ async fn the_migration_guide_shop_on_heliosdb() -> anyhow::Result<()> {
         "{report:#}"
     );
     assert_guide_queries(&report, shop);
-    // Values, read as text (HeliosDB's binary results are limited).
-    let client = connect(&loaded.url).await?;
-    let text_rows = |sql: &'static str| {
-        let client = &client;
-        async move {
-            let mut rows = Vec::new();
-            for message in client.simple_query(sql).await? {
-                if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
-                    rows.push(
-                        (0..row.len())
-                            .map(|i| row.get(i).unwrap_or("NULL").to_string())
-                            .collect::<Vec<_>>(),
-                    );
-                }
-            }
-            anyhow::Ok(rows)
-        }
-    };
-    let users = text_rows("SELECT id, email, name FROM users ORDER BY id").await?;
-    let expected: Vec<Vec<String>> = shop
-        .users
-        .iter()
-        .map(|u| {
-            vec![
-                u.id.to_string(),
-                u.raw_email.trim().to_lowercase(),
-                u.name.clone(),
-            ]
-        })
-        .collect();
-    assert_eq!(users, expected);
-    let orders = text_rows("SELECT id, user_id, total, status FROM orders ORDER BY id").await?;
-    assert_eq!(orders.len(), shop.orders.len());
-    for (row, order) in orders.iter().zip(&shop.orders) {
-        assert_eq!(row[0], order.id.to_string());
-        assert_eq!(row[1], order.user_id.to_string(), "linked by finalize");
-        assert_eq!(to_cents(&row[2]), order.total_cents);
-        assert_eq!(row[3], order.status);
-    }
-    let reviews =
-        text_rows("SELECT id, product_id, user_id, rating FROM reviews ORDER BY id").await?;
-    let expected: Vec<Vec<String>> = shop
-        .reviews
-        .iter()
-        .map(|r| {
-            vec![
-                r.id.to_string(),
-                r.product_id.to_string(),
-                r.user_id.to_string(),
-                r.rating.to_string(),
-            ]
-        })
-        .collect();
-    assert_eq!(reviews, expected);
-    let sessions = text_rows("SELECT count(*) FROM sessions").await?;
-    assert_eq!(sessions[0][0], shop.live_sessions().len().to_string());
-    let constraints = text_rows("SELECT conname FROM pg_constraint ORDER BY conname").await?;
-    for name in [
-        "orders_user_id_fkey",
-        "reviews_product_id_fkey",
-        "reviews_user_id_fkey",
-    ] {
-        assert!(constraints.iter().any(|c| c[0] == name), "{constraints:?}");
-    }
-    let embedding = text_rows(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'products' AND column_name = 'embedding'",
+    assert_heliosdb_tables_match(&loaded.url, shop).await?;
+    let embedding = query_text(
+        &loaded.url,
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'products' AND column_name = 'embedding'",
     )
     .await?;
     assert_eq!(
-        embedding.len(),
-        1,
+        embedding.as_deref(),
+        Some("1"),
         "the VECTOR column exists where the target has the type"
     );
     Ok(())
@@ -673,4 +614,342 @@ async fn every_column_type_round_trips_on_postgres() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_column_type_round_trips_on_heliosdb() -> anyhow::Result<()> {
     every_type_round_trips("heliosdb").await
+}
+
+/// The shop's tables on HeliosDB, read as text (its binary results are limited): every user, order
+/// and review value by value, the live sessions, and the foreign keys.
+async fn assert_heliosdb_tables_match(url: &str, shop: &Shop) -> anyhow::Result<()> {
+    // Values, read as text (HeliosDB's binary results are limited).
+    let client = connect(url).await?;
+    let text_rows = |sql: &'static str| {
+        let client = &client;
+        async move {
+            let mut rows = Vec::new();
+            for message in client.simple_query(sql).await? {
+                if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                    rows.push(
+                        (0..row.len())
+                            .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+            anyhow::Ok(rows)
+        }
+    };
+    let users = text_rows("SELECT id, email, name FROM users ORDER BY id").await?;
+    let expected: Vec<Vec<String>> = shop
+        .users
+        .iter()
+        .map(|u| {
+            vec![
+                u.id.to_string(),
+                u.raw_email.trim().to_lowercase(),
+                u.name.clone(),
+            ]
+        })
+        .collect();
+    assert_eq!(users, expected);
+    let orders = text_rows("SELECT id, user_id, total, status FROM orders ORDER BY id").await?;
+    assert_eq!(orders.len(), shop.orders.len());
+    for (row, order) in orders.iter().zip(&shop.orders) {
+        assert_eq!(row[0], order.id.to_string());
+        assert_eq!(row[1], order.user_id.to_string(), "linked by finalize");
+        assert_eq!(to_cents(&row[2]), order.total_cents);
+        assert_eq!(row[3], order.status);
+    }
+    let reviews =
+        text_rows("SELECT id, product_id, user_id, rating FROM reviews ORDER BY id").await?;
+    let expected: Vec<Vec<String>> = shop
+        .reviews
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.product_id.to_string(),
+                r.user_id.to_string(),
+                r.rating.to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(reviews, expected);
+    let sessions = text_rows("SELECT count(*) FROM sessions").await?;
+    assert_eq!(sessions[0][0], shop.live_sessions().len().to_string());
+    let constraints = text_rows("SELECT conname FROM pg_constraint ORDER BY conname").await?;
+    for name in [
+        "orders_user_id_fkey",
+        "reviews_product_id_fkey",
+        "reviews_user_id_fkey",
+    ] {
+        assert!(constraints.iter().any(|c| c[0] == name), "{constraints:?}");
+    }
+    Ok(())
+}
+
+/// A fresh shop of `users` users and `products` products on `target` (`postgres` or `heliosdb`).
+async fn shop_on(target: &str, name: &str, seed: u64, users: usize, products: usize) -> anyhow::Result<Loaded> {
+    let (url, server) = match target {
+        "postgres" => (shared_cluster().create_database(name).await?, None),
+        _ => {
+            let server = HeliosServer::start()?;
+            (server.url(), Some(server))
+        }
+    };
+    let dir = tempfile::tempdir()?;
+    let shop = generate_shop(seed, users, products);
+    let export = write_shop_export(dir.path(), &shop, seed, 4)?;
+    Ok(Loaded {
+        url,
+        shop,
+        export_root: export.root.display().to_string(),
+        export,
+        _dir: dir,
+        _server: server,
+    })
+}
+
+async fn assert_shop(target: &str, loaded: &Loaded) -> anyhow::Result<()> {
+    match target {
+        "postgres" => assert_tables_match(&loaded.url, &loaded.shop).await,
+        _ => assert_heliosdb_tables_match(&loaded.url, &loaded.shop).await,
+    }
+}
+
+/// The post-load steps that apply on `target`, in the guide config.
+fn guide_steps(target: &str) -> usize {
+    let settings =
+        ferry_shared::config::load_settings(Some(std::path::Path::new(CONFIG))).expect("config");
+    settings
+        .post_load
+        .iter()
+        .filter(|s| match s.only_on {
+            None => true,
+            Some(ferry_shared::config::TargetName::Postgres) => target == "postgres",
+            Some(ferry_shared::config::TargetName::Heliosdb) => target == "heliosdb",
+        })
+        .count()
+}
+
+/// The issue's reproduction: `migrate` killed during the post-load steps, then the same
+/// `migrate` again. Here it dies after each step in turn (the step's work done, its mark not yet
+/// written), and each rerun resumes at the step it died in: every step runs, none twice, and the
+/// run ends verified.
+async fn post_load_crash_at_every_step(target: &str) -> anyhow::Result<()> {
+    let loaded = shop_on(target, "guide_post_load_crash", 81, 120, 30).await?;
+    let steps = guide_steps(target);
+    assert!(steps >= 10, "{steps}");
+    // The first migrate dies in step 1; each later one re-runs the step it died in (the first
+    // failpoint hit) and dies in the next (the second).
+    let first = migrate(&loaded, &[("FERRY_FAILPOINTS", "after_post_load_step=exit@1")])?;
+    assert_exit(&first, 86);
+    for step in 2..=steps {
+        let output = migrate(&loaded, &[("FERRY_FAILPOINTS", "after_post_load_step=exit@2")])?;
+        assert_eq!(output.status.code(), Some(86), "step {step}: {}", stderr_of(&output));
+    }
+    let output = migrate(&loaded, &[])?;
+    assert_exit(&output, 0);
+    let report: Value = serde_json::from_slice(&output.stdout)?;
+    let lines = report["post_load"].as_array().unwrap();
+    let done_earlier = lines.iter().filter(|l| l["state"] == "done earlier").count();
+    assert_eq!(done_earlier, steps - 1, "{lines:#?}");
+    assert_eq!(lines[steps - 1]["state"], "ran", "{lines:#?}");
+    for line in &lines[..steps] {
+        assert!(line["seconds"].as_f64().is_some(), "{line}");
+    }
+    assert_shop(target, &loaded).await?;
+    // Each step ran once: the ledger has every step done, and a finalize changes nothing.
+    let done = query_text(&loaded.url, "SELECT count(*) FROM ferry.steps WHERE state = 'done'").await?;
+    assert_eq!(done, Some(steps.to_string()));
+
+    // A kill -9 while a step runs (a fresh run of the same shop): the rerun resumes and verifies.
+    let loaded = shop_on(target, "guide_post_load_kill", 82, 120, 30).await?;
+    let mut child = std::process::Command::new(binary("ferry-coordinator"))
+        .args([
+            "migrate", "--export", &loaded.export_root, "--target", &loaded.url, "--config", CONFIG,
+        ])
+        .env("FERRY_FAILPOINTS", "after_post_load_step=sleep3000@3")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let started = std::time::Instant::now();
+    loop {
+        let marks = query_text(&loaded.url, "SELECT count(*) FROM ferry.steps WHERE state = 'done'")
+            .await
+            .ok()
+            .flatten();
+        if marks.as_deref() == Some("2") {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "no post-load progress");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    child.kill()?;
+    child.wait()?;
+    let output = migrate(&loaded, &[])?;
+    assert_exit(&output, 0);
+    assert_shop(target, &loaded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_in_the_post_load_steps_resumes_on_postgres() -> anyhow::Result<()> {
+    post_load_crash_at_every_step("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_in_the_post_load_steps_resumes_on_heliosdb() -> anyhow::Result<()> {
+    post_load_crash_at_every_step("heliosdb").await
+}
+
+/// Routed runs on both targets: an exit between every pair of load steps, then kill -9 of a worker
+/// mid-load and three racing workers; every table ends exactly as the generator says.
+async fn routed_crashes(target: &str) -> anyhow::Result<()> {
+    for (i, point) in ["after_read", "after_copy", "after_checkpoint", "after_commit"]
+        .iter()
+        .enumerate()
+    {
+        let loaded = shop_on(target, &format!("routed_crash_{i}"), 90 + i as u64, 300, 40).await?;
+        let failpoint = format!("{point}=exit@3");
+        let output = migrate(
+            &loaded,
+            &[("FERRY_FAILPOINTS", failpoint.as_str()), ("FERRY_LOAD__WORKERS", "1")],
+        )?;
+        assert_eq!(output.status.code(), Some(86), "{point}: {}", stderr_of(&output));
+        let output = migrate(&loaded, &[])?;
+        assert_exit(&output, 0);
+        assert_shop(target, &loaded).await?;
+    }
+    // kill -9 and racing workers.
+    let loaded = shop_on(target, "routed_race", 99, 2_000, 200).await?;
+    let env = [
+        ("FERRY_LOAD__CHUNK_LINES", "211"),
+        ("FERRY_LOAD__BLOCK_LINES", "53"),
+    ];
+    let plan = run_coordinator(
+        &[
+            "plan", "--export", &loaded.export_root, "--target", &loaded.url, "--config", CONFIG,
+        ],
+        &env,
+    )?;
+    assert_exit(&plan, 0);
+    let run_id = String::from_utf8_lossy(&plan.stdout).trim().to_string();
+    let worker = || {
+        std::process::Command::new(binary("ferry-worker"))
+            .args([
+                "--target", &loaded.url, "--run-id", &run_id, "--workers", "2", "--config", CONFIG,
+            ])
+            .envs(env)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+    };
+    let mut victim = worker()?;
+    let started = std::time::Instant::now();
+    loop {
+        let committed = query_text(
+            &loaded.url,
+            "SELECT COALESCE(sum(committed_lines), 0) FROM ferry.shards",
+        )
+        .await?
+        .unwrap_or_default();
+        if committed != "0" {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    victim.kill()?;
+    victim.wait()?;
+    let racers: Vec<_> = (0..3).map(|_| worker()).collect::<Result<_, _>>()?;
+    for racer in racers {
+        let output = racer.wait_with_output()?;
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    }
+    let finalize = run_coordinator(
+        &["finalize", "--target", &loaded.url, "--run-id", &run_id, "--config", CONFIG],
+        &[],
+    )?;
+    assert_exit(&finalize, 0);
+    assert_shop(target, &loaded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_runs_survive_crashes_and_races_on_postgres() -> anyhow::Result<()> {
+    routed_crashes("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_runs_survive_crashes_and_races_on_heliosdb() -> anyhow::Result<()> {
+    routed_crashes("heliosdb").await
+}
+
+/// An order whose user does not exist: loaded (nothing is dropped), listed by the "orphaned
+/// orders" verification, and on PostgreSQL named by the failing foreign-key step.
+async fn orphans(target: &str) -> anyhow::Result<()> {
+    let mut loaded = shop_on(target, "guide_orphans", 71, 60, 10).await?;
+    ferry_tests::gen::add_data_file(
+        &mut loaded.export,
+        &[r#"{"Item":{"PK":{"S":"USER#999999"},"SK":{"S":"ORDER#999999"},"total":{"N":"10.00"},"status":{"S":"pending"},"items":{"L":[]},"created_at":{"N":"1700000000"}}}"#.to_string()],
+    )?;
+    let output = migrate(&loaded, &[])?;
+    assert_exit(&output, 1);
+    let report: Value = serde_json::from_slice(&output.stdout)?;
+    let problems = report["problems"].to_string();
+    assert!(problems.contains("orphaned orders"), "{problems}");
+    let orphans = report["verification"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "orphaned orders")
+        .unwrap()
+        .clone();
+    assert_eq!(orphans["rows"], json!([["999999"]]), "{orphans:#}");
+    if target == "postgres" {
+        assert!(
+            problems.contains("orders_user_id_fkey") && problems.contains("999999"),
+            "the foreign-key step names the orphan: {problems}"
+        );
+    }
+    assert_eq!(
+        query_text(&loaded.url, "SELECT count(*) FROM orders WHERE id = 999999").await?,
+        Some("1".into()),
+        "the orphan is loaded, not dropped"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_reported_not_dropped() -> anyhow::Result<()> {
+    orphans("postgres").await?;
+    orphans("heliosdb").await
+}
+
+/// The guide's scenario at realistic volume (about 100k items) on both targets, value by value.
+async fn guide_at_volume(target: &str) -> anyhow::Result<()> {
+    let loaded = shop_on(target, "guide_100k", 7, 22_000, 2_200).await?;
+    let output = run_coordinator(
+        &[
+            "migrate", "--export", &loaded.export_root, "--target", &loaded.url, "--config",
+            CONFIG, "--json",
+        ],
+        &[],
+    )?;
+    assert_exit(&output, 0);
+    let report: Value = serde_json::from_slice(&output.stdout)?;
+    let items = report["rows_loaded"].as_u64().unwrap()
+        + report["rows_rejected"].as_u64().unwrap()
+        + report["rows_filtered"].as_u64().unwrap();
+    assert!(items >= 100_000, "{items} items");
+    assert_guide_queries(&report, &loaded.shop);
+    assert_shop(target, &loaded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guide_at_100k_items_on_postgres() -> anyhow::Result<()> {
+    guide_at_volume("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guide_at_100k_items_on_heliosdb() -> anyhow::Result<()> {
+    guide_at_volume("heliosdb").await
 }
