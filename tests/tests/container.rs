@@ -3,7 +3,8 @@
 //! plans and queues a run in one command (`plan --submit`), its `ferry-worker` loads the queued
 //! shards from moto's S3 and SQS into PostgreSQL on the host network, its `finalize` verifies, and
 //! the table holds exactly the export's items. Also: the image runs as a non-root user, has no
-//! shell, and deploy/Dockerfile.build's runtime stage is the tested one.
+//! shell, a worker container stopped mid-shard (SIGTERM to its PID 1) drains and exits 0, and
+//! deploy/Dockerfile.build's runtime stage is the tested one.
 //!
 //! Podman runs rootful with runc, the vfs storage driver in a folder of the test's own, and
 //! cgroupfs (crun fails on this kind of machine's hybrid cgroups), from a containers.conf of its own.
@@ -158,6 +159,61 @@ async fn the_image_plans_loads_and_finalizes_a_queued_run_exactly() -> anyhow::R
         "{}",
         stderr_of(&planned)
     );
+    // A worker stopped mid-shard (SIGTERM to the container's PID 1, as on a pod eviction) lets
+    // its chunk finish, returns its shard to the queue at once and exits 0.
+    let mut detached = podman_in(work.path())?;
+    detached.args([
+        "run",
+        "--detach",
+        "--name",
+        "ferry-drain",
+        "--network",
+        "host",
+    ]);
+    for (key, value) in stack.env() {
+        detached.arg("--env").arg(format!("{key}={value}"));
+    }
+    detached
+        .args(["--env", "FERRY_FAILPOINTS=after_commit=sleep300@1+"])
+        .args(["--env", "FERRY_QUEUE__WAIT_SECS=1"])
+        .args([image, "/usr/local/bin/ferry-worker", "--workers", "1"]);
+    run_ok(&mut detached)?;
+    let client = ferry_tests::harness::connect(&stack.fixture.url).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let midway: i64 = client
+            .query_one(
+                "SELECT count(*) FROM ferry.shards WHERE run_id = 'container-run' \
+                 AND committed_lines > 0 AND committed_lines < item_count",
+                &[],
+            )
+            .await?
+            .get(0);
+        if midway > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no shard got midway");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    run_ok(podman_in(work.path())?.args(["stop", "--time", "60", "ferry-drain"]))?;
+    let code = run_ok(podman_in(work.path())?.args([
+        "inspect",
+        "--format",
+        "{{.State.ExitCode}}",
+        "ferry-drain",
+    ]))?;
+    let logs = podman_in(work.path())?
+        .args(["logs", "ferry-drain"])
+        .output()?;
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&logs.stdout),
+        stderr_of(&logs)
+    );
+    assert_eq!(code.trim(), "0", "{logs}");
+    assert!(logs.contains("stopping"), "{logs}");
+    run_ok(podman_in(work.path())?.args(["rm", "ferry-drain"]))?;
+
     let worker = run(&["/usr/local/bin/ferry-worker", "--workers", "2"])?;
     assert_eq!(worker.status.code(), Some(0), "{}", stderr_of(&worker));
     let finalized = run(&[

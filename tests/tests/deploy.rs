@@ -574,6 +574,17 @@ async fn the_local_stack_script_runs_the_cluster_mode_to_exact_rows() -> anyhow:
         .expect("a folder")
         .to_path_buf();
     let moto = ferry_tests::moto::moto_binary()?;
+    // The script leaves its servers running for a look: stop them however the test ends.
+    struct Stop(PathBuf, PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.0)
+                .arg("stop")
+                .env("FERRY_LOCAL_DIR", &self.1)
+                .output();
+        }
+    }
+    let _stop = Stop(root.join("deploy/local/run"), work.path().to_path_buf());
     let output = Command::new(root.join("deploy/local/run"))
         .env("FERRY_BIN_DIR", &bin_dir)
         .env("FERRY_LOCAL_DIR", work.path())
