@@ -438,52 +438,74 @@ async fn link_by_key(client: &Client, link: &LinkStep, target: &Target) -> Resul
         ),
     )
     .await?;
-    let udt = |table: &str, column: &str| {
-        let table = table.to_string();
-        let column = column.to_string();
-        async move {
-            crate::catalog::column_udt(client, &table, &column)
-                .await
-                .map_err(StepError::Ledger)?
-                .ok_or_else(|| StepError::Failed(format!("table {table:?} has no column {column:?}")))
-        }
-    };
-    let value_type = crate::catalog::cast_type(&udt(&link.table, &link.column).await?);
-    let mut conditions = Vec::new();
-    for (i, column) in key.iter().enumerate() {
-        let key_type = crate::catalog::cast_type(&udt(&link.table, column).await?);
-        conditions.push(format!(
-            "{} = CAST(${}::text AS {key_type})",
-            quote_ident(column),
-            i + 2
-        ));
-    }
-    let update = format!(
-        "UPDATE {} SET {} = CAST($1::text AS {value_type}) WHERE {}",
+    // Parameters bound in their columns' own types where the driver can (HeliosDB looks a key up
+    // by index only when it is compared with a value of its type, not with a cast), else as text
+    // cast in SQL.
+    let conditions: Vec<String> = key
+        .iter()
+        .enumerate()
+        .map(|(i, column)| format!("{} = ${}", quote_ident(column), i + 2))
+        .collect();
+    let native = format!(
+        "UPDATE {} SET {} = $1 WHERE {}",
         quote_ident(&link.table),
         quote_ident(&link.column),
         conditions.join(" AND ")
     );
-    let statement = client.prepare(&update).await?;
-    let assignments: Vec<(Option<String>, &[Option<String>])> = rows
+    let statement = match client.prepare(&native).await {
+        Ok(statement) if statement.params().iter().all(|t| typed_param(t, &None).is_some()) => {
+            statement
+        }
+        _ => {
+            let mut casted = Vec::new();
+            for (i, column) in key.iter().enumerate() {
+                let udt = crate::catalog::column_udt(client, &link.table, column)
+                    .await
+                    .map_err(StepError::Ledger)?
+                    .unwrap_or_else(|| "text".into());
+                casted.push(format!(
+                    "{} = CAST(${}::text AS {})",
+                    quote_ident(column),
+                    i + 2,
+                    crate::catalog::cast_type(&udt)
+                ));
+            }
+            let udt = crate::catalog::column_udt(client, &link.table, &link.column)
+                .await
+                .map_err(StepError::Ledger)?
+                .unwrap_or_else(|| "text".into());
+            tracing::warn!(table = %link.table, "the link's key is bound as text cast in SQL: each row's UPDATE may scan the table");
+            client
+                .prepare(&format!(
+                    "UPDATE {} SET {} = CAST($1::text AS {}) WHERE {}",
+                    quote_ident(&link.table),
+                    quote_ident(&link.column),
+                    crate::catalog::cast_type(&udt),
+                    casted.join(" AND ")
+                ))
+                .await?
+        }
+    };
+    let types = statement.params().to_vec();
+    let assignments: Vec<Vec<Param>> = rows
         .iter()
         .filter_map(|row| {
             let (row_key, row_match) = row.split_at(key.len());
-            mapping
-                .get(row_match)
-                .filter(|v| v.is_some())
-                .map(|value| (value.clone(), row_key))
+            let value = mapping.get(row_match).filter(|v| v.is_some())?;
+            std::iter::once(value)
+                .chain(row_key.iter())
+                .zip(&types)
+                .map(|(text, ty)| typed_param(ty, text))
+                .collect::<Option<Vec<Param>>>()
         })
         .collect();
     let mut linked = 0u64;
     for batch in assignments.chunks(64) {
         let updates: Vec<_> = batch
             .iter()
-            .map(|(value, row_key)| {
-                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![value];
-                for k in row_key.iter() {
-                    params.push(k);
-                }
+            .map(|params| {
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    params.iter().map(Param::as_sql).collect();
                 let statement = &statement;
                 async move { client.execute(statement, &params).await }
             })
@@ -552,4 +574,43 @@ async fn verify_into(
         report.verification.push(check);
     }
     Ok(())
+}
+
+/// A link parameter in its column's type.
+#[derive(Debug)]
+enum Param {
+    Text(Option<String>),
+    I16(Option<i16>),
+    I32(Option<i32>),
+    I64(Option<i64>),
+}
+
+impl Param {
+    fn as_sql(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+        match self {
+            Param::Text(v) => v,
+            Param::I16(v) => v,
+            Param::I32(v) => v,
+            Param::I64(v) => v,
+        }
+    }
+}
+
+/// `text` as a parameter of type `ty`, when the driver binds that type natively (`None` for a
+/// type bound as text cast in SQL instead, or a value that does not parse).
+fn typed_param(ty: &tokio_postgres::types::Type, text: &Option<String>) -> Option<Param> {
+    use tokio_postgres::types::Type;
+    let parse = |t: &Option<String>| -> Option<Option<i64>> {
+        match t {
+            None => Some(None),
+            Some(v) => v.parse().ok().map(Some),
+        }
+    };
+    Some(match *ty {
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Param::Text(text.clone()),
+        Type::INT2 => Param::I16(parse(text)?.map(i16::try_from).transpose().ok()?),
+        Type::INT4 => Param::I32(parse(text)?.map(i32::try_from).transpose().ok()?),
+        Type::INT8 => Param::I64(parse(text)?),
+        _ => return None,
+    })
 }

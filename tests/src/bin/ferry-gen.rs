@@ -43,6 +43,11 @@ struct Args {
     /// Leave out the `EDGE#<k>` edge-case items
     #[arg(long)]
     no_edge_cases: bool,
+    /// Write the migration guide's single-table shop instead (about 5 items per user, one product
+    /// per 10 users), for `deploy/examples/migration-guide.toml`; --items is then the number of
+    /// users
+    #[arg(long)]
+    shop: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,7 +68,13 @@ fn main() -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.out)?;
     let started = std::time::Instant::now();
-    let export = generate_export(&args.out, &opts)?;
+    let export = if args.shop {
+        let users = args.items as usize;
+        let shop = ferry_tests::shop::generate_shop(args.seed, users, (users / 10).max(1));
+        ferry_tests::shop::write_shop_export(&args.out, &shop, args.seed, args.files)?
+    } else {
+        generate_export(&args.out, &opts)?
+    };
     let bytes: u64 = export.data_files.iter().map(|f| f.bytes).sum();
     println!("export dir: {}", export.export_dir.display());
     println!("items: {}", export.total_items);
