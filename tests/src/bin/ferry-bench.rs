@@ -50,6 +50,26 @@ struct Args {
     /// decoding of the same lines, one thread, in seconds per million items; no database.
     #[arg(long)]
     routing: bool,
+    /// Measure the migration guide's scenario end to end: a shop export of --users users (about
+    /// 5 items each) migrated with the guide's config (load and post-load steps), and the same
+    /// export in table mode, on each of --targets.
+    #[arg(long)]
+    guide: bool,
+    /// Users of the --guide shop.
+    #[arg(long, default_value_t = 60_000)]
+    users: usize,
+    /// The routed config of --guide (default: deploy/examples/migration-guide.toml).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// The ferry-coordinator measured by --guide (default: the one beside this binary).
+    #[arg(long)]
+    coordinator: Option<std::path::PathBuf>,
+    /// Targets of --guide: postgres, heliosdb.
+    #[arg(long, value_delimiter = ',', default_value = "postgres,heliosdb")]
+    targets: Vec<String>,
+    /// A --guide run taking longer than this is stopped and reported as such.
+    #[arg(long, default_value_t = 1800)]
+    timeout_secs: u64,
 }
 
 fn child_peak_rss_kib() -> i64 {
@@ -129,6 +149,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.routing {
         return routing_bench(args.decode_items);
+    }
+    if args.guide {
+        return guide_bench(&args);
     }
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
@@ -376,4 +399,134 @@ fn infer_for_bench(lines: &[Vec<u8>]) -> anyhow::Result<ferry_shared::schema::Ta
         &stats,
         ferry_shared::schema::NumericLimit::Unlimited,
     )?)
+}
+
+/// Runs `command` to its end or until `timeout`; `None` on a timeout (the child is killed).
+fn run_with_timeout(
+    command: &mut Command,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Option<std::process::Output>> {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let started = Instant::now();
+    // Read both pipes on threads so a large report cannot block the child.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut out);
+            }
+            out
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(std::process::Output {
+                status,
+                stdout: stdout.join().unwrap_or_default(),
+                stderr: stderr.join().unwrap_or_default(),
+            }));
+        }
+        if started.elapsed() > timeout {
+            child.kill()?;
+            child.wait()?;
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The migration guide's scenario end to end (see `--guide`).
+fn guide_bench(args: &Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let shop = ferry_tests::shop::generate_shop(3, args.users, (args.users / 10).max(1));
+    let export = ferry_tests::shop::write_shop_export(dir.path(), &shop, 3, 8)?;
+    let items = export.total_items;
+    let config = args.config.clone().unwrap_or_else(|| {
+        std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/examples/migration-guide.toml"
+        ))
+    });
+    let coordinator = args
+        .coordinator
+        .clone()
+        .unwrap_or_else(|| binary("ferry-coordinator"));
+    println!(
+        "guide shop: {items} items ({} users), config {}, binary {}",
+        args.users,
+        config.display(),
+        coordinator.display()
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    let timeout = std::time::Duration::from_secs(args.timeout_secs);
+    for target in &args.targets {
+        for routed in [false, true] {
+            // A fresh server (or database) per run.
+            let mut _cluster = None;
+            let mut _server = None;
+            let url = match target.as_str() {
+                "postgres" => {
+                    let cluster = PgCluster::start()?;
+                    let url = runtime.block_on(cluster.create_database("guide"))?;
+                    _cluster = Some(cluster);
+                    url
+                }
+                "heliosdb" => {
+                    let server = ferry_tests::helios::HeliosServer::start()?;
+                    let url = server.url();
+                    _server = Some(server);
+                    url
+                }
+                other => bail!("unknown target {other}"),
+            };
+            let mut command = Command::new(&coordinator);
+            command
+                .args(["migrate", "--export"])
+                .arg(dir.path())
+                .args(["--target", &url, "--key", "PK,SK", "--json"]);
+            if routed {
+                command.arg("--config").arg(&config);
+            } else {
+                command.args(["--table", "items"]);
+            }
+            let t = Instant::now();
+            let output = run_with_timeout(&mut command, timeout)?;
+            let wall = t.elapsed().as_secs_f64();
+            let mode = if routed {
+                "routed (guide config)"
+            } else {
+                "table mode"
+            };
+            let Some(output) = output else {
+                println!(
+                    "{target:<9} {mode:<22}: stopped after {wall:.0} s (no result within --timeout-secs)"
+                );
+                continue;
+            };
+            let report: serde_json::Value =
+                serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+            let load = report["elapsed_seconds"].as_f64().unwrap_or(f64::NAN);
+            let post_load: f64 = report["post_load"]
+                .as_array()
+                .map(|lines| lines.iter().filter_map(|l| l["seconds"].as_f64()).sum())
+                .unwrap_or(f64::NAN);
+            println!(
+                "{target:<9} {mode:<22}: exit {:?}, whole run {wall:>7.1} s ({:>7.0} items/s), load {load:>6.1} s ({:>7.0} items/s), post-load {post_load:>6.1} s",
+                output.status.code(),
+                items as f64 / wall,
+                items as f64 / load,
+            );
+            if !output.status.success() {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+                println!("  {}", tail.join(" | "));
+            }
+        }
+    }
+    Ok(())
 }
