@@ -33,7 +33,9 @@ pub async fn unique_column_sets(
             &[&table],
         )
         .await
-        .map_err(CoordinatorError::db("cannot read the table's unique indexes"))?;
+        .map_err(CoordinatorError::db(
+            "cannot read the table's unique indexes",
+        ))?;
     let attributes = client
         .query(
             &format!(

@@ -39,9 +39,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::plan::applies;
-use crate::report::{
-    build_report, run_tables, PostLoadLine, Report, ReportContext, Verification,
-};
+use crate::report::{build_report, run_tables, PostLoadLine, Report, ReportContext, Verification};
 use crate::Result;
 
 /// The config's end-of-run steps, for the detected target.
@@ -277,11 +275,13 @@ async fn run_step(
         }
         (TargetKind::HeliosDb, Some(sql), _) => match client.batch_execute(sql).await {
             Ok(()) => mark_done(None).await,
-            Err(e) if resumed && already_exists(&e) => mark_done(Some(format!(
-                "it had taken effect before an interruption ({})",
-                ferry_worker::server_message(&e)
-            )))
-            .await,
+            Err(e) if resumed && already_exists(&e) => {
+                mark_done(Some(format!(
+                    "it had taken effect before an interruption ({})",
+                    ferry_worker::server_message(&e)
+                )))
+                .await
+            }
             Err(e) => Err(e.into()),
         },
         (_, None, Some(link)) => {
@@ -310,7 +310,11 @@ async fn text_rows(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>
     let mut rows = Vec::new();
     for message in client.simple_query(sql).await? {
         if let SimpleQueryMessage::Row(row) = message {
-            rows.push((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect());
+            rows.push(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            );
         }
     }
     Ok(rows)
@@ -453,7 +457,12 @@ async fn link_by_key(client: &Client, link: &LinkStep, target: &Target) -> Resul
         conditions.join(" AND ")
     );
     let statement = match client.prepare(&native).await {
-        Ok(statement) if statement.params().iter().all(|t| typed_param(t, &None).is_some()) => {
+        Ok(statement)
+            if statement
+                .params()
+                .iter()
+                .all(|t| typed_param(t, &None).is_some()) =>
+        {
             statement
         }
         _ => {

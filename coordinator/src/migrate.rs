@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use ferry_shared::ledger::run_state;
 use ferry_shared::queue::MemoryQueue;
 use ferry_worker::ledger;
+use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
 use ferry_worker::progress::Progress;
 use ferry_worker::sink::LoadContext;
-use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::finalize::{finalize, EndSteps};

@@ -10,7 +10,9 @@ use ferry_shared::ident::quote_ident;
 use ferry_shared::ledger::run_state;
 use ferry_shared::manifest::{locate_export, md5_hex, ExportListing};
 use ferry_shared::routing::routed_table_sql;
-use ferry_shared::schema::{ColumnSpec, DdbType, NumericLimit, PgType, TableSchema, PROVENANCE_COLUMN};
+use ferry_shared::schema::{
+    ColumnSpec, DdbType, NumericLimit, PgType, TableSchema, PROVENANCE_COLUMN,
+};
 use ferry_shared::store::{open_export, ObjectStore};
 use ferry_worker::ledger::{self, RunRecord};
 use ferry_worker::target::{Target, TargetKind};
@@ -368,7 +370,11 @@ pub async fn prepare_table_with(
             .await
             .map_err(CoordinatorError::db("cannot create the target table"))?;
         tracing::info!(table = %schema.table, "created target table");
-    } else if schema.provenance && !rows.iter().any(|r| r.get::<_, String>(0) == PROVENANCE_COLUMN) {
+    } else if schema.provenance
+        && !rows
+            .iter()
+            .any(|r| r.get::<_, String>(0) == PROVENANCE_COLUMN)
+    {
         let add = format!(
             "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} BIGINT",
             quote_ident(&schema.table),
@@ -392,9 +398,7 @@ pub async fn prepare_table_with(
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     let mut problems = Vec::new();
-    let provenance = schema
-        .provenance
-        .then_some((PROVENANCE_COLUMN, "int8"));
+    let provenance = schema.provenance.then_some((PROVENANCE_COLUMN, "int8"));
     let wanted = schema
         .columns
         .iter()

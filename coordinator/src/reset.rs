@@ -59,8 +59,13 @@ pub async fn reset(client: &Client, run: &RunRecord, shards: &Shards) -> Result<
         reset.push(shard.shard_id.clone());
     }
     if !reset.is_empty() && run.state != ferry_shared::ledger::run_state::LOADING {
-        ledger::finish_run(client, &run.run_id, ferry_shared::ledger::run_state::LOADING, "")
-            .await?;
+        ledger::finish_run(
+            client,
+            &run.run_id,
+            ferry_shared::ledger::run_state::LOADING,
+            "",
+        )
+        .await?;
     }
     Ok(reset)
 }

@@ -155,13 +155,16 @@ impl PostLoadStep {
     }
 
     fn validate(&self, index: usize) -> Result<()> {
-        let error = |reason: &str| {
-            Err(Error::Config(format!("post_load[{index}]: {reason}")))
-        };
+        let error = |reason: &str| Err(Error::Config(format!("post_load[{index}]: {reason}")));
         match (&self.sql, &self.link) {
             (Some(_), None) => Ok(()),
             (None, Some(link)) => {
-                let names = [&link.table, &link.column, &link.from_table, &link.from_column];
+                let names = [
+                    &link.table,
+                    &link.column,
+                    &link.from_table,
+                    &link.from_column,
+                ];
                 if names.iter().any(|n| !crate::ident::is_valid_column_name(n)) {
                     return error("link: table and column names must be 1 to 63 bytes");
                 }

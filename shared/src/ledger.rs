@@ -111,8 +111,7 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
 )];
 
 /// The ledger's schema version (`$1` is unused; no row: a version-1 ledger or a new one).
-pub const SELECT_SCHEMA_VERSION: &str =
-    "SELECT value FROM ferry.meta WHERE key = 'schema_version'";
+pub const SELECT_SCHEMA_VERSION: &str = "SELECT value FROM ferry.meta WHERE key = 'schema_version'";
 
 /// Records the ledger's schema version. `$1` the version as text.
 pub const SET_SCHEMA_VERSION: &str = "INSERT INTO ferry.meta (key, value)
@@ -216,8 +215,7 @@ pub const RESTART_SHARD: &str = "UPDATE ferry.shards SET generation = generation
 
 /// Claims the file identity of a shard's generation (idempotent: the first claim wins).
 /// `$1` run, `$2` shard, `$3` generation, `$4` file identity.
-pub const CLAIM_LOAD: &str =
-    "INSERT INTO ferry.loads (run_id, shard_id, generation, file_identity)
+pub const CLAIM_LOAD: &str = "INSERT INTO ferry.loads (run_id, shard_id, generation, file_identity)
     VALUES ($1::text, $2::text, $3::int8, $4::text)
     ON CONFLICT (run_id, shard_id, generation) DO NOTHING";
 
@@ -282,7 +280,8 @@ pub const SELECT_STEPS: &str = "SELECT step_no, description, state, millis, note
     WHERE run_id = $1::text ORDER BY step_no";
 
 /// Marks a post-load step started. `$1` run, `$2` step, `$3` description.
-pub const START_STEP: &str = "INSERT INTO ferry.steps (run_id, step_no, description, state, started_at)
+pub const START_STEP: &str =
+    "INSERT INTO ferry.steps (run_id, step_no, description, state, started_at)
     VALUES ($1::text, $2::int8, $3::text, 'started', now())
     ON CONFLICT (run_id, step_no) DO UPDATE SET state = 'started', started_at = now(),
         description = EXCLUDED.description";

@@ -127,9 +127,8 @@ impl ObjectStore for S3Store {
         let object = match request.send().await {
             Ok(object) => object,
             Err(e) => {
-                let precondition_failed = e
-                    .raw_response()
-                    .is_some_and(|r| r.status().as_u16() == 412);
+                let precondition_failed =
+                    e.raw_response().is_some_and(|r| r.status().as_u16() == 412);
                 if precondition_failed {
                     return Err(Error::ObjectChanged {
                         location: self.location(key),

@@ -21,7 +21,7 @@ pub const CHUNK_INDEX_BITS: u32 = 24;
 /// The provenance value of the rows of chunk `chunk_index` written by load `load_id`, or `None`
 /// when the chunk index does not fit (raise `load.chunk_lines`).
 pub fn provenance(load_id: i64, chunk_index: u64) -> Option<i64> {
-    if chunk_index >= 1 << CHUNK_INDEX_BITS || load_id < 0 || load_id >= 1 << (63 - CHUNK_INDEX_BITS)
+    if chunk_index >= 1 << CHUNK_INDEX_BITS || !(0..1 << (63 - CHUNK_INDEX_BITS)).contains(&load_id)
     {
         return None;
     }
@@ -30,7 +30,10 @@ pub fn provenance(load_id: i64, chunk_index: u64) -> Option<i64> {
 
 /// The range of provenance values a load's rows carry: `lo <= _ferry_chunk < hi`.
 pub fn provenance_range(load_id: i64) -> (i64, i64) {
-    (load_id << CHUNK_INDEX_BITS, (load_id + 1) << CHUNK_INDEX_BITS)
+    (
+        load_id << CHUNK_INDEX_BITS,
+        (load_id + 1) << CHUNK_INDEX_BITS,
+    )
 }
 
 /// A DynamoDB attribute type descriptor.
@@ -383,8 +386,12 @@ mod tests {
         assert_eq!(hi, provenance(4, 0).unwrap());
         let mut with = schema();
         with.provenance = true;
-        assert!(with.create_table_sql().contains("\"attrs\" JSONB, \"_ferry_chunk\" BIGINT, PRIMARY KEY"));
-        assert!(with.copy_column_list().ends_with("\"attrs\", \"_ferry_chunk\""));
+        assert!(with
+            .create_table_sql()
+            .contains("\"attrs\" JSONB, \"_ferry_chunk\" BIGINT, PRIMARY KEY"));
+        assert!(with
+            .copy_column_list()
+            .ends_with("\"attrs\", \"_ferry_chunk\""));
     }
 
     #[test]

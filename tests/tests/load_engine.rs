@@ -17,7 +17,7 @@ use ferry_coordinator::report::Report;
 use ferry_shared::config::{CopyFormat, KeyAttribute, Settings};
 use ferry_tests::gen::{add_data_file, GenOptions};
 use ferry_tests::harness::{
-    assert_fixture_matches, assert_exit, connect, fixture_on, gen_options, query_text,
+    assert_exit, assert_fixture_matches, connect, fixture_on, gen_options, query_text,
     run_coordinator, small_chunks, stderr_of, Fixture, TestTarget,
 };
 
@@ -127,7 +127,14 @@ async fn append_overlap(path: Path) -> anyhow::Result<()> {
     .await?;
     let url = fixture.url.clone();
     // The copy: the whole export loaded into "Overlap", then every row but one deleted.
-    let first = run_migrate(&fixture, path.settings(100_000), Some("Overlap"), false, None).await?;
+    let first = run_migrate(
+        &fixture,
+        path.settings(100_000),
+        Some("Overlap"),
+        false,
+        None,
+    )
+    .await?;
     assert!(first.verified(), "{}", first.to_text());
     let file = &fixture.export.data_files[0];
     let lines = lines_of(&file.path)?;
@@ -227,7 +234,10 @@ async fn no_unique_key(path: Path) -> anyhow::Result<()> {
             && message.contains("Add `UNIQUE (\"PK\", \"SK\")`"),
         "{message}"
     );
-    assert_eq!(count(&fixture.url, "SELECT count(*) FROM \"NoKey\"").await?, 0);
+    assert_eq!(
+        count(&fixture.url, "SELECT count(*) FROM \"NoKey\"").await?,
+        0
+    );
 
     // A routed run whose setup DDL has no UNIQUE.
     let config = fixture.dir.path().join("routed.toml");
@@ -322,16 +332,20 @@ async fn changed_file(path: Path) -> anyhow::Result<()> {
     assert!(!report.verified(), "{}", report.to_text());
     let client = connect(&fixture.url).await?;
     let error: String = client
-        .query_one(
-            "SELECT error FROM ferry.shards WHERE state = 'failed'",
-            &[],
-        )
+        .query_one("SELECT error FROM ferry.shards WHERE state = 'failed'", &[])
         .await?
         .get(0);
     assert!(error.contains("MD5 mismatch"), "{error}");
-    assert!(error.contains("rows already loaded from it were removed"), "{error}");
+    assert!(
+        error.contains("rows already loaded from it were removed"),
+        "{error}"
+    );
     assert_eq!(
-        count(&fixture.url, "SELECT count(*) FROM \"AppTable\" WHERE \"PK\" LIKE 'FILE#%'").await?,
+        count(
+            &fixture.url,
+            "SELECT count(*) FROM \"AppTable\" WHERE \"PK\" LIKE 'FILE#%'"
+        )
+        .await?,
         0,
         "no row of the wrong file stays"
     );
@@ -340,7 +354,10 @@ async fn changed_file(path: Path) -> anyhow::Result<()> {
     std::fs::write(&file, &original)?;
     let report = run_migrate(&fixture, path.settings(100), None, false, None).await?;
     assert!(report.verified(), "{}", report.to_text());
-    assert_eq!(assert_fixture_matches(&fixture, "AppTable", &[]).await?, 1_601);
+    assert_eq!(
+        assert_fixture_matches(&fixture, "AppTable", &[]).await?,
+        1_601
+    );
 
     // A resume on a changed file: crash after 3 chunks of that file, change it, resume.
     let other = fixture_on(
@@ -392,18 +409,26 @@ async fn changed_file(path: Path) -> anyhow::Result<()> {
     };
     assert!(
         error.contains("changed since this shard's load began")
-            && error.contains(&format!("ferry-coordinator reset --run-id {run_id} --shard {shard_id}")),
+            && error.contains(&format!(
+                "ferry-coordinator reset --run-id {run_id} --shard {shard_id}"
+            )),
         "{error}"
     );
     // The right file back and `reset`: the shard loads again from the start, exactly.
     std::fs::write(&file, &original)?;
     let reset = run_coordinator(
-        &["reset", "--target", &other.url, "--run-id", &run_id, "--shard", &shard_id],
+        &[
+            "reset", "--target", &other.url, "--run-id", &run_id, "--shard", &shard_id,
+        ],
         &[],
     )?;
     assert_exit(&reset, 0);
     assert_eq!(
-        count(&other.url, "SELECT count(*) FROM \"AppTable\" WHERE \"PK\" LIKE 'FILE#%'").await?,
+        count(
+            &other.url,
+            "SELECT count(*) FROM \"AppTable\" WHERE \"PK\" LIKE 'FILE#%'"
+        )
+        .await?,
         0,
         "reset removed the shard's rows"
     );
@@ -465,8 +490,16 @@ columns = [
         let export = fixture.dir.path().display().to_string();
         let output = run_coordinator(
             &[
-                "migrate", "--export", &export, "--target", &fixture.url, "--config",
-                config.to_str().unwrap(), "--table", "numbers", "--json",
+                "migrate",
+                "--export",
+                &export,
+                "--target",
+                &fixture.url,
+                "--config",
+                config.to_str().unwrap(),
+                "--table",
+                "numbers",
+                "--json",
             ],
             &[],
         )?;
@@ -480,7 +513,10 @@ columns = [
                 let mut out = Vec::new();
                 for message in client.simple_query(&sql).await? {
                     if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
-                        out.push((row.get(0).unwrap().to_string(), row.get(1).unwrap().to_string()));
+                        out.push((
+                            row.get(0).unwrap().to_string(),
+                            row.get(1).unwrap().to_string(),
+                        ));
                     }
                 }
                 anyhow::Ok(out)
@@ -503,7 +539,9 @@ columns = [
             TestTarget::HeliosDb => {
                 assert_eq!(report["rows_rejected"], 2, "{report:#}");
                 assert_eq!(rows, [("V#3".to_string(), "-1.25".to_string())]);
-                let reasons = values("SELECT line_no::text, reason FROM ferry.rejects ORDER BY line_no").await?;
+                let reasons =
+                    values("SELECT line_no::text, reason FROM ferry.rejects ORDER BY line_no")
+                        .await?;
                 assert_eq!(reasons.len(), 2);
                 for (_, reason) in &reasons {
                     assert!(

@@ -687,7 +687,13 @@ async fn assert_heliosdb_tables_match(url: &str, shop: &Shop) -> anyhow::Result<
 }
 
 /// A fresh shop of `users` users and `products` products on `target` (`postgres` or `heliosdb`).
-async fn shop_on(target: &str, name: &str, seed: u64, users: usize, products: usize) -> anyhow::Result<Loaded> {
+async fn shop_on(
+    target: &str,
+    name: &str,
+    seed: u64,
+    users: usize,
+    products: usize,
+) -> anyhow::Result<Loaded> {
     let (url, server) = match target {
         "postgres" => (shared_cluster().create_database(name).await?, None),
         _ => {
@@ -740,17 +746,31 @@ async fn post_load_crash_at_every_step(target: &str) -> anyhow::Result<()> {
     assert!(steps >= 10, "{steps}");
     // The first migrate dies in step 1; each later one re-runs the step it died in (the first
     // failpoint hit) and dies in the next (the second).
-    let first = migrate(&loaded, &[("FERRY_FAILPOINTS", "after_post_load_step=exit@1")])?;
+    let first = migrate(
+        &loaded,
+        &[("FERRY_FAILPOINTS", "after_post_load_step=exit@1")],
+    )?;
     assert_exit(&first, 86);
     for step in 2..=steps {
-        let output = migrate(&loaded, &[("FERRY_FAILPOINTS", "after_post_load_step=exit@2")])?;
-        assert_eq!(output.status.code(), Some(86), "step {step}: {}", stderr_of(&output));
+        let output = migrate(
+            &loaded,
+            &[("FERRY_FAILPOINTS", "after_post_load_step=exit@2")],
+        )?;
+        assert_eq!(
+            output.status.code(),
+            Some(86),
+            "step {step}: {}",
+            stderr_of(&output)
+        );
     }
     let output = migrate(&loaded, &[])?;
     assert_exit(&output, 0);
     let report: Value = serde_json::from_slice(&output.stdout)?;
     let lines = report["post_load"].as_array().unwrap();
-    let done_earlier = lines.iter().filter(|l| l["state"] == "done earlier").count();
+    let done_earlier = lines
+        .iter()
+        .filter(|l| l["state"] == "done earlier")
+        .count();
     assert_eq!(done_earlier, steps - 1, "{lines:#?}");
     assert_eq!(lines[steps - 1]["state"], "ran", "{lines:#?}");
     for line in &lines[..steps] {
@@ -758,14 +778,24 @@ async fn post_load_crash_at_every_step(target: &str) -> anyhow::Result<()> {
     }
     assert_shop(target, &loaded).await?;
     // Each step ran once: the ledger has every step done, and a finalize changes nothing.
-    let done = query_text(&loaded.url, "SELECT count(*) FROM ferry.steps WHERE state = 'done'").await?;
+    let done = query_text(
+        &loaded.url,
+        "SELECT count(*) FROM ferry.steps WHERE state = 'done'",
+    )
+    .await?;
     assert_eq!(done, Some(steps.to_string()));
 
     // A kill -9 while a step runs (a fresh run of the same shop): the rerun resumes and verifies.
     let loaded = shop_on(target, "guide_post_load_kill", 82, 120, 30).await?;
     let mut child = std::process::Command::new(binary("ferry-coordinator"))
         .args([
-            "migrate", "--export", &loaded.export_root, "--target", &loaded.url, "--config", CONFIG,
+            "migrate",
+            "--export",
+            &loaded.export_root,
+            "--target",
+            &loaded.url,
+            "--config",
+            CONFIG,
         ])
         .env("FERRY_FAILPOINTS", "after_post_load_step=sleep3000@3")
         .stdout(std::process::Stdio::null())
@@ -773,14 +803,20 @@ async fn post_load_crash_at_every_step(target: &str) -> anyhow::Result<()> {
         .spawn()?;
     let started = std::time::Instant::now();
     loop {
-        let marks = query_text(&loaded.url, "SELECT count(*) FROM ferry.steps WHERE state = 'done'")
-            .await
-            .ok()
-            .flatten();
+        let marks = query_text(
+            &loaded.url,
+            "SELECT count(*) FROM ferry.steps WHERE state = 'done'",
+        )
+        .await
+        .ok()
+        .flatten();
         if marks.as_deref() == Some("2") {
             break;
         }
-        assert!(started.elapsed() < std::time::Duration::from_secs(120), "no post-load progress");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no post-load progress"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -804,17 +840,30 @@ async fn a_crash_in_the_post_load_steps_resumes_on_heliosdb() -> anyhow::Result<
 /// Routed runs on both targets: an exit between every pair of load steps, then kill -9 of a worker
 /// mid-load and three racing workers; every table ends exactly as the generator says.
 async fn routed_crashes(target: &str) -> anyhow::Result<()> {
-    for (i, point) in ["after_read", "after_copy", "after_checkpoint", "after_commit"]
-        .iter()
-        .enumerate()
+    for (i, point) in [
+        "after_read",
+        "after_copy",
+        "after_checkpoint",
+        "after_commit",
+    ]
+    .iter()
+    .enumerate()
     {
         let loaded = shop_on(target, &format!("routed_crash_{i}"), 90 + i as u64, 300, 40).await?;
         let failpoint = format!("{point}=exit@3");
         let output = migrate(
             &loaded,
-            &[("FERRY_FAILPOINTS", failpoint.as_str()), ("FERRY_LOAD__WORKERS", "1")],
+            &[
+                ("FERRY_FAILPOINTS", failpoint.as_str()),
+                ("FERRY_LOAD__WORKERS", "1"),
+            ],
         )?;
-        assert_eq!(output.status.code(), Some(86), "{point}: {}", stderr_of(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(86),
+            "{point}: {}",
+            stderr_of(&output)
+        );
         let output = migrate(&loaded, &[])?;
         assert_exit(&output, 0);
         assert_shop(target, &loaded).await?;
@@ -827,7 +876,13 @@ async fn routed_crashes(target: &str) -> anyhow::Result<()> {
     ];
     let plan = run_coordinator(
         &[
-            "plan", "--export", &loaded.export_root, "--target", &loaded.url, "--config", CONFIG,
+            "plan",
+            "--export",
+            &loaded.export_root,
+            "--target",
+            &loaded.url,
+            "--config",
+            CONFIG,
         ],
         &env,
     )?;
@@ -836,7 +891,14 @@ async fn routed_crashes(target: &str) -> anyhow::Result<()> {
     let worker = || {
         std::process::Command::new(binary("ferry-worker"))
             .args([
-                "--target", &loaded.url, "--run-id", &run_id, "--workers", "2", "--config", CONFIG,
+                "--target",
+                &loaded.url,
+                "--run-id",
+                &run_id,
+                "--workers",
+                "2",
+                "--config",
+                CONFIG,
             ])
             .envs(env)
             .stdout(std::process::Stdio::null())
@@ -855,7 +917,10 @@ async fn routed_crashes(target: &str) -> anyhow::Result<()> {
         if committed != "0" {
             break;
         }
-        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no progress");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no progress"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     victim.kill()?;
@@ -866,7 +931,15 @@ async fn routed_crashes(target: &str) -> anyhow::Result<()> {
         assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     }
     let finalize = run_coordinator(
-        &["finalize", "--target", &loaded.url, "--run-id", &run_id, "--config", CONFIG],
+        &[
+            "finalize",
+            "--target",
+            &loaded.url,
+            "--run-id",
+            &run_id,
+            "--config",
+            CONFIG,
+        ],
         &[],
     )?;
     assert_exit(&finalize, 0);
@@ -929,8 +1002,14 @@ async fn guide_at_volume(target: &str) -> anyhow::Result<()> {
     let loaded = shop_on(target, "guide_100k", 7, 22_000, 2_200).await?;
     let output = run_coordinator(
         &[
-            "migrate", "--export", &loaded.export_root, "--target", &loaded.url, "--config",
-            CONFIG, "--json",
+            "migrate",
+            "--export",
+            &loaded.export_root,
+            "--target",
+            &loaded.url,
+            "--config",
+            CONFIG,
+            "--json",
         ],
         &[],
     )?;
@@ -958,7 +1037,8 @@ async fn the_guide_at_100k_items_on_heliosdb() -> anyhow::Result<()> {
 /// does not carry the id) instead of from the key.
 fn link_config(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let guide = std::fs::read_to_string(CONFIG)?;
-    let derived = "  { name = \"user_id\", from = \"PK\", type = \"int4\", regex = '^USER#(\\d+)$' },\n";
+    let derived =
+        "  { name = \"user_id\", from = \"PK\", type = \"int4\", regex = '^USER#(\\d+)$' },\n";
     anyhow::ensure!(guide.contains(derived), "the guide config changed");
     let config = guide
         .replacen(derived, "", 1)
@@ -987,8 +1067,14 @@ async fn link_step(target: &str) -> anyhow::Result<()> {
     let config = link_config(loaded._dir.path())?;
     let output = run_coordinator(
         &[
-            "migrate", "--export", &loaded.export_root, "--target", &loaded.url, "--config",
-            config.to_str().unwrap(), "--json",
+            "migrate",
+            "--export",
+            &loaded.export_root,
+            "--target",
+            &loaded.url,
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
         ],
         &[],
     )?;
@@ -999,7 +1085,12 @@ async fn link_step(target: &str) -> anyhow::Result<()> {
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| l["step"].as_str().unwrap().starts_with("link orders.user_id"))
+        .find(|l| {
+            l["step"]
+                .as_str()
+                .unwrap()
+                .starts_with("link orders.user_id")
+        })
         .unwrap_or_else(|| panic!("{report:#}"))
         .clone();
     let note = link["note"].as_str().unwrap();

@@ -460,9 +460,7 @@ impl ColumnBuilder {
             PgType::TextArray | PgType::NumericArray => {
                 ColumnBuilder::Utf8List(ListBuilder::new(StringBuilder::new()))
             }
-            PgType::ByteaArray => {
-                ColumnBuilder::BinaryList(ListBuilder::new(BinaryBuilder::new()))
-            }
+            PgType::ByteaArray => ColumnBuilder::BinaryList(ListBuilder::new(BinaryBuilder::new())),
         }
     }
 
@@ -553,9 +551,15 @@ mod tests {
             Cell::Text(Cow::Borrowed("12.50"))
         );
         let int2 = CastSpec::new(PgType::Int2);
-        assert_eq!(cast(&n("40000"), &int2).unwrap_err().reason(), "40000 does not fit INT2");
+        assert_eq!(
+            cast(&n("40000"), &int2).unwrap_err().reason(),
+            "40000 does not fit INT2"
+        );
         assert!(matches!(cast(&n("1.5"), &int2), Err(CastError::Invalid(_))));
-        assert!(matches!(cast(&s("x"), &CastSpec::new(PgType::Bytea)), Err(CastError::Mismatch(_))));
+        assert!(matches!(
+            cast(&s("x"), &CastSpec::new(PgType::Bytea)),
+            Err(CastError::Mismatch(_))
+        ));
     }
 
     #[test]
@@ -563,15 +567,24 @@ mod tests {
         let mut spec = CastSpec::new(PgType::Numeric);
         spec.numeric_limit = NumericLimit::Decimal96;
         let long = "1.2345678901234567890123456789012";
-        assert!(matches!(cast(&n(long), &spec), Err(CastError::DoesNotFit(_))));
+        assert!(matches!(
+            cast(&n(long), &spec),
+            Err(CastError::DoesNotFit(_))
+        ));
         let digits38 = "12345678901234567890123456789012345678";
-        assert!(matches!(cast(&n(digits38), &spec), Err(CastError::DoesNotFit(_))));
+        assert!(matches!(
+            cast(&n(digits38), &spec),
+            Err(CastError::DoesNotFit(_))
+        ));
         assert!(cast(&n("79228162514264337593543950335"), &spec).is_ok());
         spec.pg_type = PgType::NumericScaled {
             precision: 38,
             scale: 31,
         };
-        assert!(matches!(cast(&n(long), &spec), Err(CastError::DoesNotFit(_))));
+        assert!(matches!(
+            cast(&n(long), &spec),
+            Err(CastError::DoesNotFit(_))
+        ));
         spec.pg_type = PgType::NumericArray;
         let set = AttrValue::Ns(vec![Cow::Borrowed("1"), Cow::Borrowed(digits38)]);
         assert!(matches!(cast(&set, &spec), Err(CastError::DoesNotFit(_))));
@@ -601,8 +614,14 @@ mod tests {
         let mut spec = CastSpec::new(PgType::Timestamptz);
         assert_eq!(cast(&n("1.5"), &spec).unwrap(), Cell::Micros(1_500_000));
         spec.time = Some(TimeFormat::EpochMillis);
-        assert_eq!(cast(&s("1700000000123"), &spec).unwrap(), Cell::Micros(1_700_000_000_123_000));
-        assert_eq!(epoch_micros("1.0000001", 1_000_000).unwrap_err(), "1.0000001 has digits below a microsecond");
+        assert_eq!(
+            cast(&s("1700000000123"), &spec).unwrap(),
+            Cell::Micros(1_700_000_000_123_000)
+        );
+        assert_eq!(
+            epoch_micros("1.0000001", 1_000_000).unwrap_err(),
+            "1.0000001 has digits below a microsecond"
+        );
         let boolean = CastSpec::new(PgType::Boolean);
         assert_eq!(cast(&s("TRUE"), &boolean).unwrap(), Cell::Bool(true));
         assert_eq!(cast(&n("0"), &boolean).unwrap(), Cell::Bool(false));

@@ -243,13 +243,15 @@ mod tests {
     fn rows_end_with_their_provenance_when_the_run_has_it() {
         let mut schema = (*test_schema(OnTypeMismatch::Overflow)).clone();
         schema.provenance = true;
-        let decoded = Decoder::new(std::sync::Arc::new(schema.clone())).decode(&block(&[
-            r#"{"Item":{"pk":{"S":"ab"},"sk":{"N":"1"}}}"#,
-        ]));
+        let decoded = Decoder::new(std::sync::Arc::new(schema.clone()))
+            .decode(&block(&[r#"{"Item":{"pk":{"S":"ab"},"sk":{"N":"1"}}}"#]));
         let mut out = Vec::new();
         encode_batch(&schema, &decoded.batch, Some(0x0102_0304_0506), &mut out).unwrap();
         let mut at = 0;
         assert_eq!(read_i16(&out, &mut at), 11);
-        assert_eq!(&out[out.len() - 12..], &[0, 0, 0, 8, 0, 0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            &out[out.len() - 12..],
+            &[0, 0, 0, 8, 0, 0, 1, 2, 3, 4, 5, 6]
+        );
     }
 }

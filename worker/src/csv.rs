@@ -218,9 +218,8 @@ mod tests {
     fn csv_rows_end_with_their_provenance_when_the_run_has_it() {
         let mut schema = (*test_schema(OnTypeMismatch::Overflow)).clone();
         schema.provenance = true;
-        let decoded = Decoder::new(std::sync::Arc::new(schema.clone())).decode(&block(&[
-            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"}}}"#,
-        ]));
+        let decoded = Decoder::new(std::sync::Arc::new(schema.clone()))
+            .decode(&block(&[r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1"}}}"#]));
         let mut out = Vec::new();
         encode_batch_csv(&schema, &decoded.batch, Some(42), &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), "\"a\",1,,,,,,,,,42\n");

@@ -73,6 +73,17 @@ pub enum RejectKind {
 }
 
 impl RejectKind {
+    /// Every class, so metrics can show each at zero before it happens.
+    pub const ALL: [RejectKind; 7] = [
+        RejectKind::Malformed,
+        RejectKind::InvalidValue,
+        RejectKind::Key,
+        RejectKind::TypeMismatch,
+        RejectKind::NoRule,
+        RejectKind::Cast,
+        RejectKind::KeyConflict,
+    ];
+
     /// The label used in metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -307,9 +318,12 @@ impl Decoder {
                     }
                     // A number the target cannot hold exactly: a type mismatch like any other.
                     Err(CastError::DoesNotFit(reason)) => {
-                        if column.is_key || self.schema.on_type_mismatch == OnTypeMismatch::Reject
-                        {
-                            let what = if column.is_key { "key attribute" } else { "attribute" };
+                        if column.is_key || self.schema.on_type_mismatch == OnTypeMismatch::Reject {
+                            let what = if column.is_key {
+                                "key attribute"
+                            } else {
+                                "attribute"
+                            };
                             return Err((
                                 key_kind(RejectKind::TypeMismatch),
                                 format!("{what} {name:?}: {reason}"),

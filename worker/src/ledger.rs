@@ -192,7 +192,9 @@ pub async fn ledger_version(client: &impl GenericClient) -> Result<i64> {
         Some(row) => {
             let text: String = row.get(0);
             text.parse().map_err(|_| {
-                WorkerError::Ledger(format!("the ledger's schema_version {text:?} is not a number"))
+                WorkerError::Ledger(format!(
+                    "the ledger's schema_version {text:?} is not a number"
+                ))
             })
         }
     }
@@ -441,7 +443,10 @@ pub async fn delete_stale_rejects(
     generation: i64,
 ) -> Result<u64> {
     client
-        .execute(sql::DELETE_STALE_REJECTS, &[&run_id, &shard_id, &generation])
+        .execute(
+            sql::DELETE_STALE_REJECTS,
+            &[&run_id, &shard_id, &generation],
+        )
         .await
         .map_err(WorkerError::db("cannot remove a shard's earlier rejects"))
 }

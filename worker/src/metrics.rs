@@ -148,6 +148,15 @@ impl Collector for ProgressCollector {
                 ConstCounter::new(count).encode(family.encode_family(&[("reason", reason)])?)?;
             }
         }
+        {
+            let gauge = ConstGauge::new(progress.shards_in_progress.load(Ordering::Relaxed));
+            gauge.encode(encoder.encode_descriptor(
+                "ferry_shards_in_progress",
+                "Shards this process is loading now.",
+                None,
+                gauge.metric_type(),
+            )?)?;
+        }
         counter(
             &mut encoder,
             "ferry_items_filtered",
@@ -487,7 +496,10 @@ mod tests {
             before.contains("# TYPE ferry_items_rejected_total counter"),
             "{before}"
         );
-        assert!(!before.contains("ferry_items_rejected_total{"), "{before}");
+        assert!(
+            before.contains("\nferry_items_rejected_total{reason=\"key_conflict\"} 0\n"),
+            "every reason shows from the start: {before}"
+        );
         progress.chunk_committed(
             7,
             2,

@@ -24,8 +24,8 @@ use ferry_shared::queue::{ShardTask, WorkQueue};
 use tokio_postgres::Client;
 
 use crate::ledger::{self, connect};
-use crate::sink::{load_shard, open_sink, LoadContext, ShardOutcome};
 use crate::progress::{Progress, ShardEnd};
+use crate::sink::{load_shard, open_sink, LoadContext, ShardOutcome};
 use crate::target::Target;
 use crate::{Result, WorkerError};
 
@@ -151,7 +151,9 @@ impl RunContexts {
     }
 }
 
-async fn connect_with_retry(url: &str, attempts: u32) -> Result<Client> {
+/// Connects to the target, retrying with backoff up to `attempts` times (a database restarting,
+/// a pod starting before its network is ready).
+pub async fn connect_with_retry(url: &str, attempts: u32) -> Result<Client> {
     let mut delay = Duration::from_millis(200);
     let mut attempt = 1;
     loop {
@@ -260,6 +262,10 @@ async fn worker_loop(
                     }
                 })
             });
+            contexts
+                .progress
+                .shards_in_progress
+                .fetch_add(1, Ordering::Relaxed);
             let settle = load_delivery(
                 worker,
                 &contexts,
@@ -269,6 +275,10 @@ async fn worker_loop(
                 &mut errors,
             )
             .await;
+            contexts
+                .progress
+                .shards_in_progress
+                .fetch_sub(1, Ordering::Relaxed);
             if let Some(heartbeat) = heartbeat {
                 heartbeat.abort();
             }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -127,6 +128,8 @@ pub struct Progress {
     shard_ends: Mutex<BTreeMap<ShardEnd, u64>>,
     /// Time from a chunk's last row sent to its checkpoint committed.
     pub commit_seconds: DurationHistogram,
+    /// Shards being loaded right now.
+    pub shards_in_progress: std::sync::atomic::AtomicI64,
 }
 
 impl Progress {
@@ -165,9 +168,17 @@ impl Progress {
             .or_default() += 1;
     }
 
-    /// Committed rejects by reason class.
+    /// Committed rejects by reason class, every class listed (zeros included).
     pub fn rejects_by_reason(&self) -> BTreeMap<&'static str, u64> {
-        self.rejects_by_reason.lock().expect("progress lock").clone()
+        let counted = self.rejects_by_reason.lock().expect("progress lock");
+        let mut all: BTreeMap<&'static str, u64> = crate::decode::RejectKind::ALL
+            .iter()
+            .map(|kind| (kind.label(), 0))
+            .collect();
+        for (reason, count) in counted.iter() {
+            *all.entry(reason).or_default() += count;
+        }
+        all
     }
 
     /// Shard loads by outcome (every outcome listed, zeros included).
@@ -194,7 +205,11 @@ mod tests {
         assert_eq!(snapshot.count, 3);
         assert_eq!(snapshot.cumulative[0], (0.005, 1));
         assert_eq!(snapshot.cumulative[3], (0.05, 2));
-        assert_eq!(snapshot.cumulative.last().unwrap().1, 2, "60 s is only in +Inf");
+        assert_eq!(
+            snapshot.cumulative.last().unwrap().1,
+            2,
+            "60 s is only in +Inf"
+        );
         assert!((snapshot.sum_seconds - 60.033).abs() < 1e-9);
     }
 
@@ -206,6 +221,7 @@ mod tests {
         assert_eq!(progress.items.load(Ordering::Relaxed), 15);
         assert_eq!(progress.rejects.load(Ordering::Relaxed), 3);
         assert_eq!(progress.rejects_by_reason().get("malformed"), Some(&2));
+        assert_eq!(progress.rejects_by_reason().get("no_rule"), Some(&0));
         assert_eq!(progress.shard_ends()[&ShardEnd::Done], 1);
         assert_eq!(progress.shard_ends()[&ShardEnd::Failed], 0);
     }

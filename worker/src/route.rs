@@ -243,7 +243,10 @@ impl Router {
             let attributes = match parse_line(raw) {
                 Ok(attributes) => attributes,
                 Err(e) => {
-                    rejects.push(reject(RejectKind::Malformed, format!("malformed line: {e}")));
+                    rejects.push(reject(
+                        RejectKind::Malformed,
+                        format!("malformed line: {e}"),
+                    ));
                     continue;
                 }
             };
@@ -633,8 +636,8 @@ mod tests {
     use super::*;
     use crate::decode::tests::block;
     use arrow_array::types::{Int16Type, Int64Type, TimestampMicrosecondType};
-    use ferry_shared::schema::NumericLimit;
     use arrow_array::Array;
+    use ferry_shared::schema::NumericLimit;
 
     fn routing(toml: &str) -> Routing {
         Routing::from_toml(toml).expect("valid routing")
@@ -904,7 +907,11 @@ columns = [
         ]));
         let emails = routed.batches[0].column(2).as_string::<i32>();
         assert_eq!(emails.value(0), "a@b.c");
-        assert_eq!(emails.value(1), "[redacted]", "the second rule's redaction applies");
+        assert_eq!(
+            emails.value(1),
+            "[redacted]",
+            "the second rule's redaction applies"
+        );
     }
 
     #[test]

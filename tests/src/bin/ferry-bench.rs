@@ -100,7 +100,7 @@ fn routing_bench(items: usize) -> anyhow::Result<()> {
         Some("2023-11-14T22:13:20.000Z"),
         Default::default(),
     )
-        .map_err(anyhow::Error::msg)?;
+    .map_err(anyhow::Error::msg)?;
     let decoder = Decoder::new(Arc::new(infer_for_bench(&lines)?));
     let per_million = |secs: f64| secs * 1e6 / lines.len() as f64;
     let time = |f: &dyn Fn(&RawBlock) -> anyhow::Result<usize>| -> anyhow::Result<f64> {
@@ -421,8 +421,18 @@ fn run_with_timeout(
             out
         })
     };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(std::process::Output {

@@ -24,8 +24,8 @@ use clap::Parser;
 use ferry_shared::queue::{MemoryQueue, WorkQueue};
 use ferry_shared::sqs::SqsQueue;
 use ferry_worker::ledger;
+use ferry_worker::pool::{connect_with_retry, pending_tasks, run_pool, PoolSettings, RunContexts};
 use ferry_worker::sink::LoadContext;
-use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
 use ferry_worker::target::{Target, TargetKind};
 
 #[derive(Debug, Parser)]
@@ -113,7 +113,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if let Some(url) = &args.pushgateway_url {
         settings.metrics.pushgateway_url = Some(url.clone());
     }
-    let client = ledger::connect(&args.target).await?;
+    // A URL that does not parse cannot start (exit 2); a database that stays unreachable after
+    // the retries is a reason outside the data (exit 1: an orchestrator retries the job).
+    args.target
+        .parse::<tokio_postgres::Config>()
+        .with_context(|| "--target is not a usable database URL".to_string())?;
+    let client = match connect_with_retry(&args.target, settings.load.connect_attempts).await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reach the target");
+            eprintln!("ferry-worker: {e}");
+            return Ok(false);
+        }
+    };
     let target = Target::detect(&client, settings.load.copy_format).await?;
     let workers = args
         .workers

@@ -178,7 +178,9 @@ pub async fn load_shard(
     let expected = recorded.as_ref().map(|c| c.file_identity.as_str());
     let opened = match ctx.store.open_pinned(&shard.data_key, expected).await {
         Ok(opened) => opened,
-        Err(ferry_shared::Error::ObjectChanged { expected, found, .. }) => {
+        Err(ferry_shared::Error::ObjectChanged {
+            expected, found, ..
+        }) => {
             return file_changed(ledger, ctx, &shard, &expected, &found).await;
         }
         Err(e) => return Err(e.into()),
@@ -285,7 +287,11 @@ pub async fn load_shard(
                 }
             }
             ChunkEnd::LostRace => {
-                tracing::info!(shard = shard_id, from, "another worker holds this shard: backing off");
+                tracing::info!(
+                    shard = shard_id,
+                    from,
+                    "another worker holds this shard: backing off"
+                );
                 break Ok(ShardOutcome::LostRace);
             }
             ChunkEnd::Failed(reason) => break Ok(ShardOutcome::Failed(reason)),
@@ -725,7 +731,9 @@ impl ChunkLoad<'_> {
             }
         }
         let table = &self.ctx.tables[conflict.table];
-        let found = self.find_conflicting_key(sink, &conflict, provenance).await?;
+        let found = self
+            .find_conflicting_key(sink, &conflict, provenance)
+            .await?;
         let location = self.ctx.store.location(&self.shard.data_key);
         let reason = match found {
             Some((line, key, presence)) => {
@@ -792,11 +800,9 @@ impl ChunkLoad<'_> {
                 lines(chunk),
                 self.ctx.store.location(&data_key)
             ),
-            Some((run, _, data_key)) => format!(
-                "loaded by run {run} from {} of {}",
-                lines(chunk),
-                data_key
-            ),
+            Some((run, _, data_key)) => {
+                format!("loaded by run {run} from {} of {}", lines(chunk), data_key)
+            }
             None => "a row Ferry did not load".into(),
         })
     }

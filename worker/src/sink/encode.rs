@@ -112,8 +112,12 @@ impl BlockEncoder {
             }
         };
         let mut tables = Vec::new();
-        for (index, ((schema, batch), lines)) in
-            self.tables.iter().zip(&batches).zip(&line_numbers).enumerate()
+        for (index, ((schema, batch), lines)) in self
+            .tables
+            .iter()
+            .zip(&batches)
+            .zip(&line_numbers)
+            .enumerate()
         {
             if batch.num_rows() == 0 {
                 continue;
@@ -211,7 +215,10 @@ mod tests {
         let rows = &encoded.tables[0];
         assert_eq!(
             rows.first_key,
-            Some((1, vec![KeyValue::Text("a".into()), KeyValue::Text("1".into())]))
+            Some((
+                1,
+                vec![KeyValue::Text("a".into()), KeyValue::Text("1".into())]
+            ))
         );
         assert_eq!(rows.keys[1].0, 3, "the second row is line 3");
         assert_eq!(rows.keys[1].1[1], KeyValue::Text("2.50".into()));

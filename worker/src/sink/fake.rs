@@ -302,7 +302,9 @@ impl Ledger for FakeTarget {
         Ok(state
             .loads
             .iter()
-            .find(|(_, l)| l.run_id == run_id && l.shard_id == shard_id && l.generation == generation)
+            .find(|(_, l)| {
+                l.run_id == run_id && l.shard_id == shard_id && l.generation == generation
+            })
             .map(|(id, l)| LoadClaim {
                 load_id: *id,
                 file_identity: l.identity.clone(),
@@ -347,7 +349,10 @@ impl Ledger for FakeTarget {
             .loads
             .iter()
             .filter(|(_, l)| {
-                l.run_id == run_id && l.shard_id == shard_id && l.generation < generation && !l.cleaned
+                l.run_id == run_id
+                    && l.shard_id == shard_id
+                    && l.generation < generation
+                    && !l.cleaned
             })
             .map(|(id, _)| *id)
             .collect())
@@ -366,11 +371,22 @@ impl Ledger for FakeTarget {
     }
 
     async fn mark_load_cleaned(&self, load_id: i64) -> Result<()> {
-        self.state.lock().unwrap().loads.get_mut(&load_id).unwrap().cleaned = true;
+        self.state
+            .lock()
+            .unwrap()
+            .loads
+            .get_mut(&load_id)
+            .unwrap()
+            .cleaned = true;
         Ok(())
     }
 
-    async fn delete_stale_rejects(&self, _run_id: &str, shard_id: &str, generation: i64) -> Result<u64> {
+    async fn delete_stale_rejects(
+        &self,
+        _run_id: &str,
+        shard_id: &str,
+        generation: i64,
+    ) -> Result<u64> {
         let mut state = self.state.lock().unwrap();
         let before = state.rejects.len();
         state
@@ -396,7 +412,12 @@ mod tests {
 
     /// A data file of `items` lines (keys `k<i>`/`i`), one of them malformed when `bad_line` is
     /// set; returns its MD5 (base64).
-    fn write_file(path: &std::path::Path, items: u64, bad_line: Option<u64>, extra: &str) -> String {
+    fn write_file(
+        path: &std::path::Path,
+        items: u64,
+        bad_line: Option<u64>,
+        extra: &str,
+    ) -> String {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         for i in 1..=items {
             if Some(i) == bad_line {
@@ -480,10 +501,17 @@ mod tests {
     }
 
     fn key(i: u64) -> Key {
-        vec![KeyValue::Text(format!("k{i}")), KeyValue::Text(i.to_string())]
+        vec![
+            KeyValue::Text(format!("k{i}")),
+            KeyValue::Text(i.to_string()),
+        ]
     }
 
-    async fn load(setup: &Setup, transactional: bool, crash: Option<Crash>) -> Result<ShardOutcome> {
+    async fn load(
+        setup: &Setup,
+        transactional: bool,
+        crash: Option<Crash>,
+    ) -> Result<ShardOutcome> {
         let mut sink = setup.target.sink(transactional, crash);
         load_shard(&setup.target, &mut sink, &setup.ctx, "s").await
     }
@@ -493,7 +521,10 @@ mod tests {
         let rows = setup.target.rows(0);
         assert_eq!(rows.len() as u64, items);
         for i in 1..=items {
-            assert!(rows.get(&key(i)).is_some_and(Option::is_some), "k{i} missing");
+            assert!(
+                rows.get(&key(i)).is_some_and(Option::is_some),
+                "k{i} missing"
+            );
         }
         let shard = setup.target.shard_record("s");
         assert_eq!(shard.state, shard_state::DONE);
@@ -505,9 +536,15 @@ mod tests {
     async fn both_commit_semantics_load_every_row_once() {
         for transactional in [true, false] {
             let setup = setup(50, 10, None);
-            assert_eq!(load(&setup, transactional, None).await.unwrap(), ShardOutcome::Done);
+            assert_eq!(
+                load(&setup, transactional, None).await.unwrap(),
+                ShardOutcome::Done
+            );
             assert_loaded_once(&setup, 50);
-            assert_eq!(load(&setup, transactional, None).await.unwrap(), ShardOutcome::AlreadyDone);
+            assert_eq!(
+                load(&setup, transactional, None).await.unwrap(),
+                ShardOutcome::AlreadyDone
+            );
         }
     }
 
@@ -520,7 +557,11 @@ mod tests {
                     let first = load(&setup, transactional, Some(crash)).await;
                     assert!(first.is_err(), "{crash:?} did not fire");
                     let again = load(&setup, transactional, None).await.unwrap();
-                    assert_eq!(again, ShardOutcome::Done, "{crash:?} transactional={transactional}");
+                    assert_eq!(
+                        again,
+                        ShardOutcome::Done,
+                        "{crash:?} transactional={transactional}"
+                    );
                     let rows = setup.target.rows(0);
                     assert_eq!(rows.len(), 49, "{crash:?}: line 23 is a reject");
                     let shard = setup.target.shard_record("s");
@@ -548,7 +589,10 @@ mod tests {
             };
             if !transactional {
                 // The autocommit path names the line and key itself (HeliosDB's message does not).
-                assert!(reason.contains(&format!("line {foreign} holds key (pk=\"k{foreign}\"")), "{reason}");
+                assert!(
+                    reason.contains(&format!("line {foreign} holds key (pk=\"k{foreign}\"")),
+                    "{reason}"
+                );
                 assert!(reason.contains("a row Ferry did not load"), "{reason}");
             }
             let shard = setup.target.shard_record("s");
@@ -556,7 +600,11 @@ mod tests {
             // Every chunk before the conflicting one is loaded, none after, and the checkpoint
             // never passes the conflicting line.
             let rows = setup.target.rows(0);
-            let chunk_start = if foreign == 30 { 0 } else { (foreign - 1) / 10 * 10 };
+            let chunk_start = if foreign == 30 {
+                0
+            } else {
+                (foreign - 1) / 10 * 10
+            };
             assert_eq!(shard.committed_lines, chunk_start);
             assert_eq!(rows.len() as u64, chunk_start + 1, "{foreign}");
             assert_eq!(rows[&key(foreign)], None, "the foreign row is untouched");
@@ -581,7 +629,10 @@ mod tests {
             panic!("{outcome:?}")
         };
         assert!(reason.contains("line 15 holds key"), "{reason}");
-        assert!(reason.contains("the export holds the key twice"), "{reason}");
+        assert!(
+            reason.contains("the export holds the key twice"),
+            "{reason}"
+        );
         assert!(reason.contains("lines 1..=10"), "{reason}");
     }
 
@@ -604,7 +655,10 @@ mod tests {
             }
             for task in tasks {
                 let outcome = task.await.unwrap();
-                assert!(matches!(outcome, ShardOutcome::Done | ShardOutcome::AlreadyDone), "{outcome:?}");
+                assert!(
+                    matches!(outcome, ShardOutcome::Done | ShardOutcome::AlreadyDone),
+                    "{outcome:?}"
+                );
             }
             assert_eq!(setup.target.rows(0).len(), 199);
             let shard = setup.target.shard_record("s");
@@ -621,24 +675,43 @@ mod tests {
         assert_eq!(setup.target.shard_record("s").committed_lines, 20);
         // Another file under the same name: each line gains an attribute.
         std::thread::sleep(std::time::Duration::from_millis(20));
-        write_file(&setup.dir_path.join("s.json.gz"), 40, None, r#","x":{"S":"changed"}"#);
+        write_file(
+            &setup.dir_path.join("s.json.gz"),
+            40,
+            None,
+            r#","x":{"S":"changed"}"#,
+        );
         let ShardOutcome::Failed(reason) = load(&setup, false, None).await.unwrap() else {
             panic!("a changed file must be refused")
         };
-        assert!(reason.contains("changed since this shard's load began"), "{reason}");
-        assert!(reason.contains("ferry-coordinator reset --run-id run --shard s"), "{reason}");
+        assert!(
+            reason.contains("changed since this shard's load began"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("ferry-coordinator reset --run-id run --shard s"),
+            "{reason}"
+        );
         assert_eq!(setup.target.rows(0).len(), 20, "nothing more was loaded");
 
         // A file that fails its MD5 at the end: the rows of its earlier chunks are removed.
         let bad = self::setup(40, 10, None);
-        write_file(&bad.dir_path.join("s.json.gz"), 40, None, r#","x":{"S":"wrong"}"#);
+        write_file(
+            &bad.dir_path.join("s.json.gz"),
+            40,
+            None,
+            r#","x":{"S":"wrong"}"#,
+        );
         let ShardOutcome::Failed(reason) = load(&bad, false, None).await.unwrap() else {
             panic!("an MD5 mismatch must fail")
         };
         assert!(reason.contains("MD5 mismatch"), "{reason}");
         assert!(bad.target.rows(0).is_empty(), "no row of a bad file stays");
         let shard = bad.target.shard_record("s");
-        assert_eq!((shard.generation, shard.committed_lines, shard.loaded_rows), (1, 0, 0));
+        assert_eq!(
+            (shard.generation, shard.committed_lines, shard.loaded_rows),
+            (1, 0, 0)
+        );
         // The right file back: a clean load from the start.
         let md5 = write_file(&bad.dir_path.join("s.json.gz"), 40, None, "");
         assert_eq!(shard.md5_checksum.as_deref(), Some(md5.as_str()));
@@ -649,7 +722,9 @@ mod tests {
     #[tokio::test]
     async fn an_interrupted_removal_is_finished_by_the_next_loader() {
         let setup = setup(30, 10, None);
-        assert!(load(&setup, false, Some(Crash::AfterCheckpoint(2))).await.is_err());
+        assert!(load(&setup, false, Some(Crash::AfterCheckpoint(2)))
+            .await
+            .is_err());
         // The generation moved on (as a failed MD5 check does) but the rows were not removed yet.
         let restart = Restart {
             state: shard_state::FAILED,
@@ -657,11 +732,19 @@ mod tests {
             md5_ok: None,
             items_seen: None,
         };
-        assert!(setup.target.restart_shard(RUN, "s", 0, &restart).await.unwrap());
+        assert!(setup
+            .target
+            .restart_shard(RUN, "s", 0, &restart)
+            .await
+            .unwrap());
         assert_eq!(setup.target.rows(0).len(), 20, "stale rows still there");
         assert_eq!(load(&setup, true, None).await.unwrap(), ShardOutcome::Done);
         assert_loaded_once(&setup, 30);
         let state = setup.target.state.lock().unwrap();
-        assert!(state.loads.values().filter(|l| l.generation == 0).all(|l| l.cleaned));
+        assert!(state
+            .loads
+            .values()
+            .filter(|l| l.generation == 0)
+            .all(|l| l.cleaned));
     }
 }

@@ -254,8 +254,7 @@ pub trait Ledger: Send + Sync {
         file_identity: &str,
     ) -> Result<LoadClaim>;
     /// The loads of earlier generations whose rows are not removed yet.
-    async fn stale_loads(&self, run_id: &str, shard_id: &str, generation: i64)
-        -> Result<Vec<i64>>;
+    async fn stale_loads(&self, run_id: &str, shard_id: &str, generation: i64) -> Result<Vec<i64>>;
     /// Removes every row `load_id` wrote into `table`.
     async fn remove_rows(&self, table: &TableSchema, load_id: i64) -> Result<u64>;
     /// Marks a stale load's rows removed.
@@ -292,9 +291,14 @@ pub fn run_tables(schema: &TableSchema) -> Vec<TableSchema> {
 /// Opens the sink of `ctx`'s run on `client` (the run's load path, recorded at plan).
 pub async fn open_sink<'c>(client: &'c Client, ctx: &LoadContext) -> Result<Box<dyn Sink + 'c>> {
     Ok(match ctx.load_path() {
-        LoadPath::BinaryCopyInTransaction | LoadPath::InsertInTransaction => Box::new(
-            transaction::TransactionSink::new(client, ctx.tables.clone(), ctx.load_path(), &ctx.target),
-        ),
+        LoadPath::BinaryCopyInTransaction | LoadPath::InsertInTransaction => {
+            Box::new(transaction::TransactionSink::new(
+                client,
+                ctx.tables.clone(),
+                ctx.load_path(),
+                &ctx.target,
+            ))
+        }
         LoadPath::CsvCopyAutocommit => Box::new(
             autocommit::AutocommitCopySink::connect(
                 client,

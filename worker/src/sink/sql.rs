@@ -121,15 +121,7 @@ pub async fn write_checkpoint(client: &Client, checkpoint: &Checkpoint<'_>) -> R
             .execute(
                 sql::ADVANCE_CHECKPOINT,
                 &[
-                    run_id,
-                    shard_id,
-                    &from,
-                    &to,
-                    &rows,
-                    &rejected,
-                    &spilled,
-                    &filtered,
-                    generation,
+                    run_id, shard_id, &from, &to, &rows, &rejected, &spilled, &filtered, generation,
                 ],
             )
             .await
@@ -207,12 +199,7 @@ impl Ledger for Client {
         ledger::claim_load(self, run_id, shard_id, generation, file_identity).await
     }
 
-    async fn stale_loads(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-    ) -> Result<Vec<i64>> {
+    async fn stale_loads(&self, run_id: &str, shard_id: &str, generation: i64) -> Result<Vec<i64>> {
         ledger::stale_loads(self, run_id, shard_id, generation).await
     }
 

@@ -178,9 +178,7 @@ impl Sink for TransactionSink<'_> {
         self.copy = None;
         match self.error.take() {
             None => Ok(TableEnd::Written(written)),
-            Some(e) if is_unique_violation(&e) => {
-                Ok(TableEnd::Conflict(crate::server_message(&e)))
-            }
+            Some(e) if is_unique_violation(&e) => Ok(TableEnd::Conflict(crate::server_message(&e))),
             Some(e) => Err(WorkerError::Db {
                 context: format!("loading rows into table {:?}", self.tables[table].table),
                 source: e,
