@@ -257,6 +257,24 @@ async fn open_queue(url: String, settings: &Settings) -> SqsQueue {
     SqsQueue::connect(&url, &settings.aws, &settings.queue).await
 }
 
+/// The queue named on the command line or in the config, if any.
+async fn optional_queue(cli: Option<&String>, settings: &Settings) -> Option<SqsQueue> {
+    match cli.cloned().or_else(|| settings.queue.url.clone()) {
+        Some(url) => Some(open_queue(url, settings).await),
+        None => None,
+    }
+}
+
+/// The run as the ledger holds it.
+async fn recorded_run(
+    client: &tokio_postgres::Client,
+    run_id: &str,
+) -> anyhow::Result<ferry_worker::ledger::RunRecord> {
+    ledger::get_run(client, run_id)
+        .await?
+        .with_context(|| format!("run {run_id} is not in the ledger"))
+}
+
 fn target_url(cli: Option<&String>, settings: &Settings) -> anyhow::Result<String> {
     cli.cloned().or_else(|| settings.target_url.clone()).ok_or_else(|| {
         anyhow!("no target database: pass --target postgres://user@host:port/db (or set FERRY_TARGET__URL)")
@@ -484,20 +502,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status(args) => {
             let settings = load_settings(args.config.as_deref())?;
             let target_url = target_url(args.target.as_ref(), &settings)?;
-            let queue = match args
-                .queue_url
-                .clone()
-                .or_else(|| settings.queue.url.clone())
-            {
-                Some(url) => Some(open_queue(url, &settings).await),
-                None => None,
-            };
+            let queue = optional_queue(args.queue_url.as_ref(), &settings).await;
             let client = ledger::connect(&target_url).await?;
             let mut previous: Option<(FleetStatus, std::time::Instant)> = None;
             loop {
-                let run = ledger::get_run(&client, &args.run_id)
-                    .await?
-                    .with_context(|| format!("run {} is not in the ledger", args.run_id))?;
+                let run = recorded_run(&client, &args.run_id).await?;
                 let earlier = previous
                     .as_ref()
                     .map(|(s, at)| (s, at.elapsed().as_secs_f64()));
@@ -528,9 +537,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let target_url = target_url(args.target.as_ref(), &settings)?;
             let client = ledger::connect(&target_url).await?;
             ledger::ensure_ledger(&client).await?;
-            let run = ledger::get_run(&client, &args.run_id)
-                .await?
-                .with_context(|| format!("run {} is not in the ledger", args.run_id))?;
+            let run = recorded_run(&client, &args.run_id).await?;
             let shards = if args.failed {
                 crate::reset::Shards::Failed
             } else {
@@ -550,19 +557,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let target_url = target_url(args.target.as_ref(), &settings)?;
             let client = ledger::connect(&target_url).await?;
             if args.wait && !args.verify_only {
-                let queue = match args
-                    .queue_url
-                    .clone()
-                    .or_else(|| settings.queue.url.clone())
-                {
-                    Some(url) => Some(open_queue(url, &settings).await),
-                    None => None,
-                };
+                let queue = optional_queue(args.queue_url.as_ref(), &settings).await;
                 wait_for_shards(&client, &args.run_id, queue.as_ref(), args.interval).await?;
             }
-            let run = ledger::get_run(&client, &args.run_id)
-                .await?
-                .with_context(|| format!("run {} is not in the ledger", args.run_id))?;
+            let run = recorded_run(&client, &args.run_id).await?;
             let mut target =
                 ferry_worker::target::Target::detect(&client, settings.load.copy_format).await?;
             if let Some(path) = run

@@ -144,15 +144,7 @@ impl ObjectStore for S3Store {
             object.e_tag().unwrap_or_default(),
             object.content_length().unwrap_or(0)
         );
-        if let Some(expected) = expect {
-            if expected != identity {
-                return Err(Error::ObjectChanged {
-                    location: self.location(key),
-                    expected: expected.to_string(),
-                    found: identity,
-                });
-            }
-        }
+        crate::store::check_identity(&self.location(key), expect, &identity)?;
         Ok(OpenedObject {
             stream: Box::pin(object.body.into_async_read()),
             identity,

@@ -33,6 +33,18 @@ pub struct OpenedObject {
     pub identity: String,
 }
 
+/// [`Error::ObjectChanged`] unless `identity` is the `expected` one (when one is expected).
+pub fn check_identity(location: &str, expected: Option<&str>, identity: &str) -> Result<()> {
+    match expected {
+        Some(expected) if expected != identity => Err(Error::ObjectChanged {
+            location: location.to_string(),
+            expected: expected.to_string(),
+            found: identity.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A source of export objects (a local folder now; S3 in the fleet).
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
@@ -237,15 +249,7 @@ impl ObjectStore for LocalStore {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let identity = format!("size={} mtime_ns={modified}", metadata.len());
-        if let Some(expected) = expect {
-            if expected != identity {
-                return Err(Error::ObjectChanged {
-                    location: self.location(key),
-                    expected: expected.to_string(),
-                    found: identity,
-                });
-            }
-        }
+        check_identity(&self.location(key), expect, &identity)?;
         Ok(OpenedObject {
             stream: Box::pin(tokio::io::BufReader::with_capacity(256 * 1024, file)),
             identity,

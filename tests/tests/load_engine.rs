@@ -88,6 +88,31 @@ async fn run_migrate(
     Ok(migrate(request).await?)
 }
 
+/// `migrate --json` of the fixture's export with a config file, into `table`.
+fn migrate_with_config(
+    fixture: &Fixture,
+    config: &std::path::Path,
+    table: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<std::process::Output> {
+    let export = fixture.dir.path().display().to_string();
+    run_coordinator(
+        &[
+            "migrate",
+            "--export",
+            &export,
+            "--target",
+            &fixture.url,
+            "--config",
+            config.to_str().unwrap(),
+            "--table",
+            table,
+            "--json",
+        ],
+        env,
+    )
+}
+
 /// The lines of a gzip data file.
 fn lines_of(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let mut text = String::new();
@@ -257,19 +282,10 @@ columns = [
 sql = "CREATE TABLE IF NOT EXISTS items (pk TEXT NOT NULL, sk TEXT NOT NULL, attrs JSONB)"
 "#,
     )?;
-    let export = fixture.dir.path().display().to_string();
-    let output = run_coordinator(
-        &[
-            "migrate",
-            "--export",
-            &export,
-            "--target",
-            &fixture.url,
-            "--config",
-            config.to_str().unwrap(),
-            "--table",
-            "routed",
-        ],
+    let output = migrate_with_config(
+        &fixture,
+        &config,
+        "routed",
         &[("FERRY_LOAD__COPY_FORMAT", path.copy_format())],
     )?;
     assert_exit(&output, 2);
@@ -487,22 +503,7 @@ columns = [
 ]
 "#,
         )?;
-        let export = fixture.dir.path().display().to_string();
-        let output = run_coordinator(
-            &[
-                "migrate",
-                "--export",
-                &export,
-                "--target",
-                &fixture.url,
-                "--config",
-                config.to_str().unwrap(),
-                "--table",
-                "numbers",
-                "--json",
-            ],
-            &[],
-        )?;
+        let output = migrate_with_config(&fixture, &config, "numbers", &[])?;
         assert_exit(&output, 0);
         let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
         let values = |sql: &str| {

@@ -721,6 +721,26 @@ async fn assert_shop(target: &str, loaded: &Loaded) -> anyhow::Result<()> {
     }
 }
 
+/// Polls `sql` (one value) until `done` holds for it; fails after two minutes.
+async fn wait_until(url: &str, sql: &str, done: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let value = query_text(url, sql)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if done(&value) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no progress: {sql} gives {value}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// The post-load steps that apply on `target`, in the guide config.
 fn guide_steps(target: &str) -> usize {
     let settings =
@@ -801,24 +821,12 @@ async fn post_load_crash_at_every_step(target: &str) -> anyhow::Result<()> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    let started = std::time::Instant::now();
-    loop {
-        let marks = query_text(
-            &loaded.url,
-            "SELECT count(*) FROM ferry.steps WHERE state = 'done'",
-        )
-        .await
-        .ok()
-        .flatten();
-        if marks.as_deref() == Some("2") {
-            break;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(120),
-            "no post-load progress"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until(
+        &loaded.url,
+        "SELECT count(*) FROM ferry.steps WHERE state = 'done'",
+        |v| v == "2",
+    )
+    .await?;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     child.kill()?;
     child.wait()?;
@@ -906,23 +914,12 @@ async fn routed_crashes(target: &str) -> anyhow::Result<()> {
             .spawn()
     };
     let mut victim = worker()?;
-    let started = std::time::Instant::now();
-    loop {
-        let committed = query_text(
-            &loaded.url,
-            "SELECT COALESCE(sum(committed_lines), 0) FROM ferry.shards",
-        )
-        .await?
-        .unwrap_or_default();
-        if committed != "0" {
-            break;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "no progress"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_until(
+        &loaded.url,
+        "SELECT COALESCE(sum(committed_lines), 0) FROM ferry.shards",
+        |v| v != "0",
+    )
+    .await?;
     victim.kill()?;
     victim.wait()?;
     let racers: Vec<_> = (0..3).map(|_| worker()).collect::<Result<_, _>>()?;

@@ -488,16 +488,7 @@ impl ChunkLoad<'_> {
                 Ok(file_end) => Some(file_end),
                 Err(restart) => {
                     sink.abort().await?;
-                    let reason = restart.error.clone().unwrap_or_default();
-                    unload_shard(
-                        self.ledger,
-                        &self.ctx.run.run_id,
-                        &self.ctx.tables,
-                        self.shard,
-                        restart,
-                    )
-                    .await?;
-                    return Ok(ChunkEnd::Failed(reason));
+                    return self.unload(restart).await;
                 }
             },
         };
@@ -686,24 +677,30 @@ impl ChunkLoad<'_> {
                     "{error}; the rows already loaded from it were removed, so a corrected file \
                      loads from the start"
                 );
-                let restart = Restart {
+                self.unload(Restart {
                     state: shard_state::FAILED,
-                    error: Some(reason.clone()),
+                    error: Some(reason),
                     md5_ok: None,
                     items_seen: None,
-                };
-                unload_shard(
-                    self.ledger,
-                    &self.ctx.run.run_id,
-                    &self.ctx.tables,
-                    self.shard,
-                    restart,
-                )
-                .await?;
-                Ok(ChunkEnd::Failed(reason))
+                })
+                .await
             }
             other => Err(other),
         }
+    }
+
+    /// The file is bad: its rows are removed and the shard fails with the restart's reason.
+    async fn unload(&self, restart: Restart) -> Result<ChunkEnd> {
+        let reason = restart.error.clone().unwrap_or_default();
+        unload_shard(
+            self.ledger,
+            &self.ctx.run.run_id,
+            &self.ctx.tables,
+            self.shard,
+            restart,
+        )
+        .await?;
+        Ok(ChunkEnd::Failed(reason))
     }
 
     /// A table's rows were refused for a unique key. Another loader on this chunk → back off;
