@@ -556,3 +556,51 @@ columns = [
     }
     Ok(())
 }
+
+/// A ledger written by an earlier Ferry (schema version 1: no `ferry.meta` row, no generation,
+/// no loads or steps tables) is migrated in place, keeping its rows; a ledger from a newer Ferry
+/// is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_migrates_in_place_and_refuses_a_newer_one() -> anyhow::Result<()> {
+    for target in [TestTarget::Postgres, TestTarget::HeliosDb] {
+        let fixture = fixture_on(target, "ledger_migration", &gen_options(71, 10, 1)).await?;
+        let client = connect(&fixture.url).await?;
+        // The version-1 ledger: its three tables, with a shard in flight.
+        for statement in &ferry_shared::ledger::CREATE_LEDGER[..4] {
+            client.batch_execute(statement).await?;
+        }
+        client
+            .batch_execute(
+                "INSERT INTO ferry.shards (run_id, shard_id, data_key, committed_lines) \
+                 VALUES ('old', 's1', 'data/a.json.gz', 40)",
+            )
+            .await?;
+        ferry_worker::ledger::ensure_ledger(&client).await?;
+        assert_eq!(
+            ferry_worker::ledger::ledger_version(&client).await?,
+            ferry_shared::ledger::SCHEMA_VERSION
+        );
+        let shard = ferry_worker::ledger::get_shard(&client, "old", "s1")
+            .await?
+            .expect("the shard survives");
+        assert_eq!((shard.committed_lines, shard.generation), (40, 0));
+        assert!(ferry_worker::ledger::get_steps(&client, "old").await?.is_empty());
+        // Running it again changes nothing.
+        ferry_worker::ledger::ensure_ledger(&client).await?;
+        // A ledger from a newer Ferry.
+        client
+            .execute(
+                ferry_shared::ledger::SET_SCHEMA_VERSION,
+                &[&(ferry_shared::ledger::SCHEMA_VERSION + 1).to_string()],
+            )
+            .await?;
+        let refused = ferry_worker::ledger::ensure_ledger(&client)
+            .await
+            .expect_err("a newer ledger must be refused");
+        assert!(
+            refused.to_string().contains("written by a newer Ferry"),
+            "{refused}"
+        );
+    }
+    Ok(())
+}
