@@ -372,6 +372,7 @@ mod tests {
             state: state.into(),
             error: (state == shard_state::FAILED).then(|| "corrupt gzip".into()),
             generation: 0,
+            copying_from: None,
         }
     }
 

@@ -15,6 +15,10 @@
 //!   (`load_id << 24 | chunk index`);
 //! - `ferry.steps`: one row per post-load step of a run, marked started and done, so a crash during
 //!   the post-load steps resumes at the first step not done;
+//! - `ferry.outputs` (v3): a run whose target is a Parquet dataset: its location and the
+//!   dataset's settings (the rows are in the files, the ledger stays in the database);
+//! - `ferry.output_files` (v3): one row per Parquet file committed: its table, the load and chunk
+//!   that wrote it, its key, rows and bytes (what finalize's `_manifest.json` lists);
 //! - `ferry.meta`: `schema_version`, so a newer Ferry migrates the ledger in place
 //!   ([`MIGRATIONS`]) and an older one refuses a ledger it does not know.
 //!
@@ -22,7 +26,7 @@
 //! (`$1::text`), which both PostgreSQL and HeliosDB accept.
 
 /// The ledger schema this Ferry writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Creates the ledger schema; safe to run on every start.
 pub const CREATE_LEDGER: &[&str] = &[
@@ -80,12 +84,21 @@ pub const CREATE_LEDGER: &[&str] = &[
 /// In-place migrations: `(version, statements)`, applied in order to a ledger whose
 /// `schema_version` is below `version`. Every statement is idempotent (`IF NOT EXISTS`), since
 /// DDL is not transactional on every target and two processes may migrate at once.
-pub const MIGRATIONS: &[(i64, &[&str])] = &[(
+pub const MIGRATIONS: &[(i64, &[&str])] = &[
+(
     2,
     &[
         "ALTER TABLE ferry.runs ADD COLUMN IF NOT EXISTS load_path TEXT",
         "ALTER TABLE ferry.shards ADD COLUMN IF NOT EXISTS generation BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE ferry.rejects ADD COLUMN IF NOT EXISTS generation BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE ferry.shards ADD COLUMN IF NOT EXISTS copying_from BIGINT",
+        "CREATE TABLE IF NOT EXISTS ferry.key_probes (
+            probe_id TEXT NOT NULL,
+            line_no BIGINT NOT NULL,
+            k1 TEXT,
+            k2 TEXT,
+            PRIMARY KEY (probe_id, line_no)
+        )",
         "CREATE TABLE IF NOT EXISTS ferry.loads (
             load_id BIGSERIAL PRIMARY KEY,
             run_id TEXT NOT NULL,
@@ -106,6 +119,27 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
             millis BIGINT,
             note TEXT,
             PRIMARY KEY (run_id, step_no)
+        )",
+    ],
+),
+(
+    3,
+    &[
+        "CREATE TABLE IF NOT EXISTS ferry.outputs (
+            run_id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            location TEXT NOT NULL,
+            spec_json TEXT NOT NULL
+        )",
+        "CREATE TABLE IF NOT EXISTS ferry.output_files (
+            run_id TEXT NOT NULL,
+            table_name TEXT NOT NULL,
+            load_id BIGINT NOT NULL,
+            chunk_index BIGINT NOT NULL,
+            object_key TEXT NOT NULL,
+            row_count BIGINT NOT NULL,
+            byte_count BIGINT NOT NULL,
+            PRIMARY KEY (run_id, table_name, load_id, chunk_index)
         )",
     ],
 )];
@@ -162,14 +196,14 @@ pub const INSERT_SHARD: &str =
 pub const SELECT_SHARDS: &str =
     "SELECT shard_id, data_key, item_count, md5_checksum, size_bytes, committed_lines,
         loaded_rows, rejected_rows, filtered_rows, spilled_values, items_seen, md5_ok, state, error,
-        generation
+        generation, copying_from
     FROM ferry.shards WHERE run_id = $1::text ORDER BY shard_id";
 
 /// `$1` run_id, `$2` shard_id.
 pub const SELECT_SHARD: &str =
     "SELECT shard_id, data_key, item_count, md5_checksum, size_bytes, committed_lines,
         loaded_rows, rejected_rows, filtered_rows, spilled_values, items_seen, md5_ok, state, error,
-        generation
+        generation, copying_from
     FROM ferry.shards WHERE run_id = $1::text AND shard_id = $2::text";
 
 /// The conditional checkpoint of design.md §3: moves `committed_lines` from `$3` to `$4` and adds
@@ -180,7 +214,7 @@ pub const SELECT_SHARD: &str =
 pub const ADVANCE_CHECKPOINT: &str = "UPDATE ferry.shards SET committed_lines = $4::int8,
         loaded_rows = loaded_rows + $5::int8, rejected_rows = rejected_rows + $6::int8,
         spilled_values = spilled_values + $7::int8, filtered_rows = filtered_rows + $8::int8,
-        state = 'pending', error = NULL, updated_at = now()
+        state = 'pending', error = NULL, copying_from = NULL, updated_at = now()
     WHERE run_id = $1::text AND shard_id = $2::text AND committed_lines = $3::int8
         AND generation = $9::int8 AND state <> 'done'";
 
@@ -191,7 +225,7 @@ pub const FINISH_SHARD: &str = "UPDATE ferry.shards SET committed_lines = $4::in
         loaded_rows = loaded_rows + $5::int8, rejected_rows = rejected_rows + $6::int8,
         spilled_values = spilled_values + $7::int8, items_seen = $8::int8, md5_ok = $9::boolean,
         filtered_rows = filtered_rows + $10::int8,
-        state = 'done', error = NULL, updated_at = now()
+        state = 'done', error = NULL, copying_from = NULL, updated_at = now()
     WHERE run_id = $1::text AND shard_id = $2::text AND committed_lines = $3::int8
         AND generation = $11::int8 AND state <> 'done'";
 
@@ -210,8 +244,16 @@ pub const FAIL_SHARD: &str =
 pub const RESTART_SHARD: &str = "UPDATE ferry.shards SET generation = generation + 1,
         committed_lines = 0, loaded_rows = 0, rejected_rows = 0, filtered_rows = 0,
         spilled_values = 0, state = $4::text, error = $5::text, md5_ok = $6::boolean,
-        items_seen = $7::int8, updated_at = now()
+        items_seen = $7::int8, copying_from = NULL, updated_at = now()
     WHERE run_id = $1::text AND shard_id = $2::text AND generation = $3::int8";
+
+/// Marks a chunk's rows as being written ahead of its checkpoint (the autocommit path): until the
+/// checkpoint moves past it, a loader taking the shard must prove the chunk before writing it.
+/// Touches one row only if the checkpoint and generation are as the loader read them.
+/// `$1` run, `$2` shard, `$3` committed_lines (the chunk's start), `$4` generation.
+pub const MARK_COPYING: &str = "UPDATE ferry.shards SET copying_from = $3::int8, updated_at = now()
+    WHERE run_id = $1::text AND shard_id = $2::text AND committed_lines = $3::int8
+        AND generation = $4::int8 AND state <> 'done'";
 
 /// Claims the file identity of a shard's generation (idempotent: the first claim wins).
 /// `$1` run, `$2` shard, `$3` generation, `$4` file identity.
@@ -304,3 +346,35 @@ pub const SET_MAX_REJECTS: &str =
 /// `$1` run.
 pub const SELECT_REJECTS: &str = "SELECT shard_id, line_no, reason FROM ferry.rejects
     WHERE run_id = $1::text ORDER BY shard_id, line_no LIMIT 10";
+
+/// Records a Parquet run's output (idempotent: the first plan wins). `$1` run, `$2` kind,
+/// `$3` location, `$4` the dataset's settings as JSON.
+pub const INSERT_OUTPUT: &str = "INSERT INTO ferry.outputs (run_id, kind, location, spec_json)
+    VALUES ($1::text, $2::text, $3::text, $4::text)
+    ON CONFLICT (run_id) DO NOTHING";
+
+/// A run's output, if it has one. `$1` run.
+pub const SELECT_OUTPUT: &str =
+    "SELECT kind, location, spec_json FROM ferry.outputs WHERE run_id = $1::text";
+
+/// Records a committed Parquet file (idempotent: a retried chunk records the same file).
+/// `$1` run, `$2` table, `$3` load, `$4` chunk, `$5` object key, `$6` rows, `$7` bytes.
+pub const UPSERT_OUTPUT_FILE: &str = "INSERT INTO ferry.output_files
+        (run_id, table_name, load_id, chunk_index, object_key, row_count, byte_count)
+    VALUES ($1::text, $2::text, $3::int8, $4::int8, $5::text, $6::int8, $7::int8)
+    ON CONFLICT (run_id, table_name, load_id, chunk_index) DO UPDATE
+    SET object_key = EXCLUDED.object_key, row_count = EXCLUDED.row_count,
+        byte_count = EXCLUDED.byte_count";
+
+/// A run's recorded Parquet files. `$1` run.
+pub const SELECT_OUTPUT_FILES: &str = "SELECT table_name, load_id, chunk_index, object_key,
+        row_count, byte_count
+    FROM ferry.output_files WHERE run_id = $1::text";
+
+/// Forgets the files of a load whose rows were removed. `$1` load.
+pub const DELETE_OUTPUT_FILES_OF_LOAD: &str =
+    "DELETE FROM ferry.output_files WHERE load_id = $1::int8";
+
+/// A run's loads, for telling current files from stale ones. `$1` run.
+pub const SELECT_RUN_LOADS: &str =
+    "SELECT load_id, shard_id, generation FROM ferry.loads WHERE run_id = $1::text";

@@ -5,7 +5,7 @@ use ferry_shared::ledger as sql;
 use ferry_shared::manifest::DataFile;
 use ferry_shared::schema::TableSchema;
 use serde::Serialize;
-use tokio_postgres::{Client, GenericClient, NoTls, Row};
+use tokio_postgres::{Client, GenericClient, Row};
 
 use crate::{Result, WorkerError};
 
@@ -72,6 +72,8 @@ pub struct ShardRecord {
     pub error: Option<String>,
     /// Raised each time the shard's rows are removed to load it again.
     pub generation: i64,
+    /// The chunk (its first line) whose rows may be ahead of the checkpoint (autocommit path).
+    pub copying_from: Option<u64>,
 }
 
 impl ShardRecord {
@@ -130,20 +132,24 @@ fn shard_of(row: &Row) -> ShardRecord {
         state: row.get("state"),
         error: row.get("error"),
         generation: row.get("generation"),
+        copying_from: opt_u64_of(row, "copying_from"),
     }
 }
 
-/// Connects to the target and drives the connection on a background task.
+/// Connects to the target for plan, finalize, status and the like, and drives the connection on
+/// a background task (hosts, TLS, passwords and timeouts as [`crate::conn`] says).
 pub async fn connect(url: &str) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(WorkerError::db("cannot connect to the target"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "target connection closed");
-        }
-    });
-    Ok(client)
+    Ok(crate::conn::connect(url, crate::conn::Purpose::Control)
+        .await?
+        .0)
+}
+
+/// Connects a loader to the target: as [`connect`], under the loader's progress timeout instead
+/// of the statement timeout.
+pub async fn connect_loading(url: &str) -> Result<Client> {
+    Ok(crate::conn::connect(url, crate::conn::Purpose::Loading)
+        .await?
+        .0)
 }
 
 /// Creates the ledger schema when missing and migrates it in place to [`sql::SCHEMA_VERSION`];
@@ -488,6 +494,25 @@ pub async fn restart_shard(
         )
         .await
         .map_err(WorkerError::db("cannot restart a shard"))?;
+    Ok(updated == 1)
+}
+
+/// Marks the chunk starting at `from` as being written ahead of its checkpoint; false when the
+/// checkpoint or generation moved (another loader has the shard).
+pub async fn mark_copying(
+    client: &impl GenericClient,
+    run_id: &str,
+    shard_id: &str,
+    from: u64,
+    generation: i64,
+) -> Result<bool> {
+    let updated = client
+        .execute(
+            sql::MARK_COPYING,
+            &[&run_id, &shard_id, &(from as i64), &generation],
+        )
+        .await
+        .map_err(WorkerError::db("cannot mark a chunk in flight"))?;
     Ok(updated == 1)
 }
 

@@ -32,11 +32,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ferry_shared::ident::quote_ident;
-use ferry_shared::schema::TableSchema;
+use ferry_shared::schema::{PgType, TableSchema, PROVENANCE_COLUMN};
 use tokio_postgres::Client;
 
 use super::sql::{probe, probe_sql, write_checkpoint};
-use super::{Checkpoint, KeyValue, Payload, Presence, Sink, TableEnd, TableRows};
+use super::{Checkpoint, Key, KeyValue, Payload, Presence, Sink, TableEnd, TableRows};
 use crate::simple::{CopyResult, SimpleCopyClient};
 use crate::target::{LoadPath, Target};
 use crate::{Result, WorkerError};
@@ -146,6 +146,117 @@ impl Sink for AutocommitCopySink<'_> {
             self.copier.abort("ferry: chunk abandoned").await?;
         }
         Ok(())
+    }
+
+    /// One join instead of one lookup per key: HeliosDB looks a multi-column key up with a table
+    /// scan, so the chunk's keys go into `ferry.key_probes` and one query joins them with the
+    /// table (one scan), then they are removed.
+    async fn find_conflict(
+        &self,
+        table: usize,
+        keys: &[(u64, Key)],
+        provenance: i64,
+    ) -> Result<Option<(u64, Key, Presence)>> {
+        let schema = &self.tables[table];
+        let columns: Vec<_> = schema.key_columns().collect();
+        let textual = columns.iter().all(|c| {
+            matches!(
+                c.pg_type,
+                PgType::Text | PgType::Numeric | PgType::NumericScaled { .. }
+            )
+        });
+        if keys.is_empty() || columns.len() > 2 || !textual {
+            return super::probe_each(self, table, keys, provenance).await;
+        }
+        let probe_id = format!(
+            "{}:{}:{}",
+            std::process::id(),
+            schema.table,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let db = |context: &'static str| WorkerError::db(context);
+        for batch in keys.chunks(500) {
+            let mut statement =
+                String::from("INSERT INTO ferry.key_probes (probe_id, line_no, k1, k2) VALUES ");
+            let lines: Vec<i64> = batch.iter().map(|(line, _)| *line as i64).collect();
+            let texts: Vec<[Option<&str>; 2]> = batch
+                .iter()
+                .map(|(_, key)| {
+                    let text = |i: usize| match key.get(i) {
+                        Some(KeyValue::Text(t)) => Some(t.as_str()),
+                        _ => None,
+                    };
+                    [text(0), text(1)]
+                })
+                .collect();
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+            for (i, (line, [k1, k2])) in lines.iter().zip(&texts).enumerate() {
+                if i > 0 {
+                    statement.push_str(", ");
+                }
+                let n = params.len();
+                statement.push_str(&format!(
+                    "(${}::text, ${}::int8, ${}::text, ${}::text)",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4
+                ));
+                params.push(&probe_id);
+                params.push(line);
+                params.push(k1);
+                params.push(k2);
+            }
+            self.client
+                .execute(statement.as_str(), &params)
+                .await
+                .map_err(db("cannot stage keys to look up"))?;
+        }
+        let on: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let staged = format!("p.k{}", i + 1);
+                let staged = match c.pg_type {
+                    PgType::Text => staged,
+                    _ => format!("CAST({staged} AS NUMERIC)"),
+                };
+                format!("t.{} = {staged}", quote_ident(&c.name))
+            })
+            .collect();
+        let found = self
+            .client
+            .query(
+                format!(
+                    "SELECT p.line_no::int8, t.{prov}::int8 FROM ferry.key_probes p JOIN {} t ON {} \
+                     WHERE p.probe_id = $1::text AND (t.{prov} IS NULL OR t.{prov} <> $2::int8) \
+                     ORDER BY p.line_no LIMIT 1",
+                    quote_ident(&schema.table),
+                    on.join(" AND "),
+                    prov = quote_ident(PROVENANCE_COLUMN)
+                )
+                .as_str(),
+                &[&probe_id, &provenance],
+            )
+            .await
+            .map_err(db("cannot look up the chunk's keys"))?;
+        self.client
+            .execute(
+                "DELETE FROM ferry.key_probes WHERE probe_id = $1::text",
+                &[&probe_id],
+            )
+            .await
+            .map_err(db("cannot remove staged keys"))?;
+        Ok(found.first().and_then(|row| {
+            let line = row.get::<_, i64>(0) as u64;
+            let other = row.get::<_, Option<i64>>(1);
+            keys.iter()
+                .find(|(l, _)| *l == line)
+                .map(|(l, key)| (*l, key.clone(), Presence::Other(other)))
+        }))
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint<'_>) -> Result<bool> {

@@ -250,9 +250,13 @@ pub async fn load_shard(
         });
     });
 
-    // The first chunk of a load is the one whose state this loader does not know: an earlier
-    // attempt may have stored it without moving the checkpoint.
-    let mut proven = false;
+    // Only where rows can be ahead of the checkpoint (autocommit sinks), and only for the chunk an
+    // earlier attempt marked in flight, may a chunk be stored without its checkpoint: that one is
+    // proven before it is written. (Proving costs a key lookup, which HeliosDB answers with a
+    // table scan for a multi-column key; an unmarked chunk skips it. A chunk stored by a loader
+    // racing this one is still caught: its COPY conflicts, and the conflict is resolved by the
+    // same proof.)
+    let mut prove = !sink.rows_commit_with_checkpoint() && shard.copying_from == Some(from);
     let outcome = loop {
         if ctx.stop.load(Ordering::Relaxed) {
             break Ok(ShardOutcome::Stopped);
@@ -268,7 +272,8 @@ pub async fn load_shard(
             shard: &shard,
             load_id,
             from,
-            prove: !proven,
+            prove,
+            marks: !sink.rows_commit_with_checkpoint(),
         };
         let end = match chunk.run(sink, first, &mut pieces).await {
             Ok(end) => end,
@@ -281,7 +286,7 @@ pub async fn load_shard(
         match end {
             ChunkEnd::Committed { to, finished } => {
                 from = to;
-                proven = true;
+                prove = false;
                 if finished {
                     break Ok(ShardOutcome::Done);
                 }
@@ -394,6 +399,8 @@ struct ChunkLoad<'a> {
     from: u64,
     /// Prove each table's part before writing it (the chunk's state is not known).
     prove: bool,
+    /// Mark the chunk in flight before writing it (rows commit before the checkpoint).
+    marks: bool,
 }
 
 /// The chunk's rows on their way to the sink: streamed when the run writes one table, gathered
@@ -433,6 +440,19 @@ impl ChunkLoad<'_> {
         first: Piece,
         pieces: &mut mpsc::Receiver<Piece>,
     ) -> Result<ChunkEnd> {
+        if self.marks
+            && !self
+                .ledger
+                .mark_copying(
+                    &self.ctx.run.run_id,
+                    &self.shard.shard_id,
+                    self.from,
+                    self.shard.generation,
+                )
+                .await?
+        {
+            return Ok(ChunkEnd::LostRace);
+        }
         sink.begin_chunk().await?;
         let provenance = provenance(self.load_id, self.from / self.ctx.run.chunk_lines)
             .ok_or_else(|| WorkerError::Internal("chunk beyond the provenance range".into()))?;
@@ -728,8 +748,8 @@ impl ChunkLoad<'_> {
             }
         }
         let table = &self.ctx.tables[conflict.table];
-        let found = self
-            .find_conflicting_key(sink, &conflict, provenance)
+        let found = sink
+            .find_conflict(conflict.table, &conflict.keys, provenance)
             .await?;
         let location = self.ctx.store.location(&self.shard.data_key);
         let reason = match found {
@@ -754,30 +774,6 @@ impl ChunkLoad<'_> {
             .fail_shard(run_id, &self.shard.shard_id, &reason, None, None)
             .await?;
         Ok(ChunkEnd::Failed(reason))
-    }
-
-    /// The first of the chunk's rows (in line order) whose key is in the table from elsewhere.
-    async fn find_conflicting_key(
-        &self,
-        sink: &mut dyn Sink,
-        conflict: &Conflict,
-        provenance: i64,
-    ) -> Result<Option<(u64, Key, Presence)>> {
-        let sink: &dyn Sink = sink;
-        // 32 lookups in flight at a time on the connection, checked in line order.
-        for batch in conflict.keys.chunks(32) {
-            let lookups: Vec<_> = batch
-                .iter()
-                .map(|(_, key)| sink.probe(conflict.table, key, provenance))
-                .collect();
-            let found = futures_util::future::try_join_all(lookups).await?;
-            for ((line, key), presence) in batch.iter().zip(found) {
-                if let Presence::Other(_) = presence {
-                    return Ok(Some((*line, key.clone(), presence)));
-                }
-            }
-        }
-        Ok(None)
     }
 
     /// Where a row with another provenance came from, in words.

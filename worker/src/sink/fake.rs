@@ -214,6 +214,7 @@ impl Sink for FakeSink {
             return Err(crashed());
         }
         shard.committed_lines = checkpoint.to;
+        shard.copying_from = None;
         shard.loaded_rows += checkpoint.rows;
         shard.rejected_rows += checkpoint.rejects.len() as u64;
         shard.spilled_values += checkpoint.spilled;
@@ -281,6 +282,7 @@ impl Ledger for FakeTarget {
         }
         shard.generation += 1;
         shard.committed_lines = 0;
+        shard.copying_from = None;
         shard.loaded_rows = 0;
         shard.rejected_rows = 0;
         shard.filtered_rows = 0;
@@ -368,6 +370,25 @@ impl Ledger for FakeTarget {
             removed += (before - table.len()) as u64;
         }
         Ok(removed)
+    }
+
+    async fn mark_copying(
+        &self,
+        _run_id: &str,
+        shard_id: &str,
+        from: u64,
+        generation: i64,
+    ) -> Result<bool> {
+        let mut state = self.state.lock().unwrap();
+        let shard = state.shards.get_mut(shard_id).unwrap();
+        if shard.committed_lines != from
+            || shard.generation != generation
+            || shard.state == shard_state::DONE
+        {
+            return Ok(false);
+        }
+        shard.copying_from = Some(from);
+        Ok(true)
     }
 
     async fn mark_load_cleaned(&self, load_id: i64) -> Result<()> {
@@ -467,6 +488,7 @@ mod tests {
                 state: shard_state::PENDING.into(),
                 error: None,
                 generation: 0,
+                copying_from: None,
             },
         );
         let run = RunRecord {

@@ -10,6 +10,8 @@
 //! - [`transaction`]: binary COPY (or multi-row INSERT) inside the chunk's transaction (PostgreSQL).
 //! - [`autocommit`]: CSV COPY in autocommit over the simple protocol, each table's rows one atomic
 //!   COPY (HeliosDB, whose COPY is fast only outside a transaction).
+//! - [`parquet`]: Parquet files (a local folder or S3), one per table and chunk, published whole
+//!   under names derived from the load and chunk; the ledger stays in a database.
 //! - [`sql`]: what both SQL sinks share: the [`Ledger`] on a tokio-postgres client, presence
 //!   probes and the conditional checkpoint.
 //!
@@ -66,6 +68,7 @@ pub mod driver;
 pub mod encode;
 #[cfg(test)]
 mod fake;
+pub mod parquet;
 pub mod sql;
 pub mod transaction;
 
@@ -113,6 +116,8 @@ pub enum Payload {
     Copy(Vec<u8>),
     /// Text values per row (`None` is NULL), for INSERT with text parameters.
     Rows(Vec<Vec<Option<String>>>),
+    /// An Arrow batch in the shape of the table's Parquet files (the provenance last).
+    Batch(arrow_array::RecordBatch),
 }
 
 /// One table's rows of a block.
@@ -211,6 +216,17 @@ pub trait Sink: Send + Sync {
     async fn end_table(&mut self) -> Result<TableEnd>;
     /// Abandons the current chunk: nothing of it that is not committed stays.
     async fn abort(&mut self) -> Result<()>;
+    /// The first of `keys` (in line order) that `table` holds with a provenance other than
+    /// `provenance`: a key from elsewhere, to name in a conflict. The default looks the keys up
+    /// one by one; a sink whose server answers one lookup slowly does better with one query.
+    async fn find_conflict(
+        &self,
+        table: usize,
+        keys: &[(u64, Key)],
+        provenance: i64,
+    ) -> Result<Option<(u64, Key, Presence)>> {
+        probe_each(self, table, keys, provenance).await
+    }
     /// Records the chunk's rejects and moves the checkpoint, committing the chunk; `false` (and
     /// nothing committed by this call) when the checkpoint had moved or the generation changed.
     async fn commit(&mut self, checkpoint: &Checkpoint<'_>) -> Result<bool>;
@@ -259,6 +275,15 @@ pub trait Ledger: Send + Sync {
     async fn remove_rows(&self, table: &TableSchema, load_id: i64) -> Result<u64>;
     /// Marks a stale load's rows removed.
     async fn mark_load_cleaned(&self, load_id: i64) -> Result<()>;
+    /// Marks the chunk starting at `from` as written ahead of its checkpoint (sinks whose rows
+    /// commit on their own); false when the checkpoint or generation moved.
+    async fn mark_copying(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        from: u64,
+        generation: i64,
+    ) -> Result<bool>;
     /// Removes the rejects of a shard's earlier generations.
     async fn delete_stale_rejects(
         &self,
@@ -268,6 +293,28 @@ pub trait Ledger: Send + Sync {
     ) -> Result<u64>;
     /// The run, shard and data file a load belongs to, for naming where a duplicate came from.
     async fn load_owner(&self, load_id: i64) -> Result<Option<(String, String, String)>>;
+}
+
+/// [`Sink::find_conflict`] by one probe per key, 32 in flight, checked in line order.
+pub async fn probe_each<S: Sink + ?Sized>(
+    sink: &S,
+    table: usize,
+    keys: &[(u64, Key)],
+    provenance: i64,
+) -> Result<Option<(u64, Key, Presence)>> {
+    for batch in keys.chunks(32) {
+        let lookups: Vec<_> = batch
+            .iter()
+            .map(|(_, key)| sink.probe(table, key, provenance))
+            .collect();
+        let found = futures_util::future::try_join_all(lookups).await?;
+        for ((line, key), presence) in batch.iter().zip(found) {
+            if let Presence::Other(_) = presence {
+                return Ok(Some((*line, key.clone(), presence)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The tables a run with `schema` writes: its one table, or the routed tables.
@@ -288,9 +335,38 @@ pub fn run_tables(schema: &TableSchema) -> Vec<TableSchema> {
     }
 }
 
-/// Opens the sink of `ctx`'s run on `client` (the run's load path, recorded at plan).
+/// Loads `shard_id` of `ctx`'s run through the sink of its load path, with `client` as the ledger
+/// (and, for a SQL target, the rows' database).
+pub async fn load_shard_on(
+    client: &Client,
+    ctx: &LoadContext,
+    shard_id: &str,
+) -> Result<ShardOutcome> {
+    if ctx.load_path() == LoadPath::Parquet {
+        let output = parquet::output_of(client, &ctx.run.run_id).await?;
+        let ledger = parquet::ParquetLedger::new(client, output.clone());
+        let mut sink = parquet::ParquetSink::new(
+            client,
+            output,
+            shard_id,
+            ctx.tables.clone(),
+            ctx.run.schema.routing.is_none(),
+        )?;
+        return load_shard(&ledger, &mut sink, ctx, shard_id).await;
+    }
+    let mut sink = open_sink(client, ctx).await?;
+    load_shard(client, sink.as_mut(), ctx, shard_id).await
+}
+
+/// Opens the sink of `ctx`'s run on `client` (the run's load path, recorded at plan). A Parquet
+/// run's sink needs its shard: [`load_shard_on`] opens it.
 pub async fn open_sink<'c>(client: &'c Client, ctx: &LoadContext) -> Result<Box<dyn Sink + 'c>> {
     Ok(match ctx.load_path() {
+        LoadPath::Parquet => {
+            return Err(crate::WorkerError::Internal(
+                "a Parquet run's sink is opened per shard (load_shard_on)".into(),
+            ))
+        }
         LoadPath::BinaryCopyInTransaction | LoadPath::InsertInTransaction => {
             Box::new(transaction::TransactionSink::new(
                 client,

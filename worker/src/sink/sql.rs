@@ -222,6 +222,16 @@ impl Ledger for Client {
         ledger::mark_load_cleaned(self, load_id).await
     }
 
+    async fn mark_copying(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        from: u64,
+        generation: i64,
+    ) -> Result<bool> {
+        ledger::mark_copying(self, run_id, shard_id, from, generation).await
+    }
+
     async fn delete_stale_rejects(
         &self,
         run_id: &str,
