@@ -1,0 +1,1081 @@
+//! The applier: a DynamoDB incremental export (one catch-up *window*) applied to the tables a full
+//! run loaded, as one more sink behind the chunk driver.
+//!
+//! # What a change record does
+//! - With a `NewImage`, the item is converted exactly as the full run converted items (the run's
+//!   recorded schema and routing: [`Decoder`] in table mode, [`Router`] in routed mode, the same
+//!   casts, overflow and rest columns, transforms and filters), and its row is upserted
+//!   (`INSERT … ON CONFLICT (key) DO UPDATE` of every column the run writes). In a routed run the
+//!   key is also deleted from the run's other tables, so an item whose update changed the rule it
+//!   matches leaves its old table (skipped when every rule matches on the key alone: such items
+//!   cannot move). A `NewImage` that a filter skips or that is rejected deletes the key: the table
+//!   then holds what a full load of the new state would hold (no row, plus the reject).
+//! - Without a `NewImage`, the key is deleted from every table it can be in.
+//!
+//! # Exactly once
+//! A chunk's deletes, upserts, rejects, deferrals and its conditional checkpoint are **one
+//! transaction**, on PostgreSQL and on HeliosDB alike (HeliosDB has no COPY fast path to lose here:
+//! upserts are `INSERT … VALUES` either way). The checkpoint is the transaction's first write, so
+//! a second loader of the same chunk finds it moved (PostgreSQL), or is refused by HeliosDB's
+//! first-committer-wins conflict on the shard's row, and rolls back: a lost race. A crash before
+//! COMMIT leaves nothing of the chunk. So every chunk of every file commits exactly once.
+//!
+//! Replays cannot reorder history: a window's shards load only once the window before it is
+//! complete ([`crate::window`], checked when a loader opens a shard, and by the coordinator before
+//! it submits), and DynamoDB writes each key at most once per window. A stale loader of an earlier
+//! window cannot commit after its chunk's checkpoint moved, so no upsert is applied over a newer
+//! image and no deleted row comes back. Re-applying a window's lines over a partly applied window
+//! is harmless (each line sets its key to the window's final state), which is why a file of a
+//! window that fails its checks is loaded again from the start without removing anything
+//! ([`ApplyLedger`]).
+//!
+//! # Constraints other than the key
+//! Inside a valid window a unique value can move from one item to another (the guide's
+//! `users.email`), a child can arrive before its parent, a parent can be deleted before its
+//! children. Applied file by file in any order, such a change can violate a constraint for a
+//! moment. So deletes run before upserts; a statement refused for a constraint (SQLSTATE class
+//! 23, or a data error of class 22) is retried row by row (in rounds, while any row succeeds,
+//! under savepoints); and a line that still fails is *deferred*: recorded in `ferry.deferred`
+//! with the chunk, and retried when every file of the window is in ([`crate::window`]). What still
+//! fails then (a true cycle, such as two users swapping emails) becomes a reject naming the
+//! constraint.
+//!
+//! # Deletes on HeliosDB
+//! HeliosDB 4.41 finds a row by index only for a single-column primary key outside a transaction
+//! that already wrote the table; a `DELETE` by a composite key scans the table, and an `IN` list
+//! is compared element by element. Deletes are therefore batched: keys sorted, 500 per statement,
+//! each statement bounded by the range of its first key column (a cheap comparison that skips most
+//! rows) and then matched on the whole key as one text value. A key holding the separator
+//! character, or a binary key column, is deleted alone. PostgreSQL deletes through its index:
+//! `(k1, k2) IN (SELECT … FROM unnest($1::text[], $2::text[]))`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ferry_shared::ident::quote_ident;
+use ferry_shared::schema::{PgType, TableSchema, PROVENANCE_COLUMN};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+use super::driver::LoadContext;
+use super::encode::{key_of_row, EncodedBlock};
+use super::sql::write_checkpoint;
+use super::{Checkpoint, Key, KeyValue, Ledger, Payload, Presence, Sink, TableEnd, TableRows};
+use crate::change::parse_change_line;
+use crate::convert::{cast, CastSpec, Cell};
+use crate::decode::{Decoder, RawBlock, Reject, RejectKind};
+use crate::item::Attributes;
+use crate::ledger::{LoadClaim, Restart, ShardRecord};
+use crate::route::Router;
+use crate::target::TargetKind;
+use crate::{Result, WorkerError};
+
+/// One table's changes from a block of change records.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Rows to insert or update, in line order.
+    pub upserts: Vec<Upsert>,
+    /// Keys to delete.
+    pub deletes: Vec<Delete>,
+}
+
+/// A row to upsert.
+#[derive(Debug, Clone)]
+pub struct Upsert {
+    /// The change record's line.
+    pub line_no: u64,
+    /// The row's key.
+    pub key: Key,
+    /// Every column's value as text (`None`: NULL), in [`TableSchema::copy_column_list`] order.
+    pub values: Vec<Option<String>>,
+    /// The change record as read (kept for a deferral).
+    pub raw: Arc<[u8]>,
+}
+
+/// A key to delete.
+#[derive(Debug, Clone)]
+pub struct Delete {
+    /// The change record's line.
+    pub line_no: u64,
+    /// The key.
+    pub key: Key,
+    /// The change record as read (kept for a deferral).
+    pub raw: Arc<[u8]>,
+}
+
+/// A change record set aside until the end of its window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deferral {
+    /// Its line.
+    pub line_no: u64,
+    /// Why it could not be applied now (the server's words).
+    pub reason: String,
+    /// The record as read.
+    pub raw: Vec<u8>,
+}
+
+enum Conversion {
+    Table(Decoder),
+    Routed(Router),
+}
+
+/// The rayon stage for change records: parse, convert each `NewImage` the full run's way, and
+/// turn each record into per-table upserts and deletes. Pure CPU, no IO.
+pub struct ChangeEncoder {
+    conversion: Conversion,
+    tables: Arc<Vec<TableSchema>>,
+    /// Table mode: how each key column's value is cast (its key values for deletes).
+    key_casts: Vec<(String, CastSpec)>,
+}
+
+impl ChangeEncoder {
+    /// An encoder for the full run whose schema is `schema`; `window_end` is the window's
+    /// `exportToTime` (TTL filters compare with it).
+    pub fn new(schema: &TableSchema, window_end: Option<&str>) -> Result<ChangeEncoder> {
+        match &schema.routing {
+            None => {
+                let key_casts = schema
+                    .key_columns()
+                    .map(|c| {
+                        let mut spec = CastSpec::new(c.pg_type);
+                        spec.numeric_limit = schema.numeric_limit;
+                        (c.name.clone(), spec)
+                    })
+                    .collect();
+                Ok(ChangeEncoder {
+                    conversion: Conversion::Table(Decoder::new(Arc::new(schema.clone()))),
+                    tables: Arc::new(vec![schema.clone()]),
+                    key_casts,
+                })
+            }
+            Some(routing) => {
+                let keys: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
+                let router = Router::new(routing, &keys, window_end, schema.numeric_limit)
+                    .map_err(WorkerError::Ledger)?;
+                router.check_for_changes().map_err(WorkerError::Ledger)?;
+                Ok(ChangeEncoder {
+                    tables: Arc::new(router.tables().to_vec()),
+                    conversion: Conversion::Routed(router),
+                    key_casts: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// The run's tables, in the order of [`TableRows::table`].
+    pub fn tables(&self) -> &Arc<Vec<TableSchema>> {
+        &self.tables
+    }
+
+    /// Where an item with the key attributes `keys` can have a row: `(table, key there)`.
+    fn homes(&self, keys: &Attributes<'_>) -> std::result::Result<Vec<(usize, Key)>, String> {
+        match &self.conversion {
+            Conversion::Routed(router) => router.key_homes(keys),
+            Conversion::Table(_) => {
+                let mut key = Vec::with_capacity(self.key_casts.len());
+                for (name, spec) in &self.key_casts {
+                    let value = keys
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v)
+                        .ok_or_else(|| format!("the change record's Keys lack {name:?}"))?;
+                    let cell =
+                        cast(value, spec).map_err(|e| format!("key attribute {name:?}: {e}"))?;
+                    key.push(match cell {
+                        Cell::Text(text) => KeyValue::Text(text.into_owned()),
+                        Cell::Bytes(bytes) => KeyValue::Bytes(bytes),
+                        other => {
+                            return Err(format!(
+                                "key attribute {name:?} cannot be a key ({other:?})"
+                            ))
+                        }
+                    });
+                }
+                Ok(vec![(0, key)])
+            }
+        }
+    }
+
+    /// Encodes a block of change records; every upserted row carries `provenance`.
+    pub fn encode(&self, block: &RawBlock, provenance: i64) -> Result<EncodedBlock> {
+        let mut rejects = Vec::new();
+        let mut per_table: Vec<Changes> =
+            (0..self.tables.len()).map(|_| Changes::default()).collect();
+        let mut applied = 0u64;
+        let mut filtered = 0u64;
+        // Lines with a NewImage, by line: their record and where their key can be.
+        let mut pending: BTreeMap<u64, (Arc<[u8]>, Vec<(usize, Key)>)> = BTreeMap::new();
+        let mut images = Vec::new();
+        for line in &block.lines {
+            let raw = block.line(line);
+            let reject = |kind, reason: String| Reject {
+                line_no: line.line_no,
+                kind,
+                reason,
+                raw: raw.to_vec(),
+            };
+            let record = match parse_change_line(raw) {
+                Ok(record) => record,
+                Err(e) => {
+                    rejects.push(reject(
+                        RejectKind::Malformed,
+                        format!("malformed change record: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let homes = match self.homes(&record.keys) {
+                Ok(homes) => homes,
+                Err(reason) => {
+                    rejects.push(reject(RejectKind::Key, reason));
+                    continue;
+                }
+            };
+            let shared: Arc<[u8]> = Arc::from(raw);
+            match record.new_image {
+                None => {
+                    applied += 1;
+                    for (table, key) in homes {
+                        per_table[table].deletes.push(Delete {
+                            line_no: line.line_no,
+                            key,
+                            raw: shared.clone(),
+                        });
+                    }
+                }
+                Some(image) => {
+                    pending.insert(line.line_no, (shared, homes));
+                    images.push((line.line_no, raw, Ok(image)));
+                }
+            }
+        }
+        // Every converted row: (table, line, key, values).
+        let mut rows: Vec<(usize, u64, Key, Vec<Option<String>>)> = Vec::new();
+        let (mut dropped, spilled) = match &self.conversion {
+            Conversion::Table(decoder) => {
+                let decoded = decoder.decode_items(images.into_iter());
+                let schema = &self.tables[0];
+                let texts = crate::csv::batch_texts(schema, &decoded.batch, Some(provenance));
+                for (row, values) in texts.into_iter().enumerate() {
+                    let key = key_of_row(schema, &decoded.batch, row);
+                    rows.push((0, decoded.line_numbers[row], key, values));
+                }
+                let dropped: Vec<(u64, Option<Reject>)> = decoded
+                    .rejects
+                    .into_iter()
+                    .map(|r| (r.line_no, Some(r)))
+                    .collect();
+                (dropped, decoded.spilled)
+            }
+            Conversion::Routed(router) => {
+                let routed = router.route_items(images.into_iter());
+                for (table, (batch, lines)) in
+                    routed.batches.iter().zip(&routed.line_numbers).enumerate()
+                {
+                    if batch.num_rows() == 0 {
+                        continue;
+                    }
+                    let schema = &self.tables[table];
+                    let texts = crate::csv::batch_texts(schema, batch, Some(provenance));
+                    for (row, values) in texts.into_iter().enumerate() {
+                        rows.push((table, lines[row], key_of_row(schema, batch, row), values));
+                    }
+                }
+                let mut dropped: Vec<(u64, Option<Reject>)> = routed
+                    .rejects
+                    .into_iter()
+                    .map(|r| (r.line_no, Some(r)))
+                    .collect();
+                filtered = routed.filtered_lines.len() as u64;
+                dropped.extend(routed.filtered_lines.into_iter().map(|line| (line, None)));
+                (dropped, 0)
+            }
+        };
+        rows.sort_by_key(|(table, line, _, _)| (*table, *line));
+        for (table, line_no, key, values) in rows {
+            let Some((raw, homes)) = pending.remove(&line_no) else {
+                continue;
+            };
+            // The row's key must be the record's Keys (in this table).
+            if let Some((_, expected)) = homes.iter().find(|(t, _)| *t == table) {
+                if *expected != key {
+                    rejects.push(Reject {
+                        line_no,
+                        kind: RejectKind::Key,
+                        reason: format!(
+                            "the change record's Keys and its NewImage name different items ({} vs {})",
+                            super::describe_key(&self.tables[table], expected),
+                            super::describe_key(&self.tables[table], &key)
+                        ),
+                        raw: raw.to_vec(),
+                    });
+                    continue;
+                }
+            }
+            applied += 1;
+            for (home, home_key) in homes {
+                if home != table {
+                    per_table[home].deletes.push(Delete {
+                        line_no,
+                        key: home_key,
+                        raw: raw.clone(),
+                    });
+                }
+            }
+            per_table[table].upserts.push(Upsert {
+                line_no,
+                key,
+                values,
+                raw,
+            });
+        }
+        // A NewImage that was rejected or filtered: the key leaves every table (a full load of
+        // the new state would hold no row for it).
+        dropped.sort_by_key(|(line, _)| *line);
+        for (line_no, reject) in dropped {
+            if let Some((raw, homes)) = pending.remove(&line_no) {
+                for (table, key) in homes {
+                    per_table[table].deletes.push(Delete {
+                        line_no,
+                        key,
+                        raw: raw.clone(),
+                    });
+                }
+            }
+            if let Some(reject) = reject {
+                rejects.push(reject);
+            }
+        }
+        rejects.sort_by_key(|r| r.line_no);
+        for changes in &mut per_table {
+            changes.deletes.sort_by_key(|d| d.line_no);
+        }
+        let tables = per_table
+            .into_iter()
+            .enumerate()
+            .filter(|(_, c)| !c.upserts.is_empty() || !c.deletes.is_empty())
+            .map(|(table, changes)| TableRows {
+                table,
+                rows: changes.upserts.len() as u64,
+                payload: Payload::Changes(changes),
+                // Nothing to prove: the chunk's changes commit with its checkpoint.
+                first_key: None,
+                keys: Vec::new(),
+            })
+            .collect();
+        Ok(EncodedBlock {
+            tables,
+            rows: applied,
+            rejects,
+            spilled,
+            filtered,
+        })
+    }
+}
+
+/// Whether an error means another loader committed first (the chunk is retried later).
+pub fn is_lost_race(error: &tokio_postgres::Error) -> bool {
+    if error.code() == Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE) {
+        return true;
+    }
+    error.as_db_error().is_some_and(|db| {
+        db.message()
+            .to_ascii_lowercase()
+            .contains("serialization failure")
+    })
+}
+
+/// Whether a statement was refused for its data (a constraint, SQLSTATE class 23, or a value the
+/// column refuses, class 22): the row waits for the end of the window.
+pub fn is_deferrable(error: &tokio_postgres::Error) -> bool {
+    if is_lost_race(error) {
+        return false;
+    }
+    if let Some(code) = error.code() {
+        if code.code().starts_with("23") || code.code().starts_with("22") {
+            return true;
+        }
+    }
+    error.as_db_error().is_some_and(|db| {
+        let text = db.message().to_ascii_lowercase();
+        text.contains("constraint") || text.contains("duplicate key") || text.contains("violates")
+    })
+}
+
+fn lost_race_of(error: &WorkerError) -> bool {
+    matches!(error, WorkerError::Db { source, .. } if is_lost_race(source))
+}
+
+/// The SQL of one table.
+#[derive(Debug)]
+pub struct TableSql {
+    table: TableSchema,
+    heliosdb: bool,
+    /// `INSERT INTO t (…) VALUES `
+    insert_head: String,
+    /// ` ON CONFLICT (keys) DO UPDATE SET …`
+    upsert_tail: String,
+    /// Every column's SQL type, in value order.
+    types: Vec<PgType>,
+    /// Rows per upsert statement.
+    rows_per_statement: usize,
+}
+
+/// Separates the key columns' text in a HeliosDB batched delete.
+const KEY_SEPARATOR: char = '\u{1f}';
+/// Keys per batched HeliosDB delete statement.
+const HELIOS_DELETE_BATCH: usize = 500;
+/// Keys per PostgreSQL delete statement.
+const PG_DELETE_BATCH: usize = 10_000;
+
+impl TableSql {
+    /// The statements for `table` on PostgreSQL or HeliosDB.
+    pub fn new(table: &TableSchema, heliosdb: bool) -> TableSql {
+        let types = crate::csv::row_types(table);
+        let mut updates: Vec<String> = table
+            .columns
+            .iter()
+            .filter(|c| !c.is_key)
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        updates.push(quote_ident(&table.overflow_column));
+        if table.provenance {
+            updates.push(quote_ident(PROVENANCE_COLUMN));
+        }
+        let keys: Vec<String> = table.key_columns().map(|c| quote_ident(&c.name)).collect();
+        TableSql {
+            insert_head: format!(
+                "INSERT INTO {} ({}) VALUES ",
+                quote_ident(&table.table),
+                table.copy_column_list()
+            ),
+            upsert_tail: format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                keys.join(", "),
+                updates
+                    .iter()
+                    .map(|c| format!("{c} = EXCLUDED.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            rows_per_statement: (60_000 / types.len().max(1)).clamp(1, 500),
+            types,
+            table: table.clone(),
+            heliosdb,
+        }
+    }
+
+    /// `INSERT … VALUES (…)×rows ON CONFLICT … DO UPDATE …`, every value a text parameter cast
+    /// to its column's type.
+    fn upsert_sql(&self, rows: usize) -> String {
+        let mut sql = self.insert_head.clone();
+        let mut n = 0;
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for (c, pg_type) in self.types.iter().enumerate() {
+                n += 1;
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("CAST(${n}::text AS {})", pg_type.sql()));
+            }
+            sql.push(')');
+        }
+        sql.push_str(&self.upsert_tail);
+        sql
+    }
+
+    fn key_columns(&self) -> Vec<&ferry_shared::schema::ColumnSpec> {
+        self.table.key_columns().collect()
+    }
+
+    /// A key column compared with a text parameter in its own type.
+    fn key_condition(column: &ferry_shared::schema::ColumnSpec, n: usize) -> String {
+        let parameter = match column.pg_type {
+            PgType::Text => format!("${n}::text"),
+            PgType::Bytea => format!("decode(${n}::text, 'hex')"),
+            other => format!("CAST(${n}::text AS {})", other.sql()),
+        };
+        format!("{} = {parameter}", quote_ident(&column.name))
+    }
+
+    /// `DELETE … WHERE k1 = $1 AND k2 = $2`: one key.
+    fn delete_one_sql(&self) -> String {
+        let conditions: Vec<String> = self
+            .key_columns()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Self::key_condition(c, i + 1))
+            .collect();
+        format!(
+            "DELETE FROM {} WHERE {}",
+            quote_ident(&self.table.table),
+            conditions.join(" AND ")
+        )
+    }
+
+    /// PostgreSQL: every key of a batch through the key's index.
+    fn pg_delete_sql(&self) -> String {
+        let keys = self.key_columns();
+        let names: Vec<String> = keys.iter().map(|c| quote_ident(&c.name)).collect();
+        let values: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match c.pg_type {
+                PgType::Text => format!("u.k{i}"),
+                PgType::Bytea => format!("decode(u.k{i}, 'hex')"),
+                other => format!("CAST(u.k{i} AS {})", other.sql()),
+            })
+            .collect();
+        let arrays: Vec<String> = (1..=keys.len()).map(|i| format!("${i}::text[]")).collect();
+        let aliases: Vec<String> = (0..keys.len()).map(|i| format!("k{i}")).collect();
+        format!(
+            "DELETE FROM {} WHERE ({}) IN (SELECT {} FROM unnest({}) AS u({}))",
+            quote_ident(&self.table.table),
+            names.join(", "),
+            values.join(", "),
+            arrays.join(", "),
+            aliases.join(", ")
+        )
+    }
+
+    /// Whether HeliosDB can delete this table's keys in batches (text and numeric key columns).
+    fn helios_batchable(&self) -> bool {
+        self.key_columns()
+            .iter()
+            .all(|c| !matches!(c.pg_type, PgType::Bytea | PgType::ByteaArray))
+    }
+
+    /// HeliosDB: `keys` keys, bounded by the first key column's range when it is text.
+    fn helios_delete_sql(&self, keys: usize) -> String {
+        let columns = self.key_columns();
+        let first = &columns[0];
+        let as_text = |c: &ferry_shared::schema::ColumnSpec| match c.pg_type {
+            PgType::Text => quote_ident(&c.name),
+            _ => format!("CAST({} AS TEXT)", quote_ident(&c.name)),
+        };
+        let mut sql = format!("DELETE FROM {} WHERE ", quote_ident(&self.table.table));
+        let mut n = 0;
+        if first.pg_type == PgType::Text {
+            sql.push_str(&format!(
+                "{0} >= $1::text AND {0} <= $2::text AND ",
+                quote_ident(&first.name)
+            ));
+            n = 2;
+        }
+        let whole = if columns.len() == 1 {
+            as_text(first)
+        } else {
+            n += 1;
+            let separator = format!(" || ${n}::text || ");
+            columns
+                .iter()
+                .map(|c| as_text(c))
+                .collect::<Vec<_>>()
+                .join(&separator)
+        };
+        let list: Vec<String> = (n + 1..=n + keys).map(|i| format!("${i}::text")).collect();
+        sql.push_str(&format!("{whole} IN ({})", list.join(", ")));
+        sql
+    }
+}
+
+fn key_text(value: &KeyValue) -> String {
+    match value {
+        KeyValue::Text(text) => text.clone(),
+        KeyValue::Bytes(bytes) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// Runs `statement` under a savepoint: rolled back to it (and `Err`) when it fails.
+async fn under_savepoint(
+    client: &Client,
+    statement: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    client.batch_execute("SAVEPOINT ferry_apply").await?;
+    match client.execute(statement, params).await {
+        Ok(n) => {
+            client
+                .batch_execute("RELEASE SAVEPOINT ferry_apply")
+                .await?;
+            Ok(n)
+        }
+        Err(e) if is_lost_race(&e) => Err(e),
+        Err(e) => {
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT ferry_apply")
+                .await?;
+            // The savepoint outlives ROLLBACK TO, on PostgreSQL as on HeliosDB.
+            client
+                .batch_execute("RELEASE SAVEPOINT ferry_apply")
+                .await?;
+            Err(e)
+        }
+    }
+}
+
+fn db_error(table: &TableSchema, what: &str) -> impl FnOnce(tokio_postgres::Error) -> WorkerError {
+    let context = format!("{what} table {:?}", table.table);
+    move |source| WorkerError::Db { context, source }
+}
+
+/// Applies `changes` (per table of `sql`) inside the caller's transaction: every table's deletes,
+/// then every table's upserts. Returns the lines that a constraint refuses for now (each once).
+pub async fn apply_changes(
+    client: &Client,
+    sql: &[TableSql],
+    changes: &[Changes],
+) -> Result<Vec<Deferral>> {
+    let mut deferred: BTreeMap<u64, Deferral> = BTreeMap::new();
+    for (table, changes) in sql.iter().zip(changes) {
+        if !changes.deletes.is_empty() {
+            delete_keys(client, table, &changes.deletes, &mut deferred).await?;
+        }
+    }
+    for (table, changes) in sql.iter().zip(changes) {
+        if !changes.upserts.is_empty() {
+            upsert_rows(client, table, &changes.upserts, &mut deferred).await?;
+        }
+    }
+    Ok(deferred.into_values().collect())
+}
+
+fn defer(deferred: &mut BTreeMap<u64, Deferral>, line_no: u64, raw: &[u8], reason: String) {
+    deferred.entry(line_no).or_insert_with(|| Deferral {
+        line_no,
+        reason,
+        raw: raw.to_vec(),
+    });
+}
+
+async fn delete_keys(
+    client: &Client,
+    sql: &TableSql,
+    deletes: &[Delete],
+    deferred: &mut BTreeMap<u64, Deferral>,
+) -> Result<()> {
+    let batched = if sql.heliosdb {
+        helios_delete_batches(client, sql, deletes).await
+    } else {
+        pg_delete_batches(client, sql, deletes).await
+    };
+    match batched {
+        Ok(()) => return Ok(()),
+        Err(e) if is_deferrable(&e) => {
+            tracing::debug!(table = %sql.table.table, error = %crate::server_message(&e), "a batched delete was refused: deleting key by key");
+        }
+        Err(e) => return Err(db_error(&sql.table, "cannot delete from")(e)),
+    }
+    let statement = sql.delete_one_sql();
+    for delete in deletes {
+        let texts: Vec<String> = delete.key.iter().map(key_text).collect();
+        let params: Vec<&(dyn ToSql + Sync)> =
+            texts.iter().map(|t| t as &(dyn ToSql + Sync)).collect();
+        match under_savepoint(client, &statement, &params).await {
+            Ok(_) => {}
+            Err(e) if is_deferrable(&e) => defer(
+                deferred,
+                delete.line_no,
+                &delete.raw,
+                format!(
+                    "deleting {} from table {:?}: {}",
+                    super::describe_key(&sql.table, &delete.key),
+                    sql.table.table,
+                    crate::server_message(&e)
+                ),
+            ),
+            Err(e) => return Err(db_error(&sql.table, "cannot delete from")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Every delete of `deletes` in batches under one savepoint (all of them, or none).
+async fn pg_delete_batches(
+    client: &Client,
+    sql: &TableSql,
+    deletes: &[Delete],
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let statement = sql.pg_delete_sql();
+    client.batch_execute("SAVEPOINT ferry_apply").await?;
+    let result = async {
+        for batch in deletes.chunks(PG_DELETE_BATCH) {
+            let columns = sql.key_columns().len();
+            let arrays: Vec<Vec<String>> = (0..columns)
+                .map(|c| batch.iter().map(|d| key_text(&d.key[c])).collect())
+                .collect();
+            let params: Vec<&(dyn ToSql + Sync)> =
+                arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+            client.execute(statement.as_str(), &params).await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    }
+    .await;
+    finish_savepoint(client, result).await
+}
+
+async fn finish_savepoint(
+    client: &Client,
+    result: std::result::Result<(), tokio_postgres::Error>,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    match result {
+        Ok(()) => client.batch_execute("RELEASE SAVEPOINT ferry_apply").await,
+        Err(e) => {
+            if !is_lost_race(&e) {
+                client
+                    .batch_execute("ROLLBACK TO SAVEPOINT ferry_apply")
+                    .await?;
+                client
+                    .batch_execute("RELEASE SAVEPOINT ferry_apply")
+                    .await?;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// HeliosDB: sorted keys, [`HELIOS_DELETE_BATCH`] per statement (see the module docs).
+async fn helios_delete_batches(
+    client: &Client,
+    sql: &TableSql,
+    deletes: &[Delete],
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let separator = KEY_SEPARATOR.to_string();
+    let (mut batchable, alone): (Vec<&Delete>, Vec<&Delete>) = deletes.iter().partition(|d| {
+        sql.helios_batchable()
+            && d.key.iter().all(|k| match k {
+                KeyValue::Text(text) => !text.contains(KEY_SEPARATOR),
+                KeyValue::Bytes(_) => false,
+            })
+    });
+    batchable.sort_by(|a, b| a.key.cmp(&b.key));
+    batchable.dedup_by(|a, b| a.key == b.key);
+    let range = sql.key_columns()[0].pg_type == PgType::Text;
+    let single = sql.key_columns().len() == 1;
+    client.batch_execute("SAVEPOINT ferry_apply").await?;
+    let result = async {
+        for batch in batchable.chunks(HELIOS_DELETE_BATCH) {
+            let statement = sql.helios_delete_sql(batch.len());
+            let mut texts: Vec<String> = Vec::with_capacity(batch.len() + 3);
+            if range {
+                texts.push(key_text(&batch[0].key[0]));
+                texts.push(key_text(&batch[batch.len() - 1].key[0]));
+            }
+            if !single {
+                texts.push(separator.clone());
+            }
+            texts.extend(batch.iter().map(|d| {
+                d.key
+                    .iter()
+                    .map(key_text)
+                    .collect::<Vec<_>>()
+                    .join(&separator)
+            }));
+            let params: Vec<&(dyn ToSql + Sync)> =
+                texts.iter().map(|t| t as &(dyn ToSql + Sync)).collect();
+            client.execute(statement.as_str(), &params).await?;
+        }
+        let statement = sql.delete_one_sql();
+        for delete in alone {
+            let texts: Vec<String> = delete.key.iter().map(key_text).collect();
+            let params: Vec<&(dyn ToSql + Sync)> =
+                texts.iter().map(|t| t as &(dyn ToSql + Sync)).collect();
+            client.execute(statement.as_str(), &params).await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    }
+    .await;
+    finish_savepoint(client, result).await
+}
+
+async fn upsert_rows(
+    client: &Client,
+    sql: &TableSql,
+    upserts: &[Upsert],
+    deferred: &mut BTreeMap<u64, Deferral>,
+) -> Result<()> {
+    for batch in upserts.chunks(sql.rows_per_statement) {
+        let statement = sql.upsert_sql(batch.len());
+        let params: Vec<&(dyn ToSql + Sync)> = batch
+            .iter()
+            .flat_map(|u| u.values.iter().map(|v| v as &(dyn ToSql + Sync)))
+            .collect();
+        match under_savepoint(client, &statement, &params).await {
+            Ok(_) => continue,
+            Err(e) if is_deferrable(&e) => {
+                tracing::debug!(table = %sql.table.table, error = %crate::server_message(&e), "an upsert was refused: applying its rows one by one");
+            }
+            Err(e) => return Err(db_error(&sql.table, "cannot upsert into")(e)),
+        }
+        // Row by row, in rounds while any row goes in (a value freed by one row lets another in).
+        let one = sql.upsert_sql(1);
+        let mut remaining: Vec<&Upsert> = batch.iter().collect();
+        loop {
+            let mut failed = Vec::new();
+            for upsert in &remaining {
+                let params: Vec<&(dyn ToSql + Sync)> = upsert
+                    .values
+                    .iter()
+                    .map(|v| v as &(dyn ToSql + Sync))
+                    .collect();
+                match under_savepoint(client, &one, &params).await {
+                    Ok(_) => {}
+                    Err(e) if is_deferrable(&e) => {
+                        failed.push((*upsert, crate::server_message(&e)))
+                    }
+                    Err(e) => return Err(db_error(&sql.table, "cannot upsert into")(e)),
+                }
+            }
+            let progressed = failed.len() < remaining.len();
+            if failed.is_empty() || !progressed {
+                for (upsert, reason) in failed {
+                    defer(
+                        deferred,
+                        upsert.line_no,
+                        &upsert.raw,
+                        format!(
+                            "upserting {} into table {:?}: {reason}",
+                            super::describe_key(&sql.table, &upsert.key),
+                            sql.table.table
+                        ),
+                    );
+                }
+                break;
+            }
+            remaining = failed.into_iter().map(|(u, _)| u).collect();
+        }
+    }
+    Ok(())
+}
+
+/// The applier's sink: a chunk's changes are gathered, then applied with the chunk's checkpoint
+/// in one transaction ([`Sink::commit`]).
+pub struct ApplySink<'c> {
+    client: &'c Client,
+    sql: Vec<TableSql>,
+    pending: Vec<Changes>,
+    current: Option<usize>,
+    describe: String,
+}
+
+impl<'c> ApplySink<'c> {
+    /// The sink for `ctx`'s run (a window) on `client`; refuses a window whose predecessor (the
+    /// window before it, or the full run) is not complete.
+    pub async fn open(client: &'c Client, ctx: &LoadContext) -> Result<ApplySink<'c>> {
+        crate::window::check_next(client, &ctx.run.run_id).await?;
+        Ok(ApplySink::new(client, &ctx.tables, ctx.target.kind))
+    }
+
+    /// A sink for `tables` on `client` (a target of `kind`), without the window check.
+    pub fn new(client: &'c Client, tables: &[TableSchema], kind: TargetKind) -> ApplySink<'c> {
+        let heliosdb = kind == TargetKind::HeliosDb;
+        ApplySink {
+            client,
+            sql: tables.iter().map(|t| TableSql::new(t, heliosdb)).collect(),
+            pending: tables.iter().map(|_| Changes::default()).collect(),
+            current: None,
+            describe: format!(
+                "upserts and deletes in one transaction per chunk ({})",
+                if heliosdb { "HeliosDB" } else { "PostgreSQL" }
+            ),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.current = None;
+        for changes in &mut self.pending {
+            changes.upserts.clear();
+            changes.deletes.clear();
+        }
+    }
+
+    async fn apply_chunk(&mut self, checkpoint: &Checkpoint<'_>) -> Result<bool> {
+        if !write_checkpoint(self.client, checkpoint).await? {
+            return Ok(false);
+        }
+        let deferred = apply_changes(self.client, &self.sql, &self.pending).await?;
+        if !deferred.is_empty() {
+            tracing::info!(shard = checkpoint.shard_id, deferred = deferred.len(), "change records deferred to the end of the window (a constraint refused them for now)");
+            crate::window::record_deferred(
+                self.client,
+                checkpoint.run_id,
+                checkpoint.shard_id,
+                checkpoint.generation,
+                &deferred,
+            )
+            .await?;
+        }
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl Sink for ApplySink<'_> {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn rows_commit_with_checkpoint(&self) -> bool {
+        true
+    }
+
+    async fn begin_chunk(&mut self) -> Result<()> {
+        self.clear();
+        Ok(())
+    }
+
+    async fn probe(&self, _table: usize, _key: &[KeyValue], _provenance: i64) -> Result<Presence> {
+        // Changes are never proven: they commit with their checkpoint, and their keys are in the
+        // tables by design.
+        Ok(Presence::Absent)
+    }
+
+    async fn begin_table(&mut self, table: usize) -> Result<()> {
+        self.current = Some(table);
+        Ok(())
+    }
+
+    async fn send(&mut self, rows: TableRows) -> Result<()> {
+        let Payload::Changes(mut changes) = rows.payload else {
+            return Err(WorkerError::Internal(
+                "rows encoded for another load path reached the applier".into(),
+            ));
+        };
+        let pending = &mut self.pending[rows.table];
+        pending.upserts.append(&mut changes.upserts);
+        pending.deletes.append(&mut changes.deletes);
+        Ok(())
+    }
+
+    async fn end_table(&mut self) -> Result<TableEnd> {
+        let table = self.current.take().unwrap_or_default();
+        let pending = &self.pending[table];
+        Ok(TableEnd::Written(
+            (pending.upserts.len() + pending.deletes.len()) as u64,
+        ))
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.clear();
+        Ok(())
+    }
+
+    async fn commit(&mut self, checkpoint: &Checkpoint<'_>) -> Result<bool> {
+        self.client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(WorkerError::db("cannot begin a chunk"))?;
+        let applied = self.apply_chunk(checkpoint).await;
+        let ended = match applied {
+            Ok(true) => match self.client.batch_execute("COMMIT").await {
+                Ok(()) => Ok(true),
+                Err(e) if is_lost_race(&e) => Ok(false),
+                Err(e) => Err(WorkerError::Db {
+                    context: "cannot commit a chunk".into(),
+                    source: e,
+                }),
+            },
+            Ok(false) => Ok(false),
+            Err(e) if lost_race_of(&e) => {
+                tracing::info!(shard = checkpoint.shard_id, error = %e, "another loader holds this chunk");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        };
+        if !matches!(ended, Ok(true)) {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        self.clear();
+        ended
+    }
+}
+
+/// The ledger for a window's shards: the SQL ledger, except that a shard started over keeps the
+/// rows its earlier attempt wrote (they are the window's changes, applied again from the start:
+/// removing them by provenance would lose the rows as they were before the window).
+pub struct ApplyLedger<'c>(pub &'c Client);
+
+#[async_trait]
+impl Ledger for ApplyLedger<'_> {
+    async fn shard(&self, run_id: &str, shard_id: &str) -> Result<Option<ShardRecord>> {
+        self.0.shard(run_id, shard_id).await
+    }
+    async fn fail_shard(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        reason: &str,
+        md5_ok: Option<bool>,
+        items_seen: Option<u64>,
+    ) -> Result<()> {
+        self.0
+            .fail_shard(run_id, shard_id, reason, md5_ok, items_seen)
+            .await
+    }
+    async fn restart_shard(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        generation: i64,
+        restart: &Restart,
+    ) -> Result<bool> {
+        self.0
+            .restart_shard(run_id, shard_id, generation, restart)
+            .await
+    }
+    async fn recorded_load(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        generation: i64,
+    ) -> Result<Option<LoadClaim>> {
+        self.0.recorded_load(run_id, shard_id, generation).await
+    }
+    async fn claim_load(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        generation: i64,
+        file_identity: &str,
+    ) -> Result<LoadClaim> {
+        self.0
+            .claim_load(run_id, shard_id, generation, file_identity)
+            .await
+    }
+    async fn stale_loads(&self, run_id: &str, shard_id: &str, generation: i64) -> Result<Vec<i64>> {
+        self.0.stale_loads(run_id, shard_id, generation).await
+    }
+    async fn remove_rows(&self, _table: &TableSchema, _load_id: i64) -> Result<u64> {
+        Ok(0)
+    }
+    async fn mark_load_cleaned(&self, load_id: i64) -> Result<()> {
+        self.0.mark_load_cleaned(load_id).await
+    }
+    async fn mark_copying(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        from: u64,
+        generation: i64,
+    ) -> Result<bool> {
+        self.0
+            .mark_copying(run_id, shard_id, from, generation)
+            .await
+    }
+    async fn delete_stale_rejects(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        generation: i64,
+    ) -> Result<u64> {
+        crate::window::delete_stale_deferred(self.0, run_id, shard_id, generation).await?;
+        self.0
+            .delete_stale_rejects(run_id, shard_id, generation)
+            .await
+    }
+    async fn load_owner(&self, load_id: i64) -> Result<Option<(String, String, String)>> {
+        self.0.load_owner(load_id).await
+    }
+}
