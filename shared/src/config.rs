@@ -29,7 +29,9 @@ use crate::schema::{DdbType, NestedJson, OnTypeMismatch};
 use crate::{Error, Result};
 
 /// The configuration sections, which are also the accepted `FERRY_<SECTION>__<KEY>` prefixes.
-const SECTIONS: &[&str] = &["load", "mapping", "target", "aws", "queue", "metrics"];
+const SECTIONS: &[&str] = &[
+    "load", "mapping", "target", "aws", "queue", "metrics", "parquet",
+];
 
 /// The configuration as written, before validation.
 #[derive(Debug, Deserialize)]
@@ -56,6 +58,9 @@ pub struct RawConfig {
     /// Prometheus metrics of `ferry-worker` and `migrate`.
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// A Parquet dataset as the run's target (the ledger stays in the database).
+    #[serde(default)]
+    pub parquet: RawParquet,
     /// Single-table design: routing rules (see [`crate::routing`]).
     #[serde(default)]
     pub routing: crate::routing::Routing,
@@ -279,6 +284,52 @@ fn metrics_settings(metrics: RawMetrics) -> Result<MetricsSettings> {
         job: metrics.job.filter(|j| !j.is_empty()),
         instance: metrics.instance.filter(|i| !i.is_empty()),
     })
+}
+
+/// `[parquet]`: a run whose target is a Parquet dataset instead of a database table (`--parquet`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawParquet {
+    /// Where the dataset goes: a local folder or `s3://bucket/prefix/`; set, it makes the run a
+    /// Parquet run, whose ledger lives in the `[target]` database (the embedded HeliosDB by
+    /// default).
+    pub location: Option<String>,
+    /// `zstd` (default) or `snappy`.
+    pub compression: ParquetCompression,
+    /// The most rows in one row group (a file holds one chunk, `load.chunk_lines` lines).
+    pub row_group_rows: usize,
+}
+
+impl Default for RawParquet {
+    fn default() -> Self {
+        RawParquet {
+            location: None,
+            compression: ParquetCompression::Zstd,
+            row_group_rows: 1_048_576,
+        }
+    }
+}
+
+/// The compression codec of Parquet files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParquetCompression {
+    /// zstd (level 3): the smaller files.
+    #[default]
+    Zstd,
+    /// snappy: faster, read by everything.
+    Snappy,
+}
+
+/// Validated `[parquet]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParquetSettings {
+    /// The dataset's location, when the run writes Parquet.
+    pub location: Option<String>,
+    /// The codec.
+    pub compression: ParquetCompression,
+    /// Rows per row group, at most.
+    pub row_group_rows: NonZeroUsize,
 }
 
 /// `[queue]`: the SQS queue shards travel on.
@@ -547,6 +598,8 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// Prometheus metrics.
     pub metrics: MetricsSettings,
+    /// The Parquet target, when the run writes one.
+    pub parquet: ParquetSettings,
     /// Routing rules (empty: one table per export).
     pub routing: crate::routing::Routing,
     /// `[[setup]]` statements.
@@ -612,6 +665,7 @@ impl Default for Settings {
             aws: RawAws::default(),
             queue: RawQueue::default(),
             metrics: RawMetrics::default(),
+            parquet: RawParquet::default(),
             routing: Default::default(),
             setup: Vec::new(),
             post_load: Vec::new(),
@@ -710,6 +764,13 @@ impl RawConfig {
             },
             queue: queue_settings(self.queue)?,
             metrics: metrics_settings(self.metrics)?,
+            parquet: ParquetSettings {
+                location: self.parquet.location.filter(|l| !l.trim().is_empty()),
+                compression: self.parquet.compression,
+                row_group_rows: NonZeroUsize::new(self.parquet.row_group_rows).ok_or_else(
+                    || Error::Config("parquet.row_group_rows must be a positive number".into()),
+                )?,
+            },
             routing: self.routing,
             setup: self.setup,
             post_load: self.post_load,

@@ -5,6 +5,8 @@
 //! - [`manifest`]: finding a DynamoDB export, parsing and verifying its manifests, turning files into shards.
 //! - [`store`]: the [`store::ObjectStore`] trait (where export objects come from) and its local-folder implementation.
 //! - [`s3`]: [`s3::S3Store`], an export in S3 or an S3-compatible store.
+//! - [`output`]: where Ferry writes files (Parquet datasets, DynamoDB import files): a local folder
+//!   or S3, each object created whole and never replaced.
 //! - [`queue`]: the [`queue::WorkQueue`] trait (how shards reach workers) and its in-memory implementation.
 //! - [`sqs`]: [`sqs::SqsQueue`], the fleet's SQS queue with its dead-letter queue.
 //! - [`aws`]: the AWS SDK configuration (standard credential chain, endpoint override, retries).
@@ -25,6 +27,7 @@ pub mod ident;
 pub mod ledger;
 pub mod manifest;
 pub mod queue;
+pub mod output;
 pub mod routing;
 pub mod s3;
 pub mod schema;

@@ -254,13 +254,16 @@ pub fn cast<'b>(value: &AttrValue<'b>, spec: &CastSpec) -> Result<Cell<'b>, Cast
             let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
             let int_digits = int.trim_start_matches('0').len();
             let frac_digits = frac.trim_end_matches('0').len();
+            // A number the column cannot hold exactly: refused like one the target cannot hold
+            // (a routed column rejects its item; a table-mode column, which only a Parquet run's
+            // plan makes, spills it to the overflow column).
             if frac_digits > usize::from(scale) {
-                return Err(invalid(format!(
+                return Err(CastError::DoesNotFit(format!(
                     "{text} has more than {scale} digits after the point: NUMERIC({precision},{scale}) would round it"
                 )));
             }
             if int_digits > usize::from(precision - scale) {
-                return Err(invalid(format!(
+                return Err(CastError::DoesNotFit(format!(
                     "{text} does not fit NUMERIC({precision},{scale})"
                 )));
             }

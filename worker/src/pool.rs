@@ -25,7 +25,7 @@ use tokio_postgres::Client;
 
 use crate::ledger::{self, connect};
 use crate::progress::{Progress, ShardEnd};
-use crate::sink::{load_shard, open_sink, LoadContext, ShardOutcome};
+use crate::sink::{LoadContext, ShardOutcome};
 use crate::target::Target;
 use crate::{Result, WorkerError};
 
@@ -367,8 +367,7 @@ async fn load_delivery(
 
 /// Loads one shard on `client` through the sink of its run's load path.
 async fn load_one(client: &Client, ctx: &LoadContext, shard_id: &str) -> Result<ShardOutcome> {
-    let mut sink = open_sink(client, ctx).await?;
-    load_shard(client, sink.as_mut(), ctx, shard_id).await
+    crate::sink::load_shard_on(client, ctx, shard_id).await
 }
 
 /// Tasks for every shard of a run that is not done.

@@ -30,6 +30,10 @@ pub enum LoadPath {
     CsvCopyAutocommit,
     /// Multi-row INSERTs with text parameters, in the checkpoint's transaction: the last resort.
     InsertInTransaction,
+    /// Parquet files (a local folder or S3), one per table and chunk, each published whole under
+    /// a name derived from its load and chunk; the ledger stays in the database
+    /// ([`crate::sink::parquet`]).
+    Parquet,
 }
 
 impl LoadPath {
@@ -39,6 +43,7 @@ impl LoadPath {
             LoadPath::BinaryCopyInTransaction => "binary",
             LoadPath::CsvCopyAutocommit => "csv",
             LoadPath::InsertInTransaction => "insert",
+            LoadPath::Parquet => "parquet",
         }
     }
 
@@ -48,6 +53,7 @@ impl LoadPath {
             "binary" => LoadPath::BinaryCopyInTransaction,
             "csv" => LoadPath::CsvCopyAutocommit,
             "insert" => LoadPath::InsertInTransaction,
+            "parquet" => LoadPath::Parquet,
             _ => return None,
         })
     }
@@ -133,6 +139,9 @@ impl Target {
             }
             LoadPath::InsertInTransaction => {
                 format!("multi-row INSERT with text parameters in a transaction with the checkpoint ({server})")
+            }
+            LoadPath::Parquet => {
+                format!("Parquet files published whole, one per table and chunk, ledger on {server}")
             }
         }
     }

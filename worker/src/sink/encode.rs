@@ -42,6 +42,8 @@ pub struct BlockEncoder {
     path: LoadPath,
     /// Every row's key is kept (to name a conflicting key where the server does not).
     keep_keys: bool,
+    /// Per table, the Arrow schema of its Parquet files (the Parquet path only).
+    parquet_schemas: Vec<arrow_schema::SchemaRef>,
 }
 
 impl std::fmt::Debug for BlockEncoder {
@@ -70,8 +72,18 @@ impl BlockEncoder {
                 (Conversion::Routed(router), tables)
             }
         };
+        let parquet_schemas = if path == LoadPath::Parquet {
+            let table_mode = schema.routing.is_none();
+            tables
+                .iter()
+                .map(|t| super::parquet::parquet_schema(t, table_mode))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(BlockEncoder {
             conversion,
+            parquet_schemas,
             tables: Arc::new(tables),
             path,
             // Only the autocommit path needs them: PostgreSQL's unique violation names the key.
@@ -155,6 +167,12 @@ impl BlockEncoder {
             LoadPath::InsertInTransaction => {
                 Payload::Rows(crate::csv::batch_texts(schema, batch, Some(provenance)))
             }
+            LoadPath::Parquet => Payload::Batch(super::parquet::to_parquet_batch(
+                schema,
+                &self.parquet_schemas[index],
+                batch,
+                provenance,
+            )?),
         };
         let keys = if self.keep_keys {
             (0..batch.num_rows())

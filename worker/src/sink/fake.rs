@@ -24,7 +24,7 @@ use crate::{Result, WorkerError};
 const RUN: &str = "run";
 
 #[derive(Debug, Default)]
-struct Load {
+pub(super) struct Load {
     run_id: String,
     shard_id: String,
     generation: i64,
@@ -34,19 +34,19 @@ struct Load {
 
 /// The target's state.
 #[derive(Debug, Default)]
-struct State {
+pub(super) struct State {
     /// Per table: key → provenance (`None`: a row from elsewhere).
-    tables: Vec<BTreeMap<Key, Option<i64>>>,
-    shards: HashMap<String, ShardRecord>,
-    loads: BTreeMap<i64, Load>,
+    pub(super) tables: Vec<BTreeMap<Key, Option<i64>>>,
+    pub(super) shards: HashMap<String, ShardRecord>,
+    pub(super) loads: BTreeMap<i64, Load>,
     /// (shard, line) → (reason, generation)
-    rejects: BTreeMap<(String, u64), (String, i64)>,
+    pub(super) rejects: BTreeMap<(String, u64), (String, i64)>,
 }
 
 /// The in-memory target.
 #[derive(Clone, Debug, Default)]
-struct FakeTarget {
-    state: Arc<Mutex<State>>,
+pub(super) struct FakeTarget {
+    pub(super) state: Arc<Mutex<State>>,
 }
 
 /// Where a [`FakeSink`] crashes.
@@ -59,7 +59,7 @@ enum Crash {
 }
 
 impl FakeTarget {
-    fn with_tables(tables: usize) -> FakeTarget {
+    pub(super) fn with_tables(tables: usize) -> FakeTarget {
         let target = FakeTarget::default();
         target.state.lock().unwrap().tables = vec![BTreeMap::new(); tables];
         target
@@ -81,7 +81,7 @@ impl FakeTarget {
         self.state.lock().unwrap().tables[table].clone()
     }
 
-    fn shard_record(&self, shard: &str) -> ShardRecord {
+    pub(super) fn shard_record(&self, shard: &str) -> ShardRecord {
         self.state.lock().unwrap().shards[shard].clone()
     }
 }
