@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
-use ferry_shared::config::{load_settings, KeyAttribute, Settings};
+use ferry_shared::config::{KeyAttribute, Settings};
 use ferry_shared::telemetry::LogFormat;
 use ferry_worker::ledger;
 
@@ -247,6 +247,16 @@ struct StatusArgs {
     interval: u64,
 }
 
+/// Reads the configuration and applies its connection settings (TLS, password, timeouts) to
+/// every connection this process opens to the target.
+fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+    let settings = ferry_shared::config::load_settings(file)?;
+    ferry_worker::conn::configure(ferry_worker::conn::ConnectOptions::from_settings(
+        &settings,
+    )?);
+    Ok(settings)
+}
+
 fn queue_url(cli: Option<&String>, settings: &Settings) -> anyhow::Result<String> {
     cli.cloned().or_else(|| settings.queue.url.clone()).ok_or_else(|| {
         anyhow!("no queue: pass --queue-url (or set FERRY_QUEUE__URL, or [queue] url); `ferry-coordinator queue create` makes one")
@@ -314,7 +324,7 @@ pub async fn main() -> ExitCode {
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ferry: {e:#}");
+            eprintln!("ferry: {}", ferry_worker::chain_text(e.as_ref()));
             ExitCode::from(2)
         }
     }

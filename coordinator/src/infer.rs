@@ -16,7 +16,7 @@ use ferry_shared::schema::{ColumnSpec, DdbType, NumericLimit, PgType, TableSchem
 use ferry_shared::store::ObjectStore;
 use ferry_worker::item::{parse_line, AttrValue};
 use ferry_worker::number::ParsedNumber;
-use ferry_worker::source::sample_lines;
+use ferry_worker::source::{sample_lines, MAX_SAMPLE_BYTES};
 
 use crate::{CoordinatorError, Result};
 
@@ -94,18 +94,19 @@ pub async fn sample_export(
         let stream = store.open(&file.key).await?;
         let raw = ferry_worker::source::blocking_reader(stream);
         let location = store.location(&file.key);
-        let lines =
-            match tokio::task::spawn_blocking(move || sample_lines(raw, &location, per_file))
-                .await
-                .map_err(|e| CoordinatorError::Invalid(format!("sampling task died: {e}")))?
-            {
-                Ok(lines) => lines,
-                // The shard will fail with the same message when it is loaded; the sample goes on.
-                Err(e) => {
-                    tracing::warn!(error = %e, "data file left out of the schema sample");
-                    continue;
-                }
-            };
+        let lines = match tokio::task::spawn_blocking(move || {
+            sample_lines(raw, &location, per_file, MAX_SAMPLE_BYTES)
+        })
+        .await
+        .map_err(|e| CoordinatorError::Invalid(format!("sampling task died: {e}")))?
+        {
+            Ok(lines) => lines,
+            // The shard will fail with the same message when it is loaded; the sample goes on.
+            Err(e) => {
+                tracing::warn!(error = %e, "data file left out of the schema sample");
+                continue;
+            }
+        };
         for line in &lines {
             stats.add_line(line);
         }

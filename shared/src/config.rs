@@ -396,6 +396,26 @@ pub struct RawLoad {
     /// Items per second one worker loads, for `plan --dry-run`'s estimate (measured: about 50,000
     /// on PostgreSQL for a 25-column table; see the README's benchmark).
     pub estimate_items_per_second: u64,
+    /// Seconds a loading connection may await an answer with no byte moving before it is given
+    /// up (and its shard's visibility no longer renewed); 0: never.
+    pub progress_timeout_secs: u64,
+    /// What `ferry.rejects` keeps of a rejected line: `raw` (default), `redacted` (its shape,
+    /// every value replaced) or `omitted` (nothing); for tables holding personal data.
+    pub reject_lines: RejectLines,
+}
+
+/// What the ledger keeps of a rejected line (`load.reject_lines`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RejectLines {
+    /// The line as read.
+    #[default]
+    Raw,
+    /// Its structure, attribute names and types, every value replaced; the reason without the
+    /// values it quoted.
+    Redacted,
+    /// Nothing of the line; the reason without the values it quoted.
+    Omitted,
 }
 
 /// How rows are sent to the target.
@@ -426,6 +446,8 @@ impl Default for RawLoad {
             connect_attempts: 5,
             copy_format: CopyFormat::Auto,
             estimate_items_per_second: 50_000,
+            progress_timeout_secs: 300,
+            reject_lines: RejectLines::Raw,
         }
     }
 }
@@ -478,6 +500,92 @@ pub struct RawTarget {
     pub heliosdb_bin: Option<String>,
     /// The embedded HeliosDB's port (default: a free one).
     pub port: Option<u16>,
+    /// TLS: `disable`, `prefer` (default), `require`, `verify-ca` or `verify-full`; the URL's
+    /// `sslmode` wins.
+    pub sslmode: Option<String>,
+    /// Root certificates for `verify-ca`/`verify-full` (a PEM file, or `system`); the URL's
+    /// `sslrootcert` wins.
+    pub sslrootcert: Option<String>,
+    /// A client certificate (PEM); the URL's `sslcert` wins.
+    pub sslcert: Option<String>,
+    /// The client certificate's key (PEM); the URL's `sslkey` wins.
+    pub sslkey: Option<String>,
+    /// A file holding the password (a mounted Secret), when the URL has none. Then come
+    /// `PGPASSWORD` and the password file (`PGPASSFILE`, `~/.pgpass`).
+    pub password_file: Option<String>,
+    /// Send the password in cleartext over an unencrypted connection to a server on another
+    /// machine when it asks for it (default false: refused).
+    pub allow_cleartext_password: bool,
+    /// Seconds to connect and authenticate, per host (default 10; the URL's `connect_timeout`
+    /// wins).
+    pub connect_timeout_secs: Option<u64>,
+    /// Seconds of idle before TCP keepalive probes start (default 30; 0: off).
+    pub keepalive_secs: Option<u64>,
+    /// `statement_timeout` of plan, finalize and status connections, whose statements (setup,
+    /// post-load, verify) may run long (default 0: the server's own).
+    pub statement_timeout_secs: u64,
+}
+
+/// Validated `[target]` connection settings (the embedded server's are in [`EmbeddedSettings`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetSettings {
+    /// `sslmode`, when configured.
+    pub sslmode: Option<String>,
+    /// `sslrootcert`, when configured.
+    pub sslrootcert: Option<String>,
+    /// `sslcert`, when configured.
+    pub sslcert: Option<std::path::PathBuf>,
+    /// `sslkey`, when configured.
+    pub sslkey: Option<std::path::PathBuf>,
+    /// The password file, when configured.
+    pub password_file: Option<std::path::PathBuf>,
+    /// Whether a cleartext password may cross an unencrypted connection to another machine.
+    pub allow_cleartext_password: bool,
+    /// Connect and authenticate timeout per host.
+    pub connect_timeout: std::time::Duration,
+    /// TCP keepalive idle time (zero: off).
+    pub keepalive: std::time::Duration,
+    /// `statement_timeout` of the connections that do not load.
+    pub statement_timeout: Option<std::time::Duration>,
+}
+
+fn target_settings(target: &RawTarget) -> Result<TargetSettings> {
+    use std::time::Duration;
+    const MODES: &[&str] = &[
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
+    ];
+    if let Some(mode) = &target.sslmode {
+        if !MODES.contains(&mode.as_str()) {
+            return Err(Error::Config(format!(
+                "target.sslmode {mode:?} is not one of disable, prefer, require, verify-ca, verify-full"
+            )));
+        }
+    }
+    if target.sslcert.is_some() != target.sslkey.is_some() {
+        return Err(Error::Config(
+            "target.sslcert and target.sslkey go together".into(),
+        ));
+    }
+    let connect_timeout = target.connect_timeout_secs.unwrap_or(10);
+    positive(connect_timeout, "target.connect_timeout_secs")?;
+    let non_empty = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+    Ok(TargetSettings {
+        sslmode: target.sslmode.clone(),
+        sslrootcert: non_empty(&target.sslrootcert),
+        sslcert: non_empty(&target.sslcert).map(Into::into),
+        sslkey: non_empty(&target.sslkey).map(Into::into),
+        password_file: non_empty(&target.password_file).map(Into::into),
+        allow_cleartext_password: target.allow_cleartext_password,
+        connect_timeout: Duration::from_secs(connect_timeout),
+        keepalive: Duration::from_secs(target.keepalive_secs.unwrap_or(30)),
+        statement_timeout: (target.statement_timeout_secs > 0)
+            .then(|| Duration::from_secs(target.statement_timeout_secs)),
+    })
 }
 
 /// A key attribute with an optional declared type.
@@ -544,6 +652,10 @@ pub struct LoadSettings {
     pub copy_format: CopyFormat,
     /// Items per second per worker, for estimates.
     pub estimate_items_per_second: u64,
+    /// Progress timeout of loading connections; `None`: off.
+    pub progress_timeout: Option<std::time::Duration>,
+    /// What the ledger keeps of a rejected line.
+    pub reject_lines: RejectLines,
 }
 
 impl LoadSettings {
@@ -592,6 +704,8 @@ pub struct Settings {
     pub target_url: Option<String>,
     /// `[target]` settings of the embedded default.
     pub embedded: EmbeddedSettings,
+    /// `[target]` connection settings (TLS, password, timeouts).
+    pub target: TargetSettings,
     /// AWS clients.
     pub aws: AwsSettings,
     /// The SQS queue.
@@ -733,6 +847,9 @@ impl RawConfig {
                 connect_attempts: load.connect_attempts.max(1),
                 copy_format: load.copy_format,
                 estimate_items_per_second: load.estimate_items_per_second,
+                progress_timeout: (load.progress_timeout_secs > 0)
+                    .then(|| std::time::Duration::from_secs(load.progress_timeout_secs)),
+                reject_lines: load.reject_lines,
             },
             mapping: MappingSettings {
                 key,
@@ -743,6 +860,7 @@ impl RawConfig {
                 sample_items: mapping.sample_items.max(1),
                 min_presence: mapping.min_presence,
             },
+            target: target_settings(&self.target)?,
             embedded: EmbeddedSettings {
                 data_dir: self
                     .target

@@ -47,6 +47,18 @@ pub enum WorkerError {
     /// A background task died.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The target could not be reached or refused the connection (the endpoint, never the URL:
+    /// it may hold a password).
+    #[error("cannot connect to the target at {endpoint}: {reason}")]
+    Connect {
+        /// The host and port, or the Unix socket.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// The target's connection settings are unusable (URL, TLS, password file).
+    #[error("target settings: {0}")]
+    TargetConfig(String),
 }
 
 impl WorkerError {
@@ -67,6 +79,22 @@ pub fn server_message(error: &tokio_postgres::Error) -> String {
         },
         None => error.to_string(),
     }
+}
+
+/// An error and its causes in one line, each cause once: a cause whose text the message already
+/// holds (tokio-postgres and many wrappers print their cause themselves) is not repeated.
+pub fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Result alias for this crate.

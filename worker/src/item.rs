@@ -3,6 +3,8 @@
 //! Strings borrow from the line when they hold no escapes, so a typical line allocates only its
 //! vectors. Structure is checked here (exactly one type descriptor per value, known descriptors,
 //! `NULL` is `true`); values (numbers, base64, NUL characters) are checked when they are converted.
+//! Nesting is bounded: a value nested deeper than DynamoDB's 32 levels is an error (a reject), so
+//! a hostile line cannot exhaust the stack of the thread decoding it.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -53,6 +55,9 @@ impl AttrValue<'_> {
         }
     }
 }
+
+/// The deepest nesting of M and L values accepted (DynamoDB's own limit).
+pub const MAX_NESTING: usize = 32;
 
 /// An item's attributes, in the order written.
 pub type Attributes<'a> = Vec<(Cow<'a, str>, AttrValue<'a>)>;
@@ -115,7 +120,7 @@ impl<'de> Visitor<'de> for LineSeed {
         let mut item = None;
         while let Some(key) = map.next_key::<Str<'de>>()? {
             match key.0.as_ref() {
-                "Item" if item.is_none() => item = Some(map.next_value_seed(MapSeed)?),
+                "Item" if item.is_none() => item = Some(map.next_value_seed(MapSeed { depth: 0 })?),
                 "Item" => return Err(de::Error::custom("duplicate \"Item\" key")),
                 "Keys" | "NewImage" | "OldImage" | "Metadata" => {
                     return Err(de::Error::custom(
@@ -133,7 +138,10 @@ impl<'de> Visitor<'de> for LineSeed {
     }
 }
 
-struct MapSeed;
+/// A map of attributes whose values sit `depth` containers deep.
+struct MapSeed {
+    depth: usize,
+}
 
 impl<'de> DeserializeSeed<'de> for MapSeed {
     type Value = Attributes<'de>;
@@ -150,7 +158,7 @@ impl<'de> Visitor<'de> for MapSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
         while let Some(name) = map.next_key::<Str<'de>>()? {
-            let value = map.next_value::<AttrValue<'de>>()?;
+            let value = map.next_value_seed(ValueSeed { depth: self.depth })?;
             out.push((name.0, value));
         }
         Ok(out)
@@ -181,50 +189,107 @@ impl<'de> Deserialize<'de> for StrList<'de> {
 
 impl<'de> Deserialize<'de> for AttrValue<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ValueVisitor;
-        impl<'de> Visitor<'de> for ValueVisitor {
-            type Value = AttrValue<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a typed value such as {\"S\":\"x\"}")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let Some(descriptor) = map.next_key::<Str<'de>>()? else {
-                    return Err(de::Error::custom(
-                        "empty typed value {}: expected one type descriptor",
-                    ));
-                };
-                let value = match descriptor.0.as_ref() {
-                    "S" => AttrValue::S(map.next_value::<Str<'de>>()?.0),
-                    "N" => AttrValue::N(map.next_value::<Str<'de>>()?.0),
-                    "B" => AttrValue::B(map.next_value::<Str<'de>>()?.0),
-                    "BOOL" => AttrValue::Bool(map.next_value::<bool>()?),
-                    "NULL" => {
-                        if !map.next_value::<bool>()? {
-                            return Err(de::Error::custom("NULL must be true"));
-                        }
-                        AttrValue::Null
-                    }
-                    "M" => AttrValue::M(map.next_value_seed(MapSeed)?),
-                    "L" => AttrValue::L(map.next_value::<Vec<AttrValue<'de>>>()?),
-                    "SS" => AttrValue::Ss(map.next_value::<StrList<'de>>()?.0),
-                    "NS" => AttrValue::Ns(map.next_value::<StrList<'de>>()?.0),
-                    "BS" => AttrValue::Bs(map.next_value::<StrList<'de>>()?.0),
-                    other => {
-                        return Err(de::Error::custom(format!(
-                            "unknown type descriptor {other:?}"
-                        )))
-                    }
-                };
-                if let Some(extra) = map.next_key::<Str<'de>>()? {
-                    return Err(de::Error::custom(format!(
-                        "typed value has a second type descriptor {:?} after {:?}",
-                        extra.0, descriptor.0
-                    )));
-                }
-                Ok(value)
-            }
+        ValueSeed { depth: 0 }.deserialize(deserializer)
+    }
+}
+
+/// A typed value inside `depth` containers (M or L).
+#[derive(Clone, Copy)]
+struct ValueSeed {
+    depth: usize,
+}
+
+impl ValueSeed {
+    /// The seed for a value one container deeper, or the error when that is too deep.
+    fn nested<E: de::Error>(self) -> Result<ValueSeed, E> {
+        if self.depth >= MAX_NESTING {
+            return Err(E::custom(format!(
+                "a value is nested deeper than {MAX_NESTING} levels of M and L, DynamoDB's limit"
+            )));
         }
-        deserializer.deserialize_map(ValueVisitor)
+        Ok(ValueSeed {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+/// A list of values inside `depth` containers.
+struct ListSeed {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ListSeed {
+    type Value = Vec<AttrValue<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed {
+    type Value = Vec<AttrValue<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of typed values")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(1024));
+        while let Some(value) = seq.next_element_seed(ValueSeed { depth: self.depth })? {
+            out.push(value);
+        }
+        Ok(out)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed {
+    type Value = AttrValue<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed {
+    type Value = AttrValue<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a typed value such as {\"S\":\"x\"}")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let Some(descriptor) = map.next_key::<Str<'de>>()? else {
+            return Err(de::Error::custom(
+                "empty typed value {}: expected one type descriptor",
+            ));
+        };
+        let value = match descriptor.0.as_ref() {
+            "S" => AttrValue::S(map.next_value::<Str<'de>>()?.0),
+            "N" => AttrValue::N(map.next_value::<Str<'de>>()?.0),
+            "B" => AttrValue::B(map.next_value::<Str<'de>>()?.0),
+            "BOOL" => AttrValue::Bool(map.next_value::<bool>()?),
+            "NULL" => {
+                if !map.next_value::<bool>()? {
+                    return Err(de::Error::custom("NULL must be true"));
+                }
+                AttrValue::Null
+            }
+            "M" => AttrValue::M(map.next_value_seed(MapSeed {
+                depth: self.nested::<A::Error>()?.depth,
+            })?),
+            "L" => AttrValue::L(map.next_value_seed(ListSeed {
+                depth: self.nested::<A::Error>()?.depth,
+            })?),
+            "SS" => AttrValue::Ss(map.next_value::<StrList<'de>>()?.0),
+            "NS" => AttrValue::Ns(map.next_value::<StrList<'de>>()?.0),
+            "BS" => AttrValue::Bs(map.next_value::<StrList<'de>>()?.0),
+            other => {
+                return Err(de::Error::custom(format!(
+                    "unknown type descriptor {other:?}"
+                )))
+            }
+        };
+        if let Some(extra) = map.next_key::<Str<'de>>()? {
+            return Err(de::Error::custom(format!(
+                "typed value has a second type descriptor {:?} after {:?}",
+                extra.0, descriptor.0
+            )));
+        }
+        Ok(value)
     }
 }
 
@@ -296,5 +361,68 @@ mod tests {
         }
         assert_eq!(depth, 31);
         assert_eq!(current, &AttrValue::S(Cow::Borrowed("bottom")));
+    }
+
+    #[test]
+    fn nesting_past_dynamodbs_limit_is_an_error_in_bounded_time() {
+        let nest = |levels: usize, list: bool| {
+            let (open, close) = if list {
+                (r#"{"L":["#, "]}")
+            } else {
+                (r#"{"M":{"d":"#, "}}")
+            };
+            format!(
+                r#"{{"Item":{{"deep":{}{{"S":"bottom"}}{}}}}}"#,
+                open.repeat(levels),
+                close.repeat(levels)
+            )
+        };
+        assert!(parse_line(nest(MAX_NESTING, false).as_bytes()).is_ok());
+        assert!(parse_line(nest(MAX_NESTING, true).as_bytes()).is_ok());
+        for levels in [MAX_NESTING + 1, 100_000] {
+            for list in [false, true] {
+                let line = nest(levels, list);
+                let started = std::time::Instant::now();
+                let err = parse_line(line.as_bytes()).unwrap_err().to_string();
+                assert!(err.contains("nested deeper than 32 levels"), "{err}");
+                assert!(started.elapsed() < std::time::Duration::from_secs(2));
+            }
+        }
+        // Unclosed nesting (no valid JSON at all) fails the same way, not on the stack.
+        let open = format!(r#"{{"Item":{{"a":{}"#, r#"{"M":{"d":"#.repeat(200_000));
+        let err = parse_line(open.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("nested deeper"), "{err}");
+    }
+
+    #[test]
+    fn thousands_of_attributes_parse_in_linear_time() {
+        let mut line = String::from(r#"{"Item":{"#);
+        for i in 0..200_000 {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push_str(&format!(r#""a{i}":{{"N":"{i}"}}"#));
+        }
+        line.push_str("}}");
+        let started = std::time::Instant::now();
+        let item = parse_line(line.as_bytes()).unwrap();
+        assert_eq!(item.len(), 200_000);
+        let mut out = String::new();
+        crate::json::write_object(
+            &mut out,
+            item.iter().map(|(k, v)| (k.as_ref(), v)),
+            ferry_shared::schema::NestedJson::Plain,
+        )
+        .unwrap();
+        assert!(
+            out.starts_with(r#"{"a0":0,"a1":1,"a10":10,"#),
+            "{}",
+            &out[..40]
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -12,6 +12,9 @@
 //!   filters and column transforms (runs on rayon).
 //! - [`copy`]: Arrow batches → PostgreSQL binary COPY tuples.
 //! - [`csv`]: Arrow batches → CSV rows for COPY where binary is refused (HeliosDB).
+//! - [`conn`]: connecting to the target: hosts in order, TLS, passwords, timeouts, keepalive,
+//!   the cleartext-password guard and the loading connections' progress timeout.
+//! - [`tls`]: TLS to the target with rustls (`sslmode`, `sslrootcert`).
 //! - [`ledger`]: reading and writing the `ferry` ledger through tokio-postgres.
 //! - [`sink`]: the load engine: one chunk driver and one sink per load path (binary COPY in a
 //!   transaction, CSV COPY in autocommit, INSERT), with the exactly-once argument.
@@ -31,6 +34,7 @@
 //! is proven stored or not by its first row's provenance before it is written. A resumed shard
 //! streams the file again and skips `committed_lines` lines. See [`sink`] for the argument.
 
+pub mod conn;
 pub mod convert;
 pub mod copy;
 pub mod csv;
@@ -48,5 +52,6 @@ pub mod simple;
 pub mod sink;
 pub mod source;
 pub mod target;
+pub mod tls;
 
-pub use error::{server_message, Result, WorkerError};
+pub use error::{chain_text, server_message, Result, WorkerError};

@@ -9,18 +9,53 @@
 
 use std::borrow::Cow;
 
-/// Why a number is refused.
+/// Why a number is refused. The number is quoted as written, cut to its first characters when
+/// it is long (a hostile line can hold one of megabytes).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NumberError {
     /// Not decimal number syntax.
-    #[error("invalid number {0:?}")]
-    Syntax(String),
+    #[error("invalid number {0}")]
+    Syntax(Quoted),
     /// More than 38 significant digits.
-    #[error("number {0:?} has more than 38 significant digits")]
-    TooPrecise(String),
+    #[error("number {0} has more than 38 significant digits")]
+    TooPrecise(Quoted),
     /// Outside 1E-130 ..= 9.99…E+125.
-    #[error("number {0:?} is outside DynamoDB's range (1E-130 to 1E+126)")]
-    OutOfRange(String),
+    #[error("number {0} is outside DynamoDB's range (1E-130 to 1E+126)")]
+    OutOfRange(Quoted),
+    /// Longer than any DynamoDB number is written.
+    #[error(
+        "number {0} is {1} characters long; no DynamoDB number is longer than {MAX_NUMBER_TEXT}"
+    )]
+    TooLong(Quoted, usize),
+}
+
+/// The longest number text accepted: a DynamoDB number in plain digits is at most 170 characters
+/// (`-0.` + 129 zeros + 38 digits), so this leaves room for trailing zeros and exponents while
+/// bounding the work and the scale a hostile number can ask for.
+pub const MAX_NUMBER_TEXT: usize = 256;
+
+/// A number as written, quoted for a message: its first 40 characters, then how many more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quoted(String);
+
+impl Quoted {
+    fn of(text: &str) -> Quoted {
+        const SHOWN: usize = 40;
+        match text.char_indices().nth(SHOWN) {
+            None => Quoted(format!("{text:?}")),
+            Some((cut, _)) => Quoted(format!(
+                "{:?}… ({} more characters)",
+                &text[..cut],
+                text[cut..].chars().count()
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Quoted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Maximum significant digits of a DynamoDB number.
@@ -39,7 +74,8 @@ pub struct ParsedNumber {
 impl ParsedNumber {
     /// Parses and validates DynamoDB number text.
     pub fn parse(text: &str) -> Result<ParsedNumber, NumberError> {
-        let syntax = || NumberError::Syntax(text.to_string());
+        check_length(text)?;
+        let syntax = || NumberError::Syntax(Quoted::of(text));
         let bytes = text.as_bytes();
         let mut pos = 0;
         let mut negative = false;
@@ -183,6 +219,13 @@ impl ParsedNumber {
     }
 }
 
+fn check_length(text: &str) -> Result<(), NumberError> {
+    if text.len() > MAX_NUMBER_TEXT {
+        return Err(NumberError::TooLong(Quoted::of(text), text.len()));
+    }
+    Ok(())
+}
+
 /// Checks DynamoDB's limits on `int_part.frac_part × 10^exponent` without allocating.
 fn check_limits(
     text: &str,
@@ -197,15 +240,15 @@ fn check_limits(
         let trailing_zeros = all_digits().rev().take_while(|&b| b == b'0').count();
         let significant = total - leading_zeros - trailing_zeros;
         if significant > MAX_SIGNIFICANT_DIGITS {
-            return Err(NumberError::TooPrecise(text.to_string()));
+            return Err(NumberError::TooPrecise(Quoted::of(text)));
         }
         // Decimal exponent of the leading significant digit.
         let lead_exp = int_part.len() as i64 - 1 - leading_zeros as i64 + exponent;
         if !(-130..=125).contains(&lead_exp) {
-            return Err(NumberError::OutOfRange(text.to_string()));
+            return Err(NumberError::OutOfRange(Quoted::of(text)));
         }
     } else if exponent.abs() > 1000 {
-        return Err(NumberError::OutOfRange(text.to_string()));
+        return Err(NumberError::OutOfRange(Quoted::of(text)));
     }
     Ok(())
 }
@@ -289,6 +332,7 @@ fn is_canonical_plain(text: &str) -> bool {
 /// Validates DynamoDB number text and returns its canonical plain form, borrowing when the input
 /// already is canonical.
 pub fn canonical_number(text: &str) -> Result<Cow<'_, str>, NumberError> {
+    check_length(text)?;
     if is_canonical_plain(text) {
         let body = text.strip_prefix('-').unwrap_or(text);
         let (int_part, frac_part) = body.split_once('.').unwrap_or((body, ""));
@@ -444,5 +488,41 @@ mod tests {
         );
         let big = pg("1E+125");
         assert_eq!((big.0, big.1, big.4), (1, 31, vec![10]));
+    }
+
+    #[test]
+    fn hostile_numbers_are_refused_quickly_with_a_short_message() {
+        let cases = [
+            "9".repeat(50_000),
+            format!("1.{}", "0".repeat(50_000)),
+            format!("0.{}", "0".repeat(50_000)),
+            format!("1{}", "0".repeat(50_000)),
+            format!("{}E-5", "1".repeat(30_000)),
+        ];
+        for text in &cases {
+            let started = std::time::Instant::now();
+            let err = canonical_number(text).unwrap_err();
+            assert!(
+                matches!(err, NumberError::TooLong(_, n) if n == text.len()),
+                "{err}"
+            );
+            assert!(matches!(
+                ParsedNumber::parse(text),
+                Err(NumberError::TooLong(..))
+            ));
+            let message = err.to_string();
+            assert!(message.len() < 200, "{message}");
+            assert!(message.contains("more characters"), "{message}");
+            assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        }
+        // The longest legitimate plain form still passes.
+        let tiny = format!(
+            "-0.{}12345678901234567890123456789012345678",
+            "0".repeat(92)
+        );
+        assert_eq!(plain(&tiny), tiny);
+        // A zero may ask for a large scale only through its exponent, bounded to 1000.
+        assert_eq!(plain("0E-1000").len(), 1002);
+        assert!(canonical_number("0E-1001").is_err());
     }
 }

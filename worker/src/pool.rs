@@ -23,7 +23,7 @@ use ferry_shared::config::AwsSettings;
 use ferry_shared::queue::{ShardTask, WorkQueue};
 use tokio_postgres::Client;
 
-use crate::ledger::{self, connect};
+use crate::ledger;
 use crate::progress::{Progress, ShardEnd};
 use crate::sink::{LoadContext, ShardOutcome};
 use crate::target::Target;
@@ -53,6 +53,9 @@ pub struct PoolSettings {
     pub poll_forever: bool,
     /// How long a shard lost to another worker stays away before it is looked at again.
     pub lost_race_delay: Duration,
+    /// A loading connection that awaits an answer with no byte moving for this long fails, and
+    /// the heartbeat stops renewing its shard's visibility (so another worker can take it).
+    pub progress_timeout: Option<Duration>,
 }
 
 impl PoolSettings {
@@ -65,7 +68,49 @@ impl PoolSettings {
             idle_exit: Duration::ZERO,
             poll_forever: false,
             lost_race_delay: Duration::from_millis(500),
+            progress_timeout: crate::conn::options().progress_timeout,
         }
+    }
+}
+
+/// Renews a held delivery's visibility every period while its loader makes progress; stops when
+/// dropped (the load ended, or the loader task died and unwound), or when the loader's
+/// connection has awaited an answer with nothing moving for the progress timeout: a loader stuck
+/// on a half-open connection lets its shard go back to the queue.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Heartbeat {
+    fn start(
+        queue: Arc<dyn WorkQueue>,
+        delivery: ferry_shared::queue::Delivery,
+        period: Duration,
+        activity: Arc<crate::conn::Activity>,
+        progress_timeout: Option<Duration>,
+    ) -> Heartbeat {
+        Heartbeat(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                if let (Some(limit), Some(stalled)) = (progress_timeout, activity.stalled_for()) {
+                    if stalled >= limit {
+                        tracing::warn!(
+                            shard = %delivery.task.shard_id,
+                            stalled_secs = stalled.as_secs(),
+                            "no progress on the target connection: no longer renewing the shard's visibility, so another worker can take it"
+                        );
+                        return;
+                    }
+                }
+                if let Err(e) = queue.extend(&delivery).await {
+                    tracing::warn!(shard = %delivery.task.shard_id, error = %e, "cannot extend a held shard's visibility");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -154,10 +199,17 @@ impl RunContexts {
 /// Connects to the target, retrying with backoff up to `attempts` times (a database restarting,
 /// a pod starting before its network is ready).
 pub async fn connect_with_retry(url: &str, attempts: u32) -> Result<Client> {
+    retry_connect(url, attempts, crate::conn::Purpose::Control).await
+}
+
+async fn retry_connect(url: &str, attempts: u32, purpose: crate::conn::Purpose) -> Result<Client> {
     let mut delay = Duration::from_millis(200);
     let mut attempt = 1;
     loop {
-        match connect(url).await {
+        match crate::conn::connect(url, purpose)
+            .await
+            .map(|(client, _)| client)
+        {
             Ok(client) => return Ok(client),
             Err(e) if attempt >= attempts => return Err(e),
             Err(e) => {
@@ -217,6 +269,9 @@ async fn worker_loop(
 ) -> Vec<ShardError> {
     let mut errors = Vec::new();
     let mut client: Option<Client> = None;
+    // This loader's connections (its ledger client and the COPY connection its sink opens) report
+    // their progress here and share the server they reached.
+    let scope = crate::conn::LoaderScope::new(settings.progress_timeout);
     let mut idle_since = Instant::now();
     let mut receive_errors = 0u32;
     while !contexts.stop.load(Ordering::Relaxed) {
@@ -252,36 +307,33 @@ async fn worker_loop(
         }
         for delivery in deliveries {
             let heartbeat = queue.heartbeat().map(|period| {
-                let (queue, delivery) = (queue.clone(), delivery.clone());
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(period).await;
-                        if let Err(e) = queue.extend(&delivery).await {
-                            tracing::warn!(shard = %delivery.task.shard_id, error = %e, "cannot extend a held shard's visibility");
-                        }
-                    }
-                })
+                Heartbeat::start(
+                    queue.clone(),
+                    delivery.clone(),
+                    period,
+                    scope.activity.clone(),
+                    settings.progress_timeout,
+                )
             });
             contexts
                 .progress
                 .shards_in_progress
                 .fetch_add(1, Ordering::Relaxed);
-            let settle = load_delivery(
-                worker,
-                &contexts,
-                &mut client,
-                &delivery.task,
-                &settings,
-                &mut errors,
-            )
-            .await;
+            let settle = scope
+                .run(load_delivery(
+                    worker,
+                    &contexts,
+                    &mut client,
+                    &delivery.task,
+                    &settings,
+                    &mut errors,
+                ))
+                .await;
             contexts
                 .progress
                 .shards_in_progress
                 .fetch_sub(1, Ordering::Relaxed);
-            if let Some(heartbeat) = heartbeat {
-                heartbeat.abort();
-            }
+            drop(heartbeat);
             let settled = match settle {
                 Settle::Acknowledge => queue.acknowledge(&delivery).await,
                 Settle::Release(delay) => queue.release(&delivery, delay).await,
@@ -308,7 +360,13 @@ async fn load_delivery(
     let mut delay = Duration::from_millis(500);
     loop {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            match connect_with_retry(&settings.target_url, settings.attempts).await {
+            match retry_connect(
+                &settings.target_url,
+                settings.attempts,
+                crate::conn::Purpose::Loading,
+            )
+            .await
+            {
                 Ok(c) => *client = Some(c),
                 Err(e) => {
                     errors.push(ShardError {
@@ -380,4 +438,106 @@ pub fn pending_tasks(run_id: &str, shards: &[crate::ledger::ShardRecord]) -> Vec
             shard_id: s.shard_id.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use ferry_shared::queue::{Delivery, ShardTask};
+
+    use super::*;
+
+    /// Counts visibility renewals.
+    #[derive(Default)]
+    struct CountingQueue {
+        extends: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl WorkQueue for CountingQueue {
+        async fn receive(&self, _max: usize) -> ferry_shared::Result<Vec<Delivery>> {
+            Ok(Vec::new())
+        }
+        async fn extend(&self, _delivery: &Delivery) -> ferry_shared::Result<()> {
+            self.extends.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn acknowledge(&self, _delivery: &Delivery) -> ferry_shared::Result<()> {
+            Ok(())
+        }
+        async fn release(
+            &self,
+            _delivery: &Delivery,
+            _delay: Duration,
+        ) -> ferry_shared::Result<()> {
+            Ok(())
+        }
+        async fn fail(&self, _delivery: &Delivery) -> ferry_shared::Result<()> {
+            Ok(())
+        }
+        fn heartbeat(&self) -> Option<Duration> {
+            Some(Duration::from_millis(10))
+        }
+    }
+
+    fn delivery() -> Delivery {
+        Delivery {
+            task: ShardTask {
+                run_id: "r".into(),
+                shard_id: "s".into(),
+            },
+            receipt: String::new(),
+            receive_count: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_loader_that_dies_stops_its_heartbeat() {
+        let queue = Arc::new(CountingQueue::default());
+        let shared: Arc<dyn WorkQueue> = queue.clone();
+        let loader = tokio::spawn(async move {
+            let period = Duration::from_millis(10);
+            let activity = Arc::new(crate::conn::Activity::new());
+            let _heartbeat = Heartbeat::start(shared, delivery(), period, activity, None);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            panic!("the loader dies mid-shard");
+        });
+        assert!(loader.await.unwrap_err().is_panic());
+        let at_death = queue.extends.load(Ordering::SeqCst);
+        assert!(at_death >= 3, "renewed while alive: {at_death}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            queue.extends.load(Ordering::SeqCst),
+            at_death,
+            "no renewal after the loader died"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_loader_stops_renewing_its_shard() {
+        let queue = Arc::new(CountingQueue::default());
+        let activity = Arc::new(crate::conn::Activity::new());
+        let _heartbeat = Heartbeat::start(
+            queue.clone(),
+            delivery(),
+            Duration::from_millis(10),
+            activity.clone(),
+            Some(Duration::from_millis(80)),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            queue.extends.load(Ordering::SeqCst) >= 3,
+            "idle is not stalled"
+        );
+        activity.start_waiting_for_test();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stopped = queue.extends.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            queue.extends.load(Ordering::SeqCst),
+            stopped,
+            "renewal stopped"
+        );
+    }
 }

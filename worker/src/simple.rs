@@ -11,8 +11,7 @@ use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::{backend, frontend};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::{Result, WorkerError};
 
@@ -78,44 +77,47 @@ fn server_error(body: &backend::ErrorResponseBody) -> ServerError {
 
 /// A connection that runs COPY over the simple query protocol.
 pub struct SimpleCopyClient {
-    stream: TcpStream,
+    stream: Box<dyn crate::conn::Io>,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    endpoint: crate::conn::Endpoint,
 }
 
 impl SimpleCopyClient {
-    /// Connects with the settings of a `postgres://` URL (host, port, user, password, dbname).
+    /// Connects to the target named by `url` the way every Ferry connection does
+    /// ([`crate::conn`]: hosts in order, TLS, password, timeouts, keepalive), reaching the server
+    /// the loader's ledger connection reached.
     pub async fn connect(url: &str) -> Result<SimpleCopyClient> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| WorkerError::Internal(format!("invalid target URL: {e}")))?;
-        let host = match config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            _ => "127.0.0.1".to_string(),
-        };
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        let user = config.get_user().unwrap_or("postgres").to_string();
-        let database = config.get_dbname().unwrap_or("postgres").to_string();
-        let password = config.get_password().map(<[u8]>::to_vec);
-        let stream = TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| WorkerError::Internal(format!("cannot connect to {host}:{port}: {e}")))?;
-        stream.set_nodelay(true).ok();
+        let session = crate::conn::open_session(url).await?;
         let mut client = SimpleCopyClient {
-            stream,
+            stream: session.stream,
             read_buf: BytesMut::with_capacity(8192),
             write_buf: BytesMut::new(),
+            endpoint: session.endpoint,
         };
         client
-            .startup(&user, &database, password.as_deref())
+            .startup(
+                &session.user,
+                &session.database,
+                session.password.as_deref(),
+            )
             .await?;
         Ok(client)
+    }
+
+    /// The server this connection reached.
+    pub fn endpoint(&self) -> &crate::conn::Endpoint {
+        &self.endpoint
     }
 
     async fn flush(&mut self) -> Result<()> {
         let buf = self.write_buf.split();
         self.stream
             .write_all(&buf)
+            .await
+            .map_err(|e| protocol_error("write to the target", e))?;
+        self.stream
+            .flush()
             .await
             .map_err(|e| protocol_error("write to the target", e))
     }
@@ -149,8 +151,13 @@ impl SimpleCopyClient {
         frontend::startup_message(params.iter().copied(), &mut self.write_buf)
             .map_err(|e| protocol_error("startup", e))?;
         self.flush().await?;
-        let need_password =
-            || WorkerError::Internal("the target asks for a password and the URL has none".into());
+        let need_password = || {
+            WorkerError::TargetConfig(
+                "the target asks for a password and none is given (the URL, \
+                 target.password_file, PGPASSWORD or ~/.pgpass)"
+                    .into(),
+            )
+        };
         let mut scram: Option<ScramSha256> = None;
         loop {
             match self.read_message().await? {
@@ -214,10 +221,13 @@ impl SimpleCopyClient {
                         .map_err(|e| protocol_error("SCRAM", e))?;
                 }
                 backend::Message::ErrorResponse(body) => {
-                    return Err(WorkerError::Internal(format!(
-                        "the target refused the connection: {}",
-                        server_error(&body)
-                    )));
+                    return Err(WorkerError::Connect {
+                        endpoint: self.endpoint.to_string(),
+                        reason: format!(
+                            "the server refused the connection: {}",
+                            server_error(&body)
+                        ),
+                    });
                 }
                 backend::Message::ReadyForQuery(_) => return Ok(()),
                 _ => {}
@@ -305,9 +315,10 @@ impl SimpleCopyClient {
 
 impl Drop for SimpleCopyClient {
     fn drop(&mut self) {
-        // Best effort: a Terminate message; the socket closes either way.
+        // Best effort: a Terminate message if the socket takes it at once; it closes either way.
         let mut buf = BytesMut::new();
         frontend::terminate(&mut buf);
-        let _ = self.stream.try_write(buf.chunk());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = std::pin::Pin::new(&mut self.stream).poll_write(&mut cx, buf.chunk());
     }
 }

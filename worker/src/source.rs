@@ -6,6 +6,10 @@
 //! so the checksum always covers the whole object. Blank lines count as lines (the checkpoint is in
 //! physical lines) but not as items. Blocks end at every multiple of `chunk_lines`, so a retry
 //! re-forms exactly the same chunks.
+//!
+//! Memory is bounded whatever the file holds: a line is never buffered past
+//! [`MAX_LINE_BYTES`] (a small gzip file can hold a line of many GiB); the resume skip reads
+//! lines without keeping them, and the plan's sample stops at a byte budget.
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +90,64 @@ fn is_blank(line: &[u8]) -> bool {
     line.iter().all(u8::is_ascii_whitespace)
 }
 
+/// How reading one line ended.
+#[derive(Debug, PartialEq, Eq)]
+enum LineRead {
+    /// End of the input: nothing was read.
+    Eof,
+    /// A line (with its `\n`, unless it is the last line of a file without one).
+    Line,
+    /// The line is longer than [`MAX_LINE_BYTES`]: reading stopped without holding it.
+    TooLong,
+}
+
+/// Reads one line into `out` (when given; otherwise skips it), holding at most
+/// [`MAX_LINE_BYTES`] plus its line end.
+fn read_line_bounded<R: BufRead>(
+    reader: &mut R,
+    mut out: Option<&mut Vec<u8>>,
+) -> std::io::Result<LineRead> {
+    // The content may be followed by "\r\n".
+    const MOST: usize = MAX_LINE_BYTES + 2;
+    let mut length = 0usize;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(if length == 0 {
+                LineRead::Eof
+            } else {
+                LineRead::Line
+            });
+        }
+        let (take, done) = match memchr::memchr(b'\n', buf) {
+            Some(at) => (at + 1, true),
+            None => (buf.len(), false),
+        };
+        let too_long = length + take > MOST;
+        if too_long {
+            return Ok(LineRead::TooLong);
+        }
+        if let Some(out) = out.as_mut() {
+            out.extend_from_slice(&buf[..take]);
+        }
+        length += take;
+        reader.consume(take);
+        if done {
+            return Ok(LineRead::Line);
+        }
+    }
+}
+
+fn too_long(location: &str, line_no: u64) -> WorkerError {
+    WorkerError::CorruptFile {
+        location: location.to_string(),
+        reason: format!(
+            "line {line_no} is longer than {MAX_LINE_BYTES} bytes (16 MiB), which no DynamoDB \
+             export line is: reading stopped there"
+        ),
+    }
+}
+
 /// Reads `raw` to the end, calling `emit` for each block in order, and returns the summary.
 /// `emit` returning an error stops the read (the consumer went away).
 pub fn read_source<R: Read>(
@@ -137,21 +199,26 @@ pub fn read_source<R: Read>(
     let mut lines = BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(buffered));
     let mut line_no = 0u64;
     let mut items = 0u64;
-    let mut scratch = Vec::new();
     while line_no < spec.skip_lines {
-        scratch.clear();
-        if lines.read_until(b'\n', &mut scratch).map_err(corrupt)? == 0 {
-            return Err(WorkerError::CorruptFile {
-                location: spec.location.clone(),
-                reason: format!(
+        // Committed lines are skipped without being kept; only whether they are blank counts.
+        let blank = skip_line(&mut lines).map_err(corrupt)?;
+        match blank {
+            None => {
+                return Err(WorkerError::CorruptFile {
+                    location: spec.location.clone(),
+                    reason: format!(
                     "the file has {line_no} lines but {} were committed before: it changed since",
                     spec.skip_lines
                 ),
-            });
-        }
-        line_no += 1;
-        if !is_blank(&scratch) {
-            items += 1;
+                })
+            }
+            Some(Err(())) => return Err(too_long(&spec.location, line_no + 1)),
+            Some(Ok(blank)) => {
+                line_no += 1;
+                if !blank {
+                    items += 1;
+                }
+            }
         }
     }
     let new_block = || RawBlock {
@@ -162,8 +229,10 @@ pub fn read_source<R: Read>(
     let mut block_first = line_no;
     loop {
         let start = block.data.len();
-        if lines.read_until(b'\n', &mut block.data).map_err(corrupt)? == 0 {
-            break;
+        match read_line_bounded(&mut lines, Some(&mut block.data)).map_err(corrupt)? {
+            LineRead::Eof => break,
+            LineRead::TooLong => return Err(too_long(&spec.location, line_no + 1)),
+            LineRead::Line => {}
         }
         line_no += 1;
         let mut end = block.data.len();
@@ -227,9 +296,45 @@ pub fn blocking_reader(stream: ferry_shared::store::ObjectStream) -> impl Read +
     tokio_util::io::SyncIoBridge::new(stream)
 }
 
-/// Reads up to `max_items` non-blank lines from the start of a data file (for schema inference).
-/// A 0-byte object has none.
-pub fn sample_lines<R: Read>(raw: R, location: &str, max_items: usize) -> Result<Vec<Vec<u8>>> {
+/// Skips one line without keeping it: `None` at the end of the input, `Some(Err(()))` for a line
+/// over the limit, else whether it was blank.
+fn skip_line<R: BufRead>(reader: &mut R) -> std::io::Result<Option<std::result::Result<bool, ()>>> {
+    let mut blank = true;
+    let mut length = 0usize;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((length > 0).then_some(Ok(blank)));
+        }
+        let (take, done) = match memchr::memchr(b'\n', buf) {
+            Some(at) => (at + 1, true),
+            None => (buf.len(), false),
+        };
+        blank &= is_blank(&buf[..take]);
+        length += take;
+        reader.consume(take);
+        if length > MAX_LINE_BYTES + 2 {
+            return Ok(Some(Err(())));
+        }
+        if done {
+            return Ok(Some(Ok(blank)));
+        }
+    }
+}
+
+/// Bytes of sampled lines kept per data file at most (the plan reads the sample one file at a
+/// time, so this bounds its memory).
+pub const MAX_SAMPLE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Reads up to `max_items` non-blank lines from the start of a data file (for schema inference),
+/// stopping once they hold `max_bytes`. A 0-byte object has none; a line over the limit is an
+/// error naming the file.
+pub fn sample_lines<R: Read>(
+    raw: R,
+    location: &str,
+    max_items: usize,
+    max_bytes: usize,
+) -> Result<Vec<Vec<u8>>> {
     let corrupt = |e: std::io::Error| WorkerError::CorruptFile {
         location: location.to_string(),
         reason: format!("gzip stream: {e}"),
@@ -240,12 +345,17 @@ pub fn sample_lines<R: Read>(raw: R, location: &str, max_items: usize) -> Result
     }
     let mut lines = BufReader::new(MultiGzDecoder::new(buffered));
     let mut out = Vec::new();
-    while out.len() < max_items {
+    let (mut line_no, mut bytes) = (0u64, 0usize);
+    while out.len() < max_items && bytes < max_bytes {
         let mut line = Vec::new();
-        if lines.read_until(b'\n', &mut line).map_err(corrupt)? == 0 {
-            break;
+        line_no += 1;
+        match read_line_bounded(&mut lines, Some(&mut line)).map_err(corrupt)? {
+            LineRead::Eof => break,
+            LineRead::TooLong => return Err(too_long(location, line_no)),
+            LineRead::Line => {}
         }
         if !is_blank(&line) {
+            bytes += line.len();
             out.push(line);
         }
     }
@@ -431,5 +541,60 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A gzip stream of one line of `len` bytes ('a'), without a newline: multi-member, so it is
+    /// made in a few milliseconds whatever `len` is.
+    fn gzip_bomb(len: usize) -> Vec<u8> {
+        let block = gz(&"a".repeat(1 << 20));
+        let mut bytes = Vec::new();
+        for _ in 0..len >> 20 {
+            bytes.extend_from_slice(&block);
+        }
+        bytes
+    }
+
+    #[test]
+    fn an_overlong_line_is_refused_without_being_held() {
+        // 64 MiB of one line: refused once it passes the limit; nothing after it is read.
+        let bytes = gzip_bomb(64 << 20);
+        let err = frame(&bytes, &spec(0, 10, 10)).unwrap_err().to_string();
+        assert!(
+            err.contains("line 1 is longer than 16777216 bytes"),
+            "{err}"
+        );
+        // The same line met while skipping committed lines on resume.
+        let mut resumed = gz("a\n");
+        resumed.extend(gzip_bomb(32 << 20));
+        let err = frame(&resumed, &spec(2, 10, 10)).unwrap_err().to_string();
+        assert!(err.contains("line 2 is longer"), "{err}");
+        // And in the plan's sample.
+        let err = sample_lines(&bytes[..], "f", 10, MAX_SAMPLE_BYTES)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1 is longer"), "{err}");
+        // A line of exactly the limit is framed.
+        let mut exact = gz(&"b".repeat(MAX_LINE_BYTES));
+        exact.extend(gz("\nc\n"));
+        let (blocks, summary) = frame(&exact, &spec(0, 10, 10)).unwrap();
+        assert_eq!(summary.items, 2);
+        assert_eq!(blocks.iter().map(|b| b.3.len()).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn the_sample_stops_at_its_byte_budget() {
+        let text: String = (0..1000)
+            .map(|i| format!("line {i:04} {}\n", "x".repeat(990)))
+            .collect();
+        let lines = sample_lines(&gz(&text)[..], "f", 1000, 10_000).unwrap();
+        assert_eq!(
+            lines.len(),
+            10,
+            "ten 1001-byte lines reach the 10,000-byte budget"
+        );
+        assert_eq!(
+            sample_lines(&gz(&text)[..], "f", 3, 1 << 20).unwrap().len(),
+            3
+        );
     }
 }

@@ -80,7 +80,7 @@ async fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("ferry-worker: {e:#}");
+            eprintln!("ferry-worker: {}", ferry_worker::chain_text(e.as_ref()));
             ExitCode::from(2)
         }
     }
@@ -107,6 +107,9 @@ fn stop_on_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     let mut settings = ferry_shared::config::load_settings(args.config.as_deref())?;
+    ferry_worker::conn::configure(ferry_worker::conn::ConnectOptions::from_settings(
+        &settings,
+    )?);
     if let Some(addr) = args.metrics_addr {
         settings.metrics.addr = Some(addr);
     }
@@ -115,8 +118,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
     // A URL that does not parse cannot start (exit 2); a database that stays unreachable after
     // the retries is a reason outside the data (exit 1: an orchestrator retries the job).
-    args.target
-        .parse::<tokio_postgres::Config>()
+    ferry_worker::conn::TargetSpec::parse(&args.target, &ferry_worker::conn::options())
         .with_context(|| "--target is not a usable database URL".to_string())?;
     let client = match connect_with_retry(&args.target, settings.load.connect_attempts).await {
         Ok(client) => client,
@@ -155,6 +157,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 // within one visibility timeout. Looking again sooner would only spend receives,
                 // which count towards the dead-letter queue.
                 lost_race_delay: settings.queue.visibility_timeout,
+                progress_timeout: settings.load.progress_timeout,
             };
             tracing::info!(queue = %url, workers, target = ?target.kind, "worker consuming the queue");
             let contexts = RunContexts::from_ledger(
