@@ -64,40 +64,32 @@ enum Command {
     /// Start shards over: remove every row they loaded (by provenance) and their rejects, so they
     /// load again from the start (after a data file changed, for instance).
     Reset(ResetArgs),
-    /// Apply DynamoDB incremental exports (windows [from, to)) in order to the tables a full run
-    /// loaded, on this machine or through the queue and the fleet: the cut-over's catch-up.
-    CatchUp(CatchUpArgs),
+    /// Write a run's tables, as they are now, back as a DynamoDB import (gzip DynamoDB JSON lines
+    /// for ImportTable), locally or to S3: the migration's rollback.
+    ExportBack(ExportBackArgs),
 }
 
 #[derive(Debug, Args)]
-struct CatchUpArgs {
-    /// An incremental export (…/AWSDynamoDB/<ExportId>/), or a folder or s3:// prefix holding
-    /// several; repeat for more. Windows apply in time order; those already applied are skipped.
-    #[arg(long, required = true)]
-    export: Vec<String>,
-    /// Target database URL (its ledger holds the full run).
+struct ExportBackArgs {
+    /// The database holding the run's tables and its ledger.
     #[arg(long)]
     target: Option<String>,
-    /// The full run the windows follow (default: the one full run of their table in the ledger).
+    /// The run whose tables are exported (its schema and routing say how rows become items).
     #[arg(long)]
-    run_id: Option<String>,
-    /// Loaders on this machine (default: load.workers).
+    run_id: String,
+    /// Where the import goes: a folder or s3://bucket/prefix/ (ImportTable reads `<output>/data/`).
+    #[arg(long)]
+    output: String,
+    /// Items per import file, at most.
+    #[arg(long, default_value_t = 500_000)]
+    part_items: u64,
+    /// Tables exported at once (default: load.workers, else 2).
     #[arg(long)]
     workers: Option<usize>,
-    /// Apply through the fleet: each window's shards go to this queue (default: queue.url when
-    /// --fleet is given), the next window only once this one is complete.
-    #[arg(long)]
-    queue_url: Option<String>,
-    /// Use the configured queue (queue.url) and the fleet's workers.
-    #[arg(long)]
-    fleet: bool,
-    /// Seconds between looks at the ledger while the fleet applies a window.
-    #[arg(long, default_value_t = 5)]
-    interval: u64,
     /// Configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Print the report as JSON.
+    /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -216,9 +208,14 @@ struct PlanArgs {
     #[arg(long)]
     export: String,
     /// Target database URL, postgres://user@host:port/db (or FERRY_TARGET__URL, or [target] url).
-    /// Without one, `migrate` starts its own HeliosDB with its data in ./ferry-data.
-    #[arg(long)]
+    /// Without one, `migrate` starts its own HeliosDB with its data in ./ferry-data. With
+    /// --parquet it holds only the run's ledger (`--ledger` says so).
+    #[arg(long, visible_alias = "ledger")]
     target: Option<String>,
+    /// Write a Parquet dataset here instead of database tables: a folder or s3://bucket/prefix/
+    /// (or parquet.location); the ledger stays in the --target/--ledger database.
+    #[arg(long)]
+    parquet: Option<String>,
     /// Key attributes forming the primary key: pk[,sk], optionally typed (pk:S,sk:N).
     #[arg(long)]
     key: Option<String>,
@@ -327,7 +324,10 @@ fn target_url(cli: Option<&String>, settings: &Settings) -> anyhow::Result<Strin
     })
 }
 
-fn plan_request(args: &PlanArgs, settings: Settings) -> anyhow::Result<PlanRequest> {
+fn plan_request(args: &PlanArgs, mut settings: Settings) -> anyhow::Result<PlanRequest> {
+    if let Some(location) = &args.parquet {
+        settings.parquet.location = Some(location.clone());
+    }
     let keys = match &args.key {
         Some(spec) => KeyAttribute::parse_list(spec)?,
         None => Vec::new(),
@@ -390,6 +390,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Migrate(args) => {
             let mut settings = load_settings(args.plan.config.as_deref())?;
+            ferry_worker::sink::parquet::set_aws_settings(settings.aws.clone());
             if let Some(addr) = args.metrics_addr {
                 settings.metrics.addr = Some(addr);
             }
@@ -448,10 +449,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             workers,
             ..
         }) => {
-            let settings = load_settings(args.config.as_deref())?;
+            let mut settings = load_settings(args.config.as_deref())?;
+            if let Some(location) = &args.parquet {
+                settings.parquet.location = Some(location.clone());
+            }
             let (_, listing) = open_listing(&args.export, &settings).await?;
             let workers = workers.unwrap_or(settings.load.workers_for(true)).max(1);
             print!("{}", dry_run_text(&listing, workers, &settings));
+            if settings.parquet.location.is_some() {
+                print!("{}", parquet_dry_run_text(&listing, &args, &settings)?);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan(PlanCommandArgs {
@@ -578,41 +585,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::CatchUp(args) => {
-            let settings = load_settings(args.config.as_deref())?;
-            let target_url = target_url(args.target.as_ref(), &settings)?;
-            let queue = if args.fleet || args.queue_url.is_some() {
-                let url = queue_url(args.queue_url.as_ref(), &settings)?;
-                Some(open_queue(url, &settings).await)
-            } else {
-                None
-            };
-            let request = crate::catch_up::CatchUpRequest {
-                exports: args.export,
-                base_run_id: args.run_id,
-                target_url,
-                workers: args.workers,
-                settings,
-                poll_interval: std::time::Duration::from_secs(args.interval.max(1)),
-            };
-            let report = crate::catch_up::catch_up(&request, queue.as_ref()).await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", report.to_text());
-            }
-            if report.complete() {
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!(
-                    "ferry: catch-up of run {} stopped: a window is not applied (see its problems)",
-                    report.base_run_id
-                );
-                Ok(ExitCode::from(1))
-            }
-        }
         Command::Reset(args) => {
             let settings = load_settings(args.config.as_deref())?;
+            ferry_worker::sink::parquet::set_aws_settings(settings.aws.clone());
             let target_url = target_url(args.target.as_ref(), &settings)?;
             let client = ledger::connect(&target_url).await?;
             ledger::ensure_ledger(&client).await?;
@@ -631,8 +606,33 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::ExportBack(args) => {
+            let settings = load_settings(args.config.as_deref())?;
+            ferry_worker::sink::parquet::set_aws_settings(settings.aws.clone());
+            let target_url = target_url(args.target.as_ref(), &settings)?;
+            let request = crate::export_back::ExportBackRequest {
+                target_url,
+                run_id: args.run_id.clone(),
+                output: args.output.clone(),
+                part_items: args.part_items.max(1),
+                workers: args.workers.or(settings.load.workers.map(|w| w.get())).unwrap_or(2).max(1),
+                aws: settings.aws.clone(),
+            };
+            let summary = crate::export_back::export_back(&request).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", summary.to_text());
+            }
+            Ok(if summary.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Finalize(args) | Command::Verify(args) => {
             let settings = load_settings(args.config.as_deref())?;
+            ferry_worker::sink::parquet::set_aws_settings(settings.aws.clone());
             let target_url = target_url(args.target.as_ref(), &settings)?;
             let client = ledger::connect(&target_url).await?;
             if args.wait && !args.verify_only {
@@ -660,6 +660,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 finalize(&client, &run, &context, &steps).await?
             };
+            if !args.verify_only && crate::report::is_parquet(&run) {
+                crate::migrate::seal_dataset(&client, &run, report.verified()).await?;
+            }
             print_report(&report, args.json);
             Ok(verdict(&report))
         }
@@ -753,4 +756,82 @@ fn dry_run_text(
         }
     }
     out
+}
+
+/// The Parquet files `plan --dry-run --parquet …` would write: one per table and chunk of each
+/// shard, named by shard, load (claimed by the shard's first worker) and chunk.
+fn parquet_dry_run_text(
+    listing: &ferry_shared::manifest::ExportListing,
+    args: &PlanArgs,
+    settings: &Settings,
+) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let location = ferry_shared::output::canonical_location(
+        settings.parquet.location.as_deref().unwrap_or_default(),
+    )?;
+    let table = args
+        .table
+        .clone()
+        .or_else(|| settings.mapping.table.clone())
+        .or_else(|| {
+            listing
+                .summary
+                .as_ref()
+                .and_then(|s| s.table_name())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "<table>".into());
+    let tables: Vec<String> = if settings.routing.is_enabled() {
+        let keys: Vec<String> = settings.mapping.key.iter().map(|k| k.name.clone()).collect();
+        settings
+            .routing
+            .tables(&keys)
+            .into_iter()
+            .map(|t| t.table)
+            .collect()
+    } else {
+        vec![table]
+    };
+    let chunk = settings.load.chunk_lines.get();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "parquet dataset {location} ({:?}, row groups of up to {} rows); one file per table and \
+         chunk of {chunk} lines; <load> is the load id the shard's first worker claims",
+        settings.parquet.compression, settings.parquet.row_group_rows
+    );
+    let mut files = 0u64;
+    for table in &tables {
+        let _ = writeln!(out, "table {table}: {location}{table}/ (+ _manifest.json at finalize)");
+        for file in &listing.files {
+            let chunks = match file.item_count {
+                Some(0) => 0,
+                Some(items) => items.div_ceil(chunk),
+                None => file.size.max(1).div_ceil(chunk * 200).max(1),
+            };
+            if chunks == 0 {
+                continue;
+            }
+            files += chunks;
+            let first = ferry_worker::sink::parquet::object_key(table, &file.shard_id, 0, 0)
+                .replace("-l000000-", "-l<load>-");
+            let last = format!("c{:06}.parquet", chunks - 1);
+            let _ = writeln!(
+                out,
+                "  {first}{}  ({chunks} file{})",
+                if chunks > 1 { format!(" … {last}") } else { String::new() },
+                if chunks > 1 { "s" } else { "" }
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{files} Parquet files at most{}",
+        if tables.len() > 1 {
+            " (a routed chunk without rows for a table writes no file for it)"
+        } else {
+            ""
+        }
+    );
+    Ok(out)
 }

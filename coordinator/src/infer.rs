@@ -32,6 +32,17 @@ pub struct AttributeStats {
     pub types: BTreeMap<DdbType, u64>,
     /// Number values (N, or NS with an element) that a 96-bit decimal cannot hold exactly.
     pub beyond_decimal96: u64,
+    /// The most digits after the point (trailing zeros aside) of a sampled N value.
+    pub max_scale: usize,
+    /// The most digits before the point of a sampled N value.
+    pub max_integer_digits: usize,
+}
+
+impl AttributeStats {
+    /// The `decimal128(38, s)` every sampled N value fits exactly, if one does.
+    pub fn decimal128_scale(&self) -> Option<u8> {
+        (self.max_integer_digits + self.max_scale <= 38).then_some(self.max_scale as u8)
+    }
 }
 
 /// The sample's statistics.
@@ -68,6 +79,15 @@ impl SampleStats {
                 _ => false,
             };
             stats.beyond_decimal96 += u64::from(beyond);
+            if let AttrValue::N(n) = value {
+                if let Ok(plain) = ferry_worker::number::canonical_number(n) {
+                    let body = plain.trim_start_matches('-');
+                    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+                    stats.max_scale = stats.max_scale.max(frac.trim_end_matches('0').len());
+                    stats.max_integer_digits =
+                        stats.max_integer_digits.max(int.trim_start_matches('0').len());
+                }
+            }
         }
     }
 }
@@ -112,6 +132,28 @@ pub async fn sample_export(
         }
     }
     Ok(stats)
+}
+
+/// A Parquet run's schema: every non-key N column whose sampled values all fit one
+/// `decimal128(38, s)` becomes `numeric(38, s)` (written as decimal128; a later value that does not
+/// fit spills to the overflow column); the others stay exact decimal text.
+pub fn parquet_schema(mut schema: TableSchema, stats: &SampleStats) -> TableSchema {
+    for column in &mut schema.columns {
+        if column.is_key || column.ddb_type != DdbType::N || column.pg_type != PgType::Numeric {
+            continue;
+        }
+        if let Some(scale) = stats
+            .attributes
+            .get(&column.name)
+            .and_then(AttributeStats::decimal128_scale)
+        {
+            column.pg_type = PgType::NumericScaled {
+                precision: 38,
+                scale,
+            };
+        }
+    }
+    schema
 }
 
 /// Builds the table schema from the sample and the mapping settings.
@@ -268,6 +310,38 @@ mod tests {
                 ("sk", DdbType::N, true),
                 ("n", DdbType::N, false),
                 ("name", DdbType::S, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn parquet_decimals_only_where_every_sampled_value_fits() {
+        let mapping = Settings::default().mapping;
+        let sample = stats(&[
+            r#"{"Item":{"pk":{"N":"1"},"price":{"N":"12.50"},"big":{"N":"12345678901234567890123456789012345678"},"tiny":{"N":"0.5"}}}"#,
+            r#"{"Item":{"pk":{"N":"2"},"price":{"N":"-3.125"},"big":{"N":"0.1"},"tiny":{"N":"1E-130"}}}"#,
+        ]);
+        let schema = infer_schema(
+            "T",
+            &KeyAttribute::parse_list("pk").unwrap(),
+            &mapping,
+            &sample,
+            NumericLimit::Unlimited,
+        )
+        .unwrap();
+        let schema = parquet_schema(schema, &sample);
+        let types: Vec<(&str, PgType)> = schema
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.pg_type))
+            .collect();
+        assert_eq!(
+            types,
+            vec![
+                ("pk", PgType::Numeric),
+                ("big", PgType::Numeric),
+                ("price", PgType::NumericScaled { precision: 38, scale: 3 }),
+                ("tiny", PgType::Numeric),
             ]
         );
     }

@@ -3,24 +3,23 @@
 //! # Layout
 //! - [`plan`]: find the export, decide the table and schema, prepare the table, record the run and
 //!   its shards in the ledger (deterministic; planning a known run resumes it).
-//! - [`catch_up`]: incremental exports (windows) applied in order after a full run, with the
-//!   ledger enforcing their continuity; how far behind a run's tables are.
 //! - [`catalog`]: a table's unique indexes and column types, read the same way on both targets.
 //! - [`infer`]: schema inference from a sample of items.
 //! - [`migrate`]: the single-machine path: plan, in-process workers, finalize.
 //! - [`finalize`]: reconcile, post-load steps, verify and record a run (both paths end here).
 //! - [`fleet`]: the cluster path's coordinator side: `queue create`, `submit`, `status` with the queue.
 //! - [`reset`]: start shards over (their rows removed by provenance).
+//! - [`export_back`]: a run's tables back as a DynamoDB import (the rollback).
 //! - [`report`]: the run report (rows, rejects, per-shard reconciliation, rate, verdict).
 //! - [`embedded`]: the embedded default: a HeliosDB server started and stopped by `migrate`.
 //! - [`cli`]: the `ferry-coordinator` command line.
 //! - [`error`]: this crate's error type.
 
 pub mod catalog;
-pub mod catch_up;
 pub mod cli;
 pub mod embedded;
 pub mod error;
+pub mod export_back;
 pub mod finalize;
 pub mod fleet;
 pub mod infer;

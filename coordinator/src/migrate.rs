@@ -66,7 +66,10 @@ pub async fn migrate_observed(request: MigrateRequest, progress: Arc<Progress>) 
         .map(|s| s.loaded_rows + s.rejected_rows + s.filtered_rows)
         .sum();
     let committed_rejects: u64 = shards.iter().map(|s| s.rejected_rows).sum();
-    let concurrent_copy_helps = plan.target.kind == ferry_worker::target::TargetKind::Postgres;
+    let parquet = plan.target.load_path == ferry_worker::target::LoadPath::Parquet;
+    // Parquet files are encoded on this machine's cores, like PostgreSQL's concurrent COPYs.
+    let concurrent_copy_helps =
+        parquet || plan.target.kind == ferry_worker::target::TargetKind::Postgres;
     let workers = request
         .workers
         .unwrap_or(settings.load.workers_for(concurrent_copy_helps))
@@ -120,7 +123,25 @@ pub async fn migrate_observed(request: MigrateRequest, progress: Arc<Progress>) 
         .map(|e| format!("shard {}: {}", e.shard_id, e.error))
         .collect();
     let steps = EndSteps::new(settings, plan.target.clone());
-    finalize(&client, &run, &context, &steps).await
+    let report = finalize(&client, &run, &context, &steps).await?;
+    if parquet {
+        seal_dataset(&client, &run, report.verified()).await?;
+    }
+    Ok(report)
+}
+
+/// A Parquet run's end: stale files removed, each table's `_manifest.json` written.
+pub async fn seal_dataset(
+    client: &tokio_postgres::Client,
+    run: &ferry_worker::ledger::RunRecord,
+    verified: bool,
+) -> Result<()> {
+    let tables = ferry_worker::sink::run_tables(&run.schema);
+    let sealed = ferry_worker::sink::parquet::seal(client, run, &tables, verified).await?;
+    for (table, files, rows, bytes) in &sealed.tables {
+        tracing::info!(run = %run.run_id, table = %table, files, rows, bytes, complete = verified, "parquet dataset sealed: _manifest.json written");
+    }
+    Ok(())
 }
 
 /// Checks a local export folder before anything else happens (S3 is checked when it is listed).

@@ -15,10 +15,11 @@ use ferry_shared::schema::{
 };
 use ferry_shared::store::{open_export, ObjectStore};
 use ferry_worker::ledger::{self, RunRecord};
-use ferry_worker::target::{Target, TargetKind};
+use ferry_worker::sink::parquet::{self as parquet_sink, ParquetSpec};
+use ferry_worker::target::{LoadPath, Target, TargetKind};
 use tokio_postgres::Client;
 
-use crate::infer::{infer_schema, sample_export};
+use crate::infer::{infer_schema, parquet_schema as parquet_columns, sample_export};
 use crate::{CoordinatorError, Result};
 
 /// What the user asked for.
@@ -86,6 +87,13 @@ fn derive_run_id(
         mapping.min_presence,
         mapping.sample_items
     );
+    if let Some(location) = &request.settings.parquet.location {
+        fingerprint.push_str("\nparquet:");
+        fingerprint.push_str(
+            &ferry_shared::output::canonical_location(location)
+                .unwrap_or_else(|_| location.clone()),
+        );
+    }
     if request.settings.routing.is_enabled() {
         fingerprint.push('\n');
         fingerprint.push_str(&serde_json::to_string(&request.settings.routing).unwrap_or_default());
@@ -143,9 +151,43 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         .clone()
         .unwrap_or_else(|| derive_run_id(&listing, &export_path, &table, request, &keys));
 
-    let target = Target::detect(client, request.settings.load.copy_format).await?;
+    let mut target = Target::detect(client, request.settings.load.copy_format).await?;
     ledger::ensure_ledger(client).await?;
+    // A Parquet run: the dataset is the target; this database holds only the ledger.
+    let parquet = match &request.settings.parquet.location {
+        Some(location) => Some(ParquetSpec {
+            location: ferry_shared::output::canonical_location(location)?,
+            compression: request.settings.parquet.compression,
+            row_group_rows: request.settings.parquet.row_group_rows.get(),
+        }),
+        None => None,
+    };
+    if parquet.is_some() {
+        target.load_path = LoadPath::Parquet;
+    }
     if let Some(run) = ledger::get_run(client, &run_id).await? {
+        let run_is_parquet = run.load_path.as_deref() == Some(LoadPath::Parquet.as_str());
+        if run_is_parquet != parquet.is_some() {
+            return Err(CoordinatorError::Invalid(format!(
+                "run {run_id} {}: use another --run-id",
+                if run_is_parquet {
+                    "writes a Parquet dataset, and this command names no --parquet location"
+                } else {
+                    "loads a database table, and this command names a --parquet location"
+                }
+            )));
+        }
+        if let Some(spec) = &parquet {
+            let recorded = parquet_sink::recorded_spec(client, &run_id).await?;
+            if recorded.as_ref().is_some_and(|r| r.location != spec.location) {
+                return Err(CoordinatorError::Invalid(format!(
+                    "run {run_id} writes its dataset to {}, not {}: use another --run-id",
+                    recorded.map(|r| r.location).unwrap_or_default(),
+                    spec.location
+                )));
+            }
+            parquet_sink::record_output(client, &run_id, spec).await?;
+        }
         if run.target_table != table {
             return Err(CoordinatorError::Invalid(format!(
                 "run {run_id} loads table {:?}, not {table:?}: use another --run-id",
@@ -165,7 +207,9 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
             // The run's tables as the run recorded them: the columns it writes must still be
             // there, but post-load steps may have added constraints since (a NOT NULL column
             // that a finished step filled is no reason to refuse the resume).
-            prepare_run_tables(client, &run.schema, TableCheck::Resume, &target).await?;
+            if !run_is_parquet {
+                prepare_run_tables(client, &run.schema, TableCheck::Resume, &target).await?;
+            }
             if run.max_rejects != request.settings.load.max_rejects {
                 ledger::set_max_rejects(client, &run_id, request.settings.load.max_rejects).await?;
                 run.max_rejects = request.settings.load.max_rejects;
@@ -184,8 +228,12 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         });
     }
 
+    let numeric_limit = match parquet {
+        Some(_) => NumericLimit::Unlimited,
+        None => target.numeric_limit(),
+    };
     let schema = if request.settings.routing.is_enabled() {
-        let schema = routed_schema(&table, &keys, &request.settings, target.numeric_limit())?;
+        let schema = routed_schema(&table, &keys, &request.settings, numeric_limit)?;
         tracing::info!(
             run = %run_id,
             rules = request.settings.routing.rules.len(),
@@ -199,13 +247,26 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
             request.settings.mapping.sample_items,
         )
         .await?;
-        let schema = infer_schema(
-            &table,
-            &keys,
-            &request.settings.mapping,
-            &stats,
-            target.numeric_limit(),
-        )?;
+        let schema = match &parquet {
+            // Parquet holds any number exactly: decimal128 where the sample fits, else text.
+            Some(_) => parquet_columns(
+                infer_schema(
+                    &table,
+                    &keys,
+                    &request.settings.mapping,
+                    &stats,
+                    NumericLimit::Unlimited,
+                )?,
+                &stats,
+            ),
+            None => infer_schema(
+                &table,
+                &keys,
+                &request.settings.mapping,
+                &stats,
+                target.numeric_limit(),
+            )?,
+        };
         tracing::info!(
             run = %run_id,
             table = %table,
@@ -216,7 +277,17 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         );
         schema
     };
-    for step in &request.settings.setup {
+    if let Some(spec) = &parquet {
+        if !request.settings.setup.is_empty() {
+            tracing::warn!(
+                steps = request.settings.setup.len(),
+                "a parquet run has no database tables: the [[setup]] statements are not run"
+            );
+        }
+        check_dataset_empty(&schema, spec, &request.settings, request.append).await?;
+        parquet_sink::record_output(client, &run_id, spec).await?;
+    }
+    for step in request.settings.setup.iter().filter(|_| parquet.is_none()) {
         if applies(step.only_on, &target) {
             client.batch_execute(&step.sql).await.map_err(|e| {
                 let message = ferry_worker::server_message(&e);
@@ -232,7 +303,9 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
     } else {
         TableCheck::NewRunEmpty
     };
-    prepare_run_tables(client, &schema, check, &target).await?;
+    if parquet.is_none() {
+        prepare_run_tables(client, &schema, check, &target).await?;
+    }
     let summary = listing.summary.as_ref();
     let run = RunRecord {
         run_id: run_id.clone(),
@@ -260,6 +333,33 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         resumed: false,
         target,
     })
+}
+
+/// A new Parquet run writes into folders that hold no data files yet (or `--append`): a dataset
+/// holding another run's files would mix two loads.
+async fn check_dataset_empty(
+    schema: &TableSchema,
+    spec: &ParquetSpec,
+    settings: &Settings,
+    append: bool,
+) -> Result<()> {
+    if append {
+        return Ok(());
+    }
+    let store = ferry_shared::output::open_output(&spec.location, &settings.aws).await?;
+    for table in ferry_worker::sink::run_tables(schema) {
+        let prefix = format!("{}/", table.table);
+        let files = store.list(&prefix).await?;
+        if let Some(file) = files.iter().find(|f| f.key.ends_with(".parquet")) {
+            return Err(CoordinatorError::Invalid(format!(
+                "dataset {} already holds Parquet files ({}) that are not this run's: write to \
+                 another --parquet location, or pass --append to add this run's files beside them",
+                store.location(&prefix),
+                store.location(&file.key)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a `[[setup]]`, `[[post_load]]` or `[[verify]]` entry applies to `target`.

@@ -324,7 +324,20 @@ pub async fn build_report(
     let shards = ledger::get_shards(client, &run.run_id).await?;
     let first_rejects = ledger::get_rejects(client, &run.run_id).await?;
     let mut tables = Vec::new();
-    if context.count_table_rows {
+    if context.count_table_rows && is_parquet(run) {
+        // A Parquet run's rows are in its committed files (each shard's current load).
+        let files = ferry_worker::sink::parquet::current_files(client, &run.run_id).await?;
+        for table in ferry_worker::sink::run_tables(&run.schema) {
+            let rows = files
+                .get(&table.table)
+                .map(|f| f.iter().map(|f| f.rows).sum::<u64>())
+                .unwrap_or(0);
+            tables.push(TableRows {
+                table: table.table,
+                rows: rows as i64,
+            });
+        }
+    } else if context.count_table_rows {
         for table in run_tables(run) {
             let sql = format!("SELECT count(*)::int8 FROM {}", quote_ident(&table));
             let rows = client
@@ -415,8 +428,17 @@ pub async fn build_report(
     })
 }
 
-/// The tables a run loads: its table, or every routed table.
+/// Whether the run writes a Parquet dataset (its ledger is the only thing in the database).
+pub fn is_parquet(run: &RunRecord) -> bool {
+    run.load_path.as_deref() == Some(ferry_worker::target::LoadPath::Parquet.as_str())
+}
+
+/// The database tables a run loads: its table, or every routed table (none for a Parquet run,
+/// whose tables are datasets).
 pub fn run_tables(run: &RunRecord) -> Vec<String> {
+    if is_parquet(run) {
+        return Vec::new();
+    }
     match &run.schema.routing {
         None => vec![run.target_table.clone()],
         Some(routing) => {

@@ -54,7 +54,14 @@ pub async fn reset(client: &Client, run: &RunRecord, shards: &Shards) -> Result<
             md5_ok: None,
             items_seen: None,
         };
-        unload_shard(client, &run.run_id, &tables, shard, restart).await?;
+        if crate::report::is_parquet(run) {
+            // A Parquet run's rows are its files: the load's files are deleted.
+            let output = ferry_worker::sink::parquet::output_of(client, &run.run_id).await?;
+            let ledger = ferry_worker::sink::parquet::ParquetLedger::new(client, output);
+            unload_shard(&ledger, &run.run_id, &tables, shard, restart).await?;
+        } else {
+            unload_shard(client, &run.run_id, &tables, shard, restart).await?;
+        }
         tracing::info!(run = %run.run_id, shard = %shard.shard_id, "shard reset: its rows were removed and it loads again from the start");
         reset.push(shard.shard_id.clone());
     }

@@ -201,6 +201,9 @@ pub struct TableColumn {
     /// The target's NUMERIC is a 96-bit decimal (HeliosDB): numbers it cannot hold exactly are
     /// expected in the overflow column instead.
     pub decimal96: bool,
+    /// A Parquet `decimal128(38, s)` column: numbers it cannot hold exactly are expected in the
+    /// overflow column instead.
+    pub decimal128_scale: Option<u8>,
 }
 
 impl TableColumn {
@@ -228,7 +231,11 @@ impl TableColumn {
                 }
                 _ => true,
             };
-        type_fits && numbers_fit
+        let decimal_fits = match (self.decimal128_scale, value) {
+            (Some(scale), Value::String(n)) if descriptor == "N" => fits_decimal128(n, scale),
+            _ => true,
+        };
+        type_fits && numbers_fit && decimal_fits
     }
 
     /// The column's JSON (from `to_jsonb(row)`) in the form the source value is compared in.
@@ -246,6 +253,18 @@ impl TableColumn {
             _ => value.clone(),
         })
     }
+}
+
+/// Whether decimal text fits `decimal128(38, scale)` exactly (trailing zeros aside).
+pub fn fits_decimal128(text: &str, scale: u8) -> bool {
+    let Some(norm) = norm_number(text) else {
+        return false;
+    };
+    let (digits, exponent) = norm.trim_start_matches('-').split_once('e').unwrap_or(("0", "0"));
+    let exponent: i64 = exponent.parse().unwrap_or(0);
+    let frac = (-exponent).max(0);
+    let int_digits = (digits.len() as i64 + exponent).max(0);
+    frac <= i64::from(scale) && int_digits + i64::from(scale) <= 38
 }
 
 /// Whether plain decimal text fits a 96-bit decimal exactly: at most 28 fraction digits and
@@ -284,7 +303,7 @@ pub async fn read_table(
         )
         .await?
         .iter()
-        .map(|r| TableColumn { name: r.get(0), udt: r.get(1), decimal96: false })
+        .map(|r| TableColumn { name: r.get(0), udt: r.get(1), decimal96: false, decimal128_scale: None })
         .filter(|c: &TableColumn| c.name != PROVENANCE)
         .collect();
     let sql = format!(
@@ -334,12 +353,14 @@ pub async fn read_table_text(
             name: c.name.clone(),
             udt: c.pg_type.udt_name().to_string(),
             decimal96: schema.numeric_limit == ferry_shared::schema::NumericLimit::Decimal96,
+            decimal128_scale: None,
         })
         .collect();
     columns.push(TableColumn {
         name: schema.overflow_column.clone(),
         udt: "jsonb".into(),
         decimal96: false,
+        decimal128_scale: None,
     });
     let mut list: Vec<String> = columns
         .iter()
@@ -373,7 +394,7 @@ pub async fn read_table_text(
 }
 
 /// A value in PostgreSQL text format, as `to_jsonb` would give it.
-fn text_value(udt: &str, text: &str) -> anyhow::Result<Value> {
+pub fn text_value(udt: &str, text: &str) -> anyhow::Result<Value> {
     Ok(match udt {
         "text" | "bytea" => Value::String(text.to_string()),
         "numeric" => number_value(text)?,

@@ -1,0 +1,1449 @@
+//! `export-back`: the rollback. A run's tables, as they are now (rows added or changed after the
+//! migration included), written back as a DynamoDB import: gzip files of `{"Item":{…}}` lines in
+//! DynamoDB JSON, the layout `ImportTable` reads (`InputFormat = DYNAMODB_JSON`,
+//! `InputCompressionType = GZIP`, `S3KeyPrefix = <output>/data/`), in a folder or on S3.
+//!
+//! # Rows back to items
+//! The run's schema (from the ledger) says how, so nothing has to be given again:
+//! - table mode: each typed column is the attribute of its name and DynamoDB type; the overflow
+//!   column's JSON object is expanded into attributes (plain JSON: objects → M, arrays → L, strings
+//!   → S, numbers → N, booleans → BOOL, null → NULL; `nested_json = "dynamodb"`: the typed values as
+//!   stored); a NULL column whose attribute the overflow records as `null` is `{"NULL":true}`;
+//! - a routed run (single-table design) in reverse: every column that took an attribute whole is
+//!   that attribute again, in the DynamoDB type of its column type (text → S, numeric and integers →
+//!   N, boolean → BOOL, bytea → B, jsonb → its JSON, text[]/numeric[]/bytea[] → SS/NS/BS,
+//!   timestamptz → N epoch seconds or milliseconds, or an ISO-8601 S, as its `time` says); the rest
+//!   column's JSON is expanded; derived columns (regex captures such as ids from keys, map paths,
+//!   constants) are dropped; the items of every routed table go into the one import, as they came
+//!   from one DynamoDB table;
+//! - `_ferry_chunk`, and columns the run's schema does not know (added after the migration), are
+//!   not exported; numbers are written in DynamoDB's normal form (`12.50` → `12.5`), exact, never
+//!   through a float (a `float8` column excepted: its value is what the database holds).
+//!
+//! Whatever the mapping could not carry back is listed in the summary as a difference class (a
+//! transform's result, the TTL filter's skipped items, dropped attributes, time conversions, sets
+//! in plain JSON, …): an item that differs from its original in any other way is a bug.
+//!
+//! # Exactly once, resumable, parallel
+//! Each table is read in one pass over the simple query protocol (text results, streamed: HeliosDB
+//! sends JSONB, arrays and times correctly only there) and its items are spread over `P` parts by a
+//! hash of their DynamoDB key, `P` fixed by the table's row count on the first attempt and
+//! recorded in the part names (`data/<table>-<n>-of-<P>.json.gz`). Parts are built in temporary
+//! files, compressed on rayon, and each is published whole and never replaced
+//! ([`ferry_shared::output`]). A rerun after a crash lists the parts already published, keeps
+//! them, and writes only the others: every key lands in exactly one part, once. Tables are
+//! exported in parallel (`--workers`). The database is only read.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use base64::Engine;
+use ferry_shared::config::AwsSettings;
+use ferry_shared::ident::quote_ident;
+use ferry_shared::output::{open_output, OutputStore, PutOutcome};
+use ferry_shared::routing::{Routing, TimeFormat, Transform};
+use ferry_shared::schema::{DdbType, NestedJson, PgType, TableSchema, PROVENANCE_COLUMN};
+use ferry_worker::ledger::{self, RunRecord};
+use futures_util::StreamExt;
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::{CoordinatorError, Result};
+
+/// Rows converted per rayon task.
+const BATCH_ROWS: usize = 2048;
+
+/// What to export, and where.
+#[derive(Clone, Debug)]
+pub struct ExportBackRequest {
+    /// The database holding the tables and the ledger.
+    pub target_url: String,
+    /// The run.
+    pub run_id: String,
+    /// A folder or `s3://bucket/prefix/`.
+    pub output: String,
+    /// Items per part, at most (approximately: parts are hash buckets).
+    pub part_items: u64,
+    /// Tables exported at once.
+    pub workers: usize,
+    /// For an S3 output.
+    pub aws: AwsSettings,
+}
+
+/// A difference between the exported items and the export the run loaded, declared by the run's
+/// mapping (not a fault).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    /// The class: `derived_column`, `transform`, `filtered`, `dropped_attribute`, `column_type`,
+    /// `time`, `null_or_absent`, `plain_json`, `rejected_at_load`, `unmapped_column`,
+    /// `provenance`, `catch_all_keys`.
+    pub class: String,
+    /// The table.
+    pub table: String,
+    /// The column or attribute, when it concerns one.
+    pub column: Option<String>,
+    /// In words.
+    pub detail: String,
+    /// How many items, when known.
+    pub items: Option<u64>,
+}
+
+/// One table's export.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TableExport {
+    /// The table.
+    pub table: String,
+    /// Rows the table holds (read in full by this command, or by the attempts before it).
+    pub rows: u64,
+    /// Items in its parts.
+    pub items: u64,
+    /// Parts.
+    pub parts: u64,
+    /// Parts published by an earlier attempt and kept.
+    pub parts_kept: u64,
+    /// Compressed bytes of its parts.
+    pub bytes: u64,
+}
+
+/// The command's summary (also written to `<output>/export-back-summary.json`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ExportSummary {
+    /// The run.
+    pub run_id: String,
+    /// Where the import is.
+    pub output: String,
+    /// Where `ImportTable` reads (`S3KeyPrefix`).
+    pub import_prefix: String,
+    /// The DynamoDB table the run came from.
+    pub source_table: String,
+    /// Its key attributes.
+    pub key: Vec<String>,
+    /// Per table.
+    pub tables: Vec<TableExport>,
+    /// Items over all tables.
+    pub items: u64,
+    /// Parts over all tables.
+    pub parts: u64,
+    /// Compressed bytes.
+    pub bytes: u64,
+    /// What the mapping did not carry back, by class.
+    pub differences: Vec<Difference>,
+    /// Rows that could not become items (the command exits 1).
+    pub problems: Vec<String>,
+    /// Wall time.
+    pub seconds: f64,
+    /// Rows read per second.
+    pub rows_per_second: f64,
+}
+
+impl ExportSummary {
+    /// The summary in words.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "export-back of run {} (DynamoDB table {:?}, key {})",
+            self.run_id,
+            self.source_table,
+            self.key.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "import prefix: {} (DYNAMODB_JSON, GZIP)",
+            self.import_prefix
+        );
+        for t in &self.tables {
+            let _ = writeln!(
+                out,
+                "  {:<24} {:>10} rows  {:>10} items  {:>4} parts ({} kept)  {:>12} bytes",
+                t.table, t.rows, t.items, t.parts, t.parts_kept, t.bytes
+            );
+        }
+        let _ = writeln!(
+            out,
+            "total: {} items in {} parts, {} bytes, {:.1} s ({:.0} rows/s)",
+            self.items, self.parts, self.bytes, self.seconds, self.rows_per_second
+        );
+        if !self.differences.is_empty() {
+            let _ = writeln!(
+                out,
+                "differences from the original items, as the run's mapping declares them:"
+            );
+            for d in &self.differences {
+                let _ = writeln!(
+                    out,
+                    "  [{}] {}{}: {}{}",
+                    d.class,
+                    d.table,
+                    d.column
+                        .as_ref()
+                        .map(|c| format!(".{c}"))
+                        .unwrap_or_default(),
+                    d.detail,
+                    d.items.map(|n| format!(" ({n} items)")).unwrap_or_default()
+                );
+            }
+        }
+        for problem in &self.problems {
+            let _ = writeln!(out, "problem: {problem}");
+        }
+        out
+    }
+}
+
+/// How one column's text becomes an attribute value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    S,
+    N,
+    B,
+    Bool,
+    /// JSON text: plain (object → M, …) or typed DynamoDB JSON.
+    Json(NestedJson),
+    Ss,
+    Ns,
+    Bs,
+    /// timestamptz: epoch seconds (N), epoch milliseconds (N), or ISO-8601 (S).
+    Time(Option<TimeFormat>),
+}
+
+/// One selected column.
+#[derive(Clone, Debug)]
+struct ColumnOut {
+    column: String,
+    attribute: String,
+    kind: Kind,
+    /// Table mode: a NULL here is the attribute's NULL when the overflow says `name: null`.
+    null_recorded_in_overflow: bool,
+}
+
+/// How a table's rows become items.
+#[derive(Clone, Debug)]
+struct TablePlan {
+    table: String,
+    columns: Vec<ColumnOut>,
+    /// The overflow or rest column, and how its JSON is written.
+    rest: Option<(String, NestedJson)>,
+    /// The item's key attributes (hash of their values picks the part).
+    keys: Vec<String>,
+}
+
+/// A DynamoDB attribute value.
+#[derive(Clone, Debug, PartialEq)]
+enum DValue {
+    S(String),
+    N(String),
+    B(Vec<u8>),
+    Bool(bool),
+    Null,
+    M(BTreeMap<String, DValue>),
+    L(Vec<DValue>),
+    Ss(Vec<String>),
+    Ns(Vec<String>),
+    Bs(Vec<Vec<u8>>),
+}
+
+/// Exports the run's tables; see the module docs.
+pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
+    let started = Instant::now();
+    let client = ledger::connect(&request.target_url).await?;
+    let run = ledger::get_run(&client, &request.run_id)
+        .await?
+        .ok_or_else(|| {
+            CoordinatorError::Invalid(format!("run {} is not in the ledger", request.run_id))
+        })?;
+    if crate::report::is_parquet(&run) {
+        return Err(CoordinatorError::Invalid(format!(
+            "run {} wrote a Parquet dataset, not database tables: export-back reads a database",
+            run.run_id
+        )));
+    }
+    let output: Arc<dyn OutputStore> = Arc::from(open_output(&request.output, &request.aws).await?);
+    let (plans, mut differences) = plan_tables(&run);
+    differences.extend(ledger_differences(&client, &run).await?);
+    let mut summary = ExportSummary {
+        run_id: run.run_id.clone(),
+        output: output.location(""),
+        import_prefix: output.location("data/"),
+        source_table: run.target_table.clone(),
+        key: run.schema.key_columns().map(|c| c.name.clone()).collect(),
+        ..Default::default()
+    };
+    // Columns the run's schema does not know: listed, not exported.
+    for plan in &plans {
+        for column in live_columns(&client, &plan.table).await? {
+            let known = plan.columns.iter().any(|c| c.column == column)
+                || plan.rest.as_ref().is_some_and(|(r, _)| *r == column)
+                || column == PROVENANCE_COLUMN
+                || derived_columns(&run, &plan.table).contains(&column);
+            if !known {
+                differences.push(Difference {
+                    class: "unmapped_column".into(),
+                    table: plan.table.clone(),
+                    column: Some(column),
+                    detail: "a column no attribute filled (added by the config's DDL or after the migration): not exported".into(),
+                    items: None,
+                });
+            }
+        }
+    }
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(request.workers.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for plan in plans {
+        let (semaphore, output, request) = (semaphore.clone(), output.clone(), request.clone());
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire().await;
+            let client = ledger::connect(&request.target_url).await?;
+            export_table(&client, &plan, output.as_ref(), request.part_items).await
+        });
+    }
+    let mut problems = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (table, mut table_problems) =
+            done.map_err(|e| CoordinatorError::Invalid(format!("export task died: {e}")))??;
+        problems.append(&mut table_problems);
+        summary.tables.push(table);
+    }
+    summary.tables.sort_by(|a, b| a.table.cmp(&b.table));
+    summary.items = summary.tables.iter().map(|t| t.items).sum();
+    summary.parts = summary.tables.iter().map(|t| t.parts).sum();
+    summary.bytes = summary.tables.iter().map(|t| t.bytes).sum();
+    summary.differences = differences;
+    summary.problems = problems;
+    summary.seconds = started.elapsed().as_secs_f64();
+    let rows: u64 = summary.tables.iter().map(|t| t.rows).sum();
+    summary.rows_per_second = rows as f64 / summary.seconds.max(1e-6);
+    let json = serde_json::to_vec_pretty(&summary)
+        .map_err(|e| CoordinatorError::Invalid(e.to_string()))?;
+    output.put("export-back-summary.json", json).await?;
+    tracing::info!(run = %summary.run_id, items = summary.items, parts = summary.parts, bytes = summary.bytes, seconds = summary.seconds, "export-back finished");
+    Ok(summary)
+}
+
+fn nested_of(schema: &TableSchema) -> NestedJson {
+    schema.nested_json
+}
+
+/// The run's tables and how their rows become items, with the differences the mapping declares.
+fn plan_tables(run: &RunRecord) -> (Vec<TablePlan>, Vec<Difference>) {
+    let schema = &run.schema;
+    let keys: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
+    let mut differences = vec![Difference {
+        class: "provenance".into(),
+        table: "*".into(),
+        column: Some(PROVENANCE_COLUMN.into()),
+        detail: "Ferry's provenance column: not exported".into(),
+        items: None,
+    }];
+    let Some(routing) = &schema.routing else {
+        let nested = nested_of(schema);
+        let columns = schema
+            .columns
+            .iter()
+            .map(|c| ColumnOut {
+                column: c.name.clone(),
+                attribute: c.name.clone(),
+                kind: match c.ddb_type {
+                    DdbType::S => Kind::S,
+                    DdbType::N => Kind::N,
+                    DdbType::B => Kind::B,
+                    DdbType::Bool => Kind::Bool,
+                    DdbType::M | DdbType::L | DdbType::Null => Kind::Json(nested),
+                    DdbType::Ss => Kind::Ss,
+                    DdbType::Ns => Kind::Ns,
+                    DdbType::Bs => Kind::Bs,
+                },
+                null_recorded_in_overflow: true,
+            })
+            .collect();
+        if nested == NestedJson::Plain {
+            differences.push(Difference {
+                class: "plain_json".into(),
+                table: schema.table.clone(),
+                column: Some(schema.overflow_column.clone()),
+                detail: "mapping.nested_json = \"plain\": sets inside maps, lists and the overflow column come back as lists (SS/NS/BS → L), binary there as a base64 string (B → S); top-level typed columns keep their types".into(),
+                items: None,
+            });
+        }
+        return (
+            vec![TablePlan {
+                table: schema.table.clone(),
+                columns,
+                rest: Some((schema.overflow_column.clone(), nested)),
+                keys,
+            }],
+            differences,
+        );
+    };
+    let mut plans = Vec::new();
+    for table in routing.tables(&keys) {
+        let rules: Vec<_> = routing
+            .rules
+            .iter()
+            .filter(|r| r.table == table.table)
+            .collect();
+        let mut columns: Vec<ColumnOut> = Vec::new();
+        let Some(first) = rules.first() else {
+            // The catch-all table: the key attributes as text, the rest in `attrs`.
+            differences.push(Difference {
+                class: "catch_all_keys".into(),
+                table: table.table.clone(),
+                column: None,
+                detail: "the catch-all table holds its keys as text: N and B keys come back as S"
+                    .into(),
+                items: None,
+            });
+            plans.push(TablePlan {
+                table: table.table.clone(),
+                columns: keys
+                    .iter()
+                    .map(|k| ColumnOut {
+                        column: k.clone(),
+                        attribute: k.clone(),
+                        kind: Kind::S,
+                        null_recorded_in_overflow: false,
+                    })
+                    .collect(),
+                rest: Some(("attrs".into(), NestedJson::Plain)),
+                keys: keys.clone(),
+            });
+            continue;
+        };
+        for column in &first.columns {
+            let whole = column
+                .whole_attribute()
+                .filter(|_| column.regex.is_none() && column.constant.is_none());
+            let Some(attribute) = whole.filter(|a| !columns.iter().any(|c| &c.attribute == a))
+            else {
+                differences.push(Difference {
+                    class: "derived_column".into(),
+                    table: table.table.clone(),
+                    column: Some(column.name.clone()),
+                    detail: format!(
+                        "derived ({}): dropped, its source is exported",
+                        describe_derivation(column)
+                    ),
+                    items: None,
+                });
+                continue;
+            };
+            let pg_type = column.pg_type();
+            let kind = match pg_type {
+                PgType::Text => Kind::S,
+                PgType::Numeric
+                | PgType::NumericScaled { .. }
+                | PgType::Int2
+                | PgType::Int4
+                | PgType::Int8
+                | PgType::Float8 => Kind::N,
+                PgType::Boolean => Kind::Bool,
+                PgType::Bytea => Kind::B,
+                PgType::Jsonb => Kind::Json(NestedJson::Plain),
+                PgType::TextArray => Kind::Ss,
+                PgType::NumericArray => Kind::Ns,
+                PgType::ByteaArray => Kind::Bs,
+                PgType::Timestamptz => Kind::Time(column.time),
+            };
+            let is_key = keys.contains(&attribute);
+            if !is_key {
+                differences.push(Difference {
+                    class: "column_type".into(),
+                    table: table.table.clone(),
+                    column: Some(column.name.clone()),
+                    detail: format!(
+                        "attribute {attribute:?} comes back in the type of its {} column ({}), whatever type the item had",
+                        pg_type.sql(),
+                        kind_name(&kind)
+                    ),
+                    items: None,
+                });
+                if !column.required {
+                    differences.push(Difference {
+                        class: "null_or_absent".into(),
+                        table: table.table.clone(),
+                        column: Some(column.name.clone()),
+                        detail: format!("a NULL attribute {attribute:?} and a missing one were both stored as NULL: exported as missing"),
+                        items: None,
+                    });
+                }
+            }
+            if let Kind::Time(time) = &kind {
+                differences.push(Difference {
+                    class: "time".into(),
+                    table: table.table.clone(),
+                    column: Some(column.name.clone()),
+                    detail: match time {
+                        Some(TimeFormat::EpochSeconds) => "timestamptz back to epoch seconds (N), to the microsecond".into(),
+                        Some(TimeFormat::EpochMillis) => "timestamptz back to epoch milliseconds (N)".into(),
+                        _ => "timestamptz back to ISO-8601 text in UTC (S, `2024-01-15T10:00:00Z`, microseconds when not zero): the original's offset and spelling are not kept".into(),
+                    },
+                    items: None,
+                });
+            }
+            if let Kind::Json(_) = kind {
+                differences.push(Difference {
+                    class: "plain_json".into(),
+                    table: table.table.clone(),
+                    column: Some(column.name.clone()),
+                    detail: "jsonb holds plain JSON: sets inside come back as lists, binary as base64 strings".into(),
+                    items: None,
+                });
+            }
+            for rule in &rules {
+                let transforms = rule
+                    .columns
+                    .iter()
+                    .find(|c| c.name == column.name)
+                    .map(|c| c.transform.clone())
+                    .unwrap_or_default();
+                if !transforms.is_empty() {
+                    differences.push(Difference {
+                        class: "transform".into(),
+                        table: table.table.clone(),
+                        column: Some(column.name.clone()),
+                        detail: format!(
+                            "rule {:?} stored {attribute:?} transformed ({}): exported as stored",
+                            rule.name,
+                            transforms
+                                .iter()
+                                .map(transform_name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        items: None,
+                    });
+                }
+            }
+            columns.push(ColumnOut {
+                column: column.name.clone(),
+                attribute,
+                kind,
+                null_recorded_in_overflow: false,
+            });
+        }
+        for rule in &rules {
+            for dropped in &rule.drop {
+                differences.push(Difference {
+                    class: "dropped_attribute".into(),
+                    table: table.table.clone(),
+                    column: Some(dropped.clone()),
+                    detail: format!(
+                        "rule {:?} drops attribute {dropped:?} at load: not in the table",
+                        rule.name
+                    ),
+                    items: None,
+                });
+            }
+        }
+        differences.push(Difference {
+            class: "plain_json".into(),
+            table: table.table.clone(),
+            column: Some(first.rest_column.clone()),
+            detail: "the rest column holds plain JSON: sets come back as lists (SS/NS/BS → L), binary as base64 strings (B → S)".into(),
+            items: None,
+        });
+        let key_columns: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                columns
+                    .iter()
+                    .find(|c| &c.attribute == k)
+                    .map(|c| c.attribute.clone())
+                    .unwrap_or_else(|| k.clone())
+            })
+            .collect();
+        plans.push(TablePlan {
+            table: table.table.clone(),
+            columns,
+            rest: Some((first.rest_column.clone(), NestedJson::Plain)),
+            keys: key_columns,
+        });
+    }
+    (plans, differences)
+}
+
+fn describe_derivation(column: &ferry_shared::routing::Column) -> String {
+    match (
+        &column.constant,
+        &column.regex,
+        column.source_path().as_slice(),
+    ) {
+        (Some(c), _, _) => format!("the constant {c:?}"),
+        (None, Some(re), path) => format!("regex {re:?} over {}", path.join(".")),
+        (None, None, path) => format!("path {}", path.join(".")),
+    }
+}
+
+fn kind_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::S => "S",
+        Kind::N => "N",
+        Kind::B => "B",
+        Kind::Bool => "BOOL",
+        Kind::Json(_) => "M/L/S/N/BOOL/NULL by its JSON",
+        Kind::Ss => "SS",
+        Kind::Ns => "NS",
+        Kind::Bs => "BS",
+        Kind::Time(Some(TimeFormat::EpochSeconds | TimeFormat::EpochMillis)) => "N",
+        Kind::Time(_) => "S",
+    }
+}
+
+fn transform_name(transform: &Transform) -> &'static str {
+    match transform {
+        Transform::Trim => "trim",
+        Transform::Lowercase => "lowercase",
+        Transform::Hash => "hash",
+        Transform::Redact => "redact",
+    }
+}
+
+/// The columns of `table` that a routed run derives (not exported, not "unmapped").
+fn derived_columns(run: &RunRecord, table: &str) -> HashSet<String> {
+    let Some(routing) = &run.schema.routing else {
+        return HashSet::new();
+    };
+    routing_columns(routing, table)
+}
+
+fn routing_columns(routing: &Routing, table: &str) -> HashSet<String> {
+    routing
+        .rules
+        .iter()
+        .filter(|r| r.table == table)
+        .flat_map(|r| r.columns.iter().map(|c| c.name.clone()))
+        .collect()
+}
+
+/// Differences the ledger counts: items the routing filtered, and lines rejected at load.
+async fn ledger_differences(client: &Client, run: &RunRecord) -> Result<Vec<Difference>> {
+    let shards = ledger::get_shards(client, &run.run_id).await?;
+    let filtered: u64 = shards.iter().map(|s| s.filtered_rows).sum();
+    let rejected: u64 = shards.iter().map(|s| s.rejected_rows).sum();
+    let mut out = Vec::new();
+    if let Some(routing) = &run.schema.routing {
+        let filters: Vec<String> = routing
+            .rules
+            .iter()
+            .flat_map(|r| {
+                r.skip_expired_ttl
+                    .iter()
+                    .map(move |ttl| {
+                        format!(
+                            "rule {:?} skips items whose TTL {ttl:?} expired before the export",
+                            r.name
+                        )
+                    })
+                    .chain(r.skip_when.iter().map(move |w| {
+                        format!(
+                            "rule {:?} skips items whose {:?} is {:?}",
+                            r.name, w.attribute, w.equals
+                        )
+                    }))
+            })
+            .collect();
+        if !filters.is_empty() || filtered > 0 {
+            out.push(Difference {
+                class: "filtered".into(),
+                table: "*".into(),
+                column: None,
+                detail: format!(
+                    "items filtered at load are not in the tables: {}",
+                    filters.join("; ")
+                ),
+                items: Some(filtered),
+            });
+        }
+    }
+    if rejected > 0 {
+        out.push(Difference {
+            class: "rejected_at_load".into(),
+            table: "*".into(),
+            column: None,
+            detail: "lines rejected at load are in ferry.rejects, not in the tables".into(),
+            items: Some(rejected),
+        });
+    }
+    Ok(out)
+}
+
+/// The table's columns as the database has them now.
+async fn live_columns(client: &Client, table: &str) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1::text",
+            &[&table],
+        )
+        .await
+        .map_err(CoordinatorError::db("cannot read the table's columns"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// `<table>-<n>-of-<P>.json.gz` → (n, P).
+fn parse_part(table: &str, name: &str) -> Option<(u64, u64)> {
+    let rest = name
+        .strip_prefix(table)?
+        .strip_prefix('-')?
+        .strip_suffix(".json.gz")?;
+    let (part, total) = rest.split_once("-of-")?;
+    Some((part.parse().ok()?, total.parse().ok()?))
+}
+
+fn part_name(table: &str, part: u64, total: u64) -> String {
+    format!("{table}-{part:05}-of-{total:05}.json.gz")
+}
+
+/// FNV-1a of the key's text: the part an item belongs to.
+fn key_hash(values: &[&DValue]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for value in values {
+        let text = match value {
+            DValue::S(s) | DValue::N(s) => s.as_bytes().to_vec(),
+            DValue::B(b) => b.clone(),
+            other => format!("{other:?}").into_bytes(),
+        };
+        for b in text.iter().chain(std::iter::once(&0xff)) {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+struct Part {
+    writer: Mutex<Option<flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>>>>,
+    path: std::path::PathBuf,
+    items: std::sync::atomic::AtomicU64,
+}
+
+/// Exports one table; returns its line in the summary and the rows that could not be exported.
+async fn export_table(
+    client: &Client,
+    plan: &TablePlan,
+    output: &dyn OutputStore,
+    part_items: u64,
+) -> Result<(TableExport, Vec<String>)> {
+    let table = &plan.table;
+    // Parts an earlier attempt published, and the part count it chose.
+    let existing: Vec<(u64, u64, u64)> = output
+        .list("data/")
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let name = o.key.rsplit('/').next()?.to_string();
+            parse_part(table, &name).map(|(n, p)| (n, p, o.size))
+        })
+        .collect();
+    let rows_now = count_rows(client, table).await?;
+    let total = match existing.first() {
+        Some((_, p, _)) => *p,
+        None => rows_now.div_ceil(part_items).max(1),
+    };
+    let kept: HashSet<u64> = existing
+        .iter()
+        .filter(|(_, p, _)| *p == total)
+        .map(|(n, _, _)| *n)
+        .collect();
+    let mut export = TableExport {
+        table: table.clone(),
+        parts: total,
+        parts_kept: kept.len() as u64,
+        ..Default::default()
+    };
+    let work = tempfile::tempdir().map_err(|source| ferry_shared::Error::Io {
+        location: "a temporary folder".into(),
+        source,
+    })?;
+    let parts: Arc<Vec<Option<Part>>> = Arc::new(
+        (0..total)
+            .map(|n| {
+                if kept.contains(&n) {
+                    return Ok(None);
+                }
+                let path = work.path().join(format!("part-{n}"));
+                let file =
+                    std::fs::File::create(&path).map_err(|source| ferry_shared::Error::Io {
+                        location: path.display().to_string(),
+                        source,
+                    })?;
+                Ok(Some(Part {
+                    writer: Mutex::new(Some(flate2::write::GzEncoder::new(
+                        std::io::BufWriter::with_capacity(256 * 1024, file),
+                        flate2::Compression::new(6),
+                    ))),
+                    path,
+                    items: Default::default(),
+                }))
+            })
+            .collect::<Result<Vec<_>>>()?,
+    );
+    let plan = Arc::new(plan.clone());
+    let mut select: Vec<String> = plan
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.column))
+        .collect();
+    if let Some((rest, _)) = &plan.rest {
+        select.push(quote_ident(rest));
+    }
+    let sql = format!("SELECT {} FROM {}", select.join(", "), quote_ident(table));
+    let stream = client
+        .simple_query_raw(&sql)
+        .await
+        .map_err(read_error(table))?;
+    futures_util::pin_mut!(stream);
+    let problems = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut batch: Vec<Vec<Option<String>>> = Vec::with_capacity(BATCH_ROWS);
+    let mut pending = Vec::new();
+    let mut rows = 0u64;
+    let flush = |batch: Vec<Vec<Option<String>>>| {
+        let (plan, parts, problems) = (plan.clone(), parts.clone(), problems.clone());
+        tokio::task::spawn_blocking(move || write_rows(&plan, &parts, batch, &problems))
+    };
+    while let Some(message) = stream.next().await {
+        let message = message.map_err(read_error(table))?;
+        let SimpleQueryMessage::Row(row) = message else {
+            continue;
+        };
+        rows += 1;
+        batch.push(
+            (0..row.len())
+                .map(|i| row.get(i).map(str::to_string))
+                .collect(),
+        );
+        if batch.len() >= BATCH_ROWS {
+            pending.push(flush(std::mem::take(&mut batch)));
+            // Bounded memory: at most a few batches in flight.
+            if pending.len() >= 8 {
+                pending
+                    .remove(0)
+                    .await
+                    .map_err(|e| CoordinatorError::Invalid(e.to_string()))??;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        pending.push(flush(batch));
+    }
+    for task in pending {
+        task.await
+            .map_err(|e| CoordinatorError::Invalid(e.to_string()))??;
+    }
+    export.rows = rows;
+    // Publish every part this attempt built; a part another exporter published meanwhile stays.
+    for (n, part) in parts.iter().enumerate() {
+        let Some(part) = part else { continue };
+        let encoder = part
+            .writer
+            .lock()
+            .expect("part lock")
+            .take()
+            .expect("each part once");
+        let path = part.path.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut inner = encoder.finish()?;
+            inner.flush()?;
+            drop(inner);
+            std::fs::read(&path)
+        })
+        .await
+        .map_err(|e| CoordinatorError::Invalid(e.to_string()))?
+        .map_err(|source| ferry_shared::Error::Io {
+            location: part.path.display().to_string(),
+            source,
+        })?;
+        let key = format!("data/{}", part_name(table, n as u64, total));
+        let size = bytes.len() as u64;
+        let items = part.items.load(std::sync::atomic::Ordering::Relaxed);
+        if output.put_new(&key, bytes).await? == PutOutcome::Created {
+            export.items += items;
+            export.bytes += size;
+            let sidecar = serde_json::json!({ "items": items, "bytes": size });
+            output
+                .put(
+                    &format!("parts/{}.json", part_name(table, n as u64, total)),
+                    sidecar.to_string().into_bytes(),
+                )
+                .await?;
+        } else {
+            tracing::info!(part = %key, "another exporter published this part: kept");
+        }
+    }
+    // Parts kept from earlier attempts: their counts from their sidecars.
+    for (n, p, size) in existing.iter().filter(|(_, p, _)| *p == total) {
+        let sidecar = output
+            .get(&format!("parts/{}.json", part_name(table, *n, *p)))
+            .await?;
+        let items = match sidecar.and_then(|s| serde_json::from_slice::<Value>(&s).ok()) {
+            Some(v) => v["items"].as_u64().unwrap_or(0),
+            None => count_lines(output, &format!("data/{}", part_name(table, *n, *p))).await?,
+        };
+        export.items += items;
+        export.bytes += size;
+    }
+    let problems = std::mem::take(&mut *problems.lock().expect("problems lock"));
+    tracing::info!(table = %table, rows, items = export.items, parts = total, kept = export.parts_kept, "table exported");
+    Ok((export, problems))
+}
+
+fn read_error(table: &str) -> impl FnOnce(tokio_postgres::Error) -> CoordinatorError {
+    let context = format!("cannot read table {table:?}");
+    move |source| CoordinatorError::Worker(ferry_worker::WorkerError::Db { context, source })
+}
+
+async fn count_rows(client: &Client, table: &str) -> Result<u64> {
+    let sql = format!("SELECT count(*) FROM {}", quote_ident(table));
+    let messages = client.simple_query(&sql).await.map_err(read_error(table))?;
+    Ok(messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).and_then(|t| t.parse().ok()),
+            _ => None,
+        })
+        .unwrap_or(0))
+}
+
+async fn count_lines(output: &dyn OutputStore, key: &str) -> Result<u64> {
+    use std::io::BufRead;
+    let Some(bytes) = output.get(key).await? else {
+        return Ok(0);
+    };
+    let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(&bytes[..]));
+    Ok(reader
+        .split(b'\n')
+        .filter(|l| l.as_ref().is_ok_and(|l| !l.is_empty()))
+        .count() as u64)
+}
+
+/// Converts a batch of rows (rayon) and appends each item's line to its part.
+fn write_rows(
+    plan: &TablePlan,
+    parts: &[Option<Part>],
+    rows: Vec<Vec<Option<String>>>,
+    problems: &Mutex<Vec<String>>,
+) -> Result<()> {
+    let total = parts.len() as u64;
+    let lines: Vec<std::result::Result<(u64, String), String>> = rows
+        .par_iter()
+        .map(|row| {
+            let item = row_to_item(plan, row)?;
+            let key: Vec<&DValue> = plan.keys.iter().filter_map(|k| item.get(k)).collect();
+            if key.len() != plan.keys.len() {
+                return Err(format!(
+                    "a row of {} has no key ({})",
+                    plan.table,
+                    plan.keys.join(", ")
+                ));
+            }
+            let part = key_hash(&key) % total;
+            let mut line = String::with_capacity(256);
+            line.push_str("{\"Item\":");
+            write_map(&mut line, &item);
+            line.push_str("}\n");
+            Ok((part, line))
+        })
+        .collect();
+    let mut by_part: BTreeMap<u64, (String, u64)> = BTreeMap::new();
+    for line in lines {
+        match line {
+            Ok((part, text)) => {
+                let entry = by_part.entry(part).or_default();
+                entry.0.push_str(&text);
+                entry.1 += 1;
+            }
+            Err(problem) => problems.lock().expect("problems lock").push(problem),
+        }
+    }
+    by_part.into_par_iter().try_for_each(|(n, (text, count))| {
+        // A part published by an earlier attempt is skipped with all its rows.
+        let Some(part) = &parts[n as usize] else {
+            return Ok(());
+        };
+        let mut writer = part.writer.lock().expect("part lock");
+        writer
+            .as_mut()
+            .expect("open until published")
+            .write_all(text.as_bytes())
+            .map_err(|source| {
+                CoordinatorError::from(ferry_shared::Error::Io {
+                    location: part.path.display().to_string(),
+                    source,
+                })
+            })?;
+        part.items
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    })
+}
+
+/// One row's item.
+fn row_to_item(
+    plan: &TablePlan,
+    row: &[Option<String>],
+) -> std::result::Result<BTreeMap<String, DValue>, String> {
+    let mut item = BTreeMap::new();
+    let context = |column: &str, e: String| format!("table {}, column {column}: {e}", plan.table);
+    if let Some((rest, nested)) = &plan.rest {
+        if let Some(Some(text)) = row.get(plan.columns.len()) {
+            let value: Value =
+                serde_json::from_str(text).map_err(|e| context(rest, format!("not JSON: {e}")))?;
+            let Value::Object(map) = value else {
+                return Err(context(rest, "not a JSON object".into()));
+            };
+            for (name, value) in map {
+                let value = json_value(&value, *nested)
+                    .map_err(|e| context(rest, format!("{name}: {e}")))?;
+                item.insert(name, value);
+            }
+        }
+    }
+    for (column, text) in plan.columns.iter().zip(row) {
+        match text {
+            Some(text) => {
+                let value =
+                    text_value(&column.kind, text).map_err(|e| context(&column.column, e))?;
+                item.insert(column.attribute.clone(), value);
+            }
+            None => {
+                // Table mode: the overflow's `name: null` records a NULL attribute (already in the
+                // item); a spilled value of another type is there too. Otherwise: absent.
+                if !column.null_recorded_in_overflow {
+                    item.remove(&column.attribute);
+                }
+            }
+        }
+    }
+    Ok(item)
+}
+
+/// DynamoDB's normal form of a number: no leading zeros, no trailing fraction zeros, no `-0`.
+fn normal_number(text: &str) -> std::result::Result<String, String> {
+    let plain = ferry_worker::number::canonical_number(text.trim())
+        .map_err(|e| format!("{text:?} is not a DynamoDB number: {e}"))?;
+    let (negative, body) = match plain.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, plain.as_ref()),
+    };
+    let body = match body.split_once('.') {
+        Some((int, frac)) => {
+            let frac = frac.trim_end_matches('0');
+            if frac.is_empty() {
+                int.to_string()
+            } else {
+                format!("{int}.{frac}")
+            }
+        }
+        None => body.to_string(),
+    };
+    Ok(
+        if negative && body.bytes().any(|b| b != b'0' && b != b'.') {
+            format!("-{body}")
+        } else {
+            body
+        },
+    )
+}
+
+fn hex_bytes(text: &str) -> std::result::Result<Vec<u8>, String> {
+    let hex = text
+        .strip_prefix("\\x")
+        .ok_or_else(|| format!("bytea text {text:?} is not hex (\\x…)"))?;
+    if hex.len() % 2 != 0 {
+        return Err(format!("bytea text {text:?} has an odd length"));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| format!("bytea text: {e}")))
+        .collect()
+}
+
+/// A column's text (PostgreSQL text format) as an attribute value.
+fn text_value(kind: &Kind, text: &str) -> std::result::Result<DValue, String> {
+    Ok(match kind {
+        Kind::S => DValue::S(text.to_string()),
+        Kind::N => DValue::N(normal_number(text)?),
+        Kind::B => DValue::B(hex_bytes(text)?),
+        Kind::Bool => DValue::Bool(match text {
+            "t" | "true" | "TRUE" | "True" => true,
+            "f" | "false" | "FALSE" | "False" => false,
+            other => return Err(format!("{other:?} is not a boolean")),
+        }),
+        Kind::Json(nested) => {
+            let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+            json_value(&value, *nested)?
+        }
+        Kind::Ss | Kind::Ns | Kind::Bs => {
+            let elements = parse_array_literal(text)?;
+            if elements.iter().any(Option::is_none) {
+                return Err(format!(
+                    "array {text} holds NULL, which a DynamoDB set cannot"
+                ));
+            }
+            let elements: Vec<String> = elements.into_iter().flatten().collect();
+            if elements.is_empty() {
+                return Ok(DValue::L(Vec::new()));
+            }
+            match kind {
+                Kind::Ss => DValue::Ss(elements),
+                Kind::Ns => DValue::Ns(
+                    elements
+                        .iter()
+                        .map(|n| normal_number(n))
+                        .collect::<std::result::Result<_, _>>()?,
+                ),
+                _ => DValue::Bs(
+                    elements
+                        .iter()
+                        .map(|b| hex_bytes(b))
+                        .collect::<std::result::Result<_, _>>()?,
+                ),
+            }
+        }
+        Kind::Time(format) => {
+            let time = parse_time(text)?;
+            let micros = time.timestamp_micros();
+            match format {
+                Some(TimeFormat::EpochSeconds) => {
+                    DValue::N(normal_number(&fraction(micros, 1_000_000))?)
+                }
+                Some(TimeFormat::EpochMillis) => {
+                    DValue::N(normal_number(&fraction(micros, 1_000))?)
+                }
+                _ => DValue::S(time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            }
+        }
+    })
+}
+
+/// `micros` in seconds (`per_unit` 1,000,000) or milliseconds (1,000), as exact decimal text.
+fn fraction(micros: i64, per_unit: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let micros = micros.unsigned_abs();
+    if per_unit == 1_000_000 {
+        format!("{sign}{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+    } else {
+        format!("{sign}{}.{:03}", micros / 1_000, micros % 1_000)
+    }
+}
+
+fn parse_time(text: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    let text = text.trim();
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+    ] {
+        if let Ok(time) = chrono::DateTime::parse_from_str(text, format) {
+            return Ok(time.with_timezone(&chrono::Utc));
+        }
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{text:?} is not a timestamptz: {e}"))
+}
+
+/// JSON back to a DynamoDB value: plain (object → M, array → L, …) or typed.
+fn json_value(value: &Value, nested: NestedJson) -> std::result::Result<DValue, String> {
+    if nested == NestedJson::Dynamodb {
+        return typed_value(value);
+    }
+    Ok(match value {
+        Value::Null => DValue::Null,
+        Value::Bool(b) => DValue::Bool(*b),
+        Value::Number(n) => DValue::N(normal_number(&n.to_string())?),
+        Value::String(s) => DValue::S(s.clone()),
+        Value::Array(items) => DValue::L(
+            items
+                .iter()
+                .map(|v| json_value(v, nested))
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        Value::Object(map) => DValue::M(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), json_value(v, nested)?)))
+                .collect::<std::result::Result<_, String>>()?,
+        ),
+    })
+}
+
+/// Typed DynamoDB JSON (`{"S":"x"}`) to a value.
+fn typed_value(value: &Value) -> std::result::Result<DValue, String> {
+    let Value::Object(map) = value else {
+        return Err(format!("{value} is not a typed DynamoDB value"));
+    };
+    let Some((descriptor, body)) = map.iter().next().filter(|_| map.len() == 1) else {
+        return Err(format!("{value} is not a typed DynamoDB value"));
+    };
+    let string = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("{v} is not a string"))
+    };
+    let strings = |v: &Value| -> std::result::Result<Vec<String>, String> {
+        v.as_array()
+            .ok_or_else(|| format!("{v} is not an array"))?
+            .iter()
+            .map(string)
+            .collect()
+    };
+    let base64 = |s: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|e| format!("invalid base64: {e}"))
+    };
+    Ok(match descriptor.as_str() {
+        "S" => DValue::S(string(body)?),
+        "N" => DValue::N(normal_number(&string(body)?)?),
+        "B" => DValue::B(base64(&string(body)?)?),
+        "BOOL" => DValue::Bool(body.as_bool().ok_or("BOOL is not a boolean")?),
+        "NULL" => DValue::Null,
+        "M" => DValue::M(
+            body.as_object()
+                .ok_or("M is not an object")?
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), typed_value(v)?)))
+                .collect::<std::result::Result<_, String>>()?,
+        ),
+        "L" => DValue::L(
+            body.as_array()
+                .ok_or("L is not an array")?
+                .iter()
+                .map(typed_value)
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        "SS" => DValue::Ss(strings(body)?),
+        "NS" => DValue::Ns(
+            strings(body)?
+                .iter()
+                .map(|n| normal_number(n))
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        "BS" => DValue::Bs(
+            strings(body)?
+                .iter()
+                .map(|b| base64(b))
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        other => return Err(format!("unknown type descriptor {other:?}")),
+    })
+}
+
+/// A one-dimensional array literal (`{a,"b c",NULL}`); `None` for NULL elements.
+fn parse_array_literal(text: &str) -> std::result::Result<Vec<Option<String>>, String> {
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(|| format!("{text} is not an array literal"))?;
+    let mut items = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        let mut item = String::new();
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => item.push(chars.next().ok_or("dangling escape")?),
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => return Err(format!("unterminated element in {text}")),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                item.push(c);
+                chars.next();
+            }
+        }
+        items.push(if !quoted && item.eq_ignore_ascii_case("NULL") {
+            None
+        } else {
+            Some(item)
+        });
+        match chars.next() {
+            Some(',') | None => {}
+            Some(c) => return Err(format!("unexpected {c:?} in {text}")),
+        }
+    }
+    Ok(items)
+}
+
+fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn write_base64(out: &mut String, bytes: &[u8]) {
+    out.push('"');
+    base64::engine::general_purpose::STANDARD.encode_string(bytes, out);
+    out.push('"');
+}
+
+fn write_list<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        each(out, item);
+    }
+    out.push(']');
+}
+
+fn write_map(out: &mut String, map: &BTreeMap<String, DValue>) {
+    out.push('{');
+    for (i, (name, value)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, name);
+        out.push(':');
+        write_value(out, value);
+    }
+    out.push('}');
+}
+
+/// A value in DynamoDB JSON.
+fn write_value(out: &mut String, value: &DValue) {
+    match value {
+        DValue::S(s) => {
+            out.push_str("{\"S\":");
+            write_string(out, s);
+        }
+        DValue::N(n) => {
+            out.push_str("{\"N\":");
+            write_string(out, n);
+        }
+        DValue::B(b) => {
+            out.push_str("{\"B\":");
+            write_base64(out, b);
+        }
+        DValue::Bool(b) => out.push_str(if *b {
+            "{\"BOOL\":true"
+        } else {
+            "{\"BOOL\":false"
+        }),
+        DValue::Null => out.push_str("{\"NULL\":true"),
+        DValue::M(map) => {
+            out.push_str("{\"M\":");
+            write_map(out, map);
+        }
+        DValue::L(items) => {
+            out.push_str("{\"L\":");
+            write_list(out, items, write_value);
+        }
+        DValue::Ss(items) => {
+            out.push_str("{\"SS\":");
+            write_list(out, items, |out, s| write_string(out, s));
+        }
+        DValue::Ns(items) => {
+            out.push_str("{\"NS\":");
+            write_list(out, items, |out, s| write_string(out, s));
+        }
+        DValue::Bs(items) => {
+            out.push_str("{\"BS\":");
+            write_list(out, items, |out, b| write_base64(out, b));
+        }
+    }
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_take_dynamodbs_normal_form() {
+        assert_eq!(normal_number("12.50").unwrap(), "12.5");
+        assert_eq!(normal_number("-0.00").unwrap(), "0");
+        assert_eq!(normal_number("1.5E2").unwrap(), "150");
+        assert_eq!(
+            normal_number("12345678901234567890123456789012345678").unwrap(),
+            "12345678901234567890123456789012345678"
+        );
+        assert_eq!(
+            normal_number("-0.000000000000000000000000000000000000001").unwrap(),
+            "-0.000000000000000000000000000000000000001"
+        );
+        assert!(normal_number("NaN").is_err());
+    }
+
+    #[test]
+    fn values_come_back_typed() {
+        assert_eq!(
+            text_value(&Kind::B, "\\x00ff").unwrap(),
+            DValue::B(vec![0, 255])
+        );
+        assert_eq!(
+            text_value(&Kind::Ss, "{a,\"b c\"}").unwrap(),
+            DValue::Ss(vec!["a".into(), "b c".into()])
+        );
+        assert_eq!(
+            text_value(&Kind::Bs, "{\"\\\\x0001\"}").unwrap(),
+            DValue::Bs(vec![vec![0, 1]])
+        );
+        assert!(text_value(&Kind::Ss, "{a,NULL}").is_err());
+        assert_eq!(
+            text_value(
+                &Kind::Time(Some(TimeFormat::EpochSeconds)),
+                "2024-01-02 01:04:05.500000+00"
+            )
+            .unwrap(),
+            DValue::N("1704157445.5".into())
+        );
+        assert_eq!(
+            text_value(
+                &Kind::Time(Some(TimeFormat::EpochMillis)),
+                "2024-01-02 01:04:05.5+00"
+            )
+            .unwrap(),
+            DValue::N("1704157445500".into())
+        );
+        assert_eq!(
+            text_value(
+                &Kind::Time(Some(TimeFormat::Iso8601)),
+                "2024-01-02 01:04:05+00"
+            )
+            .unwrap(),
+            DValue::S("2024-01-02T01:04:05Z".into())
+        );
+        let plain = text_value(
+            &Kind::Json(NestedJson::Plain),
+            r#"{"a":[1.50,"x",null,true]}"#,
+        )
+        .unwrap();
+        let mut line = String::new();
+        write_value(&mut line, &plain);
+        assert_eq!(
+            line,
+            r#"{"M":{"a":{"L":[{"N":"1.5"},{"S":"x"},{"NULL":true},{"BOOL":true}]}}}"#
+        );
+        let typed = text_value(&Kind::Json(NestedJson::Dynamodb), r#"{"SS":["a"]}"#).unwrap();
+        assert_eq!(typed, DValue::Ss(vec!["a".into()]));
+        assert_eq!(
+            parse_part("orders", "orders-00003-of-00010.json.gz"),
+            Some((3, 10))
+        );
+        assert_eq!(parse_part("orders", "users-00003-of-00010.json.gz"), None);
+    }
+}
