@@ -394,14 +394,18 @@ pub fn decide(
         ));
     }
     if window.from_micros < expected {
-        let overlapped = chain
+        let overlapped: Vec<String> = chain
             .iter()
-            .rev()
-            .find(|w| w.from_micros < window.to_micros && window.from_micros < w.to_micros)
+            .filter(|w| w.from_micros < window.to_micros && window.from_micros < w.to_micros)
             .map(|w| format!("window {} {}", w.name(), w.span()))
-            .unwrap_or(after);
+            .collect();
+        let overlapped = if overlapped.is_empty() {
+            after
+        } else {
+            overlapped.join(" and ")
+        };
         return refuse(format!(
-            "overlap: window {} {} starts before {} ends, and overlaps it: windows must follow each other exactly",
+            "overlap: window {} {} overlaps {}, already applied: windows must follow each other exactly, each starting where the last one ends",
             window.name(),
             window.span(),
             overlapped
@@ -465,6 +469,12 @@ pub async fn catch_up(request: &CatchUpRequest, queue: Option<&SqsQueue>) -> Res
     for window in &found {
         let run_id = window_run_id(window, &base.run_id);
         let decision = decide(&base, &simulated, window, &run_id)?;
+        if let Decision::Resume(resumed) = &decision {
+            // Finished before the next window starts.
+            if let Some(record) = simulated.iter_mut().find(|w| w.run_id == resumed.run_id) {
+                record.state = window_state::COMPLETE.into();
+            }
+        }
         if let Decision::Apply { seq } = &decision {
             simulated.push(WindowRecord {
                 run_id: run_id.clone(),

@@ -67,6 +67,42 @@ enum Command {
     /// Write a run's tables, as they are now, back as a DynamoDB import (gzip DynamoDB JSON lines
     /// for ImportTable), locally or to S3: the migration's rollback.
     ExportBack(ExportBackArgs),
+    /// Apply DynamoDB incremental exports (windows [from, to)) in order to the tables a full run
+    /// loaded, on this machine or through the queue and the fleet: the cut-over's catch-up.
+    CatchUp(CatchUpArgs),
+}
+
+#[derive(Debug, Args)]
+struct CatchUpArgs {
+    /// An incremental export (…/AWSDynamoDB/<ExportId>/), or a folder or s3:// prefix holding
+    /// several; repeat for more. Windows apply in time order; those already applied are skipped.
+    #[arg(long, required = true)]
+    export: Vec<String>,
+    /// Target database URL (its ledger holds the full run).
+    #[arg(long)]
+    target: Option<String>,
+    /// The full run the windows follow (default: the one full run of their table in the ledger).
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Loaders on this machine (default: load.workers).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Apply through the fleet: each window's shards go to this queue (default: queue.url when
+    /// --fleet is given), the next window only once this one is complete.
+    #[arg(long)]
+    queue_url: Option<String>,
+    /// Use the configured queue (queue.url) and the fleet's workers.
+    #[arg(long)]
+    fleet: bool,
+    /// Seconds between looks at the ledger while the fleet applies a window.
+    #[arg(long, default_value_t = 5)]
+    interval: u64,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -583,6 +619,39 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 if !args.json {
                     println!();
                 }
+            }
+        }
+        Command::CatchUp(args) => {
+            let settings = load_settings(args.config.as_deref())?;
+            let target_url = target_url(args.target.as_ref(), &settings)?;
+            let queue = if args.fleet || args.queue_url.is_some() {
+                let url = queue_url(args.queue_url.as_ref(), &settings)?;
+                Some(open_queue(url, &settings).await)
+            } else {
+                None
+            };
+            let request = crate::catch_up::CatchUpRequest {
+                exports: args.export,
+                base_run_id: args.run_id,
+                target_url,
+                workers: args.workers,
+                settings,
+                poll_interval: std::time::Duration::from_secs(args.interval.max(1)),
+            };
+            let report = crate::catch_up::catch_up(&request, queue.as_ref()).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.complete() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "ferry: catch-up of run {} stopped: a window is not applied (see its problems)",
+                    report.base_run_id
+                );
+                Ok(ExitCode::from(1))
             }
         }
         Command::Reset(args) => {

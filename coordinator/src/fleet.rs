@@ -87,6 +87,9 @@ pub struct FleetStatus {
     pub eta_seconds: Option<f64>,
     /// Every shard's state and progress.
     pub shards: Vec<ShardProgress>,
+    /// For a run with catch-up windows (or a window): how far behind its tables are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<crate::catch_up::Behind>,
 }
 
 /// One shard's line in the status.
@@ -233,6 +236,9 @@ impl FleetStatus {
                 failed.shard_id, failed.data_key, failed.error
             );
         }
+        if let Some(behind) = &self.catch_up {
+            out.push_str(&behind.to_text());
+        }
         out
     }
 }
@@ -273,7 +279,20 @@ pub async fn status(
         }
         _ => None,
     };
+    status.catch_up = catch_up_of(client, run).await;
     Ok(status)
+}
+
+/// How far behind a run with catch-up windows is (`None` for a run without any, or a ledger
+/// from before windows).
+async fn catch_up_of(client: &Client, run: &RunRecord) -> Option<crate::catch_up::Behind> {
+    let behind = crate::catch_up::behind(client, run).await.ok()?;
+    let is_window = ferry_worker::window::get_window(client, &run.run_id)
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    (is_window || behind.windows_applied > 0 || behind.applying.is_some()).then_some(behind)
 }
 
 /// Seconds since the run was planned, when the server can say.
@@ -309,6 +328,7 @@ fn summarize(run: &RunRecord, shards: &[ShardRecord], queue: Option<QueueDepth>)
         queue,
         items_per_second: None,
         eta_seconds: None,
+        catch_up: None,
         shards: shards
             .iter()
             .map(|s| ShardProgress {

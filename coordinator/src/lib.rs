@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`plan`]: find the export, decide the table and schema, prepare the table, record the run and
 //!   its shards in the ledger (deterministic; planning a known run resumes it).
+//! - [`catch_up`]: incremental exports (windows) applied in order after a full run, with the
+//!   ledger enforcing their continuity; how far behind a run's tables are.
 //! - [`catalog`]: a table's unique indexes and column types, read the same way on both targets.
 //! - [`infer`]: schema inference from a sample of items.
 //! - [`migrate`]: the single-machine path: plan, in-process workers, finalize.
@@ -16,6 +18,7 @@
 //! - [`error`]: this crate's error type.
 
 pub mod catalog;
+pub mod catch_up;
 pub mod cli;
 pub mod embedded;
 pub mod error;

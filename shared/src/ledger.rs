@@ -19,6 +19,8 @@
 //!   dataset's settings (the rows are in the files, the ledger stays in the database);
 //! - `ferry.output_files` (v3): one row per Parquet file committed: its table, the load and chunk
 //!   that wrote it, its key, rows and bytes (what finalize's `_manifest.json` lists);
+//! - `ferry.windows`, `ferry.deferred` (v5): incremental exports applied after a full run, in
+//!   order, and the change records a window set aside until its end ([`crate::window`]);
 //! - `ferry.meta`: `schema_version`, so a newer Ferry migrates the ledger in place
 //!   ([`MIGRATIONS`]) and an older one refuses a ledger it does not know.
 //!
@@ -26,7 +28,7 @@
 //! (`$1::text`), which both PostgreSQL and HeliosDB accept.
 
 /// The ledger schema this Ferry writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Creates the ledger schema; safe to run on every start.
 pub const CREATE_LEDGER: &[&str] = &[
@@ -142,6 +144,11 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             PRIMARY KEY (run_id, table_name, load_id, chunk_index)
         )",
     ],
+),
+(
+    // Catch-up windows and their deferred change records ([`crate::window`]).
+    5,
+    crate::window::MIGRATION,
 )];
 
 /// The ledger's schema version (`$1` is unused; no row: a version-1 ledger or a new one).

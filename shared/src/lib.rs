@@ -13,6 +13,7 @@
 //! - [`schema`]: the resolved target table schema a run stores in its ledger, so every worker uses the same one.
 //! - [`routing`]: single-table design: routing rules, routed tables' columns, casts and transforms.
 //! - [`ledger`]: the `ferry` ledger schema (runs, shards, rejects) and the SQL that reads and advances it.
+//! - [`window`]: catch-up windows (incremental exports applied after a full run) in the ledger.
 //! - [`ident`]: SQL identifier quoting (every identifier Ferry writes goes through it).
 //! - [`failpoint`]: failure points compiled into every binary and switched on by `FERRY_FAILPOINTS`.
 //! - [`telemetry`]: logging setup.
@@ -34,5 +35,6 @@ pub mod schema;
 pub mod sqs;
 pub mod store;
 pub mod telemetry;
+pub mod window;
 
 pub use error::{Error, Result};

@@ -6,6 +6,13 @@
 //! before parsing. Data-file keys in the manifest are full keys from the bucket root; they are
 //! resolved relative to wherever the `AWSDynamoDB` folder now is. A folder with data files but no
 //! manifest is accepted as *unverified*. Per-file MD5s and item counts are checked while loading.
+//!
+//! Both output formats are read (`DYNAMODB_JSON`, `data/*.json.gz`, and `ION`, `data/*.ion.gz`),
+//! and both export types: an incremental export (`INCREMENTAL_EXPORT`, a catch-up *window*) has
+//! `exportFromTime`/`exportToTime` and its view type instead of `exportTime`, and its data files
+//! live in the `AWSDynamoDB/data/` folder every incremental export under the prefix shares, so
+//! they are taken from its `manifest-files.json` only, never by listing that folder.
+//! [`locate_windows`] finds every export under a prefix (a folder of windows).
 
 use base64::Engine;
 use md5::{Digest, Md5};
@@ -32,6 +39,13 @@ pub struct ExportSummary {
     pub export_type: Option<String>,
     /// Billed size.
     pub billed_size_bytes: Option<u64>,
+    /// Incremental exports: the window's start (inclusive).
+    pub export_from_time: Option<String>,
+    /// Incremental exports: the window's end (exclusive).
+    pub export_to_time: Option<String>,
+    /// Incremental exports: `NEW_AND_OLD_IMAGES` or `NEW_IMAGE` (AWS's docs also say
+    /// `NEW_IMAGES`).
+    pub output_view: Option<String>,
 }
 
 impl ExportSummary {
@@ -43,6 +57,16 @@ impl ExportSummary {
         (!name.is_empty()).then_some(name)
     }
 
+    /// Whether this is an incremental export (a catch-up window).
+    pub fn is_incremental(&self) -> bool {
+        self.export_type.as_deref() == Some(INCREMENTAL_EXPORT)
+    }
+
+    /// Whether the data files are Amazon Ion.
+    pub fn is_ion(&self) -> bool {
+        self.output_format.as_deref() == Some("ION")
+    }
+
     /// The ExportId, the last segment of `exportArn`.
     pub fn export_id(&self) -> Option<&str> {
         self.export_arn
@@ -51,6 +75,16 @@ impl ExportSummary {
             .next()
             .filter(|s| !s.is_empty())
     }
+}
+
+/// `exportType` of an incremental export.
+pub const INCREMENTAL_EXPORT: &str = "INCREMENTAL_EXPORT";
+
+/// Microseconds since 1970 of an ISO-8601 time as manifests write it (`2024-06-11T09:00:00.000Z`).
+pub fn micros_of(time: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(time.trim())
+        .ok()
+        .map(|t| t.timestamp_micros())
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +180,29 @@ pub async fn locate_export(store: &dyn ObjectStore, prefix: &str) -> Result<Expo
     }
 }
 
+/// Every export under `prefix` (a folder or prefix holding several incremental exports, each
+/// `AWSDynamoDB/<ExportId>/` with its manifests), in key order; or the one export `prefix` is.
+pub async fn locate_windows(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<ExportListing>> {
+    let objects = store.list(prefix).await?;
+    let mut summaries: Vec<String> = objects
+        .iter()
+        .filter(|o| o.key == "manifest-summary.json" || o.key.ends_with("/manifest-summary.json"))
+        .map(|o| o.key.trim_end_matches("manifest-summary.json").to_string())
+        .collect();
+    summaries.sort();
+    if summaries.is_empty() {
+        return Err(Error::ExportNotFound(format!(
+            "no manifest-summary.json under {}: point --export at incremental exports (…/AWSDynamoDB/<ExportId>/, or a folder or prefix holding them)",
+            store.location(prefix)
+        )));
+    }
+    let mut listings = Vec::with_capacity(summaries.len());
+    for export_prefix in summaries {
+        listings.push(verified_listing(store, &export_prefix, &objects).await?);
+    }
+    Ok(listings)
+}
+
 async fn read_checked(
     store: &dyn ObjectStore,
     objects: &[ObjectMeta],
@@ -200,17 +257,44 @@ async fn verified_listing(
         reason,
     };
     if let Some(format) = summary.output_format.as_deref() {
-        if format != "DYNAMODB_JSON" {
+        if format != "DYNAMODB_JSON" && format != "ION" {
             return Err(manifest_error(format!(
-                "outputFormat {format} is not supported yet; export with DYNAMODB_JSON"
+                "outputFormat {format} is not one Ferry reads (DYNAMODB_JSON or ION)"
             )));
         }
     }
     if let Some(kind) = summary.export_type.as_deref() {
-        if kind != "FULL_EXPORT" {
+        if kind != "FULL_EXPORT" && kind != INCREMENTAL_EXPORT {
             return Err(manifest_error(format!(
-                "exportType {kind} is not supported yet; use a full export"
+                "exportType {kind} is not one Ferry reads (FULL_EXPORT or INCREMENTAL_EXPORT)"
             )));
+        }
+    }
+    if summary.is_incremental() {
+        for (field, value) in [
+            ("exportFromTime", &summary.export_from_time),
+            ("exportToTime", &summary.export_to_time),
+        ] {
+            match value.as_deref() {
+                Some(time) if micros_of(time).is_some() => {}
+                Some(time) => {
+                    return Err(manifest_error(format!(
+                        "{field} {time:?} is not an ISO-8601 time"
+                    )))
+                }
+                None => {
+                    return Err(manifest_error(format!(
+                        "an incremental export without {field}"
+                    )))
+                }
+            }
+        }
+        if let Some(view) = summary.output_view.as_deref() {
+            if !matches!(view, "NEW_AND_OLD_IMAGES" | "NEW_IMAGE" | "NEW_IMAGES") {
+                return Err(manifest_error(format!(
+                    "outputView {view} is not NEW_AND_OLD_IMAGES or NEW_IMAGE"
+                )));
+            }
         }
     }
 
@@ -231,6 +315,18 @@ async fn verified_listing(
     let anchor = export_prefix
         .rfind("AWSDynamoDB/")
         .map(|at| export_prefix[..at + "AWSDynamoDB/".len()].to_string());
+    // An incremental export's data files are in the shared `AWSDynamoDB/data/` folder, which the
+    // listing of the export's own folder does not reach.
+    let shared_data = match (&anchor, summary.is_incremental()) {
+        (Some(anchor), true)
+            if !objects
+                .iter()
+                .any(|o| o.key.starts_with(&format!("{anchor}data/"))) =>
+        {
+            store.list(&format!("{anchor}data/")).await?
+        }
+        _ => Vec::new(),
+    };
     let mut files = Vec::new();
     for (index, line) in files_text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -254,7 +350,7 @@ async fn verified_listing(
                 format!("{export_prefix}data/{name}")
             }
         };
-        let Some(meta) = objects.iter().find(|o| o.key == key) else {
+        let Some(meta) = objects.iter().chain(&shared_data).find(|o| o.key == key) else {
             return Err(Error::Manifest {
                 location: format!("{} line {}", store.location(&files_key), index + 1),
                 reason: format!("data file {} is missing", store.location(&key)),
@@ -297,7 +393,7 @@ fn unverified_listing(
 ) -> Result<ExportListing> {
     let files: Vec<DataFile> = objects
         .iter()
-        .filter(|o| o.key.ends_with(".json.gz"))
+        .filter(|o| is_data_file(&o.key))
         .map(|o| DataFile {
             shard_id: shard_id_of(&o.key),
             key: o.key.clone(),
@@ -308,30 +404,38 @@ fn unverified_listing(
         .collect();
     if files.is_empty() {
         return Err(Error::ExportNotFound(format!(
-            "no manifest-summary.json and no .json.gz data files under {}",
+            "no manifest-summary.json and no .json.gz or .ion.gz data files under {}",
             store.location(prefix)
         )));
     }
     check_unique_shards(&files)?;
+    let warning = format!(
+        "no manifest under {}: loading {} data files unverified (no item counts or checksums to reconcile)",
+        store.location(prefix),
+        files.len()
+    );
     Ok(ExportListing {
         location: store.location(prefix),
         export_prefix: prefix.to_string(),
         summary: None,
         files,
         verified: false,
-        warnings: vec![format!(
-            "no manifest under {}: loading {} data files unverified (no item counts or checksums to reconcile)",
-            store.location(prefix),
-            objects.iter().filter(|o| o.key.ends_with(".json.gz")).count()
-        )],
+        warnings: vec![warning],
     })
 }
 
-/// The shard id of a data file: its file name without `.json.gz`.
+/// Whether a key names an export data file (DynamoDB JSON or Ion, gzipped).
+fn is_data_file(key: &str) -> bool {
+    key.ends_with(".json.gz") || key.ends_with(".ion.gz")
+}
+
+/// The shard id of a data file: its file name without `.json.gz` (or `.ion.gz`).
 pub fn shard_id_of(key: &str) -> String {
     let name = key.rsplit('/').next().unwrap_or(key);
-    name.trim_end_matches(".gz")
-        .trim_end_matches(".json")
+    let name = name.trim_end_matches(".gz");
+    name.strip_suffix(".json")
+        .or_else(|| name.strip_suffix(".ion"))
+        .unwrap_or(name)
         .to_string()
 }
 

@@ -140,9 +140,11 @@ impl<'de> Deserialize<'de> for Micros {
                             let text = map.next_value::<Str<'de>>()?;
                             found = Some(parse_micros(&text.0).map_err(de::Error::custom)?);
                         }
-                        other => return Err(de::Error::custom(format!(
+                        other => {
+                            return Err(de::Error::custom(format!(
                             "WriteTimestampMicros: unexpected {other:?} (expected {{\"N\":\"…\"}})"
-                        ))),
+                        )))
+                        }
                     }
                 }
                 found

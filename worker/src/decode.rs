@@ -22,7 +22,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use ferry_shared::schema::{DdbType, OnTypeMismatch, TableSchema};
 
 use crate::convert::{cast, CastError, CastSpec, Cell, ColumnBuilder};
-use crate::item::{parse_line, AttrValue};
+use crate::item::{parse_line, AttrValue, Attributes};
 use crate::json::{check_text, write_object, ValueError};
 
 /// Lines read from a data file: their bytes and where each starts and ends.
@@ -137,6 +137,16 @@ pub fn arrow_schema(schema: &TableSchema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Parses one line of a full export: DynamoDB JSON (`{"Item":{…}}`), or Amazon Ion text
+/// (`$ion_1_0 {Item:{…}}`, [`crate::ion`]), told apart by the line's first bytes.
+pub fn parse_item(raw: &[u8]) -> Result<Attributes<'_>, String> {
+    if crate::ion::is_ion_line(raw) {
+        crate::ion::parse_item_line(raw)
+    } else {
+        parse_line(raw).map_err(|e| e.to_string())
+    }
+}
+
 /// FNV-1a: attribute names are short, and SipHash showed in profiles.
 #[derive(Default)]
 struct Fnv(u64);
@@ -209,7 +219,19 @@ impl Decoder {
 
     /// Decodes every line of `block`.
     pub fn decode(&self, block: &RawBlock) -> DecodedBatch {
-        let rows = block.lines.len();
+        self.decode_items(block.lines.iter().map(|line| {
+            let raw = block.line(line);
+            (line.line_no, raw, parse_item(raw))
+        }))
+    }
+
+    /// Decodes items already parsed: `(line number, raw line, item or why it is malformed)`.
+    /// Incremental exports decode their `NewImage`s through here.
+    pub fn decode_items<'b>(
+        &self,
+        items: impl ExactSizeIterator<Item = (u64, &'b [u8], Result<Attributes<'b>, String>)>,
+    ) -> DecodedBatch {
+        let rows = items.len();
         let mut builders: Vec<ColumnBuilder> = self
             .schema
             .columns
@@ -221,13 +243,12 @@ impl Decoder {
         let mut rejects = Vec::new();
         let mut spilled = 0;
         let mut overflow_text = String::new();
-        for line in &block.lines {
-            let raw = block.line(line);
-            let attributes = match parse_line(raw) {
+        for (line_no, raw, parsed) in items {
+            let attributes = match parsed {
                 Ok(attributes) => attributes,
                 Err(e) => {
                     rejects.push(Reject {
-                        line_no: line.line_no,
+                        line_no,
                         kind: RejectKind::Malformed,
                         reason: format!("malformed line: {e}"),
                         raw: raw.to_vec(),
@@ -248,10 +269,10 @@ impl Decoder {
                         overflow.append_null();
                     }
                     spilled += row_spilled;
-                    line_numbers.push(line.line_no);
+                    line_numbers.push(line_no);
                 }
                 Err((kind, reason)) => rejects.push(Reject {
-                    line_no: line.line_no,
+                    line_no,
                     kind,
                     reason,
                     raw: raw.to_vec(),

@@ -4,6 +4,10 @@
 //! - [`source`]: streams a data file, checks its MD5 and line count, gunzips it and frames lines
 //!   into blocks that never cross a chunk boundary.
 //! - [`item`]: parses one line of typed DynamoDB JSON into borrowed values.
+//! - [`ion`]: parses one line of an Amazon Ion export into the same values.
+//! - [`change`]: incremental exports' change records (`Keys`, `NewImage`, `OldImage`, `Metadata`).
+//! - [`window`]: catch-up windows: whether a window may apply now, its loading context, the end of
+//!   a window (deferred change records retried, then rejected).
 //! - [`number`]: exact DynamoDB numbers (validation, canonical text, PostgreSQL NUMERIC encoding).
 //! - [`json`]: canonical JSON for nested values and the overflow column.
 //! - [`convert`]: the one DynamoDB value → Arrow column conversion (exact casts, builders).
@@ -34,12 +38,14 @@
 //! is proven stored or not by its first row's provenance before it is written. A resumed shard
 //! streams the file again and skips `committed_lines` lines. See [`sink`] for the argument.
 
+pub mod change;
 pub mod conn;
 pub mod convert;
 pub mod copy;
 pub mod csv;
 pub mod decode;
 pub mod error;
+pub mod ion;
 pub mod item;
 pub mod json;
 pub mod ledger;
@@ -53,5 +59,6 @@ pub mod sink;
 pub mod source;
 pub mod target;
 pub mod tls;
+pub mod window;
 
 pub use error::{chain_text, server_message, Result, WorkerError};

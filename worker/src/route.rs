@@ -28,8 +28,8 @@ use regex_lite::Regex;
 use sha2::Digest;
 
 use crate::convert::{cast, epoch_micros, scalar_text, CastSpec, Cell, ColumnBuilder};
-use crate::decode::{arrow_schema, RawBlock, Reject, RejectKind};
-use crate::item::{parse_line, AttrValue};
+use crate::decode::{arrow_schema, parse_item, RawBlock, Reject, RejectKind};
+use crate::item::{AttrValue, Attributes};
 use crate::json::{check_text, write_object};
 
 /// A compiled column.
@@ -81,6 +81,8 @@ pub struct RoutedBlock {
     pub rejects: Vec<Reject>,
     /// Items skipped by a rule's filter.
     pub filtered: u64,
+    /// The line number of each item a filter skipped.
+    pub filtered_lines: Vec<u64>,
 }
 
 impl Router {
@@ -216,6 +218,18 @@ impl Router {
 
     /// Routes every line of `block`.
     pub fn route(&self, block: &RawBlock) -> RoutedBlock {
+        self.route_items(block.lines.iter().map(|line| {
+            let raw = block.line(line);
+            (line.line_no, raw, parse_item(raw))
+        }))
+    }
+
+    /// Routes items already parsed: `(line number, raw line, item or why it is malformed)`.
+    /// Incremental exports route their `NewImage`s through here.
+    pub fn route_items<'b>(
+        &self,
+        items: impl Iterator<Item = (u64, &'b [u8], Result<Attributes<'b>, String>)>,
+    ) -> RoutedBlock {
         let mut outputs: Vec<TableOutput> = self
             .tables
             .iter()
@@ -232,15 +246,15 @@ impl Router {
             .collect();
         let mut rejects = Vec::new();
         let mut filtered = 0;
-        for line in &block.lines {
-            let raw = block.line(line);
+        let mut filtered_lines = Vec::new();
+        for (line_no, raw, parsed) in items {
             let reject = |kind: RejectKind, reason: String| Reject {
-                line_no: line.line_no,
+                line_no,
                 kind,
                 reason,
                 raw: raw.to_vec(),
             };
-            let attributes = match parse_line(raw) {
+            let attributes = match parsed {
                 Ok(attributes) => attributes,
                 Err(e) => {
                     rejects.push(reject(
@@ -256,6 +270,7 @@ impl Router {
                 Some((index, rule)) => match self.skip(rule, &attributes) {
                     Ok(true) => {
                         filtered += 1;
+                        filtered_lines.push(line_no);
                         continue;
                     }
                     Ok(false) => self
@@ -286,7 +301,7 @@ impl Router {
                     }
                     output.rest.append_option(rest);
                     output.rule_of_row.push(rule.unwrap_or(usize::MAX));
-                    output.line_numbers.push(line.line_no);
+                    output.line_numbers.push(line_no);
                 }
                 Err((kind, reason)) => rejects.push(reject(kind, reason)),
             }
@@ -307,7 +322,107 @@ impl Router {
             rows,
             rejects,
             filtered,
+            filtered_lines,
         }
+    }
+
+    /// Whether an item's key alone decides its table: every rule matches on the key attributes
+    /// only (prefixes, or a regex over a key attribute). Then an item can never move between
+    /// tables, and a key's rows can only be in its own table.
+    pub fn routes_by_key(&self) -> bool {
+        self.rules.iter().all(|r| {
+            let when = &r.rule.when;
+            when.attribute.is_none()
+                && when.equals.is_none()
+                && when
+                    .regex_attribute
+                    .as_ref()
+                    .is_none_or(|a| self.keys.contains(a))
+        })
+    }
+
+    /// Refuses routing whose rows an incremental export cannot find again by key: a key column
+    /// with transforms (its stored value is not the key's), or of a type other than text.
+    pub fn check_for_changes(&self) -> Result<(), String> {
+        for rule in &self.rules {
+            let table = &self.tables[rule.table];
+            for (column, spec) in rule.columns.iter().zip(&table.columns) {
+                if !spec.is_key {
+                    continue;
+                }
+                if !column.spec.transform.is_empty() {
+                    return Err(format!(
+                        "routing rule {:?}: key column {:?} has transforms, so its rows cannot be found by their DynamoDB key: incremental exports cannot be applied to it",
+                        rule.rule.name, column.spec.name
+                    ));
+                }
+                if spec.pg_type != ferry_shared::schema::PgType::Text {
+                    return Err(format!(
+                        "routing rule {:?}: key column {:?} is {}; incremental exports apply to text key columns",
+                        rule.rule.name,
+                        column.spec.name,
+                        spec.pg_type.sql()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The tables an item whose key attributes are `keys` can have a row in, each with the row's
+    /// key values there: the key's own table when keys decide tables ([`Self::routes_by_key`];
+    /// none when no rule and no catch-all takes the key), otherwise every table.
+    pub fn key_homes(
+        &self,
+        keys: &[(Cow<'_, str>, AttrValue<'_>)],
+    ) -> Result<Vec<(usize, crate::sink::Key)>, String> {
+        let tables: Vec<usize> = if self.routes_by_key() {
+            match self.rule_for(keys) {
+                Some((_, rule)) => vec![rule.table],
+                None => self.catch_all.into_iter().collect(),
+            }
+        } else {
+            (0..self.tables.len()).collect()
+        };
+        tables
+            .into_iter()
+            .map(|table| Ok((table, self.key_in_table(table, keys)?)))
+            .collect()
+    }
+
+    /// The key values a row of `table` holds for the key attributes `keys`.
+    fn key_in_table(
+        &self,
+        table: usize,
+        keys: &[(Cow<'_, str>, AttrValue<'_>)],
+    ) -> Result<crate::sink::Key, String> {
+        let schema = &self.tables[table];
+        let sources: Vec<String> = match self.table_rules[table].first() {
+            Some(&rule) => self.rules[rule]
+                .columns
+                .iter()
+                .zip(&schema.columns)
+                .filter(|(_, spec)| spec.is_key)
+                .map(|(column, _)| column.spec.whole_attribute().unwrap_or_default())
+                .collect(),
+            // The catch-all table: the key attributes under their own names.
+            None => self.keys.clone(),
+        };
+        sources
+            .iter()
+            .map(|source| {
+                let value = attribute(keys, source)
+                    .ok_or_else(|| format!("the change record's Keys lack {source:?}"))?;
+                let text = scalar_text(value).ok_or_else(|| {
+                    format!(
+                        "key attribute {source:?} is {}, not a string or number",
+                        value.ddb_type()
+                    )
+                })?;
+                check_text(&text).map_err(|e| format!("key attribute {source:?}: {}", e.reason))?;
+                Ok(crate::sink::KeyValue::Text(text.into_owned()))
+            })
+            .collect()
     }
 
     fn describe_keys(&self, attributes: &[(Cow<'_, str>, AttrValue<'_>)]) -> String {

@@ -33,6 +33,8 @@ pub struct EncodedBlock {
 enum Conversion {
     Table(Decoder),
     Routed(Router),
+    /// Change records of an incremental export ([`super::apply`]).
+    Changes(Box<super::apply::ChangeEncoder>),
 }
 
 /// Encodes blocks of one run for one load path. Cheap to share across threads.
@@ -91,6 +93,29 @@ impl BlockEncoder {
         })
     }
 
+    /// An encoder for the change records of an incremental export applied to a run whose schema
+    /// is `schema` (the full run's: the same columns, routing and casts). `window_end` is the
+    /// window's `exportToTime`, for TTL filters.
+    pub fn for_changes(
+        schema: &TableSchema,
+        window_end: Option<&str>,
+        path: LoadPath,
+    ) -> Result<Self> {
+        let changes = super::apply::ChangeEncoder::new(schema, window_end)?;
+        Ok(BlockEncoder {
+            tables: changes.tables().clone(),
+            conversion: Conversion::Changes(Box::new(changes)),
+            parquet_schemas: Vec::new(),
+            path,
+            keep_keys: false,
+        })
+    }
+
+    /// Whether this encoder writes change records (an incremental export) rather than rows.
+    pub fn applies_changes(&self) -> bool {
+        matches!(self.conversion, Conversion::Changes(_))
+    }
+
     /// The tables rows go to, in the order of [`TableRows::table`].
     pub fn tables(&self) -> &Arc<Vec<TableSchema>> {
         &self.tables
@@ -99,6 +124,7 @@ impl BlockEncoder {
     /// Decodes (or routes) and encodes `block`; every row carries `provenance`.
     pub fn encode(&self, block: &RawBlock, provenance: i64) -> Result<EncodedBlock> {
         let (batches, line_numbers, rows, rejects, spilled, filtered) = match &self.conversion {
+            Conversion::Changes(changes) => return changes.encode(block, provenance),
             Conversion::Table(decoder) => {
                 let decoded = decoder.decode(block);
                 let rows = decoded.batch.num_rows() as u64;

@@ -12,6 +12,9 @@
 //!   COPY (HeliosDB, whose COPY is fast only outside a transaction).
 //! - [`parquet`]: Parquet files (a local folder or S3), one per table and chunk, published whole
 //!   under names derived from the load and chunk; the ledger stays in a database.
+//! - [`apply`]: incremental exports: each chunk's upserts and deletes, its rejects and its
+//!   checkpoint in one transaction (both targets), constraint violations deferred to the end of
+//!   the window.
 //! - [`sql`]: what both SQL sinks share: the [`Ledger`] on a tokio-postgres client, presence
 //!   probes and the conditional checkpoint.
 //!
@@ -63,6 +66,9 @@
 //! (`fake`), with crashes between every step, racing loaders, rows from elsewhere and a file that
 //! changes; the real sinks run the same scenarios against PostgreSQL and HeliosDB in `tests/`.
 
+pub mod apply;
+#[cfg(test)]
+mod apply_fake;
 pub mod autocommit;
 pub mod driver;
 pub mod encode;
@@ -118,6 +124,8 @@ pub enum Payload {
     Rows(Vec<Vec<Option<String>>>),
     /// An Arrow batch in the shape of the table's Parquet files (the provenance last).
     Batch(arrow_array::RecordBatch),
+    /// Upserts and deletes of an incremental export ([`apply`]).
+    Changes(apply::Changes),
 }
 
 /// One table's rows of a block.
@@ -342,6 +350,11 @@ pub async fn load_shard_on(
     ctx: &LoadContext,
     shard_id: &str,
 ) -> Result<ShardOutcome> {
+    if ctx.encoder.applies_changes() {
+        let ledger = apply::ApplyLedger(client);
+        let mut sink = apply::ApplySink::open(client, ctx).await?;
+        return load_shard(&ledger, &mut sink, ctx, shard_id).await;
+    }
     if ctx.load_path() == LoadPath::Parquet {
         let output = parquet::output_of(client, &ctx.run.run_id).await?;
         let ledger = parquet::ParquetLedger::new(client, output.clone());

@@ -1,0 +1,348 @@
+//! Catching up with incremental exports, on PostgreSQL and on HeliosDB: a table's history written
+//! the way DynamoDB exports it (boto3-typed items; a full export, three windows, one of them in
+//! Amazon Ion and in the NEW_IMAGE view), applied to a routed run and a table-mode run, the
+//! table-mode catch-up killed with `kill -9` in the middle of a window and run again; every table
+//! must then equal a full load of the final state, value by value. The ledger's refusals (an
+//! incremental export before its full run, a gap, an overlap, a window applied twice) are checked
+//! on the way.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_coordinator::catch_up::{catch_up, CatchUpReport, CatchUpRequest};
+use ferry_shared::config::Settings;
+use ferry_tests::harness::{
+    assert_run_matches_text, assert_table_matches, binary, connect, migrate_path, query_text,
+    run_coordinator, stderr_of, TestTarget,
+};
+use ferry_tests::history::{table_text, History, ROUTED_CONFIG, ROUTED_TABLES};
+
+/// A fresh database on `target` (its server, for HeliosDB, stops when dropped).
+async fn database(
+    target: TestTarget,
+    name: &str,
+) -> anyhow::Result<(String, Option<ferry_tests::helios::HeliosServer>)> {
+    Ok(match target {
+        TestTarget::Postgres => (
+            ferry_tests::pg::shared_cluster()
+                .create_database(name)
+                .await?,
+            None,
+        ),
+        TestTarget::HeliosDb => {
+            let server = ferry_tests::helios::HeliosServer::start()?;
+            (server.url(), Some(server))
+        }
+    })
+}
+
+fn routed_settings(dir: &std::path::Path) -> anyhow::Result<Settings> {
+    let path = dir.join("routed.toml");
+    std::fs::write(&path, ROUTED_CONFIG)?;
+    let mut settings = ferry_shared::config::load_settings(Some(&path))?;
+    settings.load.chunk_lines = 40.try_into()?;
+    settings.load.block_lines = 13.try_into()?;
+    Ok(settings)
+}
+
+fn table_settings() -> anyhow::Result<Settings> {
+    let mut settings = Settings::default();
+    settings.load.chunk_lines = 40.try_into()?;
+    settings.load.block_lines = 13.try_into()?;
+    Ok(settings)
+}
+
+async fn catch_up_here(
+    url: &str,
+    exports: &[&std::path::Path],
+    run_id: Option<&str>,
+    settings: Settings,
+) -> anyhow::Result<CatchUpReport> {
+    let request = CatchUpRequest {
+        exports: exports.iter().map(|p| p.display().to_string()).collect(),
+        base_run_id: run_id.map(str::to_string),
+        target_url: url.to_string(),
+        // One loader: the window's files apply in name order (the email move meets a taken value).
+        workers: Some(1),
+        settings,
+        poll_interval: Duration::from_secs(1),
+    };
+    Ok(catch_up(&request, None).await?)
+}
+
+/// The refusal's text, which must name both windows (or the window and the run).
+async fn refused(
+    url: &str,
+    exports: &[&std::path::Path],
+    run_id: Option<&str>,
+    settings: Settings,
+) -> String {
+    match catch_up_here(url, exports, run_id, settings).await {
+        Ok(report) => panic!("expected a refusal, got {}", report.to_text()),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+async fn ledger_count(url: &str, sql: &str) -> anyhow::Result<i64> {
+    Ok(query_text(url, sql)
+        .await?
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or(0))
+}
+
+async fn history_is_caught_up_exactly(target: TestTarget) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let history = History::generate(dir.path(), 300, 12)?;
+    let (url, _server) = database(target, "catchup").await?;
+    let w = |n| history.window_id(n);
+
+    // An incremental export before its full run.
+    let message = refused(
+        &url,
+        &[&history.windows()],
+        None,
+        routed_settings(dir.path())?,
+    )
+    .await;
+    assert!(
+        message.contains(&w(1)) && message.contains("applies only after the full run it follows"),
+        "{message}"
+    );
+
+    // The full runs: routed (the guide's kind of config) and table mode.
+    let routed = migrate_path(
+        &url,
+        &history.full(),
+        routed_settings(dir.path())?,
+        false,
+        None,
+    )
+    .await?;
+    assert!(routed.verified(), "{}", routed.to_text());
+    let plain = migrate_path(
+        &url,
+        &history.full(),
+        table_settings()?,
+        false,
+        Some("shop_items"),
+    )
+    .await?;
+    assert!(plain.verified(), "{}", plain.to_text());
+
+    // Two full runs of the table: the windows must say which.
+    let message = refused(
+        &url,
+        &[&history.windows()],
+        None,
+        routed_settings(dir.path())?,
+    )
+    .await;
+    assert!(message.contains("--run-id"), "{message}");
+    // A gap: window 2 right after the full run.
+    let message = refused(
+        &url,
+        &[&history.window(2)],
+        Some(&routed.run_id),
+        routed_settings(dir.path())?,
+    )
+    .await;
+    assert!(
+        message.starts_with("gap") && message.contains(&w(2)) && message.contains(&routed.run_id),
+        "{message}"
+    );
+
+    // The routed run catches up through all three windows.
+    let report = catch_up_here(
+        &url,
+        &[&history.windows()],
+        Some(&routed.run_id),
+        routed_settings(dir.path())?,
+    )
+    .await?;
+    assert!(report.complete(), "{}", report.to_text());
+    assert_eq!(report.windows.len(), 3, "{}", report.to_text());
+    for (line, stats) in report
+        .windows
+        .iter()
+        .zip(history.stats["windows"].as_array().unwrap())
+    {
+        assert_eq!(line.outcome, "applied", "{}", report.to_text());
+        assert_eq!(
+            line.applied + line.rejected + line.filtered,
+            stats["records"].as_u64().unwrap(),
+            "{}",
+            report.to_text()
+        );
+        assert_eq!(line.rejected, 0, "{}", report.to_text());
+    }
+    let deferred: u64 = report.windows.iter().map(|w| w.deferred.applied).sum();
+    assert!(
+        deferred >= 1,
+        "the email moving between users must meet a taken value: {}",
+        report.to_text()
+    );
+    assert_eq!(
+        report.caught_up_to.as_deref(),
+        Some("2026-11-01T03:00:00.000Z")
+    );
+
+    // Refusals after the windows: the first window exported again, and one overlapping it.
+    let message = refused(
+        &url,
+        &[&history.window_again()],
+        Some(&routed.run_id),
+        routed_settings(dir.path())?,
+    )
+    .await;
+    assert!(
+        message.contains("already applied as window") && message.contains(&w(1)),
+        "{message}"
+    );
+    let message = refused(
+        &url,
+        &[&history.window_overlapping()],
+        Some(&routed.run_id),
+        routed_settings(dir.path())?,
+    )
+    .await;
+    assert!(
+        message.starts_with("overlap") && message.contains(&w(1)),
+        "{message}"
+    );
+    // The same windows again: nothing to do, each says so.
+    let again = catch_up_here(
+        &url,
+        &[&history.windows()],
+        Some(&routed.run_id),
+        routed_settings(dir.path())?,
+    )
+    .await?;
+    assert!(again.windows.iter().all(|w| w.outcome == "already applied"));
+
+    // The table-mode run, through the binary, killed with -9 in the middle of window 2.
+    let args = [
+        "catch-up",
+        "--export",
+        &history.windows().display().to_string(),
+        "--target",
+        &url,
+        "--run-id",
+        &plain.run_id,
+        "--workers",
+        "1",
+    ]
+    .map(str::to_string);
+    let mut child = Command::new(binary("ferry-coordinator"))
+        .args(&args)
+        .env("FERRY_LOAD__CHUNK_LINES", "20")
+        .env("FERRY_LOAD__BLOCK_LINES", "7")
+        // Every chunk waits inside its transaction, after its checkpoint moved, before COMMIT.
+        .env("FERRY_FAILPOINTS", "after_checkpoint=sleep150@1+")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let window_2_progress = format!(
+        "SELECT COALESCE(sum(s.committed_lines), 0)::int8 FROM ferry.shards s JOIN ferry.windows w ON w.run_id = s.run_id WHERE w.base_run_id = '{}' AND w.seq = 2",
+        plain.run_id
+    );
+    let started = Instant::now();
+    loop {
+        assert!(
+            child.try_wait()?.is_none(),
+            "catch-up ended before the kill"
+        );
+        if ledger_count(&url, &window_2_progress).await.unwrap_or(0) >= 40 {
+            child.kill()?; // SIGKILL, mid-window (and most likely mid-transaction)
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.wait()?;
+    let state = query_text(
+        &url,
+        &format!(
+            "SELECT state FROM ferry.windows WHERE base_run_id = '{}' AND seq = 2",
+            plain.run_id
+        ),
+    )
+    .await?;
+    assert_eq!(state.as_deref(), Some("applying"));
+    let output = run_coordinator(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])?;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("already applied") && text.contains(": applied"),
+        "{text}"
+    );
+
+    // Every table equals a full load of the final state.
+    match target {
+        TestTarget::Postgres => {
+            assert_table_matches(&url, "shop_items", &history.final_export_dir()).await?;
+        }
+        TestTarget::HeliosDb => {
+            assert_run_matches_text(&url, &plain.run_id, &history.final_export_dir(), &[]).await?;
+        }
+    }
+    let (oracle_url, _oracle_server) = database(target, "catchup_oracle").await?;
+    let oracle = migrate_path(
+        &oracle_url,
+        &history.final_state(),
+        routed_settings(dir.path())?,
+        false,
+        None,
+    )
+    .await?;
+    assert!(oracle.verified(), "{}", oracle.to_text());
+    let (caught_up, fresh) = (connect(&url).await?, connect(&oracle_url).await?);
+    let finals = &history.stats["final"];
+    for table in ROUTED_TABLES {
+        let got = table_text(&caught_up, table).await?;
+        let want = table_text(&fresh, table).await?;
+        assert_eq!(got.len(), want.len(), "table {table}: row count");
+        for (row, (got, want)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(got, want, "table {table}, row {row}");
+        }
+    }
+    let count = |table: &str| {
+        let url = url.clone();
+        let table = table.to_string();
+        async move { ledger_count(&url, &format!("SELECT count(*)::int8 FROM {table}")).await }
+    };
+    assert_eq!(
+        count("users").await? as u64,
+        finals["users"].as_u64().unwrap()
+    );
+    assert_eq!(
+        (count("orders").await? + count("archived_orders").await?) as u64,
+        finals["orders"].as_u64().unwrap()
+    );
+    assert_eq!(
+        count("archived_orders").await? as u64,
+        finals["archived"].as_u64().unwrap()
+    );
+
+    // `status` says how far behind the tables are.
+    let output = run_coordinator(
+        &["status", "--target", &url, "--run-id", &routed.run_id],
+        &[],
+    )?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("are at 2026-11-01T03:00:00.000Z") && text.contains("3 window(s) applied"),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_is_caught_up_exactly_on_postgres() -> anyhow::Result<()> {
+    history_is_caught_up_exactly(TestTarget::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_is_caught_up_exactly_on_heliosdb() -> anyhow::Result<()> {
+    history_is_caught_up_exactly(TestTarget::HeliosDb).await
+}
