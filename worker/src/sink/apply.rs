@@ -120,6 +120,9 @@ enum Conversion {
     Routed(Router),
 }
 
+/// Where an item's key can have a row: `(table, the key's values there)`.
+type Homes = Vec<(usize, Key)>;
+
 /// The rayon stage for change records: parse, convert each `NewImage` the full run's way, and
 /// turn each record into per-table upserts and deletes. Pure CPU, no IO.
 pub struct ChangeEncoder {
@@ -169,7 +172,7 @@ impl ChangeEncoder {
     }
 
     /// Where an item with the key attributes `keys` can have a row: `(table, key there)`.
-    fn homes(&self, keys: &Attributes<'_>) -> std::result::Result<Vec<(usize, Key)>, String> {
+    fn homes(&self, keys: &Attributes<'_>) -> std::result::Result<Homes, String> {
         match &self.conversion {
             Conversion::Routed(router) => router.key_homes(keys),
             Conversion::Table(_) => {
@@ -205,7 +208,7 @@ impl ChangeEncoder {
         let mut applied = 0u64;
         let mut filtered = 0u64;
         // Lines with a NewImage, by line: their record and where their key can be.
-        let mut pending: BTreeMap<u64, (Arc<[u8]>, Vec<(usize, Key)>)> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, (Arc<[u8]>, Homes)> = BTreeMap::new();
         let mut images = Vec::new();
         for line in &block.lines {
             let raw = block.line(line);

@@ -728,7 +728,8 @@ columns = [
         "{:?}",
         encoded.rejects
     );
-    let mut by_table: BTreeMap<usize, (Vec<(u64, String)>, Vec<(u64, String)>)> = BTreeMap::new();
+    type Lines = Vec<(u64, String)>;
+    let mut by_table: BTreeMap<usize, (Lines, Lines)> = BTreeMap::new();
     let sk = |key: &Key| match &key[1] {
         KeyValue::Text(t) => t.clone(),
         other => panic!("{other:?}"),
