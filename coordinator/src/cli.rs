@@ -323,6 +323,7 @@ fn load_settings(file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
     ferry_worker::conn::configure(ferry_worker::conn::ConnectOptions::from_settings(
         &settings,
     )?);
+    ferry_worker::redact::configure(settings.load.reject_lines);
     Ok(settings)
 }
 

@@ -31,6 +31,17 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Name of the server log inside the data directory.
 const LOG_FILE: &str = "ferry-postgres.log";
 
+/// How [`PgCluster::start_with`] sets a cluster up beyond [`PgCluster::start`]'s defaults.
+#[derive(Clone, Debug, Default)]
+pub struct PgOptions {
+    /// Serve TLS (`ssl=on`) with this certificate chain and key, both PEM.
+    pub tls: Option<(String, String)>,
+    /// Listen on the Unix socket only (no TCP).
+    pub unix_only: bool,
+    /// `pg_hba.conf` as written here instead of initdb's (trust for everything).
+    pub hba: Option<String>,
+}
+
 /// A running throw-away PostgreSQL server (trust auth, superuser `postgres`).
 #[derive(Debug)]
 pub struct PgCluster {
@@ -42,12 +53,19 @@ pub struct PgCluster {
     bin_dir: PathBuf,
     pid: u32,
     child: Option<Child>,
+    unix_only: bool,
+    ready_over_socket: bool,
 }
 
 impl PgCluster {
     /// `initdb` in a temporary folder and start postgres on a free loopback port. Fails with a
     /// clear message when the server binaries are missing (never skips).
     pub fn start() -> anyhow::Result<PgCluster> {
+        PgCluster::start_with(&PgOptions::default())
+    }
+
+    /// Like [`PgCluster::start`], with TLS, a Unix socket only, or its own `pg_hba.conf`.
+    pub fn start_with(options: &PgOptions) -> anyhow::Result<PgCluster> {
         let bin_dir = find_bin_dir()?;
         let run_as = if unsafe { libc::geteuid() } == 0 {
             Some(
@@ -110,6 +128,29 @@ impl PgCluster {
             );
         }
 
+        let mut settings: Vec<String> = Vec::new();
+        if let Some((cert, key)) = &options.tls {
+            let (cert_path, key_path) = (data_dir.join("server.crt"), data_dir.join("server.key"));
+            fs::write(&cert_path, cert)?;
+            fs::write(&key_path, key)?;
+            fs::set_permissions(&key_path, Permissions::from_mode(0o600))?;
+            if let Some((uid, gid)) = run_as {
+                chown(&cert_path, uid, gid)?;
+                chown(&key_path, uid, gid)?;
+            }
+            settings.extend([
+                "ssl=on".to_string(),
+                format!("ssl_cert_file={}", cert_path.display()),
+                format!("ssl_key_file={}", key_path.display()),
+            ]);
+        }
+        if let Some(hba) = &options.hba {
+            fs::write(data_dir.join("pg_hba.conf"), hba)?;
+        }
+        if options.unix_only {
+            settings.push("listen_addresses=".to_string());
+        }
+
         // postgres, spawned from the long-lived spawner thread.
         let port = free_port()?;
         let log_path = data_dir.join(LOG_FILE);
@@ -136,6 +177,7 @@ impl PgCluster {
                 "-c",
                 "shared_buffers=128MB",
             ])
+            .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .current_dir(root.path())
             .env("LC_ALL", "C")
             .env("LANG", "C")
@@ -174,6 +216,8 @@ impl PgCluster {
             bin_dir,
             pid: child.id(),
             child: Some(child),
+            unix_only: options.unix_only,
+            ready_over_socket: options.unix_only || options.hba.is_some(),
         };
         cluster.wait_ready()?;
         Ok(cluster)
@@ -187,6 +231,15 @@ impl PgCluster {
     /// `postgres://postgres@127.0.0.1:<port>/<db>` (trust auth).
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{}", self.port, db)
+    }
+
+    /// The libpq `key=value` target of database `db` over the Unix socket.
+    pub fn socket_url(&self, db: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={db}",
+            self.socket_dir.display(),
+            self.port
+        )
     }
 
     /// Where `initdb`/`postgres`/`psql` were found.
@@ -249,7 +302,11 @@ impl PgCluster {
     fn wait_ready(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let url = self.url("postgres");
+        let url = if self.ready_over_socket {
+            self.socket_url("postgres")
+        } else {
+            self.url("postgres")
+        };
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
@@ -260,7 +317,7 @@ impl PgCluster {
                     );
                 }
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+            if (self.unix_only || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
                 && can_connect(&url)
             {
                 return Ok(());

@@ -492,6 +492,8 @@ pub struct Activity {
     last_progress_ms: AtomicU64,
     /// Connections that sent something and await an answer.
     waiting: AtomicI64,
+    /// Connections given up for lack of progress.
+    timeouts: AtomicU64,
 }
 
 fn clock_base() -> Instant {
@@ -520,6 +522,11 @@ impl Activity {
     pub(crate) fn start_waiting_for_test(&self) {
         self.touch();
         self.waiting.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many of the loader's connections were given up for lack of progress so far.
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts.load(Ordering::Relaxed)
     }
 
     /// How long a connection has awaited an answer with nothing moving; `None` when none waits.
@@ -889,14 +896,17 @@ impl Progress {
             .as_mut()
             .reset(tokio::time::Instant::from_std(deadline));
         match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
+            Poll::Ready(()) => Poll::Ready({
+                self.activity.timeouts.fetch_add(1, Ordering::Relaxed);
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
                     "no progress on the target connection for {} s (load.progress_timeout_secs): \
                      the server or the network stopped answering",
                     self.timeout.as_secs()
                 ),
-            )),
+                )
+            }),
             Poll::Pending => Poll::Pending,
         }
     }

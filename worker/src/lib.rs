@@ -19,6 +19,7 @@
 //! - [`conn`]: connecting to the target: hosts in order, TLS, passwords, timeouts, keepalive,
 //!   the cleartext-password guard and the loading connections' progress timeout.
 //! - [`tls`]: TLS to the target with rustls (`sslmode`, `sslrootcert`).
+//! - [`redact`]: what the ledger keeps of rejected lines (`load.reject_lines`).
 //! - [`ledger`]: reading and writing the `ferry` ledger through tokio-postgres.
 //! - [`sink`]: the load engine: one chunk driver and one sink per load path (binary COPY in a
 //!   transaction, CSV COPY in autocommit, INSERT), with the exactly-once argument.
@@ -53,6 +54,7 @@ pub mod metrics;
 pub mod number;
 pub mod pool;
 pub mod progress;
+pub mod redact;
 pub mod route;
 pub mod simple;
 pub mod sink;

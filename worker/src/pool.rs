@@ -87,11 +87,15 @@ impl Heartbeat {
         activity: Arc<crate::conn::Activity>,
         progress_timeout: Option<Duration>,
     ) -> Heartbeat {
+        let timeouts_before = activity.timeouts();
         Heartbeat(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
-                if let (Some(limit), Some(stalled)) = (progress_timeout, activity.stalled_for()) {
-                    if stalled >= limit {
+                let stalled = activity.stalled_for().unwrap_or_default();
+                if let Some(limit) = progress_timeout {
+                    // A connection of this loader was given up for lack of progress, or one has
+                    // waited that long already: the loader is stuck on the network.
+                    if stalled >= limit || activity.timeouts() > timeouts_before {
                         tracing::warn!(
                             shard = %delivery.task.shard_id,
                             stalled_secs = stalled.as_secs(),

@@ -110,6 +110,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     ferry_worker::conn::configure(ferry_worker::conn::ConnectOptions::from_settings(
         &settings,
     )?);
+    ferry_worker::redact::configure(settings.load.reject_lines);
     if let Some(addr) = args.metrics_addr {
         settings.metrics.addr = Some(addr);
     }

@@ -96,12 +96,21 @@ pub async fn write_checkpoint(client: &Client, checkpoint: &Checkpoint<'_>) -> R
         file_end,
     } = checkpoint;
     if !rejects.is_empty() {
-        let rows: Vec<RejectRow<'_>> = rejects
+        // What the ledger keeps of each line and reason (load.reject_lines).
+        let mode = crate::redact::mode();
+        let kept: Vec<_> = rejects
             .iter()
-            .map(|r| RejectRow {
-                line_no: r.line_no,
-                reason: &r.reason,
-                raw: &r.raw,
+            .map(|r| {
+                let reason = crate::redact::reason(&r.reason, r.kind.label(), mode);
+                (r.line_no, reason, crate::redact::line(&r.raw, mode))
+            })
+            .collect();
+        let rows: Vec<RejectRow<'_>> = kept
+            .iter()
+            .map(|(line_no, reason, raw)| RejectRow {
+                line_no: *line_no,
+                reason,
+                raw,
             })
             .collect();
         ledger::insert_rejects(client, run_id, shard_id, *generation, &rows)
