@@ -74,6 +74,12 @@ async fn a_crash_between_any_two_steps_of_the_autocommit_path_resumes_exactly_on
     crash_between_steps("csv").await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_any_two_steps_of_the_insert_path_resumes_exactly_once(
+) -> anyhow::Result<()> {
+    crash_between_steps("insert").await
+}
+
 async fn crash_between_steps(copy_format: &str) -> anyhow::Result<()> {
     for (i, point) in [
         "after_read",
@@ -104,10 +110,10 @@ async fn crash_between_steps(copy_format: &str) -> anyhow::Result<()> {
         )
         .await?;
         let rows = query_i64(&fixture.url, "SELECT count(*) FROM \"AppTable\"").await?;
-        if copy_format == "binary" {
+        if copy_format != "csv" {
             assert_eq!(
                 committed, rows,
-                "{point}: rows and checkpoint commit together on the binary path"
+                "{point}: rows and checkpoint commit together on the {copy_format} path"
             );
         } else {
             // On the autocommit path a crash between COPY and checkpoint leaves at most one
@@ -229,6 +235,11 @@ async fn concurrent_workers_on_the_same_shards_load_each_item_once() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_workers_on_the_autocommit_path_load_each_item_once() -> anyhow::Result<()> {
     concurrent_workers("csv").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_workers_on_the_insert_path_load_each_item_once() -> anyhow::Result<()> {
+    concurrent_workers("insert").await
 }
 
 async fn concurrent_workers(copy_format: &str) -> anyhow::Result<()> {

@@ -170,6 +170,7 @@ pub fn scalar_text<'a>(value: &'a AttrValue<'_>) -> Option<Cow<'a, str>> {
 }
 
 /// Checks a canonical number against the target's NUMERIC.
+#[inline]
 fn fits(text: &str, limit: NumericLimit) -> Result<(), CastError> {
     if limit == NumericLimit::Decimal96
         && !ParsedNumber::parse(text).is_ok_and(|p| p.fits_decimal96())
@@ -181,6 +182,7 @@ fn fits(text: &str, limit: NumericLimit) -> Result<(), CastError> {
     Ok(())
 }
 
+#[inline]
 fn canonical<'b>(n: &Cow<'b, str>) -> Result<Cow<'b, str>, CastError> {
     match canonical_number(n) {
         Ok(Cow::Borrowed(_)) => Ok(n.clone()),
@@ -189,6 +191,7 @@ fn canonical<'b>(n: &Cow<'b, str>) -> Result<Cow<'b, str>, CastError> {
     }
 }
 
+#[inline]
 /// Casts `value` for a column of `spec`, exactly (see the module docs). A NULL value is
 /// [`Cell::Null`].
 pub fn cast<'b>(value: &AttrValue<'b>, spec: &CastSpec) -> Result<Cell<'b>, CastError> {
