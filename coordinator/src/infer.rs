@@ -14,7 +14,8 @@ use ferry_shared::ident::is_valid_column_name;
 use ferry_shared::manifest::ExportListing;
 use ferry_shared::schema::{ColumnSpec, DdbType, NumericLimit, PgType, TableSchema};
 use ferry_shared::store::ObjectStore;
-use ferry_worker::item::{parse_line, AttrValue};
+use ferry_worker::decode::parse_item;
+use ferry_worker::item::AttrValue;
 use ferry_worker::number::ParsedNumber;
 use ferry_worker::source::{sample_lines, MAX_SAMPLE_BYTES};
 
@@ -59,7 +60,8 @@ pub struct SampleStats {
 impl SampleStats {
     /// Adds one line.
     pub fn add_line(&mut self, line: &[u8]) {
-        let Ok(attributes) = parse_line(line) else {
+        // DynamoDB JSON or Ion, as the loader reads them.
+        let Ok(attributes) = parse_item(line) else {
             self.bad_lines += 1;
             return;
         };

@@ -12,6 +12,7 @@
 //! - [`fleet`]: the cluster path's coordinator side: `queue create`, `submit`, `status` with the queue.
 //! - [`reset`]: start shards over (their rows removed by provenance).
 //! - [`export_back`]: a run's tables back as a DynamoDB import (the rollback).
+//! - [`scan_dump`]: scan dumps at plan time: their kind, and the warning a plain-JSON dump gets.
 //! - [`report`]: the run report (rows, rejects, per-shard reconciliation, rate, verdict).
 //! - [`embedded`]: the embedded default: a HeliosDB server started and stopped by `migrate`.
 //! - [`cli`]: the `ferry-coordinator` command line.
@@ -30,5 +31,6 @@ pub mod migrate;
 pub mod plan;
 pub mod report;
 pub mod reset;
+pub mod scan_dump;
 
 pub use error::{CoordinatorError, Result};

@@ -52,6 +52,7 @@ pub async fn migrate_observed(request: MigrateRequest, progress: Arc<Progress>) 
         load_path: Some(plan.target.describe()),
         allow_unverified: request.allow_unverified,
         count_table_rows: true,
+        notes: plan.listing.warnings.clone(),
         ..Default::default()
     };
     if run.state == run_state::COMPLETE {

@@ -113,7 +113,20 @@ pub async fn open_listing(
     settings: &Settings,
 ) -> Result<(ferry_shared::store::ExportStore, ExportListing)> {
     let opened = open_export(export, &settings.aws).await?;
-    let listing = locate_export(opened.store.as_ref(), &opened.prefix).await?;
+    let mut listing = locate_export(opened.store.as_ref(), &opened.prefix).await?;
+    if let Some(summary) = &listing.summary {
+        if summary.is_incremental() {
+            return Err(CoordinatorError::Invalid(format!(
+                "{} is an incremental export (exportType INCREMENTAL_EXPORT, [{}, {})): apply it after its full run with `ferry-coordinator catch-up --export …`",
+                listing.location,
+                summary.export_from_time.as_deref().unwrap_or("?"),
+                summary.export_to_time.as_deref().unwrap_or("?")
+            )));
+        }
+    }
+    // Scan dumps: say what they are, and when they cannot be exact.
+    let dumps = crate::scan_dump::warnings(opened.store.as_ref(), &listing).await?;
+    listing.warnings.extend(dumps);
     for warning in &listing.warnings {
         tracing::warn!(export = %listing.location, "{warning}");
     }

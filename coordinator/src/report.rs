@@ -128,6 +128,10 @@ pub struct Report {
     pub post_load: Vec<PostLoadLine>,
     /// Why the run is not verified; empty when it is.
     pub problems: Vec<String>,
+    /// What the user should know about the source (no manifest, a scan dump that cannot be
+    /// exact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -167,6 +171,9 @@ impl Report {
                 " (no verified manifest)"
             }
         );
+        for note in &self.notes {
+            let _ = writeln!(out, "note    {note}");
+        }
         let _ = writeln!(out, "load    {}", self.load_path);
         let table_rows = self
             .table_rows
@@ -313,6 +320,8 @@ pub struct ReportContext {
     pub count_table_rows: bool,
     /// How rows were loaded, when this command loaded.
     pub load_path: Option<String>,
+    /// Notes about the source for the report (from the export's listing).
+    pub notes: Vec<String>,
 }
 
 /// Builds the report from the ledger.
@@ -424,6 +433,7 @@ pub async fn build_report(
         elapsed_seconds: context.elapsed_seconds,
         items_per_second,
         post_load: Vec::new(),
+        notes: context.notes.clone(),
         problems,
     })
 }

@@ -404,7 +404,7 @@ fn unverified_listing(
         .collect();
     if files.is_empty() {
         return Err(Error::ExportNotFound(format!(
-            "no manifest-summary.json and no .json.gz or .ion.gz data files under {}",
+            "no manifest-summary.json and no data files (.json.gz, .ion.gz, or a .json scan dump) under {}",
             store.location(prefix)
         )));
     }
@@ -424,9 +424,10 @@ fn unverified_listing(
     })
 }
 
-/// Whether a key names an export data file (DynamoDB JSON or Ion, gzipped).
+/// Whether a key names a data file Ferry reads without a manifest: an export's data file
+/// (DynamoDB JSON or Ion, gzipped), or a scan dump (`.json`, gzipped or not).
 fn is_data_file(key: &str) -> bool {
-    key.ends_with(".json.gz") || key.ends_with(".ion.gz")
+    key.ends_with(".json.gz") || key.ends_with(".ion.gz") || key.ends_with(".json")
 }
 
 /// The shard id of a data file: its file name without `.json.gz` (or `.ion.gz`).

@@ -120,6 +120,16 @@ impl LocalStore {
             location: path.display().to_string(),
             source,
         })?;
+        if path.is_file() {
+            // One file (a scan dump, or a lone data file): the store is its folder, the prefix
+            // its name.
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            return Ok((LocalStore::new(folder), name));
+        }
         if !path.is_dir() {
             return Err(Error::NotAFolder(path));
         }
@@ -166,6 +176,14 @@ impl LocalStore {
 impl ObjectStore for LocalStore {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let start = self.path_of(prefix.trim_end_matches('/'))?;
+        if !prefix.is_empty() && !prefix.ends_with('/') && start.is_file() {
+            // A prefix naming one file (a scan dump given as --export): that file.
+            let size = std::fs::metadata(&start).map(|m| m.len()).unwrap_or(0);
+            return Ok(vec![ObjectMeta {
+                key: prefix.to_string(),
+                size,
+            }]);
+        }
         let root = self.root.clone();
         let location = self.location(prefix);
         tokio::task::spawn_blocking(move || {

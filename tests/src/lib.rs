@@ -1,6 +1,8 @@
 //! Ferry's test crate: end-to-end tests, the test environment harness, the synthetic
 //! DynamoDB export generator and benchmarks.
 //!
+//! - [`bench_catch_up`]: `ferry-bench --catch-up` and `--ion` (catch-up at 100k+ items on both
+//!   targets and the applier's cost per row; Ion decode speed against DynamoDB JSON).
 //! - [`gen`]: deterministic synthetic DynamoDB "export to S3" folders (manifests, checksums,
 //!   gzip JSON Lines data files, realistic and edge-case items).
 //! - [`pg`]: throw-away real PostgreSQL clusters, one database per test.
@@ -17,6 +19,7 @@
 //! - [`deploy`]: the deployment tests' tools (promtool, a Pushgateway, validators, Airflow,
 //!   podman) and a queued stack with nothing planned.
 
+pub mod bench_catch_up;
 pub mod compare;
 pub mod deploy;
 pub mod fleet;

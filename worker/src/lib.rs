@@ -4,6 +4,8 @@
 //! - [`source`]: streams a data file, checks its MD5 and line count, gunzips it and frames lines
 //!   into blocks that never cross a chunk boundary.
 //! - [`item`]: parses one line of typed DynamoDB JSON into borrowed values.
+//! - [`dump`]: scan dumps (`aws dynamodb scan` output, JSON arrays of items) read as lines of
+//!   items.
 //! - [`ion`]: parses one line of an Amazon Ion export into the same values.
 //! - [`change`]: incremental exports' change records (`Keys`, `NewImage`, `OldImage`, `Metadata`).
 //! - [`window`]: catch-up windows: whether a window may apply now, its loading context, the end of
@@ -45,6 +47,7 @@ pub mod convert;
 pub mod copy;
 pub mod csv;
 pub mod decode;
+pub mod dump;
 pub mod error;
 pub mod ion;
 pub mod item;

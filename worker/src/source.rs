@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use base64::Engine;
-use flate2::bufread::MultiGzDecoder;
 use md5::{Digest, Md5};
 
 use crate::decode::{LineRef, RawBlock};
@@ -196,7 +195,11 @@ pub fn read_source<R: Read>(
         }
         return Ok(summary_of(buffered.into_inner(), 0, 0));
     }
-    let mut lines = BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(buffered));
+    // Gzip or plain text; a scan dump becomes one `{"Item":…}` line per item (crate::dump).
+    let mut lines = BufReader::with_capacity(
+        256 * 1024,
+        crate::dump::Text::new(buffered, plain_allowed(&spec.location)).map_err(corrupt)?,
+    );
     let mut line_no = 0u64;
     let mut items = 0u64;
     while line_no < spec.skip_lines {
@@ -290,6 +293,11 @@ pub fn read_source<R: Read>(
     Ok(summary_of(buffered.into_inner(), line_no, items))
 }
 
+/// Whether a data file may be plain text (a scan dump): any file not named `.gz`.
+fn plain_allowed(location: &str) -> bool {
+    !location.ends_with(".gz")
+}
+
 /// A blocking reader over an object stream, for the reading thread. Call it on the async side:
 /// it captures the current runtime.
 pub fn blocking_reader(stream: ferry_shared::store::ObjectStream) -> impl Read + Send {
@@ -343,7 +351,8 @@ pub fn sample_lines<R: Read>(
     if buffered.fill_buf().map_err(corrupt)?.is_empty() {
         return Ok(Vec::new());
     }
-    let mut lines = BufReader::new(MultiGzDecoder::new(buffered));
+    let mut lines =
+        BufReader::new(crate::dump::Text::new(buffered, plain_allowed(location)).map_err(corrupt)?);
     let mut out = Vec::new();
     let (mut line_no, mut bytes) = (0u64, 0usize);
     while out.len() < max_items && bytes < max_bytes {

@@ -70,6 +70,15 @@ struct Args {
     /// A --guide run taking longer than this is stopped and reported as such.
     #[arg(long, default_value_t = 1800)]
     timeout_secs: u64,
+    /// Catch-up with incremental exports: a boto3-typed history of --users users (about 3 items
+    /// each; 35000 gives over 100k items) loaded and caught up through 3 windows on each of
+    /// --targets, then the applier's upsert and delete cost per row on the loaded table.
+    #[arg(long)]
+    catch_up: bool,
+    /// Amazon Ion against DynamoDB JSON: --items items decoded from each on one core, then the
+    /// whole migrate of each export on each of --targets.
+    #[arg(long)]
+    ion: bool,
 }
 
 fn child_peak_rss_kib() -> i64 {
@@ -152,6 +161,12 @@ fn main() -> anyhow::Result<()> {
     }
     if args.guide {
         return guide_bench(&args);
+    }
+    if args.catch_up {
+        return ferry_tests::bench_catch_up::catch_up_bench(args.users, &args.targets);
+    }
+    if args.ion {
+        return ferry_tests::bench_catch_up::ion_bench(args.items, &args.targets);
     }
     let dir = tempfile::tempdir()?;
     let started = Instant::now();

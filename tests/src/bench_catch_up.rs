@@ -1,0 +1,319 @@
+//! `ferry-bench` modes for issue 12's features (measurements, not tests):
+//! - [`catch_up_bench`]: a history of over 100k items (boto3-typed, [`crate::history`]) loaded
+//!   with `migrate` and caught up through its three windows with `catch-up`, on each target; then
+//!   the applier's cost per row on the loaded 100k-row table: upserts of existing keys, and
+//!   deletes by the composite key (HeliosDB scans for those).
+//! - [`ion_bench`]: decoding the same items from DynamoDB JSON and from Ion on one core, and the
+//!   whole `migrate` of both exports on each target.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use ferry_worker::decode::{Decoder, LineRef, RawBlock};
+use ferry_worker::sink::apply::{apply_changes, Changes, TableSql};
+use ferry_worker::sink::{BlockEncoder, Payload};
+use ferry_worker::target::LoadPath;
+
+use crate::harness::binary;
+
+/// A fresh database on `target` ("postgres" or "heliosdb"); the guard keeps its server alive.
+fn database(
+    target: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<(String, Box<dyn std::any::Any>)> {
+    Ok(match target {
+        "postgres" => {
+            let cluster = crate::pg::PgCluster::start()?;
+            let url = runtime.block_on(cluster.create_database("bench"))?;
+            (url, Box::new(cluster))
+        }
+        "heliosdb" => {
+            let server = crate::helios::HeliosServer::start()?;
+            (server.url(), Box::new(server))
+        }
+        other => bail!("unknown target {other}"),
+    })
+}
+
+fn coordinator(args: &[&str]) -> anyhow::Result<(f64, serde_json::Value, String)> {
+    let started = Instant::now();
+    let output = Command::new(binary("ferry-coordinator"))
+        .args(args)
+        .output()
+        .context("running ferry-coordinator")?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    if !output.status.success() {
+        bail!(
+            "ferry-coordinator {} failed: {}",
+            args.first().unwrap_or(&""),
+            stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+        );
+    }
+    let json = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    Ok((seconds, json, stderr))
+}
+
+/// The catch-up benchmark: `users` users (about 3 items each).
+pub fn catch_up_bench(users: usize, targets: &[String]) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let history = crate::history::History::generate(dir.path(), users, 5)?;
+    let items = history.stats["full"]["items"].as_u64().unwrap_or(0);
+    println!(
+        "history: {items} items at T0, windows of {} / {} / {} change records, written by boto3 in {:.1} s",
+        history.stats["windows"][0]["records"],
+        history.stats["windows"][1]["records"],
+        history.stats["windows"][2]["records"],
+        started.elapsed().as_secs_f64()
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    for target in targets {
+        let (url, _guard) = database(target, &runtime)?;
+        let full = history.full().display().to_string();
+        let (load, _, _) = coordinator(&[
+            "migrate", "--export", &full, "--target", &url, "--key", "PK,SK", "--table",
+            "shop_items", "--json",
+        ])?;
+        println!(
+            "{target:<9} full load, table mode : {load:>7.1} s ({:>7.0} items/s)",
+            items as f64 / load
+        );
+        let windows = history.windows().display().to_string();
+        let (seconds, report, _) = coordinator(&[
+            "catch-up", "--export", &windows, "--target", &url, "--json",
+        ])?;
+        let records: u64 = report["windows"]
+            .as_array()
+            .map(|w| {
+                w.iter()
+                    .map(|w| {
+                        w["applied"].as_u64().unwrap_or(0)
+                            + w["rejected"].as_u64().unwrap_or(0)
+                            + w["filtered"].as_u64().unwrap_or(0)
+                    })
+                    .sum()
+            })
+            .unwrap_or(0);
+        println!(
+            "{target:<9} catch-up, 3 windows    : {seconds:>7.1} s for {records} change records ({:>7.0} records/s), caught up to {}",
+            records as f64 / seconds,
+            report["caught_up_to"].as_str().unwrap_or("?")
+        );
+        for window in report["windows"].as_array().into_iter().flatten() {
+            println!(
+                "          window {} {}: {:.1} s, {} applied",
+                window["window"].as_str().unwrap_or("?"),
+                window["span"].as_str().unwrap_or("?"),
+                window["seconds"].as_f64().unwrap_or(f64::NAN),
+                window["applied"]
+            );
+        }
+        runtime.block_on(apply_cost(&url, target, &history.final_export_dir(), 5_000))?;
+    }
+    Ok(())
+}
+
+/// The applier's cost per row on the loaded table (`shop_items`, composite key PK, SK): `n`
+/// upserts of existing rows, then `n` deletes, each as one chunk's transaction.
+async fn apply_cost(url: &str, target: &str, export_dir: &Path, n: usize) -> anyhow::Result<()> {
+    let client = ferry_worker::ledger::connect(url).await?;
+    let runs = client
+        .query(
+            "SELECT run_id FROM ferry.runs WHERE target_table = 'shop_items' ORDER BY created_at LIMIT 1",
+            &[],
+        )
+        .await?;
+    let run_id: String = runs.first().context("the full run")?.get(0);
+    let run = ferry_worker::ledger::get_run(&client, &run_id)
+        .await?
+        .context("the run")?;
+    let rows: i64 = client
+        .query_one("SELECT count(*)::int8 FROM shop_items", &[])
+        .await?
+        .get(0);
+    // Items of the final state: upserts of rows that are there, deletes of keys that are there.
+    let mut upserts = Vec::new();
+    let mut deletes = Vec::new();
+    for file in std::fs::read_dir(export_dir.join("data"))? {
+        let path = file?.path();
+        if std::fs::metadata(&path)?.len() == 0 {
+            continue;
+        }
+        let reader = BufReader::new(flate2::read::MultiGzDecoder::new(std::fs::File::open(&path)?));
+        for line in reader.lines() {
+            let line = line?;
+            let Ok(serde_json::Value::Object(mut top)) = serde_json::from_str(&line) else {
+                continue;
+            };
+            let Some(serde_json::Value::Object(item)) = top.remove("Item") else {
+                continue;
+            };
+            let keys = serde_json::json!({"PK": item["PK"], "SK": item["SK"]});
+            if upserts.len() < n {
+                upserts.push(serde_json::json!({"Keys": keys, "NewImage": item}).to_string());
+            } else if deletes.len() < n {
+                deletes.push(serde_json::json!({"Keys": keys}).to_string());
+            }
+        }
+    }
+    let encoder = BlockEncoder::for_changes(&run.schema, None, LoadPath::InsertInTransaction)?;
+    let kind = if target == "heliosdb" {
+        ferry_worker::target::TargetKind::HeliosDb
+    } else {
+        ferry_worker::target::TargetKind::Postgres
+    };
+    let sql: Vec<TableSql> = encoder
+        .tables()
+        .iter()
+        .map(|t| TableSql::new(t, kind == ferry_worker::target::TargetKind::HeliosDb))
+        .collect();
+    for (what, lines) in [("upserts", &upserts), ("deletes", &deletes)] {
+        let block = block_of(&lines.iter().map(|l| l.as_bytes().to_vec()).collect::<Vec<_>>());
+        let encoded = encoder.encode(&block, 1 << 24)?;
+        let mut changes: Vec<Changes> = sql.iter().map(|_| Changes::default()).collect();
+        for part in encoded.tables {
+            if let Payload::Changes(c) = part.payload {
+                changes[part.table] = c;
+            }
+        }
+        let started = Instant::now();
+        client.batch_execute("BEGIN").await?;
+        let deferred = apply_changes(&client, &sql, &changes).await?;
+        client.batch_execute("COMMIT").await?;
+        let seconds = started.elapsed().as_secs_f64();
+        anyhow::ensure!(deferred.is_empty(), "{} deferred", deferred.len());
+        println!(
+            "{target:<9} {what} of {} rows in one chunk's transaction on a {rows}-row table: {seconds:>6.2} s ({:.3} ms per row)",
+            lines.len(),
+            seconds * 1e3 / lines.len() as f64
+        );
+    }
+    Ok(())
+}
+
+fn block_of(lines: &[Vec<u8>]) -> RawBlock {
+    let mut block = RawBlock::default();
+    for (i, line) in lines.iter().enumerate() {
+        let start = block.data.len();
+        block.data.extend_from_slice(line);
+        block.lines.push(LineRef {
+            line_no: i as u64 + 1,
+            start,
+            end: block.data.len(),
+        });
+    }
+    block
+}
+
+fn read_lines(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("data"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    let mut lines = Vec::new();
+    for path in files {
+        if std::fs::metadata(&path)?.len() == 0 {
+            continue;
+        }
+        let reader = BufReader::new(flate2::read::MultiGzDecoder::new(std::fs::File::open(&path)?));
+        for line in reader.split(b'\n') {
+            let line = line?;
+            if !line.is_empty() {
+                lines.push(line);
+            }
+        }
+    }
+    Ok(lines)
+}
+
+/// Ion against DynamoDB JSON: the decode stage on one core (same items, same schema), then the
+/// whole `migrate` of each export on each target.
+pub fn ion_bench(items: u64, targets: &[String]) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let export = crate::gen::generate_export(
+        &dir.path().join("json"),
+        &crate::gen::GenOptions {
+            items,
+            files: 4,
+            ..Default::default()
+        },
+    )?;
+    let output = Command::new(crate::history::python()?)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("history/to_ion.py"))
+        .arg(&export.export_dir)
+        .arg(dir.path().join("ion"))
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ion_dir = PathBuf::from(String::from_utf8(output.stdout)?.trim());
+    let json_lines = read_lines(&export.export_dir)?;
+    let ion_lines = read_lines(&ion_dir)?;
+    anyhow::ensure!(json_lines.len() == ion_lines.len(), "line counts differ");
+    let mut stats = ferry_coordinator::infer::SampleStats::default();
+    for line in json_lines.iter().take(10_000) {
+        stats.add_line(line);
+    }
+    let keys = ferry_shared::config::KeyAttribute::parse_list("PK,SK")?;
+    let schema = ferry_coordinator::infer::infer_schema(
+        "AppTable",
+        &keys,
+        &ferry_shared::config::Settings::default().mapping,
+        &stats,
+        ferry_shared::schema::NumericLimit::Unlimited,
+    )?;
+    let decoder = Decoder::new(Arc::new(schema));
+    let time = |lines: &[Vec<u8>]| -> anyhow::Result<(f64, usize)> {
+        let blocks: Vec<RawBlock> = lines.chunks(4096).map(block_of).collect();
+        let started = Instant::now();
+        let mut rows = 0;
+        for block in &blocks {
+            let decoded = decoder.decode(block);
+            anyhow::ensure!(decoded.rejects.is_empty(), "{:?}", decoded.rejects.first());
+            rows += decoded.batch.num_rows();
+        }
+        Ok((started.elapsed().as_secs_f64(), rows))
+    };
+    let (json_secs, json_rows) = time(&json_lines)?;
+    let (ion_secs, ion_rows) = time(&ion_lines)?;
+    anyhow::ensure!(json_rows == ion_rows);
+    let bytes = |lines: &[Vec<u8>]| lines.iter().map(|l| l.len() + 1).sum::<usize>();
+    println!(
+        "{} items, decode only, one thread ({} MB DynamoDB JSON, {} MB Ion text):",
+        json_rows,
+        bytes(&json_lines) / 1_000_000,
+        bytes(&ion_lines) / 1_000_000
+    );
+    println!(
+        "  DynamoDB JSON : {json_secs:>6.2} s ({:>8.0} items/s)",
+        json_rows as f64 / json_secs
+    );
+    println!(
+        "  Ion           : {ion_secs:>6.2} s ({:>8.0} items/s), {:.2}x the JSON time",
+        ion_rows as f64 / ion_secs,
+        ion_secs / json_secs
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    for target in targets {
+        for (format, path) in [("DynamoDB JSON", dir.path().join("json")), ("Ion", dir.path().join("ion"))] {
+            let (url, _guard) = database(target, &runtime)?;
+            let path = path.display().to_string();
+            let (seconds, report, _) = coordinator(&[
+                "migrate", "--export", &path, "--target", &url, "--key", "PK,SK", "--json",
+            ])?;
+            println!(
+                "{target:<9} migrate {format:<13}: {seconds:>7.1} s ({:>7.0} items/s), {} rows loaded",
+                items as f64 / seconds,
+                report["rows_loaded"]
+            );
+        }
+    }
+    Ok(())
+}
