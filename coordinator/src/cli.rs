@@ -34,7 +34,7 @@ use ferry_shared::sqs::SqsQueue;
 #[command(
     name = "ferry-coordinator",
     version,
-    about = "Migrate DynamoDB exports into PostgreSQL, exactly once"
+    about = "Migrate DynamoDB exports into HeliosDB (its own embedded server by default) or PostgreSQL, exactly once"
 )]
 struct Cli {
     /// Log format: text or json.
@@ -467,11 +467,40 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 allow_unverified: args.allow_unverified,
                 progress_bar: std::io::stderr().is_terminal(),
             };
-            let result = migrate_observed(request, progress).await;
+            // SIGTERM or SIGINT stops the load (an open chunk rolls back or, committed, stays)
+            // and, with it, the embedded server: nothing is left running.
+            let stopped_by = {
+                use tokio::signal::unix::{signal, SignalKind};
+                let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+                let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+                async move {
+                    tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = int.recv() => "SIGINT",
+                    }
+                }
+            };
+            let result = tokio::select! {
+                result = migrate_observed(request, progress) => Ok(result),
+                name = stopped_by => Err(name),
+            };
             exporter.finish().await;
             let connect_hint = match embedded {
                 Some(server) => Some(server.stop().await),
                 None => None,
+            };
+            let result = match result {
+                Ok(result) => result,
+                Err(signal) => {
+                    tracing::warn!(
+                        signal,
+                        "migrate stopped; run the same command again to resume"
+                    );
+                    eprintln!(
+                        "ferry: stopped by {signal}; committed chunks stay, and the same command resumes the run"
+                    );
+                    return Ok(ExitCode::from(1));
+                }
             };
             let report = result?;
             print_report(&report, args.json);
@@ -685,7 +714,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 run_id: args.run_id.clone(),
                 output: args.output.clone(),
                 part_items: args.part_items.max(1),
-                workers: args.workers.or(settings.load.workers.map(|w| w.get())).unwrap_or(2).max(1),
+                workers: args
+                    .workers
+                    .or(settings.load.workers.map(|w| w.get()))
+                    .unwrap_or(2)
+                    .max(1),
                 aws: settings.aws.clone(),
             };
             let summary = crate::export_back::export_back(&request).await?;
@@ -852,7 +885,12 @@ fn parquet_dry_run_text(
         })
         .unwrap_or_else(|| "<table>".into());
     let tables: Vec<String> = if settings.routing.is_enabled() {
-        let keys: Vec<String> = settings.mapping.key.iter().map(|k| k.name.clone()).collect();
+        let keys: Vec<String> = settings
+            .mapping
+            .key
+            .iter()
+            .map(|k| k.name.clone())
+            .collect();
         settings
             .routing
             .tables(&keys)
@@ -872,7 +910,10 @@ fn parquet_dry_run_text(
     );
     let mut files = 0u64;
     for table in &tables {
-        let _ = writeln!(out, "table {table}: {location}{table}/ (+ _manifest.json at finalize)");
+        let _ = writeln!(
+            out,
+            "table {table}: {location}{table}/ (+ _manifest.json at finalize)"
+        );
         for file in &listing.files {
             let chunks = match file.item_count {
                 Some(0) => 0,
@@ -889,7 +930,11 @@ fn parquet_dry_run_text(
             let _ = writeln!(
                 out,
                 "  {first}{}  ({chunks} file{})",
-                if chunks > 1 { format!(" … {last}") } else { String::new() },
+                if chunks > 1 {
+                    format!(" … {last}")
+                } else {
+                    String::new()
+                },
                 if chunks > 1 { "s" } else { "" }
             );
         }

@@ -1,6 +1,16 @@
 //! The embedded default: with no `--target`, `migrate` starts its own HeliosDB server (the
 //! `heliosdb-nano` binary) on loopback with a local data folder, loads into it, and stops it
 //! cleanly at the end. The data stays in the folder; the report says how to connect to it.
+//!
+//! - **Authentication:** SCRAM-SHA-256 with a password generated once per data folder and kept
+//!   in `<data_dir>/ferry-password` (readable by its owner only), never `trust`: any local user
+//!   could otherwise read and change the data while it loads.
+//! - **One owner:** the process that starts the server holds a lock on `<data_dir>/ferry.lock`;
+//!   a second start on the same folder is refused naming the process that holds it (or the
+//!   `heliosdb-nano` still serving the folder).
+//! - **Stopping:** at the end, on SIGTERM or SIGINT (the caller's [`EmbeddedHelios::stop`]), and,
+//!   should this process die without cleaning up, by the kernel: the server gets SIGTERM when its
+//!   parent dies.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -57,6 +67,129 @@ pub struct EmbeddedHelios {
     port: u16,
     data_dir: PathBuf,
     binary: PathBuf,
+    password_file: PathBuf,
+    /// Held (an exclusive `flock`) while this process owns the folder.
+    _lock: std::fs::File,
+}
+
+/// The name of the data folder's lock file.
+pub const LOCK_FILE: &str = "ferry.lock";
+
+/// The name of the data folder's password file.
+pub const PASSWORD_FILE: &str = "ferry-password";
+
+fn io_error(location: &Path) -> impl FnOnce(std::io::Error) -> CoordinatorError + '_ {
+    move |source| {
+        CoordinatorError::Shared(ferry_shared::Error::Io {
+            location: location.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// A process's command line, for messages.
+fn command_line(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let words: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
+/// A `heliosdb-nano` process serving `data_dir`, if one runs (a leftover of a Ferry that was
+/// killed before it could stop it).
+fn server_on(data_dir: &Path) -> Option<(u32, String)> {
+    let wanted = data_dir.display().to_string();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(command) = command_line(pid) else {
+            continue;
+        };
+        if command.contains("heliosdb-nano") && command.split(' ').any(|w| w == wanted) {
+            return Some((pid, command));
+        }
+    }
+    None
+}
+
+/// Takes the folder's lock, or says which process holds it.
+fn lock_folder(data_dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::io::AsRawFd;
+    let path = data_dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let pid = holder.lines().next().unwrap_or("").trim().to_string();
+        let command = pid
+            .parse()
+            .ok()
+            .and_then(command_line)
+            .unwrap_or_else(|| "a Ferry process".into());
+        return Err(CoordinatorError::Invalid(format!(
+            "the embedded HeliosDB's data folder {} is in use by process {pid} ({command}): \
+             wait for it to finish or stop it, or use another target.data_dir",
+            data_dir.display()
+        )));
+    }
+    if let Some((pid, command)) = server_on(data_dir) {
+        return Err(CoordinatorError::Invalid(format!(
+            "the embedded HeliosDB's data folder {} is still served by process {pid} ({command}), \
+             left running by an earlier Ferry: stop it (kill {pid}), then run again",
+            data_dir.display()
+        )));
+    }
+    let me = std::process::id();
+    let note = format!(
+        "{me}\n{}\n",
+        command_line(me).unwrap_or_else(|| "ferry-coordinator".into())
+    );
+    file.set_len(0).map_err(io_error(&path))?;
+    file.rewind().map_err(io_error(&path))?;
+    file.write_all(note.as_bytes()).map_err(io_error(&path))?;
+    Ok(file)
+}
+
+/// The folder's password file: made once with a random password, readable by its owner only.
+fn password_file(data_dir: &Path) -> Result<PathBuf> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = data_dir.join(PASSWORD_FILE);
+    if path.is_file() {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_error(&path))?;
+        return Ok(path);
+    }
+    let mut random = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .map_err(io_error(Path::new("/dev/urandom")))?;
+    let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    file.write_all(password.as_bytes())
+        .map_err(io_error(&path))?;
+    Ok(path)
 }
 
 impl EmbeddedHelios {
@@ -73,6 +206,8 @@ impl EmbeddedHelios {
                 source,
             }
         })?;
+        let lock = lock_folder(&data_dir)?;
+        let password_file = password_file(&data_dir)?;
         let port = match settings.port {
             Some(port) => port,
             None => free_port()?,
@@ -86,7 +221,8 @@ impl EmbeddedHelios {
         let stderr = log
             .try_clone()
             .map_err(|e| CoordinatorError::Invalid(e.to_string()))?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .args([
                 "start",
                 "--listen",
@@ -94,30 +230,65 @@ impl EmbeddedHelios {
                 "--port",
                 &port.to_string(),
                 "--auth",
-                "trust",
+                "scram-sha-256",
                 "--http-port",
                 "0",
             ])
+            .arg("--password-file")
+            .arg(&password_file)
             .arg("--data-dir")
             .arg(&data_dir)
+            .env_remove("HELIOSDB_PASSWORD")
+            .env_remove("HELIOSDB_PASSWORD_FILE")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                CoordinatorError::Invalid(format!("cannot start {}: {e}", binary.display()))
-            })?;
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe. The server gets SIGTERM when this process dies
+        // without stopping it (SIGKILL, a crash).
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGTERM as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|e| {
+            CoordinatorError::Invalid(format!("cannot start {}: {e}", binary.display()))
+        })?;
         let mut server = EmbeddedHelios {
             child,
             port,
             data_dir,
             binary,
+            password_file,
+            _lock: lock,
         };
+        // Every connection of this process to its server authenticates with the folder's
+        // password.
+        let options = ferry_worker::conn::ConnectOptions {
+            password_file: Some(server.password_file.clone()),
+            ..ferry_worker::conn::options()
+        };
+        ferry_worker::conn::configure(options.clone());
         tracing::info!(binary = %server.binary.display(), data_dir = %server.data_dir.display(), port, "starting embedded heliosdb");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(client) = ferry_worker::ledger::connect(&server.url()).await {
+            if let Ok((client, _)) = ferry_worker::conn::connect_with(
+                &server.url(),
+                ferry_worker::conn::Purpose::Control,
+                &options,
+            )
+            .await
+            {
                 if client.simple_query("SELECT 1").await.is_ok() {
                     return Ok(server);
                 }
@@ -137,9 +308,14 @@ impl EmbeddedHelios {
         }
     }
 
-    /// The server's URL.
+    /// The server's URL (without the password, which is in [`Self::password_file`]).
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The file holding the server's password.
+    pub fn password_file(&self) -> &Path {
+        &self.password_file
     }
 
     /// Stops the server cleanly (SIGTERM, then wait) and says how to use the data afterwards.
@@ -158,9 +334,10 @@ impl EmbeddedHelios {
             let _ = self.child.kill().await;
         }
         format!(
-            "The data is in {dir}. To query it, start HeliosDB and connect:\n  {bin} start --data-dir {dir} --port 5433 --auth trust --http-port 0 &\n  psql postgres://postgres@127.0.0.1:5433/postgres",
+            "The data is in {dir}. To query it, start HeliosDB and connect (the password is in {pw}):\n  {bin} start --data-dir {dir} --port 5433 --auth scram-sha-256 --password-file {pw} --http-port 0 &\n  PGPASSWORD=\"$(cat {pw})\" psql postgres://postgres@127.0.0.1:5433/postgres",
             dir = self.data_dir.display(),
-            bin = self.binary.display()
+            bin = self.binary.display(),
+            pw = self.password_file.display()
         )
     }
 }

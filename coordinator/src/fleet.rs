@@ -28,7 +28,12 @@ pub struct Submitted {
 /// Sends every shard of `run_id` that is not done to `queue`.
 pub async fn submit(client: &Client, queue: &SqsQueue, run_id: &str) -> Result<Submitted> {
     let shards = ledger::get_shards(client, run_id).await?;
-    let tasks: Vec<ShardTask> = pending_tasks(run_id, &shards);
+    // Each message carries the run's target token (made now for runs planned before tokens).
+    let token = ledger::ensure_run_token(client, run_id).await?;
+    let tasks: Vec<ShardTask> = pending_tasks(run_id, &shards)
+        .into_iter()
+        .map(|task| task.for_target(&token))
+        .collect();
     let sent = queue.send(&tasks).await?;
     tracing::info!(run = run_id, queue = queue.url(), sent, "submitted shards");
     Ok(Submitted {

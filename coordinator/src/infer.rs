@@ -55,6 +55,9 @@ pub struct SampleStats {
     pub bad_lines: u64,
     /// Per attribute.
     pub attributes: HashMap<String, AttributeStats>,
+    /// Per item: its scalar (S, N, B) attributes, each value as a hash, to tell whether a key
+    /// is unique in the sample and which would be.
+    pub keyable: Vec<Vec<(String, u64)>>,
 }
 
 impl SampleStats {
@@ -66,6 +69,32 @@ impl SampleStats {
             return;
         };
         self.items += 1;
+        let hash = |text: &str| {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut hasher);
+            hasher.finish()
+        };
+        let mut keyable: Vec<(String, u64)> = attributes
+            .iter()
+            .filter_map(|(name, value)| match value {
+                AttrValue::S(v) | AttrValue::B(v) => Some((name.to_string(), hash(v))),
+                // Numbers compare by value: 1.0 and 1 are one key.
+                AttrValue::N(v) => {
+                    let plain = ferry_worker::number::canonical_number(v)
+                        .map(|c| c.into_owned())
+                        .unwrap_or_else(|_| v.to_string());
+                    let value = match plain.contains('.') {
+                        true => plain.trim_end_matches('0').trim_end_matches('.'),
+                        false => plain.as_str(),
+                    };
+                    Some((name.to_string(), hash(value)))
+                }
+                _ => None,
+            })
+            .collect();
+        keyable.sort();
+        self.keyable.push(keyable);
         for (name, value) in &attributes {
             let stats = self.attributes.entry(name.to_string()).or_default();
             stats.present += 1;
@@ -86,8 +115,9 @@ impl SampleStats {
                     let body = plain.trim_start_matches('-');
                     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
                     stats.max_scale = stats.max_scale.max(frac.trim_end_matches('0').len());
-                    stats.max_integer_digits =
-                        stats.max_integer_digits.max(int.trim_start_matches('0').len());
+                    stats.max_integer_digits = stats
+                        .max_integer_digits
+                        .max(int.trim_start_matches('0').len());
                 }
             }
         }
@@ -156,6 +186,72 @@ pub fn parquet_schema(mut schema: TableSchema, stats: &SampleStats) -> TableSche
         }
     }
     schema
+}
+
+/// When the key attributes repeat in the sample, what to say before anything loads: how often,
+/// and a key that is unique in the sample (the given key plus one attribute every sampled item
+/// has), if there is one. `None` when the key is unique in the sample.
+pub fn key_problem(stats: &SampleStats, keys: &[KeyAttribute]) -> Option<String> {
+    use std::collections::HashSet;
+    if keys.is_empty() {
+        return None;
+    }
+    let value_of = |item: &Vec<(String, u64)>, name: &str| {
+        item.binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()
+            .map(|at| item[at].1)
+    };
+    let tuples = |names: &[&str]| -> Vec<Vec<u64>> {
+        stats
+            .keyable
+            .iter()
+            .filter_map(|item| names.iter().map(|n| value_of(item, n)).collect())
+            .collect()
+    };
+    let repeats = |names: &[&str]| {
+        let all = tuples(names);
+        let distinct: HashSet<&Vec<u64>> = all.iter().collect();
+        (all.len() - distinct.len(), all.len())
+    };
+    let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+    let (repeated, sampled) = repeats(&names);
+    if repeated == 0 {
+        return None;
+    }
+    let given = names.join(",");
+    // Candidates: attributes every sampled item holds as a scalar, sort-key names first.
+    let mut candidates: Vec<&str> = stats
+        .attributes
+        .iter()
+        .filter(|(name, a)| {
+            !names.contains(&name.as_str())
+                && a.present == stats.items
+                && a.types.keys().all(|t| t.is_key_type())
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let sort_key_like = |name: &str| {
+        let lower = name.to_ascii_lowercase();
+        !(lower == "sk" || lower.contains("sort") || lower.contains("range"))
+    };
+    candidates.sort_by_key(|name| (sort_key_like(name), name.to_string()));
+    let unique = candidates.into_iter().find(|extra| {
+        let mut with = names.clone();
+        with.push(extra);
+        repeats(&with).0 == 0
+    });
+    let advice = match unique {
+        Some(extra) => format!(
+            "{given},{extra} is unique in the sample: is the table's key {given},{extra}? Pass --key {given},{extra}"
+        ),
+        None => "no attribute added to it makes it unique in the sample: check the table's key \
+                 attributes (DescribeTable's KeySchema)"
+            .to_string(),
+    };
+    Some(format!(
+        "the key ({given}) is not unique: {repeated} of {sampled} sampled items repeat another's \
+         {given}, so every shard would fail on duplicate keys; {advice}"
+    ))
 }
 
 /// Builds the table schema from the sample and the mapping settings.
@@ -342,10 +438,41 @@ mod tests {
             vec![
                 ("pk", PgType::Numeric),
                 ("big", PgType::Numeric),
-                ("price", PgType::NumericScaled { precision: 38, scale: 3 }),
+                (
+                    "price",
+                    PgType::NumericScaled {
+                        precision: 38,
+                        scale: 3
+                    }
+                ),
                 ("tiny", PgType::Numeric),
             ]
         );
+    }
+
+    #[test]
+    fn a_key_that_repeats_in_the_sample_is_named_with_the_one_that_does_not() {
+        let sample = stats(&[
+            r#"{"Item":{"pk":{"S":"u1"},"sk":{"S":"a"},"n":{"N":"1"}}}"#,
+            r#"{"Item":{"pk":{"S":"u1"},"sk":{"S":"b"},"n":{"N":"1.0"}}}"#,
+            r#"{"Item":{"pk":{"S":"u2"},"sk":{"S":"a"},"n":{"N":"10"}}}"#,
+        ]);
+        let keys = |spec: &str| KeyAttribute::parse_list(spec).unwrap();
+        let problem = key_problem(&sample, &keys("pk")).unwrap();
+        assert_eq!(
+            problem,
+            "the key (pk) is not unique: 1 of 3 sampled items repeat another's pk, so every shard \
+             would fail on duplicate keys; pk,sk is unique in the sample: is the table's key \
+             pk,sk? Pass --key pk,sk"
+        );
+        assert_eq!(key_problem(&sample, &keys("pk,sk")), None);
+        // 1 and 1.0 are one number: pk,n repeats, and sk makes it unique.
+        assert!(key_problem(&sample, &keys("pk,n"))
+            .unwrap()
+            .contains("Pass --key pk,n,sk"));
+        assert!(key_problem(&sample, &keys("sk"))
+            .unwrap()
+            .contains("Pass --key sk,n"));
     }
 
     #[test]

@@ -192,7 +192,10 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         }
         if let Some(spec) = &parquet {
             let recorded = parquet_sink::recorded_spec(client, &run_id).await?;
-            if recorded.as_ref().is_some_and(|r| r.location != spec.location) {
+            if recorded
+                .as_ref()
+                .is_some_and(|r| r.location != spec.location)
+            {
                 return Err(CoordinatorError::Invalid(format!(
                     "run {run_id} writes its dataset to {}, not {}: use another --run-id",
                     recorded.map(|r| r.location).unwrap_or_default(),
@@ -260,6 +263,10 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
             request.settings.mapping.sample_items,
         )
         .await?;
+        // A key that repeats in the sample fails every shard: say so now, with one that does not.
+        if let Some(problem) = crate::infer::key_problem(&stats, &keys) {
+            return Err(CoordinatorError::Invalid(problem));
+        }
         let schema = match &parquet {
             // Parquet holds any number exactly: decimal128 where the sample fits, else text.
             Some(_) => parquet_columns(
@@ -335,6 +342,8 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         load_path: Some(target.load_path.as_str().to_string()),
     };
     ledger::insert_run(client, &run, &listing.files).await?;
+    // The token its queue messages carry (another target's workers never take them).
+    ledger::ensure_run_token(client, &run_id).await?;
     // Another coordinator may have planned the same run a moment earlier: the ledger's copy wins.
     let run = ledger::get_run(client, &run_id).await?.ok_or_else(|| {
         CoordinatorError::Invalid(format!("run {run_id} vanished from the ledger"))

@@ -57,6 +57,10 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A queue message is not a shard task this worker can act on (left for the dead-letter
+    /// queue).
+    #[error("not a ferry shard task this worker reads: {0}")]
+    Message(String),
     /// An object is not the version a run already read from (it was replaced or rewritten).
     #[error("{location} changed: it was {expected}, it is now {found}")]
     ObjectChanged {

@@ -13,6 +13,8 @@
 //!   reads (ETag or size and modification time), claimed before its first row is written, and the
 //!   `load_id` that every row it writes carries in its `_ferry_chunk` provenance column
 //!   (`load_id << 24 | chunk index`);
+//! - `ferry.run_tokens`: one random token per run, made when it is planned: its queue messages
+//!   carry it, so a worker never loads another target's shard (version 4);
 //! - `ferry.steps`: one row per post-load step of a run, marked started and done, so a crash during
 //!   the post-load steps resumes at the first step not done;
 //! - `ferry.outputs` (v3): a run whose target is a Parquet dataset: its location and the
@@ -146,10 +148,25 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
     ],
 ),
 (
+    // The target token of each run (what its queue messages carry, [`crate::queue`]).
+    4,
+    &["CREATE TABLE IF NOT EXISTS ferry.run_tokens (
+            run_id TEXT PRIMARY KEY,
+            token TEXT NOT NULL
+        )"],
+),
+(
     // Catch-up windows and their deferred change records ([`crate::window`]).
     5,
     crate::window::MIGRATION,
 )];
+
+/// Records a run's target token, once (the first one stays). `$1` run, `$2` token.
+pub const INSERT_RUN_TOKEN: &str = "INSERT INTO ferry.run_tokens (run_id, token)
+    VALUES ($1::text, $2::text) ON CONFLICT (run_id) DO NOTHING";
+
+/// A run's target token. `$1` run.
+pub const SELECT_RUN_TOKEN: &str = "SELECT token FROM ferry.run_tokens WHERE run_id = $1::text";
 
 /// The ledger's schema version (`$1` is unused; no row: a version-1 ledger or a new one).
 pub const SELECT_SCHEMA_VERSION: &str = "SELECT value FROM ferry.meta WHERE key = 'schema_version'";

@@ -12,6 +12,15 @@
 //! While it holds a delivery, a worker calls [`WorkQueue::extend`] every
 //! [`WorkQueue::heartbeat`] so no other worker is handed the same shard. Losing a delivery (a
 //! crash, an expired visibility) never loses data: the ledger, not the queue, says what is loaded.
+//!
+//! # Messages
+//! A task travels as JSON ([`ShardTask::to_message`], [`ShardTask::parse_message`]): its format
+//! version, the run, the shard, and the *target token*, a random value the run's ledger holds
+//! (`ferry.run_tokens`). Anyone who can write to the queue can put a message on it, so a worker
+//! checks all of it before acting: a message that does not parse, has another version, or names a
+//! run or shard no run could have is left for the dead-letter queue; one whose token is not its
+//! target's is never loaded, however its run id matches (two environments deriving the same run
+//! id from the same export share nothing but the queue).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -24,11 +33,88 @@ use crate::Result;
 
 /// One unit of work: a shard of a run. This is the SQS message body, as JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ShardTask {
+    /// The message format ([`TASK_VERSION`]).
+    #[serde(default)]
+    pub version: u32,
     /// The run.
     pub run_id: String,
     /// The shard (derived from the data file's key).
     pub shard_id: String,
+    /// The token of the target whose ledger holds the run; empty for tasks that never leave the
+    /// process (the in-memory queue of `migrate`).
+    #[serde(default)]
+    pub target: String,
+}
+
+/// The message format this Ferry writes and reads.
+pub const TASK_VERSION: u32 = 1;
+
+/// The largest message body a worker reads (a task is well under 1 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Run ids, shard ids and target tokens: 1 to 200 characters of `A-Z a-z 0-9 . _ - : / #`.
+fn valid_name(text: &str) -> bool {
+    (1..=200).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:/#".contains(&b))
+}
+
+impl ShardTask {
+    /// A task for the in-process queue (no target token).
+    pub fn new(run_id: &str, shard_id: &str) -> ShardTask {
+        ShardTask {
+            version: TASK_VERSION,
+            run_id: run_id.to_string(),
+            shard_id: shard_id.to_string(),
+            target: String::new(),
+        }
+    }
+
+    /// The same task, bound to the target whose ledger holds `token` for its run.
+    pub fn for_target(mut self, token: &str) -> ShardTask {
+        self.target = token.to_string();
+        self
+    }
+
+    /// The message body.
+    pub fn to_message(&self) -> String {
+        serde_json::to_string(self).expect("a task serialises")
+    }
+
+    /// Parses and checks a message body: the format version, and names no run could have
+    /// refused. The target token is checked against the ledger by the worker.
+    pub fn parse_message(body: &str) -> Result<ShardTask> {
+        if body.len() > MAX_MESSAGE_BYTES {
+            return Err(crate::Error::Message(format!(
+                "{} bytes, over the {MAX_MESSAGE_BYTES}-byte limit",
+                body.len()
+            )));
+        }
+        let task: ShardTask =
+            serde_json::from_str(body).map_err(|e| crate::Error::Message(e.to_string()))?;
+        if task.version != TASK_VERSION {
+            return Err(crate::Error::Message(format!(
+                "format version {}, this worker reads version {TASK_VERSION}: run workers of the \
+                 Ferry version that submitted it",
+                task.version
+            )));
+        }
+        for (what, value) in [
+            ("run_id", &task.run_id),
+            ("shard_id", &task.shard_id),
+            ("target", &task.target),
+        ] {
+            if !valid_name(value) {
+                return Err(crate::Error::Message(format!(
+                    "{what} is not 1 to 200 characters of letters, digits and ._-:/#"
+                )));
+            }
+        }
+        Ok(task)
+    }
 }
 
 /// A task as received, with what the queue needs to settle it.
@@ -153,10 +239,46 @@ mod tests {
     use super::*;
 
     fn task(s: &str) -> ShardTask {
-        ShardTask {
-            run_id: "r".into(),
-            shard_id: s.into(),
-        }
+        ShardTask::new("r", s)
+    }
+
+    #[test]
+    fn messages_round_trip_and_bad_ones_are_refused() {
+        let task =
+            ShardTask::new("01700000000000-0a1b2c3d-a44bc923", "xeueebdlswah").for_target("9f2c");
+        let body = task.to_message();
+        assert_eq!(
+            body,
+            r#"{"version":1,"run_id":"01700000000000-0a1b2c3d-a44bc923","shard_id":"xeueebdlswah","target":"9f2c"}"#
+        );
+        assert_eq!(ShardTask::parse_message(&body).unwrap(), task);
+        let refused = |body: &str| ShardTask::parse_message(body).unwrap_err().to_string();
+        // A task from an older Ferry: no version, no target.
+        assert!(refused(r#"{"run_id":"r","shard_id":"s"}"#).contains("format version 0"));
+        assert!(
+            refused(r#"{"version":2,"run_id":"r","shard_id":"s","target":"t"}"#)
+                .contains("format version 2")
+        );
+        assert!(refused(r#"{"version":1,"run_id":"r","shard_id":"s"}"#).contains("target"));
+        assert!(
+            refused(r#"{"version":1,"run_id":"r","shard_id":"../x y","target":"t"}"#)
+                .contains("shard_id")
+        );
+        assert!(
+            refused(r#"{"version":1,"run_id":"r","shard_id":"s","target":"t","x":1}"#)
+                .contains("unknown field")
+        );
+        assert!(
+            refused("not json").starts_with("not a ferry shard task"),
+            "{}",
+            refused("not json")
+        );
+        assert!(refused(&"x".repeat(5000)).contains("over the 4096-byte limit"));
+        let long = format!(
+            r#"{{"version":1,"run_id":"{}","shard_id":"s","target":"t"}}"#,
+            "r".repeat(201)
+        );
+        assert!(refused(&long).contains("run_id"));
     }
 
     #[tokio::test]

@@ -171,7 +171,7 @@ impl SqsQueue {
                 .iter()
                 .enumerate()
                 .map(|(i, task)| {
-                    let body = serde_json::to_string(task).expect("a task serialises");
+                    let body = task.to_message();
                     (format!("t{i}"), body)
                 })
                 .collect();
@@ -373,18 +373,20 @@ impl WorkQueue for SqsQueue {
                 .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1);
-            match serde_json::from_str::<ShardTask>(body) {
+            match ShardTask::parse_message(body) {
                 Ok(task) => deliveries.push(Delivery {
                     task,
                     receipt,
                     receive_count,
                 }),
-                // Not ours: leave it to the redrive policy, which moves it to the dead-letter queue.
+                // Not one this worker can act on: left alone, the redrive policy moves it to the
+                // dead-letter queue after max_receive_count receives.
                 Err(e) => tracing::error!(
                     queue = %self.url,
                     message_id = message.message_id().unwrap_or_default(),
+                    receive_count,
                     error = %e,
-                    "a message is not a ferry shard task: leaving it for the dead-letter queue"
+                    "unusable queue message: leaving it for the dead-letter queue"
                 ),
             }
         }
@@ -541,10 +543,7 @@ mod tests {
             settings,
         );
         let tasks: Vec<ShardTask> = (0..12)
-            .map(|i| ShardTask {
-                run_id: "r".into(),
-                shard_id: format!("s{i}"),
-            })
+            .map(|i| ShardTask::new("r", &format!("s{i}")).for_target("t"))
             .collect();
         assert_eq!(queue.send(&tasks).await.unwrap(), 12);
         let calls = calls.lock().unwrap().clone();

@@ -258,6 +258,7 @@ async fn a_gzip_bomb_line_is_refused_in_bounded_memory() -> anyhow::Result<()> {
         peak >> 20,
         started.elapsed().as_secs_f64()
     );
+    eprintln!("STDERR-DUMP\n{stderr}\nEND");
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("is longer than 16777216 bytes")
@@ -510,10 +511,10 @@ async fn a_connection_that_stops_answering_mid_copy_lets_the_shard_go() -> anyho
         &proxied,
     )?;
     let queue = Arc::new(WatchedQueue {
-        tasks: Mutex::new(VecDeque::from([ShardTask {
-            run_id: planned.run.run_id.clone(),
-            shard_id: shard.clone(),
-        }])),
+        tasks: Mutex::new(VecDeque::from([ShardTask::new(
+            &planned.run.run_id,
+            &shard,
+        )])),
         extends: Mutex::new(Vec::new()),
         settled: Mutex::new(Vec::new()),
     });
@@ -794,5 +795,355 @@ async fn passwords_and_loaded_values_stay_out_of_logs_outputs_and_errors() -> an
     let (raw, reason) = kept("secrets_omitted").await?;
     assert_eq!(raw, "");
     assert!(!reason.contains("REJECTMARK"), "{reason}");
+    Ok(())
+}
+
+/// `heliosdb-nano` processes serving `data_dir`: their ids and command lines.
+fn servers_on(data_dir: &Path) -> Vec<(u32, String)> {
+    let wanted = data_dir.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let words: Vec<String> = raw
+            .split(|b| *b == 0)
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        if words.iter().any(|w| w.ends_with("heliosdb-nano")) && words.contains(&wanted) {
+            found.push((pid, words.join(" ")));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_embedded_heliosdb_has_a_password_one_owner_and_stops_on_sigterm() -> anyhow::Result<()>
+{
+    ferry_tests::helios::heliosdb_binary()?;
+    let dir = tempfile::tempdir()?;
+    let export_dir = dir.path().join("export");
+    let generated = generate_export(&export_dir, &gen_options(31, 3000, 2))?;
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data)?;
+    let data = std::fs::canonicalize(&data)?;
+    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let migrate = |slow: bool, name: &str| {
+        let mut cmd = std::process::Command::new(binary("ferry-coordinator"));
+        cmd.args(["migrate", "--export"])
+            .arg(&export_dir)
+            .args(["--key", "PK,SK"])
+            .env("FERRY_TARGET__DATA_DIR", &data)
+            .env("FERRY_LOAD__CHUNK_LINES", "200")
+            .env_remove("FERRY_TARGET__URL")
+            .env_remove("FERRY_FAILPOINTS")
+            .stdout(log(&format!("{name}.out")))
+            .stderr(log(&format!("{name}.err")));
+        if slow {
+            // Every commit waits: the load is still running when the signal comes.
+            cmd.env("FERRY_FAILPOINTS", "after_commit=sleep1000@1+");
+        }
+        cmd
+    };
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    let mut first = migrate(true, "first").spawn()?;
+    let started = Instant::now();
+    let (server_pid, command) = loop {
+        if let Some(found) = servers_on(&data).into_iter().next() {
+            break found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            read("first.err")
+        );
+        assert!(first.try_wait()?.is_none(), "{}", read("first.err"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(command.contains("--auth scram-sha-256"), "{command}");
+    assert!(!command.contains("trust"), "{command}");
+    let port: u16 = command
+        .split(' ')
+        .skip_while(|w| *w != "--port")
+        .nth(1)
+        .unwrap()
+        .parse()?;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let password_file = data.join("ferry-password");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&password_file)?.permissions().mode() & 0o777,
+        0o600
+    );
+    let with = ferry_worker::conn::ConnectOptions {
+        password_file: Some(password_file.clone()),
+        ..ferry_worker::conn::ConnectOptions::default()
+    };
+    loop {
+        if let Ok((client, _)) =
+            ferry_worker::conn::connect_with(&url, ferry_worker::conn::Purpose::Control, &with)
+                .await
+        {
+            let rows = client
+                .simple_query("SELECT count(*) FROM ferry.shards WHERE committed_lines > 0")
+                .await;
+            let loading = rows.ok().into_iter().flatten().any(|m| {
+                matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0).is_some_and(|n| n != "0"))
+            });
+            if loading {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{}",
+            read("first.err")
+        );
+        assert!(first.try_wait()?.is_none(), "{}", read("first.err"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The server answers; without the password it refuses.
+    let without = ferry_worker::conn::ConnectOptions::default();
+    let refused =
+        ferry_worker::conn::connect_with(&url, ferry_worker::conn::Purpose::Control, &without)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+    assert!(refused.contains("password"), "{refused}");
+    // A second start on the same folder: refused, naming the process that holds it.
+    let second = migrate(false, "second").status()?;
+    assert_eq!(second.code(), Some(2), "{}", read("second.err"));
+    assert!(
+        read("second.err").contains(&format!("is in use by process {}", first.id())),
+        "{}",
+        read("second.err")
+    );
+    // SIGTERM mid-load: migrate stops, and its server with it.
+    unsafe {
+        libc::kill(first.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = loop {
+        if let Some(status) = first.try_wait()? {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(150),
+            "migrate ignored SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(1), "{}", read("first.err"));
+    assert!(
+        read("first.err").contains("stopped by SIGTERM"),
+        "{}",
+        read("first.err")
+    );
+    assert!(servers_on(&data).is_empty(), "heliosdb-nano still runs");
+    assert!(unsafe { libc::kill(server_pid as libc::pid_t, 0) } != 0);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    // The same command resumes and finishes, with the same password, and stops its server.
+    let last = migrate(false, "last").status()?;
+    assert_eq!(last.code(), Some(0), "{}", read("last.err"));
+    assert!(read("last.err").contains("--auth scram-sha-256 --password-file"));
+    assert!(
+        read("last.out").contains(&format!("{} rows loaded", generated.total_items))
+            || read("last.out").contains("verified"),
+        "{}",
+        read("last.out")
+    );
+    assert!(servers_on(&data).is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_message_for_another_target_is_never_loaded() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let generated = generate_export(dir.path(), &gen_options(41, 500, 1))?;
+    let url = shared_cluster().create_database("other target").await?;
+    let mut client = connect(&url).await?;
+    let settings = small_chunks(200);
+    let planned = plan(
+        &mut client,
+        &PlanRequest {
+            export: dir.path().display().to_string(),
+            keys: KeyAttribute::parse_list("PK,SK")?,
+            table: None,
+            append: false,
+            run_id: None,
+            settings: settings.clone(),
+        },
+    )
+    .await?;
+    let run_id = planned.run.run_id.clone();
+    let token = ferry_worker::ledger::run_token(&client, &run_id)
+        .await?
+        .expect("plan made the run's token");
+    assert_eq!(token.len(), 32);
+    let shards = ferry_worker::ledger::get_shards(&client, &run_id).await?;
+    let shard = shards
+        .iter()
+        .max_by_key(|s| s.item_count)
+        .unwrap()
+        .shard_id
+        .clone();
+    let task = ShardTask::new(&run_id, &shard);
+    // Another environment's message (same run id, its own token), one for a run this ledger
+    // never planned, then this target's own.
+    let queue = Arc::new(WatchedQueue {
+        tasks: Mutex::new(VecDeque::from([
+            task.clone().for_target("0123456789abcdef0123456789abcdef"),
+            ShardTask::new("elsewhere-run", &shard).for_target(&token),
+            task.clone().for_target(&token),
+        ])),
+        extends: Mutex::new(Vec::new()),
+        settled: Mutex::new(Vec::new()),
+    });
+    let ctx = LoadContext::new(
+        planned.run.clone(),
+        planned.store.clone(),
+        &settings.load,
+        planned.target.clone(),
+        &url,
+    )?;
+    let errors = run_pool(
+        Arc::new(RunContexts::single(ctx)),
+        queue.clone(),
+        PoolSettings::in_process(&url, 1, 2),
+    )
+    .await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        *queue.settled.lock().unwrap(),
+        vec!["release", "release", "acknowledge"]
+    );
+    let loaded = ferry_worker::ledger::get_shard(&client, &run_id, &shard)
+        .await?
+        .unwrap();
+    assert_eq!(loaded.state, "done");
+    let items = shards.iter().filter_map(|s| s.item_count).sum::<u64>();
+    assert_eq!(items, generated.total_items);
+    assert_eq!(
+        query_i64(&url, "SELECT count(*) FROM \"AppTable\"").await? as u64,
+        loaded.item_count.unwrap()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn errors_a_user_can_act_on() -> anyhow::Result<()> {
+    // A key that is only the partition key: refused before loading, with the key that works.
+    let dir = tempfile::tempdir()?;
+    let mut export = generate_export(dir.path(), &gen_options(51, 0, 1))?;
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                r#"{{"Item":{{"pk":{{"S":"USER#{}"}},"sk":{{"S":"ORDER#{i}"}},"total":{{"N":"{i}.5"}}}}}}"#,
+                i % 10
+            )
+        })
+        .collect();
+    add_data_file(&mut export, &lines)?;
+    let url = shared_cluster()
+        .create_database("partition key only")
+        .await?;
+    let export_dir = dir.path().display().to_string();
+    let output = run_ferry(
+        "ferry-coordinator",
+        &[
+            "migrate",
+            "--export",
+            &export_dir,
+            "--target",
+            &url,
+            "--key",
+            "pk",
+        ],
+        &[],
+    );
+    let text = all_output(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("the key (pk) is not unique: 30 of 40 sampled items repeat another's pk"),
+        "{text}"
+    );
+    assert!(text.contains("Pass --key pk,sk"), "{text}");
+    assert_eq!(
+        query_i64(
+            &url,
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        .await?,
+        0,
+        "nothing was created or loaded"
+    );
+    let output = run_ferry(
+        "ferry-coordinator",
+        &[
+            "migrate",
+            "--export",
+            &export_dir,
+            "--target",
+            &url,
+            "--key",
+            "pk,sk",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", all_output(&output));
+
+    // A cause is printed once, not once per wrapper.
+    let output = run_ferry(
+        "ferry-coordinator",
+        &[
+            "migrate",
+            "--export",
+            "/nonexistent/export",
+            "--target",
+            &url,
+            "--key",
+            "pk",
+        ],
+        &[],
+    );
+    let text = all_output(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert_eq!(
+        text.matches("No such file or directory").count(),
+        1,
+        "{text}"
+    );
+    let output = run_ferry(
+        "ferry-coordinator",
+        &[
+            "status",
+            "--target",
+            "postgres://postgres@127.0.0.1:1/db",
+            "--run-id",
+            "r",
+        ],
+        &[],
+    );
+    let text = all_output(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("cannot connect to the target at 127.0.0.1:1"),
+        "{text}"
+    );
+    assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
+
+    // --help names both targets.
+    let help = all_output(&run_ferry("ferry-coordinator", &["--help"], &[]));
+    assert!(
+        help.contains("into HeliosDB") && help.contains("PostgreSQL"),
+        "{help}"
+    );
     Ok(())
 }

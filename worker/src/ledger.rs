@@ -152,6 +152,32 @@ pub async fn connect_loading(url: &str) -> Result<Client> {
         .0)
 }
 
+/// The target token of `run_id` in this ledger, if it has one.
+pub async fn run_token(client: &impl GenericClient, run_id: &str) -> Result<Option<String>> {
+    let row = client
+        .query_opt(sql::SELECT_RUN_TOKEN, &[&run_id])
+        .await
+        .map_err(WorkerError::db("cannot read the run's target token"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// The target token of `run_id`, made (random) the first time: what its queue messages carry.
+pub async fn ensure_run_token(client: &impl GenericClient, run_id: &str) -> Result<String> {
+    use std::io::Read;
+    let mut random = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .map_err(|e| WorkerError::Internal(format!("cannot read /dev/urandom: {e}")))?;
+    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    client
+        .execute(sql::INSERT_RUN_TOKEN, &[&run_id, &token])
+        .await
+        .map_err(WorkerError::db("cannot record the run's target token"))?;
+    run_token(client, run_id)
+        .await?
+        .ok_or_else(|| WorkerError::Ledger(format!("run {run_id} has no target token")))
+}
+
 /// Creates the ledger schema when missing and migrates it in place to [`sql::SCHEMA_VERSION`];
 /// refuses a ledger written by a newer Ferry.
 pub async fn ensure_ledger(client: &Client) -> Result<()> {

@@ -386,6 +386,34 @@ async fn load_delivery(
             }
         }
         let connection = client.as_mut().expect("connected above");
+        if !task.target.is_empty() {
+            // A task travelling through a shared queue names the target its run belongs to:
+            // never load another target's shard, whatever its run id.
+            match ledger::run_token(connection, &task.run_id).await {
+                Ok(Some(token)) if token == task.target => {}
+                Ok(found) => {
+                    tracing::error!(
+                        worker,
+                        run = %task.run_id,
+                        shard = %task.shard_id,
+                        planned_here = found.is_some(),
+                        "a queue message belongs to another target (its token is not this ledger's): returned to the queue, not loaded"
+                    );
+                    contexts.progress.shard_ended(ShardEnd::Error);
+                    return Settle::Release(Duration::ZERO);
+                }
+                Err(e) => {
+                    tracing::warn!(worker, shard = %task.shard_id, error = %e, "cannot read the run's target token: retrying");
+                    *client = None;
+                    if attempt >= settings.attempts {
+                        return Settle::Release(Duration::ZERO);
+                    }
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                    continue;
+                }
+            }
+        }
         let result = match contexts.get(connection, &task.run_id).await {
             Ok(ctx) => load_one(connection, &ctx, &task.shard_id).await,
             Err(e) => Err(e),
@@ -439,10 +467,7 @@ pub fn pending_tasks(run_id: &str, shards: &[crate::ledger::ShardRecord]) -> Vec
     shards
         .iter()
         .filter(|s| s.state != ferry_shared::ledger::shard_state::DONE)
-        .map(|s| ShardTask {
-            run_id: run_id.to_string(),
-            shard_id: s.shard_id.clone(),
-        })
+        .map(|s| ShardTask::new(run_id, &s.shard_id))
         .collect()
 }
 
@@ -489,10 +514,7 @@ mod tests {
 
     fn delivery() -> Delivery {
         Delivery {
-            task: ShardTask {
-                run_id: "r".into(),
-                shard_id: "s".into(),
-            },
+            task: ShardTask::new("r", "s"),
             receipt: String::new(),
             receive_count: 1,
         }
