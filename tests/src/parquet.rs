@@ -139,7 +139,11 @@ pub fn read_dataset(dir: &Path) -> anyhow::Result<Dataset> {
             row_groups: f["row_groups"].as_u64().unwrap_or(0),
             codecs: f["codecs"]
                 .as_array()
-                .map(|c| c.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|c| {
+                    c.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
             statistics: f["statistics"].as_bool().unwrap_or(false),
             types: f["types"].as_object().cloned().unwrap_or_default(),
@@ -161,7 +165,10 @@ pub fn read_dataset(dir: &Path) -> anyhow::Result<Dataset> {
                 "TEXT[]" => ("_text", None),
                 "NUMERIC[]" => ("_numeric", None),
                 "BYTEA[]" => ("_bytea", None),
-                other => match other.strip_prefix("NUMERIC(38,").and_then(|s| s.strip_suffix(')')) {
+                other => match other
+                    .strip_prefix("NUMERIC(38,")
+                    .and_then(|s| s.strip_suffix(')'))
+                {
                     Some(scale) => ("numeric", scale.parse().ok()),
                     None => (other, None),
                 },

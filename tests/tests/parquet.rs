@@ -22,7 +22,12 @@ fn assert_dataset_matches(dataset: &Path, export_dir: &Path, items: usize) {
     let source = read_source_items(export_dir, &["PK", "SK"]).unwrap();
     assert_eq!(source.len(), items);
     let diffs = compare(&source, &["PK", "SK"], &read.columns, "attrs", &read.rows);
-    assert!(diffs.is_empty(), "{} differences: {:#?}", diffs.len(), &diffs[..diffs.len().min(20)]);
+    assert!(
+        diffs.is_empty(),
+        "{} differences: {:#?}",
+        diffs.len(),
+        &diffs[..diffs.len().min(20)]
+    );
     assert_eq!(read.rows.len(), items, "no row twice");
     assert_eq!(read.manifest["complete"], true);
     assert_eq!(read.manifest["rows"].as_u64(), Some(items as u64));
@@ -82,7 +87,9 @@ fn small_chunks() -> Vec<(String, String)> {
 fn kill_mid_run(args: &[String], env: &[(String, String)], dir: &Path, files: usize) {
     let mut command = std::process::Command::new(binary("ferry-coordinator"));
     command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
-    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     let mut child = command.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -90,7 +97,10 @@ fn kill_mid_run(args: &[String], env: &[(String, String)], dir: &Path, files: us
         if published >= files {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "migrate ended before the kill");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "migrate ended before the kill"
+        );
         assert!(Instant::now() < deadline, "no files appeared");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -118,7 +128,10 @@ fn walk(dir: &Path) -> Vec<String> {
 async fn every_type_round_trips_through_pyarrow_after_crashes_and_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let export = generate_export(dir.path(), &gen_options(11, 2500, 3)).unwrap();
-    let ledger = shared_cluster().create_database("parquet_local").await.unwrap();
+    let ledger = shared_cluster()
+        .create_database("parquet_local")
+        .await
+        .unwrap();
     let out = dir.path().join("lake");
     let location = out.display().to_string();
 
@@ -131,13 +144,23 @@ async fn every_type_round_trips_through_pyarrow_after_crashes_and_kill_9() {
     let mut env = small_chunks();
     env.push(("FERRY_FAILPOINTS".into(), "after_commit=sleep150@1+".into()));
     let args: Vec<String> = [
-        "migrate", "--export", &dir.path().display().to_string(), "--parquet", &location,
-        "--key", "PK,SK", "--ledger", &ledger,
+        "migrate",
+        "--export",
+        &dir.path().display().to_string(),
+        "--parquet",
+        &location,
+        "--key",
+        "PK,SK",
+        "--ledger",
+        &ledger,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let already = walk(&out).iter().filter(|p| p.ends_with(".parquet")).count();
+    let already = walk(&out)
+        .iter()
+        .filter(|p| p.ends_with(".parquet"))
+        .count();
     kill_mid_run(&args, &env, &out, already + 2);
     // Resume to the end: exit 0, verified.
     let done = migrate_parquet(dir.path(), &location, Some(&ledger), &small_chunks());
@@ -154,8 +177,14 @@ async fn every_type_round_trips_through_pyarrow_after_crashes_and_kill_9() {
     // plan --dry-run names the files a run would write.
     let dry = run_coordinator(
         &[
-            "plan", "--dry-run", "--export", &dir.path().display().to_string(), "--parquet",
-            "s3://lake/app/", "--key", "PK,SK",
+            "plan",
+            "--dry-run",
+            "--export",
+            &dir.path().display().to_string(),
+            "--parquet",
+            "s3://lake/app/",
+            "--key",
+            "PK,SK",
         ],
         &[("FERRY_LOAD__CHUNK_LINES", "300")],
     )
@@ -175,28 +204,49 @@ async fn a_dataset_on_s3_is_written_once_through_crashes() {
     s3.create_bucket().bucket("lake").send().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let export = generate_export(dir.path(), &gen_options(12, 1500, 2)).unwrap();
-    let ledger = shared_cluster().create_database("parquet_s3").await.unwrap();
+    let ledger = shared_cluster()
+        .create_database("parquet_s3")
+        .await
+        .unwrap();
     let mut env = moto.env();
     env.extend(small_chunks());
     let mut crash = env.clone();
     crash.push(("FERRY_FAILPOINTS".into(), "after_copy=exit@2".into()));
-    assert_exit(&migrate_parquet(dir.path(), "s3://lake/app/", Some(&ledger), &crash), 86);
+    assert_exit(
+        &migrate_parquet(dir.path(), "s3://lake/app/", Some(&ledger), &crash),
+        86,
+    );
     let done = migrate_parquet(dir.path(), "s3://lake/app/", Some(&ledger), &env);
     assert_exit(&done, 0);
     // Download the dataset and read it like the local one.
     let local = dir.path().join("download");
-    let listed = s3.list_objects_v2().bucket("lake").prefix("app/").send().await.unwrap();
+    let listed = s3
+        .list_objects_v2()
+        .bucket("lake")
+        .prefix("app/")
+        .send()
+        .await
+        .unwrap();
     let mut keys = Vec::new();
     for object in listed.contents() {
         let key = object.key().unwrap().to_string();
-        let body = s3.get_object().bucket("lake").key(&key).send().await.unwrap();
+        let body = s3
+            .get_object()
+            .bucket("lake")
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
         let bytes = body.body.collect().await.unwrap().into_bytes();
         let path = local.join(key.trim_start_matches("app/"));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, bytes).unwrap();
         keys.push(key);
     }
-    assert!(keys.iter().any(|k| k == "app/AppTable/_manifest.json"), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k == "app/AppTable/_manifest.json"),
+        "{keys:?}"
+    );
     assert_dataset_matches(&local, &export.export_dir, 1500);
 }
 
@@ -210,6 +260,9 @@ async fn the_embedded_heliosdb_keeps_the_ledger_of_a_parquet_run() {
     env.push(("FERRY_TARGET__DATA_DIR".into(), data.display().to_string()));
     let done = migrate_parquet(dir.path(), &out.display().to_string(), None, &env);
     assert_exit(&done, 0);
-    assert!(data.join("ferry-heliosdb.log").is_file(), "the embedded HeliosDB held the ledger");
+    assert!(
+        data.join("ferry-heliosdb.log").is_file(),
+        "the embedded HeliosDB held the ledger"
+    );
     assert_dataset_matches(&out, &export.export_dir, 600);
 }

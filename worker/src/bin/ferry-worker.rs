@@ -35,8 +35,9 @@ use ferry_worker::target::{Target, TargetKind};
     about = "Load shards of planned Ferry runs: from an SQS queue, or a run's pending shards"
 )]
 struct Args {
-    /// Target database URL (postgres://user@host:port/db).
-    #[arg(long, env = "FERRY_TARGET__URL")]
+    /// Target database URL (postgres://user@host:port/db); for a Parquet run, its ledger's
+    /// (`--ledger`).
+    #[arg(long, visible_alias = "ledger", env = "FERRY_TARGET__URL")]
     target: String,
     /// The SQS queue to consume (default: queue.url); the fleet mode.
     #[arg(long)]
@@ -107,6 +108,7 @@ fn stop_on_signals(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     let mut settings = ferry_shared::config::load_settings(args.config.as_deref())?;
+    ferry_worker::sink::parquet::set_aws_settings(settings.aws.clone());
     ferry_worker::conn::configure(ferry_worker::conn::ConnectOptions::from_settings(
         &settings,
     )?);

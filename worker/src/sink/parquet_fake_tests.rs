@@ -25,11 +25,14 @@ use crate::target::{LoadPath, Target, TargetKind};
 
 const RUN: &str = "run";
 
+/// Recorded files by (table, load, chunk).
+type Files = BTreeMap<(String, i64, u64), FileRecord>;
+
 /// The fake ledger plus the files it records.
 #[derive(Clone)]
 struct FakeFiles {
     target: FakeTarget,
-    files: Arc<Mutex<BTreeMap<(String, i64, u64), FileRecord>>>,
+    files: Arc<Mutex<Files>>,
 }
 
 #[async_trait]
