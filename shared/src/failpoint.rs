@@ -4,7 +4,8 @@
 //! - `action` is `exit` (the process exits at once with code [`EXIT_CODE`], as a crash would:
 //!   open transactions die with the connection), `error` (the step returns an error), or
 //!   `sleep<ms>` (the calling thread stops for that long, as under a slow server, with the
-//!   chunk's transaction open: it widens the windows the fleet tests race in);
+//!   chunk's transaction open: it widens the windows the fleet tests race in), or `panic` (the
+//!   calling thread panics, as a bug would);
 //! - `@n` fires on the n-th time the point is reached in this process (default: the first), and
 //!   `@n+` on the n-th and every later time.
 //!
@@ -20,6 +21,7 @@ pub const EXIT_CODE: i32 = 86;
 
 /// Every failpoint name, in the order a chunk passes them.
 pub const POINTS: &[&str] = &[
+    "decode_line",      // a line is about to be parsed (on a decoding thread)
     "after_read",       // a block of lines was read and decoded, before it is sent
     "after_copy",       // the chunk's COPY finished, before the checkpoint update
     "after_checkpoint", // the checkpoint update ran, before COMMIT
@@ -39,6 +41,7 @@ enum Action {
     Exit,
     Error,
     Sleep(u64),
+    Panic,
 }
 
 fn registry() -> &'static HashMap<String, Point> {
@@ -67,6 +70,7 @@ fn parse(spec: &str) -> HashMap<String, Point> {
             (_, Some(ms)) => Action::Sleep(ms),
             ("exit", _) => Action::Exit,
             ("error", _) => Action::Error,
+            ("panic", _) => Action::Panic,
             (other, _) => {
                 eprintln!("ferry: ignoring failpoint {name:?} with unknown action {other:?}");
                 continue;
@@ -116,6 +120,7 @@ pub fn hit(name: &'static str) -> Result<(), FailpointError> {
             std::thread::sleep(std::time::Duration::from_millis(ms));
             Ok(())
         }
+        Action::Panic => panic!("failpoint {name} fired (hit {count}): panicking"),
     }
 }
 

@@ -1147,3 +1147,60 @@ async fn errors_a_user_can_act_on() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_panic_while_decoding_fails_the_shard_not_the_process() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let generated = generate_export(dir.path(), &gen_options(61, 300, 1))?;
+    let url = shared_cluster().create_database("decode panic").await?;
+    let export_dir = dir.path().display().to_string();
+    let output = run_ferry(
+        "ferry-coordinator",
+        &[
+            "plan",
+            "--export",
+            &export_dir,
+            "--target",
+            &url,
+            "--key",
+            "PK,SK",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", all_output(&output));
+    let run_id = String::from_utf8(output.stdout)?.trim().to_string();
+    let worker = |env: &[(&str, &str)]| {
+        run_ferry(
+            "ferry-worker",
+            &["--target", &url, "--run-id", &run_id, "--workers", "1"],
+            env,
+        )
+    };
+    // Every line from the fifth on panics while it is decoded (on a rayon thread).
+    let output = worker(&[
+        ("FERRY_FAILPOINTS", "decode_line=panic@5+"),
+        ("FERRY_LOAD__CONNECT_ATTEMPTS", "2"),
+    ]);
+    let text = all_output(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "exit 1, not an abort: {text}"
+    );
+    assert!(
+        text.contains("panicked: failpoint decode_line fired"),
+        "{text}"
+    );
+    assert_eq!(
+        query_i64(&url, "SELECT count(*) FROM \"AppTable\"").await?,
+        0
+    );
+    // The same shards, without the fault: loaded once.
+    let output = worker(&[]);
+    assert_eq!(output.status.code(), Some(0), "{}", all_output(&output));
+    assert_eq!(
+        query_i64(&url, "SELECT count(*) FROM \"AppTable\"").await? as u64,
+        generated.total_items
+    );
+    Ok(())
+}

@@ -64,6 +64,8 @@ pub type Attributes<'a> = Vec<(Cow<'a, str>, AttrValue<'a>)>;
 
 /// Parses one line of a full export.
 pub fn parse_line(line: &[u8]) -> Result<Attributes<'_>, serde_json::Error> {
+    // Crash tests make decoding panic here; without FERRY_FAILPOINTS this is one atomic load.
+    let _ = ferry_shared::failpoint::hit("decode_line");
     // One UTF-8 check for the whole line is much cheaper than one per string.
     let text = std::str::from_utf8(line).map_err(|e| {
         <serde_json::Error as de::Error>::custom(format!(

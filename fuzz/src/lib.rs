@@ -1,0 +1,29 @@
+//! Ferry's pure parsing code, compiled alone for fuzzing: the DynamoDB JSON decoder (`item`,
+//! `number`, `json`), the configuration loader (`config` and what it needs) and the queue
+//! message parser (`queue`), from the same source files as the real crates.
+#![allow(missing_docs, dead_code, unused_imports, rustdoc::broken_intra_doc_links)]
+
+// The worker's modules name `ferry_shared::…`: this crate stands in for it.
+extern crate self as ferry_shared;
+
+#[path = "../../shared/src/error.rs"]
+pub mod error;
+pub use error::{Error, Result};
+#[path = "../../shared/src/failpoint.rs"]
+pub mod failpoint;
+#[path = "../../shared/src/config.rs"]
+pub mod config;
+#[path = "../../shared/src/ident.rs"]
+pub mod ident;
+#[path = "../../worker/src/item.rs"]
+pub mod item;
+#[path = "../../worker/src/json.rs"]
+pub mod json;
+#[path = "../../worker/src/number.rs"]
+pub mod number;
+#[path = "../../shared/src/queue.rs"]
+pub mod queue;
+#[path = "../../shared/src/routing.rs"]
+pub mod routing;
+#[path = "../../shared/src/schema.rs"]
+pub mod schema;
