@@ -49,9 +49,12 @@ fn first_value_typed(start: &[u8]) -> bool {
         return false;
     };
     let inner = inner.trim_start();
-    ["\"S\"", "\"N\"", "\"B\"", "\"BOOL\"", "\"NULL\"", "\"M\"", "\"L\"", "\"SS\"", "\"NS\"", "\"BS\""]
-        .iter()
-        .any(|d| inner.starts_with(d))
+    [
+        "\"S\"", "\"N\"", "\"B\"", "\"BOOL\"", "\"NULL\"", "\"M\"", "\"L\"", "\"SS\"", "\"NS\"",
+        "\"BS\"",
+    ]
+    .iter()
+    .any(|d| inner.starts_with(d))
 }
 
 /// The warnings for the scan dumps among `listing`'s files (an export without a manifest).
@@ -114,6 +117,9 @@ mod tests {
             dump_kind(b"[\n  {\n    \"pk\": \"USER#1\", \"qty\": 3}]"),
             Some(DumpKind::Plain)
         );
-        assert_eq!(dump_kind(b"[{\"pk\": {\"name\": \"x\"}}]"), Some(DumpKind::Plain));
+        assert_eq!(
+            dump_kind(b"[{\"pk\": {\"name\": \"x\"}}]"),
+            Some(DumpKind::Plain)
+        );
     }
 }

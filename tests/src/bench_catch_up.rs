@@ -76,17 +76,24 @@ pub fn catch_up_bench(users: usize, targets: &[String]) -> anyhow::Result<()> {
         let (url, _guard) = database(target, &runtime)?;
         let full = history.full().display().to_string();
         let (load, _, _) = coordinator(&[
-            "migrate", "--export", &full, "--target", &url, "--key", "PK,SK", "--table",
-            "shop_items", "--json",
+            "migrate",
+            "--export",
+            &full,
+            "--target",
+            &url,
+            "--key",
+            "PK,SK",
+            "--table",
+            "shop_items",
+            "--json",
         ])?;
         println!(
             "{target:<9} full load, table mode : {load:>7.1} s ({:>7.0} items/s)",
             items as f64 / load
         );
         let windows = history.windows().display().to_string();
-        let (seconds, report, _) = coordinator(&[
-            "catch-up", "--export", &windows, "--target", &url, "--json",
-        ])?;
+        let (seconds, report, _) =
+            coordinator(&["catch-up", "--export", &windows, "--target", &url, "--json"])?;
         let records: u64 = report["windows"]
             .as_array()
             .map(|w| {
@@ -144,7 +151,9 @@ async fn apply_cost(url: &str, target: &str, export_dir: &Path, n: usize) -> any
         if std::fs::metadata(&path)?.len() == 0 {
             continue;
         }
-        let reader = BufReader::new(flate2::read::MultiGzDecoder::new(std::fs::File::open(&path)?));
+        let reader = BufReader::new(flate2::read::MultiGzDecoder::new(std::fs::File::open(
+            &path,
+        )?));
         for line in reader.lines() {
             let line = line?;
             let Ok(serde_json::Value::Object(mut top)) = serde_json::from_str(&line) else {
@@ -173,7 +182,12 @@ async fn apply_cost(url: &str, target: &str, export_dir: &Path, n: usize) -> any
         .map(|t| TableSql::new(t, kind == ferry_worker::target::TargetKind::HeliosDb))
         .collect();
     for (what, lines) in [("upserts", &upserts), ("deletes", &deletes)] {
-        let block = block_of(&lines.iter().map(|l| l.as_bytes().to_vec()).collect::<Vec<_>>());
+        let block = block_of(
+            &lines
+                .iter()
+                .map(|l| l.as_bytes().to_vec())
+                .collect::<Vec<_>>(),
+        );
         let encoded = encoder.encode(&block, 1 << 24)?;
         let mut changes: Vec<Changes> = sql.iter().map(|_| Changes::default()).collect();
         for part in encoded.tables {
@@ -220,7 +234,9 @@ fn read_lines(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
         if std::fs::metadata(&path)?.len() == 0 {
             continue;
         }
-        let reader = BufReader::new(flate2::read::MultiGzDecoder::new(std::fs::File::open(&path)?));
+        let reader = BufReader::new(flate2::read::MultiGzDecoder::new(std::fs::File::open(
+            &path,
+        )?));
         for line in reader.split(b'\n') {
             let line = line?;
             if !line.is_empty() {
@@ -302,7 +318,10 @@ pub fn ion_bench(items: u64, targets: &[String]) -> anyhow::Result<()> {
     );
     let runtime = tokio::runtime::Runtime::new()?;
     for target in targets {
-        for (format, path) in [("DynamoDB JSON", dir.path().join("json")), ("Ion", dir.path().join("ion"))] {
+        for (format, path) in [
+            ("DynamoDB JSON", dir.path().join("json")),
+            ("Ion", dir.path().join("ion")),
+        ] {
             let (url, _guard) = database(target, &runtime)?;
             let path = path.display().to_string();
             let (seconds, report, _) = coordinator(&[

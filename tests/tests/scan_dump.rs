@@ -32,7 +32,14 @@ async fn scan_dumps_load(target: TestTarget) -> anyhow::Result<()> {
 
     // The CLI's typed scan output: unverified without --allow-unverified, exact with it.
     let cli = dumps.path().join("scan-output.json");
-    let report = migrate_path(&fixture.url, &cli, small_chunks(500), false, Some("AppTable")).await?;
+    let report = migrate_path(
+        &fixture.url,
+        &cli,
+        small_chunks(500),
+        false,
+        Some("AppTable"),
+    )
+    .await?;
     assert!(!report.verified(), "{}", report.to_text());
     assert!(
         report.reason().contains("--allow-unverified"),
@@ -40,15 +47,28 @@ async fn scan_dumps_load(target: TestTarget) -> anyhow::Result<()> {
         report.to_text()
     );
     assert!(
-        report.notes.iter().any(|n| n.contains("scan dump of typed items")),
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("scan dump of typed items")),
         "{:?}",
         report.notes
     );
-    let report = migrate_path(&fixture.url, &cli, small_chunks(500), true, Some("AppTable")).await?;
+    let report = migrate_path(
+        &fixture.url,
+        &cli,
+        small_chunks(500),
+        true,
+        Some("AppTable"),
+    )
+    .await?;
     assert!(report.verified(), "{}", report.to_text());
     assert_eq!(report.rows_loaded, 3_000);
     assert_eq!(report.rows_rejected, 0);
-    assert_eq!(assert_fixture_matches(&fixture, "AppTable", &[]).await?, 3_000);
+    assert_eq!(
+        assert_fixture_matches(&fixture, "AppTable", &[]).await?,
+        3_000
+    );
 
     // The guide's plain dump: every item loads, the report says it cannot be exact, and a
     // 38-digit number shows that it is not.

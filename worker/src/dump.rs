@@ -305,7 +305,7 @@ impl<R: BufRead> DumpLines<R> {
     }
 
     /// Reads top-level keys of scan output up to `"Items":[` (or the end of the object).
-    fn to_items(&mut self) -> std::io::Result<bool> {
+    fn seek_items(&mut self) -> std::io::Result<bool> {
         loop {
             match self.peek()? {
                 Some(b'}') => {
@@ -347,7 +347,7 @@ impl<R: BufRead> DumpLines<R> {
                 State::Done => return Ok(None),
                 State::Start => {
                     let found = match self.kind {
-                        TextKind::ScanOutput => self.to_items()?,
+                        TextKind::ScanOutput => self.seek_items()?,
                         _ => {
                             self.expect(b'[', "'['")?;
                             true
@@ -356,7 +356,7 @@ impl<R: BufRead> DumpLines<R> {
                     self.state = if found { State::Items } else { State::Done };
                 }
                 State::AfterItems => {
-                    self.to_items()?;
+                    self.seek_items()?;
                     self.state = State::Done;
                 }
                 State::Items => match self.peek()? {
