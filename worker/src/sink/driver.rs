@@ -381,7 +381,7 @@ pub async fn unload_shard(
         .restart_shard(run_id, &shard.shard_id, shard.generation, &restart)
         .await?
     {
-        tracing::warn!(shard = %shard.shard_id, reason = restart.error.as_deref().unwrap_or_default(), "removing the shard's rows: its data file is unusable");
+        tracing::warn!(shard = %shard.shard_id, "removing the shard's rows: its data file is unusable");
     }
     let now = ledger
         .shard(run_id, &shard.shard_id)
