@@ -64,12 +64,37 @@ enum Command {
     /// Start shards over: remove every row they loaded (by provenance) and their rejects, so they
     /// load again from the start (after a data file changed, for instance).
     Reset(ResetArgs),
-    /// Write a run's tables, as they are now, back as a DynamoDB import (gzip DynamoDB JSON lines
-    /// for ImportTable), locally or to S3: the migration's rollback.
-    ExportBack(ExportBackArgs),
     /// Apply DynamoDB incremental exports (windows [from, to)) in order to the tables a full run
     /// loaded, on this machine or through the queue and the fleet: the cut-over's catch-up.
     CatchUp(CatchUpArgs),
+    /// Write a run's tables, as they are now, back as a DynamoDB import (gzip DynamoDB JSON lines
+    /// for ImportTable), locally or to S3: the migration's rollback.
+    ExportBack(ExportBackArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportBackArgs {
+    /// The database holding the run's tables and its ledger.
+    #[arg(long)]
+    target: Option<String>,
+    /// The run whose tables are exported (its schema and routing say how rows become items).
+    #[arg(long)]
+    run_id: String,
+    /// Where the import goes: a folder or s3://bucket/prefix/ (ImportTable reads `<output>/data/`).
+    #[arg(long)]
+    output: String,
+    /// Items per import file, at most.
+    #[arg(long, default_value_t = 500_000)]
+    part_items: u64,
+    /// Tables exported at once (default: load.workers, else 2).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -101,31 +126,6 @@ struct CatchUpArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Args)]
-struct ExportBackArgs {
-    /// The database holding the run's tables and its ledger.
-    #[arg(long)]
-    target: Option<String>,
-    /// The run whose tables are exported (its schema and routing say how rows become items).
-    #[arg(long)]
-    run_id: String,
-    /// Where the import goes: a folder or s3://bucket/prefix/ (ImportTable reads `<output>/data/`).
-    #[arg(long)]
-    output: String,
-    /// Items per import file, at most.
-    #[arg(long, default_value_t = 500_000)]
-    part_items: u64,
-    /// Tables exported at once (default: load.workers, else 2).
-    #[arg(long)]
-    workers: Option<usize>,
-    /// Configuration file (TOML).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
 }

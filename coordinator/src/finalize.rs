@@ -51,14 +51,32 @@ pub struct EndSteps {
     pub verify: Vec<VerifyQuery>,
     /// The target, for `only_on`.
     pub target: Target,
+    /// Post-load steps and verify queries not run because the run writes a Parquet dataset.
+    pub skipped: usize,
 }
 
 impl EndSteps {
-    /// The steps of `settings` on `target`.
+    /// The steps of `settings` on `target`. A Parquet run has none: its tables are datasets, not
+    /// tables of the ledger's database, so SQL steps and queries have nothing to run on (the
+    /// report says they were not run).
     pub fn new(settings: &ferry_shared::config::Settings, target: Target) -> EndSteps {
+        let parquet = target.load_path == ferry_worker::target::LoadPath::Parquet;
         EndSteps {
-            post_load: settings.post_load.clone(),
-            verify: settings.verify.clone(),
+            post_load: if parquet {
+                Vec::new()
+            } else {
+                settings.post_load.clone()
+            },
+            verify: if parquet {
+                Vec::new()
+            } else {
+                settings.verify.clone()
+            },
+            skipped: if parquet {
+                settings.post_load.len() + settings.verify.len()
+            } else {
+                0
+            },
             target,
         }
     }
@@ -76,6 +94,7 @@ pub async fn finalize(
     // (adding a constraint twice fails); the verification runs again.
     let already_complete = run.state == run_state::COMPLETE;
     let mut report = counted_report(client, run, context, already_complete).await?;
+    note_skipped(steps, &mut report);
     if report.verified() && !already_complete {
         post_load(client, run, steps, &mut report).await?;
         // Counts again: post-load statements may legitimately move rows (none of ours do).
@@ -93,9 +112,20 @@ pub async fn verify(
     steps: &EndSteps,
 ) -> Result<Report> {
     let mut report = counted_report(client, run, context, false).await?;
+    note_skipped(steps, &mut report);
     verify_into(client, run, steps, &mut report).await?;
     record(client, run, &mut report).await?;
     Ok(report)
+}
+
+fn note_skipped(steps: &EndSteps, report: &mut Report) {
+    if steps.skipped > 0 {
+        report.notes.push(format!(
+            "{} [[post_load]]/[[verify]] entries of the config were not run: the run writes a \
+             Parquet dataset, not database tables",
+            steps.skipped
+        ));
+    }
 }
 
 /// The ledger's report with the tables' rows counted.

@@ -260,7 +260,10 @@ pub fn fits_decimal128(text: &str, scale: u8) -> bool {
     let Some(norm) = norm_number(text) else {
         return false;
     };
-    let (digits, exponent) = norm.trim_start_matches('-').split_once('e').unwrap_or(("0", "0"));
+    let (digits, exponent) = norm
+        .trim_start_matches('-')
+        .split_once('e')
+        .unwrap_or(("0", "0"));
     let exponent: i64 = exponent.parse().unwrap_or(0);
     let frac = (-exponent).max(0);
     let int_digits = (digits.len() as i64 + exponent).max(0);

@@ -10,9 +10,9 @@
 //! - [`helios`]: throw-away real HeliosDB servers.
 //! - [`moto`]: a real S3 and SQS wire endpoint (moto's server) and uploads to it.
 //! - [`fleet`]: a fleet run on moto: queue, plan from `s3://`, submit, worker processes.
+//! - [`parquet`]: Ferry's Parquet datasets read back with pyarrow, value by value.
 //! - [`history`]: a table's history as DynamoDB exports it (full export, incremental windows, the
 //!   final state), written by a Python script with boto3's TypeSerializer, for the catch-up tests.
-//! - [`parquet`]: Ferry's Parquet datasets read back with pyarrow, value by value.
 //! - [`shop`]: the migration guide's single-table shop as an export, with its entities kept.
 //! - [`tools`]: finding the installed test servers (HeliosDB, moto).
 //! - [`harness`]: running the real Ferry binaries and migrations from tests.

@@ -584,7 +584,9 @@ async fn the_ledger_migrates_in_place_and_refuses_a_newer_one() -> anyhow::Resul
             .await?
             .expect("the shard survives");
         assert_eq!((shard.committed_lines, shard.generation), (40, 0));
-        assert!(ferry_worker::ledger::get_steps(&client, "old").await?.is_empty());
+        assert!(ferry_worker::ledger::get_steps(&client, "old")
+            .await?
+            .is_empty());
         // Running it again changes nothing.
         ferry_worker::ledger::ensure_ledger(&client).await?;
         // A ledger from a newer Ferry.

@@ -141,7 +141,9 @@ impl Target {
                 format!("multi-row INSERT with text parameters in a transaction with the checkpoint ({server})")
             }
             LoadPath::Parquet => {
-                format!("Parquet files published whole, one per table and chunk, ledger on {server}")
+                format!(
+                    "Parquet files published whole, one per table and chunk, ledger on {server}"
+                )
             }
         }
     }
