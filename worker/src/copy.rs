@@ -6,7 +6,10 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{
+    Array, BinaryArray, BooleanArray, ListArray, PrimitiveArray, RecordBatch, StringArray,
+};
+use arrow_buffer::NullBuffer;
 use ferry_shared::schema::{PgType, TableSchema};
 
 use crate::number::{write_pg_numeric_plain, ParsedNumber};
@@ -64,6 +67,78 @@ fn write_numeric(out: &mut Vec<u8>, text: &str, column: &str) -> Result<(), Enco
     Ok(())
 }
 
+/// One column of a batch, its array downcast once per batch (not once per value).
+enum Column<'a> {
+    Text(&'a StringArray),
+    Numeric(&'a StringArray),
+    Jsonb(&'a StringArray),
+    I16(&'a PrimitiveArray<Int16Type>),
+    I32(&'a PrimitiveArray<Int32Type>),
+    I64(&'a PrimitiveArray<Int64Type>),
+    F64(&'a PrimitiveArray<Float64Type>),
+    Micros(&'a PrimitiveArray<TimestampMicrosecondType>),
+    Bytea(&'a BinaryArray),
+    Bool(&'a BooleanArray),
+    TextList(&'a ListArray, &'a StringArray),
+    NumericList(&'a ListArray, &'a StringArray),
+    ByteaList(&'a ListArray, &'a BinaryArray),
+}
+
+impl<'a> Column<'a> {
+    fn of(pg_type: PgType, array: &'a dyn Array) -> Column<'a> {
+        match pg_type {
+            PgType::Text => Column::Text(array.as_string()),
+            PgType::Numeric | PgType::NumericScaled { .. } => Column::Numeric(array.as_string()),
+            PgType::Jsonb => Column::Jsonb(array.as_string()),
+            PgType::Int2 => Column::I16(array.as_primitive()),
+            PgType::Int4 => Column::I32(array.as_primitive()),
+            PgType::Int8 => Column::I64(array.as_primitive()),
+            PgType::Float8 => Column::F64(array.as_primitive()),
+            PgType::Timestamptz => Column::Micros(array.as_primitive()),
+            PgType::Bytea => Column::Bytea(array.as_binary()),
+            PgType::Boolean => Column::Bool(array.as_boolean()),
+            PgType::TextArray => {
+                let list = array.as_list();
+                Column::TextList(list, list.values().as_string())
+            }
+            PgType::NumericArray => {
+                let list = array.as_list();
+                Column::NumericList(list, list.values().as_string())
+            }
+            PgType::ByteaArray => {
+                let list = array.as_list();
+                Column::ByteaList(list, list.values().as_binary())
+            }
+        }
+    }
+}
+
+/// Appends a one-dimensional array without nulls: header, then each element by `element`.
+fn write_array(
+    out: &mut Vec<u8>,
+    list: &ListArray,
+    row: usize,
+    elem_oid: i32,
+    mut element: impl FnMut(&mut Vec<u8>, usize) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    let offsets = list.value_offsets();
+    let (first, last) = (offsets[row] as usize, offsets[row + 1] as usize);
+    let at = begin_field(out);
+    let len = (last - first) as i32;
+    out.extend_from_slice(&(if len == 0 { 0i32 } else { 1 }).to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&elem_oid.to_be_bytes());
+    if len > 0 {
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&1i32.to_be_bytes());
+    }
+    for i in first..last {
+        element(out, i)?;
+    }
+    end_field(out, at);
+    Ok(())
+}
+
 /// Appends every row of `batch` (laid out by [`crate::decode::arrow_schema`]) as COPY tuples,
 /// each ending with `provenance` when the schema has the provenance column.
 pub fn encode_batch(
@@ -80,75 +155,55 @@ pub fn encode_batch(
         .map(|c| (c.pg_type, c.name.as_str()))
         .collect();
     types.push((PgType::Jsonb, schema.overflow_column.as_str()));
+    let columns: Vec<(Column<'_>, Option<&NullBuffer>, &str)> = types
+        .iter()
+        .enumerate()
+        .map(|(index, (pg_type, name))| {
+            let array = batch.column(index);
+            (Column::of(*pg_type, array.as_ref()), array.nulls(), *name)
+        })
+        .collect();
     for row in 0..batch.num_rows() {
         out.extend_from_slice(&num_fields.to_be_bytes());
-        for (index, (pg_type, name)) in types.iter().enumerate() {
-            let array = batch.column(index);
-            if array.is_null(row) {
+        for (column, nulls, name) in &columns {
+            if nulls.is_some_and(|n| n.is_null(row)) {
                 out.extend_from_slice(&(-1i32).to_be_bytes());
                 continue;
             }
-            match pg_type {
-                PgType::Text => write_bytes(out, array.as_string::<i32>().value(row).as_bytes()),
-                PgType::Numeric | PgType::NumericScaled { .. } => {
-                    write_numeric(out, array.as_string::<i32>().value(row), name)?
+            match column {
+                Column::Text(a) => write_bytes(out, a.value(row).as_bytes()),
+                Column::Numeric(a) => write_numeric(out, a.value(row), name)?,
+                Column::I16(a) => write_bytes(out, &a.value(row).to_be_bytes()),
+                Column::I32(a) => write_bytes(out, &a.value(row).to_be_bytes()),
+                Column::I64(a) => write_bytes(out, &a.value(row).to_be_bytes()),
+                Column::F64(a) => write_bytes(out, &a.value(row).to_be_bytes()),
+                Column::Micros(a) => {
+                    write_bytes(out, &(a.value(row) - PG_EPOCH_MICROS).to_be_bytes())
                 }
-                PgType::Int2 => write_bytes(
-                    out,
-                    &array.as_primitive::<Int16Type>().value(row).to_be_bytes(),
-                ),
-                PgType::Int4 => write_bytes(
-                    out,
-                    &array.as_primitive::<Int32Type>().value(row).to_be_bytes(),
-                ),
-                PgType::Int8 => write_bytes(
-                    out,
-                    &array.as_primitive::<Int64Type>().value(row).to_be_bytes(),
-                ),
-                PgType::Float8 => write_bytes(
-                    out,
-                    &array.as_primitive::<Float64Type>().value(row).to_be_bytes(),
-                ),
-                PgType::Timestamptz => {
-                    let unix = array.as_primitive::<TimestampMicrosecondType>().value(row);
-                    write_bytes(out, &(unix - PG_EPOCH_MICROS).to_be_bytes())
-                }
-                PgType::Jsonb => {
-                    let text = array.as_string::<i32>().value(row);
+                Column::Jsonb(a) => {
+                    let text = a.value(row);
                     out.extend_from_slice(&(text.len() as i32 + 1).to_be_bytes());
                     out.push(1);
                     out.extend_from_slice(text.as_bytes());
                 }
-                PgType::Bytea => write_bytes(out, array.as_binary::<i32>().value(row)),
-                PgType::Boolean => write_bytes(out, &[array.as_boolean().value(row) as u8]),
-                PgType::TextArray | PgType::NumericArray | PgType::ByteaArray => {
-                    let values = array.as_list::<i32>().value(row);
-                    let elem_oid = match pg_type {
-                        PgType::TextArray => OID_TEXT,
-                        PgType::NumericArray => OID_NUMERIC,
-                        _ => OID_BYTEA,
-                    };
-                    let at = begin_field(out);
-                    let len = values.len() as i32;
-                    out.extend_from_slice(&(if len == 0 { 0i32 } else { 1 }).to_be_bytes());
-                    out.extend_from_slice(&0i32.to_be_bytes());
-                    out.extend_from_slice(&elem_oid.to_be_bytes());
-                    if len > 0 {
-                        out.extend_from_slice(&len.to_be_bytes());
-                        out.extend_from_slice(&1i32.to_be_bytes());
-                    }
-                    for i in 0..values.len() {
-                        match pg_type {
-                            PgType::TextArray => {
-                                write_bytes(out, values.as_string::<i32>().value(i).as_bytes())
-                            }
-                            PgType::NumericArray => {
-                                write_numeric(out, values.as_string::<i32>().value(i), name)?
-                            }
-                            _ => write_bytes(out, values.as_binary::<i32>().value(i)),
-                        }
-                    }
-                    end_field(out, at);
+                Column::Bytea(a) => write_bytes(out, a.value(row)),
+                Column::Bool(a) => write_bytes(out, &[a.value(row) as u8]),
+                Column::TextList(list, values) => {
+                    write_array(out, list, row, OID_TEXT, |out, i| {
+                        write_bytes(out, values.value(i).as_bytes());
+                        Ok(())
+                    })?
+                }
+                Column::NumericList(list, values) => {
+                    write_array(out, list, row, OID_NUMERIC, |out, i| {
+                        write_numeric(out, values.value(i), name)
+                    })?
+                }
+                Column::ByteaList(list, values) => {
+                    write_array(out, list, row, OID_BYTEA, |out, i| {
+                        write_bytes(out, values.value(i));
+                        Ok(())
+                    })?
                 }
             }
         }

@@ -13,7 +13,6 @@
 //! decode in parallel on rayon.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
@@ -24,6 +23,7 @@ use ferry_shared::schema::{DdbType, OnTypeMismatch, TableSchema};
 use crate::convert::{cast, CastError, CastSpec, Cell, ColumnBuilder};
 use crate::item::{parse_line, AttrValue, Attributes};
 use crate::json::{check_text, write_object, ValueError};
+use crate::scan::{name_index, LineScan, NameIndex};
 
 /// Lines read from a data file: their bytes and where each starts and ends.
 #[derive(Debug, Default)]
@@ -147,48 +147,30 @@ pub fn parse_item(raw: &[u8]) -> Result<Attributes<'_>, String> {
     }
 }
 
-/// FNV-1a: attribute names are short, and SipHash showed in profiles.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = hash;
-    }
+/// A block's rows while they are decoded.
+struct BlockOutput {
+    builders: Vec<ColumnBuilder>,
+    overflow: StringBuilder,
+    line_numbers: Vec<u64>,
+    rejects: Vec<Reject>,
+    spilled: u64,
+    overflow_text: String,
 }
-
-type ColumnIndex = HashMap<String, usize, std::hash::BuildHasherDefault<Fnv>>;
 
 /// Decodes lines with one run's schema. Cheap to share across threads.
 #[derive(Debug)]
 pub struct Decoder {
     schema: Arc<TableSchema>,
     arrow_schema: SchemaRef,
-    column_index: ColumnIndex,
     /// How each column's values are cast.
     cast_specs: Vec<CastSpec>,
+    /// Column by name as bytes, for the scanner.
+    name_index: NameIndex,
 }
 
 impl Decoder {
     /// A decoder for `schema`.
     pub fn new(schema: Arc<TableSchema>) -> Decoder {
-        let column_index = schema
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
         let cast_specs = schema
             .columns
             .iter()
@@ -201,8 +183,8 @@ impl Decoder {
             .collect();
         Decoder {
             arrow_schema: arrow_schema(&schema),
+            name_index: name_index(&schema),
             schema,
-            column_index,
             cast_specs,
         }
     }
@@ -217,8 +199,44 @@ impl Decoder {
         self.arrow_schema.clone()
     }
 
-    /// Decodes every line of `block`.
+    /// Decodes every line of `block`: the scanner ([`crate::scan`]) takes each line it can, the
+    /// reference parser ([`parse_item`]) the others, so rows and rejects are the reference's.
     pub fn decode(&self, block: &RawBlock) -> DecodedBatch {
+        self.decode_counting(block).0
+    }
+
+    /// [`Self::decode`], also returning how many lines the scanner gave up to the reference parser.
+    pub fn decode_counting(&self, block: &RawBlock) -> (DecodedBatch, usize) {
+        let mut out = self.output(block.lines.len());
+        // One UTF-8 check for the whole block; a line is then valid when it starts and ends on
+        // character boundaries (`str::get`). A block with a bad line checks line by line.
+        let whole = simdutf8::basic::from_utf8(&block.data).ok();
+        let mut scan = LineScan::new(&self.schema, &self.name_index);
+        let mut bailed = 0;
+        for line in &block.lines {
+            // The reference parser's failpoint, reached by every line here too (crash tests).
+            let _ = ferry_shared::failpoint::hit("decode_line");
+            let raw = block.line(line);
+            let text = match whole {
+                Some(whole) => whole.get(line.start..line.end),
+                None => simdutf8::basic::from_utf8(raw).ok(),
+            };
+            if let Some(text) = text {
+                if scan.scan(text).is_ok() {
+                    out.spilled += scan.append(text, &mut out.builders, &mut out.overflow);
+                    out.line_numbers.push(line.line_no);
+                    continue;
+                }
+            }
+            bailed += 1;
+            self.push_item(&mut out, line.line_no, raw, parse_item(raw));
+        }
+        (self.finish(out), bailed)
+    }
+
+    /// Decodes every line of `block` with the reference parser only ([`crate::item`] through
+    /// serde): what the scanner is checked against, and measured against in `ferry-bench`.
+    pub fn decode_reference(&self, block: &RawBlock) -> DecodedBatch {
         self.decode_items(block.lines.iter().map(|line| {
             let raw = block.line(line);
             (line.line_no, raw, parse_item(raw))
@@ -231,54 +249,82 @@ impl Decoder {
         &self,
         items: impl ExactSizeIterator<Item = (u64, &'b [u8], Result<Attributes<'b>, String>)>,
     ) -> DecodedBatch {
-        let rows = items.len();
-        let mut builders: Vec<ColumnBuilder> = self
-            .schema
-            .columns
-            .iter()
-            .map(|c| ColumnBuilder::new(c.pg_type, rows))
-            .collect();
-        let mut overflow = StringBuilder::with_capacity(rows, rows * 32);
-        let mut line_numbers = Vec::with_capacity(rows);
-        let mut rejects = Vec::new();
-        let mut spilled = 0;
-        let mut overflow_text = String::new();
+        let mut out = self.output(items.len());
         for (line_no, raw, parsed) in items {
-            let attributes = match parsed {
-                Ok(attributes) => attributes,
-                Err(e) => {
-                    rejects.push(Reject {
-                        line_no,
-                        kind: RejectKind::Malformed,
-                        reason: format!("malformed line: {e}"),
-                        raw: raw.to_vec(),
-                    });
-                    continue;
-                }
-            };
-            overflow_text.clear();
-            let mut cells = Vec::with_capacity(self.schema.columns.len());
-            match self.convert(&attributes, &mut cells, &mut overflow_text) {
-                Ok((has_overflow, row_spilled)) => {
-                    for (builder, cell) in builders.iter_mut().zip(cells.drain(..)) {
-                        builder.append(cell.unwrap_or(Cell::Null));
-                    }
-                    if has_overflow {
-                        overflow.append_value(&overflow_text);
-                    } else {
-                        overflow.append_null();
-                    }
-                    spilled += row_spilled;
-                    line_numbers.push(line_no);
-                }
-                Err((kind, reason)) => rejects.push(Reject {
-                    line_no,
-                    kind,
-                    reason,
-                    raw: raw.to_vec(),
-                }),
-            }
+            self.push_item(&mut out, line_no, raw, parsed);
         }
+        self.finish(out)
+    }
+
+    fn output(&self, rows: usize) -> BlockOutput {
+        BlockOutput {
+            builders: self
+                .schema
+                .columns
+                .iter()
+                .map(|c| ColumnBuilder::new(c.pg_type, rows))
+                .collect(),
+            overflow: StringBuilder::with_capacity(rows, rows * 32),
+            line_numbers: Vec::with_capacity(rows),
+            rejects: Vec::new(),
+            spilled: 0,
+            overflow_text: String::new(),
+        }
+    }
+
+    /// One parsed item into the block's builders, or its reject.
+    fn push_item(
+        &self,
+        out: &mut BlockOutput,
+        line_no: u64,
+        raw: &[u8],
+        parsed: Result<Attributes<'_>, String>,
+    ) {
+        let attributes = match parsed {
+            Ok(attributes) => attributes,
+            Err(e) => {
+                out.rejects.push(Reject {
+                    line_no,
+                    kind: RejectKind::Malformed,
+                    reason: format!("malformed line: {e}"),
+                    raw: raw.to_vec(),
+                });
+                return;
+            }
+        };
+        out.overflow_text.clear();
+        let mut cells = Vec::with_capacity(self.schema.columns.len());
+        match self.convert(&attributes, &mut cells, &mut out.overflow_text) {
+            Ok((has_overflow, row_spilled)) => {
+                for (builder, cell) in out.builders.iter_mut().zip(cells.drain(..)) {
+                    builder.append(cell.unwrap_or(Cell::Null));
+                }
+                if has_overflow {
+                    out.overflow.append_value(&out.overflow_text);
+                } else {
+                    out.overflow.append_null();
+                }
+                out.spilled += row_spilled;
+                out.line_numbers.push(line_no);
+            }
+            Err((kind, reason)) => out.rejects.push(Reject {
+                line_no,
+                kind,
+                reason,
+                raw: raw.to_vec(),
+            }),
+        }
+    }
+
+    fn finish(&self, out: BlockOutput) -> DecodedBatch {
+        let BlockOutput {
+            builders,
+            mut overflow,
+            line_numbers,
+            rejects,
+            spilled,
+            ..
+        } = out;
         let mut arrays: Vec<ArrayRef> = builders.into_iter().map(ColumnBuilder::finish).collect();
         arrays.push(Arc::new(overflow.finish()));
         let batch = RecordBatch::try_new(self.arrow_schema.clone(), arrays)
@@ -311,7 +357,7 @@ impl Decoder {
                     format!("attribute name {name:?}: {}", e.reason),
                 )
             })?;
-            let Some(&index) = self.column_index.get(name.as_ref()) else {
+            let Some(&index) = self.name_index.get(name.as_bytes()) else {
                 overflow.push((name, value));
                 continue;
             };

@@ -13,6 +13,8 @@
 //! - [`number`]: exact DynamoDB numbers (validation, canonical text, PostgreSQL NUMERIC encoding).
 //! - [`json`]: canonical JSON for nested values and the overflow column.
 //! - [`convert`]: the one DynamoDB value → Arrow column conversion (exact casts, builders).
+//! - [`scan`]: the fast path of decoding: DynamoDB JSON lines scanned straight into Arrow
+//!   builders, the reference parser ([`item`]) taking every line it gives up.
 //! - [`decode`]: blocks of lines → Arrow `RecordBatch`es plus rejects (runs on rayon).
 //! - [`route`]: single-table design: items → per-table Arrow batches by routing rules, casts,
 //!   filters and column transforms (runs on rayon).
@@ -59,6 +61,7 @@ pub mod pool;
 pub mod progress;
 pub mod redact;
 pub mod route;
+pub mod scan;
 pub mod simple;
 pub mod sink;
 pub mod source;

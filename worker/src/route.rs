@@ -22,7 +22,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::SchemaRef;
 use ferry_shared::routing::{Column, Routing, Rule, Transform, Unmatched};
-use ferry_shared::schema::{NestedJson, NumericLimit, TableSchema};
+use ferry_shared::schema::{NestedJson, NumericLimit, PgType, TableSchema};
 use rayon::prelude::*;
 use regex_lite::Regex;
 use sha2::Digest;
@@ -31,6 +31,88 @@ use crate::convert::{cast, epoch_micros, scalar_text, CastSpec, Cell, ColumnBuil
 use crate::decode::{arrow_schema, parse_item, RawBlock, Reject, RejectKind};
 use crate::item::{AttrValue, Attributes};
 use crate::json::{check_text, write_object};
+use crate::scan::{member_at, scalar_at, set_at, Bail, Desc, ItemScan};
+
+/// A compiled regex. The shapes key parsing uses, `^literal(\d+)$` and `^literal\d+$`, are
+/// matched directly (exactly as regex-lite matches them: `\d` is an ASCII digit, `$` the end of
+/// the text), with no automaton; every other pattern goes through regex-lite.
+#[derive(Debug)]
+enum KeyRegex {
+    Prefix {
+        pattern: String,
+        prefix: String,
+        group: bool,
+    },
+    General(Regex),
+}
+
+impl KeyRegex {
+    fn new(pattern: &str) -> Result<KeyRegex, String> {
+        if let Some((prefix, group)) = Self::prefix_shape(pattern) {
+            return Ok(KeyRegex::Prefix {
+                pattern: pattern.to_string(),
+                prefix,
+                group,
+            });
+        }
+        Regex::new(pattern)
+            .map(KeyRegex::General)
+            .map_err(|e| format!("regex {pattern:?}: {e}"))
+    }
+
+    /// `^literal(\d+)$` → (literal, true), `^literal\d+$` → (literal, false).
+    fn prefix_shape(pattern: &str) -> Option<(String, bool)> {
+        let body = pattern.strip_prefix('^')?.strip_suffix('$')?;
+        let (literal, group) = match body.strip_suffix(r"(\d+)") {
+            Some(literal) => (literal, true),
+            None => (body.strip_suffix(r"\d+")?, false),
+        };
+        let mut prefix = String::new();
+        let mut chars = literal.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(e) if e.is_ascii_punctuation() => prefix.push(e),
+                    _ => return None,
+                },
+                '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$' => {
+                    return None
+                }
+                c => prefix.push(c),
+            }
+        }
+        Some((prefix, group))
+    }
+
+    fn digits_after<'t>(prefix: &str, text: &'t str) -> Option<&'t str> {
+        let rest = text.strip_prefix(prefix)?;
+        (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())).then_some(rest)
+    }
+
+    fn is_match(&self, text: &str) -> bool {
+        match self {
+            KeyRegex::Prefix { prefix, .. } => Self::digits_after(prefix, text).is_some(),
+            KeyRegex::General(regex) => regex.is_match(text),
+        }
+    }
+
+    /// The text of group 1, when the pattern matches and has one.
+    fn capture<'t>(&self, text: &'t str) -> Option<&'t str> {
+        match self {
+            KeyRegex::Prefix { prefix, group, .. } => {
+                Self::digits_after(prefix, text).filter(|_| *group)
+            }
+            KeyRegex::General(regex) => regex.captures(text)?.get(1).map(|m| m.as_str()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            KeyRegex::Prefix { pattern, .. } => pattern,
+            KeyRegex::General(regex) => regex.as_str(),
+        }
+    }
+}
 
 /// A compiled column.
 #[derive(Debug)]
@@ -38,7 +120,7 @@ struct RoutedColumn {
     spec: Column,
     path: Vec<String>,
     cast: CastSpec,
-    regex: Option<Regex>,
+    regex: Option<KeyRegex>,
 }
 
 /// A compiled rule.
@@ -46,7 +128,7 @@ struct RoutedColumn {
 struct CompiledRule {
     rule: Rule,
     table: usize,
-    regex: Option<Regex>,
+    regex: Option<KeyRegex>,
     columns: Vec<RoutedColumn>,
     /// Attributes the columns take whole, and the dropped ones: not in the rest column (a few
     /// names: a linear scan beats hashing).
@@ -115,7 +197,7 @@ impl Router {
                     regex: c
                         .regex
                         .as_deref()
-                        .map(|r| Regex::new(r).expect("validated")),
+                        .map(|r| KeyRegex::new(r).expect("validated")),
                 })
                 .collect();
             let mut consumed: Vec<String> = rule
@@ -132,7 +214,7 @@ impl Router {
                     .when
                     .regex
                     .as_deref()
-                    .map(|r| Regex::new(r).expect("validated")),
+                    .map(|r| KeyRegex::new(r).expect("validated")),
                 rule: rule.clone(),
                 columns,
                 consumed,
@@ -216,8 +298,46 @@ impl Router {
         })
     }
 
-    /// Routes every line of `block`.
+    /// Routes every line of `block`: the scanner ([`crate::scan::ItemScan`]) reads each line it
+    /// can, the reference parser ([`parse_item`]) the others, so rows, filters and rejects are the
+    /// reference's.
     pub fn route(&self, block: &RawBlock) -> RoutedBlock {
+        self.route_counting(block).0
+    }
+
+    /// [`Self::route`], also returning how many lines went to the reference parser.
+    pub fn route_counting(&self, block: &RawBlock) -> (RoutedBlock, usize) {
+        let mut out = self.output();
+        let whole = simdutf8::basic::from_utf8(&block.data).ok();
+        let mut scan = ItemScan::default();
+        let mut shallow: Vec<(Cow<'_, str>, AttrValue<'_>)> = Vec::new();
+        let mut rest = String::new();
+        let mut bailed = 0;
+        for line in &block.lines {
+            let _ = ferry_shared::failpoint::hit("decode_line");
+            let raw = block.line(line);
+            let text = match whole {
+                Some(whole) => whole.get(line.start..line.end),
+                None => simdutf8::basic::from_utf8(raw).ok(),
+            };
+            if let Some(text) = text {
+                if scan.scan(text).is_ok()
+                    && self
+                        .route_scanned(&mut out, line.line_no, text, &scan, &mut shallow, &mut rest)
+                        .is_ok()
+                {
+                    continue;
+                }
+            }
+            bailed += 1;
+            self.route_one(&mut out, line.line_no, raw, parse_item(raw));
+        }
+        (self.finish(out), bailed)
+    }
+
+    /// Routes every line of `block` with the reference parser only: what the scanner is checked
+    /// against, and measured against in `ferry-bench`.
+    pub fn route_reference(&self, block: &RawBlock) -> RoutedBlock {
         self.route_items(block.lines.iter().map(|line| {
             let raw = block.line(line);
             (line.line_no, raw, parse_item(raw))
@@ -230,100 +350,240 @@ impl Router {
         &self,
         items: impl Iterator<Item = (u64, &'b [u8], Result<Attributes<'b>, String>)>,
     ) -> RoutedBlock {
-        let mut outputs: Vec<TableOutput> = self
-            .tables
-            .iter()
-            .map(|t| TableOutput {
-                columns: t
-                    .columns
-                    .iter()
-                    .map(|c| ColumnBuilder::new(c.pg_type, 0))
-                    .collect(),
-                rest: StringBuilder::new(),
-                rule_of_row: Vec::new(),
-                line_numbers: Vec::new(),
-            })
-            .collect();
-        let mut rejects = Vec::new();
-        let mut filtered = 0;
-        let mut filtered_lines = Vec::new();
+        let mut out = self.output();
         for (line_no, raw, parsed) in items {
-            let reject = |kind: RejectKind, reason: String| Reject {
-                line_no,
-                kind,
-                reason,
-                raw: raw.to_vec(),
-            };
-            let attributes = match parsed {
-                Ok(attributes) => attributes,
-                Err(e) => {
-                    rejects.push(reject(
-                        RejectKind::Malformed,
-                        format!("malformed line: {e}"),
-                    ));
-                    continue;
-                }
-            };
-            // Cells of the row, appended to the columns only once all of them cast.
-            let mut cells: Vec<Cell<'_>> = Vec::new();
-            let converted = match self.rule_for(&attributes) {
-                Some((index, rule)) => match self.skip(rule, &attributes) {
-                    Ok(true) => {
-                        filtered += 1;
-                        filtered_lines.push(line_no);
-                        continue;
-                    }
-                    Ok(false) => self
-                        .convert(rule, &attributes, &mut cells)
-                        .map(|rest| (rule.table, Some(index), rest))
-                        .map_err(|reason| (RejectKind::Cast, reason)),
-                    Err(reason) => Err((RejectKind::Cast, reason)),
-                },
-                None => match self.catch_all {
-                    Some(table) => self
-                        .catch_all_row(&attributes, &mut cells)
-                        .map(|rest| (table, None, rest))
-                        .map_err(|reason| (RejectKind::Key, reason)),
-                    None => Err((
-                        RejectKind::NoRule,
-                        format!(
-                            "no routing rule matches the item ({})",
-                            self.describe_keys(&attributes)
-                        ),
-                    )),
-                },
-            };
-            match converted {
-                Ok((table, rule, rest)) => {
-                    let output = &mut outputs[table];
-                    for (builder, cell) in output.columns.iter_mut().zip(cells) {
-                        builder.append(cell);
-                    }
-                    output.rest.append_option(rest);
-                    output.rule_of_row.push(rule.unwrap_or(usize::MAX));
-                    output.line_numbers.push(line_no);
-                }
-                Err((kind, reason)) => rejects.push(reject(kind, reason)),
+            self.route_one(&mut out, line_no, raw, parsed);
+        }
+        self.finish(out)
+    }
+
+    fn output(&self) -> RouteOutput {
+        RouteOutput {
+            tables: self
+                .tables
+                .iter()
+                .map(|t| TableOutput {
+                    columns: t
+                        .columns
+                        .iter()
+                        .map(|c| ColumnBuilder::new(c.pg_type, 0))
+                        .collect(),
+                    rest: StringBuilder::new(),
+                    rule_of_row: Vec::new(),
+                    line_numbers: Vec::new(),
+                })
+                .collect(),
+            rejects: Vec::new(),
+            filtered: 0,
+            filtered_lines: Vec::new(),
+        }
+    }
+
+    /// One parsed item: its row in its table, its filter, or its reject.
+    fn route_one(
+        &self,
+        out: &mut RouteOutput,
+        line_no: u64,
+        raw: &[u8],
+        parsed: Result<Attributes<'_>, String>,
+    ) {
+        let reject = |kind: RejectKind, reason: String| Reject {
+            line_no,
+            kind,
+            reason,
+            raw: raw.to_vec(),
+        };
+        let attributes = match parsed {
+            Ok(attributes) => attributes,
+            Err(e) => {
+                out.rejects.push(reject(
+                    RejectKind::Malformed,
+                    format!("malformed line: {e}"),
+                ));
+                return;
             }
+        };
+        // Cells of the row, appended to the columns only once all of them cast.
+        let mut cells: Vec<Cell<'_>> = Vec::new();
+        let converted = match self.rule_for(&attributes) {
+            Some((index, rule)) => match self.skip(rule, &attributes) {
+                Ok(true) => {
+                    out.filtered += 1;
+                    out.filtered_lines.push(line_no);
+                    return;
+                }
+                Ok(false) => self
+                    .convert(rule, &attributes, &mut cells)
+                    .map(|rest| (rule.table, Some(index), rest))
+                    .map_err(|reason| (RejectKind::Cast, reason)),
+                Err(reason) => Err((RejectKind::Cast, reason)),
+            },
+            None => match self.catch_all {
+                Some(table) => self
+                    .catch_all_row(&attributes, &mut cells)
+                    .map(|rest| (table, None, rest))
+                    .map_err(|reason| (RejectKind::Key, reason)),
+                None => Err((
+                    RejectKind::NoRule,
+                    format!(
+                        "no routing rule matches the item ({})",
+                        self.describe_keys(&attributes)
+                    ),
+                )),
+            },
+        };
+        match converted {
+            Ok((table, rule, rest)) => {
+                let output = &mut out.tables[table];
+                for (builder, cell) in output.columns.iter_mut().zip(cells) {
+                    builder.append(cell);
+                }
+                output.rest.append_option(rest);
+                output.rule_of_row.push(rule.unwrap_or(usize::MAX));
+                output.line_numbers.push(line_no);
+            }
+            Err((kind, reason)) => out.rejects.push(reject(kind, reason)),
         }
-        let rows = outputs.iter().map(|o| o.rule_of_row.len()).sum::<usize>() as u64;
-        let mut line_numbers = Vec::with_capacity(outputs.len());
-        let batches = outputs
-            .into_iter()
-            .enumerate()
-            .map(|(t, mut output)| {
-                line_numbers.push(std::mem::take(&mut output.line_numbers));
-                self.build_batch(t, output)
-            })
-            .collect();
-        RoutedBlock {
-            batches,
-            line_numbers,
-            rows,
-            rejects,
-            filtered,
-            filtered_lines,
+    }
+
+    /// One scanned item, routed as [`Self::route_one`] routes it; a bail (any reject, and what
+    /// the fast path does not take) leaves `out` untouched for the reference parser.
+    fn route_scanned<'b>(
+        &self,
+        out: &mut RouteOutput,
+        line_no: u64,
+        text: &'b str,
+        scan: &ItemScan,
+        shallow: &mut Vec<(Cow<'b, str>, AttrValue<'b>)>,
+        rest: &mut String,
+    ) -> Result<(), Bail> {
+        // The item's attributes as the reference parser gives them, maps, lists and sets left
+        // empty (rules and filters read scalars only; columns and the rest take those from the
+        // scan).
+        shallow.clear();
+        for attr in &scan.attrs {
+            let name = Cow::Borrowed(&text[attr.name.0..attr.name.1]);
+            let value = match scalar_at(text, attr.body, attr.desc)? {
+                Some(value) => value,
+                None => match attr.desc {
+                    Desc::M => AttrValue::M(Vec::new()),
+                    Desc::L => AttrValue::L(Vec::new()),
+                    Desc::Ss => AttrValue::Ss(Vec::new()),
+                    Desc::Ns => AttrValue::Ns(Vec::new()),
+                    _ => AttrValue::Bs(Vec::new()),
+                },
+            };
+            shallow.push((name, value));
         }
+        let mut cells: Vec<Cell<'_>> = Vec::with_capacity(8);
+        rest.clear();
+        let (table, rule, has_rest) = match self.rule_for(shallow) {
+            Some((index, rule)) => {
+                if self.skip(rule, shallow).map_err(|_| Bail)? {
+                    out.filtered += 1;
+                    out.filtered_lines.push(line_no);
+                    return Ok(());
+                }
+                for column in &rule.columns {
+                    let cell = self.scanned_cell(column, text, scan, shallow)?;
+                    if cell == Cell::Null && column.spec.required {
+                        return Err(Bail);
+                    }
+                    check_bounds(&column.spec, &cell).map_err(|_| Bail)?;
+                    cells.push(cell);
+                }
+                let has_rest = write_rest(rest, text, scan, |name| {
+                    !rule.consumed.iter().any(|c| c == name)
+                });
+                (rule.table, Some(index), has_rest)
+            }
+            None => {
+                let table = self.catch_all.ok_or(Bail)?;
+                for key in &self.keys {
+                    let value = attribute(shallow, key).and_then(scalar_text).ok_or(Bail)?;
+                    check_text(&value).map_err(|_| Bail)?;
+                    cells.push(Cell::Text(Cow::Owned(value.into_owned())));
+                }
+                write_rest(rest, text, scan, |name| {
+                    !self.keys.iter().any(|k| k == name)
+                });
+                (table, None, true)
+            }
+        };
+        let output = &mut out.tables[table];
+        for (builder, cell) in output.columns.iter_mut().zip(cells) {
+            builder.append(cell);
+        }
+        if has_rest {
+            output.rest.append_value(rest.as_str());
+        } else {
+            output.rest.append_null();
+        }
+        output.rule_of_row.push(rule.unwrap_or(usize::MAX));
+        output.line_numbers.push(line_no);
+        Ok(())
+    }
+
+    /// A column's cell for a scanned item, as [`column_value`] gives it for the parsed item.
+    fn scanned_cell<'c>(
+        &self,
+        column: &RoutedColumn,
+        text: &'c str,
+        scan: &'c ItemScan,
+        shallow: &[(Cow<'c, str>, AttrValue<'c>)],
+    ) -> Result<Cell<'c>, Bail> {
+        if column.spec.constant.is_some() {
+            return column_value(column, shallow).map_err(|_| Bail);
+        }
+        let Some((first, inner)) = column.path.split_first() else {
+            return Err(Bail);
+        };
+        let Some(index) = scan.find(text, first) else {
+            return Ok(Cell::Null);
+        };
+        let attr = &scan.attrs[index];
+        if inner.is_empty() {
+            return match attr.desc {
+                Desc::M | Desc::L | Desc::Ss | Desc::Ns | Desc::Bs => {
+                    if column.regex.is_some() {
+                        return Err(Bail);
+                    }
+                    match (column.cast.pg_type, attr.desc) {
+                        (PgType::Jsonb | PgType::Text, _) => {
+                            Ok(Cell::Text(Cow::Borrowed(scan.json_of(index))))
+                        }
+                        (_, Desc::Ss | Desc::Ns | Desc::Bs) => {
+                            let value = set_at(text, attr.body, attr.desc)?;
+                            value_cell(column, &value).map_err(|_| Bail)
+                        }
+                        _ => Err(Bail),
+                    }
+                }
+                _ => value_cell(column, &shallow[index].1).map_err(|_| Bail),
+            };
+        }
+        // A path into maps: each step a member of the map before it.
+        if attr.desc != Desc::M {
+            return Ok(Cell::Null);
+        }
+        let mut body = attr.body;
+        for (step, segment) in inner.iter().enumerate() {
+            let Some((desc, at)) = member_at(text, body, segment)? else {
+                return Ok(Cell::Null);
+            };
+            if step + 1 < inner.len() {
+                if desc != Desc::M {
+                    return Ok(Cell::Null);
+                }
+                body = at;
+                continue;
+            }
+            return match scalar_at(text, at, desc)? {
+                Some(value) => value_cell(column, &value).map_err(|_| Bail),
+                None => Err(Bail),
+            };
+        }
+        Err(Bail)
     }
 
     /// Whether an item's key alone decides its table: every rule matches on the key attributes
@@ -545,6 +805,32 @@ impl Router {
         Ok(Some(json))
     }
 
+    fn finish(&self, out: RouteOutput) -> RoutedBlock {
+        let rows = out
+            .tables
+            .iter()
+            .map(|o| o.rule_of_row.len())
+            .sum::<usize>() as u64;
+        let mut line_numbers = Vec::with_capacity(out.tables.len());
+        let batches = out
+            .tables
+            .into_iter()
+            .enumerate()
+            .map(|(t, mut output)| {
+                line_numbers.push(std::mem::take(&mut output.line_numbers));
+                self.build_batch(t, output)
+            })
+            .collect();
+        RoutedBlock {
+            batches,
+            line_numbers,
+            rows,
+            rejects: out.rejects,
+            filtered: out.filtered,
+            filtered_lines: out.filtered_lines,
+        }
+    }
+
     fn build_batch(&self, table: usize, output: TableOutput) -> RecordBatch {
         let TableOutput {
             columns,
@@ -570,6 +856,39 @@ impl Router {
         RecordBatch::try_new(self.arrow[table].clone(), arrays)
             .expect("routed arrays follow the table's arrow schema")
     }
+}
+
+/// A block's rows while they are routed.
+struct RouteOutput {
+    tables: Vec<TableOutput>,
+    rejects: Vec<Reject>,
+    filtered: u64,
+    filtered_lines: Vec<u64>,
+}
+
+/// Writes `{"name":json,…}` of the scanned attributes `keep` takes, sorted by name (as
+/// [`write_object`] does); whether any was taken.
+fn write_rest(rest: &mut String, text: &str, scan: &ItemScan, keep: impl Fn(&str) -> bool) -> bool {
+    let mut taken: Vec<(&str, usize)> = scan
+        .attrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (&text[a.name.0..a.name.1], i))
+        .filter(|(name, _)| keep(name))
+        .collect();
+    taken.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    rest.push('{');
+    for (i, (name, index)) in taken.iter().enumerate() {
+        if i > 0 {
+            rest.push(',');
+        }
+        rest.push('"');
+        rest.push_str(name);
+        rest.push_str("\":");
+        rest.push_str(scan.json_of(*index));
+    }
+    rest.push('}');
+    !taken.is_empty()
 }
 
 /// One table's share of a block while it is routed.
@@ -688,6 +1007,12 @@ fn column_value<'b>(
             None => return Ok(Cell::Null),
         },
     };
+    value_cell(column, value)
+}
+
+/// A column's cell from the value its source names: NULL, the value cast, or its regex capture
+/// cast.
+fn value_cell<'b>(column: &RoutedColumn, value: &AttrValue<'b>) -> Result<Cell<'b>, String> {
     if let AttrValue::Null = value {
         return Ok(Cell::Null);
     }
@@ -699,10 +1024,9 @@ fn column_value<'b>(
                 format!("a regex needs a string or number, not {}", value.ddb_type())
             })?;
             let captured = regex
-                .captures(&text)
-                .and_then(|c| c.get(1))
+                .capture(&text)
                 .ok_or_else(|| format!("{text:?} does not match {:?}", regex.as_str()))?;
-            cast(&AttrValue::S(Cow::Owned(captured.as_str().to_string())))
+            cast(&AttrValue::S(Cow::Owned(captured.to_string())))
         }
     }
 }
@@ -1085,5 +1409,216 @@ columns = [
             Ok(1_700_000_000_123_000)
         );
         assert!(epoch_micros("1.0000001", 1_000_000).is_err());
+    }
+
+    /// The differential test of routing: the scanner with its fallback against the reference
+    /// parser alone, with the rules above and the migration guide's, over generated items of the
+    /// shapes they route (and every other value the scanner's own test generates), clean and
+    /// damaged: batches, line numbers, filters and rejects all equal.
+    mod differential {
+        use super::*;
+        use crate::scan::differential::{damaged, number, render, text, value, V};
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        fn attribute() -> impl Strategy<Value = String> {
+            let name = select(vec![
+                "total",
+                "qty",
+                "placed",
+                "placed_ms",
+                "ttl",
+                "status",
+                "kind",
+                "email",
+                "body",
+                "GSI1PK",
+                "ship.to",
+                "shipping_address",
+                "items",
+                "name",
+                "created_at",
+                "price",
+                "category",
+                "description",
+                "rating",
+                "user_pk",
+                "deleted",
+                "n",
+                "extra",
+            ]);
+            let plausible = prop_oneof![
+                select(vec![
+                    r#"{"N":"99.50"}"#,
+                    r#"{"N":"3"}"#,
+                    r#"{"N":"1700000000"}"#,
+                    r#"{"N":"1900000000"}"#,
+                    r#"{"N":"1700000000123"}"#,
+                    r#"{"N":"1.005"}"#,
+                    r#"{"N":"40000"}"#,
+                    r#"{"S":"deleted"}"#,
+                    r#"{"S":"gift"}"#,
+                    r#"{"S":"pending"}"#,
+                    r#"{"S":" Alice@Example.COM "}"#,
+                    r#"{"S":"2026-01-15T10:00:00.5+01:00"}"#,
+                    r#"{"S":"yesterday"}"#,
+                    r#"{"M":{"city":{"S":"  Paris "},"zip":{"S":"75001"}}}"#,
+                    r#"{"M":{"street":{"S":"1 Main St"},"city":{"S":"Oslo"}}}"#,
+                    r#"{"L":[{"M":{"sku":{"S":"SKU-1"},"qty":{"N":"2"}}}]}"#,
+                    r#"{"BOOL":true}"#,
+                    r#"{"NULL":true}"#,
+                    r#"{"SS":["a","b"]}"#,
+                ])
+                .prop_map(String::from),
+                text().prop_map(|t| format!(r#"{{"S":"{t}"}}"#)),
+                number().prop_map(|n| format!(r#"{{"N":"{n}"}}"#)),
+                value().prop_map(|v| {
+                    let mut out = String::new();
+                    render(&v, &mut out);
+                    out
+                }),
+            ];
+            (name, plausible).prop_map(|(name, value)| format!("\"{name}\":{value}"))
+        }
+
+        fn item() -> impl Strategy<Value = String> {
+            let pk = select(vec![
+                "USER#42",
+                "USER#7",
+                "USER#abc",
+                "PRODUCT#1",
+                "PRODUCT#x",
+                "X",
+                "USER#\\u0031",
+                "USER#٣",
+            ]);
+            let sk = select(vec![
+                "ORDER#1",
+                "ORDER#000002",
+                "REVIEW#7",
+                "REVIEW#x",
+                "WISH#1",
+                "METADATA",
+                "PROFILE",
+                "SESSION#1",
+                "Y",
+            ]);
+            (pk, sk, prop::collection::vec(attribute(), 0..7)).prop_map(|(pk, sk, attributes)| {
+                let mut seen = std::collections::HashSet::new();
+                let attributes: Vec<String> = attributes
+                    .into_iter()
+                    .filter(|a| seen.insert(a.split(':').next().unwrap_or_default().to_string()))
+                    .collect();
+                let mut members = vec![
+                    format!(r#""PK":{{"S":"{pk}"}}"#),
+                    format!(r#""SK":{{"S":"{sk}"}}"#),
+                ];
+                members.extend(attributes);
+                format!(r#"{{"Item":{{{}}}}}"#, members.join(","))
+            })
+        }
+
+        fn routers() -> Vec<Router> {
+            let guide = ferry_shared::config::load_settings(Some(std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../deploy/examples/migration-guide.toml"
+            ))))
+            .expect("the guide's config loads");
+            let mut catch_all = routing(RULES);
+            catch_all.unmatched = Unmatched::Table;
+            catch_all.catch_all_table = Some("other".into());
+            vec![
+                router(),
+                Router::new(
+                    &catch_all,
+                    &keys(),
+                    Some("2026-01-01T00:00:00Z"),
+                    NumericLimit::Decimal96,
+                )
+                .unwrap(),
+                Router::new(
+                    &guide.routing,
+                    &keys(),
+                    Some("2023-11-14T22:13:20.000Z"),
+                    NumericLimit::Unlimited,
+                )
+                .unwrap(),
+            ]
+        }
+
+        fn check(lines: &[Vec<u8>]) -> Result<usize, TestCaseError> {
+            let mut raw = RawBlock::default();
+            for (i, line) in lines.iter().enumerate() {
+                let start = raw.data.len();
+                raw.data.extend_from_slice(line);
+                raw.lines.push(crate::decode::LineRef {
+                    line_no: 2 * i as u64 + 5,
+                    start,
+                    end: raw.data.len(),
+                });
+            }
+            let mut fast_lines = 0;
+            for router in routers() {
+                let (fast, bailed) = router.route_counting(&raw);
+                let reference = router.route_reference(&raw);
+                prop_assert_eq!(&fast.rejects, &reference.rejects);
+                prop_assert_eq!(&fast.line_numbers, &reference.line_numbers);
+                prop_assert_eq!(&fast.filtered_lines, &reference.filtered_lines);
+                prop_assert_eq!(fast.filtered, reference.filtered);
+                prop_assert_eq!(fast.rows, reference.rows);
+                prop_assert_eq!(&fast.batches, &reference.batches);
+                fast_lines += lines.len() - bailed;
+            }
+            Ok(fast_lines)
+        }
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: std::env::var("PROPTEST_CASES")
+                    .ok()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(150),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn routed_items_route_as_the_reference_does(
+                lines in prop::collection::vec(item().prop_map(String::into_bytes), 1..10)
+            ) {
+                check(&lines)?;
+            }
+
+            #[test]
+            fn damaged_items_route_as_the_reference_does(
+                lines in prop::collection::vec(damaged(item()), 1..10)
+            ) {
+                check(&lines)?;
+            }
+        }
+
+        #[test]
+        fn the_scanner_routes_plain_items_itself() {
+            let lines = [
+                order(
+                    "ORDER#1",
+                    r#","qty":{"N":"3"},"GSI1PK":{"S":"x"},"ship.to":{"M":{"city":{"S":"  Paris "}}},"placed":{"S":"2026-01-15T10:00:00.5+01:00"},"placed_ms":{"N":"1700000000123"},"e":{"S":"\u00e9"}"#,
+                ),
+                r#"{"Item":{"PK":{"S":"PRODUCT#1"},"SK":{"S":"REVIEW#7"},"email":{"S":" Alice@Example.COM "},"body":{"S":"secret"}}}"#.to_string(),
+                order("ORDER#2", r#","ttl":{"N":"1700000000"}"#),
+            ];
+            let bytes: Vec<Vec<u8>> = lines.iter().map(|l| l.clone().into_bytes()).collect();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let (routed, bailed) = router().route_counting(&block(&refs));
+            assert_eq!(bailed, 0);
+            assert_eq!(routed.rows, 2);
+            assert_eq!(routed.filtered, 1);
+            assert!(check(&bytes).unwrap() >= 3);
+            let _ = V::Raw("");
+        }
     }
 }
