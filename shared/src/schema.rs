@@ -330,12 +330,21 @@ impl TableSchema {
     /// The quoted column list COPY writes, in order: typed columns, the overflow column, then the
     /// provenance column (when the run has it).
     pub fn copy_column_list(&self) -> String {
-        let mut names: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
-        names.push(quote_ident(&self.overflow_column));
+        self.copy_column_names()
+            .iter()
+            .map(|name| quote_ident(name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The columns a COPY fills, in order: typed columns, the overflow column, provenance.
+    pub fn copy_column_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.columns.iter().map(|c| c.name.clone()).collect();
+        names.push(self.overflow_column.clone());
         if self.provenance {
-            names.push(quote_ident(PROVENANCE_COLUMN));
+            names.push(PROVENANCE_COLUMN.to_string());
         }
-        names.join(", ")
+        names
     }
 }
 

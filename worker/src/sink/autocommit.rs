@@ -38,7 +38,7 @@ use tokio_postgres::Client;
 use super::sql::{probe, probe_sql, write_checkpoint};
 use super::{Checkpoint, Key, KeyValue, Payload, Presence, Sink, TableEnd, TableRows};
 use crate::simple::{CopyResult, SimpleCopyClient};
-use crate::target::{LoadPath, Target};
+use crate::target::{LoadPath, Target, TargetKind};
 use crate::{Result, WorkerError};
 
 /// CSV COPY in autocommit, with the checkpoint after it.
@@ -62,25 +62,66 @@ impl<'c> AutocommitCopySink<'c> {
         tables: Arc<Vec<TableSchema>>,
         target: &Target,
     ) -> Result<AutocommitCopySink<'c>> {
+        let mut copies = Vec::with_capacity(tables.len());
+        for table in tables.iter() {
+            copies.push(copy_sql(client, table, target).await);
+        }
         Ok(AutocommitCopySink {
             client,
             copier: SimpleCopyClient::connect(url).await?,
             probes: tables.iter().map(probe_sql).collect(),
-            copies: tables
-                .iter()
-                .map(|t| {
-                    format!(
-                        "COPY {} ({}) FROM STDIN (FORMAT csv)",
-                        quote_ident(&t.table),
-                        t.copy_column_list()
-                    )
-                })
-                .collect(),
+            copies,
             tables,
             describe: target.describe_path(LoadPath::CsvCopyAutocommit),
             open: None,
         })
     }
+}
+
+/// The COPY statement of `table`: its columns listed, except on HeliosDB when a column name is
+/// not ASCII and the table's columns are exactly the list, in order. HeliosDB 4.41 copies about
+/// five times slower when a COPY's column list names a non-ASCII column (measured: 9,839 rows of
+/// a boto3-typed export in 2.13 s with the list, 0.28 s with the same column renamed to ASCII and
+/// 0.43 s without a list), and it reports such names in its catalog as their UTF-8 bytes read as
+/// Latin-1 (`ü` as `Ã¼`), which [`same_column_name`] accepts. When the columns do not match (a
+/// table the user altered), the list stays: slower, never wrong.
+async fn copy_sql(client: &Client, table: &TableSchema, target: &Target) -> String {
+    let listed = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT csv)",
+        quote_ident(&table.table),
+        table.copy_column_list()
+    );
+    let names = table.copy_column_names();
+    if target.kind != TargetKind::HeliosDb || names.iter().all(|n| n.is_ascii()) {
+        return listed;
+    }
+    let probe = format!("SELECT * FROM {} LIMIT 0", quote_ident(&table.table));
+    let in_order = match client.prepare(&probe).await {
+        Ok(statement) => {
+            statement.columns().len() == names.len()
+                && statement
+                    .columns()
+                    .iter()
+                    .zip(&names)
+                    .all(|(column, name)| same_column_name(name, column.name()))
+        }
+        Err(_) => false,
+    };
+    if in_order {
+        format!("COPY {} FROM STDIN (FORMAT csv)", quote_ident(&table.table))
+    } else {
+        tracing::warn!(
+            table = %table.table,
+            "the table's columns are not the run's columns in order: copying with a column list, which heliosdb runs slowly for non-ascii column names"
+        );
+        listed
+    }
+}
+
+/// Whether HeliosDB's catalog name `reported` is the column `name`: the same text, or its UTF-8
+/// bytes read as Latin-1 (how HeliosDB 4.41 reports a non-ASCII identifier).
+fn same_column_name(name: &str, reported: &str) -> bool {
+    reported == name || reported.chars().eq(name.bytes().map(char::from))
 }
 
 #[async_trait]
@@ -261,5 +302,21 @@ impl Sink for AutocommitCopySink<'_> {
 
     async fn commit(&mut self, checkpoint: &Checkpoint<'_>) -> Result<bool> {
         write_checkpoint(self.client, checkpoint).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_column_name;
+
+    #[test]
+    fn heliosdb_names_match_as_reported() {
+        assert!(same_column_name("PK", "PK"));
+        assert!(same_column_name("ünïcode näme", "ünïcode näme"));
+        // HeliosDB 4.41's catalog: the UTF-8 bytes read as Latin-1.
+        assert!(same_column_name("ünïcode näme", "Ã¼nÃ¯code nÃ¤me"));
+        assert!(!same_column_name("ünïcode näme", "unicode name"));
+        assert!(!same_column_name("pk", "PK"));
+        assert!(!same_column_name("ä", "Ã¤x"));
     }
 }
