@@ -40,5 +40,8 @@ fn a_malformed_target_url_cannot_start() {
         .unwrap();
     let text = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{text}");
-    assert!(text.contains("--target is not a usable database URL"), "{text}");
+    assert!(
+        text.contains("--target is not a usable database URL"),
+        "{text}"
+    );
 }
