@@ -484,9 +484,9 @@ impl Router {
                     out.filtered_lines.push(line_no);
                     return Ok(());
                 }
-                for column in &rule.columns {
+                for (column, spec) in rule.columns.iter().zip(&self.tables[rule.table].columns) {
                     let cell = self.scanned_cell(column, text, scan, shallow)?;
-                    if cell == Cell::Null && column.spec.required {
+                    if cell == Cell::Null && (column.spec.required || spec.is_key) {
                         return Err(Bail);
                     }
                     check_bounds(&column.spec, &cell).map_err(|_| Bail)?;
@@ -751,7 +751,7 @@ impl Router {
                 return Err(format!("attribute {name:?} appears twice"));
             }
         }
-        for column in &rule.columns {
+        for (column, spec) in rule.columns.iter().zip(&self.tables[rule.table].columns) {
             let context = |reason: String| {
                 format!(
                     "routing rule {:?}, column {:?}: {reason}",
@@ -759,9 +759,14 @@ impl Router {
                 )
             };
             let cell = column_value(column, attributes).map_err(context)?;
-            if cell == Cell::Null && column.spec.required {
+            if cell == Cell::Null && (column.spec.required || spec.is_key) {
+                let what = if spec.is_key {
+                    "a key column"
+                } else {
+                    "required"
+                };
                 return Err(context(format!(
-                    "required, but {} is missing or NULL",
+                    "{what}, but {} is missing or NULL",
                     describe_source(&column.spec)
                 )));
             }
@@ -1599,6 +1604,31 @@ columns = [
             ) {
                 check(&lines)?;
             }
+        }
+
+        /// Found by `damaged_items_route_as_the_reference_does`: the partition key attribute
+        /// renamed away (`K` for `PK`) is a reject on both paths, never a row with a null key.
+        #[test]
+        fn an_item_without_its_partition_key_is_a_reject() {
+            let line = br#"{"Item":{"K":{"S":"USER#42"},"SK":{"S":"REVIEW#7"}}}"#.to_vec();
+            check(std::slice::from_ref(&line)).unwrap();
+            let mut raw = RawBlock::default();
+            raw.data.extend_from_slice(&line);
+            raw.lines.push(crate::decode::LineRef {
+                line_no: 3,
+                start: 0,
+                end: line.len(),
+            });
+            let routed = router().route(&raw);
+            assert_eq!(routed.rows, 0);
+            assert_eq!(routed.rejects.len(), 1);
+            assert!(
+                routed.rejects[0]
+                    .reason
+                    .contains("column \"pk\": a key column, but attribute \"PK\" is missing"),
+                "{}",
+                routed.rejects[0].reason
+            );
         }
 
         #[test]
