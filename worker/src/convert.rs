@@ -507,6 +507,22 @@ impl ColumnBuilder {
         }
     }
 
+    /// Appends `n` NULLs at once.
+    pub fn append_nulls(&mut self, n: usize) {
+        match self {
+            ColumnBuilder::Utf8(b) => b.append_nulls(n),
+            ColumnBuilder::Binary(b) => b.append_nulls(n),
+            ColumnBuilder::Bool(b) => b.append_nulls(n),
+            ColumnBuilder::I16(b) => b.append_nulls(n),
+            ColumnBuilder::I32(b) => b.append_nulls(n),
+            ColumnBuilder::I64(b) => b.append_nulls(n),
+            ColumnBuilder::F64(b) => b.append_nulls(n),
+            ColumnBuilder::Micros(b) => b.append_nulls(n),
+            ColumnBuilder::Utf8List(b) => b.append_nulls(n),
+            ColumnBuilder::BinaryList(b) => b.append_nulls(n),
+        }
+    }
+
     /// The column as an Arrow array.
     pub fn finish(self) -> ArrayRef {
         match self {

@@ -155,6 +155,21 @@ struct BlockOutput {
     rejects: Vec<Reject>,
     spilled: u64,
     overflow_text: String,
+    /// Per typed column, NULLs owed to its builder by scanned rows (appended at once, before the
+    /// column's next value, so a sparse column costs one call per run of NULLs, not per row).
+    pending_nulls: Vec<usize>,
+}
+
+impl BlockOutput {
+    /// Appends every owed NULL: before a row is appended another way, and at the end.
+    fn flush_nulls(&mut self) {
+        for (builder, pending) in self.builders.iter_mut().zip(&mut self.pending_nulls) {
+            if *pending > 0 {
+                builder.append_nulls(*pending);
+                *pending = 0;
+            }
+        }
+    }
 }
 
 /// Decodes lines with one run's schema. Cheap to share across threads.
@@ -223,7 +238,12 @@ impl Decoder {
             };
             if let Some(text) = text {
                 if scan.scan(text).is_ok() {
-                    out.spilled += scan.append(text, &mut out.builders, &mut out.overflow);
+                    out.spilled += scan.append(
+                        text,
+                        &mut out.builders,
+                        &mut out.pending_nulls,
+                        &mut out.overflow,
+                    );
                     out.line_numbers.push(line.line_no);
                     continue;
                 }
@@ -269,6 +289,7 @@ impl Decoder {
             rejects: Vec::new(),
             spilled: 0,
             overflow_text: String::new(),
+            pending_nulls: vec![0; self.schema.columns.len()],
         }
     }
 
@@ -292,6 +313,7 @@ impl Decoder {
                 return;
             }
         };
+        out.flush_nulls();
         out.overflow_text.clear();
         let mut cells = Vec::with_capacity(self.schema.columns.len());
         match self.convert(&attributes, &mut cells, &mut out.overflow_text) {
@@ -316,7 +338,8 @@ impl Decoder {
         }
     }
 
-    fn finish(&self, out: BlockOutput) -> DecodedBatch {
+    fn finish(&self, mut out: BlockOutput) -> DecodedBatch {
+        out.flush_nulls();
         let BlockOutput {
             builders,
             mut overflow,
@@ -357,7 +380,7 @@ impl Decoder {
                     format!("attribute name {name:?}: {}", e.reason),
                 )
             })?;
-            let Some(&index) = self.name_index.get(name.as_bytes()) else {
+            let Some(index) = self.name_index.get(name.as_bytes()) else {
                 overflow.push((name, value));
                 continue;
             };

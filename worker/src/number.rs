@@ -329,9 +329,51 @@ fn is_canonical_plain(text: &str) -> bool {
     !(text.starts_with('-') && body.bytes().all(|b| b == b'0' || b == b'.'))
 }
 
+/// The common case in one pass: canonical plain text (`-?(0|[1-9][0-9]*)(\.[0-9]+)?`, no
+/// negative zero) of at most [`MAX_SIGNIFICANT_DIGITS`] bytes, which is within every DynamoDB
+/// limit (at most 38 digits, and a leading digit's exponent between -37 and 37).
+#[inline]
+fn is_short_canonical(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let (negative, body) = match bytes {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, bytes),
+    };
+    if body.is_empty() || body.len() > MAX_SIGNIFICANT_DIGITS {
+        return false;
+    }
+    let mut nonzero = false;
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        nonzero |= b != b'0';
+        i += 1;
+    }
+    if i == 0 || (i > 1 && body[0] == b'0') {
+        return false;
+    }
+    if i < body.len() {
+        if body[i] != b'.' || i + 1 == body.len() {
+            return false;
+        }
+        for &b in &body[i + 1..] {
+            if !b.is_ascii_digit() {
+                return false;
+            }
+            nonzero |= b != b'0';
+        }
+    }
+    !negative || nonzero
+}
+
 /// Validates DynamoDB number text and returns its canonical plain form, borrowing when the input
 /// already is canonical.
 pub fn canonical_number(text: &str) -> Result<Cow<'_, str>, NumberError> {
+    if is_short_canonical(text) {
+        return Ok(Cow::Borrowed(text));
+    }
     check_length(text)?;
     if is_canonical_plain(text) {
         let body = text.strip_prefix('-').unwrap_or(text);
@@ -348,6 +390,83 @@ mod tests {
 
     fn plain(text: &str) -> String {
         canonical_number(text).unwrap().into_owned()
+    }
+
+    /// The one-pass check takes only text the full path keeps as it is.
+    #[test]
+    fn the_short_canonical_check_agrees_with_the_full_path() {
+        let slow = |text: &str| {
+            check_length(text).is_ok() && is_canonical_plain(text) && {
+                let body = text.strip_prefix('-').unwrap_or(text);
+                let (i, f) = body.split_once('.').unwrap_or((body, ""));
+                check_limits(text, i, f, 0).is_ok()
+            }
+        };
+        let mut cases: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "00",
+            "01",
+            "-01",
+            "1",
+            "-1",
+            "10",
+            "1.",
+            ".1",
+            "1.5",
+            "-1.50",
+            "0.001",
+            "-0.000",
+            "1e5",
+            "1E5",
+            "+1",
+            "--1",
+            "1.2.3",
+            "",
+            "-",
+            "1 ",
+            " 1",
+            "١",
+            "12345678901234567890123456789012345678",
+            "-12345678901234567890123456789012345678",
+            "123456789012345678901234567890123456789",
+            "1234567890123456789012345678901234567.8",
+            "0.0000000000000000000000000000000000001",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every short string over a small alphabet.
+        let alphabet = ['0', '1', '9', '-', '.', 'e'];
+        let mut frontier = vec![String::new()];
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for prefix in &frontier {
+                for c in alphabet {
+                    let mut text = prefix.clone();
+                    text.push(c);
+                    next.push(text);
+                }
+            }
+            cases.extend(next.iter().cloned());
+            frontier = next;
+        }
+        let mut fast_taken = 0;
+        for text in &cases {
+            if is_short_canonical(text) {
+                fast_taken += 1;
+                assert!(slow(text), "{text:?} taken by the fast check only");
+                assert_eq!(
+                    canonical_number(text).unwrap(),
+                    Cow::Borrowed(text.as_str())
+                );
+            } else if text.len() <= MAX_SIGNIFICANT_DIGITS && slow(text) {
+                panic!("{text:?} is short canonical text the fast check missed");
+            }
+        }
+        assert!(fast_taken > 100, "{fast_taken}");
     }
 
     #[test]

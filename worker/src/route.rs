@@ -31,7 +31,7 @@ use crate::convert::{cast, epoch_micros, scalar_text, CastSpec, Cell, ColumnBuil
 use crate::decode::{arrow_schema, parse_item, RawBlock, Reject, RejectKind};
 use crate::item::{AttrValue, Attributes};
 use crate::json::{check_text, write_object};
-use crate::scan::{member_at, scalar_at, set_at, Bail, Desc, ItemScan};
+use crate::scan::{member_at, scalar_at, set_at, Bail, Desc, ItemScan, NameIndex};
 
 /// A compiled regex. The shapes key parsing uses, `^literal(\d+)$` and `^literal\d+$`, are
 /// matched directly (exactly as regex-lite matches them: `\d` is an ASCII digit, `$` the end of
@@ -133,6 +133,11 @@ struct CompiledRule {
     /// Attributes the columns take whole, and the dropped ones: not in the rest column (a few
     /// names: a linear scan beats hashing).
     consumed: Vec<String>,
+    /// Per column, the id in [`Router::names`] of its source's first attribute (`None` for a
+    /// constant).
+    column_ids: Vec<Option<usize>>,
+    /// Per id of [`Router::names`], whether the attribute is consumed (scanned path).
+    consumed_ids: Vec<bool>,
 }
 
 /// The routing of a run, compiled once per worker.
@@ -148,6 +153,11 @@ pub struct Router {
     catch_all: Option<usize>,
     /// The export time in microseconds since 1970, for TTL filters.
     export_time_micros: Option<i64>,
+    /// Every attribute name the routing reads (keys, matches, filters, columns, drops), by id:
+    /// the scanned path looks each attribute of a line up once here, instead of comparing names.
+    names: NameIndex,
+    /// Per id of [`Self::names`], whether it is a key attribute.
+    key_ids: Vec<bool>,
 }
 
 /// One block, routed.
@@ -180,7 +190,12 @@ impl Router {
         routing.validate(keys).map_err(|e| e.to_string())?;
         let tables = routing.tables(keys);
         let index_of = |name: &str| tables.iter().position(|t| t.table == name);
-        let mut rules = Vec::new();
+        let mut rules: Vec<CompiledRule> = Vec::new();
+        // Names the routing reads, by id; the key attributes first.
+        let mut referenced: Vec<String> = Vec::new();
+        for key in keys {
+            intern(&mut referenced, key);
+        }
         for rule in &routing.rules {
             let columns = rule
                 .columns
@@ -208,7 +223,31 @@ impl Router {
             consumed.extend(rule.drop.iter().cloned());
             consumed.sort();
             consumed.dedup();
+            let column_ids = rule
+                .columns
+                .iter()
+                .map(|c| match c.constant {
+                    Some(_) => None,
+                    None => c.source_path().first().map(|f| intern(&mut referenced, f)),
+                })
+                .collect();
+            for name in &consumed {
+                intern(&mut referenced, name);
+            }
+            for name in [
+                rule.when.attribute.as_deref(),
+                rule.when.regex_attribute.as_deref(),
+                rule.skip_when.as_ref().map(|c| c.attribute.as_str()),
+                rule.skip_expired_ttl.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                intern(&mut referenced, name);
+            }
             rules.push(CompiledRule {
+                column_ids,
+                consumed_ids: Vec::new(),
                 table: index_of(&rule.table).expect("every rule's table is listed"),
                 regex: rule
                     .when
@@ -245,7 +284,16 @@ impl Router {
                     .collect()
             })
             .collect();
+        for rule in &mut rules {
+            rule.consumed_ids = referenced
+                .iter()
+                .map(|name| rule.consumed.contains(name))
+                .collect();
+        }
+        let key_ids = referenced.iter().map(|name| keys.contains(name)).collect();
         Ok(Router {
+            names: NameIndex::new(referenced.iter().map(|n| n.as_bytes())),
+            key_ids,
             keys: keys.to_vec(),
             table_rules,
             arrow: tables.iter().map(arrow_schema).collect(),
@@ -307,11 +355,10 @@ impl Router {
 
     /// [`Self::route`], also returning how many lines went to the reference parser.
     pub fn route_counting(&self, block: &RawBlock) -> (RoutedBlock, usize) {
-        let mut out = self.output();
+        let mut out = self.output(block.lines.len());
         let whole = simdutf8::basic::from_utf8(&block.data).ok();
         let mut scan = ItemScan::default();
-        let mut shallow: Vec<(Cow<'_, str>, AttrValue<'_>)> = Vec::new();
-        let mut rest = String::new();
+        let mut buffers = ScanBuffers::default();
         let mut bailed = 0;
         for line in &block.lines {
             let _ = ferry_shared::failpoint::hit("decode_line");
@@ -323,7 +370,7 @@ impl Router {
             if let Some(text) = text {
                 if scan.scan(text).is_ok()
                     && self
-                        .route_scanned(&mut out, line.line_no, text, &scan, &mut shallow, &mut rest)
+                        .route_scanned(&mut out, line.line_no, text, &scan, &mut buffers)
                         .is_ok()
                 {
                     continue;
@@ -350,14 +397,16 @@ impl Router {
         &self,
         items: impl Iterator<Item = (u64, &'b [u8], Result<Attributes<'b>, String>)>,
     ) -> RoutedBlock {
-        let mut out = self.output();
+        let mut out = self.output(0);
         for (line_no, raw, parsed) in items {
             self.route_one(&mut out, line_no, raw, parsed);
         }
         self.finish(out)
     }
 
-    fn output(&self) -> RouteOutput {
+    /// A block's output; its builders sized for `rows` spread over the tables.
+    fn output(&self, rows: usize) -> RouteOutput {
+        let share = rows / self.tables.len().max(1);
         RouteOutput {
             tables: self
                 .tables
@@ -366,7 +415,7 @@ impl Router {
                     columns: t
                         .columns
                         .iter()
-                        .map(|c| ColumnBuilder::new(c.pg_type, 0))
+                        .map(|c| ColumnBuilder::new(c.pg_type, share))
                         .collect(),
                     rest: StringBuilder::new(),
                     rule_of_row: Vec::new(),
@@ -454,15 +503,34 @@ impl Router {
         line_no: u64,
         text: &'b str,
         scan: &ItemScan,
-        shallow: &mut Vec<(Cow<'b, str>, AttrValue<'b>)>,
-        rest: &mut String,
+        buffers: &mut ScanBuffers<'b>,
     ) -> Result<(), Bail> {
-        // The item's attributes as the reference parser gives them, maps, lists and sets left
-        // empty (rules and filters read scalars only; columns and the rest take those from the
-        // scan).
+        let ScanBuffers {
+            shallow,
+            found,
+            attr_ids,
+            cells: cells_storage,
+            rest,
+            taken,
+        } = buffers;
+        let mut cells: Vec<Cell<'_>> = recycle(std::mem::take(cells_storage));
+        // Each attribute's name looked up once: which attribute the routing's names are
+        // (`found`, by name id) and which name each attribute is (`attr_ids`).
+        found.clear();
+        found.resize(self.key_ids.len(), (usize::MAX, usize::MAX));
+        attr_ids.clear();
+        // The attributes the routing reads, as the reference parser gives them, maps, lists and
+        // sets left empty (rules and filters read scalars only, and only named attributes;
+        // columns and the rest take values from the scan).
         shallow.clear();
-        for attr in &scan.attrs {
-            let name = Cow::Borrowed(&text[attr.name.0..attr.name.1]);
+        for (i, attr) in scan.attrs.iter().enumerate() {
+            let name = &text[attr.name.0..attr.name.1];
+            let id = self.names.get(name.as_bytes());
+            attr_ids.push(id.unwrap_or(usize::MAX));
+            let Some(id) = id else {
+                continue;
+            };
+            found[id] = (i, shallow.len());
             let value = match scalar_at(text, attr.body, attr.desc)? {
                 Some(value) => value,
                 None => match attr.desc {
@@ -473,9 +541,9 @@ impl Router {
                     _ => AttrValue::Bs(Vec::new()),
                 },
             };
-            shallow.push((name, value));
+            shallow.push((Cow::Borrowed(name), value));
         }
-        let mut cells: Vec<Cell<'_>> = Vec::with_capacity(8);
+        cells.clear();
         rest.clear();
         let (table, rule, has_rest) = match self.rule_for(shallow) {
             Some((index, rule)) => {
@@ -484,16 +552,22 @@ impl Router {
                     out.filtered_lines.push(line_no);
                     return Ok(());
                 }
-                for (column, spec) in rule.columns.iter().zip(&self.tables[rule.table].columns) {
-                    let cell = self.scanned_cell(column, text, scan, shallow)?;
+                for ((column, spec), id) in rule
+                    .columns
+                    .iter()
+                    .zip(&self.tables[rule.table].columns)
+                    .zip(&rule.column_ids)
+                {
+                    let attr = id.map(|id| found[id]).filter(|&(i, _)| i != usize::MAX);
+                    let cell = self.scanned_cell(column, text, scan, shallow, attr)?;
                     if cell == Cell::Null && (column.spec.required || spec.is_key) {
                         return Err(Bail);
                     }
                     check_bounds(&column.spec, &cell).map_err(|_| Bail)?;
                     cells.push(cell);
                 }
-                let has_rest = write_rest(rest, text, scan, |name| {
-                    !rule.consumed.iter().any(|c| c == name)
+                let has_rest = write_rest(rest, taken, text, scan, |i| {
+                    attr_ids[i] == usize::MAX || !rule.consumed_ids[attr_ids[i]]
                 });
                 (rule.table, Some(index), has_rest)
             }
@@ -504,16 +578,17 @@ impl Router {
                     check_text(&value).map_err(|_| Bail)?;
                     cells.push(Cell::Text(Cow::Owned(value.into_owned())));
                 }
-                write_rest(rest, text, scan, |name| {
-                    !self.keys.iter().any(|k| k == name)
+                write_rest(rest, taken, text, scan, |i| {
+                    attr_ids[i] == usize::MAX || !self.key_ids[attr_ids[i]]
                 });
                 (table, None, true)
             }
         };
         let output = &mut out.tables[table];
-        for (builder, cell) in output.columns.iter_mut().zip(cells) {
+        for (builder, cell) in output.columns.iter_mut().zip(cells.drain(..)) {
             builder.append(cell);
         }
+        *cells_storage = recycle(cells);
         if has_rest {
             output.rest.append_value(rest.as_str());
         } else {
@@ -525,20 +600,23 @@ impl Router {
     }
 
     /// A column's cell for a scanned item, as [`column_value`] gives it for the parsed item.
+    /// `index` is the scanned attribute the column's source starts at, and its place in
+    /// `shallow`, if the item has it.
     fn scanned_cell<'c>(
         &self,
         column: &RoutedColumn,
         text: &'c str,
         scan: &'c ItemScan,
         shallow: &[(Cow<'c, str>, AttrValue<'c>)],
+        index: Option<(usize, usize)>,
     ) -> Result<Cell<'c>, Bail> {
         if column.spec.constant.is_some() {
-            return column_value(column, shallow).map_err(|_| Bail);
+            return column_value(column, &[]).map_err(|_| Bail);
         }
-        let Some((first, inner)) = column.path.split_first() else {
+        let Some((_, inner)) = column.path.split_first() else {
             return Err(Bail);
         };
-        let Some(index) = scan.find(text, first) else {
+        let Some((index, in_shallow)) = index else {
             return Ok(Cell::Null);
         };
         let attr = &scan.attrs[index];
@@ -550,7 +628,7 @@ impl Router {
                     }
                     match (column.cast.pg_type, attr.desc) {
                         (PgType::Jsonb | PgType::Text, _) => {
-                            Ok(Cell::Text(Cow::Borrowed(scan.json_of(index))))
+                            Ok(Cell::Text(Cow::Borrowed(scan.json_of(text, index))))
                         }
                         (_, Desc::Ss | Desc::Ns | Desc::Bs) => {
                             let value = set_at(text, attr.body, attr.desc)?;
@@ -559,7 +637,7 @@ impl Router {
                         _ => Err(Bail),
                     }
                 }
-                _ => value_cell(column, &shallow[index].1).map_err(|_| Bail),
+                _ => value_cell(column, &shallow[in_shallow].1).map_err(|_| Bail),
             };
         }
         // A path into maps: each step a member of the map before it.
@@ -871,29 +949,62 @@ struct RouteOutput {
     filtered_lines: Vec<u64>,
 }
 
-/// Writes `{"name":json,…}` of the scanned attributes `keep` takes, sorted by name (as
-/// [`write_object`] does); whether any was taken.
-fn write_rest(rest: &mut String, text: &str, scan: &ItemScan, keep: impl Fn(&str) -> bool) -> bool {
-    let mut taken: Vec<(&str, usize)> = scan
-        .attrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (&text[a.name.0..a.name.1], i))
-        .filter(|(name, _)| keep(name))
-        .collect();
-    taken.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+/// Writes `{"name":json,…}` of the scanned attributes `keep` takes (by index), sorted by name
+/// (as [`write_object`] does); whether any was taken. `taken` is a reused buffer.
+fn write_rest(
+    rest: &mut String,
+    taken: &mut Vec<usize>,
+    text: &str,
+    scan: &ItemScan,
+    keep: impl Fn(usize) -> bool,
+) -> bool {
+    let name = |i: usize| &text[scan.attrs[i].name.0..scan.attrs[i].name.1];
+    taken.clear();
+    taken.extend((0..scan.attrs.len()).filter(|&i| keep(i)));
+    taken.sort_unstable_by(|&a, &b| name(a).as_bytes().cmp(name(b).as_bytes()));
     rest.push('{');
-    for (i, (name, index)) in taken.iter().enumerate() {
-        if i > 0 {
+    for (n, &index) in taken.iter().enumerate() {
+        if n > 0 {
             rest.push(',');
         }
         rest.push('"');
-        rest.push_str(name);
+        rest.push_str(name(index));
         rest.push_str("\":");
-        rest.push_str(scan.json_of(*index));
+        rest.push_str(scan.json_of(text, index));
     }
     rest.push('}');
     !taken.is_empty()
+}
+
+/// Buffers of the scanned path, reused from line to line of a block.
+#[derive(Default)]
+struct ScanBuffers<'b> {
+    shallow: Vec<(Cow<'b, str>, AttrValue<'b>)>,
+    /// Per name id: the attribute's index in the scan and in `shallow`.
+    found: Vec<(usize, usize)>,
+    attr_ids: Vec<usize>,
+    /// Always empty between lines (see [`recycle`]).
+    cells: Vec<Cell<'static>>,
+    rest: String,
+    taken: Vec<usize>,
+}
+
+/// An empty vector of cells of another lifetime on the same allocation (an in-place collect of
+/// no elements), so the cells of each line reuse one buffer.
+fn recycle<'x, 'y>(mut cells: Vec<Cell<'x>>) -> Vec<Cell<'y>> {
+    cells.clear();
+    cells.into_iter().map(|_| Cell::Null).collect()
+}
+
+/// The id of `name` in `names`, added if new.
+fn intern(names: &mut Vec<String>, name: &str) -> usize {
+    match names.iter().position(|n| n == name) {
+        Some(id) => id,
+        None => {
+            names.push(name.to_string());
+            names.len() - 1
+        }
+    }
 }
 
 /// One table's share of a block while it is routed.
@@ -1021,9 +1132,8 @@ fn value_cell<'b>(column: &RoutedColumn, value: &AttrValue<'b>) -> Result<Cell<'
     if let AttrValue::Null = value {
         return Ok(Cell::Null);
     }
-    let cast = |value: &AttrValue<'b>| cast(value, &column.cast).map_err(|e| e.to_string());
     match &column.regex {
-        None => cast(value),
+        None => cast(value, &column.cast).map_err(|e| e.to_string()),
         Some(regex) => {
             let text = scalar_text(value).ok_or_else(|| {
                 format!("a regex needs a string or number, not {}", value.ddb_type())
@@ -1031,8 +1141,33 @@ fn value_cell<'b>(column: &RoutedColumn, value: &AttrValue<'b>) -> Result<Cell<'
             let captured = regex
                 .capture(&text)
                 .ok_or_else(|| format!("{text:?} does not match {:?}", regex.as_str()))?;
-            cast(&AttrValue::S(Cow::Owned(captured.to_string())))
+            // Cast from the capture in place; only a text result is copied out of it.
+            let cell = cast(&AttrValue::S(Cow::Borrowed(captured)), &column.cast)
+                .map_err(|e| e.to_string())?;
+            Ok(owned(cell))
         }
+    }
+}
+
+/// A cell that borrows nothing.
+fn owned(cell: Cell<'_>) -> Cell<'static> {
+    match cell {
+        Cell::Null => Cell::Null,
+        Cell::Text(text) => Cell::Text(Cow::Owned(text.into_owned())),
+        Cell::I16(v) => Cell::I16(v),
+        Cell::I32(v) => Cell::I32(v),
+        Cell::I64(v) => Cell::I64(v),
+        Cell::F64(v) => Cell::F64(v),
+        Cell::Bool(v) => Cell::Bool(v),
+        Cell::Bytes(v) => Cell::Bytes(v),
+        Cell::Micros(v) => Cell::Micros(v),
+        Cell::TextList(items) => Cell::TextList(
+            items
+                .into_iter()
+                .map(|t| Cow::Owned(t.into_owned()))
+                .collect(),
+        ),
+        Cell::BytesList(items) => Cell::BytesList(items),
     }
 }
 

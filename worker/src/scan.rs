@@ -22,8 +22,6 @@
 //! rewrite) and the overflow attributes' canonical JSON; only a line that scanned completely is
 //! then appended to the builders ([`LineScan::append`]), so a bailed line leaves no partial row.
 
-use std::collections::HashMap;
-
 use arrow_array::builder::StringBuilder;
 use base64::Engine;
 use ferry_shared::schema::{
@@ -134,6 +132,36 @@ static STRING_STOP: [bool; 256] = {
     table
 };
 
+/// The end of the plain run of a JSON string's content from `i`: the first quote, backslash or
+/// control character, or the end of `bytes`. Eight bytes at a time (a zero-byte test on each of
+/// the three conditions; the lowest flagged byte of each test is exact, so the lowest of all is
+/// the first stop), then byte by byte.
+#[inline(always)]
+fn plain_run(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        let stops = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        let stops = stops & HIGH;
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if STRING_STOP[b as usize] {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
 impl<'a> Cursor<'a> {
     /// A cursor at the start of `text`.
     pub fn new(text: &'a str) -> Cursor<'a> {
@@ -213,13 +241,10 @@ impl<'a> Cursor<'a> {
         let bytes = self.bytes;
         let mut i = start;
         loop {
+            i = plain_run(bytes, i);
             let Some(&b) = bytes.get(i) else {
                 return Err(Bail);
             };
-            if !STRING_STOP[b as usize] {
-                i += 1;
-                continue;
-            }
             match b {
                 b'"' => break,
                 b'\\' => {
@@ -273,6 +298,31 @@ impl<'a> Cursor<'a> {
     /// `{"T":` of a typed value: its descriptor.
     #[inline]
     pub fn typed_open(&mut self) -> Scan<Desc> {
+        // The usual compact forms, `{"S":` … `{"NULL":`, read at once.
+        if let Some(w) = self.bytes.get(self.pos..self.pos + 5) {
+            if w[0] == b'{' && w[1] == b'"' {
+                let (desc, len) = match (w[2], w[3], w[4]) {
+                    (b'S', b'"', b':') => (Desc::S, 5),
+                    (b'N', b'"', b':') => (Desc::N, 5),
+                    (b'M', b'"', b':') => (Desc::M, 5),
+                    (b'L', b'"', b':') => (Desc::L, 5),
+                    (b'B', b'"', b':') => (Desc::B, 5),
+                    (b'S' | b'N' | b'B', b'S', b'"') => (
+                        match w[2] {
+                            b'S' => Desc::Ss,
+                            b'N' => Desc::Ns,
+                            _ => Desc::Bs,
+                        },
+                        6,
+                    ),
+                    _ => (Desc::Null, 0),
+                };
+                if len == 5 || (len == 6 && self.bytes.get(self.pos + 5) == Some(&b':')) {
+                    self.pos += len;
+                    return Ok(desc);
+                }
+            }
+        }
         self.eat(b'{')?;
         let descriptor = self.plain_string()?;
         self.eat(b':')?;
@@ -681,38 +731,97 @@ struct Spill {
     json_end: usize,
 }
 
-/// FNV-1a over attribute names (short: SipHash showed in profiles).
-#[derive(Default)]
-pub struct Fnv(u64);
+/// Column index by attribute name: open addressing over a name's length and two words read
+/// from its first and last bytes (names are short: SipHash, then FNV byte by byte, showed in
+/// profiles, and so did `memcmp` calls for the comparison). For a name of at most 16 bytes the
+/// words hold every byte, so equal words and length are equal names.
+#[derive(Clone, Debug)]
+pub struct NameIndex {
+    /// `(words, length, column + 1)`; `column + 1 == 0` is an empty slot.
+    slots: Vec<([u64; 2], u32, u32)>,
+    names: Vec<Box<[u8]>>,
+    mask: usize,
+}
 
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = hash;
+/// The words of a name: for at most 16 bytes, every byte of it (with its length, the name).
+#[inline(always)]
+fn name_words(name: &[u8]) -> [u64; 2] {
+    let n = name.len();
+    let u32_at = |at: usize| u64::from(u32::from_le_bytes(name[at..at + 4].try_into().expect("4")));
+    let u64_at = |at: usize| u64::from_le_bytes(name[at..at + 8].try_into().expect("8"));
+    if n >= 8 {
+        [u64_at(0), u64_at(n - 8)]
+    } else if n >= 4 {
+        [u32_at(0) | (u32_at(n - 4) << 32), 0]
+    } else if n > 0 {
+        [
+            u64::from(name[0]) | u64::from(name[n / 2]) << 8 | u64::from(name[n - 1]) << 16,
+            0,
+        ]
+    } else {
+        [0, 0]
     }
 }
 
-/// Column index by attribute name.
-pub type NameIndex = HashMap<Box<[u8]>, usize, std::hash::BuildHasherDefault<Fnv>>;
+#[inline(always)]
+fn words_hash(words: [u64; 2], len: usize) -> usize {
+    let h = (words[0] ^ words[1].rotate_left(29) ^ (len as u64).rotate_left(56))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 32) as usize
+}
+
+impl NameIndex {
+    /// The index of `names`, each to its position (a repeated name keeps its first position;
+    /// a schema's column names are unique).
+    pub fn new<'n>(names: impl IntoIterator<Item = &'n [u8]>) -> NameIndex {
+        let names: Vec<Box<[u8]>> = names.into_iter().map(Box::from).collect();
+        let size = (names.len() * 4).next_power_of_two().max(16);
+        let mut index = NameIndex {
+            slots: vec![([0, 0], 0, 0); size],
+            names: Vec::new(),
+            mask: size - 1,
+        };
+        for name in names {
+            if index.get(&name).is_some() {
+                continue;
+            }
+            let words = name_words(&name);
+            let mut i = words_hash(words, name.len()) & index.mask;
+            while index.slots[i].2 != 0 {
+                i = (i + 1) & index.mask;
+            }
+            let len = u32::try_from(name.len()).unwrap_or(u32::MAX);
+            index.names.push(name);
+            index.slots[i] = (words, len, index.names.len() as u32);
+        }
+        index
+    }
+
+    /// The column of `name`.
+    #[inline]
+    pub fn get(&self, name: &[u8]) -> Option<usize> {
+        let words = name_words(name);
+        let mut i = words_hash(words, name.len()) & self.mask;
+        loop {
+            let (w, len, column) = self.slots[i];
+            if column == 0 {
+                return None;
+            }
+            let column = column as usize - 1;
+            if w == words
+                && len as usize == name.len()
+                && (name.len() <= 16 || *self.names[column] == *name)
+            {
+                return Some(column);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+}
 
 /// Builds the name → column index of a schema.
 pub fn name_index(schema: &TableSchema) -> NameIndex {
-    schema
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name.as_bytes().into(), i))
-        .collect()
+    NameIndex::new(schema.columns.iter().map(|c| c.name.as_bytes()))
 }
 
 /// Scans the lines of one block in table mode; its buffers are reused from line to line.
@@ -801,7 +910,7 @@ impl<'s> LineScan<'s> {
     /// One attribute, its descriptor read.
     fn attribute(&mut self, c: &mut Cursor<'_>, name: Span, desc: Desc) -> Scan<()> {
         let name_bytes = &c.text.as_bytes()[name.start..name.end];
-        let Some(&index) = self.index.get(name_bytes) else {
+        let Some(index) = self.index.get(name_bytes) else {
             return self.spill(c, name, desc);
         };
         let column = &self.schema.columns[index];
@@ -979,13 +1088,28 @@ impl<'s> LineScan<'s> {
     }
 
     /// Appends the scanned line's row to the builders; returns how many of its values spilled.
+    /// A NULL is owed (`pending_nulls`, one count per builder) rather than appended: the caller
+    /// appends owed NULLs before appending a row any other way, and before finishing.
     pub fn append(
         &self,
         text: &str,
         builders: &mut [ColumnBuilder],
+        pending_nulls: &mut [usize],
         overflow: &mut StringBuilder,
     ) -> u64 {
-        for (builder, slot) in builders.iter_mut().zip(&self.slots) {
+        for ((builder, slot), pending) in builders
+            .iter_mut()
+            .zip(&self.slots)
+            .zip(pending_nulls.iter_mut())
+        {
+            if matches!(slot, Slot::Unset | Slot::Null) {
+                *pending += 1;
+                continue;
+            }
+            if *pending > 0 {
+                builder.append_nulls(*pending);
+                *pending = 0;
+            }
             match (builder, *slot) {
                 (ColumnBuilder::Utf8(b), Slot::Text(src)) => {
                     b.append_value(self.resolve(text, src))
@@ -1014,7 +1138,7 @@ impl<'s> LineScan<'s> {
                     }
                     b.append(true);
                 }
-                // NULL, absent, or spilled (each cast above gives its column type's slot).
+                // Each cast gives its column type's slot.
                 (builder, _) => builder.append(crate::convert::Cell::Null),
             }
         }
@@ -1048,8 +1172,18 @@ pub struct AttrRef {
     pub desc: Desc,
     /// Where the body (what follows `{"T":`) starts in the line.
     pub body: usize,
-    /// The value's plain canonical JSON in [`ItemScan::json`].
-    pub json: (usize, usize),
+    /// Where the value's plain canonical JSON is: in the line itself (a string without
+    /// escapes, a canonical number), or in [`ItemScan::json`].
+    pub json: JsonAt,
+}
+
+/// A range of the line, or of [`ItemScan::json`].
+#[derive(Clone, Copy, Debug)]
+pub enum JsonAt {
+    /// `start..end` of the line.
+    Line(usize, usize),
+    /// `start..end` of [`ItemScan::json`].
+    Written(usize, usize),
 }
 
 /// Scans a line into an index of its top-level attributes, each with its plain canonical JSON
@@ -1060,7 +1194,7 @@ pub struct AttrRef {
 pub struct ItemScan {
     /// The attributes, in line order.
     pub attrs: Vec<AttrRef>,
-    /// The JSON of every attribute's value, back to back.
+    /// The JSON of the attributes whose JSON is not the line's own text, back to back.
     pub json: String,
     writer: JsonWriter,
     order: Vec<usize>,
@@ -1088,15 +1222,35 @@ impl ItemScan {
                 let desc = c.typed_open()?;
                 c.ws();
                 let body = c.pos;
-                let start = self.json.len();
-                self.writer
-                    .body(&mut c, desc, &mut self.json, NestedJson::Plain, 0)?;
+                let json = match desc {
+                    // A string without escapes is its own canonical JSON (quotes included), and
+                    // so is a canonical number's text (plain JSON numbers are bare).
+                    Desc::S | Desc::N if c.bytes.get(body) == Some(&b'"') => {
+                        let span = c.string()?;
+                        if span.escaped {
+                            c.pos = body;
+                            self.write(&mut c, desc)?
+                        } else if desc == Desc::S {
+                            JsonAt::Line(span.start - 1, span.end + 1)
+                        } else {
+                            match canonical_number(c.raw(span)).map_err(|_| Bail)? {
+                                std::borrow::Cow::Borrowed(_) => JsonAt::Line(span.start, span.end),
+                                std::borrow::Cow::Owned(canonical) => {
+                                    let start = self.json.len();
+                                    self.json.push_str(&canonical);
+                                    JsonAt::Written(start, self.json.len())
+                                }
+                            }
+                        }
+                    }
+                    _ => self.write(&mut c, desc)?,
+                };
                 c.typed_close()?;
                 self.attrs.push(AttrRef {
                     name: (name.start, name.end),
                     desc,
                     body,
-                    json: (start, self.json.len()),
+                    json,
                 });
                 if !c.next_or_close(b'}')? {
                     break;
@@ -1140,10 +1294,20 @@ impl ItemScan {
             .position(|a| &line[a.name.0..a.name.1] == name.as_bytes())
     }
 
-    /// The JSON of attribute `index`.
-    pub fn json_of(&self, index: usize) -> &str {
-        let (start, end) = self.attrs[index].json;
-        &self.json[start..end]
+    /// Writes the JSON of the value at `c` (its body) into [`Self::json`].
+    fn write(&mut self, c: &mut Cursor<'_>, desc: Desc) -> Scan<JsonAt> {
+        let start = self.json.len();
+        self.writer
+            .body(c, desc, &mut self.json, NestedJson::Plain, 0)?;
+        Ok(JsonAt::Written(start, self.json.len()))
+    }
+
+    /// The JSON of attribute `index` of the scanned line `text`.
+    pub fn json_of<'t>(&'t self, text: &'t str, index: usize) -> &'t str {
+        match self.attrs[index].json {
+            JsonAt::Line(start, end) => &text[start..end],
+            JsonAt::Written(start, end) => &self.json[start..end],
+        }
     }
 }
 
@@ -1249,6 +1413,59 @@ pub fn member_at(text: &str, body: usize, key: &str) -> Scan<Option<(Desc, usize
 mod tests {
     use super::*;
     use crate::number::ParsedNumber;
+
+    #[test]
+    fn the_name_index_finds_every_name_and_nothing_else() {
+        // Names of every length up to 40 that share prefixes and suffixes, and near misses.
+        let mut names: Vec<String> = Vec::new();
+        for len in 0..=40 {
+            names.push("a".repeat(len));
+            names.push(format!("{}b", "a".repeat(len)));
+            names.push(format!("b{}", "a".repeat(len)));
+            if len >= 2 {
+                let mut middle: Vec<u8> = "a".repeat(len).into_bytes();
+                middle[len / 2] = b'z';
+                names.push(String::from_utf8(middle).unwrap());
+            }
+        }
+        names.extend(["PK", "SK", "näme", "with space", "a.b", "#"].map(String::from));
+        names.sort();
+        names.dedup();
+        let (kept, missing): (Vec<_>, Vec<_>) =
+            names.iter().enumerate().partition(|(i, _)| i % 3 != 0);
+        let index = NameIndex::new(kept.iter().map(|(_, n)| n.as_bytes()));
+        for (position, (_, name)) in kept.iter().enumerate() {
+            assert_eq!(index.get(name.as_bytes()), Some(position), "{name:?}");
+        }
+        for (_, name) in &missing {
+            assert_eq!(index.get(name.as_bytes()), None, "{name:?}");
+        }
+        // A repeated name keeps its first position.
+        let index = NameIndex::new(["x", "y", "x"].map(str::as_bytes));
+        assert_eq!(index.get(b"x"), Some(0));
+        assert_eq!(index.get(b"y"), Some(1));
+    }
+
+    #[test]
+    fn the_string_scan_stops_where_the_bytewise_one_does() {
+        let bytes: Vec<u8> = (0u8..=255).collect();
+        for start in 0..bytes.len() {
+            for len in 0..24.min(bytes.len() - start) {
+                let window = &bytes[start..start + len];
+                let expected = window
+                    .iter()
+                    .position(|&b| STRING_STOP[b as usize])
+                    .unwrap_or(len);
+                assert_eq!(plain_run(window, 0), expected, "{window:?}");
+            }
+        }
+        let text = "abcdefghijklmnop\"qrs";
+        assert_eq!(plain_run(text.as_bytes(), 0), 16);
+        assert_eq!(
+            plain_run("ünïcödé text \\ x".as_bytes(), 0),
+            "ünïcödé text ".len()
+        );
+    }
 
     fn json(line: &str, style: NestedJson) -> Scan<String> {
         let mut c = Cursor::new(line);
