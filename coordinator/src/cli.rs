@@ -2,6 +2,7 @@
 //!
 //! Commands, in the order a cluster run uses them: `queue create`, `plan`, `submit`, `status`,
 //! `finalize`; and `migrate`, which is plan + in-process workers + finalize on one machine.
+//! `probe` measures this machine, the target and the source for `plan --dry-run`'s estimate.
 //!
 //! Exit codes an orchestrator can act on: 0 the run is complete and verified; 1 it is not (the last
 //! line says why); 2 the request could not be carried out (bad arguments, configuration, export,
@@ -70,6 +71,34 @@ enum Command {
     /// Write a run's tables, as they are now, back as a DynamoDB import (gzip DynamoDB JSON lines
     /// for ImportTable), locally or to S3: the migration's rollback.
     ExportBack(ExportBackArgs),
+    /// Measure the decode rate per core on this machine, the target's ingest ceiling (COPY into a
+    /// scratch table through 1, 2, 4, … connections, dropped after) and, with --export, the
+    /// source's read rate; record them in the target's ledger for `plan --dry-run`.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// The target database (or FERRY_TARGET__URL, or [target] url).
+    #[arg(long)]
+    target: Option<String>,
+    /// An export to measure with: its first items are decoded, its rows' width copied, its data
+    /// files read (a folder or s3://bucket/prefix/).
+    #[arg(long)]
+    export: Option<String>,
+    /// Key attributes of the export's items (default: mapping.key, else an attribute every
+    /// sampled item has stands in).
+    #[arg(long)]
+    key: Option<String>,
+    /// The most parallel COPY connections to measure through (default: probe.max_connections).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the measurements as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -175,7 +204,9 @@ struct QueueCreateArgs {
 struct PlanCommandArgs {
     #[command(flatten)]
     plan: PlanArgs,
-    /// Print the shards, their bytes and items, and a time estimate; touch nothing.
+    /// Print the shards, their bytes and items, and a time estimate from the target's measured
+    /// constants (its ledger's latest run and probe, read only) or the configuration's; touch
+    /// nothing.
     #[arg(long)]
     dry_run: bool,
     /// Workers to estimate the time for (with --dry-run).
@@ -521,7 +552,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let (_, listing) = open_listing(&args.export, &settings).await?;
             let workers = workers.unwrap_or(settings.load.workers_for(true)).max(1);
-            print!("{}", dry_run_text(&listing, workers, &settings));
+            // The measured constants, read only; the embedded default is not started for it.
+            let readings = match args.target.as_ref().or(settings.target_url.as_ref()) {
+                Some(url) => crate::estimate::read_ledger(url).await,
+                None => crate::estimate::Readings::without_ledger(
+                    "no target given (--target or FERRY_TARGET__URL), so no ledger to read",
+                ),
+            };
+            print!("{}", dry_run_text(&listing, workers, &settings, &readings));
             if settings.parquet.location.is_some() {
                 print!("{}", parquet_dry_run_text(&listing, &args, &settings)?);
             }
@@ -733,6 +771,35 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Probe(args) => {
+            let mut settings = load_settings(args.config.as_deref())?;
+            if let Some(max) = args.max_connections {
+                anyhow::ensure!(
+                    (1..=64).contains(&max),
+                    "--max-connections must be between 1 and 64"
+                );
+                settings.probe.max_connections =
+                    std::num::NonZeroUsize::new(max).context("--max-connections")?;
+            }
+            let target_url = target_url(args.target.as_ref(), &settings)?;
+            let keys = match &args.key {
+                Some(spec) => KeyAttribute::parse_list(spec)?,
+                None => Vec::new(),
+            };
+            let request = crate::probe::ProbeRequest {
+                target_url,
+                export: args.export.clone(),
+                keys,
+                settings,
+            };
+            let report = crate::probe::probe(&request).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Finalize(args) | Command::Verify(args) => {
             let settings = load_settings(args.config.as_deref())?;
             ferry_worker::sink::parquet::set_aws_settings(settings.aws.clone());
@@ -808,13 +875,14 @@ async fn wait_for_shards(
     }
 }
 
-/// The `plan --dry-run` text: every shard with its bytes and items, the totals, and the time
-/// `workers` would take at `load.estimate_items_per_second` per worker. A worker loads one shard at
-/// a time, so the largest shard bounds the time however many workers run.
+/// The `plan --dry-run` text: every shard with its bytes and items, the totals, and the estimate
+/// of [`crate::estimate`] for `workers` from the constants `readings` measured (or the
+/// configuration's).
 fn dry_run_text(
     listing: &ferry_shared::manifest::ExportListing,
     workers: usize,
     settings: &Settings,
+    readings: &crate::estimate::Readings,
 ) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -827,37 +895,22 @@ fn dry_run_text(
             .unwrap_or_else(|| "?".into());
         let _ = writeln!(out, "{:<40} {:>14} {:>12}", file.shard_id, file.size, items);
     }
-    let total_items = listing.manifest_items();
     let _ = writeln!(
         out,
         "{:<40} {:>14} {:>12}",
         format!("{} shards", listing.files.len()),
         listing.total_bytes(),
-        total_items
+        listing
+            .manifest_items()
             .map(|n| n.to_string())
             .unwrap_or_else(|| "?".into())
     );
-    let rate = settings.load.estimate_items_per_second as f64;
-    match total_items {
-        Some(items) if rate > 0.0 => {
-            let largest = listing
-                .files
-                .iter()
-                .filter_map(|f| f.item_count)
-                .max()
-                .unwrap_or(0);
-            let seconds = (items as f64 / (rate * workers as f64)).max(largest as f64 / rate);
-            let _ = writeln!(
-                out,
-                "estimate: {:.0} s with {workers} workers at {} items/s each (load.estimate_items_per_second; measure yours with `status`)",
-                seconds.ceil(),
-                settings.load.estimate_items_per_second
-            );
-        }
-        _ => {
-            let _ = writeln!(out, "estimate: unknown (no manifest item counts)");
-        }
-    }
+    out.push_str(&crate::estimate::estimate_text(
+        listing,
+        workers,
+        &settings.load,
+        readings,
+    ));
     out
 }
 

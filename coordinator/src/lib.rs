@@ -13,6 +13,10 @@
 //! - [`reset`]: start shards over (their rows removed by provenance).
 //! - [`export_back`]: a run's tables back as a DynamoDB import (the rollback).
 //! - [`scan_dump`]: scan dumps at plan time: their kind, and the warning a plain-JSON dump gets.
+//! - [`probe`]: `probe`: measures the decode rate per core, the target's ingest ceiling and the
+//!   source read rate, and records them in the ledger (`ferry.probes`).
+//! - [`estimate`]: the cost model of `plan --dry-run`, from measured constants (the latest run,
+//!   the latest probe) or the configuration's, read from the ledger without writing anything.
 //! - [`report`]: the run report (rows, rejects, per-shard reconciliation, rate, verdict).
 //! - [`embedded`]: the embedded default: a HeliosDB server started and stopped by `migrate`.
 //! - [`cli`]: the `ferry-coordinator` command line.
@@ -23,12 +27,14 @@ pub mod catch_up;
 pub mod cli;
 pub mod embedded;
 pub mod error;
+pub mod estimate;
 pub mod export_back;
 pub mod finalize;
 pub mod fleet;
 pub mod infer;
 pub mod migrate;
 pub mod plan;
+pub mod probe;
 pub mod report;
 pub mod reset;
 pub mod scan_dump;

@@ -12,10 +12,38 @@ fn help_lists_the_commands() {
     assert!(output.status.success());
     let text = String::from_utf8_lossy(&output.stdout);
     for command in [
-        "migrate", "plan", "queue", "submit", "status", "finalize", "verify",
+        "migrate", "plan", "queue", "submit", "status", "finalize", "verify", "probe",
     ] {
         assert!(text.contains(command), "{text}");
     }
+}
+
+#[test]
+fn a_probe_needs_a_target_and_a_sane_connection_count() {
+    let output = coordinator()
+        .arg("probe")
+        .env_remove("FERRY_TARGET__URL")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("no target database"), "{text}");
+    let output = coordinator()
+        .args([
+            "probe",
+            "--target",
+            "postgres://postgres@127.0.0.1:1/x",
+            "--max-connections",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        text.contains("--max-connections must be between 1 and 64"),
+        "{text}"
+    );
 }
 
 #[test]

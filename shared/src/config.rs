@@ -30,7 +30,7 @@ use crate::{Error, Result};
 
 /// The configuration sections, which are also the accepted `FERRY_<SECTION>__<KEY>` prefixes.
 const SECTIONS: &[&str] = &[
-    "load", "mapping", "target", "aws", "queue", "metrics", "parquet",
+    "load", "mapping", "target", "aws", "queue", "metrics", "parquet", "probe",
 ];
 
 /// The configuration as written, before validation.
@@ -61,6 +61,9 @@ pub struct RawConfig {
     /// A Parquet dataset as the run's target (the ledger stays in the database).
     #[serde(default)]
     pub parquet: RawParquet,
+    /// What `ferry-coordinator probe` measures, and how much.
+    #[serde(default)]
+    pub probe: RawProbe,
     /// Single-table design: routing rules (see [`crate::routing`]).
     #[serde(default)]
     pub routing: crate::routing::Routing,
@@ -332,6 +335,80 @@ pub struct ParquetSettings {
     pub row_group_rows: NonZeroUsize,
 }
 
+/// `[probe]`: what `ferry-coordinator probe` measures, and how much (the measurements `plan
+/// --dry-run` estimates from).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProbe {
+    /// The target's ceiling is measured through 1, 2, 4, … parallel COPY connections, up to this.
+    pub max_connections: usize,
+    /// Synthetic rows copied at each level (split between its connections).
+    pub rows: u64,
+    /// A level starts no further COPY after this many seconds (a slow target stays bounded).
+    pub level_seconds: u64,
+    /// Lines the decode rate is measured on (synthetic, or the export's first lines).
+    pub decode_items: usize,
+    /// Stored bytes of the export's data files read for the source read rate (`--export`).
+    pub read_bytes: u64,
+    /// Bytes of JSON per synthetic line, without `--export` (with it: the export's own width).
+    pub line_bytes: usize,
+}
+
+impl Default for RawProbe {
+    fn default() -> Self {
+        RawProbe {
+            max_connections: 4,
+            rows: 200_000,
+            level_seconds: 30,
+            decode_items: 50_000,
+            read_bytes: 64 * 1024 * 1024,
+            line_bytes: 300,
+        }
+    }
+}
+
+/// Validated `[probe]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// The most parallel COPY connections the ceiling is measured through.
+    pub max_connections: NonZeroUsize,
+    /// Rows copied per level.
+    pub rows: NonZeroU64,
+    /// Seconds after which a level starts no further COPY.
+    pub level_seconds: std::time::Duration,
+    /// Lines decoded for the decode rate.
+    pub decode_items: NonZeroUsize,
+    /// Stored bytes read for the source rate.
+    pub read_bytes: NonZeroU64,
+    /// JSON bytes per synthetic line.
+    pub line_bytes: usize,
+}
+
+fn probe_settings(probe: &RawProbe) -> Result<ProbeSettings> {
+    let nonzero = |value: u64, key: &str| {
+        NonZeroU64::new(value)
+            .ok_or_else(|| Error::Config(format!("{key} must be a positive number")))
+    };
+    if probe.max_connections > 64 {
+        return Err(Error::Config(
+            "probe.max_connections must be between 1 and 64".into(),
+        ));
+    }
+    Ok(ProbeSettings {
+        max_connections: NonZeroUsize::new(probe.max_connections).ok_or_else(|| {
+            Error::Config("probe.max_connections must be between 1 and 64".into())
+        })?,
+        rows: nonzero(probe.rows, "probe.rows")?,
+        level_seconds: std::time::Duration::from_secs(
+            nonzero(probe.level_seconds, "probe.level_seconds")?.get(),
+        ),
+        decode_items: NonZeroUsize::new(probe.decode_items)
+            .ok_or_else(|| Error::Config("probe.decode_items must be a positive number".into()))?,
+        read_bytes: nonzero(probe.read_bytes, "probe.read_bytes")?,
+        line_bytes: probe.line_bytes.min(64 * 1024),
+    })
+}
+
 /// `[queue]`: the SQS queue shards travel on.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -393,9 +470,19 @@ pub struct RawLoad {
     pub connect_attempts: u32,
     /// `auto` (binary COPY on PostgreSQL, CSV COPY on HeliosDB), `binary`, `csv` or `insert`.
     pub copy_format: CopyFormat,
-    /// Items per second one worker loads, for `plan --dry-run`'s estimate (measured: about 50,000
-    /// on PostgreSQL for a 25-column table; see the README's benchmark).
+    /// Items per second one worker decodes and encodes, for `plan --dry-run`'s estimate when
+    /// neither an earlier run nor a probe in the target's ledger measured it (measured: about
+    /// 50,000 on PostgreSQL for a 25-column table; see the README's benchmark).
     pub estimate_items_per_second: u64,
+    /// Cores each worker decodes with: a probe measures decoding per core, a worker's rate is that
+    /// times this (`plan --dry-run`).
+    pub estimate_cores_per_worker: u64,
+    /// Stored (gzip) bytes per second one worker reads from S3, when no probe measured it
+    /// (`plan --dry-run`).
+    pub estimate_source_bytes_per_second: u64,
+    /// Items per second the target ingests with every worker together (its ceiling), when no
+    /// probe measured it (`plan --dry-run`).
+    pub estimate_target_items_per_second: u64,
     /// Seconds a loading connection may await an answer with no byte moving before it is given
     /// up (and its shard's visibility no longer renewed); 0: never.
     pub progress_timeout_secs: u64,
@@ -446,6 +533,9 @@ impl Default for RawLoad {
             connect_attempts: 5,
             copy_format: CopyFormat::Auto,
             estimate_items_per_second: 50_000,
+            estimate_cores_per_worker: 1,
+            estimate_source_bytes_per_second: 50_000_000,
+            estimate_target_items_per_second: 150_000,
             progress_timeout_secs: 300,
             reject_lines: RejectLines::Raw,
         }
@@ -652,6 +742,12 @@ pub struct LoadSettings {
     pub copy_format: CopyFormat,
     /// Items per second per worker, for estimates.
     pub estimate_items_per_second: u64,
+    /// Cores per worker, for estimates from a measured decode rate per core.
+    pub estimate_cores_per_worker: u64,
+    /// Stored bytes per second one worker reads, for estimates.
+    pub estimate_source_bytes_per_second: u64,
+    /// The target's ingest ceiling in items per second, for estimates.
+    pub estimate_target_items_per_second: u64,
     /// Progress timeout of loading connections; `None`: off.
     pub progress_timeout: Option<std::time::Duration>,
     /// What the ledger keeps of a rejected line.
@@ -714,6 +810,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// The Parquet target, when the run writes one.
     pub parquet: ParquetSettings,
+    /// What `probe` measures.
+    pub probe: ProbeSettings,
     /// Routing rules (empty: one table per export).
     pub routing: crate::routing::Routing,
     /// `[[setup]]` statements.
@@ -780,6 +878,7 @@ impl Default for Settings {
             queue: RawQueue::default(),
             metrics: RawMetrics::default(),
             parquet: RawParquet::default(),
+            probe: RawProbe::default(),
             routing: Default::default(),
             setup: Vec::new(),
             post_load: Vec::new(),
@@ -808,6 +907,23 @@ impl RawConfig {
         }
         let load = self.load;
         positive(load.chunk_lines, "load.chunk_lines")?;
+        positive(
+            load.estimate_items_per_second,
+            "load.estimate_items_per_second",
+        )?;
+        positive(
+            load.estimate_cores_per_worker,
+            "load.estimate_cores_per_worker",
+        )?;
+        positive(
+            load.estimate_source_bytes_per_second,
+            "load.estimate_source_bytes_per_second",
+        )?;
+        positive(
+            load.estimate_target_items_per_second,
+            "load.estimate_target_items_per_second",
+        )?;
+        let probe = probe_settings(&self.probe)?;
         positive(load.block_lines as u64, "load.block_lines")?;
         positive(load.pipeline_depth as u64, "load.pipeline_depth")?;
         if let Some(workers) = load.workers {
@@ -847,6 +963,9 @@ impl RawConfig {
                 connect_attempts: load.connect_attempts.max(1),
                 copy_format: load.copy_format,
                 estimate_items_per_second: load.estimate_items_per_second,
+                estimate_cores_per_worker: load.estimate_cores_per_worker,
+                estimate_source_bytes_per_second: load.estimate_source_bytes_per_second,
+                estimate_target_items_per_second: load.estimate_target_items_per_second,
                 progress_timeout: (load.progress_timeout_secs > 0)
                     .then(|| std::time::Duration::from_secs(load.progress_timeout_secs)),
                 reject_lines: load.reject_lines,
@@ -889,6 +1008,7 @@ impl RawConfig {
                     || Error::Config("parquet.row_group_rows must be a positive number".into()),
                 )?,
             },
+            probe,
             routing: self.routing,
             setup: self.setup,
             post_load: self.post_load,
@@ -1137,6 +1257,59 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("workers"), "{err}");
         assert!(load_settings_from(Some(&dir.path().join("missing.toml")), vec![]).is_err());
+    }
+
+    #[test]
+    fn estimate_and_probe_keys() {
+        let defaults = Settings::default();
+        assert_eq!(defaults.load.estimate_cores_per_worker, 1);
+        assert_eq!(defaults.probe.max_connections.get(), 4);
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let settings = load_settings_from(
+            None,
+            env(&[
+                ("FERRY_LOAD__ESTIMATE_TARGET_ITEMS_PER_SECOND", "2500"),
+                ("FERRY_LOAD__ESTIMATE_SOURCE_BYTES_PER_SECOND", "90000000"),
+                ("FERRY_LOAD__ESTIMATE_CORES_PER_WORKER", "2"),
+                ("FERRY_PROBE__MAX_CONNECTIONS", "8"),
+                ("FERRY_PROBE__ROWS", "5000"),
+                ("FERRY_PROBE__LEVEL_SECONDS", "9"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.load.estimate_target_items_per_second, 2500);
+        assert_eq!(settings.load.estimate_source_bytes_per_second, 90_000_000);
+        assert_eq!(settings.load.estimate_cores_per_worker, 2);
+        assert_eq!(settings.probe.max_connections.get(), 8);
+        assert_eq!(settings.probe.rows.get(), 5000);
+        assert_eq!(
+            settings.probe.level_seconds,
+            std::time::Duration::from_secs(9)
+        );
+        for (key, value, named) in [
+            (
+                "FERRY_LOAD__ESTIMATE_TARGET_ITEMS_PER_SECOND",
+                "0",
+                "load.estimate_target_items_per_second",
+            ),
+            ("FERRY_PROBE__MAX_CONNECTIONS", "0", "probe.max_connections"),
+            (
+                "FERRY_PROBE__MAX_CONNECTIONS",
+                "65",
+                "probe.max_connections",
+            ),
+            ("FERRY_PROBE__ROWS", "0", "probe.rows"),
+        ] {
+            let err = load_settings_from(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+        }
     }
 
     #[test]

@@ -24,7 +24,12 @@
 //! - `ferry.windows`, `ferry.deferred` (v5): incremental exports applied after a full run, in
 //!   order, and the change records a window set aside until its end ([`crate::window`]);
 //! - `ferry.meta`: `schema_version`, so a newer Ferry migrates the ledger in place
-//!   ([`MIGRATIONS`]) and an older one refuses a ledger it does not know.
+//!   ([`MIGRATIONS`]) and an older one refuses a ledger it does not know;
+//! - `ferry.probes`: one row per `ferry-coordinator probe`: the decode rate per core, the target's
+//!   ingest ceiling and the source read rate it measured, with when and on what machine
+//!   ([`CREATE_PROBES`]). Outside the versioned schema: made by the probe when it first records,
+//!   read by `plan --dry-run` only when present, ignored by every other command, so a ledger
+//!   holding it is still the same version and an older Ferry uses it unchanged.
 //!
 //! Every statement here binds its values as parameters cast to their types in the SQL text
 //! (`$1::text`), which both PostgreSQL and HeliosDB accept.
@@ -160,6 +165,78 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
     5,
     crate::window::MIGRATION,
 )];
+
+/// The probe table ([`PROBE_COLUMNS`] plus when it was recorded); made by the probe before it
+/// records, never by [`CREATE_LEDGER`] (see the module's notes).
+pub const CREATE_PROBES: &str = "CREATE TABLE IF NOT EXISTS ferry.probes (
+        probe_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        cores BIGINT NOT NULL,
+        server TEXT NOT NULL,
+        load_path TEXT NOT NULL,
+        items_source TEXT NOT NULL,
+        decode_items_per_sec BIGINT NOT NULL,
+        read_items_per_sec BIGINT NOT NULL,
+        decode_only_items_per_sec BIGINT NOT NULL,
+        row_bytes BIGINT NOT NULL,
+        ceiling_rows_per_sec BIGINT NOT NULL,
+        ceiling_bytes_per_sec BIGINT NOT NULL,
+        ceiling_connections BIGINT NOT NULL,
+        levels_json TEXT NOT NULL,
+        source_location TEXT,
+        source_bytes_per_sec BIGINT,
+        source_bytes_read BIGINT,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )";
+
+/// The columns of a probe row, in [`INSERT_PROBE`]'s and [`SELECT_LATEST_PROBE`]'s order.
+pub const PROBE_COLUMNS: &str = "probe_id, host, cores, server, load_path, items_source,
+        decode_items_per_sec, read_items_per_sec, decode_only_items_per_sec, row_bytes,
+        ceiling_rows_per_sec,
+        ceiling_bytes_per_sec, ceiling_connections, levels_json, source_location,
+        source_bytes_per_sec, source_bytes_read";
+
+/// Records a probe. `$1` … `$17` as [`PROBE_COLUMNS`].
+pub const INSERT_PROBE: &str = "INSERT INTO ferry.probes (probe_id, host, cores, server, load_path,
+        items_source, decode_items_per_sec, read_items_per_sec, decode_only_items_per_sec,
+        row_bytes, ceiling_rows_per_sec, ceiling_bytes_per_sec, ceiling_connections, levels_json,
+        source_location, source_bytes_per_sec, source_bytes_read)
+    VALUES ($1::text, $2::text, $3::int8, $4::text, $5::text, $6::text, $7::int8, $8::int8,
+        $9::int8, $10::int8, $11::int8, $12::int8, $13::int8, $14::text, $15::text, $16::int8,
+        $17::int8)";
+
+/// The latest probe: [`PROBE_COLUMNS`], then when it was recorded as text.
+pub const SELECT_LATEST_PROBE: &str = "SELECT probe_id, host, cores, server, load_path,
+        items_source, decode_items_per_sec, read_items_per_sec, decode_only_items_per_sec, row_bytes,
+        ceiling_rows_per_sec, ceiling_bytes_per_sec, ceiling_connections, levels_json,
+        source_location, source_bytes_per_sec, source_bytes_read, CAST(created_at AS TEXT) AS at
+    FROM ferry.probes ORDER BY created_at DESC LIMIT 1";
+
+/// Which of the ledger tables the estimate reads exist (`plan --dry-run` reads only what is
+/// there, and creates nothing).
+pub const SELECT_LEDGER_TABLES: &str =
+    "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+    WHERE table_schema = 'ferry' AND table_name IN ('runs', 'shards', 'loads', 'probes')";
+
+/// The latest finished runs, newest first (a literal limit: HeliosDB takes no LIMIT parameter).
+pub const SELECT_FINISHED_RUNS: &str = "SELECT run_id, state, load_path, chunk_lines,
+        CAST(finished_at AS TEXT) AS at
+    FROM ferry.runs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 20";
+
+/// Whether a run is a catch-up window (its rate is the applier's, not a load's). `$1` run.
+pub const SELECT_IS_WINDOW: &str = "SELECT run_id FROM ferry.windows WHERE run_id = $1::text";
+
+/// A run's done shards with the time their current generation was claimed (in autocommit) and
+/// the time of their last checkpoint, in seconds since the epoch: what a worker took to load each.
+/// In a transaction (the binary and INSERT paths) `now()` is the transaction's start, so there the
+/// last checkpoint's time is when the last chunk began. `$1` run.
+pub const SELECT_SHARD_TIMINGS: &str = "SELECT s.shard_id, s.committed_lines,
+        CAST(s.loaded_rows + s.rejected_rows + s.filtered_rows AS BIGINT) AS items,
+        CAST(extract(epoch FROM l.created_at) AS TEXT) AS started,
+        CAST(extract(epoch FROM s.updated_at) AS TEXT) AS finished
+    FROM ferry.shards s JOIN ferry.loads l
+        ON l.run_id = s.run_id AND l.shard_id = s.shard_id AND l.generation = s.generation
+    WHERE s.run_id = $1::text AND s.state = 'done'";
 
 /// Records a run's target token, once (the first one stays). `$1` run, `$2` token.
 pub const INSERT_RUN_TOKEN: &str = "INSERT INTO ferry.run_tokens (run_id, token)
