@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Turns scripts/bench's raw measurements (raw.tsv) and its notes on the run (meta.txt) into the
+markdown tables of BENCHMARKS.md, printed on stdout.
+
+Every value is the median over the runs; a ratio is the median of the runs' own ratios (each
+taken from measurements of the same run), and the last table lists every run.
+
+usage: bench-report.py RAW_TSV META_TXT
+"""
+
+import csv
+import statistics
+import sys
+from collections import defaultdict
+
+GOALS = {"postgres": 1.3, "heliosdb": 1.0}
+TARGET_NAMES = {"postgres": "PostgreSQL", "heliosdb": "HeliosDB"}
+EXPORT_NAMES = {"generator": "generator (`ferry-gen`)", "aws": "AWS-shaped (boto3)"}
+
+
+def duration(seconds):
+    seconds = int(seconds or 0)
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def main():
+    raw_path, meta_path = sys.argv[1], sys.argv[2]
+    meta = {}
+    with open(meta_path) as f:
+        for line in f:
+            if "=" in line:
+                k, v = line.rstrip("\n").split("=", 1)
+                meta[k] = v
+    # (export, target, build, measure) -> {run: (seconds, items, rss_kib)}
+    data = defaultdict(dict)
+    with open(raw_path) as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            rss = int(row["peak_rss_kib"]) if row["peak_rss_kib"] else None
+            data[(row["export"], row["target"], row["build"], row["measure"])][int(row["run"])] = (
+                float(row["seconds"]),
+                int(row["items"]),
+                rss,
+            )
+    exports = list(dict.fromkeys(k[0] for k in data))
+    targets = list(dict.fromkeys(k[1] for k in data if k[1] != "-"))
+    has_before = any(k[2] == "before" for k in data)
+    before = meta.get("before") or "before"
+    runs = sorted({r for v in data.values() for r in v})
+
+    def runs_of(export, target, build, measure):
+        return data.get((export, target, build, measure), {})
+
+    def median(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    def secs(export, target, build, measure):
+        return median([s for s, _, _ in runs_of(export, target, build, measure).values()])
+
+    def rate(export, target, build, measure):
+        return median([n / s for s, n, _ in runs_of(export, target, build, measure).values()])
+
+    def rss_mib(export, target, build):
+        return median([m / 1024 if m else None for _, _, m in runs_of(export, target, build, "ferry_migrate").values()])
+
+    def ratio(num, den, inverse=False):
+        """Median of per-run ratios num/den of seconds (den/num with inverse)."""
+        a, b = runs_of(*num), runs_of(*den)
+        values = [(b[r][0] / a[r][0]) if inverse else (a[r][0] / b[r][0]) for r in runs if r in a and r in b]
+        return median(values)
+
+    def rate_ratio(num, den):
+        """Median of per-run ratios of items/s."""
+        a, b = runs_of(*num), runs_of(*den)
+        values = [(a[r][1] / a[r][0]) / (b[r][1] / b[r][0]) for r in runs if r in a and r in b]
+        return median(values)
+
+    f = lambda v, fmt="{:.2f}": "–" if v is None else fmt.format(v)
+    n = lambda v: "–" if v is None else f"{v:,.0f}"
+    x = lambda v: "–" if v is None else f"{v:.2f}×"
+
+    out = []
+    p = out.append
+    p(f"Measured {meta.get('date', '?')} by `scripts/bench` on Ferry {meta.get('after', '?')}"
+      + (f" (before: {before})" if has_before else "")
+      + f": {int(meta.get('items', 0)):,} items per export, "
+      + (f"{meta.get('runs')} runs of every measurement, medians." if meta.get("runs") != "1" else "one run of every measurement.")
+      + f" Machine: {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores, {meta.get('memory', '?')};"
+      + f" PostgreSQL {meta.get('postgres', '?')}" + (f", HeliosDB {meta['heliosdb']}" if meta.get("heliosdb") else "")
+      + f"; {meta.get('python', '')}. The whole bench took {duration(meta.get('elapsed'))}"
+      + f" (building {duration(meta.get('build_secs'))}, writing the exports {duration(meta.get('exports_secs'))}).")
+    p("")
+    p("| export | items | data files | gzip MB | JSON MB |")
+    p("|---|---:|---:|---:|---:|")
+    for e in exports:
+        parts = meta.get(f"export.{e}", "").split()
+        if len(parts) == 4:
+            p(f"| {EXPORT_NAMES.get(e, e)} | {int(parts[0]):,} | {parts[1]} | {int(parts[2]) / 1e6:.1f} | {int(parts[3]) / 1e6:.1f} |")
+    p("")
+
+    p("**End to end:** the whole `ferry-coordinator migrate` (plan, load, finalize; wall time of the process) "
+      "against `psql \\copy` of the same rows (CSV) into an identical empty table, same export, same database, same run. "
+      "psql ÷ Ferry > 1 means Ferry is faster.")
+    p("")
+    head = "| export | target | Ferry s | Ferry items/s | psql \\copy s | psql ÷ Ferry | goal | Ferry peak RSS MiB |"
+    rule = "|---|---|---:|---:|---:|---:|---|---:|"
+    if has_before:
+        head += f" before ({before}) s | psql ÷ before | before peak RSS MiB |"
+        rule += "---:|---:|---:|"
+    p(head)
+    p(rule)
+    for e in exports:
+        for t in targets:
+            if not runs_of(e, t, "after", "ferry_migrate"):
+                continue
+            r = ratio((e, t, "reference", "psql_copy"), (e, t, "after", "ferry_migrate"))
+            goal = GOALS.get(t)
+            mark = "" if r is None or goal is None else (f"≥ {goal:.1f}× " + ("met" if r >= goal else "**not met**"))
+            line = (f"| {EXPORT_NAMES.get(e, e)} | {TARGET_NAMES.get(t, t)} | {f(secs(e, t, 'after', 'ferry_migrate'))} "
+                    f"| {n(rate(e, t, 'after', 'ferry_migrate'))} | {f(secs(e, t, 'reference', 'psql_copy'))} | {x(r)} | {mark} "
+                    f"| {f(rss_mib(e, t, 'after'), '{:.0f}')} |")
+            if has_before:
+                rb = ratio((e, t, "reference", "psql_copy"), (e, t, "before", "ferry_migrate"))
+                line += (f" {f(secs(e, t, 'before', 'ferry_migrate'))} | {x(rb)} | {f(rss_mib(e, t, 'before'), '{:.0f}')} |")
+            p(line)
+    p("")
+
+    guide_items = int(meta.get("guide_items", 0))
+    p(f"**The migration guide's import:** psycopg2, one INSERT per item (key columns + JSONB of the rest), one commit, "
+      f"on the first {guide_items:,} items of the same export (items/s; the whole process), against Ferry's whole migrate "
+      f"of the whole export.")
+    p("")
+    head = "| export | target | guide import items/s | Ferry items/s | Ferry ÷ guide |"
+    rule = "|---|---|---:|---:|---:|"
+    if has_before:
+        head += f" before ({before}) items/s | before ÷ guide |"
+        rule += "---:|---:|"
+    p(head)
+    p(rule)
+    for e in exports:
+        for t in targets:
+            if not runs_of(e, t, "reference", "guide_insert"):
+                continue
+            line = (f"| {EXPORT_NAMES.get(e, e)} | {TARGET_NAMES.get(t, t)} | {n(rate(e, t, 'reference', 'guide_insert'))} "
+                    f"| {n(rate(e, t, 'after', 'ferry_migrate'))} "
+                    f"| {x(rate_ratio((e, t, 'after', 'ferry_migrate'), (e, t, 'reference', 'guide_insert')))} |")
+            if has_before:
+                line += (f" {n(rate(e, t, 'before', 'ferry_migrate'))} "
+                         f"| {x(rate_ratio((e, t, 'before', 'ferry_migrate'), (e, t, 'reference', 'guide_insert')))} |")
+            p(line)
+    p("")
+
+    p(f"**Decode:** DuckDB's `read_json` of every data file into an in-memory table against Ferry's decode stage "
+      f"(gunzip, framing, typed DynamoDB JSON into Arrow batches, schema inference included; `ferry-bench-decode`), "
+      f"same files, {meta.get('cores', '?')} threads each, no database.")
+    p("")
+    p("| export | DuckDB s | DuckDB items/s | Ferry decode s | Ferry decode items/s | Ferry ÷ DuckDB |")
+    p("|---|---:|---:|---:|---:|---:|")
+    for e in exports:
+        if not runs_of(e, "-", "after", "ferry_decode"):
+            continue
+        p(f"| {EXPORT_NAMES.get(e, e)} | {f(secs(e, '-', 'reference', 'duckdb_decode'))} | {n(rate(e, '-', 'reference', 'duckdb_decode'))} "
+          f"| {f(secs(e, '-', 'after', 'ferry_decode'))} | {n(rate(e, '-', 'after', 'ferry_decode'))} "
+          f"| {x(rate_ratio((e, '-', 'after', 'ferry_decode'), (e, '-', 'reference', 'duckdb_decode')))} |")
+    p("")
+
+    p("**Every run** (seconds; peak RSS of Ferry's migrate in MiB in brackets):")
+    p("")
+    p("| export | target | measure | " + " | ".join(f"run {r}" for r in runs) + " |")
+    p("|---|---|---|" + "---:|" * len(runs))
+    names = [
+        ("after", "ferry_migrate", "Ferry migrate"),
+        ("before", "ferry_migrate", f"Ferry migrate, before ({before})"),
+        ("reference", "psql_copy", "psql \\copy"),
+        ("reference", "guide_insert", f"guide import ({guide_items:,} items)"),
+        ("after", "ferry_decode", "Ferry decode"),
+        ("reference", "duckdb_decode", "DuckDB read_json"),
+    ]
+    for e in exports:
+        for t in targets + ["-"]:
+            for build, measure, label in names:
+                values = runs_of(e, t, build, measure)
+                if not values:
+                    continue
+                cells = []
+                for r in runs:
+                    if r not in values:
+                        cells.append("–")
+                        continue
+                    s, _, rss = values[r]
+                    cells.append(f"{s:.2f}" + (f" ({rss / 1024:.0f})" if rss else ""))
+                p(f"| {EXPORT_NAMES.get(e, e)} | {TARGET_NAMES.get(t, '–')} | {label} | " + " | ".join(cells) + " |")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
