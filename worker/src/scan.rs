@@ -1286,14 +1286,6 @@ impl ItemScan {
         Ok(())
     }
 
-    /// The attribute named `name`.
-    pub fn find(&self, text: &str, name: &str) -> Option<usize> {
-        let line = text.as_bytes();
-        self.attrs
-            .iter()
-            .position(|a| &line[a.name.0..a.name.1] == name.as_bytes())
-    }
-
     /// Writes the JSON of the value at `c` (its body) into [`Self::json`].
     fn write(&mut self, c: &mut Cursor<'_>, desc: Desc) -> Scan<JsonAt> {
         let start = self.json.len();
