@@ -15,7 +15,7 @@ from collections import defaultdict
 
 GOALS = {"postgres": 1.3, "heliosdb": 1.0}
 TARGET_NAMES = {"postgres": "PostgreSQL", "heliosdb": "HeliosDB"}
-EXPORT_NAMES = {"generator": "generator (`ferry-gen`)", "aws": "AWS-shaped (boto3)"}
+EXPORT_NAMES = {"generator": "generator (`ferry-gen`)", "aws": "AWS-shaped (boto3)", "-": "generator, one file (`ferry-bench`)"}
 
 
 def duration(seconds):
@@ -41,7 +41,7 @@ def main():
                 int(row["items"]),
                 rss,
             )
-    exports = list(dict.fromkeys(k[0] for k in data))
+    exports = list(dict.fromkeys(k[0] for k in data if k[0] != "-"))
     targets = list(dict.fromkeys(k[1] for k in data if k[1] != "-"))
     has_before = any(k[2] == "before" for k in data)
     before = meta.get("before") or "before"
@@ -164,6 +164,28 @@ def main():
           f"| {x(rate_ratio((e, '-', 'after', 'ferry_decode'), (e, '-', 'reference', 'duckdb_decode')))} |")
     p("")
 
+    if runs_of("-", "-", "after", "decode_core"):
+        p("**Decode on one core:** `ferry-bench --decode-only` (the generator's items, one thread, best of 3 passes "
+          "each): typed DynamoDB JSON into Arrow batches, then also encoded as binary COPY. The reference parser is "
+          "the serde path the scanner falls back to, in the same binary; the before build's decoder is the one "
+          "this round started from. Medians of the runs.")
+        p("")
+        head = "| stage | Ferry items/s | reference parser items/s | Ferry ÷ reference |"
+        rule = "|---|---:|---:|---:|"
+        if has_before:
+            head += f" before ({before}) items/s | Ferry ÷ before |"
+            rule += "---:|---:|"
+        p(head)
+        p(rule)
+        for measure, label in (("decode_core", "decode alone"), ("decode_copy_core", "decode + COPY encoding")):
+            line = (f"| {label} | {n(rate('-', '-', 'after', measure))} | {n(rate('-', '-', 'reference', measure))} "
+                    f"| {x(rate_ratio(('-', '-', 'after', measure), ('-', '-', 'reference', measure)))} |")
+            if has_before:
+                line += (f" {n(rate('-', '-', 'before', measure))} "
+                         f"| {x(rate_ratio(('-', '-', 'after', measure), ('-', '-', 'before', measure)))} |")
+            p(line)
+        p("")
+
     p("**Every run** (seconds; peak RSS of Ferry's migrate in MiB in brackets):")
     p("")
     p("| export | target | measure | " + " | ".join(f"run {r}" for r in runs) + " |")
@@ -175,8 +197,14 @@ def main():
         ("reference", "guide_insert", f"guide import ({guide_items:,} items)"),
         ("after", "ferry_decode", "Ferry decode"),
         ("reference", "duckdb_decode", "DuckDB read_json"),
+        ("after", "decode_core", "decode on one core"),
+        ("reference", "decode_core", "decode on one core, reference parser"),
+        ("before", "decode_core", f"decode on one core, before ({before})"),
+        ("after", "decode_copy_core", "decode + COPY encoding on one core"),
+        ("reference", "decode_copy_core", "decode + COPY encoding on one core, reference parser"),
+        ("before", "decode_copy_core", f"decode + COPY encoding on one core, before ({before})"),
     ]
-    for e in exports:
+    for e in exports + ["-"]:
         for t in targets + ["-"]:
             for build, measure, label in names:
                 values = runs_of(e, t, build, measure)
