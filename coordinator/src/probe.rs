@@ -26,7 +26,7 @@ use ferry_shared::manifest::ExportListing;
 use ferry_shared::schema::{DdbType, TableSchema};
 use ferry_shared::store::ObjectStore;
 use ferry_worker::copy::{COPY_HEADER, COPY_TRAILER};
-use ferry_worker::decode::{Decoder, LineRef, RawBlock};
+use ferry_worker::decode::{Decoder, RawBlock};
 use ferry_worker::ledger;
 use ferry_worker::simple::{CopyResult, SimpleCopyClient};
 use ferry_worker::sink::encode::BlockEncoder;
@@ -188,21 +188,6 @@ pub fn synthetic_line(tag: &str, n: u64, width: usize) -> String {
     line.extend((0..pad).map(|i| (b'a' + ((n as usize + i) % 26) as u8) as char));
     line.push_str(END);
     line
-}
-
-/// A block of `lines`, numbered from 1.
-pub fn block_of(lines: &[Vec<u8>]) -> RawBlock {
-    let mut block = RawBlock::default();
-    for (i, line) in lines.iter().enumerate() {
-        let start = block.data.len();
-        block.data.extend_from_slice(line);
-        block.lines.push(LineRef {
-            line_no: i as u64 + 1,
-            start,
-            end: block.data.len(),
-        });
-    }
-    block
 }
 
 fn invalid(message: impl Into<String>) -> CoordinatorError {
@@ -543,7 +528,7 @@ fn decode_rates(
     };
     let blocks: Vec<RawBlock> = lines
         .chunks(settings.load.block_lines.get())
-        .map(block_of)
+        .map(RawBlock::of_lines)
         .collect();
     let decoder = Decoder::new(Arc::new(schema.clone()));
     let encoder = BlockEncoder::new(schema, None, path)?;
@@ -609,7 +594,7 @@ fn encode_copies(
             let lines: Vec<Vec<u8>> = (n..stop)
                 .map(|i| synthetic_line(&tag, i, width).into_bytes())
                 .collect();
-            let encoded = encoder.encode(&block_of(&lines), 0)?;
+            let encoded = encoder.encode(&RawBlock::of_lines(&lines), 0)?;
             for table in encoded.tables {
                 if let Payload::Copy(bytes) = table.payload {
                     data.extend_from_slice(&bytes);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use ferry_worker::decode::{Decoder, LineRef, RawBlock};
+use ferry_worker::decode::{Decoder, RawBlock};
 use ferry_worker::sink::apply::{apply_changes, Changes, TableSql};
 use ferry_worker::sink::{BlockEncoder, Payload};
 use ferry_worker::target::LoadPath;
@@ -182,12 +182,7 @@ async fn apply_cost(url: &str, target: &str, export_dir: &Path, n: usize) -> any
         .map(|t| TableSql::new(t, kind == ferry_worker::target::TargetKind::HeliosDb))
         .collect();
     for (what, lines) in [("upserts", &upserts), ("deletes", &deletes)] {
-        let block = block_of(
-            &lines
-                .iter()
-                .map(|l| l.as_bytes().to_vec())
-                .collect::<Vec<_>>(),
-        );
+        let block = RawBlock::of_lines(lines);
         let encoded = encoder.encode(&block, 1 << 24)?;
         let mut changes: Vec<Changes> = sql.iter().map(|_| Changes::default()).collect();
         for part in encoded.tables {
@@ -208,20 +203,6 @@ async fn apply_cost(url: &str, target: &str, export_dir: &Path, n: usize) -> any
         );
     }
     Ok(())
-}
-
-fn block_of(lines: &[Vec<u8>]) -> RawBlock {
-    let mut block = RawBlock::default();
-    for (i, line) in lines.iter().enumerate() {
-        let start = block.data.len();
-        block.data.extend_from_slice(line);
-        block.lines.push(LineRef {
-            line_no: i as u64 + 1,
-            start,
-            end: block.data.len(),
-        });
-    }
-    block
 }
 
 fn read_lines(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
@@ -287,7 +268,7 @@ pub fn ion_bench(items: u64, targets: &[String]) -> anyhow::Result<()> {
     )?;
     let decoder = Decoder::new(Arc::new(schema));
     let time = |lines: &[Vec<u8>]| -> anyhow::Result<(f64, usize)> {
-        let blocks: Vec<RawBlock> = lines.chunks(4096).map(block_of).collect();
+        let blocks: Vec<RawBlock> = lines.chunks(4096).map(RawBlock::of_lines).collect();
         let started = Instant::now();
         let mut rows = 0;
         for block in &blocks {

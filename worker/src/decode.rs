@@ -46,6 +46,22 @@ pub struct LineRef {
 }
 
 impl RawBlock {
+    /// A block of `lines`, numbered from 1 (benchmarks, probes and tests; a worker frames its
+    /// blocks from the file as it reads).
+    pub fn of_lines<L: AsRef<[u8]>>(lines: &[L]) -> RawBlock {
+        let mut block = RawBlock::default();
+        for (i, line) in lines.iter().enumerate() {
+            let start = block.data.len();
+            block.data.extend_from_slice(line.as_ref());
+            block.lines.push(LineRef {
+                line_no: i as u64 + 1,
+                start,
+                end: block.data.len(),
+            });
+        }
+        block
+    }
+
     /// The bytes of `line`.
     pub fn line(&self, line: &LineRef) -> &[u8] {
         &self.data[line.start..line.end]
@@ -507,17 +523,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn block(lines: &[&str]) -> RawBlock {
-        let mut block = RawBlock::default();
-        for (i, line) in lines.iter().enumerate() {
-            let start = block.data.len();
-            block.data.extend_from_slice(line.as_bytes());
-            block.lines.push(LineRef {
-                line_no: i as u64 + 1,
-                start,
-                end: block.data.len(),
-            });
-        }
-        block
+        RawBlock::of_lines(lines)
     }
 
     #[test]

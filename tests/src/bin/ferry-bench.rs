@@ -20,7 +20,7 @@ use clap::Parser;
 use ferry_tests::gen::{generate_export, GenOptions};
 use ferry_tests::harness::binary;
 use ferry_tests::pg::PgCluster;
-use ferry_worker::decode::{Decoder, LineRef, RawBlock};
+use ferry_worker::decode::{Decoder, RawBlock};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -100,7 +100,7 @@ fn routing_bench(items: usize, profile_secs: Option<f64>) -> anyhow::Result<()> 
     // About 5 lines per user with the generator's proportions.
     let shop = generate_shop(1, (items / 5).max(10), (items / 20).max(5));
     let lines: Vec<Vec<u8>> = shop.lines(1).into_iter().map(String::into_bytes).collect();
-    let blocks: Vec<RawBlock> = lines.chunks(4096).map(block_of).collect();
+    let blocks: Vec<RawBlock> = lines.chunks(4096).map(RawBlock::of_lines).collect();
     let config = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/examples/migration-guide.toml"
@@ -218,7 +218,7 @@ fn main() -> anyhow::Result<()> {
     // Decode stage alone, one thread: the scanner against the reference parser, same lines.
     let (lines, json_bytes_sample) = read_lines(&export.data_files[0].path, args.decode_items)?;
     let decoder = Decoder::new(Arc::new(infer_for_bench(&lines)?));
-    let blocks: Vec<RawBlock> = lines.chunks(4096).map(block_of).collect();
+    let blocks: Vec<RawBlock> = lines.chunks(4096).map(RawBlock::of_lines).collect();
     let stages = decode_stages(&decoder, &blocks)?;
     let avg_line = json_bytes_sample as f64 / lines.len() as f64;
 
@@ -484,20 +484,6 @@ fn read_lines(path: &std::path::Path, max: usize) -> anyhow::Result<(Vec<Vec<u8>
         lines.push(line);
     }
     Ok((lines, bytes))
-}
-
-fn block_of(lines: &[Vec<u8>]) -> RawBlock {
-    let mut block = RawBlock::default();
-    for (i, line) in lines.iter().enumerate() {
-        let start = block.data.len();
-        block.data.extend_from_slice(line);
-        block.lines.push(LineRef {
-            line_no: i as u64 + 1,
-            start,
-            end: block.data.len(),
-        });
-    }
-    block
 }
 
 fn infer_for_bench(lines: &[Vec<u8>]) -> anyhow::Result<ferry_shared::schema::TableSchema> {
