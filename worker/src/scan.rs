@@ -298,7 +298,8 @@ impl<'a> Cursor<'a> {
     /// `{"T":` of a typed value: its descriptor.
     #[inline]
     pub fn typed_open(&mut self) -> Scan<Desc> {
-        // The usual compact forms, `{"S":` … `{"NULL":`, read at once.
+        // The usual compact forms, `{"S":` … `{"BS":`, read at once (`BOOL`, `NULL` and anything
+        // with whitespace take the general path below).
         if let Some(w) = self.bytes.get(self.pos..self.pos + 5) {
             if w[0] == b'{' && w[1] == b'"' {
                 let (desc, len) = match (w[2], w[3], w[4]) {
@@ -778,21 +779,21 @@ impl NameIndex {
         let size = (names.len() * 4).next_power_of_two().max(16);
         let mut index = NameIndex {
             slots: vec![([0, 0], 0, 0); size],
-            names: Vec::new(),
+            names,
             mask: size - 1,
         };
-        for name in names {
-            if index.get(&name).is_some() {
+        for position in 0..index.names.len() {
+            let name = &index.names[position];
+            if index.get(name).is_some() {
                 continue;
             }
-            let words = name_words(&name);
+            let words = name_words(name);
             let mut i = words_hash(words, name.len()) & index.mask;
             while index.slots[i].2 != 0 {
                 i = (i + 1) & index.mask;
             }
             let len = u32::try_from(name.len()).unwrap_or(u32::MAX);
-            index.names.push(name);
-            index.slots[i] = (words, len, index.names.len() as u32);
+            index.slots[i] = (words, len, position as u32 + 1);
         }
         index
     }
@@ -1432,10 +1433,13 @@ mod tests {
         for (_, name) in &missing {
             assert_eq!(index.get(name.as_bytes()), None, "{name:?}");
         }
-        // A repeated name keeps its first position.
+        // A repeated name keeps its first position, and the names after it keep theirs.
         let index = NameIndex::new(["x", "y", "x"].map(str::as_bytes));
         assert_eq!(index.get(b"x"), Some(0));
         assert_eq!(index.get(b"y"), Some(1));
+        let index = NameIndex::new(["x", "x", "y"].map(str::as_bytes));
+        assert_eq!(index.get(b"x"), Some(0));
+        assert_eq!(index.get(b"y"), Some(2));
     }
 
     #[test]
