@@ -80,6 +80,18 @@ pub struct GenOptions {
     pub edge_cases: bool,
 }
 
+impl GenOptions {
+    /// `items` items over `files` data files from `seed`, every other option the default.
+    pub fn sized(seed: u64, items: u64, files: usize) -> GenOptions {
+        GenOptions {
+            seed,
+            items,
+            files,
+            ..GenOptions::default()
+        }
+    }
+}
+
 impl Default for GenOptions {
     fn default() -> Self {
         GenOptions {

@@ -20,15 +20,6 @@ const PROBE_ENV: &[(&str, &str)] = &[
     ("FERRY_PROBE__LEVEL_SECONDS", "3600"),
 ];
 
-fn options(seed: u64, items: u64, files: usize) -> GenOptions {
-    GenOptions {
-        seed,
-        items,
-        files,
-        ..GenOptions::default()
-    }
-}
-
 fn stdout_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -147,7 +138,7 @@ async fn assert_recorded(url: &str, measured: &serde_json::Value) -> anyhow::Res
 async fn a_postgresql_probe_is_what_the_dry_run_estimates_from() -> anyhow::Result<()> {
     let url = shared_cluster().create_database("estimate_pg").await?;
     let dir = tempfile::tempdir()?;
-    let export = generate_export(dir.path(), &options(51, 3_000, 3))?;
+    let export = generate_export(dir.path(), &GenOptions::sized(51, 3_000, 3))?;
     let export_arg = dir.path().display().to_string();
 
     let measured = probe(&url, &["--export", &export_arg, "--key", "PK,SK"])?;
@@ -267,7 +258,7 @@ async fn a_heliosdb_probe_is_what_the_dry_run_estimates_from() -> anyhow::Result
     let server = HeliosServer::start()?;
     let url = server.url();
     let dir = tempfile::tempdir()?;
-    generate_export(dir.path(), &options(52, 2_000, 2))?;
+    generate_export(dir.path(), &GenOptions::sized(52, 2_000, 2))?;
 
     // No ledger yet: the dry-run creates nothing and estimates from the configuration.
     let before = all_tables(&url).await?;
@@ -326,7 +317,7 @@ async fn a_heliosdb_probe_is_what_the_dry_run_estimates_from() -> anyhow::Result
 async fn a_dry_run_without_a_ledger_touches_nothing_and_uses_the_config() -> anyhow::Result<()> {
     let url = shared_cluster().create_database("estimate_none").await?;
     let dir = tempfile::tempdir()?;
-    let export = generate_export(dir.path(), &options(53, 3_000, 3))?;
+    let export = generate_export(dir.path(), &GenOptions::sized(53, 3_000, 3))?;
     let env = [
         ("FERRY_LOAD__ESTIMATE_ITEMS_PER_SECOND", "1000"),
         ("FERRY_LOAD__ESTIMATE_TARGET_ITEMS_PER_SECOND", "2500"),

@@ -15,15 +15,6 @@ use ferry_tests::moto::shared_moto;
 
 const WAIT: Duration = Duration::from_secs(120);
 
-fn options(seed: u64, items: u64, files: usize) -> GenOptions {
-    GenOptions {
-        seed,
-        items,
-        files,
-        ..GenOptions::default()
-    }
-}
-
 /// A config for a fleet test: small chunks, a short long-poll and the given queue timings.
 fn config(visibility: u32, heartbeat: u32, idle_exit: u32, max_receive_count: u32) -> String {
     format!(
@@ -96,7 +87,7 @@ fn shard_of(worker: &WorkerProcess) -> Option<String> {
 async fn plan_dry_run_and_status_read_s3_and_the_queue() -> anyhow::Result<()> {
     let run = FleetRun::prepare(
         "fleet_dry_run",
-        &options(31, 900, 3),
+        &GenOptions::sized(31, 900, 3),
         &config(30, 10, 2, 3),
         |_| Ok(()),
     )
@@ -198,7 +189,7 @@ async fn kill_mid_shard(target: TestTarget, name: &str, seed: u64) -> anyhow::Re
     let run = FleetRun::prepare_on(
         target,
         name,
-        &options(seed, 4_000, 3),
+        &GenOptions::sized(seed, 4_000, 3),
         &config(4, 1, 10, 5),
         |_| Ok(()),
     )
@@ -250,7 +241,7 @@ async fn an_expired_visibility_makes_one_of_two_workers_back_off() -> anyhow::Re
     // transaction, so the second is handed the same shard while the first still loads it.
     let run = FleetRun::prepare(
         "fleet_race",
-        &options(33, 2_000, 1),
+        &GenOptions::sized(33, 2_000, 1),
         &config(2, 0, 6, 10),
         |_| Ok(()),
     )
@@ -287,7 +278,7 @@ async fn a_poison_shard_ends_in_the_dead_letter_queue_and_the_rest_completes() -
     let mut poison_key = String::new();
     let run = FleetRun::prepare(
         "fleet_poison",
-        &options(34, 4_000, 4),
+        &GenOptions::sized(34, 4_000, 4),
         &config(10, 3, 6, 2),
         |export| {
             // Keep the file's items aside, then break its gzip header.
@@ -397,7 +388,7 @@ async fn sigterm_returns_the_shard_to_the_queue_at_once() -> anyhow::Result<()> 
     // idle and exit (5 s) long before it came back, and the run would not complete.
     let run = FleetRun::prepare(
         "fleet_sigterm",
-        &options(35, 6_000, 3),
+        &GenOptions::sized(35, 6_000, 3),
         &config(120, 30, 5, 5),
         |_| Ok(()),
     )
@@ -420,7 +411,7 @@ async fn migrate_from_s3(target: TestTarget, name: &str) -> anyhow::Result<()> {
     let run = FleetRun::prepare_on(
         target,
         name,
-        &options(37, 1_500, 3),
+        &GenOptions::sized(37, 1_500, 3),
         &config(30, 10, 2, 3),
         |_| Ok(()),
     )

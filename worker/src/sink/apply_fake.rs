@@ -708,16 +708,7 @@ columns = [
         // A delete.
         line("O5", ""),
     ];
-    let mut block = RawBlock::default();
-    for (i, l) in lines.iter().enumerate() {
-        let start = block.data.len();
-        block.data.extend_from_slice(l.as_bytes());
-        block.lines.push(LineRef {
-            line_no: i as u64 + 1,
-            start,
-            end: block.data.len(),
-        });
-    }
+    let block = RawBlock::of_lines(&lines);
     let encoded = encoder.encode(&block, 7).unwrap();
     assert_eq!(
         (encoded.rows, encoded.filtered, encoded.rejects.len()),
