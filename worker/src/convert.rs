@@ -191,6 +191,28 @@ fn canonical<'b>(n: &Cow<'b, str>) -> Result<Cow<'b, str>, CastError> {
     }
 }
 
+/// The value of `-?[0-9]{1,18}` (leading zeros allowed): what canonicalizing and parsing give
+/// (`007` is 7, `-0` is 0), without either. Anything else is `None` and takes the full path.
+#[inline]
+fn plain_i64(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    let (negative, digits) = match bytes {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(b - b'0');
+    }
+    Some(if negative { -n } else { n })
+}
+
 #[inline]
 /// Casts `value` for a column of `spec`, exactly (see the module docs). A NULL value is
 /// [`Cell::Null`].
@@ -232,10 +254,19 @@ pub fn cast<'b>(value: &AttrValue<'b>, spec: &CastSpec) -> Result<Cell<'b>, Cast
             _ => json()?,
         },
         PgType::Int2 | PgType::Int4 | PgType::Int8 => {
-            let text = number_text()?;
-            let n: i64 = text
-                .parse()
-                .map_err(|_| invalid(format!("{text} is not an integer that fits INT8")))?;
+            let plain = match value {
+                AttrValue::N(n) => plain_i64(n),
+                AttrValue::S(s) => plain_i64(s.trim()),
+                _ => None,
+            };
+            let n: i64 = match plain {
+                Some(n) => n,
+                None => {
+                    let text = number_text()?;
+                    text.parse()
+                        .map_err(|_| invalid(format!("{text} is not an integer that fits INT8")))?
+                }
+            };
             match pg_type {
                 PgType::Int2 => Cell::I16(
                     i16::try_from(n).map_err(|_| invalid(format!("{n} does not fit INT2")))?,
@@ -551,6 +582,70 @@ mod tests {
     }
     fn n(text: &str) -> AttrValue<'_> {
         AttrValue::N(Cow::Borrowed(text))
+    }
+
+    /// The integer fast path gives what canonicalizing and parsing give, and leaves to the full
+    /// path (and its errors) everything else.
+    #[test]
+    fn plain_integers_agree_with_the_full_path() {
+        let full = |text: &str| -> Option<i64> { canonical_number(text).ok()?.parse().ok() };
+        let mut cases: Vec<String> = [
+            "0",
+            "-0",
+            "00",
+            "-000",
+            "7",
+            "007",
+            "-007",
+            "123456789012345678",
+            "-123456789012345678",
+            "999999999999999999",
+            "1234567890123456789",
+            "",
+            "-",
+            "+5",
+            "5-",
+            "1.0",
+            "1e3",
+            " 5",
+            "0x10",
+            "١٢",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for len in 1..=4 {
+            let mut digits = vec![0usize; len];
+            loop {
+                cases.push(digits.iter().map(|&d| ['0', '1', '9', '-'][d]).collect());
+                let mut i = 0;
+                while i < len && digits[i] == 3 {
+                    digits[i] = 0;
+                    i += 1;
+                }
+                if i == len {
+                    break;
+                }
+                digits[i] += 1;
+            }
+        }
+        for text in &cases {
+            if let Some(n) = plain_i64(text) {
+                assert_eq!(Some(n), full(text), "{text:?}");
+            }
+            for ty in [PgType::Int2, PgType::Int4, PgType::Int8] {
+                let spec = CastSpec::new(ty);
+                let fast = cast(&n(text), &spec).ok();
+                let slow = full(text).and_then(|v| match ty {
+                    PgType::Int2 => i16::try_from(v).ok().map(Cell::I16),
+                    PgType::Int4 => i32::try_from(v).ok().map(Cell::I32),
+                    _ => Some(Cell::I64(v)),
+                });
+                assert_eq!(fast, slow, "{text:?} as {ty:?}");
+            }
+        }
+        assert_eq!(plain_i64("-007"), Some(-7));
+        assert_eq!(plain_i64("1234567890123456789"), None);
     }
 
     #[test]

@@ -176,6 +176,10 @@ impl<'a> Cursor<'a> {
     #[inline]
     pub fn ws(&mut self) {
         while let Some(&b) = self.bytes.get(self.pos) {
+            // One comparison for the usual byte: every whitespace byte is at most a space.
+            if b > b' ' {
+                break;
+            }
             if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
                 self.pos += 1;
             } else {
@@ -187,13 +191,23 @@ impl<'a> Cursor<'a> {
     /// The next byte after whitespace, not consumed.
     #[inline]
     pub fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.bytes.get(self.pos).copied()
+        match self.bytes.get(self.pos) {
+            Some(&b) if b > b' ' => Some(b),
+            _ => {
+                self.ws();
+                self.bytes.get(self.pos).copied()
+            }
+        }
     }
 
     /// Consumes `c` after whitespace.
     #[inline]
     pub fn eat(&mut self, c: u8) -> Scan<()> {
+        // Compact JSON (what exports hold) has `c` right here.
+        if self.bytes.get(self.pos) == Some(&c) {
+            self.pos += 1;
+            return Ok(());
+        }
         self.ws();
         if self.bytes.get(self.pos) == Some(&c) {
             self.pos += 1;
@@ -206,7 +220,9 @@ impl<'a> Cursor<'a> {
     /// After a member or element: `true` at `,` (another follows), `false` at `close`.
     #[inline]
     pub fn next_or_close(&mut self, close: u8) -> Scan<bool> {
-        self.ws();
+        if self.bytes.get(self.pos).is_none_or(|&b| b <= b' ') {
+            self.ws();
+        }
         match self.bytes.get(self.pos) {
             Some(b',') => {
                 self.pos += 1;
@@ -298,27 +314,35 @@ impl<'a> Cursor<'a> {
     /// `{"T":` of a typed value: its descriptor.
     #[inline]
     pub fn typed_open(&mut self) -> Scan<Desc> {
-        // The usual compact forms, `{"S":` … `{"BS":`, read at once (`BOOL`, `NULL` and anything
-        // with whitespace take the general path below).
-        if let Some(w) = self.bytes.get(self.pos..self.pos + 5) {
-            if w[0] == b'{' && w[1] == b'"' {
-                let (desc, len) = match (w[2], w[3], w[4]) {
-                    (b'S', b'"', b':') => (Desc::S, 5),
-                    (b'N', b'"', b':') => (Desc::N, 5),
-                    (b'M', b'"', b':') => (Desc::M, 5),
-                    (b'L', b'"', b':') => (Desc::L, 5),
-                    (b'B', b'"', b':') => (Desc::B, 5),
-                    (b'S' | b'N' | b'B', b'S', b'"') => (
-                        match w[2] {
-                            b'S' => Desc::Ss,
-                            b'N' => Desc::Ns,
-                            _ => Desc::Bs,
-                        },
-                        6,
-                    ),
-                    _ => (Desc::Null, 0),
+        // The usual compact forms, `{"S":` … `{"BS":`, read at once: the four bytes after the
+        // brace compared as one word. A value is followed by at least the item's closing braces,
+        // so six bytes are there in a whole line. `BOOL`, `NULL` and anything with whitespace
+        // take the general path below.
+        const fn tag(t: &[u8; 4]) -> u32 {
+            u32::from_le_bytes(*t)
+        }
+        const S: u32 = tag(b"\"S\":");
+        const N: u32 = tag(b"\"N\":");
+        const M: u32 = tag(b"\"M\":");
+        const L: u32 = tag(b"\"L\":");
+        const B: u32 = tag(b"\"B\":");
+        const SS: u32 = tag(b"\"SS\"");
+        const NS: u32 = tag(b"\"NS\"");
+        const BS: u32 = tag(b"\"BS\"");
+        if let Some(w) = self.bytes.get(self.pos..self.pos + 6) {
+            if w[0] == b'{' {
+                let found = match u32::from_le_bytes([w[1], w[2], w[3], w[4]]) {
+                    S => Some((Desc::S, 5)),
+                    N => Some((Desc::N, 5)),
+                    M => Some((Desc::M, 5)),
+                    L => Some((Desc::L, 5)),
+                    B => Some((Desc::B, 5)),
+                    SS if w[5] == b':' => Some((Desc::Ss, 6)),
+                    NS if w[5] == b':' => Some((Desc::Ns, 6)),
+                    BS if w[5] == b':' => Some((Desc::Bs, 6)),
+                    _ => None,
                 };
-                if len == 5 || (len == 6 && self.bytes.get(self.pos + 5) == Some(&b':')) {
+                if let Some((desc, len)) = found {
                     self.pos += len;
                     return Ok(desc);
                 }
@@ -462,6 +486,18 @@ pub fn fits_decimal96_plain(text: &str) -> bool {
     digits.cmp(MAX.iter().copied()) != std::cmp::Ordering::Greater
 }
 
+/// Byte order of two (short) names, as `<[u8]>::cmp` gives it, without a call into `memcmp`:
+/// map keys and attribute names are mostly a few bytes and differ early.
+#[inline]
+fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
 /// A map entry being written: its (unescaped, so raw) key in the line and its `"key":value` in
 /// the output.
 #[derive(Clone, Copy, Debug)]
@@ -578,10 +614,9 @@ impl JsonWriter {
 
     fn string(&mut self, c: &Cursor<'_>, span: Span, out: &mut String) -> Scan<()> {
         if !span.escaped {
-            // No escapes and no control characters: the canonical literal is the raw one.
-            out.push('"');
-            out.push_str(c.raw(span));
-            out.push('"');
+            // No escapes and no control characters: the canonical literal is the raw one, its
+            // quotes included (a span's content sits between two quotes of the line).
+            out.push_str(&c.text[span.start - 1..span.end + 1]);
             return Ok(());
         }
         self.tmp.clear();
@@ -644,13 +679,18 @@ impl JsonWriter {
                 out.push(',');
             }
             let out_start = out.len();
-            let key_text = c.raw(key);
-            out.push('"');
-            out.push_str(key_text);
-            out.push_str("\":");
+            // The key with its quotes, as it is in the line (no escapes).
+            out.push_str(&c.text[key.start - 1..key.end + 1]);
+            out.push(':');
             self.typed(c, out, style, depth)?;
             if let Some(previous) = self.entries[base..].last() {
-                if c.text.as_bytes()[previous.key_start..previous.key_end] >= *key_text.as_bytes() {
+                let line = c.text.as_bytes();
+                if key_order(
+                    &line[previous.key_start..previous.key_end],
+                    &line[key.start..key.end],
+                )
+                .is_ge()
+                {
                     sorted = false;
                 }
             }
@@ -668,7 +708,7 @@ impl JsonWriter {
             let line = c.text.as_bytes();
             let entries = &mut self.entries[base..];
             entries.sort_unstable_by(|a, b| {
-                line[a.key_start..a.key_end].cmp(&line[b.key_start..b.key_end])
+                key_order(&line[a.key_start..a.key_end], &line[b.key_start..b.key_end])
             });
             if entries
                 .windows(2)
@@ -830,6 +870,8 @@ pub fn name_index(schema: &TableSchema) -> NameIndex {
 pub struct LineScan<'s> {
     schema: &'s TableSchema,
     index: &'s NameIndex,
+    /// The key columns' positions: a line without one of them bails.
+    keys: Vec<usize>,
     slots: Vec<Slot>,
     scratch: String,
     bytes: Vec<u8>,
@@ -845,6 +887,10 @@ impl<'s> LineScan<'s> {
         LineScan {
             schema,
             index,
+            keys: (schema.columns.iter().enumerate())
+                .filter(|(_, c)| c.is_key)
+                .map(|(i, _)| i)
+                .collect(),
             slots: vec![Slot::Unset; schema.columns.len()],
             scratch: String::new(),
             bytes: Vec::new(),
@@ -889,15 +935,20 @@ impl<'s> LineScan<'s> {
         if !c.at_end() {
             return Err(Bail);
         }
-        for (slot, column) in self.slots.iter().zip(&self.schema.columns) {
-            if column.is_key && matches!(slot, Slot::Unset) {
-                return Err(Bail);
-            }
+        if self
+            .keys
+            .iter()
+            .any(|&k| matches!(self.slots[k], Slot::Unset))
+        {
+            return Err(Bail);
         }
         if self.spills.len() > 1 {
             let line = text.as_bytes();
             self.spills.sort_unstable_by(|a, b| {
-                line[a.name_start..a.name_end].cmp(&line[b.name_start..b.name_end])
+                key_order(
+                    &line[a.name_start..a.name_end],
+                    &line[b.name_start..b.name_end],
+                )
             });
             if self.spills.windows(2).any(|w| {
                 line[w[0].name_start..w[0].name_end] == line[w[1].name_start..w[1].name_end]
