@@ -171,18 +171,21 @@ struct BlockOutput {
     rejects: Vec<Reject>,
     spilled: u64,
     overflow_text: String,
-    /// Per typed column, NULLs owed to its builder by scanned rows (appended at once, before the
-    /// column's next value, so a sparse column costs one call per run of NULLs, not per row).
-    pending_nulls: Vec<usize>,
+    /// Per typed column, how many rows its builder holds. A scanned row appends only the values
+    /// it has; a builder behind the block's row count (`line_numbers.len()`) is owed NULLs,
+    /// appended at once before its next value, so a sparse column costs one call per run of
+    /// NULLs and a row costs nothing for the columns it lacks.
+    filled: Vec<usize>,
 }
 
 impl BlockOutput {
     /// Appends every owed NULL: before a row is appended another way, and at the end.
     fn flush_nulls(&mut self) {
-        for (builder, pending) in self.builders.iter_mut().zip(&mut self.pending_nulls) {
-            if *pending > 0 {
-                builder.append_nulls(*pending);
-                *pending = 0;
+        let rows = self.line_numbers.len();
+        for (builder, filled) in self.builders.iter_mut().zip(&mut self.filled) {
+            if *filled < rows {
+                builder.append_nulls(rows - *filled);
+                *filled = rows;
             }
         }
     }
@@ -257,7 +260,8 @@ impl Decoder {
                     out.spilled += scan.append(
                         text,
                         &mut out.builders,
-                        &mut out.pending_nulls,
+                        &mut out.filled,
+                        out.line_numbers.len(),
                         &mut out.overflow,
                     );
                     out.line_numbers.push(line.line_no);
@@ -305,7 +309,7 @@ impl Decoder {
             rejects: Vec::new(),
             spilled: 0,
             overflow_text: String::new(),
-            pending_nulls: vec![0; self.schema.columns.len()],
+            filled: vec![0; self.schema.columns.len()],
         }
     }
 
@@ -344,6 +348,8 @@ impl Decoder {
                 }
                 out.spilled += row_spilled;
                 out.line_numbers.push(line_no);
+                // Every builder was flushed, then given this row.
+                out.filled.fill(out.line_numbers.len());
             }
             Err((kind, reason)) => out.rejects.push(Reject {
                 line_no,

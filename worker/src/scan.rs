@@ -873,6 +873,8 @@ pub struct LineScan<'s> {
     /// The key columns' positions: a line without one of them bails.
     keys: Vec<usize>,
     slots: Vec<Slot>,
+    /// The slots this line set, in the order it set them (each once: a second value bails).
+    set: Vec<usize>,
     scratch: String,
     bytes: Vec<u8>,
     elements: Vec<Element>,
@@ -892,6 +894,7 @@ impl<'s> LineScan<'s> {
                 .map(|(i, _)| i)
                 .collect(),
             slots: vec![Slot::Unset; schema.columns.len()],
+            set: Vec::with_capacity(schema.columns.len()),
             scratch: String::new(),
             bytes: Vec::new(),
             elements: Vec::new(),
@@ -903,7 +906,10 @@ impl<'s> LineScan<'s> {
 
     /// Scans one line; on success [`Self::append`] writes its row.
     pub fn scan(&mut self, text: &str) -> Scan<()> {
-        self.slots.fill(Slot::Unset);
+        for &index in &self.set {
+            self.slots[index] = Slot::Unset;
+        }
+        self.set.clear();
         self.scratch.clear();
         self.bytes.clear();
         self.elements.clear();
@@ -969,6 +975,8 @@ impl<'s> LineScan<'s> {
         if !matches!(self.slots[index], Slot::Unset) {
             return Err(Bail);
         }
+        // Set below (or the line bails, and the next scan resets it all the same).
+        self.set.push(index);
         if desc == Desc::Null && !column.is_key {
             // SQL NULL in the column and `"name": null` in the overflow, as the reference does.
             self.slots[index] = Slot::Null;
@@ -1139,30 +1147,30 @@ impl<'s> LineScan<'s> {
         }
     }
 
-    /// Appends the scanned line's row to the builders; returns how many of its values spilled.
-    /// A NULL is owed (`pending_nulls`, one count per builder) rather than appended: the caller
-    /// appends owed NULLs before appending a row any other way, and before finishing.
+    /// Appends the scanned line's row (row number `row` of the builders) to the builders;
+    /// returns how many of its values spilled. Only the values the line has are appended: a
+    /// builder holding `filled` rows is owed `row - filled` NULLs, appended here before its next
+    /// value (the caller appends the rest before appending a row any other way, and before
+    /// finishing).
     pub fn append(
         &self,
         text: &str,
         builders: &mut [ColumnBuilder],
-        pending_nulls: &mut [usize],
+        filled: &mut [usize],
+        row: usize,
         overflow: &mut StringBuilder,
     ) -> u64 {
-        for ((builder, slot), pending) in builders
-            .iter_mut()
-            .zip(&self.slots)
-            .zip(pending_nulls.iter_mut())
-        {
+        for &index in &self.set {
+            let slot = self.slots[index];
             if matches!(slot, Slot::Unset | Slot::Null) {
-                *pending += 1;
                 continue;
             }
-            if *pending > 0 {
-                builder.append_nulls(*pending);
-                *pending = 0;
+            let builder = &mut builders[index];
+            if filled[index] < row {
+                builder.append_nulls(row - filled[index]);
             }
-            match (builder, *slot) {
+            filled[index] = row + 1;
+            match (builder, slot) {
                 (ColumnBuilder::Utf8(b), Slot::Text(src)) => {
                     b.append_value(self.resolve(text, src))
                 }
