@@ -824,7 +824,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 load_path: Some(target.describe()),
                 ..Default::default()
             };
-            let steps = EndSteps::new(&settings, target);
+            let steps = EndSteps::new(&settings, target).with_target_url(&target_url);
             let report = if args.verify_only {
                 verify(&client, &run, &context, &steps).await?
             } else {

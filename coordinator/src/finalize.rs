@@ -53,6 +53,9 @@ pub struct EndSteps {
     pub target: Target,
     /// Post-load steps and verify queries not run because the run writes a Parquet dataset.
     pub skipped: usize,
+    /// The target's URL, for a second connection: with it, on PostgreSQL, when no config step
+    /// comes first, the tables' `ANALYZE` runs beside the row count instead of after it.
+    pub target_url: Option<String>,
 }
 
 impl EndSteps {
@@ -78,7 +81,14 @@ impl EndSteps {
                 0
             },
             target,
+            target_url: None,
         }
+    }
+
+    /// These steps, with `url` for the second connection of [`EndSteps::target_url`].
+    pub fn with_target_url(mut self, url: &str) -> EndSteps {
+        self.target_url = Some(url.to_string());
+        self
     }
 }
 
@@ -93,10 +103,24 @@ pub async fn finalize(
     // A complete run was finalized before: its post-load steps ran once and are not repeated
     // (adding a constraint twice fails); the verification runs again.
     let already_complete = run.state == run_state::COMPLETE;
-    let mut report = counted_report(client, run, context, already_complete).await?;
+    let (report, analyzed) = match analyze_url(client, run, steps, already_complete).await? {
+        // Both read the whole table: on two connections they take the time of the longer.
+        Some(url) => {
+            let (report, analyzed) = tokio::join!(
+                counted_report(client, run, context, already_complete),
+                analyze_beside(url, run)
+            );
+            (report?, analyzed)
+        }
+        None => (
+            counted_report(client, run, context, already_complete).await?,
+            None,
+        ),
+    };
+    let mut report = report;
     note_skipped(steps, &mut report);
     if report.verified() && !already_complete {
-        post_load(client, run, steps, &mut report).await?;
+        post_load(client, run, steps, &mut report, analyzed).await?;
         // Counts again: post-load statements may legitimately move rows (none of ours do).
         verify_into(client, run, steps, &mut report).await?;
     }
@@ -150,11 +174,79 @@ async fn record(client: &Client, run: &RunRecord, report: &mut Report) -> Result
     Ok(())
 }
 
+/// The URL to run the tables' `ANALYZE` on beside the row count, when that is the same as
+/// running it after: a PostgreSQL run being finalized for the first time, with no config step
+/// (which may change what the statistics should see) to run first, and every shard done (a
+/// partial load skips its post-load steps). Otherwise `None`: `ANALYZE` runs in its place.
+async fn analyze_url<'s>(
+    client: &Client,
+    run: &RunRecord,
+    steps: &'s EndSteps,
+    already_complete: bool,
+) -> Result<Option<&'s str>> {
+    let Some(url) = steps.target_url.as_deref() else {
+        return Ok(None);
+    };
+    if already_complete
+        || steps.target.kind != TargetKind::Postgres
+        || steps
+            .post_load
+            .iter()
+            .any(|step| applies(step.only_on, &steps.target))
+    {
+        return Ok(None);
+    }
+    let shards = ledger::get_shards(client, &run.run_id).await?;
+    let all_done = !shards.is_empty()
+        && shards
+            .iter()
+            .all(|s| s.state == ferry_shared::ledger::shard_state::DONE);
+    Ok(all_done.then_some(url))
+}
+
+/// `ANALYZE` of the run's tables on a connection of its own; `None` when that connection cannot
+/// be opened (then it runs on the finalizing connection, as without one).
+async fn analyze_beside(url: &str, run: &RunRecord) -> Option<Vec<PostLoadLine>> {
+    match ferry_worker::ledger::connect(url).await {
+        Ok(client) => Some(analyze_tables(&client, run).await),
+        Err(e) => {
+            tracing::warn!(error = %e, "no second connection for ANALYZE: it runs after the row count");
+            None
+        }
+    }
+}
+
+/// `ANALYZE` of every table the run loaded; a refusal is noted, not an error.
+async fn analyze_tables(client: &Client, run: &RunRecord) -> Vec<PostLoadLine> {
+    let mut lines = Vec::new();
+    for table in run_tables(run) {
+        let analyze = format!("ANALYZE {}", quote_ident(&table));
+        let started = Instant::now();
+        let note = match client.batch_execute(&analyze).await {
+            Ok(()) => None,
+            Err(e) => {
+                let message = ferry_worker::server_message(&e);
+                tracing::warn!(table = %table, error = %message, "the target refused ANALYZE: statistics not updated");
+                Some(format!("refused by the server: {message}"))
+            }
+        };
+        lines.push(PostLoadLine {
+            step: analyze,
+            state: if note.is_none() { "ran" } else { "refused" }.into(),
+            seconds: started.elapsed().as_secs_f64(),
+            note,
+        });
+    }
+    lines
+}
+
+/// The config's post-load steps, then `ANALYZE` (already run beside the count when `analyzed`).
 async fn post_load(
     client: &Client,
     run: &RunRecord,
     steps: &EndSteps,
     report: &mut Report,
+    analyzed: Option<Vec<PostLoadLine>>,
 ) -> Result<()> {
     let recorded = ledger::get_steps(client, &run.run_id).await?;
     for (number, step) in steps.post_load.iter().enumerate() {
@@ -215,24 +307,11 @@ async fn post_load(
         });
         return Ok(());
     }
-    for table in run_tables(run) {
-        let analyze = format!("ANALYZE {}", quote_ident(&table));
-        let started = Instant::now();
-        let note = match client.batch_execute(&analyze).await {
-            Ok(()) => None,
-            Err(e) => {
-                let message = ferry_worker::server_message(&e);
-                tracing::warn!(table = %table, error = %message, "the target refused ANALYZE: statistics not updated");
-                Some(format!("refused by the server: {message}"))
-            }
-        };
-        report.post_load.push(PostLoadLine {
-            step: analyze,
-            state: if note.is_none() { "ran" } else { "refused" }.into(),
-            seconds: started.elapsed().as_secs_f64(),
-            note,
-        });
-    }
+    let lines = match analyzed {
+        Some(lines) => lines,
+        None => analyze_tables(client, run).await,
+    };
+    report.post_load.extend(lines);
     Ok(())
 }
 

@@ -123,7 +123,7 @@ pub async fn migrate_observed(request: MigrateRequest, progress: Arc<Progress>) 
         .iter()
         .map(|e| format!("shard {}: {}", e.shard_id, e.error))
         .collect();
-    let steps = EndSteps::new(settings, plan.target.clone());
+    let steps = EndSteps::new(settings, plan.target.clone()).with_target_url(&request.target_url);
     let report = finalize(&client, &run, &context, &steps).await?;
     if parquet {
         seal_dataset(&client, &run, report.verified()).await?;

@@ -25,6 +25,26 @@ async fn a_migration_loads_every_item_exactly_with_its_values(
     let rows = assert_fixture_matches(&fixture, "AppTable", &[]).await?;
     assert_eq!(rows, 5_000);
 
+    // The statistics: on PostgreSQL `ANALYZE` ran (beside the row count, on a second
+    // connection) and its statistics are there; HeliosDB has no ANALYZE, and the report says so.
+    let post_load: Vec<(&str, &str)> = report
+        .post_load
+        .iter()
+        .map(|line| (line.step.as_str(), line.state.as_str()))
+        .collect();
+    match target {
+        TestTarget::Postgres => {
+            assert_eq!(post_load, [("ANALYZE \"AppTable\"", "ran")]);
+            let analyzed = query_i64(
+                &fixture.url,
+                "SELECT count(*) FROM pg_stats WHERE tablename = 'AppTable' AND attname IN ('PK', 'SK')",
+            )
+            .await?;
+            assert_eq!(analyzed, 2);
+        }
+        TestTarget::HeliosDb => assert_eq!(post_load, [("ANALYZE", "skipped")]),
+    }
+
     // The schema is typed where the sample is stable, and the rest is in the overflow column.
     let client = connect(&fixture.url).await?;
     let columns: Vec<(String, String)> = client
