@@ -6,7 +6,11 @@
 //! 2. Post-load steps, once every shard reconciled: the config's `[[post_load]]` steps in order
 //!    (SQL, or a foreign-key `link` Ferry computes itself), then `ANALYZE` of every table the run
 //!    loaded (PostgreSQL; HeliosDB does not support it, and the report says it was skipped). A
-//!    failing step is a problem (the run is not verified) and stops the steps after it.
+//!    failing step is a problem (the run is not verified) and stops the steps after it. With no
+//!    config step to run first and every shard done, `ANALYZE` runs on a second connection
+//!    beside step 1's row count instead (both read the whole table); if the run then turns out
+//!    not verified (too many rejects), its statistics were updated for nothing, which is harmless,
+//!    and the report lists no post-load step.
 //! 3. Verify (also the `verify` command): the tables must hold at least the rows the ledger says
 //!    were loaded (more only with `--append`), and each `[[verify]]` query runs; its rows go into
 //!    the report, and a query marked `expect_empty` that returns rows is a problem.
