@@ -125,7 +125,9 @@ pub async fn finalize(
     note_skipped(steps, &mut report);
     if report.verified() && !already_complete {
         post_load(client, run, steps, &mut report, analyzed).await?;
-        // Counts again: post-load statements may legitimately move rows (none of ours do).
+        // The row count taken before the steps against the ledger, then the `[[verify]]`
+        // queries, which see what the steps did. (The table is not counted again: a step that
+        // removes rows is not caught here.)
         verify_into(client, run, steps, &mut report).await?;
     }
     record(client, run, &mut report).await?;
