@@ -107,7 +107,7 @@ pub async fn finalize(
     // A complete run was finalized before: its post-load steps ran once and are not repeated
     // (adding a constraint twice fails); the verification runs again.
     let already_complete = run.state == run_state::COMPLETE;
-    let (report, analyzed) = match analyze_url(client, run, steps, already_complete).await? {
+    let (mut report, analyzed) = match analyze_url(client, run, steps, already_complete).await? {
         // Both read the whole table: on two connections they take the time of the longer.
         Some(url) => {
             let (report, analyzed) = tokio::join!(
@@ -121,7 +121,6 @@ pub async fn finalize(
             None,
         ),
     };
-    let mut report = report;
     note_skipped(steps, &mut report);
     if report.verified() && !already_complete {
         post_load(client, run, steps, &mut report, analyzed).await?;
