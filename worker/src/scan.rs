@@ -498,6 +498,9 @@ fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     a.len().cmp(&b.len())
 }
 
+/// Maps of at most this many keys are put in order by an insertion sort.
+const SMALL_MAP: usize = 16;
+
 /// A map entry being written: its (unescaped, so raw) key in the line and its `"key":value` in
 /// the output.
 #[derive(Clone, Copy, Debug)]
@@ -707,14 +710,30 @@ impl JsonWriter {
         if !sorted {
             let line = c.text.as_bytes();
             let entries = &mut self.entries[base..];
-            entries.sort_unstable_by(|a, b| {
-                key_order(&line[a.key_start..a.key_end], &line[b.key_start..b.key_end])
-            });
-            if entries
-                .windows(2)
-                .any(|w| line[w[0].key_start..w[0].key_end] == line[w[1].key_start..w[1].key_end])
-            {
-                return Err(Bail);
+            let key = |e: &Entry| &line[e.key_start..e.key_end];
+            if entries.len() <= SMALL_MAP {
+                // Most maps hold a handful of keys: an insertion sort, inline, which meets a
+                // repeated key as it goes.
+                for i in 1..entries.len() {
+                    let entry = entries[i];
+                    let mut j = i;
+                    while j > 0 {
+                        match key_order(key(&entries[j - 1]), key(&entry)) {
+                            std::cmp::Ordering::Greater => {
+                                entries[j] = entries[j - 1];
+                                j -= 1;
+                            }
+                            std::cmp::Ordering::Equal => return Err(Bail),
+                            std::cmp::Ordering::Less => break,
+                        }
+                    }
+                    entries[j] = entry;
+                }
+            } else {
+                entries.sort_unstable_by(|a, b| key_order(key(a), key(b)));
+                if entries.windows(2).any(|w| key(&w[0]) == key(&w[1])) {
+                    return Err(Bail);
+                }
             }
             self.tmp.clear();
             self.tmp.push_str(&out[body_start..]);
@@ -1769,6 +1788,11 @@ pub(crate) mod differential {
         ]
     }
 
+    /// Names for wide maps: enough of them that most such maps keep more than `SMALL_MAP`.
+    fn wide_name() -> impl Strategy<Value = String> {
+        (0u8..48).prop_map(|i| format!("k{i:02}"))
+    }
+
     /// Whether a map keeps repeated names (rarely: a repeated name makes a reject).
     fn dups() -> impl Strategy<Value = bool> {
         prop::bool::weighted(0.05)
@@ -1801,9 +1825,12 @@ pub(crate) mod differential {
         ];
         leaf.prop_recursive(4, 48, 5, |inner| {
             prop_oneof![
-                (prop::collection::vec((name(), inner.clone()), 0..5), dups())
+                8 => (prop::collection::vec((name(), inner.clone()), 0..5), dups())
                     .prop_map(|(entries, dups)| V::M(unique(entries, dups))),
-                prop::collection::vec(inner, 0..5).prop_map(V::L),
+                // Wide maps: past `SMALL_MAP` keys, ordered by the general sort.
+                1 => (prop::collection::vec((wide_name(), inner.clone()), 17..40), dups())
+                    .prop_map(|(entries, dups)| V::M(unique(entries, dups))),
+                8 => prop::collection::vec(inner, 0..5).prop_map(V::L),
             ]
         })
     }
