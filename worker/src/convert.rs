@@ -194,7 +194,7 @@ fn canonical<'b>(n: &Cow<'b, str>) -> Result<Cow<'b, str>, CastError> {
 /// The value of `-?[0-9]{1,18}` (leading zeros allowed): what canonicalizing and parsing give
 /// (`007` is 7, `-0` is 0), without either. Anything else is `None` and takes the full path.
 #[inline]
-fn plain_i64(text: &str) -> Option<i64> {
+pub(crate) fn plain_i64(text: &str) -> Option<i64> {
     let bytes = text.as_bytes();
     let (negative, digits) = match bytes {
         [b'-', rest @ ..] => (true, rest),

@@ -333,7 +333,7 @@ fn is_canonical_plain(text: &str) -> bool {
 /// negative zero) of at most [`MAX_SIGNIFICANT_DIGITS`] bytes, which is within every DynamoDB
 /// limit (at most 38 digits, and a leading digit's exponent between -37 and 37).
 #[inline]
-fn is_short_canonical(text: &str) -> bool {
+pub(crate) fn is_short_canonical(text: &str) -> bool {
     let bytes = text.as_bytes();
     let (negative, body) = match bytes {
         [b'-', rest @ ..] => (true, rest),

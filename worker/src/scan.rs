@@ -30,7 +30,7 @@ use ferry_shared::schema::{
 
 use crate::convert::ColumnBuilder;
 use crate::item::MAX_NESTING;
-use crate::number::canonical_number;
+use crate::number::{canonical_number, MAX_SIGNIFICANT_DIGITS};
 
 /// The scanner gives a line up to the reference parser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -276,6 +276,55 @@ impl<'a> Cursor<'a> {
             end: i,
             escaped,
         })
+    }
+
+    /// A number string that is already canonical plain text, read and checked in one pass: what
+    /// [`canonical_number`] borrows at once (`-?(0|[1-9][0-9]*)(\.[0-9]+)?`, not negative zero, at
+    /// most [`MAX_SIGNIFICANT_DIGITS`] bytes after the sign). Gives the content's range, or `None`
+    /// with the cursor where it was (the caller then reads the string and checks it in full).
+    #[inline]
+    pub fn short_number(&mut self) -> Option<(usize, usize)> {
+        let bytes = self.bytes;
+        if bytes.get(self.pos) != Some(&b'"') {
+            return None;
+        }
+        let start = self.pos + 1;
+        let negative = bytes.get(start) == Some(&b'-');
+        let body = start + usize::from(negative);
+        let mut i = body;
+        let mut nonzero = false;
+        while let Some(&b) = bytes.get(i) {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            nonzero |= b != b'0';
+            i += 1;
+        }
+        if i == body || (i > body + 1 && bytes[body] == b'0') {
+            return None;
+        }
+        if bytes.get(i) == Some(&b'.') {
+            i += 1;
+            let fraction = i;
+            while let Some(&b) = bytes.get(i) {
+                if !b.is_ascii_digit() {
+                    break;
+                }
+                nonzero |= b != b'0';
+                i += 1;
+            }
+            if i == fraction {
+                return None;
+            }
+        }
+        if bytes.get(i) != Some(&b'"')
+            || i - body > MAX_SIGNIFICANT_DIGITS
+            || (negative && !nonzero)
+        {
+            return None;
+        }
+        self.pos = i + 1;
+        Some((start, i))
     }
 
     /// The text of a span (raw, escapes included).
@@ -629,6 +678,14 @@ impl JsonWriter {
     }
 
     fn number(&mut self, c: &mut Cursor<'_>, out: &mut String, quoted: bool) -> Scan<()> {
+        if let Some((start, end)) = c.short_number() {
+            out.push_str(if quoted {
+                &c.text[start - 1..end + 1]
+            } else {
+                &c.text[start..end]
+            });
+            return Ok(());
+        }
         let text = c.plain_string()?;
         let canonical = canonical_number(text).map_err(|_| Bail)?;
         if quoted {
@@ -1041,6 +1098,14 @@ impl<'s> LineScan<'s> {
 
     /// A number for a NUMERIC column: canonical, and within the target's NUMERIC.
     fn numeric(&mut self, c: &mut Cursor<'_>) -> Scan<Src> {
+        if let Some((start, end)) = c.short_number() {
+            if self.schema.numeric_limit == NumericLimit::Decimal96
+                && !fits_decimal96_plain(&c.text[start..end])
+            {
+                return Err(Bail);
+            }
+            return Ok(Src::Line(start, end));
+        }
         let span = c.string()?;
         if span.escaped {
             return Err(Bail);
@@ -1097,7 +1162,13 @@ impl<'s> LineScan<'s> {
                 }
             }
             (Desc::N, PgType::Int2 | PgType::Int4 | PgType::Int8) => {
-                let n: i64 = Self::canonical_text(c)?.parse().map_err(|_| Bail)?;
+                let text = c.plain_string()?;
+                let n = match crate::convert::plain_i64(text) {
+                    Some(n) => n,
+                    None => (canonical_number(text).map_err(|_| Bail)?)
+                        .parse()
+                        .map_err(|_| Bail)?,
+                };
                 match pg_type {
                     PgType::Int2 => Slot::I16(i16::try_from(n).map_err(|_| Bail)?),
                     PgType::Int4 => Slot::I32(i32::try_from(n).map_err(|_| Bail)?),
@@ -1484,6 +1555,63 @@ pub fn member_at(text: &str, body: usize, key: &str) -> Scan<Option<(Desc, usize
 mod tests {
     use super::*;
     use crate::number::ParsedNumber;
+
+    /// The cursor's one-pass number read takes exactly the text the number module borrows as it
+    /// is, and leaves the cursor alone otherwise.
+    #[test]
+    fn short_numbers_are_the_ones_already_canonical() {
+        let mut cases: Vec<String> = [
+            "", "-", ".", "0", "-0", "0.0", "-0.0", "-0.01", "00", "01", "1.", ".5", "1.5", "1.50",
+            "-1.50", "1e5", "1E5", "+1", "--1", "1.2.3", "١", "0x1", " 1", "1 ",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for len in [37, 38, 39] {
+            cases.push("9".repeat(len));
+            cases.push(format!("-{}", "9".repeat(len)));
+            cases.push(format!("1.{}", "0".repeat(len - 2)));
+            cases.push(format!("-0.{}", "0".repeat(len - 2)));
+        }
+        // Every string of up to 5 bytes over `0 1 9 - . e`.
+        for len in 1..=5 {
+            let mut digits = vec![0usize; len];
+            loop {
+                cases.push(
+                    digits
+                        .iter()
+                        .map(|&d| ['0', '1', '9', '-', '.', 'e'][d])
+                        .collect(),
+                );
+                let Some(i) = digits.iter().rposition(|&d| d < 5) else {
+                    break;
+                };
+                digits[i] += 1;
+                digits[i + 1..].fill(0);
+            }
+        }
+        for case in &cases {
+            let line = format!("\"{case}\"}}");
+            let mut c = Cursor::new(&line);
+            let got = c.short_number();
+            let expected = crate::number::is_short_canonical(case);
+            assert_eq!(got.is_some(), expected, "{case:?}");
+            if let Some((start, end)) = got {
+                assert_eq!(&line[start..end], case.as_str());
+                assert_eq!(c.pos, end + 1);
+                assert!(matches!(
+                    canonical_number(case),
+                    Ok(std::borrow::Cow::Borrowed(_))
+                ));
+            } else {
+                assert_eq!(c.pos, 0, "{case:?}");
+            }
+        }
+        // Not a compact string: whitespace first, an escape, no closing quote.
+        for line in [" \"1\"", "\"1\\u0030\"", "\"12"] {
+            assert_eq!(Cursor::new(line).short_number(), None, "{line:?}");
+        }
+    }
 
     #[test]
     fn the_name_index_finds_every_name_and_nothing_else() {
