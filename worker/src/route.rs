@@ -550,6 +550,8 @@ impl Router {
                 if self.skip(rule, shallow).map_err(|_| Bail)? {
                     out.filtered += 1;
                     out.filtered_lines.push(line_no);
+                    // The next line reuses the cells' buffer, as after a row.
+                    *cells_storage = recycle(cells);
                     return Ok(());
                 }
                 for ((column, spec), id) in rule
