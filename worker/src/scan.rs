@@ -1096,27 +1096,17 @@ impl<'s> LineScan<'s> {
         Ok(Src::Scratch(start, self.scratch.len()))
     }
 
-    /// A number for a NUMERIC column: canonical, and within the target's NUMERIC.
-    fn numeric(&mut self, c: &mut Cursor<'_>) -> Scan<Src> {
+    /// A number's canonical text: borrowed from the line when it is canonical already (read in
+    /// one pass when it is plain), else rewritten into the scratch.
+    fn canonical(&mut self, c: &mut Cursor<'_>) -> Scan<Src> {
         if let Some((start, end)) = c.short_number() {
-            if self.schema.numeric_limit == NumericLimit::Decimal96
-                && !fits_decimal96_plain(&c.text[start..end])
-            {
-                return Err(Bail);
-            }
             return Ok(Src::Line(start, end));
         }
         let span = c.string()?;
         if span.escaped {
             return Err(Bail);
         }
-        let text = c.raw(span);
-        let canonical = canonical_number(text).map_err(|_| Bail)?;
-        if self.schema.numeric_limit == NumericLimit::Decimal96 && !fits_decimal96_plain(&canonical)
-        {
-            return Err(Bail);
-        }
-        Ok(match canonical {
+        Ok(match canonical_number(c.raw(span)).map_err(|_| Bail)? {
             std::borrow::Cow::Borrowed(_) => Src::Line(span.start, span.end),
             std::borrow::Cow::Owned(owned) => {
                 let start = self.scratch.len();
@@ -1124,6 +1114,17 @@ impl<'s> LineScan<'s> {
                 Src::Scratch(start, self.scratch.len())
             }
         })
+    }
+
+    /// A number for a NUMERIC column: canonical, and within the target's NUMERIC.
+    fn numeric(&mut self, c: &mut Cursor<'_>) -> Scan<Src> {
+        let src = self.canonical(c)?;
+        if self.schema.numeric_limit == NumericLimit::Decimal96
+            && !fits_decimal96_plain(self.resolve(c.text, src))
+        {
+            return Err(Bail);
+        }
+        Ok(src)
     }
 
     /// Base64 decoded into the byte scratch.
@@ -1147,20 +1148,7 @@ impl<'s> LineScan<'s> {
         Ok(match (desc, pg_type) {
             (Desc::S, PgType::Text) => Slot::Text(self.text(c)?),
             (Desc::N, PgType::Numeric) => Slot::Text(self.numeric(c)?),
-            (Desc::N, PgType::Text) => {
-                let span = c.string()?;
-                if span.escaped {
-                    return Err(Bail);
-                }
-                match canonical_number(c.raw(span)).map_err(|_| Bail)? {
-                    std::borrow::Cow::Borrowed(_) => Slot::Text(Src::Line(span.start, span.end)),
-                    std::borrow::Cow::Owned(owned) => {
-                        let start = self.scratch.len();
-                        self.scratch.push_str(&owned);
-                        Slot::Text(Src::Scratch(start, self.scratch.len()))
-                    }
-                }
-            }
+            (Desc::N, PgType::Text) => Slot::Text(self.canonical(c)?),
             (Desc::N, PgType::Int2 | PgType::Int4 | PgType::Int8) => {
                 let text = c.plain_string()?;
                 let n = match crate::convert::plain_i64(text) {
@@ -2056,6 +2044,13 @@ pub(crate) mod differential {
             is_key: false,
         });
         casts.columns[5].pg_type = PgType::Text; // a map into a TEXT column
+
+        // A number into a TEXT column (its canonical text).
+        for column in &mut casts.columns {
+            if column.name == "n" {
+                column.pg_type = PgType::Text;
+            }
+        }
         vec![
             base,
             test_schema(OnTypeMismatch::Reject),
