@@ -27,11 +27,14 @@ use rayon::prelude::*;
 use regex_lite::Regex;
 use sha2::Digest;
 
-use crate::convert::{cast, epoch_micros, scalar_text, CastSpec, Cell, ColumnBuilder};
+use crate::convert::{cast, epoch_micros, plain_i64, scalar_text, CastSpec, Cell, ColumnBuilder};
 use crate::decode::{arrow_schema, parse_item, RawBlock, Reject, RejectKind};
 use crate::item::{AttrValue, Attributes};
 use crate::json::{check_text, write_object};
-use crate::scan::{member_at, scalar_at, set_at, Bail, Desc, ItemScan, NameIndex};
+use crate::scan::{
+    attr_scalar, member_at, same_bytes, scalar_at, set_at, starts_with, Bail, Desc, ItemScan,
+    JsonAt, NameIndex,
+};
 
 /// A compiled regex. The shapes key parsing uses, `^literal(\d+)$` and `^literal\d+$`, are
 /// matched directly (exactly as regex-lite matches them: `\d` is an ASCII digit, `$` the end of
@@ -85,7 +88,7 @@ impl KeyRegex {
     }
 
     fn digits_after<'t>(prefix: &str, text: &'t str) -> Option<&'t str> {
-        let rest = text.strip_prefix(prefix)?;
+        let rest = starts_with(text, prefix).then(|| &text[prefix.len()..])?;
         (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())).then_some(rest)
     }
 
@@ -121,6 +124,8 @@ struct RoutedColumn {
     path: Vec<String>,
     cast: CastSpec,
     regex: Option<KeyRegex>,
+    /// Whether the column has `allowed` values or `min`/`max` bounds ([`check_bounds`]).
+    bounded: bool,
 }
 
 /// A compiled rule.
@@ -158,6 +163,10 @@ pub struct Router {
     names: NameIndex,
     /// Per id of [`Self::names`], whether it is a key attribute.
     key_ids: Vec<bool>,
+    /// Per id of [`Self::names`], whether a rule's match or filter reads it: the scanned path
+    /// gives [`Self::rule_for`] and [`Self::skip`] these attributes only (columns read theirs
+    /// from the scan).
+    rule_ids: Vec<bool>,
 }
 
 /// One block, routed.
@@ -213,6 +222,7 @@ impl Router {
                         .regex
                         .as_deref()
                         .map(|r| KeyRegex::new(r).expect("validated")),
+                    bounded: c.allowed.is_some() || c.min.is_some() || c.max.is_some(),
                 })
                 .collect();
             let mut consumed: Vec<String> = rule
@@ -291,9 +301,28 @@ impl Router {
                 .collect();
         }
         let key_ids = referenced.iter().map(|name| keys.contains(name)).collect();
+        let read_by_rules: Vec<&str> = routing
+            .rules
+            .iter()
+            .flat_map(|rule| {
+                [
+                    rule.when.attribute.as_deref(),
+                    rule.when.regex_attribute.as_deref(),
+                    rule.skip_when.as_ref().map(|c| c.attribute.as_str()),
+                    rule.skip_expired_ttl.as_deref(),
+                ]
+            })
+            .flatten()
+            .chain(keys.iter().map(String::as_str))
+            .collect();
+        let rule_ids = referenced
+            .iter()
+            .map(|name| read_by_rules.contains(&name.as_str()))
+            .collect();
         Ok(Router {
             names: NameIndex::new(referenced.iter().map(|n| n.as_bytes())),
             key_ids,
+            rule_ids,
             keys: keys.to_vec(),
             table_rules,
             arrow: tables.iter().map(arrow_schema).collect(),
@@ -321,7 +350,7 @@ impl Router {
             let when = &compiled.rule.when;
             let prefix_ok = |prefix: &Option<String>, value: &Option<Cow<'_, str>>| match prefix {
                 None => true,
-                Some(p) => value.as_ref().is_some_and(|v| v.starts_with(p.as_str())),
+                Some(p) => value.as_ref().is_some_and(|v| starts_with(v, p)),
             };
             if !prefix_ok(&when.pk_prefix, &pk) || !prefix_ok(&when.sk_prefix, &sk) {
                 return false;
@@ -517,11 +546,11 @@ impl Router {
         // Each attribute's name looked up once: which attribute the routing's names are
         // (`found`, by name id) and which name each attribute is (`attr_ids`).
         found.clear();
-        found.resize(self.key_ids.len(), (usize::MAX, usize::MAX));
+        found.resize(self.key_ids.len(), usize::MAX);
         attr_ids.clear();
-        // The attributes the routing reads, as the reference parser gives them, maps, lists and
-        // sets left empty (rules and filters read scalars only, and only named attributes;
-        // columns and the rest take values from the scan).
+        // The attributes rules and filters read, as the reference parser gives them, maps,
+        // lists and sets left empty (rules and filters read scalars only, and only named
+        // attributes; columns and the rest take values from the scan).
         shallow.clear();
         for (i, attr) in scan.attrs.iter().enumerate() {
             let name = &text[attr.name.0..attr.name.1];
@@ -530,8 +559,11 @@ impl Router {
             let Some(id) = id else {
                 continue;
             };
-            found[id] = (i, shallow.len());
-            let value = match scalar_at(text, attr.body, attr.desc)? {
+            found[id] = i;
+            if !self.rule_ids[id] {
+                continue;
+            }
+            let value = match attr_scalar(text, attr)? {
                 Some(value) => value,
                 None => match attr.desc {
                     Desc::M => AttrValue::M(Vec::new()),
@@ -560,12 +592,14 @@ impl Router {
                     .zip(&self.tables[rule.table].columns)
                     .zip(&rule.column_ids)
                 {
-                    let attr = id.map(|id| found[id]).filter(|&(i, _)| i != usize::MAX);
-                    let cell = self.scanned_cell(column, text, scan, shallow, attr)?;
+                    let attr = id.map(|id| found[id]).filter(|&i| i != usize::MAX);
+                    let cell = self.scanned_cell(column, text, scan, attr)?;
                     if cell == Cell::Null && (column.spec.required || spec.is_key) {
                         return Err(Bail);
                     }
-                    check_bounds(&column.spec, &cell).map_err(|_| Bail)?;
+                    if column.bounded {
+                        check_bounds(&column.spec, &cell).map_err(|_| Bail)?;
+                    }
                     cells.push(cell);
                 }
                 let has_rest = write_rest(rest, taken, text, scan, |i| {
@@ -602,15 +636,13 @@ impl Router {
     }
 
     /// A column's cell for a scanned item, as [`column_value`] gives it for the parsed item.
-    /// `index` is the scanned attribute the column's source starts at, and its place in
-    /// `shallow`, if the item has it.
+    /// `index` is the scanned attribute the column's source starts at, if the item has it.
     fn scanned_cell<'c>(
         &self,
         column: &RoutedColumn,
         text: &'c str,
         scan: &'c ItemScan,
-        shallow: &[(Cow<'c, str>, AttrValue<'c>)],
-        index: Option<(usize, usize)>,
+        index: Option<usize>,
     ) -> Result<Cell<'c>, Bail> {
         if column.spec.constant.is_some() {
             return column_value(column, &[]).map_err(|_| Bail);
@@ -618,7 +650,7 @@ impl Router {
         let Some((_, inner)) = column.path.split_first() else {
             return Err(Bail);
         };
-        let Some((index, in_shallow)) = index else {
+        let Some(index) = index else {
             return Ok(Cell::Null);
         };
         let attr = &scan.attrs[index];
@@ -639,7 +671,29 @@ impl Router {
                         _ => Err(Bail),
                     }
                 }
-                _ => value_cell(column, &shallow[in_shallow].1).map_err(|_| Bail),
+                _ => {
+                    // A string the scan found without escapes is the text itself, and holds no
+                    // NUL (the scan refuses raw control characters), so a TEXT column takes it
+                    // as it is, and a key's regex captures from it in place.
+                    if let (Desc::S, JsonAt::Line(start, end)) = (attr.desc, attr.json) {
+                        let string = &text[start + 1..end - 1];
+                        match (&column.regex, column.cast.pg_type) {
+                            (None, PgType::Text) => return Ok(Cell::Text(Cow::Borrowed(string))),
+                            (Some(regex), PgType::Int2 | PgType::Int4 | PgType::Int8) => {
+                                if let Some(cell) = regex
+                                    .capture(string)
+                                    .and_then(plain_i64)
+                                    .and_then(|n| int_cell(column.cast.pg_type, n))
+                                {
+                                    return Ok(cell);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    let value = attr_scalar(text, attr)?.ok_or(Bail)?;
+                    value_cell(column, &value).map_err(|_| Bail)
+                }
             };
         }
         // A path into maps: each step a member of the map before it.
@@ -982,8 +1036,8 @@ fn write_rest(
 #[derive(Default)]
 struct ScanBuffers<'b> {
     shallow: Vec<(Cow<'b, str>, AttrValue<'b>)>,
-    /// Per name id: the attribute's index in the scan and in `shallow`.
-    found: Vec<(usize, usize)>,
+    /// Per name id: the attribute's index in the scan.
+    found: Vec<usize>,
     attr_ids: Vec<usize>,
     /// Always empty between lines (see [`recycle`]).
     cells: Vec<Cell<'static>>,
@@ -1054,7 +1108,10 @@ fn apply_rule_transforms(
 /// A column's `allowed` values and `min`/`max` bounds.
 fn check_bounds(spec: &Column, cell: &Cell<'_>) -> Result<(), String> {
     if let (Some(allowed), Cell::Text(text)) = (&spec.allowed, cell) {
-        if !allowed.iter().any(|a| a.as_str() == text.as_ref()) {
+        if !allowed
+            .iter()
+            .any(|a| same_bytes(a.as_bytes(), text.as_bytes()))
+        {
             return Err(format!(
                 "{text:?} is not one of the allowed values {allowed:?}"
             ));
@@ -1090,7 +1147,10 @@ fn attribute<'v, 'a>(
     attributes: &'v [(Cow<'a, str>, AttrValue<'a>)],
     name: &str,
 ) -> Option<&'v AttrValue<'a>> {
-    attributes.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    attributes
+        .iter()
+        .find(|(n, _)| same_bytes(n.as_bytes(), name.as_bytes()))
+        .map(|(_, v)| v)
 }
 
 /// Follows `path` through maps; `None` when a segment is missing.
@@ -1149,6 +1209,17 @@ fn value_cell<'b>(column: &RoutedColumn, value: &AttrValue<'b>) -> Result<Cell<'
             Ok(owned(cell))
         }
     }
+}
+
+/// An integer as a cell of an integer column type; `None` where it does not fit (the full cast
+/// then says why).
+fn int_cell(pg_type: PgType, n: i64) -> Option<Cell<'static>> {
+    Some(match pg_type {
+        PgType::Int2 => Cell::I16(i16::try_from(n).ok()?),
+        PgType::Int4 => Cell::I32(i32::try_from(n).ok()?),
+        PgType::Int8 => Cell::I64(n),
+        _ => return None,
+    })
 }
 
 /// A cell that borrows nothing.
@@ -1633,10 +1704,15 @@ columns = [
                 "X",
                 "USER#\\u0031",
                 "USER#٣",
+                "USER#0042",
+                "USER#99999999999",
+                "USER#2147483648",
             ]);
             let sk = select(vec![
                 "ORDER#1",
                 "ORDER#000002",
+                "ORDER#2147483647",
+                "ORDER#9999999999999999999",
                 "REVIEW#7",
                 "REVIEW#x",
                 "WISH#1",

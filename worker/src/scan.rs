@@ -132,6 +132,31 @@ static STRING_STOP: [bool; 256] = {
     table
 };
 
+/// Whether `a` and `b` are the same bytes, comparing slices of up to 16 bytes (attribute names,
+/// key prefixes, short values) with a few word loads instead of a `memcmp` call, which costs
+/// more than the comparison at these lengths.
+#[inline]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
+    match n {
+        0..=3 => a == b,
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
+}
+
+/// Whether `text` starts with `prefix`, as [`str::starts_with`], through [`same_bytes`].
+#[inline]
+pub fn starts_with(text: &str, prefix: &str) -> bool {
+    text.len() >= prefix.len() && same_bytes(&text.as_bytes()[..prefix.len()], prefix.as_bytes())
+}
+
 /// The end of the plain run of a JSON string's content from `i`: the first quote, backslash or
 /// control character, or the end of `bytes`. Eight bytes at a time (a zero-byte test on each of
 /// the three conditions; the lowest flagged byte of each test is exact, so the lowest of all is
@@ -1403,7 +1428,7 @@ impl ItemScan {
         let name = |a: &AttrRef| &line[a.name.0..a.name.1];
         if self.attrs.len() <= 16 {
             for (i, a) in self.attrs.iter().enumerate() {
-                if self.attrs[..i].iter().any(|b| name(b) == name(a)) {
+                if self.attrs[..i].iter().any(|b| same_bytes(name(b), name(a))) {
                     return Err(Bail);
                 }
             }
@@ -1467,6 +1492,22 @@ pub fn scalar_at(text: &str, body: usize, desc: Desc) -> Scan<Option<crate::item
         Desc::Bool => AttrValue::Bool(c.boolean()?),
         Desc::Null => AttrValue::Null,
         _ => return Ok(None),
+    }))
+}
+
+/// A scanned top-level attribute's scalar value, as [`scalar_at`] gives it, without reading the
+/// line again where the scan has already found it: a string without escapes, a number already
+/// canonical (its text is the reference parser's, which the scan found canonical as it is).
+#[inline]
+pub fn attr_scalar<'t>(text: &'t str, attr: &AttrRef) -> Scan<Option<crate::item::AttrValue<'t>>> {
+    use crate::item::AttrValue;
+    use std::borrow::Cow;
+    Ok(Some(match (attr.desc, attr.json) {
+        (Desc::S, JsonAt::Line(start, end)) => {
+            AttrValue::S(Cow::Borrowed(&text[start + 1..end - 1]))
+        }
+        (Desc::N, JsonAt::Line(start, end)) => AttrValue::N(Cow::Borrowed(&text[start..end])),
+        _ => return scalar_at(text, attr.body, attr.desc),
     }))
 }
 
@@ -1543,6 +1584,41 @@ pub fn member_at(text: &str, body: usize, key: &str) -> Scan<Option<(Desc, usize
 mod tests {
     use super::*;
     use crate::number::ParsedNumber;
+
+    /// The word-load comparison agrees with `==` at every length around its cut-offs, for equal
+    /// slices and for slices that differ in any one byte.
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        for n in 0..=40usize {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same_bytes(&a, &a.clone()), "{n}");
+            assert!(starts_with(std::str::from_utf8(&a).unwrap(), ""));
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x01;
+                assert!(!same_bytes(&a, &b), "{n} bytes, differing at {at}");
+                assert_eq!(
+                    starts_with(
+                        std::str::from_utf8(&b).unwrap(),
+                        std::str::from_utf8(&a[..=at]).unwrap()
+                    ),
+                    false,
+                    "{n} bytes, differing at {at}"
+                );
+            }
+            if n > 0 {
+                assert!(!same_bytes(&a, &a[..n - 1]), "{n}");
+                assert!(starts_with(
+                    std::str::from_utf8(&a).unwrap(),
+                    std::str::from_utf8(&a[..n - 1]).unwrap()
+                ));
+                assert!(!starts_with(
+                    std::str::from_utf8(&a[..n - 1]).unwrap(),
+                    std::str::from_utf8(&a).unwrap()
+                ));
+            }
+        }
+    }
 
     /// The cursor's one-pass number read takes exactly the text the number module borrows as it
     /// is, and leaves the cursor alone otherwise.
