@@ -1385,7 +1385,17 @@ impl ItemScan {
                 let desc = c.typed_open()?;
                 c.ws();
                 let body = c.pos;
+                let short = if desc == Desc::N {
+                    c.short_number()
+                } else {
+                    None
+                };
                 let json = match desc {
+                    // A number already canonical, read in one pass: its text is its JSON.
+                    _ if short.is_some() => {
+                        let (start, end) = short.expect("checked");
+                        JsonAt::Line(start, end)
+                    }
                     // A string without escapes is its own canonical JSON (quotes included), and
                     // so is a canonical number's text (plain JSON numbers are bare).
                     Desc::S | Desc::N if c.bytes.get(body) == Some(&b'"') => {
