@@ -213,6 +213,37 @@ pub(crate) fn plain_i64(text: &str) -> Option<i64> {
     Some(if negative { -n } else { n })
 }
 
+/// Checks a canonical number for a `NUMERIC` or `NUMERIC(p,s)` column: within the target's
+/// NUMERIC, and for `NUMERIC(p,s)` exactly representable (no digit rounded away, none past the
+/// precision). Other types pass.
+#[inline]
+pub(crate) fn check_numeric(
+    text: &str,
+    pg_type: PgType,
+    limit: NumericLimit,
+) -> Result<(), CastError> {
+    if let PgType::NumericScaled { precision, scale } = pg_type {
+        let unsigned = text.trim_start_matches('-');
+        let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        let int_digits = int.trim_start_matches('0').len();
+        let frac_digits = frac.trim_end_matches('0').len();
+        // A number the column cannot hold exactly: refused like one the target cannot hold
+        // (a routed column rejects its item; a table-mode column, which only a Parquet run's
+        // plan makes, spills it to the overflow column).
+        if frac_digits > usize::from(scale) {
+            return Err(CastError::DoesNotFit(format!(
+                "{text} has more than {scale} digits after the point: NUMERIC({precision},{scale}) would round it"
+            )));
+        }
+        if int_digits > usize::from(precision - scale) {
+            return Err(CastError::DoesNotFit(format!(
+                "{text} does not fit NUMERIC({precision},{scale})"
+            )));
+        }
+    }
+    fits(text, limit)
+}
+
 #[inline]
 /// Casts `value` for a column of `spec`, exactly (see the module docs). A NULL value is
 /// [`Cell::Null`].
@@ -277,31 +308,9 @@ pub fn cast<'b>(value: &AttrValue<'b>, spec: &CastSpec) -> Result<Cell<'b>, Cast
                 _ => Cell::I64(n),
             }
         }
-        PgType::Numeric => {
+        PgType::Numeric | PgType::NumericScaled { .. } => {
             let text = number_text()?;
-            fits(&text, spec.numeric_limit)?;
-            Cell::Text(text)
-        }
-        PgType::NumericScaled { precision, scale } => {
-            let text = number_text()?;
-            let unsigned = text.trim_start_matches('-');
-            let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
-            let int_digits = int.trim_start_matches('0').len();
-            let frac_digits = frac.trim_end_matches('0').len();
-            // A number the column cannot hold exactly: refused like one the target cannot hold
-            // (a routed column rejects its item; a table-mode column, which only a Parquet run's
-            // plan makes, spills it to the overflow column).
-            if frac_digits > usize::from(scale) {
-                return Err(CastError::DoesNotFit(format!(
-                    "{text} has more than {scale} digits after the point: NUMERIC({precision},{scale}) would round it"
-                )));
-            }
-            if int_digits > usize::from(precision - scale) {
-                return Err(CastError::DoesNotFit(format!(
-                    "{text} does not fit NUMERIC({precision},{scale})"
-                )));
-            }
-            fits(&text, spec.numeric_limit)?;
+            check_numeric(&text, pg_type, spec.numeric_limit)?;
             Cell::Text(text)
         }
         PgType::Float8 => {
