@@ -1841,7 +1841,32 @@ columns = [
             let mut catch_all = routing(RULES);
             catch_all.unmatched = Unmatched::Table;
             catch_all.catch_all_table = Some("other".into());
+            // Rules that match and filter on numbers (a number's text is its canonical form).
+            let mut by_number = routing(&RULES.replacen(
+                "[[routing.rules]]",
+                r#"[[routing.rules]]
+name = "three"
+table = "three"
+match = { attribute = "qty", equals = "3" }
+skip_when = { attribute = "rating", equals = "5" }
+columns = [
+  { name = "pk", from = "PK", type = "text" },
+  { name = "sk", from = "SK", type = "text" },
+  { name = "total", from = "total", type = "text" },
+]
+[[routing.rules]]"#,
+                1,
+            ));
+            by_number.unmatched = Unmatched::Table;
+            by_number.catch_all_table = Some("other".into());
             vec![
+                Router::new(
+                    &by_number,
+                    &keys(),
+                    Some("2026-01-01T00:00:00Z"),
+                    NumericLimit::Unlimited,
+                )
+                .unwrap(),
                 router(),
                 Router::new(
                     &catch_all,
