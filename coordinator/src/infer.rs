@@ -3,14 +3,16 @@
 //! The key attributes become the primary key, typed as declared (`pk:S`) or as sampled. Every other
 //! attribute becomes a typed column when the sample shows it with one type (NULLs aside) in at least
 //! `min_presence` of the items, and its name can be a column (1–63 bytes, not the overflow column,
-//! not `_ferry…`). Everything else goes to the JSONB overflow column. No attribute is dropped.
+//! not `_ferry…`, and one the target reads back: no dot on HeliosDB, see
+//! [`ColumnNames::NoDot`]). Everything else goes to the JSONB overflow column. No attribute is
+//! dropped. A key attribute must be a column: one whose name cannot be is refused, with the reason.
 //! The sample is the first items of the first data files, so inference is deterministic.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use ferry_shared::config::{KeyAttribute, MappingSettings};
-use ferry_shared::ident::is_valid_column_name;
+use ferry_shared::ident::{is_valid_column_name, ColumnNames};
 use ferry_shared::manifest::ExportListing;
 use ferry_shared::schema::{ColumnSpec, DdbType, NumericLimit, PgType, TableSchema};
 use ferry_shared::store::ObjectStore;
@@ -261,6 +263,7 @@ pub fn infer_schema(
     mapping: &MappingSettings,
     stats: &SampleStats,
     numeric_limit: NumericLimit,
+    column_names: ColumnNames,
 ) -> Result<TableSchema> {
     // On a target with a limited NUMERIC, a number attribute is a NUMERIC column only when every
     // sampled value fits exactly; a numeric key that does not fit is kept as exact TEXT.
@@ -278,6 +281,12 @@ pub fn infer_schema(
     }
     let mut columns = Vec::new();
     for key in keys {
+        if let Some(why) = column_names.refusal(&key.name) {
+            return Err(CoordinatorError::Invalid(format!(
+                "key attribute {:?} cannot be a column on this target: {why}",
+                key.name
+            )));
+        }
         if !is_valid_column_name(&key.name) || key.name == mapping.overflow_column {
             return Err(CoordinatorError::Invalid(format!(
                 "key attribute {:?} cannot be a column name",
@@ -330,7 +339,7 @@ pub fn infer_schema(
     names.sort();
     for name in names {
         if keys.iter().any(|k| &k.name == name)
-            || !is_valid_column_name(name)
+            || !column_names.allows(name)
             || *name == mapping.overflow_column
             || name.starts_with("_ferry")
         {
@@ -395,7 +404,15 @@ mod tests {
         ]);
         assert_eq!((sample.items, sample.bad_lines), (3, 1));
         let keys = KeyAttribute::parse_list("pk,sk").unwrap();
-        let schema = infer_schema("T", &keys, &mapping, &sample, NumericLimit::Unlimited).unwrap();
+        let schema = infer_schema(
+            "T",
+            &keys,
+            &mapping,
+            &sample,
+            NumericLimit::Unlimited,
+            ColumnNames::Any,
+        )
+        .unwrap();
         let columns: Vec<(&str, DdbType, bool)> = schema
             .columns
             .iter()
@@ -425,6 +442,7 @@ mod tests {
             &mapping,
             &sample,
             NumericLimit::Unlimited,
+            ColumnNames::Any,
         )
         .unwrap();
         let schema = parquet_schema(schema, &sample);
@@ -488,6 +506,7 @@ mod tests {
             &mapping,
             &sample,
             NumericLimit::Unlimited,
+            ColumnNames::Any,
         )
         .unwrap_err();
         assert!(err.to_string().contains("declare its type"), "{err}");
@@ -497,6 +516,7 @@ mod tests {
             &mapping,
             &sample,
             NumericLimit::Unlimited,
+            ColumnNames::Any,
         )
         .unwrap();
         assert_eq!(schema.columns[0].ddb_type, DdbType::S);
@@ -506,9 +526,67 @@ mod tests {
             &mapping,
             &SampleStats::default(),
             NumericLimit::Unlimited,
+            ColumnNames::Any,
         )
         .unwrap();
         assert_eq!(empty.columns.len(), 1);
-        assert!(infer_schema("T", &[], &mapping, &sample, NumericLimit::Unlimited).is_err());
+        assert!(infer_schema(
+            "T",
+            &[],
+            &mapping,
+            &sample,
+            NumericLimit::Unlimited,
+            ColumnNames::Any
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_dotted_name_stays_in_the_overflow_where_the_target_cannot_read_it_back() {
+        let mapping = Settings::default().mapping;
+        let sample = stats(&[
+            r#"{"Item":{"pk":{"S":"a"},"tax.rate":{"N":"0.2"},"tax rate":{"N":"0.1"}}}"#,
+            r#"{"Item":{"pk":{"S":"b"},"tax.rate":{"N":"0.3"},"tax rate":{"N":"0.4"}}}"#,
+        ]);
+        let keys = KeyAttribute::parse_list("pk").unwrap();
+        let names = |limit: ColumnNames| -> Vec<String> {
+            infer_schema(
+                "T",
+                &keys,
+                &mapping,
+                &sample,
+                NumericLimit::Unlimited,
+                limit,
+            )
+            .unwrap()
+            .columns
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+        };
+        assert_eq!(names(ColumnNames::Any), ["pk", "tax rate", "tax.rate"]);
+        assert_eq!(names(ColumnNames::NoDot), ["pk", "tax rate"]);
+        // A key must be a column: a dotted one is refused there, saying why.
+        let dotted = KeyAttribute::parse_list("tax.rate").unwrap();
+        let err = infer_schema(
+            "T",
+            &dotted,
+            &mapping,
+            &sample,
+            NumericLimit::Unlimited,
+            ColumnNames::NoDot,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"tax.rate\"") && err.contains("dot"), "{err}");
+        assert!(infer_schema(
+            "T",
+            &dotted,
+            &mapping,
+            &sample,
+            NumericLimit::Unlimited,
+            ColumnNames::Any
+        )
+        .is_ok());
     }
 }

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use ferry_shared::config::{KeyAttribute, Settings, TargetName};
-use ferry_shared::ident::quote_ident;
+use ferry_shared::ident::{quote_ident, ColumnNames};
 use ferry_shared::ledger::run_state;
 use ferry_shared::manifest::{locate_export, md5_hex, ExportListing};
-use ferry_shared::routing::routed_table_sql;
+use ferry_shared::routing::{routed_table_sql, Unmatched};
 use ferry_shared::schema::{
     ColumnSpec, DdbType, NumericLimit, PgType, TableSchema, PROVENANCE_COLUMN,
 };
@@ -244,12 +244,18 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         });
     }
 
-    let numeric_limit = match parquet {
-        Some(_) => NumericLimit::Unlimited,
-        None => target.numeric_limit(),
+    let (numeric_limit, column_names) = match parquet {
+        Some(_) => (NumericLimit::Unlimited, ColumnNames::Any),
+        None => (target.numeric_limit(), target.column_names()),
     };
     let schema = if request.settings.routing.is_enabled() {
-        let schema = routed_schema(&table, &keys, &request.settings, numeric_limit)?;
+        let schema = routed_schema(
+            &table,
+            &keys,
+            &request.settings,
+            numeric_limit,
+            column_names,
+        )?;
         tracing::info!(
             run = %run_id,
             rules = request.settings.routing.rules.len(),
@@ -276,6 +282,7 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
                     &request.settings.mapping,
                     &stats,
                     NumericLimit::Unlimited,
+                    ColumnNames::Any,
                 )?,
                 &stats,
             ),
@@ -285,6 +292,7 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
                 &request.settings.mapping,
                 &stats,
                 target.numeric_limit(),
+                target.column_names(),
             )?,
         };
         tracing::info!(
@@ -399,6 +407,7 @@ fn routed_schema(
     keys: &[KeyAttribute],
     settings: &Settings,
     numeric_limit: NumericLimit,
+    column_names: ColumnNames,
 ) -> Result<TableSchema> {
     if keys.is_empty() {
         return Err(CoordinatorError::Invalid(
@@ -407,6 +416,32 @@ fn routed_schema(
     }
     let names: Vec<String> = keys.iter().map(|k| k.name.clone()).collect();
     settings.routing.validate(&names)?;
+    // Every column the rules write must read back on the target (the catch-all table's key
+    // columns are named as the key attributes).
+    let routing = &settings.routing;
+    let mut written: Vec<(String, &str, &str)> = Vec::new();
+    for rule in &routing.rules {
+        let place = format!("routing rule {:?}", rule.name);
+        let hint = "name the column without a dot";
+        written.extend(
+            rule.columns
+                .iter()
+                .map(|c| (place.clone(), c.name.as_str(), hint)),
+        );
+        written.push((place, rule.rest_column.as_str(), hint));
+    }
+    if let (Unmatched::Table, Some(table)) = (routing.unmatched, &routing.catch_all_table) {
+        let place = format!("routing.catch_all_table {table:?}");
+        let hint = "its key columns are named as the key attributes: reject unmatched items instead (routing.unmatched = \"reject\")";
+        written.extend(names.iter().map(|n| (place.clone(), n.as_str(), hint)));
+    }
+    for (place, column, hint) in written {
+        if let Some(why) = column_names.refusal(column) {
+            return Err(CoordinatorError::Invalid(format!(
+                "{place}: column {column:?} cannot be a column on this target: {why}; {hint}"
+            )));
+        }
+    }
     Ok(TableSchema {
         table: table.to_string(),
         columns: keys
@@ -590,4 +625,77 @@ async fn require_unique_key(client: &Client, schema: &TableSchema, target: &Targ
         quote_ident(&schema.table),
         columns.join(", ")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_shared::routing::Routing;
+
+    fn settings(routing: &str) -> Settings {
+        Settings {
+            routing: Routing::from_toml(routing).expect("valid routing"),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn a_routed_column_named_with_a_dot_is_refused_where_it_would_not_read_back() {
+        let dotted_column = settings(
+            r#"
+            [[routing.rules]]
+            name = "orders"
+            table = "orders"
+            columns = [
+              { name = "PK", from = "PK", type = "text" },
+              { name = "SK", from = "SK", type = "text" },
+              { name = "tax.rate", path = ["tax.rate"], type = "numeric" },
+            ]
+            "#,
+        );
+        let keys = KeyAttribute::parse_list("PK,SK").unwrap();
+        let plan = |settings: &Settings, names| {
+            routed_schema("T", &keys, settings, NumericLimit::Unlimited, names)
+        };
+        assert!(plan(&dotted_column, ColumnNames::Any).is_ok());
+        let err = plan(&dotted_column, ColumnNames::NoDot)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("routing rule \"orders\"")
+                && err.contains("\"tax.rate\"")
+                && err.contains("without a dot"),
+            "{err}"
+        );
+
+        // The catch-all table's key columns are named as the key attributes.
+        let catch_all = settings(
+            r#"
+            [routing]
+            unmatched = "table"
+            catch_all_table = "other"
+            [[routing.rules]]
+            name = "orders"
+            table = "orders"
+            columns = [
+              { name = "pk", path = ["my.pk"], type = "text" },
+              { name = "sk", from = "SK", type = "text" },
+            ]
+            "#,
+        );
+        let keys = KeyAttribute::parse_list("my.pk,SK").unwrap();
+        let err = routed_schema(
+            "T",
+            &keys,
+            &catch_all,
+            NumericLimit::Unlimited,
+            ColumnNames::NoDot,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("catch_all_table") && err.contains("\"my.pk\""),
+            "{err}"
+        );
+    }
 }

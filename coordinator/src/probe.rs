@@ -471,6 +471,7 @@ fn schema_of(
         &settings.mapping,
         &stats,
         target.numeric_limit(),
+        target.column_names(),
     )
 }
 

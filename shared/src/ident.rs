@@ -24,6 +24,33 @@ pub fn is_valid_column_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_IDENT_BYTES && !name.contains('\0')
 }
 
+/// Which column names a target reads back as written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ColumnNames {
+    /// Every name [`is_valid_column_name`] accepts (PostgreSQL, Parquet).
+    #[default]
+    Any,
+    /// Those without a `.`: HeliosDB (4.41.1) creates and fills a column named `"a.b"`, and
+    /// `sum("a.b")` and `UPDATE … SET "a.b"` see its values, but a select list, a `WHERE` and an
+    /// `ORDER BY` read it as NULL (`WHERE "a.b" = 10` matches nothing). A value there could not be
+    /// read back, so such a name is not made a column on it.
+    NoDot,
+}
+
+impl ColumnNames {
+    /// Whether `name` can be a column on the target and be read back.
+    pub fn allows(self, name: &str) -> bool {
+        is_valid_column_name(name) && !(self == ColumnNames::NoDot && name.contains('.'))
+    }
+
+    /// Why `name`, a valid column name, cannot be one here (`None` when it can).
+    pub fn refusal(self, name: &str) -> Option<&'static str> {
+        (is_valid_column_name(name) && !self.allows(name)).then_some(
+            "HeliosDB reads a column whose name holds a dot as NULL in SELECT and WHERE, so its values could not be read back",
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,6 +61,17 @@ mod tests {
         assert_eq!(quote_ident("Status"), "\"Status\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_ident("x; DROP TABLE t"), "\"x; DROP TABLE t\"");
+    }
+
+    #[test]
+    fn a_dotted_name_is_a_column_only_where_it_reads_back() {
+        assert!(ColumnNames::Any.allows("tax.rate"));
+        assert!(!ColumnNames::NoDot.allows("tax.rate"));
+        assert!(ColumnNames::NoDot.allows("tax rate"));
+        assert!(!ColumnNames::NoDot.allows(""));
+        assert!(ColumnNames::NoDot.refusal("a.b").is_some());
+        assert_eq!(ColumnNames::NoDot.refusal("ab"), None);
+        assert_eq!(ColumnNames::Any.refusal("a.b"), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The rows `tests/aws/storefront-routing.toml` must give for an export written by
 `scripts/make-aws-export.py`, computed without Ferry: an independent reader for the routed test
-(`tests/tests/routed_aws.rs`).
+(`tests/tests/aws_shaped.rs`).
 
 It reads the export as AWS documents it (manifest-files.json, gzip JSON lines of typed items)
 with Python's own json and gzip, and applies that one config's rules as written out by hand

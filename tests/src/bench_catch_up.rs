@@ -265,6 +265,7 @@ pub fn ion_bench(items: u64, targets: &[String]) -> anyhow::Result<()> {
         &ferry_shared::config::Settings::default().mapping,
         &stats,
         ferry_shared::schema::NumericLimit::Unlimited,
+        ferry_shared::ident::ColumnNames::Any,
     )?;
     let decoder = Decoder::new(Arc::new(schema));
     let time = |lines: &[Vec<u8>]| -> anyhow::Result<(f64, usize)> {

@@ -3,9 +3,11 @@
 //! - PostgreSQL: binary COPY inside the transaction that advances the checkpoint.
 //! - HeliosDB (`server_version` names it): it refuses binary COPY and handles COPY only over the
 //!   simple protocol, fast only in autocommit; so CSV COPY in autocommit with the provenance-proven
-//!   checkpoint of [`crate::sink::autocommit`], and a NUMERIC limited to a 96-bit decimal.
+//!   checkpoint of [`crate::sink::autocommit`], a NUMERIC limited to a 96-bit decimal, and no
+//!   column named with a dot (see [`ColumnNames::NoDot`]).
 
 use ferry_shared::config::CopyFormat;
+use ferry_shared::ident::ColumnNames;
 use ferry_shared::schema::NumericLimit;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -116,6 +118,14 @@ impl Target {
         match self.kind {
             TargetKind::Postgres => NumericLimit::Unlimited,
             TargetKind::HeliosDb => NumericLimit::Decimal96,
+        }
+    }
+
+    /// Which column names this target reads back as written.
+    pub fn column_names(&self) -> ColumnNames {
+        match self.kind {
+            TargetKind::Postgres => ColumnNames::Any,
+            TargetKind::HeliosDb => ColumnNames::NoDot,
         }
     }
 

@@ -117,6 +117,7 @@ fn main() -> anyhow::Result<()> {
         &settings.mapping,
         &stats,
         NumericLimit::Unlimited,
+        ferry_shared::ident::ColumnNames::Any,
     )?;
     let columns = schema.columns.len();
     let decoder = Arc::new(Decoder::new(Arc::new(schema)));

@@ -508,6 +508,7 @@ fn infer_for_bench(lines: &[Vec<u8>]) -> anyhow::Result<ferry_shared::schema::Ta
         &settings.mapping,
         &stats,
         ferry_shared::schema::NumericLimit::Unlimited,
+        ferry_shared::ident::ColumnNames::Any,
     )?)
 }
 

@@ -1,11 +1,14 @@
-//! Routing on an export Ferry's generator did not shape, checked by a reader that is not Ferry's:
+//! Exports Ferry's generator did not shape, checked by readers that are not Ferry's:
 //! `scripts/make-aws-export.py` writes 100k items the way AWS does (boto3's TypeSerializer; odd
-//! attribute names, sets, deep maps, 38-digit numbers, strings of 100-300 KB with escapes), the
-//! real binary migrates them with `tests/aws/storefront-routing.toml` into PostgreSQL and into
-//! HeliosDB, and `tests/aws/expected_routed.py` computes from the export alone, in Python, the
-//! rows every table must hold, the items that must be rejected and how many must be filtered.
-//! Every table is compared with it value by value, by the column's type (numbers by exact decimal
-//! value, JSON structurally, times as instants), and so are `ferry.rejects` and the run's report.
+//! attribute names, sets, deep maps, 38-digit numbers, strings of 100-300 KB with escapes), and
+//! the real binary migrates them into PostgreSQL and into HeliosDB:
+//! - routed with `tests/aws/storefront-routing.toml`, while `tests/aws/expected_routed.py`
+//!   computes from the export alone, in Python, the rows every table must hold, the items that
+//!   must be rejected and how many must be filtered. Every table is compared with it value by
+//!   value, by the column's type (numbers by exact decimal value, JSON structurally, times as
+//!   instants), and so are `ferry.rejects` and the run's report;
+//! - in table mode, compared item by item with the export read by `ferry_tests::compare`
+//!   (serde_json, no worker code).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -16,7 +19,9 @@ use anyhow::{bail, Context};
 use ferry_shared::routing::Routing;
 use ferry_shared::schema::PgType;
 use ferry_tests::compare::{json_eq, norm_number, parse_array_literal};
-use ferry_tests::harness::{assert_exit, connect, run_coordinator, stderr_of};
+use ferry_tests::harness::{
+    assert_exit, assert_run_matches_text, assert_table_matches, connect, run_coordinator, stderr_of,
+};
 use ferry_tests::history::python;
 use serde_json::Value;
 use tokio_postgres::SimpleQueryMessage;
@@ -389,4 +394,55 @@ async fn an_aws_shaped_export_routes_as_an_independent_reader_says_on_heliosdb(
     // HeliosDB's NUMERIC holds 28 digits: the 38-digit numbers' items are rejects there,
     // each naming the value and the limit.
     routed_aws_export(&server.url(), true).await
+}
+
+/// Migrates the export in table mode into the database at `url` and compares the table with the
+/// export, item by item.
+async fn table_mode(url: &str, heliosdb: bool) -> anyhow::Result<()> {
+    let export = export()?;
+    let output = run_coordinator(
+        &[
+            "migrate",
+            "--export",
+            &export.path.display().to_string(),
+            "--target",
+            url,
+            "--key",
+            "PK,SK",
+            "--json",
+        ],
+        &[],
+    )?;
+    assert_exit(&output, 0);
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("report: {}", stderr_of(&output)))?;
+    assert_eq!(report["state"], "complete", "{report}");
+    assert_eq!(report["rows_loaded"], ITEMS, "{report}");
+    let table = report["table"].as_str().context("no table in the report")?;
+    assert_eq!(table, "Storefront");
+    let rows = if heliosdb {
+        // Read in text format, typed by the run's schema (HeliosDB has no `to_jsonb`).
+        let run_id = report["run_id"]
+            .as_str()
+            .context("no run_id in the report")?;
+        assert_run_matches_text(url, run_id, &export.path, &[]).await?
+    } else {
+        assert_table_matches(url, table, &export.path).await?
+    };
+    assert_eq!(rows as u64, ITEMS);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_shaped_export_loads_item_by_item_in_table_mode_on_postgres() -> anyhow::Result<()> {
+    let url = ferry_tests::pg::shared_cluster()
+        .create_database("aws_table_mode")
+        .await?;
+    table_mode(&url, false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_shaped_export_loads_item_by_item_in_table_mode_on_heliosdb() -> anyhow::Result<()> {
+    let server = ferry_tests::helios::HeliosServer::start()?;
+    table_mode(&server.url(), true).await
 }
