@@ -42,7 +42,7 @@ use std::time::Instant;
 
 use base64::Engine;
 use ferry_shared::config::AwsSettings;
-use ferry_shared::ident::quote_ident;
+use ferry_shared::ident::{quote_ident, same_column_name};
 use ferry_shared::output::{open_output, OutputStore, PutOutcome};
 use ferry_shared::routing::{Routing, TimeFormat, Transform};
 use ferry_shared::schema::{DdbType, NestedJson, PgType, TableSchema, PROVENANCE_COLUMN};
@@ -274,13 +274,19 @@ pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
         key: run.schema.key_columns().map(|c| c.name.clone()).collect(),
         ..Default::default()
     };
-    // Columns the run's schema does not know: listed, not exported.
+    // Columns the run's schema does not know: listed, not exported. HeliosDB's catalog reports
+    // a non-ASCII name as its UTF-8 bytes read as Latin-1, so names are matched as it reports them.
     for plan in &plans {
+        let derived = derived_columns(&run, &plan.table);
         for column in live_columns(&client, &plan.table).await? {
-            let known = plan.columns.iter().any(|c| c.column == column)
-                || plan.rest.as_ref().is_some_and(|(r, _)| *r == column)
-                || column == PROVENANCE_COLUMN
-                || derived_columns(&run, &plan.table).contains(&column);
+            let known = plan
+                .columns
+                .iter()
+                .map(|c| c.column.as_str())
+                .chain(plan.rest.as_ref().map(|(r, _)| r.as_str()))
+                .chain(std::iter::once(PROVENANCE_COLUMN))
+                .chain(derived.iter().map(String::as_str))
+                .any(|name| same_column_name(name, &column));
             if !known {
                 differences.push(Difference {
                     class: "unmapped_column".into(),

@@ -24,6 +24,13 @@ pub fn is_valid_column_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_IDENT_BYTES && !name.contains('\0')
 }
 
+/// Whether the catalog's name `reported` is the column `name`: the same text, or its UTF-8 bytes
+/// read as Latin-1, which is how HeliosDB 4.41 reports a non-ASCII identifier (`ü` as `Ã¼`) in
+/// `information_schema` and in a result's column names.
+pub fn same_column_name(name: &str, reported: &str) -> bool {
+    reported == name || reported.chars().eq(name.bytes().map(char::from))
+}
+
 /// Which column names a target reads back as written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ColumnNames {
@@ -61,6 +68,18 @@ mod tests {
         assert_eq!(quote_ident("Status"), "\"Status\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_ident("x; DROP TABLE t"), "\"x; DROP TABLE t\"");
+    }
+
+    #[test]
+    fn heliosdb_names_match_as_reported() {
+        assert!(same_column_name("PK", "PK"));
+        assert!(same_column_name("ünïcode näme", "ünïcode näme"));
+        // HeliosDB 4.41's catalog: the UTF-8 bytes read as Latin-1.
+        assert!(same_column_name("ünïcode näme", "Ã¼nÃ¯code nÃ¤me"));
+        assert!(same_column_name("créé le", "crÃ©Ã© le"));
+        assert!(!same_column_name("ünïcode näme", "unicode name"));
+        assert!(!same_column_name("pk", "PK"));
+        assert!(!same_column_name("ä", "Ã¤x"));
     }
 
     #[test]

@@ -31,7 +31,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ferry_shared::ident::quote_ident;
+use ferry_shared::ident::{quote_ident, same_column_name};
 use ferry_shared::schema::{PgType, TableSchema, PROVENANCE_COLUMN};
 use tokio_postgres::Client;
 
@@ -116,12 +116,6 @@ async fn copy_sql(client: &Client, table: &TableSchema, target: &Target) -> Stri
         );
         listed
     }
-}
-
-/// Whether HeliosDB's catalog name `reported` is the column `name`: the same text, or its UTF-8
-/// bytes read as Latin-1 (how HeliosDB 4.41 reports a non-ASCII identifier).
-fn same_column_name(name: &str, reported: &str) -> bool {
-    reported == name || reported.chars().eq(name.bytes().map(char::from))
 }
 
 #[async_trait]
@@ -302,21 +296,5 @@ impl Sink for AutocommitCopySink<'_> {
 
     async fn commit(&mut self, checkpoint: &Checkpoint<'_>) -> Result<bool> {
         write_checkpoint(self.client, checkpoint).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_column_name;
-
-    #[test]
-    fn heliosdb_names_match_as_reported() {
-        assert!(same_column_name("PK", "PK"));
-        assert!(same_column_name("ünïcode näme", "ünïcode näme"));
-        // HeliosDB 4.41's catalog: the UTF-8 bytes read as Latin-1.
-        assert!(same_column_name("ünïcode näme", "Ã¼nÃ¯code nÃ¤me"));
-        assert!(!same_column_name("ünïcode näme", "unicode name"));
-        assert!(!same_column_name("pk", "PK"));
-        assert!(!same_column_name("ä", "Ã¤x"));
     }
 }
