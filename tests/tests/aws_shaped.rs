@@ -9,6 +9,8 @@
 //!   instants), and so are `ferry.rejects` and the run's report;
 //! - in table mode, compared item by item with the export read by `ferry_tests::compare`
 //!   (serde_json, no worker code);
+//! - as a Parquet dataset (the ledger in PostgreSQL), read back by pyarrow and compared item by
+//!   item the same way;
 //! - in table mode with `nested_json = "dynamodb"`, then written back by `export-back`: the
 //!   rollback must give the export's items again, exactly (numbers by value, sets in any order),
 //!   as `tests/aws/round_trip.py` compares them, with no difference declared but the provenance
@@ -22,7 +24,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context};
 use ferry_shared::routing::Routing;
 use ferry_shared::schema::PgType;
-use ferry_tests::compare::{json_eq, norm_number, parse_array_literal};
+use ferry_tests::compare::{compare, json_eq, norm_number, parse_array_literal, read_source_items};
 use ferry_tests::harness::{
     assert_exit, assert_run_matches_text, assert_table_matches, connect, run_coordinator, stderr_of,
 };
@@ -36,19 +38,11 @@ const WRITER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/make-aws-e
 const ROUND_TRIP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/aws/round_trip.py");
 const ITEMS: u64 = 100_000;
 
-/// The export, written once for both targets.
+/// The export, written once for all the tests here.
 struct Export {
-    _dir: tempfile::TempDir,
+    /// The folder holding it, when it is not kept in the cache.
+    _dir: Option<tempfile::TempDir>,
     path: PathBuf,
-}
-
-/// What the export must give on a target.
-struct Expected {
-    /// (table, PK, SK) → the row's expected values by column.
-    rows: BTreeMap<(String, String, String), serde_json::Map<String, Value>>,
-    /// (PK, SK) of the items that must be rejected.
-    rejects: BTreeSet<(String, String)>,
-    filtered: u64,
 }
 
 fn export() -> anyhow::Result<&'static Export> {
@@ -59,19 +53,47 @@ fn export() -> anyhow::Result<&'static Export> {
         .map_err(|e| anyhow::anyhow!("writing the AWS-shaped export: {e}"))
 }
 
+/// Writes the export with `make-aws-export.py`, or finds it in the install cache
+/// (`$FERRY_CACHE_DIR`, default `~/.cache/ferry`) under a hash of the script and its arguments:
+/// the script is deterministic, and writing 100k items takes it about 20 s.
 fn write_export() -> anyhow::Result<Export> {
-    let dir = tempfile::tempdir()?;
+    use md5::{Digest, Md5};
+    let args = [
+        "--items".to_string(),
+        ITEMS.to_string(),
+        "--files".into(),
+        "4".into(),
+        "--seed".into(),
+        "11".into(),
+    ];
+    let mut hash = Md5::new();
+    hash.update(std::fs::read(WRITER)?);
+    hash.update(args.join(" ").as_bytes());
+    let key: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let cache = std::env::var_os("FERRY_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ferry")))
+        .map(|c| c.join("aws-exports"));
+    let cached = cache.as_ref().map(|c| c.join(&key));
+    if let Some(cached) = &cached {
+        if let Ok(relative) = std::fs::read_to_string(cached.join("export-dir")) {
+            return Ok(Export {
+                _dir: None,
+                path: cached.join(relative.trim()),
+            });
+        }
+    }
+    let dir = match &cache {
+        Some(cache) => {
+            std::fs::create_dir_all(cache)?;
+            tempfile::tempdir_in(cache)?
+        }
+        None => tempfile::tempdir()?,
+    };
     let written = Command::new(python()?)
         .arg(WRITER)
         .arg(dir.path())
-        .args([
-            "--items",
-            &ITEMS.to_string(),
-            "--files",
-            "4",
-            "--seed",
-            "11",
-        ])
+        .args(&args)
         .output()
         .context("running make-aws-export.py")?;
     anyhow::ensure!(
@@ -80,13 +102,42 @@ fn write_export() -> anyhow::Result<Export> {
         String::from_utf8_lossy(&written.stderr)
     );
     let summary: Value = serde_json::from_slice(&written.stdout)?;
+    anyhow::ensure!(summary["items"] == ITEMS, "unexpected summary {summary}");
     let path = PathBuf::from(
         summary["export_dir"]
             .as_str()
             .context("make-aws-export.py printed no export_dir")?,
     );
-    anyhow::ensure!(summary["items"] == ITEMS, "unexpected summary {summary}");
-    Ok(Export { _dir: dir, path })
+    let relative = path.strip_prefix(dir.path())?.to_path_buf();
+    if let Some(cached) = cached {
+        // Published whole, by a rename: a run that stops halfway leaves no half export there.
+        std::fs::write(
+            dir.path().join("export-dir"),
+            relative.display().to_string(),
+        )?;
+        let kept = dir.keep();
+        if std::fs::rename(&kept, &cached).is_err() {
+            // Another run published it first.
+            std::fs::remove_dir_all(&kept)?;
+        }
+        return Ok(Export {
+            _dir: None,
+            path: cached.join(relative),
+        });
+    }
+    Ok(Export {
+        path,
+        _dir: Some(dir),
+    })
+}
+
+/// What the export must give on a target.
+struct Expected {
+    /// (table, PK, SK) → the row's expected values by column.
+    rows: BTreeMap<(String, String, String), serde_json::Map<String, Value>>,
+    /// (PK, SK) of the items that must be rejected.
+    rejects: BTreeSet<(String, String)>,
+    filtered: u64,
 }
 
 /// The checker's rows, rejects and filtered count for the export; `decimal96` for a target
@@ -544,4 +595,45 @@ async fn an_aws_shaped_export_comes_back_exactly_from_postgres() -> anyhow::Resu
 async fn an_aws_shaped_export_comes_back_exactly_from_heliosdb() -> anyhow::Result<()> {
     let server = ferry_tests::helios::HeliosServer::start()?;
     export_back_round_trip(&server.url()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_shaped_export_reads_back_item_by_item_from_parquet() -> anyhow::Result<()> {
+    let export = export()?;
+    let ledger = ferry_tests::pg::shared_cluster()
+        .create_database("aws_parquet")
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let dataset = dir.path().join("lake");
+    let output = run_coordinator(
+        &[
+            "migrate",
+            "--export",
+            &export.path.display().to_string(),
+            "--parquet",
+            &dataset.display().to_string(),
+            "--key",
+            "PK,SK",
+            "--ledger",
+            &ledger,
+            "--json",
+        ],
+        &[],
+    )?;
+    assert_exit(&output, 0);
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("report: {}", stderr_of(&output)))?;
+    assert_eq!(report["rows_loaded"], ITEMS, "{report}");
+    let read = ferry_tests::parquet::read_dataset(&dataset.join("Storefront"))?;
+    let source = read_source_items(&export.path, &["PK", "SK"])?;
+    assert_eq!(source.len() as u64, ITEMS);
+    assert_eq!(read.rows.len() as u64, ITEMS, "no row twice");
+    let differences = compare(&source, &["PK", "SK"], &read.columns, "attrs", &read.rows);
+    assert!(
+        differences.is_empty(),
+        "{} differences: {:#?}",
+        differences.len(),
+        &differences[..differences.len().min(20)]
+    );
+    Ok(())
 }
