@@ -54,8 +54,8 @@ fn export() -> anyhow::Result<&'static Export> {
 }
 
 /// Writes the export with `make-aws-export.py`, or finds it in the install cache
-/// (`$FERRY_CACHE_DIR`, default `~/.cache/ferry`) under a hash of the script and its arguments:
-/// the script is deterministic, and writing 100k items takes it about 20 s.
+/// (`$FERRY_CACHE_DIR`, default `~/.cache/ferry`) under a hash of the script, its arguments and
+/// the Python that runs it: the script is deterministic, and writing 100k items takes about 20 s.
 fn write_export() -> anyhow::Result<Export> {
     use md5::{Digest, Md5};
     let args = [
@@ -66,9 +66,12 @@ fn write_export() -> anyhow::Result<Export> {
         "--seed".into(),
         "11".into(),
     ];
+    // The script, its arguments and the Python (the moto install's, whose boto3 types the items).
+    let python = python()?;
     let mut hash = Md5::new();
     hash.update(std::fs::read(WRITER)?);
     hash.update(args.join(" ").as_bytes());
+    hash.update(python.display().to_string().as_bytes());
     let key: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let cache = std::env::var_os("FERRY_CACHE_DIR")
         .map(PathBuf::from)
@@ -90,7 +93,7 @@ fn write_export() -> anyhow::Result<Export> {
         }
         None => tempfile::tempdir()?,
     };
-    let written = Command::new(python()?)
+    let written = Command::new(&python)
         .arg(WRITER)
         .arg(dir.path())
         .args(&args)
