@@ -418,28 +418,28 @@ fn routed_schema(
     settings.routing.validate(&names)?;
     // Every column the rules write must read back on the target (the catch-all table's key
     // columns are named as the key attributes).
+    let readable = |place: &str, column: &str, hint: &str| match column_names.refusal(column) {
+        Some(why) => Err(CoordinatorError::Invalid(format!(
+            "{place}: column {column:?} cannot be a column on this target: {why}; {hint}"
+        ))),
+        None => Ok(()),
+    };
     let routing = &settings.routing;
-    let mut written: Vec<(String, &str, &str)> = Vec::new();
     for rule in &routing.rules {
         let place = format!("routing rule {:?}", rule.name);
-        let hint = "name the column without a dot";
-        written.extend(
-            rule.columns
-                .iter()
-                .map(|c| (place.clone(), c.name.as_str(), hint)),
-        );
-        written.push((place, rule.rest_column.as_str(), hint));
+        let columns = rule.columns.iter().map(|c| c.name.as_str());
+        for column in columns.chain([rule.rest_column.as_str()]) {
+            readable(&place, column, "name the column without a dot")?;
+        }
     }
     if let (Unmatched::Table, Some(table)) = (routing.unmatched, &routing.catch_all_table) {
         let place = format!("routing.catch_all_table {table:?}");
-        let hint = "its key columns are named as the key attributes: reject unmatched items instead (routing.unmatched = \"reject\")";
-        written.extend(names.iter().map(|n| (place.clone(), n.as_str(), hint)));
-    }
-    for (place, column, hint) in written {
-        if let Some(why) = column_names.refusal(column) {
-            return Err(CoordinatorError::Invalid(format!(
-                "{place}: column {column:?} cannot be a column on this target: {why}; {hint}"
-            )));
+        for name in &names {
+            readable(
+                &place,
+                name,
+                "its key columns are named as the key attributes: reject unmatched items instead (routing.unmatched = \"reject\")",
+            )?;
         }
     }
     Ok(TableSchema {

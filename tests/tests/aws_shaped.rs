@@ -208,6 +208,19 @@ fn expected(export: &Export, decimal96: bool) -> anyhow::Result<Expected> {
     })
 }
 
+/// Runs `migrate` of the export with `args` (where to, the key, the config) and `--json`,
+/// requires it to succeed and returns its report.
+fn migrate_export(export: &Export, args: &[&str]) -> anyhow::Result<Value> {
+    let path = export.path.display().to_string();
+    let mut all = vec!["migrate", "--export", &path];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let output = run_coordinator(&all, &[])?;
+    assert_exit(&output, 0);
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("report: {}", stderr_of(&output)))
+}
+
 /// Every routed table's column types, from the config.
 fn column_types() -> anyhow::Result<BTreeMap<String, Vec<(String, PgType)>>> {
     let text = std::fs::read_to_string(CONFIG)?;
@@ -301,22 +314,7 @@ fn same_value(pg_type: PgType, got: &str, want: &Value) -> anyhow::Result<bool> 
 async fn routed_aws_export(url: &str, decimal96: bool) -> anyhow::Result<()> {
     let export = export()?;
     let prepared = expected(export, decimal96)?;
-    let output = run_coordinator(
-        &[
-            "migrate",
-            "--export",
-            &export.path.display().to_string(),
-            "--target",
-            url,
-            "--config",
-            CONFIG,
-            "--json",
-        ],
-        &[],
-    )?;
-    assert_exit(&output, 0);
-    let report: Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("report: {}", stderr_of(&output)))?;
+    let report = migrate_export(export, &["--target", url, "--config", CONFIG])?;
     assert_eq!(report["state"], "complete", "{report}");
     assert_eq!(
         report["rows_loaded"],
@@ -450,8 +448,8 @@ async fn an_aws_shaped_export_routes_as_an_independent_reader_says_on_postgres(
 async fn an_aws_shaped_export_routes_as_an_independent_reader_says_on_heliosdb(
 ) -> anyhow::Result<()> {
     let server = ferry_tests::helios::HeliosServer::start()?;
-    // HeliosDB's NUMERIC holds 28 digits: the 38-digit numbers' items are rejects there,
-    // each naming the value and the limit.
+    // HeliosDB's NUMERIC holds 28 digits: the items whose `lucky numbers` hold -1E-36 (36
+    // digits after the point) are rejects there, each naming the value and the limit.
     routed_aws_export(&server.url(), true).await
 }
 
@@ -459,22 +457,7 @@ async fn an_aws_shaped_export_routes_as_an_independent_reader_says_on_heliosdb(
 /// export, item by item.
 async fn table_mode(url: &str, heliosdb: bool) -> anyhow::Result<()> {
     let export = export()?;
-    let output = run_coordinator(
-        &[
-            "migrate",
-            "--export",
-            &export.path.display().to_string(),
-            "--target",
-            url,
-            "--key",
-            "PK,SK",
-            "--json",
-        ],
-        &[],
-    )?;
-    assert_exit(&output, 0);
-    let report: Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("report: {}", stderr_of(&output)))?;
+    let report = migrate_export(export, &["--target", url, "--key", "PK,SK"])?;
     assert_eq!(report["state"], "complete", "{report}");
     assert_eq!(report["rows_loaded"], ITEMS, "{report}");
     let table = report["table"].as_str().context("no table in the report")?;
@@ -517,24 +500,10 @@ async fn export_back_round_trip(url: &str) -> anyhow::Result<()> {
         "version = 1\n[mapping]\nnested_json = \"dynamodb\"\n",
     )?;
     let config = config.display().to_string();
-    let output = run_coordinator(
-        &[
-            "migrate",
-            "--export",
-            &export.path.display().to_string(),
-            "--target",
-            url,
-            "--key",
-            "PK,SK",
-            "--config",
-            &config,
-            "--json",
-        ],
-        &[],
+    let report = migrate_export(
+        export,
+        &["--target", url, "--key", "PK,SK", "--config", &config],
     )?;
-    assert_exit(&output, 0);
-    let report: Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("report: {}", stderr_of(&output)))?;
     assert_eq!(report["rows_loaded"], ITEMS, "{report}");
     let run_id = report["run_id"]
         .as_str()
@@ -608,24 +577,17 @@ async fn an_aws_shaped_export_reads_back_item_by_item_from_parquet() -> anyhow::
         .await?;
     let dir = tempfile::tempdir()?;
     let dataset = dir.path().join("lake");
-    let output = run_coordinator(
+    let report = migrate_export(
+        export,
         &[
-            "migrate",
-            "--export",
-            &export.path.display().to_string(),
             "--parquet",
             &dataset.display().to_string(),
             "--key",
             "PK,SK",
             "--ledger",
             &ledger,
-            "--json",
         ],
-        &[],
     )?;
-    assert_exit(&output, 0);
-    let report: Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("report: {}", stderr_of(&output)))?;
     assert_eq!(report["rows_loaded"], ITEMS, "{report}");
     let read = ferry_tests::parquet::read_dataset(&dataset.join("Storefront"))?;
     let source = read_source_items(&export.path, &["PK", "SK"])?;
