@@ -36,10 +36,16 @@ def main():
     with open(raw_path) as f:
         for row in csv.DictReader(f, delimiter="\t"):
             rss = int(row["peak_rss_kib"]) if row["peak_rss_kib"] else None
+            # CPU seconds of the whole machine during the measurement, and Ferry's own share
+            # (absent from raw.tsv files written before the bench measured them).
+            cpu = float(row["cpu_seconds"]) if row.get("cpu_seconds") else None
+            own = float(row["own_cpu_seconds"]) if row.get("own_cpu_seconds") else None
             data[(row["export"], row["target"], row["build"], row["measure"])][int(row["run"])] = (
                 float(row["seconds"]),
                 int(row["items"]),
                 rss,
+                cpu,
+                own,
             )
     exports = list(dict.fromkeys(k[0] for k in data if k[0] != "-"))
     targets = list(dict.fromkeys(k[1] for k in data if k[1] != "-"))
@@ -55,13 +61,30 @@ def main():
         return statistics.median(values) if values else None
 
     def secs(export, target, build, measure):
-        return median([s for s, _, _ in runs_of(export, target, build, measure).values()])
+        return median([v[0] for v in runs_of(export, target, build, measure).values()])
 
     def rate(export, target, build, measure):
-        return median([n / s for s, n, _ in runs_of(export, target, build, measure).values()])
+        return median([v[1] / v[0] for v in runs_of(export, target, build, measure).values()])
 
     def rss_mib(export, target, build):
-        return median([m / 1024 if m else None for _, _, m in runs_of(export, target, build, "ferry_migrate").values()])
+        return median([v[2] / 1024 if v[2] else None for v in runs_of(export, target, build, "ferry_migrate").values()])
+
+    def cpu(export, target, build, measure, field=3):
+        """Median CPU seconds: the machine's (field 3) or Ferry's own (field 4)."""
+        return median([v[field] for v in runs_of(export, target, build, measure).values()])
+
+    def server_cpu(export, target, build):
+        """Median of the machine's CPU seconds less Ferry's own, per run: the database server's."""
+        values = runs_of(export, target, build, "ferry_migrate").values()
+        return median([v[3] - v[4] if v[3] is not None and v[4] is not None else None for v in values])
+
+    def ceiling(export, target):
+        """Median per run of psql \\copy s ÷ (Ferry's machine CPU s ÷ cores): the most psql ÷ Ferry
+        the machine's cores allow a migrate using that much CPU (every core busy all along)."""
+        cores = int(meta.get("cores") or 0)
+        a, b = runs_of(export, target, "after", "ferry_migrate"), runs_of(export, target, "reference", "psql_copy")
+        values = [b[r][0] / (a[r][3] / cores) for r in runs if r in a and r in b and a[r][3] and cores]
+        return median(values)
 
     def ratio(num, den, inverse=False):
         """Median of per-run ratios num/den of seconds (den/num with inverse)."""
@@ -128,6 +151,30 @@ def main():
                 line += (f" {f(secs(e, t, 'before', 'ferry_migrate'))} | {x(rb)} | {f(rss_mib(e, t, 'before'), '{:.0f}')} |")
             p(line)
     p("")
+
+    if any(cpu(e, t, "after", "ferry_migrate") is not None for e in exports for t in targets):
+        cores = meta.get("cores", "?")
+        p("**Where the CPU goes:** CPU seconds the whole machine spent during each measurement (`/proc/stat`: user, "
+          "system and interrupt time; not idle, I/O wait or steal). Ferry's own is its process's user + system time "
+          "(`/usr/bin/time`); the rest of a migrate's CPU is the database server's. A run that needs C CPU seconds "
+          f"cannot take less than C ÷ {cores} seconds on this machine's {cores} cores, so the last column is the most "
+          "psql ÷ Ferry the machine allows: `psql \\copy` s ÷ (Ferry's CPU s ÷ cores), as if every core were busy "
+          "from start to end.")
+        p("")
+        p("| export | target | Ferry migrate: CPU s | Ferry's own | server | `psql \\copy`: CPU s | Ferry's CPU ÷ psql's "
+          "| psql ÷ Ferry | at most, on these cores |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for e in exports:
+            for t in targets:
+                if cpu(e, t, "after", "ferry_migrate") is None:
+                    continue
+                a, b = runs_of(e, t, "after", "ferry_migrate"), runs_of(e, t, "reference", "psql_copy")
+                cpu_ratio = median([a[r][3] / b[r][3] for r in runs if r in a and r in b and a[r][3] and b[r][3]])
+                p(f"| {EXPORT_NAMES.get(e, e)} | {TARGET_NAMES.get(t, t)} | {f(cpu(e, t, 'after', 'ferry_migrate'))} "
+                  f"| {f(cpu(e, t, 'after', 'ferry_migrate', 4))} | {f(server_cpu(e, t, 'after'))} "
+                  f"| {f(cpu(e, t, 'reference', 'psql_copy'))} | {x(cpu_ratio)} "
+                  f"| {x(ratio((e, t, 'reference', 'psql_copy'), (e, t, 'after', 'ferry_migrate')))} | {x(ceiling(e, t))} |")
+        p("")
 
     guide_items = int(meta.get("guide_items", 0))
     p(f"**The migration guide's import:** psycopg2, one INSERT per item (key columns + JSONB of the rest), one commit, "
@@ -220,7 +267,7 @@ def main():
                     if r not in values:
                         cells.append("–")
                         continue
-                    s, _, rss = values[r]
+                    s, rss = values[r][0], values[r][2]
                     cells.append(f"{s:.2f}" + (f" ({rss / 1024:.0f})" if rss else ""))
                 p(f"| {EXPORT_NAMES.get(e, e)} | {TARGET_NAMES.get(t, '–')} | {label} | " + " | ".join(cells) + " |")
     print("\n".join(out))
