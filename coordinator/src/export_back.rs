@@ -41,12 +41,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use base64::Engine;
-use ferry_shared::config::AwsSettings;
+use ferry_shared::config::{AwsSettings, CopyFormat};
 use ferry_shared::ident::{quote_ident, same_column_name};
 use ferry_shared::output::{open_output, OutputStore, PutOutcome};
 use ferry_shared::routing::{Routing, TimeFormat, Transform};
 use ferry_shared::schema::{DdbType, NestedJson, PgType, TableSchema, PROVENANCE_COLUMN};
 use ferry_worker::ledger::{self, RunRecord};
+use ferry_worker::target::Target;
 use futures_util::StreamExt;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -81,7 +82,7 @@ pub struct ExportBackRequest {
 pub struct Difference {
     /// The class: `derived_column`, `transform`, `filtered`, `dropped_attribute`, `column_type`,
     /// `time`, `null_or_absent`, `plain_json`, `rejected_at_load`, `unmapped_column`,
-    /// `provenance`, `catch_all_keys`.
+    /// `provenance`, `catch_all_keys`, `unreadable_column`.
     pub class: String,
     /// The table.
     pub table: String,
@@ -266,6 +267,25 @@ pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
     let output: Arc<dyn OutputStore> = Arc::from(open_output(&request.output, &request.aws).await?);
     let (plans, mut differences) = plan_tables(&run);
     differences.extend(ledger_differences(&client, &run).await?);
+    // A run planned by a Ferry that made dotted names columns on HeliosDB, which reads such a
+    // column back as NULL: its values cannot be exported, and the summary says so.
+    let column_names = Target::detect(&client, CopyFormat::Auto)
+        .await?
+        .column_names();
+    for plan in &plans {
+        let names = plan.columns.iter().map(|c| c.column.as_str());
+        for name in names.chain(plan.rest.as_ref().map(|(r, _)| r.as_str())) {
+            if let Some(why) = column_names.refusal(name) {
+                differences.push(Difference {
+                    class: "unreadable_column".into(),
+                    table: plan.table.clone(),
+                    column: Some(name.to_string()),
+                    detail: format!("{why}: the exported items lack what the column holds"),
+                    items: None,
+                });
+            }
+        }
+    }
     let mut summary = ExportSummary {
         run_id: run.run_id.clone(),
         output: output.location(""),

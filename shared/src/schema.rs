@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ident::quote_ident;
+use crate::ident::{quote_ident, ColumnNames};
 
 /// Ferry's provenance column, in every table a run loads: the `load_id` of the shard generation
 /// that wrote the row, shifted left by [`CHUNK_INDEX_BITS`], plus the row's chunk index in its data
@@ -337,6 +337,17 @@ impl TableSchema {
             .join(", ")
     }
 
+    /// The first column of this table (typed, or the overflow column) a target taking `names`
+    /// could not read back, with why. A run planned before [`ColumnNames::NoDot`] existed can
+    /// hold one: HeliosDB would store its values and read them back as NULL.
+    pub fn unreadable_column(&self, names: ColumnNames) -> Option<(&str, &'static str)> {
+        self.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .chain(std::iter::once(self.overflow_column.as_str()))
+            .find_map(|name| names.refusal(name).map(|why| (name, why)))
+    }
+
     /// The columns a COPY fills, in order: typed columns, the overflow column, provenance.
     pub fn copy_column_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.columns.iter().map(|c| c.name.clone()).collect();
@@ -401,6 +412,25 @@ mod tests {
         assert!(with
             .copy_column_list()
             .ends_with("\"attrs\", \"_ferry_chunk\""));
+    }
+
+    #[test]
+    fn a_dotted_column_is_unreadable_on_a_target_without_dots() {
+        let mut dotted = schema();
+        assert_eq!(dotted.unreadable_column(ColumnNames::NoDot), None);
+        dotted.columns[2].name = "tax.rate".into();
+        assert_eq!(dotted.unreadable_column(ColumnNames::Any), None);
+        let (column, why) = dotted.unreadable_column(ColumnNames::NoDot).unwrap();
+        assert_eq!(column, "tax.rate");
+        assert!(why.contains("NULL"), "{why}");
+        let mut overflow = schema();
+        overflow.overflow_column = "rest.json".into();
+        assert_eq!(
+            overflow
+                .unreadable_column(ColumnNames::NoDot)
+                .map(|(c, _)| c),
+            Some("rest.json")
+        );
     }
 
     #[test]

@@ -285,3 +285,91 @@ async fn the_embedded_default_needs_no_server() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&output.stdout).contains("already complete"));
     Ok(())
 }
+
+/// A run planned by a Ferry that still made a dotted attribute name a column (before 25a481b):
+/// HeliosDB stores such a column's values and reads them back as NULL. Resuming the run there is
+/// refused, naming the column and the way out, and `export-back` declares the column's values
+/// missing instead of passing the NULLs off as the items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_planned_with_a_dotted_column_does_not_load_into_heliosdb() -> anyhow::Result<()> {
+    use ferry_shared::schema::{ColumnSpec, DdbType, PgType, TableSchema};
+    let server = HeliosServer::start()?;
+    let url = server.url();
+    let dir = tempfile::tempdir()?;
+    let export = generate_export(&dir.path().join("export"), &gen_options(71, 600, 2))?;
+    let export_arg = export.root.display().to_string();
+    let planned = run_coordinator(
+        &[
+            "plan",
+            "--export",
+            &export_arg,
+            "--target",
+            &url,
+            "--key",
+            "PK,SK",
+        ],
+        &[],
+    )?;
+    assert_eq!(planned.status.code(), Some(0), "{}", stderr_of(&planned));
+    // The run as the older Ferry planned it: a NUMERIC column "tax.rate" in its schema and table.
+    let client = connect(&url).await?;
+    let row = client
+        .query_one("SELECT run_id, schema_json FROM ferry.runs", &[])
+        .await?;
+    let (run_id, schema_json): (String, String) = (row.get(0), row.get(1));
+    let mut schema: TableSchema = serde_json::from_str(&schema_json)?;
+    schema.columns.push(ColumnSpec {
+        name: "tax.rate".into(),
+        ddb_type: DdbType::N,
+        pg_type: PgType::Numeric,
+        is_key: false,
+    });
+    client
+        .execute(
+            "UPDATE ferry.runs SET schema_json = $1::text WHERE run_id = $2::text",
+            &[&serde_json::to_string(&schema)?, &run_id],
+        )
+        .await?;
+    client
+        .batch_execute(&format!("DROP TABLE \"{}\"", schema.table))
+        .await?;
+    client.batch_execute(&schema.create_table_sql()).await?;
+
+    let refused = migrate_path(&url, &export.root, small_chunks(200), false, None).await;
+    let message = format!("{:#}", refused.expect_err("the run must not load"));
+    assert!(
+        message.contains("\"tax.rate\"") && message.contains("--run-id"),
+        "{message}"
+    );
+    assert_eq!(
+        scalar(&url, "SELECT count(*) FROM \"AppTable\"").await?,
+        "0"
+    );
+
+    let out_dir = dir.path().join("back");
+    let output = run_coordinator(
+        &[
+            "export-back",
+            "--target",
+            &url,
+            "--run-id",
+            &run_id,
+            "--output",
+            &out_dir.display().to_string(),
+            "--json",
+        ],
+        &[],
+    )?;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let unreadable: Vec<&serde_json::Value> = summary["differences"]
+        .as_array()
+        .expect("differences")
+        .iter()
+        .filter(|d| d["class"] == "unreadable_column")
+        .collect();
+    assert_eq!(unreadable.len(), 1, "{summary}");
+    assert_eq!(unreadable[0]["column"], "tax.rate", "{summary}");
+    assert_eq!(unreadable[0]["table"], "AppTable", "{summary}");
+    Ok(())
+}

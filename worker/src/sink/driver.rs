@@ -91,6 +91,19 @@ impl LoadContext {
             target.load_path = path;
         }
         let encoder = BlockEncoder::new(&run.schema, run.export_time.as_deref(), target.load_path)?;
+        if target.load_path != LoadPath::Parquet {
+            for table in encoder.tables().iter() {
+                if let Some((column, why)) = table.unreadable_column(target.column_names()) {
+                    return Err(WorkerError::Ledger(format!(
+                        "run {} writes column {column:?} of table {:?}, which this target cannot \
+                         read back ({why}); the run was planned by a Ferry that made such names \
+                         columns. Plan a new run (another --run-id, into a new table): the \
+                         attribute then goes to the overflow column",
+                        run.run_id, table.table
+                    )));
+                }
+            }
+        }
         Ok(LoadContext {
             tables: encoder.tables().clone(),
             encoder: Arc::new(encoder),

@@ -522,6 +522,54 @@ mod tests {
         }
     }
 
+    /// A run planned before HeliosDB's columns were kept free of dots (25a481b) may hold a
+    /// dotted column; HeliosDB would store its values and read them back as NULL, so loading it
+    /// there is refused, naming the column and the way out. PostgreSQL reads such a name back.
+    #[test]
+    fn a_run_with_a_dotted_column_does_not_load_on_heliosdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut schema = (*test_schema(OnTypeMismatch::Overflow)).clone();
+        schema.provenance = true;
+        schema.columns[2].name = "tax.rate".into();
+        let run = RunRecord {
+            run_id: RUN.into(),
+            export_location: dir.path().display().to_string(),
+            export_arn: None,
+            export_time: None,
+            target_table: "t".into(),
+            schema,
+            chunk_lines: 10,
+            max_rejects: 0,
+            manifest_verified: true,
+            manifest_items: Some(1),
+            state: "loading".into(),
+            load_path: None,
+        };
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
+        let settings = ferry_shared::config::load_settings(None).unwrap().load;
+        let target = |kind, load_path| Target {
+            kind,
+            server_version: "fake".into(),
+            load_path,
+        };
+        let helios = target(TargetKind::HeliosDb, LoadPath::CsvCopyAutocommit);
+        let err = match LoadContext::new(run.clone(), store.clone(), &settings, helios, "fake://") {
+            Ok(_) => panic!("a dotted column must be refused on HeliosDB"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("\"tax.rate\"") && err.contains("\"t\"") && err.contains("--run-id"),
+            "{err}"
+        );
+        let postgres = target(TargetKind::Postgres, LoadPath::BinaryCopyInTransaction);
+        assert!(
+            LoadContext::new(run.clone(), store.clone(), &settings, postgres, "fake://").is_ok()
+        );
+        // A Parquet run writes files, which keep any name.
+        let parquet = target(TargetKind::HeliosDb, LoadPath::Parquet);
+        assert!(LoadContext::new(run, store, &settings, parquet, "fake://").is_ok());
+    }
+
     fn key(i: u64) -> Key {
         vec![
             KeyValue::Text(format!("k{i}")),
