@@ -528,22 +528,30 @@ impl ColumnBuilder {
     /// Appends one cell; a cell of another kind than the column's (only [`Cell::Null`] in
     /// practice: [`cast`] gives each column type its kind) is appended as NULL.
     pub fn append(&mut self, cell: Cell<'_>) {
+        self.append_ref(&cell);
+    }
+
+    /// [`Self::append`] of a cell left where it is: its fields are read one by one, as they were
+    /// written. Moving a cell just written in place (routing writes each into a row buffer) reads
+    /// it back in 16-byte loads over its 8-byte stores, which stalls the load until the stores
+    /// retire: measured at two thirds of `append`'s time in routing before this.
+    pub fn append_ref(&mut self, cell: &Cell<'_>) {
         match (self, cell) {
             (ColumnBuilder::Utf8(b), Cell::Text(s)) => b.append_value(s),
             (ColumnBuilder::Utf8(b), _) => b.append_null(),
             (ColumnBuilder::Binary(b), Cell::Bytes(v)) => b.append_value(v),
             (ColumnBuilder::Binary(b), _) => b.append_null(),
-            (ColumnBuilder::Bool(b), Cell::Bool(v)) => b.append_value(v),
+            (ColumnBuilder::Bool(b), Cell::Bool(v)) => b.append_value(*v),
             (ColumnBuilder::Bool(b), _) => b.append_null(),
-            (ColumnBuilder::I16(b), Cell::I16(v)) => b.append_value(v),
+            (ColumnBuilder::I16(b), Cell::I16(v)) => b.append_value(*v),
             (ColumnBuilder::I16(b), _) => b.append_null(),
-            (ColumnBuilder::I32(b), Cell::I32(v)) => b.append_value(v),
+            (ColumnBuilder::I32(b), Cell::I32(v)) => b.append_value(*v),
             (ColumnBuilder::I32(b), _) => b.append_null(),
-            (ColumnBuilder::I64(b), Cell::I64(v)) => b.append_value(v),
+            (ColumnBuilder::I64(b), Cell::I64(v)) => b.append_value(*v),
             (ColumnBuilder::I64(b), _) => b.append_null(),
-            (ColumnBuilder::F64(b), Cell::F64(v)) => b.append_value(v),
+            (ColumnBuilder::F64(b), Cell::F64(v)) => b.append_value(*v),
             (ColumnBuilder::F64(b), _) => b.append_null(),
-            (ColumnBuilder::Micros(b), Cell::Micros(v)) => b.append_value(v),
+            (ColumnBuilder::Micros(b), Cell::Micros(v)) => b.append_value(*v),
             (ColumnBuilder::Micros(b), _) => b.append_null(),
             (ColumnBuilder::Utf8List(b), Cell::TextList(items)) => {
                 for item in items {

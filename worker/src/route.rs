@@ -626,8 +626,8 @@ impl Router {
             }
         };
         let output = &mut out.tables[table];
-        for (builder, cell) in output.columns.iter_mut().zip(cells.drain(..)) {
-            builder.append(cell);
+        for (builder, cell) in output.columns.iter_mut().zip(&cells) {
+            builder.append_ref(cell);
         }
         *cells_storage = recycle(cells);
         if has_rest {
