@@ -39,6 +39,35 @@ pub struct RunRecord {
     pub load_path: Option<String>,
 }
 
+#[cfg(test)]
+impl RunRecord {
+    /// A run of the fake targets' tests: `schema`, from the export in `dir`, `chunk_lines` lines a
+    /// chunk, `items` items by the manifest, loading the way `load_path` says.
+    pub(crate) fn for_test(
+        run_id: &str,
+        dir: &std::path::Path,
+        schema: TableSchema,
+        chunk_lines: u64,
+        items: u64,
+        load_path: Option<&str>,
+    ) -> RunRecord {
+        RunRecord {
+            run_id: run_id.into(),
+            export_location: dir.display().to_string(),
+            export_arn: None,
+            export_time: None,
+            target_table: "t".into(),
+            schema,
+            chunk_lines,
+            max_rejects: 100,
+            manifest_verified: true,
+            manifest_items: Some(items),
+            state: "loading".into(),
+            load_path: load_path.map(str::to_string),
+        }
+    }
+}
+
 /// A shard as the ledger holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ShardRecord {

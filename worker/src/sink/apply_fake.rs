@@ -416,20 +416,14 @@ fn setup(chunk: u64, unique: bool) -> Setup {
             },
         );
     }
-    let run = RunRecord {
-        run_id: RUN.into(),
-        export_location: dir.path().display().to_string(),
-        export_arn: None,
-        export_time: None,
-        target_table: "t".into(),
-        schema: schema.clone(),
-        chunk_lines: chunk,
-        max_rejects: 100,
-        manifest_verified: true,
-        manifest_items: Some(lines.len() as u64),
-        state: "loading".into(),
-        load_path: Some("binary".into()),
-    };
+    let run = RunRecord::for_test(
+        RUN,
+        dir.path(),
+        schema.clone(),
+        chunk,
+        lines.len() as u64,
+        Some("binary"),
+    );
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
     let mut settings = ferry_shared::config::load_settings(None).unwrap().load;
     settings.block_lines = std::num::NonZeroUsize::new(3).unwrap();

@@ -491,20 +491,7 @@ mod tests {
                 copying_from: None,
             },
         );
-        let run = RunRecord {
-            run_id: RUN.into(),
-            export_location: dir.path().display().to_string(),
-            export_arn: None,
-            export_time: None,
-            target_table: "t".into(),
-            schema,
-            chunk_lines: chunk,
-            max_rejects: 100,
-            manifest_verified: true,
-            manifest_items: Some(items),
-            state: "loading".into(),
-            load_path: Some("csv".into()),
-        };
+        let run = RunRecord::for_test(RUN, dir.path(), schema, chunk, items, Some("csv"));
         let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
         let mut settings = ferry_shared::config::load_settings(None).unwrap().load;
         settings.block_lines = std::num::NonZeroUsize::new(7).unwrap();
@@ -531,20 +518,7 @@ mod tests {
         let mut schema = (*test_schema(OnTypeMismatch::Overflow)).clone();
         schema.provenance = true;
         schema.columns[2].name = "tax.rate".into();
-        let run = RunRecord {
-            run_id: RUN.into(),
-            export_location: dir.path().display().to_string(),
-            export_arn: None,
-            export_time: None,
-            target_table: "t".into(),
-            schema,
-            chunk_lines: 10,
-            max_rejects: 0,
-            manifest_verified: true,
-            manifest_items: Some(1),
-            state: "loading".into(),
-            load_path: None,
-        };
+        let run = RunRecord::for_test(RUN, dir.path(), schema, 10, 1, None);
         let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
         let settings = ferry_shared::config::load_settings(None).unwrap().load;
         let target = |kind, load_path| Target {

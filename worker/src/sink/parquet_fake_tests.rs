@@ -290,20 +290,7 @@ fn setup(items: u64, chunk: u64, bad_line: Option<u64>) -> Setup {
             copying_from: None,
         },
     );
-    let run = RunRecord {
-        run_id: RUN.into(),
-        export_location: dir.path().display().to_string(),
-        export_arn: None,
-        export_time: None,
-        target_table: "t".into(),
-        schema,
-        chunk_lines: chunk,
-        max_rejects: 100,
-        manifest_verified: true,
-        manifest_items: Some(items),
-        state: "loading".into(),
-        load_path: Some("parquet".into()),
-    };
+    let run = RunRecord::for_test(RUN, dir.path(), schema, chunk, items, Some("parquet"));
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
     let mut settings = ferry_shared::config::load_settings(None).unwrap().load;
     settings.block_lines = std::num::NonZeroUsize::new(7).unwrap();
