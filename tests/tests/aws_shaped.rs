@@ -123,6 +123,17 @@ fn write_export() -> anyhow::Result<Export> {
             // Another run published it first.
             std::fs::remove_dir_all(&kept)?;
         }
+        // Exports of other versions of the script (or another Python) are not read again: the
+        // cache keeps the current one only (folders being written are `.tmp…`, not a key).
+        if let Some(cache) = &cache {
+            for entry in std::fs::read_dir(cache)?.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let old_key = name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit());
+                if old_key && name != key {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         return Ok(Export {
             _dir: None,
             path: cached.join(relative),
