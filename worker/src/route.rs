@@ -565,14 +565,24 @@ impl Router {
             if !self.rule_ids[id] {
                 continue;
             }
-            let value = match attr_scalar(text, attr)? {
-                Some(value) => value,
-                None => match attr.desc {
-                    Desc::M => AttrValue::M(Vec::new()),
-                    Desc::L => AttrValue::L(Vec::new()),
-                    Desc::Ss => AttrValue::Ss(Vec::new()),
-                    Desc::Ns => AttrValue::Ns(Vec::new()),
-                    _ => AttrValue::Bs(Vec::new()),
+            // A string or number the line holds as it is, built here (not returned through
+            // memory by `attr_scalar`: copying that back stalled on the stores just made).
+            let value = match (attr.desc, attr.json) {
+                (Desc::S, JsonAt::Line(start, end)) => {
+                    AttrValue::S(Cow::Borrowed(&text[start + 1..end - 1]))
+                }
+                (Desc::N, JsonAt::Line(start, end)) => {
+                    AttrValue::N(Cow::Borrowed(&text[start..end]))
+                }
+                _ => match attr_scalar(text, attr)? {
+                    Some(value) => value,
+                    None => match attr.desc {
+                        Desc::M => AttrValue::M(Vec::new()),
+                        Desc::L => AttrValue::L(Vec::new()),
+                        Desc::Ss => AttrValue::Ss(Vec::new()),
+                        Desc::Ns => AttrValue::Ns(Vec::new()),
+                        _ => AttrValue::Bs(Vec::new()),
+                    },
                 },
             };
             shallow.push((Cow::Borrowed(name), value));
