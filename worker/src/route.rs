@@ -639,7 +639,9 @@ impl Router {
         for (builder, cell) in output.columns.iter_mut().zip(&cells) {
             builder.append_ref(cell);
         }
-        *cells_storage = recycle(cells);
+        // Stored after the row's other appends: the recycled vector's header, read back at once,
+        // would wait on the stores that just wrote it.
+        let recycled = recycle(cells);
         if has_rest {
             output.rest.append_value(rest.as_str());
         } else {
@@ -647,6 +649,7 @@ impl Router {
         }
         output.rule_of_row.push(rule.unwrap_or(usize::MAX));
         output.line_numbers.push(line_no);
+        *cells_storage = recycled;
         Ok(())
     }
 
