@@ -438,11 +438,14 @@ pub fn cast<'b>(value: &AttrValue<'b>, spec: &CastSpec) -> Result<Cell<'b>, Cast
 /// Exact microseconds from a decimal number of seconds (`per_unit` 1,000,000) or milliseconds
 /// (1,000); refuses digits below a microsecond rather than dropping them.
 pub fn epoch_micros(text: &str, per_unit: i64) -> Result<i64, String> {
-    // The common case, a whole number of at most 12 digits (any time before the year 33658 in
-    // seconds), read in one pass: it and its product with `per_unit` (at most 10^18) fit an i64.
-    // Routing reads one per item in a TTL filter and in each epoch column.
+    // The common case, a whole number short enough that its product with `per_unit` stays below
+    // 10^18 (11 digits of seconds, 14 of milliseconds: about 3,000 years after 1970), read in one
+    // pass. Routing reads one per item in a TTL filter and in each epoch column.
     let digits = text.as_bytes();
-    if !digits.is_empty() && digits.len() <= 12 && digits.iter().all(u8::is_ascii_digit) {
+    let short = per_unit
+        .checked_ilog10()
+        .is_some_and(|places| digits.len() <= 17 - places as usize);
+    if short && !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
         let whole = digits
             .iter()
             .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
@@ -778,8 +781,11 @@ mod tests {
             "007",
             "000000000000",
             "1700000000",
+            "99999999999",
             "999999999999",
             "9999999999999",
+            "99999999999999",
+            "999999999999999",
             "1700000000123",
             "10000000000000000000",
             "-5",
