@@ -158,12 +158,12 @@ fn routing_bench(items: usize, profile_secs: Option<f64>) -> anyhow::Result<()> 
         lines.len(),
         router.tables().len()
     );
-    println!("  decode (table mode)                 : {decode:>6.2} s");
-    println!("  decode + COPY encode                : {decode_copy:>6.2} s");
-    println!("  route + cast + transforms           : {route:>6.2} s");
-    println!("  route + transforms + COPY encode    : {route_copy:>6.2} s");
+    println!("  decode (table mode)                 : {decode:>6.3} s");
+    println!("  decode + COPY encode                : {decode_copy:>6.3} s");
+    println!("  route + cast + transforms           : {route:>6.3} s");
+    println!("  route + transforms + COPY encode    : {route_copy:>6.3} s");
     println!(
-        "  routing cost over plain decoding    : {:>+6.2} s ({:.2}x)",
+        "  routing cost over plain decoding    : {:>+6.3} s ({:.3}x)",
         route - decode,
         route / decode
     );
@@ -183,7 +183,7 @@ fn routing_bench(items: usize, profile_secs: Option<f64>) -> anyhow::Result<()> 
             }
         });
         println!(
-            "  routing alone for profiling         : {:>6.2} s",
+            "  routing alone for profiling         : {:>6.3} s",
             started.elapsed().as_secs_f64() * 1e6 / rows as f64
         );
     }
