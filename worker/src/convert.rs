@@ -437,24 +437,35 @@ pub fn cast<'b>(value: &AttrValue<'b>, spec: &CastSpec) -> Result<Cell<'b>, Cast
 
 /// Exact microseconds from a decimal number of seconds (`per_unit` 1,000,000) or milliseconds
 /// (1,000); refuses digits below a microsecond rather than dropping them.
+#[inline]
 pub fn epoch_micros(text: &str, per_unit: i64) -> Result<i64, String> {
     // The common case, a whole number short enough that its product with `per_unit` stays below
     // 10^18 (11 digits of seconds, 14 of milliseconds: about 3,000 years after 1970), read in one
     // pass. Routing reads one per item in a TTL filter and in each epoch column.
     let digits = text.as_bytes();
-    let short = per_unit
-        .checked_ilog10()
-        .is_some_and(|places| digits.len() <= 17 - places as usize);
-    if short && !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
-        let whole = digits
-            .iter()
-            .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
-        return Ok(whole * per_unit);
+    let most = match per_unit {
+        1_000_000 => 11,
+        1_000 => 14,
+        _ => per_unit
+            .checked_ilog10()
+            .map_or(0, |places| 17usize.saturating_sub(places as usize)),
+    };
+    if !digits.is_empty() && digits.len() <= most {
+        let mut whole = 0i64;
+        let mut plain = true;
+        for &d in digits {
+            plain &= d.is_ascii_digit();
+            whole = whole * 10 + i64::from(d.wrapping_sub(b'0'));
+        }
+        if plain {
+            return Ok(whole * per_unit);
+        }
     }
     epoch_micros_parsed(text, per_unit)
 }
 
 /// [`epoch_micros`] of any number: through its canonical form.
+#[inline(never)]
 fn epoch_micros_parsed(text: &str, per_unit: i64) -> Result<i64, String> {
     let canonical =
         canonical_number(text.trim()).map_err(|e| format!("{text:?} is not a number: {e}"))?;

@@ -34,8 +34,8 @@ use crate::decode::{arrow_schema, parse_item, RawBlock, Reject, RejectKind};
 use crate::item::{AttrValue, Attributes};
 use crate::json::{check_text, write_object};
 use crate::scan::{
-    attr_scalar, member_at, same_bytes, scalar_at, set_at, starts_with, Bail, Desc, ItemScan,
-    JsonAt, NameIndex,
+    attr_scalar, member_at, member_plain, same_bytes, scalar_at, set_at, starts_with, AttrRef,
+    Bail, Desc, ItemScan, JsonAt, NameIndex,
 };
 
 /// A compiled regex. The shapes key parsing uses, `^literal(\d+)$` and `^literal\d+$`, are
@@ -111,6 +111,33 @@ impl KeyRegex {
         }
     }
 
+    /// [`plain_i64`] of [`Self::capture`], reading the digits of a prefix pattern once.
+    #[inline]
+    fn capture_i64(&self, text: &str) -> Option<i64> {
+        match self {
+            KeyRegex::Prefix {
+                prefix,
+                group: true,
+                ..
+            } => {
+                let digits = starts_with(text, prefix).then(|| &text.as_bytes()[prefix.len()..])?;
+                if digits.is_empty() || digits.len() > 18 {
+                    return None;
+                }
+                let mut n = 0i64;
+                let mut plain = true;
+                for &d in digits {
+                    plain &= d.is_ascii_digit();
+                    n = n
+                        .wrapping_mul(10)
+                        .wrapping_add(i64::from(d.wrapping_sub(b'0')));
+                }
+                plain.then_some(n)
+            }
+            _ => self.capture(text).and_then(plain_i64),
+        }
+    }
+
     fn as_str(&self) -> &str {
         match self {
             KeyRegex::Prefix { pattern, .. } => pattern,
@@ -145,6 +172,12 @@ struct CompiledRule {
     column_ids: Vec<Option<usize>>,
     /// Per id of [`Router::names`], whether the attribute is consumed (scanned path).
     consumed_ids: Vec<bool>,
+    /// The ids in [`Router::names`] of what the rule's match and filters read: the `match`
+    /// attribute, the regex's attribute, the `skip_when` attribute and the TTL attribute.
+    when_id: Option<usize>,
+    regex_id: Option<usize>,
+    skip_when_id: Option<usize>,
+    ttl_id: Option<usize>,
 }
 
 /// The routing of a run, compiled once per worker.
@@ -165,10 +198,16 @@ pub struct Router {
     names: NameIndex,
     /// Per id of [`Self::names`], whether it is a key attribute.
     key_ids: Vec<bool>,
+    /// The id in [`Self::names`] of each key attribute, in the order of [`Self::keys`].
+    key_name_ids: Vec<usize>,
+    /// The names of [`Self::names`], by id.
+    names_of: Vec<String>,
     /// Per id of [`Self::names`], whether a rule's match or filter reads it: the scanned path
-    /// gives [`Self::rule_for`] and [`Self::skip`] these attributes only (columns read theirs
-    /// from the scan).
+    /// reads these from the line where it holds them as they are, and parses these only
+    /// otherwise (columns read theirs from the scan).
     rule_ids: Vec<bool>,
+    /// The ids whose [`Self::rule_ids`] is true.
+    rule_id_list: Vec<usize>,
 }
 
 /// One block, routed.
@@ -246,20 +285,26 @@ impl Router {
             for name in &consumed {
                 intern(&mut referenced, name);
             }
-            for name in [
-                rule.when.attribute.as_deref(),
-                rule.when.regex_attribute.as_deref(),
-                rule.skip_when.as_ref().map(|c| c.attribute.as_str()),
-                rule.skip_expired_ttl.as_deref(),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                intern(&mut referenced, name);
-            }
+            let regex_target = rule.when.regex.as_ref().map(|_| {
+                rule.when
+                    .regex_attribute
+                    .as_deref()
+                    .or(keys.get(1).map(String::as_str))
+                    .or(keys.first().map(String::as_str))
+                    .unwrap_or_default()
+            });
+            let mut id_of = |name: Option<&str>| name.map(|n| intern(&mut referenced, n));
+            let when_id = id_of(rule.when.attribute.as_deref());
+            let regex_id = id_of(regex_target);
+            let skip_when_id = id_of(rule.skip_when.as_ref().map(|c| c.attribute.as_str()));
+            let ttl_id = id_of(rule.skip_expired_ttl.as_deref());
             rules.push(CompiledRule {
                 column_ids,
                 consumed_ids: Vec::new(),
+                when_id,
+                regex_id,
+                skip_when_id,
+                ttl_id,
                 table: index_of(&rule.table).expect("every rule's table is listed"),
                 regex: rule
                     .when
@@ -317,14 +362,19 @@ impl Router {
             .flatten()
             .chain(keys.iter().map(String::as_str))
             .collect();
-        let rule_ids = referenced
+        let rule_ids: Vec<bool> = referenced
             .iter()
             .map(|name| read_by_rules.contains(&name.as_str()))
             .collect();
+        let rule_id_list = (0..rule_ids.len()).filter(|&id| rule_ids[id]).collect();
+        let key_name_ids = keys.iter().map(|k| intern(&mut referenced, k)).collect();
         Ok(Router {
             names: NameIndex::new(referenced.iter().map(|n| n.as_bytes())),
+            key_name_ids,
+            names_of: referenced.clone(),
             key_ids,
             rule_ids,
+            rule_id_list,
             keys: keys.to_vec(),
             table_rules,
             arrow: tables.iter().map(arrow_schema).collect(),
@@ -345,9 +395,21 @@ impl Router {
         &self,
         attributes: &[(Cow<'_, str>, AttrValue<'_>)],
     ) -> Option<(usize, &CompiledRule)> {
-        let text_of = |name: &str| attribute(attributes, name).and_then(scalar_text);
-        let pk = self.keys.first().and_then(|k| text_of(k));
-        let sk = self.keys.get(1).and_then(|k| text_of(k));
+        self.pick_rule(&Parsed(attributes))
+    }
+
+    /// The first rule (by precedence) that takes an item, if any, reading its attributes'
+    /// texts from `item`.
+    #[inline(always)]
+    fn pick_rule<'v>(&self, item: &impl AttributeTexts<'v>) -> Option<(usize, &CompiledRule)> {
+        let text_of = |name: &str, id: usize| item.text_of(name, id);
+        let key = |k: usize| {
+            self.keys
+                .get(k)
+                .and_then(|name| text_of(name, self.key_name_ids[k]))
+        };
+        let pk = key(0);
+        let sk = key(1);
         self.rules.iter().enumerate().find(|(_, compiled)| {
             let when = &compiled.rule.when;
             let prefix_ok = |prefix: &Option<String>, value: &Option<Cow<'_, str>>| match prefix {
@@ -357,19 +419,16 @@ impl Router {
             if !prefix_ok(&when.pk_prefix, &pk) || !prefix_ok(&when.sk_prefix, &sk) {
                 return false;
             }
-            if let (Some(attribute), Some(equals)) = (&when.attribute, &when.equals) {
-                if text_of(attribute).as_deref() != Some(equals.as_str()) {
+            if let (Some(attribute), Some(equals), Some(id)) =
+                (&when.attribute, &when.equals, compiled.when_id)
+            {
+                if text_of(attribute, id).as_deref() != Some(equals.as_str()) {
                     return false;
                 }
             }
-            if let Some(regex) = &compiled.regex {
-                let target = when
-                    .regex_attribute
-                    .as_deref()
-                    .or(self.keys.get(1).map(String::as_str))
-                    .or(self.keys.first().map(String::as_str))
-                    .unwrap_or_default();
-                if !text_of(target).is_some_and(|v| regex.is_match(&v)) {
+            if let (Some(regex), Some(id)) = (&compiled.regex, compiled.regex_id) {
+                let target = &self.names_of[id];
+                if !text_of(target, id).is_some_and(|v| regex.is_match(&v)) {
                     return false;
                 }
             }
@@ -399,7 +458,7 @@ impl Router {
                 None => simdutf8::basic::from_utf8(raw).ok(),
             };
             if let Some(text) = text {
-                if scan.scan(text).is_ok()
+                if scan.scan(text, &self.names).is_ok()
                     && self
                         .route_scanned(&mut out, line.line_no, text, &scan, &mut buffers)
                         .is_ok()
@@ -536,112 +595,117 @@ impl Router {
         scan: &ItemScan,
         buffers: &mut ScanBuffers<'b>,
     ) -> Result<(), Bail> {
+        // A line's values point into it, and into its JSON, with 32-bit offsets.
+        if text.len() > MAX_SCANNED || scan.json.len() > MAX_SCANNED {
+            return Err(Bail);
+        }
         let ScanBuffers {
             shallow,
-            found,
-            attr_ids,
-            cells: cells_storage,
+            vals,
+            owned,
             rest,
             taken,
         } = buffers;
-        let mut cells: Vec<Cell<'_>> = recycle(std::mem::take(cells_storage));
-        // Each attribute's name looked up once: which attribute the routing's names are
-        // (`found`, by name id) and which name each attribute is (`attr_ids`).
-        found.clear();
-        found.resize(self.key_ids.len(), usize::MAX);
-        attr_ids.clear();
-        // The attributes rules and filters read, as the reference parser gives them, maps,
-        // lists and sets left empty (rules and filters read scalars only, and only named
-        // attributes; columns and the rest take values from the scan).
+        // Which attribute each name of the routing is (`found`, by name id; the scan looked each
+        // name up once).
+        let found = &scan.found;
+        // Whether an attribute rules and filters read is not a string or number the line holds
+        // as it is (an escaped string, a number to canonicalize, a boolean): then they read the
+        // attributes as the reference parser gives them (`shallow`), else straight from the line.
+        let odd = self.rule_id_list.iter().any(|&id| {
+            scan.attrs.get(found[id]).is_some_and(|attr| {
+                matches!(
+                    (attr.desc, attr.json),
+                    (Desc::S | Desc::N, JsonAt::Written(..)) | (Desc::Bool, _)
+                )
+            })
+        });
         shallow.clear();
-        for (i, attr) in scan.attrs.iter().enumerate() {
-            let name = &text[attr.name.0..attr.name.1];
-            let id = self.names.get(name.as_bytes());
-            attr_ids.push(id.unwrap_or(usize::MAX));
-            let Some(id) = id else {
-                continue;
-            };
-            found[id] = i;
-            if !self.rule_ids[id] {
-                continue;
-            }
-            // A string or number the line holds as it is, built here (not returned through
-            // memory by `attr_scalar`: copying that back stalled on the stores just made).
-            let value = match (attr.desc, attr.json) {
-                (Desc::S, JsonAt::Line(start, end)) => {
-                    AttrValue::S(Cow::Borrowed(&text[start + 1..end - 1]))
-                }
-                (Desc::N, JsonAt::Line(start, end)) => {
-                    AttrValue::N(Cow::Borrowed(&text[start..end]))
-                }
-                _ => match attr_scalar(text, attr)? {
-                    Some(value) => value,
-                    None => match attr.desc {
-                        Desc::M => AttrValue::M(Vec::new()),
-                        Desc::L => AttrValue::L(Vec::new()),
-                        Desc::Ss => AttrValue::Ss(Vec::new()),
-                        Desc::Ns => AttrValue::Ns(Vec::new()),
-                        _ => AttrValue::Bs(Vec::new()),
-                    },
-                },
-            };
-            shallow.push((Cow::Borrowed(name), value));
+        if odd {
+            self.shallow_attributes(text, scan, found, shallow)?;
         }
-        cells.clear();
+        vals.clear();
+        owned.clear();
         rest.clear();
-        let (table, rule, has_rest) = match self.rule_for(shallow) {
+        let plain = Plain { text, scan };
+        let picked = if odd {
+            self.rule_for(shallow)
+        } else {
+            self.pick_rule(&plain)
+        };
+        let (table, rule, has_rest) = match picked {
             Some((index, rule)) => {
-                if self.skip(rule, shallow).map_err(|_| Bail)? {
+                let skipped = if odd {
+                    self.skip(rule, shallow).map_err(|_| Bail)?
+                } else {
+                    self.skip_scanned(rule, text, scan, found)?
+                };
+                if skipped {
                     out.filtered += 1;
                     out.filtered_lines.push(line_no);
-                    // The next line reuses the cells' buffer, as after a row.
-                    *cells_storage = recycle(cells);
                     return Ok(());
                 }
-                // Every cell NULL first, then each written in place (see
-                // `Self::scanned_cell_into`).
-                cells.resize_with(rule.columns.len(), || Cell::Null);
-                for (((column, spec), id), cell) in rule
+                for ((column, spec), id) in rule
                     .columns
                     .iter()
                     .zip(&self.tables[rule.table].columns)
                     .zip(&rule.column_ids)
-                    .zip(cells.iter_mut())
                 {
                     let attr = id.map(|id| found[id]).filter(|&i| i != usize::MAX);
-                    self.scanned_cell_into(column, text, scan, attr, cell)?;
-                    if *cell == Cell::Null && (column.spec.required || spec.is_key) {
+                    let val = self.scanned_val(column, text, scan, attr, owned)?;
+                    if matches!(val, Val::Null) && (column.spec.required || spec.is_key) {
                         return Err(Bail);
                     }
-                    if column.bounded {
-                        check_bounds(&column.spec, cell).map_err(|_| Bail)?;
+                    if column.bounded && !val.within_bounds(&column.spec, text, scan, owned) {
+                        return Err(Bail);
                     }
+                    vals.push(val);
                 }
-                let has_rest = write_rest(rest, taken, text, scan, |i| {
-                    attr_ids[i] == usize::MAX || !rule.consumed_ids[attr_ids[i]]
+                let has_rest = write_rest(rest, taken, text, scan, |attr| {
+                    !rule
+                        .consumed_ids
+                        .get(attr.id)
+                        .is_some_and(|&consumed| consumed)
                 });
                 (rule.table, Some(index), has_rest)
             }
             None => {
                 let table = self.catch_all.ok_or(Bail)?;
-                for key in &self.keys {
-                    let value = attribute(shallow, key).and_then(scalar_text).ok_or(Bail)?;
+                for (key, &id) in self.keys.iter().zip(&self.key_name_ids) {
+                    let value = if odd {
+                        attribute(shallow, key).and_then(scalar_text)
+                    } else {
+                        plain.text_of(key, id)
+                    };
+                    let value = value.ok_or(Bail)?;
                     check_text(&value).map_err(|_| Bail)?;
-                    cells.push(Cell::Text(Cow::Owned(value.into_owned())));
+                    vals.push(Val::Owned(owned.len()));
+                    owned.push(Cell::Text(Cow::Owned(value.into_owned())));
                 }
-                write_rest(rest, taken, text, scan, |i| {
-                    attr_ids[i] == usize::MAX || !self.key_ids[attr_ids[i]]
+                write_rest(rest, taken, text, scan, |attr| {
+                    !self.key_ids.get(attr.id).is_some_and(|&key| key)
                 });
                 (table, None, true)
             }
         };
         let output = &mut out.tables[table];
-        for (builder, cell) in output.columns.iter_mut().zip(&cells) {
-            builder.append_ref(cell);
+        for (builder, val) in output.columns.iter_mut().zip(vals.iter()) {
+            match (builder, *val) {
+                (ColumnBuilder::Utf8(b), Val::Line(start, end)) => {
+                    b.append_value(&text[start as usize..end as usize])
+                }
+                (ColumnBuilder::Utf8(b), Val::Json(start, end)) => {
+                    b.append_value(&scan.json[start as usize..end as usize])
+                }
+                (ColumnBuilder::I16(b), Val::I16(v)) => b.append_value(v),
+                (ColumnBuilder::I32(b), Val::I32(v)) => b.append_value(v),
+                (ColumnBuilder::I64(b), Val::I64(v)) => b.append_value(v),
+                (ColumnBuilder::Micros(b), Val::Micros(v)) => b.append_value(v),
+                (builder, Val::Owned(i)) => builder.append_ref(&owned[i]),
+                // NULL (each value is of its column's type).
+                (builder, _) => builder.append_nulls(1),
+            }
         }
-        // Stored after the row's other appends: the recycled vector's header, read back at once,
-        // would wait on the stores that just wrote it.
-        let recycled = recycle(cells);
         if has_rest {
             output.rest.append_value(rest.as_str());
         } else {
@@ -649,109 +713,170 @@ impl Router {
         }
         output.rule_of_row.push(rule.unwrap_or(usize::MAX));
         output.line_numbers.push(line_no);
-        *cells_storage = recycled;
         Ok(())
     }
 
-    /// [`Self::scanned_cell`], written into `slot` (which must be [`Cell::Null`]). The common
-    /// cases (a whole attribute whose text the scan found as it is: a string without escapes, a
-    /// canonical number, the JSON of a map or list) are written in place, each as its own
-    /// variant: a cell assembled from its parts and then copied costs a stalled load of memory
-    /// just written, once per value. The rest go through [`Self::scanned_cell`].
-    #[inline(always)]
-    fn scanned_cell_into<'c>(
+    /// The attributes rules and filters read, as the reference parser gives them (maps, lists
+    /// and sets left empty: rules and filters read scalars only), into `shallow`.
+    fn shallow_attributes<'b>(
         &self,
-        column: &RoutedColumn,
-        text: &'c str,
-        scan: &'c ItemScan,
-        index: Option<usize>,
-        slot: &mut Cell<'c>,
+        text: &'b str,
+        scan: &ItemScan,
+        found: &[usize],
+        shallow: &mut Vec<(Cow<'b, str>, AttrValue<'b>)>,
     ) -> Result<(), Bail> {
-        let Some(i) = index else {
-            // NULL (the slot is NULL already), unless a constant.
-            if column.spec.constant.is_some() || column.path.is_empty() {
-                *slot = self.scanned_cell(column, text, scan, index)?;
+        for (id, &i) in found.iter().enumerate() {
+            if i == usize::MAX || !self.rule_ids[id] {
+                continue;
             }
-            return Ok(());
-        };
-        let attr = &scan.attrs[i];
-        if column.spec.constant.is_none() && column.path.len() == 1 {
-            let pg_type = column.cast.pg_type;
-            match (attr.desc, attr.json, &column.regex) {
-                (Desc::S, JsonAt::Line(start, end), regex) => {
-                    // Without escapes, the text itself; it holds no NUL (the scan refuses raw
-                    // control characters).
-                    let string = &text[start + 1..end - 1];
-                    match (regex, pg_type) {
-                        (None, PgType::Text) => {
-                            *slot = Cell::Text(Cow::Borrowed(string));
-                            return Ok(());
-                        }
-                        (Some(regex), PgType::Int2 | PgType::Int4 | PgType::Int8) => {
-                            if let Some(n) = regex.capture(string).and_then(plain_i64) {
-                                if put_int(slot, pg_type, n) {
-                                    return Ok(());
-                                }
-                            }
-                        }
-                        (None, PgType::Timestamptz)
-                            if !matches!(
-                                column.cast.time,
-                                Some(TimeFormat::EpochSeconds | TimeFormat::EpochMillis)
-                            ) =>
-                        {
-                            if let Ok(time) = chrono::DateTime::parse_from_rfc3339(string.trim()) {
-                                *slot = Cell::Micros(time.timestamp_micros());
-                                return Ok(());
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                // A canonical number: its text is the value's exact decimal text.
-                (Desc::N, JsonAt::Line(start, end), None) => {
-                    let number = &text[start..end];
-                    match pg_type {
-                        PgType::Text => {
-                            *slot = Cell::Text(Cow::Borrowed(number));
-                            return Ok(());
-                        }
-                        PgType::Numeric | PgType::NumericScaled { .. }
-                            if check_numeric(number, pg_type, column.cast.numeric_limit)
-                                .is_ok() =>
-                        {
-                            *slot = Cell::Text(Cow::Borrowed(number));
-                            return Ok(());
-                        }
-                        PgType::Int2 | PgType::Int4 | PgType::Int8 => {
-                            if let Some(n) = plain_i64(number) {
-                                if put_int(slot, pg_type, n) {
-                                    return Ok(());
-                                }
-                            }
-                        }
-                        PgType::Timestamptz => {
-                            let per_unit = match column.cast.time {
-                                Some(TimeFormat::EpochMillis) => 1_000,
-                                _ => 1_000_000,
-                            };
-                            if let Ok(micros) = epoch_micros(number, per_unit) {
-                                *slot = Cell::Micros(micros);
-                                return Ok(());
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                (Desc::M | Desc::L, _, None) if matches!(pg_type, PgType::Jsonb | PgType::Text) => {
-                    *slot = Cell::Text(Cow::Borrowed(scan.json_of(text, i)));
-                    return Ok(());
-                }
-                _ => {}
+            let attr = &scan.attrs[i];
+            let value = match attr_scalar(text, attr)? {
+                Some(value) => value,
+                None => match attr.desc {
+                    Desc::M => AttrValue::M(Vec::new()),
+                    Desc::L => AttrValue::L(Vec::new()),
+                    Desc::Ss => AttrValue::Ss(Vec::new()),
+                    Desc::Ns => AttrValue::Ns(Vec::new()),
+                    _ => AttrValue::Bs(Vec::new()),
+                },
+            };
+            shallow.push((Cow::Borrowed(&text[attr.name.0..attr.name.1]), value));
+        }
+        Ok(())
+    }
+
+    /// [`Self::skip`] of a scanned line whose attributes rules read are plain (see
+    /// [`Self::route_scanned`]); anything the reference would refuse bails.
+    fn skip_scanned(
+        &self,
+        rule: &CompiledRule,
+        text: &str,
+        scan: &ItemScan,
+        found: &[usize],
+    ) -> Result<bool, Bail> {
+        let attr = |id: Option<usize>| id.and_then(|id| scan.attrs.get(found[id]));
+        if let (Some(condition), Some(attr)) = (&rule.rule.skip_when, attr(rule.skip_when_id)) {
+            let value = match (attr.desc, attr.json) {
+                (Desc::S, JsonAt::Line(start, end)) => Some(&text[start + 1..end - 1]),
+                (Desc::N, JsonAt::Line(start, end)) => Some(&text[start..end]),
+                _ => None,
+            };
+            if value == Some(condition.equals.as_str()) {
+                return Ok(true);
             }
         }
-        *slot = self.scanned_cell(column, text, scan, index)?;
-        Ok(())
+        if let (Some(attr), Some(export)) = (attr(rule.ttl_id), self.export_time_micros) {
+            return match (attr.desc, attr.json) {
+                (Desc::Null, _) => Ok(false),
+                (Desc::N, JsonAt::Line(start, end)) => {
+                    let expires = epoch_micros(&text[start..end], 1_000_000).map_err(|_| Bail)?;
+                    Ok(expires < export)
+                }
+                _ => Err(Bail),
+            };
+        }
+        Ok(false)
+    }
+
+    /// [`Self::scanned_cell`] as a [`Val`]: the common cases (a whole attribute, or a member of
+    /// a map attribute, whose text the scan found as it is: a string without escapes, a canonical
+    /// number, the JSON of a map or list) point into the line or the scan's JSON; the rest go
+    /// through [`Self::scanned_cell`], their cells kept in `owned`.
+    #[inline(always)]
+    fn scanned_val(
+        &self,
+        column: &RoutedColumn,
+        text: &str,
+        scan: &ItemScan,
+        index: Option<usize>,
+        owned: &mut Vec<Cell<'static>>,
+    ) -> Result<Val, Bail> {
+        let Some(i) = index else {
+            // NULL, unless a constant.
+            if column.spec.constant.is_some() || column.path.is_empty() {
+                return Ok(hold(self.scanned_cell(column, text, scan, index)?, owned));
+            }
+            return Ok(Val::Null);
+        };
+        let attr = &scan.attrs[i];
+        // The value's type and where its plain JSON is in the line: the attribute itself, or
+        // the member of a map attribute a two-step path names (a string or canonical number the
+        // line holds as it is; anything else takes the general path).
+        let (desc, json, whole) = match column.path.len() {
+            _ if column.spec.constant.is_some() => (attr.desc, None, false),
+            1 => (attr.desc, Some(attr.json), true),
+            2 if attr.desc == Desc::M => match member_plain(text, attr.body, &column.path[1])? {
+                Some((desc, start, end)) => (desc, Some(JsonAt::Line(start, end)), false),
+                None => (attr.desc, None, false),
+            },
+            _ => (attr.desc, None, false),
+        };
+        let pg_type = column.cast.pg_type;
+        match (desc, json, &column.regex) {
+            (Desc::S, Some(JsonAt::Line(start, end)), regex) => {
+                // Without escapes, the text itself; it holds no NUL (the scan refuses raw
+                // control characters).
+                let string = &text[start + 1..end - 1];
+                match (regex, pg_type) {
+                    (None, PgType::Text) => return Ok(Val::line(start + 1, end - 1)),
+                    (Some(regex), PgType::Int2 | PgType::Int4 | PgType::Int8) => {
+                        if let Some(val) =
+                            regex.capture_i64(string).and_then(|n| int_val(pg_type, n))
+                        {
+                            return Ok(val);
+                        }
+                    }
+                    (None, PgType::Timestamptz)
+                        if !matches!(
+                            column.cast.time,
+                            Some(TimeFormat::EpochSeconds | TimeFormat::EpochMillis)
+                        ) =>
+                    {
+                        if let Ok(time) = chrono::DateTime::parse_from_rfc3339(string.trim()) {
+                            return Ok(Val::Micros(time.timestamp_micros()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // A canonical number: its text is the value's exact decimal text.
+            (Desc::N, Some(JsonAt::Line(start, end)), None) => {
+                let number = &text[start..end];
+                match pg_type {
+                    PgType::Text => return Ok(Val::line(start, end)),
+                    PgType::Numeric | PgType::NumericScaled { .. }
+                        if check_numeric(number, pg_type, column.cast.numeric_limit).is_ok() =>
+                    {
+                        return Ok(Val::line(start, end));
+                    }
+                    PgType::Int2 | PgType::Int4 | PgType::Int8 => {
+                        if let Some(val) = plain_i64(number).and_then(|n| int_val(pg_type, n)) {
+                            return Ok(val);
+                        }
+                    }
+                    PgType::Timestamptz => {
+                        let per_unit = match column.cast.time {
+                            Some(TimeFormat::EpochMillis) => 1_000,
+                            _ => 1_000_000,
+                        };
+                        if let Ok(micros) = epoch_micros(number, per_unit) {
+                            return Ok(Val::Micros(micros));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            (Desc::M | Desc::L, Some(json), None)
+                if whole && matches!(pg_type, PgType::Jsonb | PgType::Text) =>
+            {
+                return Ok(match json {
+                    JsonAt::Line(start, end) => Val::line(start, end),
+                    JsonAt::Written(start, end) => Val::Json(start as u32, end as u32),
+                });
+            }
+            _ => {}
+        }
+        Ok(hold(self.scanned_cell(column, text, scan, index)?, owned))
     }
 
     /// A column's cell for a scanned item, as [`column_value`] gives it for the parsed item.
@@ -1113,11 +1238,11 @@ fn write_rest(
     taken: &mut Vec<usize>,
     text: &str,
     scan: &ItemScan,
-    keep: impl Fn(usize) -> bool,
+    keep: impl Fn(&AttrRef) -> bool,
 ) -> bool {
     let name = |i: usize| &text[scan.attrs[i].name.0..scan.attrs[i].name.1];
     taken.clear();
-    taken.extend((0..scan.attrs.len()).filter(|&i| keep(i)));
+    taken.extend((0..scan.attrs.len()).filter(|&i| keep(&scan.attrs[i])));
     taken.sort_unstable_by(|&a, &b| name(a).as_bytes().cmp(name(b).as_bytes()));
     rest.push('{');
     for (n, &index) in taken.iter().enumerate() {
@@ -1137,35 +1262,12 @@ fn write_rest(
 #[derive(Default)]
 struct ScanBuffers<'b> {
     shallow: Vec<(Cow<'b, str>, AttrValue<'b>)>,
-    /// Per name id: the attribute's index in the scan.
-    found: Vec<usize>,
-    attr_ids: Vec<usize>,
-    /// Always empty between lines (see [`recycle`]).
-    cells: Vec<Cell<'static>>,
+    /// The row's values.
+    vals: Vec<Val>,
+    /// The row's cells that [`Val`] cannot point to.
+    owned: Vec<Cell<'static>>,
     rest: String,
     taken: Vec<usize>,
-}
-
-/// An empty vector of cells of another lifetime on the same allocation (an in-place collect of
-/// no elements), so the cells of each line reuse one buffer.
-fn recycle<'x, 'y>(mut cells: Vec<Cell<'x>>) -> Vec<Cell<'y>> {
-    // A cell known to own nothing (NULL, borrowed text, a number) is forgotten rather than
-    // dropped: dropping it does nothing, but through the drop glue's out-of-line call and jump
-    // table, once per cell of every row. Any other cell is dropped.
-    while let Some(cell) = cells.pop() {
-        match cell {
-            Cell::Null
-            | Cell::Text(Cow::Borrowed(_))
-            | Cell::I16(_)
-            | Cell::I32(_)
-            | Cell::I64(_)
-            | Cell::F64(_)
-            | Cell::Bool(_)
-            | Cell::Micros(_) => std::mem::forget(cell),
-            owning => drop(owning),
-        }
-    }
-    cells.into_iter().map(|_| Cell::Null).collect()
 }
 
 /// The id of `name` in `names`, added if new.
@@ -1327,23 +1429,145 @@ fn value_cell<'b>(column: &RoutedColumn, value: &AttrValue<'b>) -> Result<Cell<'
     }
 }
 
-/// Writes an integer into `slot` as a cell of an integer column type; false (and `slot` left
-/// alone) where it does not fit (the full cast then says why).
+/// An integer as a value of an integer column type; `None` where it does not fit (the full cast
+/// then says why).
 #[inline(always)]
-fn put_int(slot: &mut Cell<'_>, pg_type: PgType, n: i64) -> bool {
+fn int_val(pg_type: PgType, n: i64) -> Option<Val> {
     match pg_type {
-        PgType::Int2 => match i16::try_from(n) {
-            Ok(n) => *slot = Cell::I16(n),
-            Err(_) => return false,
-        },
-        PgType::Int4 => match i32::try_from(n) {
-            Ok(n) => *slot = Cell::I32(n),
-            Err(_) => return false,
-        },
-        PgType::Int8 => *slot = Cell::I64(n),
-        _ => return false,
+        PgType::Int2 => i16::try_from(n).ok().map(Val::I16),
+        PgType::Int4 => i32::try_from(n).ok().map(Val::I32),
+        PgType::Int8 => Some(Val::I64(n)),
+        _ => None,
     }
-    true
+}
+
+/// The longest line (and JSON of one line) the scanned path routes; longer ones take the
+/// reference parser.
+const MAX_SCANNED: usize = u32::MAX as usize;
+
+/// One cell of a scanned line's row (see [`Router::route_scanned`]): where its value is, or the
+/// value itself. Copied, never dropped, and borrowing nothing, so a line's values need no buffer
+/// of borrowed cells (and none of their drop glue).
+#[derive(Clone, Copy, Debug)]
+enum Val {
+    Null,
+    /// `start..end` of the line (lines and their JSON are below 4 GiB: see
+    /// [`Router::route_scanned`]).
+    Line(u32, u32),
+    /// `start..end` of the scan's JSON ([`ItemScan::json`]).
+    Json(u32, u32),
+    I16(i16),
+    I32(i32),
+    I64(i64),
+    Micros(i64),
+    /// Any other cell: its index in the line's owned cells.
+    Owned(usize),
+}
+
+impl Val {
+    /// Whether the value passes its column's `allowed` values and `min`/`max` bounds, as
+    /// [`check_bounds`] checks its cell.
+    #[inline(always)]
+    fn within_bounds(
+        self,
+        spec: &Column,
+        text: &str,
+        scan: &ItemScan,
+        owned: &[Cell<'static>],
+    ) -> bool {
+        let number = match self {
+            Val::Line(..) | Val::Json(..) => {
+                let Cell::Text(value) = self.cell(text, scan, owned) else {
+                    return false;
+                };
+                return spec.allowed.as_ref().is_none_or(|allowed| {
+                    allowed
+                        .iter()
+                        .any(|a| same_bytes(a.as_bytes(), value.as_bytes()))
+                });
+            }
+            Val::I16(n) => i64::from(n),
+            Val::I32(n) => i64::from(n),
+            Val::I64(n) => n,
+            Val::Owned(i) => return check_bounds(spec, &owned[i]).is_ok(),
+            Val::Null | Val::Micros(_) => return true,
+        };
+        !(spec.min.is_some_and(|min| number < min) || spec.max.is_some_and(|max| number > max))
+    }
+
+    #[inline(always)]
+    fn line(start: usize, end: usize) -> Val {
+        Val::Line(start as u32, end as u32)
+    }
+
+    /// The value as a cell, borrowing the line, the scan and the owned cells.
+    fn cell<'a>(self, text: &'a str, scan: &'a ItemScan, owned: &'a [Cell<'static>]) -> Cell<'a> {
+        match self {
+            Val::Null => Cell::Null,
+            Val::Line(start, end) => Cell::Text(Cow::Borrowed(&text[start as usize..end as usize])),
+            Val::Json(start, end) => {
+                Cell::Text(Cow::Borrowed(&scan.json[start as usize..end as usize]))
+            }
+            Val::I16(v) => Cell::I16(v),
+            Val::I32(v) => Cell::I32(v),
+            Val::I64(v) => Cell::I64(v),
+            Val::Micros(v) => Cell::Micros(v),
+            Val::Owned(i) => match &owned[i] {
+                Cell::Text(text) => Cell::Text(Cow::Borrowed(text.as_ref())),
+                other => other.clone(),
+            },
+        }
+    }
+}
+
+/// An item's attributes as rules read them.
+trait AttributeTexts<'v> {
+    /// The text ([`scalar_text`]) of the attribute `name`, whose id in [`Router::names`] is `id`.
+    fn text_of(&self, name: &str, id: usize) -> Option<Cow<'v, str>>;
+}
+
+/// Parsed attributes.
+struct Parsed<'a, 'b>(&'a [(Cow<'b, str>, AttrValue<'b>)]);
+
+impl<'a, 'b> AttributeTexts<'a> for Parsed<'a, 'b> {
+    fn text_of(&self, name: &str, _: usize) -> Option<Cow<'a, str>> {
+        attribute(self.0, name).and_then(scalar_text)
+    }
+}
+
+/// A scanned line whose attributes rules read the line holds as they are (strings without
+/// escapes, canonical numbers; see [`Router::route_scanned`]).
+struct Plain<'t, 's> {
+    text: &'t str,
+    scan: &'s ItemScan,
+}
+
+impl<'t> AttributeTexts<'t> for Plain<'t, '_> {
+    #[inline(always)]
+    fn text_of(&self, _: &str, id: usize) -> Option<Cow<'t, str>> {
+        let attr = self.scan.attrs.get(self.scan.found[id])?;
+        let text = self.text;
+        match (attr.desc, attr.json) {
+            (Desc::S, JsonAt::Line(start, end)) => Some(Cow::Borrowed(&text[start + 1..end - 1])),
+            (Desc::N, JsonAt::Line(start, end)) => Some(Cow::Borrowed(&text[start..end])),
+            _ => None,
+        }
+    }
+}
+
+/// A cell of the general path as a [`Val`], kept in `owned` unless it is NULL or a number.
+fn hold(cell: Cell<'_>, owned: &mut Vec<Cell<'static>>) -> Val {
+    match cell {
+        Cell::Null => Val::Null,
+        Cell::I16(v) => Val::I16(v),
+        Cell::I32(v) => Val::I32(v),
+        Cell::I64(v) => Val::I64(v),
+        Cell::Micros(v) => Val::Micros(v),
+        other => {
+            owned.push(self::owned(other));
+            Val::Owned(owned.len() - 1)
+        }
+    }
 }
 
 /// A cell that borrows nothing.
@@ -1376,25 +1600,94 @@ pub fn apply_transforms(array: ArrayRef, transforms: &[Transform]) -> ArrayRef {
     let Some(strings) = array.as_string_opt::<i32>() else {
         return array;
     };
-    let out: StringArray = strings
-        .iter()
-        .map(|value| value.map(|v| transform_text(v, transforms)))
-        .collect();
-    Arc::new(out)
+    let mut out =
+        StringBuilder::with_capacity(arrow_array::Array::len(strings), strings.value_data().len());
+    let mut scratch = String::new();
+    for value in strings.iter() {
+        match value {
+            Some(value) => out.append_value(transform_into(value, transforms, &mut scratch)),
+            None => out.append_null(),
+        }
+    }
+    Arc::new(out.finish())
 }
 
 /// One value through `transforms`, in order.
 fn transform_text(value: &str, transforms: &[Transform]) -> String {
-    let mut text = Cow::Borrowed(value);
+    let mut scratch = String::new();
+    transform_into(value, transforms, &mut scratch).to_string()
+}
+
+/// One value through `transforms`, in order: a slice of `value` itself where the transforms
+/// only trim it, else the result in `scratch` (reused from value to value: a column's values cost
+/// no allocation each, except a non-ASCII lowercase and a hash).
+fn transform_into<'v>(
+    value: &'v str,
+    transforms: &[Transform],
+    scratch: &'v mut String,
+) -> &'v str {
+    /// Where the value being transformed is.
+    #[derive(Clone, Copy)]
+    enum At {
+        Value(usize, usize),
+        Scratch(usize, usize),
+        Redacted,
+    }
+    const REDACTED: &str = "[redacted]";
+    let mut at = At::Value(0, value.len());
     for transform in transforms {
-        text = match transform {
-            Transform::Trim => Cow::Owned(text.trim().to_string()),
-            Transform::Lowercase => Cow::Owned(text.to_lowercase()),
-            Transform::Hash => Cow::Owned(sha256_hex(text.as_bytes())),
-            Transform::Redact => Cow::Borrowed("[redacted]"),
+        let (text, base) = match at {
+            At::Value(start, end) => (&value[start..end], start),
+            At::Scratch(start, end) => (&scratch[start..end], start),
+            At::Redacted => (REDACTED, 0),
+        };
+        at = match transform {
+            Transform::Trim => {
+                let trimmed = text.trim_start();
+                let start = base + (text.len() - trimmed.len());
+                let end = start + trimmed.trim_end().len();
+                match at {
+                    At::Value(..) => At::Value(start, end),
+                    At::Scratch(..) => At::Scratch(start, end),
+                    At::Redacted => At::Redacted,
+                }
+            }
+            Transform::Lowercase
+                if text.is_ascii() && !text.bytes().any(|b| b.is_ascii_uppercase()) =>
+            {
+                at
+            }
+            Transform::Lowercase if text.is_ascii() => match at {
+                At::Value(start, end) => {
+                    scratch.clear();
+                    scratch.push_str(&value[start..end]);
+                    scratch.make_ascii_lowercase();
+                    At::Scratch(0, scratch.len())
+                }
+                At::Scratch(start, end) => {
+                    scratch[start..end].make_ascii_lowercase();
+                    at
+                }
+                At::Redacted => at,
+            },
+            Transform::Lowercase => {
+                let lower = text.to_lowercase();
+                *scratch = lower;
+                At::Scratch(0, scratch.len())
+            }
+            Transform::Hash => {
+                let hash = sha256_hex(text.as_bytes());
+                *scratch = hash;
+                At::Scratch(0, scratch.len())
+            }
+            Transform::Redact => At::Redacted,
         };
     }
-    text.into_owned()
+    match at {
+        At::Value(start, end) => &value[start..end],
+        At::Scratch(start, end) => &scratch[start..end],
+        At::Redacted => REDACTED,
+    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -1630,6 +1923,75 @@ columns = [
         assert!(out.is_null(1));
     }
 
+    /// Every chain of up to three transforms gives, value by value and in one column, what
+    /// applying each in turn to an owned string gives (`str::trim`, `str::to_lowercase`, SHA-256,
+    /// `[redacted]`), on ASCII, non-ASCII and Unicode whitespace.
+    #[test]
+    fn transform_chains_give_what_each_transform_gives_in_turn() {
+        fn one_by_one(value: &str, transforms: &[Transform]) -> String {
+            let mut text = value.to_string();
+            for transform in transforms {
+                text = match transform {
+                    Transform::Trim => text.trim().to_string(),
+                    Transform::Lowercase => text.to_lowercase(),
+                    Transform::Hash => sha256_hex(text.as_bytes()),
+                    Transform::Redact => "[redacted]".to_string(),
+                };
+            }
+            text
+        }
+        let values = [
+            "",
+            "   ",
+            "plain",
+            "  Alice@Example.COM ",
+            "\u{a0}ÀBÇ Straße\u{2003}",
+            "İ then ΣΑΣ",
+            "\tTab\n",
+            "MiXeD 123 ",
+        ];
+        let all = [
+            Transform::Trim,
+            Transform::Lowercase,
+            Transform::Hash,
+            Transform::Redact,
+        ];
+        // Every chain of length 0 to 3: 1 + 4 + 16 + 64.
+        let mut chains: Vec<Vec<Transform>> = vec![vec![]];
+        let mut last: Vec<Vec<Transform>> = vec![vec![]];
+        for _ in 0..3 {
+            last = last
+                .iter()
+                .flat_map(|chain| {
+                    all.iter().map(move |t| {
+                        let mut next = chain.clone();
+                        next.push(*t);
+                        next
+                    })
+                })
+                .collect();
+            chains.extend(last.iter().cloned());
+        }
+        assert_eq!(chains.len(), 85);
+        let array: ArrayRef = Arc::new(StringArray::from(
+            values
+                .iter()
+                .map(|v| Some(*v))
+                .chain([None])
+                .collect::<Vec<_>>(),
+        ));
+        for chain in &chains {
+            let out = apply_transforms(array.clone(), chain);
+            let out = out.as_string::<i32>();
+            for (i, value) in values.iter().enumerate() {
+                let expected = one_by_one(value, chain);
+                assert_eq!(out.value(i), expected, "{value:?} through {chain:?}");
+                assert_eq!(transform_text(value, chain), expected);
+            }
+            assert!(out.is_null(values.len()));
+        }
+    }
+
     #[test]
     fn unmatched_items_can_go_to_a_catch_all_table() {
         let mut rules = routing(RULES);
@@ -1801,6 +2163,9 @@ columns = [
                     r#"{"S":"yesterday"}"#,
                     r#"{"M":{"city":{"S":"  Paris "},"zip":{"S":"75001"}}}"#,
                     r#"{"M":{"street":{"S":"1 Main St"},"city":{"S":"Oslo"}}}"#,
+                    r#"{"M":{"qty":{"N":"7"},"zip":{"S":"a\"b"},"city":{"S":"Rome"}}}"#,
+                    r#"{"M":{"qty":{"N":"0070"},"zip":{"N":"12"}}}"#,
+                    r#"{"M":{"qty":{"S":"7"},"zip":{"NULL":true}}}"#,
                     r#"{"L":[{"M":{"sku":{"S":"SKU-1"},"qty":{"N":"2"}}}]}"#,
                     r#"{"BOOL":true}"#,
                     r#"{"NULL":true}"#,
@@ -1881,6 +2246,8 @@ columns = [
   { name = "pk", from = "PK", type = "text" },
   { name = "sk", from = "SK", type = "text" },
   { name = "total", from = "total", type = "text" },
+  { name = "ship_qty", path = ["ship.to", "qty"], type = "int4" },
+  { name = "ship_zip", path = ["ship.to", "zip"], type = "text" },
 ]
 [[routing.rules]]"#,
                 1,
@@ -1914,6 +2281,12 @@ columns = [
         }
 
         fn check(lines: &[Vec<u8>]) -> Result<usize, TestCaseError> {
+            check_with(&routers(), lines)
+        }
+
+        /// Lines routed by the scanner and by the reference parser route alike; how many lines
+        /// the scanner routed itself, over all `routers`.
+        fn check_with(routers: &[Router], lines: &[Vec<u8>]) -> Result<usize, TestCaseError> {
             let mut raw = RawBlock::default();
             for (i, line) in lines.iter().enumerate() {
                 let start = raw.data.len();
@@ -1925,7 +2298,7 @@ columns = [
                 });
             }
             let mut fast_lines = 0;
-            for router in routers() {
+            for router in routers {
                 let (fast, bailed) = router.route_counting(&raw);
                 let reference = router.route_reference(&raw);
                 prop_assert_eq!(&fast.rejects, &reference.rejects);
@@ -1966,6 +2339,175 @@ columns = [
             ) {
                 check(&lines)?;
             }
+        }
+
+        /// A rule whose columns take members of a map attribute (`ship`), one of each kind of
+        /// cast the scanned path reads from the line in place.
+        fn member_router() -> Router {
+            let rules = routing(
+                r#"
+[routing]
+[[routing.rules]]
+name = "maps"
+table = "maps"
+match = { pk_prefix = "M#" }
+columns = [
+  { name = "pk", from = "PK", type = "text" },
+  { name = "sk", from = "SK", type = "text" },
+  { name = "city", path = ["ship", "city"], type = "text" },
+  { name = "qty", path = ["ship", "qty"], type = "int4" },
+  { name = "zip", path = ["ship", "zip"], type = "numeric(6,1)" },
+  { name = "at", path = ["ship", "at"], type = "timestamptz", time = "epoch_seconds" },
+  { name = "code", path = ["ship", "code"], type = "int2", regex = '^C(\d+)$' },
+  { name = "ship", from = "ship", type = "jsonb" },
+]
+"#,
+            );
+            Router::new(&rules, &keys(), None, NumericLimit::Unlimited).unwrap()
+        }
+
+        /// A `ship` attribute: usually a map whose members the columns name, with values of
+        /// every type (and names the columns do not take, before and after them).
+        fn member_line() -> impl Strategy<Value = String> {
+            let member = (
+                select(vec!["city", "qty", "zip", "at", "code", "x", "cit"]),
+                prop_oneof![
+                    3 => select(vec![
+                        r#"{"S":"Rome"}"#,
+                        r#"{"S":"C12"}"#,
+                        r#"{"S":"C99999"}"#,
+                        r#"{"S":"a\"b"}"#,
+                        r#"{"S":""}"#,
+                        r#"{"N":"7"}"#,
+                        r#"{"N":"0070"}"#,
+                        r#"{"N":"-0"}"#,
+                        r#"{"N":"1e3"}"#,
+                        r#"{"N":"12345.6"}"#,
+                        r#"{"N":"1700000000"}"#,
+                        r#"{"N":"99999999999"}"#,
+                        r#"{"N":"2147483648"}"#,
+                        r#"{"NULL":true}"#,
+                        r#"{"BOOL":false}"#,
+                        r#"{"M":{"city":{"S":"nested"}}}"#,
+                    ])
+                    .prop_map(String::from),
+                    1 => value().prop_map(|v| {
+                        let mut out = String::new();
+                        render(&v, &mut out);
+                        out
+                    }),
+                ],
+            );
+            let map = prop::collection::vec(member, 0..6).prop_map(|members| {
+                let members: Vec<String> = members
+                    .iter()
+                    .map(|(n, v)| format!(r#""{n}":{v}"#))
+                    .collect();
+                format!(r#"{{"M":{{{}}}}}"#, members.join(","))
+            });
+            let ship = prop_oneof![
+                6 => map,
+                1 => value().prop_map(|v| {
+                    let mut out = String::new();
+                    render(&v, &mut out);
+                    out
+                }),
+            ];
+            (0..3u8, ship).prop_map(|(i, ship)| {
+                format!(r#"{{"Item":{{"PK":{{"S":"M#{i}"}},"SK":{{"S":"A"}},"ship":{ship}}}}}"#)
+            })
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn map_members_route_as_the_reference_does(
+                lines in prop::collection::vec(member_line().prop_map(String::into_bytes), 1..10)
+            ) {
+                check_with(&[member_router()], &lines)?;
+            }
+        }
+
+        /// The members the scanned path reads in place: each value as the reference gives it,
+        /// and every such line routed by the scanner itself.
+        #[test]
+        fn plain_map_members_are_read_in_place() {
+            let lines: Vec<Vec<u8>> = [
+                r#"{"Item":{"PK":{"S":"M#1"},"SK":{"S":"A"},"ship":{"M":{"x":{"S":"skip"},"city":{"S":"Rome"},"qty":{"N":"0070"},"zip":{"N":"12345.6"},"at":{"N":"1700000000"},"code":{"S":"C12"}}}}}"#,
+                r#"{"Item":{"PK":{"S":"M#2"},"SK":{"S":"A"},"ship":{"M":{"code":{"S":"C7"},"zip":{"N":"-1"},"qty":{"N":"-3"},"city":{"S":""}}}}}"#,
+                r#"{"Item":{"PK":{"S":"M#3"},"SK":{"S":"A"},"ship":{"M":{}}}}"#,
+            ]
+            .iter()
+            .map(|l| l.as_bytes().to_vec())
+            .collect();
+            assert_eq!(check_with(&[member_router()], &lines).unwrap(), 3);
+            let routed = member_router().route(&RawBlock::of_lines(&lines));
+            let batch = &routed.batches[0];
+            let city = batch.column(2).as_string::<i32>();
+            assert_eq!(
+                (city.value(0), city.value(1), city.is_null(2)),
+                ("Rome", "", true)
+            );
+            let qty = batch
+                .column(3)
+                .as_primitive::<arrow_array::types::Int32Type>();
+            assert_eq!((qty.value(0), qty.value(1), qty.is_null(2)), (70, -3, true));
+            let zip = batch.column(4).as_string::<i32>();
+            assert_eq!((zip.value(0), zip.value(1)), ("12345.6", "-1"));
+            let at = batch.column(5).as_primitive::<TimestampMicrosecondType>();
+            assert_eq!(at.value(0), 1_700_000_000_000_000);
+            assert!(at.is_null(1));
+            let code = batch.column(6).as_primitive::<Int16Type>();
+            assert_eq!((code.value(0), code.value(1)), (12, 7));
+        }
+
+        /// Rules and filters read their attributes from the line when it holds them as they
+        /// are, and from parsed values otherwise (escaped strings, numbers to canonicalize,
+        /// booleans): both route as the reference does, TTLs of every type included.
+        #[test]
+        fn rules_and_filters_read_attributes_as_the_reference_does() {
+            let order = |extra: &str| {
+                format!(
+                    r#"{{"Item":{{"PK":{{"S":"USER#42"}},"SK":{{"S":"ORDER#1"}},"total":{{"N":"10.00"}}{extra}}}}}"#
+                )
+            };
+            let gift = |kind: &str| {
+                format!(
+                    r#"{{"Item":{{"PK":{{"S":"USER#42"}},"SK":{{"S":"GIFT#1"}},"kind":{kind}}}}}"#
+                )
+            };
+            let lines: Vec<Vec<u8>> = [
+                order(r#","ttl":{"NULL":true}"#),
+                order(""),
+                order(r#","ttl":{"N":"1700000000"}"#),
+                order(r#","ttl":{"N":"1900000000"}"#),
+                order(r#","ttl":{"S":"1700000000"}"#),
+                order(r#","ttl":{"N":"1.7e9"}"#),
+                order(r#","ttl":{"BOOL":true}"#),
+                order(r#","status":{"S":"deleted"}"#),
+                order(r#","status":{"S":"dele\u0074ed"}"#),
+                order(r#","status":{"BOOL":true}"#),
+                order(r#","status":{"N":"5"}"#),
+                gift(r#"{"S":"gift"}"#),
+                gift(r#"{"S":"gi\u0066t"}"#),
+                gift(r#"{"BOOL":true}"#),
+                gift(r#"{"NULL":true}"#),
+            ]
+            .iter()
+            .map(|l| l.as_bytes().to_vec())
+            .collect();
+            let fast = check_with(&[router()], &lines).unwrap();
+            let routed = router().route(&RawBlock::of_lines(&lines));
+            // Filtered: the expired TTL (plain and `1.7e9`), `deleted` (plain and escaped).
+            assert_eq!(routed.filtered, 4, "{routed:?}");
+            // Rejected: a TTL that is a string or a boolean, and a gift whose `kind` is a
+            // boolean or NULL (no rule takes it).
+            assert_eq!(routed.rejects.len(), 4, "{:?}", routed.rejects);
+            assert_eq!(routed.rows, 7);
+            assert_eq!(routed.batches[1].num_rows(), 2, "both gifts");
+            // The scanner itself routes the plain lines, rejects aside.
+            assert!(fast >= 9, "{fast}");
         }
 
         /// Found by `damaged_items_route_as_the_reference_does`: the partition key attribute

@@ -939,8 +939,18 @@ impl NameIndex {
         index
     }
 
+    /// How many names the index holds.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether the index holds no name.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
     /// The column of `name`.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, name: &[u8]) -> Option<usize> {
         let words = name_words(name);
         let mut i = words_hash(words, name.len()) & self.mask;
@@ -1331,6 +1341,9 @@ impl<'s> LineScan<'s> {
 pub struct AttrRef {
     /// The name in the line (never escaped).
     pub name: (usize, usize),
+    /// The name's position in the [`NameIndex`] the line was scanned with; `usize::MAX` when the
+    /// index does not hold it.
+    pub id: usize,
     /// The type.
     pub desc: Desc,
     /// Where the body (what follows `{"T":`) starts in the line.
@@ -1359,13 +1372,27 @@ pub struct ItemScan {
     pub attrs: Vec<AttrRef>,
     /// The JSON of the attributes whose JSON is not the line's own text, back to back.
     pub json: String,
+    /// Per position in the [`NameIndex`] the line was scanned with, the index in [`Self::attrs`]
+    /// of the attribute of that name; `usize::MAX` when the line has none.
+    pub found: Vec<usize>,
     writer: JsonWriter,
     order: Vec<usize>,
 }
 
 impl ItemScan {
-    /// Scans `text`; on success [`Self::attrs`] and [`Self::json`] describe it.
-    pub fn scan(&mut self, text: &str) -> Scan<()> {
+    /// Scans `text`, looking each attribute's name up in `names`; on success [`Self::attrs`],
+    /// [`Self::found`] and [`Self::json`] describe it. Every line of a scanner is scanned with the
+    /// same `names`.
+    pub fn scan(&mut self, text: &str, names: &NameIndex) -> Scan<()> {
+        if self.found.len() != names.len() {
+            self.found.clear();
+            self.found.resize(names.len(), usize::MAX);
+        }
+        for attr in &self.attrs {
+            if let Some(slot) = self.found.get_mut(attr.id) {
+                *slot = usize::MAX;
+            }
+        }
         self.attrs.clear();
         self.json.clear();
         let mut c = Cursor::new(text);
@@ -1419,8 +1446,15 @@ impl ItemScan {
                     _ => self.write(&mut c, desc)?,
                 };
                 c.typed_close()?;
+                let id = names
+                    .get(&c.bytes[name.start..name.end])
+                    .unwrap_or(usize::MAX);
+                if let Some(slot) = self.found.get_mut(id) {
+                    *slot = self.attrs.len();
+                }
                 self.attrs.push(AttrRef {
                     name: (name.start, name.end),
+                    id,
                     desc,
                     body,
                     json,
@@ -1588,6 +1622,28 @@ pub fn member_at(text: &str, body: usize, key: &str) -> Scan<Option<(Desc, usize
             return Ok(None);
         }
     }
+}
+
+/// In the map whose body starts at `body`, the member named `key` when the line holds its plain
+/// canonical JSON as it is: a string without escapes (its range includes the quotes) or a number
+/// already canonical. Its type and range; `None` when it is absent or any other value.
+pub fn member_plain(text: &str, body: usize, key: &str) -> Scan<Option<(Desc, usize, usize)>> {
+    let Some((desc, at)) = member_at(text, body, key)? else {
+        return Ok(None);
+    };
+    let mut c = Cursor {
+        text,
+        bytes: text.as_bytes(),
+        pos: at,
+    };
+    Ok(match desc {
+        Desc::S => {
+            let span = c.string()?;
+            (!span.escaped).then_some((desc, span.start - 1, span.end + 1))
+        }
+        Desc::N => c.short_number().map(|(start, end)| (desc, start, end)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ pub struct Deferral {
 
 enum Conversion {
     Table(Decoder),
-    Routed(Router),
+    Routed(Box<Router>),
 }
 
 /// Where an item's key can have a row: `(table, the key's values there)`.
@@ -159,7 +159,7 @@ impl ChangeEncoder {
                 router.check_for_changes().map_err(WorkerError::Ledger)?;
                 Ok(ChangeEncoder {
                     tables: Arc::new(router.tables().to_vec()),
-                    conversion: Conversion::Routed(router),
+                    conversion: Conversion::Routed(Box::new(router)),
                     key_casts: Vec::new(),
                 })
             }

@@ -32,7 +32,7 @@ pub struct EncodedBlock {
 
 enum Conversion {
     Table(Decoder),
-    Routed(Router),
+    Routed(Box<Router>),
     /// Change records of an incremental export ([`super::apply`]).
     Changes(Box<super::apply::ChangeEncoder>),
 }
@@ -71,7 +71,7 @@ impl BlockEncoder {
                 let router = Router::new(routing, &keys, export_time, schema.numeric_limit)
                     .map_err(WorkerError::Ledger)?;
                 let tables = router.tables().to_vec();
-                (Conversion::Routed(router), tables)
+                (Conversion::Routed(Box::new(router)), tables)
             }
         };
         let parquet_schemas = if path == LoadPath::Parquet {
