@@ -2510,6 +2510,41 @@ columns = [
             assert!(fast >= 9, "{fast}");
         }
 
+        /// A repeated attribute name, one the routing reads or any other, and among many names
+        /// or few, makes the item a reject on both paths.
+        #[test]
+        fn a_repeated_attribute_name_is_a_reject() {
+            let order = |extra: &str| {
+                format!(
+                    r#"{{"Item":{{"PK":{{"S":"USER#42"}},"SK":{{"S":"ORDER#1"}},"total":{{"N":"10.00"}}{extra}}}}}"#
+                )
+            };
+            let many: String = (0..20).map(|i| format!(r#","n{i}":{{"S":"x"}}"#)).collect();
+            let lines: Vec<Vec<u8>> = [
+                order(r#","total":{"N":"11.00"}"#),
+                order(r#","SK":{"S":"ORDER#2"}"#),
+                order(r#","note":{"S":"a"},"note":{"S":"b"}"#),
+                order(&format!(r#"{many},"n7":{{"S":"y"}}"#)),
+                order(&format!(r#"{many},"qty":{{"N":"1"}},"qty":{{"N":"2"}}"#)),
+                order(&many),
+            ]
+            .iter()
+            .map(|l| l.as_bytes().to_vec())
+            .collect();
+            check_with(&[router()], &lines).unwrap();
+            let routed = router().route(&RawBlock::of_lines(&lines));
+            assert_eq!(routed.rows, 1, "{:?}", routed.rejects);
+            assert_eq!(routed.rejects.len(), 5);
+            assert!(
+                routed
+                    .rejects
+                    .iter()
+                    .all(|r| r.reason.contains("appears twice")),
+                "{:?}",
+                routed.rejects
+            );
+        }
+
         /// Found by `damaged_items_route_as_the_reference_does`: the partition key attribute
         /// renamed away (`K` for `PK`) is a reject on both paths, never a row with a null key.
         #[test]

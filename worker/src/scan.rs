@@ -1450,6 +1450,10 @@ impl ItemScan {
                     .get(&c.bytes[name.start..name.end])
                     .unwrap_or(usize::MAX);
                 if let Some(slot) = self.found.get_mut(id) {
+                    // A name of the index seen twice (other names are checked below).
+                    if *slot != usize::MAX {
+                        return Err(Bail);
+                    }
                     *slot = self.attrs.len();
                 }
                 self.attrs.push(AttrRef {
@@ -1468,18 +1472,24 @@ impl ItemScan {
         if !c.at_end() {
             return Err(Bail);
         }
+        // A repeated name bails. Names of the index were checked as they came (a name of the
+        // index never equals one outside it); the others are checked against each other.
         let line = text.as_bytes();
         let name = |a: &AttrRef| &line[a.name.0..a.name.1];
-        if self.attrs.len() <= 16 {
-            for (i, a) in self.attrs.iter().enumerate() {
-                if self.attrs[..i].iter().any(|b| same_bytes(name(b), name(a))) {
+        self.order.clear();
+        self.order
+            .extend((0..self.attrs.len()).filter(|&i| self.attrs[i].id == usize::MAX));
+        let attrs = &self.attrs;
+        if self.order.len() <= 16 {
+            for (n, &a) in self.order.iter().enumerate() {
+                if self.order[..n]
+                    .iter()
+                    .any(|&b| same_bytes(name(&attrs[b]), name(&attrs[a])))
+                {
                     return Err(Bail);
                 }
             }
         } else {
-            self.order.clear();
-            self.order.extend(0..self.attrs.len());
-            let attrs = &self.attrs;
             self.order
                 .sort_unstable_by(|&a, &b| name(&attrs[a]).cmp(name(&attrs[b])));
             if self
