@@ -254,7 +254,8 @@ fn check_limits(
 }
 
 /// Appends PostgreSQL's binary NUMERIC for canonical plain text (as [`canonical_number`] returns)
-/// without allocating; `None` when the text is not canonical plain text.
+/// without allocating; `None` (and nothing appended) when the text is not canonical plain text or
+/// has more than [`PLAIN_GROUPS`] groups of four digits.
 pub fn write_pg_numeric_plain(text: &str, out: &mut Vec<u8>) -> Option<()> {
     if !is_canonical_plain(text) {
         return None;
@@ -263,36 +264,39 @@ pub fn write_pg_numeric_plain(text: &str, out: &mut Vec<u8>) -> Option<()> {
     let body = text.strip_prefix('-').unwrap_or(text);
     let (int_part, frac_part) = body.split_once('.').unwrap_or((body, ""));
     let int_part = int_part.trim_start_matches('0');
+    // Base-10000 groups of the digits, the integer part padded on the left and the fraction on
+    // the right to whole groups, in one pass into a buffer on the stack (longer numbers: None,
+    // and the caller takes the general encoder).
     let int_pad = (4 - int_part.len() % 4) % 4;
-    let frac_pad = (4 - frac_part.len() % 4) % 4;
-    let total = int_pad + int_part.len() + frac_part.len() + frac_pad;
-    let digit = |i: usize| -> i16 {
-        let i = i as isize - int_pad as isize;
-        if i < 0 {
-            0
-        } else if (i as usize) < int_part.len() {
-            (int_part.as_bytes()[i as usize] - b'0') as i16
-        } else if (i as usize) < int_part.len() + frac_part.len() {
-            (frac_part.as_bytes()[i as usize - int_part.len()] - b'0') as i16
-        } else {
-            0
+    let int_groups = (int_pad + int_part.len()) / 4;
+    let count = int_groups + frac_part.len().div_ceil(4);
+    let mut groups = [0i16; PLAIN_GROUPS];
+    if count > PLAIN_GROUPS {
+        return None;
+    }
+    let (mut n, mut group, mut in_group) = (0, 0i16, int_pad);
+    for &b in int_part.as_bytes().iter().chain(frac_part.as_bytes()) {
+        group = group * 10 + i16::from(b - b'0');
+        in_group += 1;
+        if in_group == 4 {
+            groups[n] = group;
+            (n, group, in_group) = (n + 1, 0, 0);
         }
-    };
-    let group = |g: usize| {
-        digit(4 * g) * 1000 + digit(4 * g + 1) * 100 + digit(4 * g + 2) * 10 + digit(4 * g + 3)
-    };
-    let groups = total / 4;
-    let first = (0..groups).find(|&g| group(g) != 0);
-    let (ndigits, weight, first) = match first {
+    }
+    if in_group > 0 {
+        groups[n] = group * [1, 1000, 100, 10][in_group];
+    }
+    let groups = &groups[..count];
+    let (ndigits, weight, first) = match groups.iter().position(|&g| g != 0) {
         None => (0usize, 0i32, 0usize),
         Some(first) => {
-            let last = (0..groups)
-                .rev()
-                .find(|&g| group(g) != 0)
-                .expect("a nonzero group exists");
+            let last = groups
+                .iter()
+                .rposition(|&g| g != 0)
+                .expect("a nonzero group");
             (
                 last - first + 1,
-                ((int_pad + int_part.len()) / 4) as i32 - 1 - first as i32,
+                int_groups as i32 - 1 - first as i32,
                 first,
             )
         }
@@ -302,11 +306,15 @@ pub fn write_pg_numeric_plain(text: &str, out: &mut Vec<u8>) -> Option<()> {
     let sign: u16 = if negative && ndigits > 0 { 0x4000 } else { 0 };
     out.extend_from_slice(&sign.to_be_bytes());
     out.extend_from_slice(&(frac_part.len() as u16).to_be_bytes());
-    for g in first..first + ndigits {
-        out.extend_from_slice(&group(g).to_be_bytes());
+    for group in &groups[first..first + ndigits] {
+        out.extend_from_slice(&group.to_be_bytes());
     }
     Some(())
 }
+
+/// The most base-10000 groups [`write_pg_numeric_plain`] encodes (192 digits, far past
+/// DynamoDB's 38).
+const PLAIN_GROUPS: usize = 48;
 
 /// Whether `text` is already canonical plain text (the common case for exports), so it can be
 /// used as is: optional `-`, digits without a redundant leading zero, optional fraction.
@@ -589,6 +597,40 @@ mod tests {
             assert_eq!(fast, slow, "{text}");
         }
         assert!(write_pg_numeric_plain("1E5", &mut Vec::new()).is_none());
+        // Past the stack buffer: nothing written, the caller takes the general encoder.
+        let mut out = Vec::new();
+        assert!(write_pg_numeric_plain(&"9".repeat(193), &mut out).is_none());
+        assert!(out.is_empty());
+        let mut out = Vec::new();
+        write_pg_numeric_plain(&"9".repeat(192), &mut out).unwrap();
+        assert_eq!(out.len(), 8 + 2 * 48);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+        /// Every number the scanner's tests generate that is canonical plain text and a valid
+        /// DynamoDB number encodes as the general encoder encodes its parse.
+        #[test]
+        fn the_allocation_free_encoder_agrees_on_generated_numbers(
+            text in proptest::prop_oneof![
+                crate::scan::differential::number(),
+                "-?(0|[1-9][0-9]{0,19})(\\.[0-9]{1,19})?",
+                "-?0\\.0{0,12}[0-9]{1,12}",
+                "[1-9][0-9]{0,6}0{0,30}",
+            ]
+        ) {
+            let mut fast = Vec::new();
+            let plain = write_pg_numeric_plain(&text, &mut fast).is_some();
+            if !plain {
+                proptest::prop_assert!(fast.is_empty());
+            }
+            if let (true, Ok(parsed)) = (plain, ParsedNumber::parse(&text)) {
+                let mut slow = Vec::new();
+                parsed.write_pg_numeric(&mut slow);
+                proptest::prop_assert_eq!(fast, slow, "{}", text);
+            }
+        }
     }
 
     #[test]
