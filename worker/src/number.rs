@@ -607,7 +607,11 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 2000,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
 
         /// Every number the scanner's tests generate that is canonical plain text and a valid
         /// DynamoDB number encodes as the general encoder encodes its parse.
