@@ -200,17 +200,25 @@ pub(crate) fn plain_i64(text: &str) -> Option<i64> {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, bytes),
     };
+    digits_i64(digits).map(|n| if negative { -n } else { n })
+}
+
+/// The value of 1 to 18 ASCII digits (leading zeros allowed), read in one pass without a branch
+/// per digit; `None` for anything else.
+#[inline]
+pub(crate) fn digits_i64(digits: &[u8]) -> Option<i64> {
     if digits.is_empty() || digits.len() > 18 {
         return None;
     }
-    let mut n: i64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        n = n * 10 + i64::from(b - b'0');
+    let mut n = 0i64;
+    let mut plain = true;
+    for &d in digits {
+        plain &= d.is_ascii_digit();
+        n = n
+            .wrapping_mul(10)
+            .wrapping_add(i64::from(d.wrapping_sub(b'0')));
     }
-    Some(if negative { -n } else { n })
+    plain.then_some(n)
 }
 
 /// Checks a canonical number for a `NUMERIC` or `NUMERIC(p,s)` column: within the target's
@@ -450,14 +458,8 @@ pub fn epoch_micros(text: &str, per_unit: i64) -> Result<i64, String> {
             .checked_ilog10()
             .map_or(0, |places| 17usize.saturating_sub(places as usize)),
     };
-    if !digits.is_empty() && digits.len() <= most {
-        let mut whole = 0i64;
-        let mut plain = true;
-        for &d in digits {
-            plain &= d.is_ascii_digit();
-            whole = whole * 10 + i64::from(d.wrapping_sub(b'0'));
-        }
-        if plain {
+    if digits.len() <= most {
+        if let Some(whole) = digits_i64(digits) {
             return Ok(whole * per_unit);
         }
     }

@@ -28,7 +28,8 @@ use regex_lite::Regex;
 use sha2::Digest;
 
 use crate::convert::{
-    cast, check_numeric, epoch_micros, plain_i64, scalar_text, CastSpec, Cell, ColumnBuilder,
+    cast, check_numeric, digits_i64, epoch_micros, plain_i64, scalar_text, CastSpec, Cell,
+    ColumnBuilder,
 };
 use crate::decode::{arrow_schema, parse_item, RawBlock, Reject, RejectKind};
 use crate::item::{AttrValue, Attributes};
@@ -121,18 +122,7 @@ impl KeyRegex {
                 ..
             } => {
                 let digits = starts_with(text, prefix).then(|| &text.as_bytes()[prefix.len()..])?;
-                if digits.is_empty() || digits.len() > 18 {
-                    return None;
-                }
-                let mut n = 0i64;
-                let mut plain = true;
-                for &d in digits {
-                    plain &= d.is_ascii_digit();
-                    n = n
-                        .wrapping_mul(10)
-                        .wrapping_add(i64::from(d.wrapping_sub(b'0')));
-                }
-                plain.then_some(n)
+                digits_i64(digits)
             }
             _ => self.capture(text).and_then(plain_i64),
         }
@@ -173,9 +163,10 @@ struct CompiledRule {
     /// Per id of [`Router::names`], whether the attribute is consumed (scanned path).
     consumed_ids: Vec<bool>,
     /// The ids in [`Router::names`] of what the rule's match and filters read: the `match`
-    /// attribute, the regex's attribute, the `skip_when` attribute and the TTL attribute.
+    /// attribute, the regex's attribute (with its name), the `skip_when` attribute and the TTL
+    /// attribute.
     when_id: Option<usize>,
-    regex_id: Option<usize>,
+    regex_target: Option<(String, usize)>,
     skip_when_id: Option<usize>,
     ttl_id: Option<usize>,
 }
@@ -200,14 +191,10 @@ pub struct Router {
     key_ids: Vec<bool>,
     /// The id in [`Self::names`] of each key attribute, in the order of [`Self::keys`].
     key_name_ids: Vec<usize>,
-    /// The names of [`Self::names`], by id.
-    names_of: Vec<String>,
-    /// Per id of [`Self::names`], whether a rule's match or filter reads it: the scanned path
-    /// reads these from the line where it holds them as they are, and parses these only
+    /// The ids in [`Self::names`] of the attributes a rule's match or filter reads: the scanned
+    /// path reads these from the line where it holds them as they are, and parses these only
     /// otherwise (columns read theirs from the scan).
-    rule_ids: Vec<bool>,
-    /// The ids whose [`Self::rule_ids`] is true.
-    rule_id_list: Vec<usize>,
+    rule_ids: Vec<usize>,
 }
 
 /// One block, routed.
@@ -293,16 +280,17 @@ impl Router {
                     .or(keys.first().map(String::as_str))
                     .unwrap_or_default()
             });
+            let regex_target =
+                regex_target.map(|name| (name.to_string(), intern(&mut referenced, name)));
             let mut id_of = |name: Option<&str>| name.map(|n| intern(&mut referenced, n));
             let when_id = id_of(rule.when.attribute.as_deref());
-            let regex_id = id_of(regex_target);
             let skip_when_id = id_of(rule.skip_when.as_ref().map(|c| c.attribute.as_str()));
             let ttl_id = id_of(rule.skip_expired_ttl.as_deref());
             rules.push(CompiledRule {
                 column_ids,
                 consumed_ids: Vec::new(),
                 when_id,
-                regex_id,
+                regex_target,
                 skip_when_id,
                 ttl_id,
                 table: index_of(&rule.table).expect("every rule's table is listed"),
@@ -362,19 +350,15 @@ impl Router {
             .flatten()
             .chain(keys.iter().map(String::as_str))
             .collect();
-        let rule_ids: Vec<bool> = referenced
-            .iter()
-            .map(|name| read_by_rules.contains(&name.as_str()))
+        let rule_ids = (0..referenced.len())
+            .filter(|&id| read_by_rules.contains(&referenced[id].as_str()))
             .collect();
-        let rule_id_list = (0..rule_ids.len()).filter(|&id| rule_ids[id]).collect();
         let key_name_ids = keys.iter().map(|k| intern(&mut referenced, k)).collect();
         Ok(Router {
             names: NameIndex::new(referenced.iter().map(|n| n.as_bytes())),
             key_name_ids,
-            names_of: referenced.clone(),
             key_ids,
             rule_ids,
-            rule_id_list,
             keys: keys.to_vec(),
             table_rules,
             arrow: tables.iter().map(arrow_schema).collect(),
@@ -426,9 +410,8 @@ impl Router {
                     return false;
                 }
             }
-            if let (Some(regex), Some(id)) = (&compiled.regex, compiled.regex_id) {
-                let target = &self.names_of[id];
-                if !text_of(target, id).is_some_and(|v| regex.is_match(&v)) {
+            if let (Some(regex), Some((target, id))) = (&compiled.regex, &compiled.regex_target) {
+                if !text_of(target, *id).is_some_and(|v| regex.is_match(&v)) {
                     return false;
                 }
             }
@@ -612,7 +595,7 @@ impl Router {
         // Whether an attribute rules and filters read is not a string or number the line holds
         // as it is (an escaped string, a number to canonicalize, a boolean): then they read the
         // attributes as the reference parser gives them (`shallow`), else straight from the line.
-        let odd = self.rule_id_list.iter().any(|&id| {
+        let odd = self.rule_ids.iter().any(|&id| {
             scan.attrs.get(found[id]).is_some_and(|attr| {
                 matches!(
                     (attr.desc, attr.json),
@@ -725,11 +708,10 @@ impl Router {
         found: &[usize],
         shallow: &mut Vec<(Cow<'b, str>, AttrValue<'b>)>,
     ) -> Result<(), Bail> {
-        for (id, &i) in found.iter().enumerate() {
-            if i == usize::MAX || !self.rule_ids[id] {
+        for &id in &self.rule_ids {
+            let Some(attr) = scan.attrs.get(found[id]) else {
                 continue;
-            }
-            let attr = &scan.attrs[i];
+            };
             let value = match attr_scalar(text, attr)? {
                 Some(value) => value,
                 None => match attr.desc {
@@ -755,13 +737,9 @@ impl Router {
         found: &[usize],
     ) -> Result<bool, Bail> {
         let attr = |id: Option<usize>| id.and_then(|id| scan.attrs.get(found[id]));
-        if let (Some(condition), Some(attr)) = (&rule.rule.skip_when, attr(rule.skip_when_id)) {
-            let value = match (attr.desc, attr.json) {
-                (Desc::S, JsonAt::Line(start, end)) => Some(&text[start + 1..end - 1]),
-                (Desc::N, JsonAt::Line(start, end)) => Some(&text[start..end]),
-                _ => None,
-            };
-            if value == Some(condition.equals.as_str()) {
+        if let (Some(condition), Some(id)) = (&rule.rule.skip_when, rule.skip_when_id) {
+            let value = Plain { text, scan }.text_of(&condition.attribute, id);
+            if value.as_deref() == Some(condition.equals.as_str()) {
                 return Ok(true);
             }
         }
@@ -1475,17 +1453,16 @@ impl Val {
         scan: &ItemScan,
         owned: &[Cell<'static>],
     ) -> bool {
+        let allowed = |value: &str| {
+            spec.allowed.as_ref().is_none_or(|allowed| {
+                allowed
+                    .iter()
+                    .any(|a| same_bytes(a.as_bytes(), value.as_bytes()))
+            })
+        };
         let number = match self {
-            Val::Line(..) | Val::Json(..) => {
-                let Cell::Text(value) = self.cell(text, scan, owned) else {
-                    return false;
-                };
-                return spec.allowed.as_ref().is_none_or(|allowed| {
-                    allowed
-                        .iter()
-                        .any(|a| same_bytes(a.as_bytes(), value.as_bytes()))
-                });
-            }
+            Val::Line(start, end) => return allowed(&text[start as usize..end as usize]),
+            Val::Json(start, end) => return allowed(&scan.json[start as usize..end as usize]),
             Val::I16(n) => i64::from(n),
             Val::I32(n) => i64::from(n),
             Val::I64(n) => n,
@@ -1498,25 +1475,6 @@ impl Val {
     #[inline(always)]
     fn line(start: usize, end: usize) -> Val {
         Val::Line(start as u32, end as u32)
-    }
-
-    /// The value as a cell, borrowing the line, the scan and the owned cells.
-    fn cell<'a>(self, text: &'a str, scan: &'a ItemScan, owned: &'a [Cell<'static>]) -> Cell<'a> {
-        match self {
-            Val::Null => Cell::Null,
-            Val::Line(start, end) => Cell::Text(Cow::Borrowed(&text[start as usize..end as usize])),
-            Val::Json(start, end) => {
-                Cell::Text(Cow::Borrowed(&scan.json[start as usize..end as usize]))
-            }
-            Val::I16(v) => Cell::I16(v),
-            Val::I32(v) => Cell::I32(v),
-            Val::I64(v) => Cell::I64(v),
-            Val::Micros(v) => Cell::Micros(v),
-            Val::Owned(i) => match &owned[i] {
-                Cell::Text(text) => Cell::Text(Cow::Borrowed(text.as_ref())),
-                other => other.clone(),
-            },
-        }
     }
 }
 
