@@ -3,8 +3,9 @@
 //! cleanly at the end. The data stays in the folder; the report says how to connect to it.
 //!
 //! - **Authentication:** SCRAM-SHA-256 with a password generated once per data folder and kept
-//!   in `<data_dir>/ferry-password` (readable by its owner only), never `trust`: any local user
-//!   could otherwise read and change the data while it loads.
+//!   in `<data_dir>/ferry-password` (readable by its owner only, written atomically; an empty or
+//!   unreadable one is replaced), never `trust`: any local user could otherwise read and change
+//!   the data while it loads.
 //! - **One owner:** the process that starts the server holds a lock on `<data_dir>/ferry.lock`;
 //!   a second start on the same folder is refused naming the process that holds it (or the
 //!   `heliosdb-nano` still serving the folder).
@@ -167,29 +168,68 @@ fn lock_folder(data_dir: &Path) -> Result<std::fs::File> {
 }
 
 /// The folder's password file: made once with a random password, readable by its owner only.
+/// It is written whole or not at all (a temporary file in the same folder, mode 0600, synced,
+/// then renamed over the name), so a crash never leaves it empty; a file that is there but
+/// empty, or cannot be read, is replaced by a new password instead of being handed to the
+/// server.
 fn password_file(data_dir: &Path) -> Result<PathBuf> {
-    use std::io::{Read, Write};
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
     let path = data_dir.join(PASSWORD_FILE);
-    if path.is_file() {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_error(&path))?;
-        return Ok(path);
+    // The name, whatever it is (a dangling link `exists()` denies is still there).
+    if std::fs::symlink_metadata(&path).is_ok() {
+        match std::fs::read(&path) {
+            Ok(text) if !text.trim_ascii().is_empty() => {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io_error(&path))?;
+                return Ok(path);
+            }
+            Ok(_) => {
+                tracing::warn!(file = %path.display(), "the embedded server's password file is empty: writing a new password");
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "the embedded server's password file cannot be read: writing a new password");
+            }
+        }
     }
     let mut random = [0u8; 24];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut random))
         .map_err(io_error(Path::new("/dev/urandom")))?;
     let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_error(&path))?;
-    file.write_all(password.as_bytes())
-        .map_err(io_error(&path))?;
+    write_atomically(&path, password.as_bytes())?;
     Ok(path)
+}
+
+/// Writes `path` whole or not at all: `contents` into a new file beside it (mode 0600), synced,
+/// renamed over `path`, and the folder synced so the rename survives a crash.
+fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A leftover of a crashed write by a process with the same id.
+    let _ = std::fs::remove_file(&temporary);
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temporary, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.map_err(io_error(path))
 }
 
 impl EmbeddedHelios {
@@ -339,5 +379,79 @@ impl EmbeddedHelios {
             bin = self.binary.display(),
             pw = self.password_file.display()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != PASSWORD_FILE)
+            .collect()
+    }
+
+    #[test]
+    fn the_password_file_is_made_once_and_an_empty_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        // Made: 48 hex digits, owner-only, nothing else left in the folder.
+        let path = password_file(dir.path()).unwrap();
+        assert_eq!(path, dir.path().join(PASSWORD_FILE));
+        let first = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(first.len(), 48);
+        assert!(first.bytes().all(|b| b.is_ascii_hexdigit()), "{first}");
+        assert_eq!(mode_of(&path), 0o600);
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
+        // Kept: the same password, its mode restored.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        password_file(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
+        assert_eq!(mode_of(&path), 0o600);
+        // Empty (a crash of an older Ferry between create and write), or only a newline:
+        // replaced by a new password, never handed to the server.
+        for empty in ["", "\n"] {
+            std::fs::write(&path, empty).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            password_file(dir.path()).unwrap();
+            let now = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(now.len(), 48, "{now:?}");
+            assert_ne!(now, first);
+            assert_eq!(mode_of(&path), 0o600);
+            assert!(
+                leftovers(dir.path()).is_empty(),
+                "{:?}",
+                leftovers(dir.path())
+            );
+        }
+    }
+
+    #[test]
+    fn an_unreadable_password_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(PASSWORD_FILE);
+        // A name that cannot be read (tests may run as root, who reads any mode): a dangling
+        // symbolic link.
+        std::os::unix::fs::symlink(dir.path().join("gone"), &path).unwrap();
+        assert!(std::fs::read(&path).is_err());
+        password_file(dir.path()).unwrap();
+        let now = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(now.len(), 48);
+        assert!(!std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(mode_of(&path), 0o600);
     }
 }

@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use ferry_shared::config::{LinkStep, PostLoadStep, VerifyQuery};
+use ferry_shared::config::{LinkStep, PostLoadStep, RejectLines, VerifyQuery};
 use ferry_shared::failpoint;
 use ferry_shared::ident::quote_ident;
 use ferry_shared::ledger::{run_state, step_state};
@@ -60,6 +60,9 @@ pub struct EndSteps {
     /// The target's URL, for a second connection: with it, on PostgreSQL, when no config step
     /// comes first, the tables' `ANALYZE` runs beside the row count instead of after it.
     pub target_url: Option<String>,
+    /// `load.reject_lines`: whether the steps' notes may quote the values they found (a link
+    /// step's orphans).
+    pub reject_lines: RejectLines,
 }
 
 impl EndSteps {
@@ -86,6 +89,7 @@ impl EndSteps {
             },
             target,
             target_url: None,
+            reject_lines: settings.load.reject_lines,
         }
     }
 
@@ -285,7 +289,8 @@ async fn post_load(
         let resumed = mark.is_some();
         ledger::start_step(client, &run.run_id, step_no, &description).await?;
         let started = Instant::now();
-        match run_step(client, run, step, &steps.target, step_no, resumed, &started).await {
+        let place = (&steps.target, steps.reject_lines);
+        match run_step(client, run, step, place, step_no, resumed, &started).await {
             Ok(note) => report.post_load.push(PostLoadLine {
                 step: description,
                 state: "ran".into(),
@@ -339,7 +344,7 @@ async fn run_step(
     client: &Client,
     run: &RunRecord,
     step: &PostLoadStep,
-    target: &Target,
+    (target, mode): (&Target, RejectLines),
     step_no: i64,
     resumed: bool,
     started: &Instant,
@@ -399,7 +404,7 @@ async fn run_step(
             Err(e) => Err(e.into()),
         },
         (_, None, Some(link)) => {
-            let note = link_step(client, link, target).await?;
+            let note = link_step(client, link, target, mode).await?;
             mark_done(Some(note)).await
         }
         (_, None, None) => Err(StepError::Failed("an empty step".into())),
@@ -435,8 +440,13 @@ async fn text_rows(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>
 }
 
 /// Fills `link.table.link.column` from `link.from_table` (see [`LinkStep`]); returns a note with
-/// the rows linked and the orphans.
-async fn link_step(client: &Client, link: &LinkStep, target: &Target) -> Result<String, StepError> {
+/// the rows linked and the orphans (their values as `mode` allows, see [`orphan_examples`]).
+async fn link_step(
+    client: &Client,
+    link: &LinkStep,
+    target: &Target,
+    mode: RejectLines,
+) -> Result<String, StepError> {
     let table = quote_ident(&link.table);
     let from = quote_ident(&link.from_table);
     let column = quote_ident(&link.column);
@@ -472,27 +482,37 @@ async fn link_step(client: &Client, link: &LinkStep, target: &Target) -> Result<
     .await?;
     let mut note = format!("{linked} rows linked");
     if !orphans.is_empty() {
-        let examples: Vec<String> = orphans
-            .iter()
-            .take(3)
-            .map(|row| {
-                let values: Vec<String> = link
-                    .on
-                    .iter()
-                    .zip(row)
-                    .map(|([a, _], v)| format!("{a}={}", v.as_deref().unwrap_or("NULL")))
-                    .collect();
-                values.join(", ")
-            })
-            .collect();
         note.push_str(&format!(
             "; {} rows have no counterpart in {} (orphans, left NULL), e.g. {}",
             orphans.len(),
             link.from_table,
-            examples.join("; ")
+            orphan_examples(link, &orphans, mode)
         ));
     }
     Ok(note)
+}
+
+/// Up to three orphans of a link step by their match columns: `a=VALUE` when `mode` is `raw`,
+/// else the value's length only (`a=<6 bytes, redacted>`): these are often key values.
+fn orphan_examples(link: &LinkStep, orphans: &[Vec<Option<String>>], mode: RejectLines) -> String {
+    let examples: Vec<String> = orphans
+        .iter()
+        .take(3)
+        .map(|row| {
+            let values: Vec<String> = link
+                .on
+                .iter()
+                .zip(row)
+                .map(|([a, _], v)| match (v.as_deref(), mode) {
+                    (None, _) => format!("{a}=NULL"),
+                    (Some(v), RejectLines::Raw) => format!("{a}={v}"),
+                    (Some(v), _) => format!("{a}={}", ferry_worker::redact::key_value(v, mode)),
+                })
+                .collect();
+            values.join(", ")
+        })
+        .collect();
+    examples.join("; ")
 }
 
 /// The link on a server without `UPDATE … FROM` whose correlated subqueries run row by row
@@ -736,4 +756,41 @@ fn typed_param(ty: &tokio_postgres::types::Type, text: &Option<String>) -> Optio
         Type::INT8 => Param::I64(parse(text)?),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphan_notes_name_values_only_when_reject_lines_is_raw() {
+        let link = LinkStep {
+            table: "orders".into(),
+            column: "customer_id".into(),
+            from_table: "customers".into(),
+            from_column: "id".into(),
+            on: vec![["customer_pk".into(), "pk".into()]],
+        };
+        let orphans = vec![vec![Some("CUSTOMER#ann@example.com".into())], vec![None]];
+        assert_eq!(
+            orphan_examples(&link, &orphans, RejectLines::Raw),
+            "customer_pk=CUSTOMER#ann@example.com; customer_pk=NULL"
+        );
+        for mode in [RejectLines::Redacted, RejectLines::Omitted] {
+            let note = orphan_examples(&link, &orphans, mode);
+            assert_eq!(note, "customer_pk=<24 bytes, redacted>; customer_pk=NULL");
+        }
+        // The steps carry the setting from the configuration.
+        let mut settings = ferry_shared::config::Settings::default();
+        settings.load.reject_lines = RejectLines::Redacted;
+        let target = Target {
+            kind: TargetKind::Postgres,
+            server_version: "test".into(),
+            load_path: ferry_worker::target::LoadPath::BinaryCopyInTransaction,
+        };
+        assert_eq!(
+            EndSteps::new(&settings, target).reject_lines,
+            RejectLines::Redacted
+        );
+    }
 }

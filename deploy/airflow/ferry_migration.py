@@ -12,7 +12,9 @@ Where the tasks run is chosen when the DAG file is parsed, by FERRY_AIRFLOW_EXEC
 - ``kubernetes`` (default): each task is a KubernetesPodOperator running Ferry's image
   (deploy/Dockerfile) in the namespace that deploy/k8s sets up: the ``ferry`` ServiceAccount (IRSA
   role), the ``ferry-config`` ConfigMap (ferry.toml), ``ferry-run`` (queue-url) and the
-  ``ferry-target`` Secret (url). Needs apache-airflow-providers-cncf-kubernetes.
+  ``ferry-target`` Secret (url, and ca.pem: the database's certificate authority, mounted at
+  /etc/ferry-tls for ferry.toml's ``sslmode = "verify-full"``). Needs
+  apache-airflow-providers-cncf-kubernetes.
 - ``local``: each task runs the binaries on the Airflow worker itself (``FERRY_BIN_DIR``, default
   /usr/local/bin; configuration from the ``config`` param's file and the FERRY_* environment): a VM with the
   LocalExecutor, and the variant Ferry's test runs for real against PostgreSQL and an S3/SQS
@@ -88,10 +90,14 @@ def kubernetes_task(task_id: str, binary: str, args: list[str], **kwargs):
         service_account_name="ferry",
         volumes=[
             k8s.V1Volume(name="config", config_map=k8s.V1ConfigMapVolumeSource(name="ferry-config")),
+            # The database's certificate authority (target.sslrootcert in ferry.toml).
+            k8s.V1Volume(name="target-ca", secret=k8s.V1SecretVolumeSource(
+                secret_name="ferry-target", items=[k8s.V1KeyToPath(key="ca.pem", path="ca.pem")])),
             k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource()),
         ],
         volume_mounts=[
             k8s.V1VolumeMount(name="config", mount_path="/etc/ferry", read_only=True),
+            k8s.V1VolumeMount(name="target-ca", mount_path="/etc/ferry-tls", read_only=True),
             k8s.V1VolumeMount(name="tmp", mount_path="/tmp"),
         ],
         security_context=k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=65532),

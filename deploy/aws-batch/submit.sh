@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs a Ferry migration on AWS Batch: registers the job definition, then submits plan (+ submit),
 # an array job of workers that starts once planning succeeded, and finalize once every worker
-# ended. Edit the JSON files first (image, role, queue, secret, export, run id).
+# ended. Edit the JSON files first (image, role, queue, secret, export, run id). The job definition
+# checks the database's certificate (sslmode=verify-full) against /etc/ferry-tls/ca.pem on the
+# instance (put it there in the compute environment's launch template), mounted read-only.
 #   deploy/aws-batch/submit.sh [workers]
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -64,9 +64,10 @@ pub fn sqs_client(config: &SdkConfig) -> aws_sdk_sqs::Client {
 }
 
 /// The full message of an SDK error, with its source chain (the SDK's `Display` alone says only
-/// "service error").
+/// "service error"), with the credentials of any URL it quotes (an `endpoint_url` with a
+/// userinfo, a presigned query) masked.
 pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    aws_sdk_s3::error::DisplayErrorContext(error).to_string()
+    crate::redact::text(&aws_sdk_s3::error::DisplayErrorContext(error).to_string())
 }
 
 /// The crate error for a failed AWS request: the operation, the object or queue, and the SDK's

@@ -277,7 +277,8 @@ fn metrics_settings(metrics: RawMetrics) -> Result<MetricsSettings> {
     if let Some(url) = &pushgateway_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(Error::Config(format!(
-                "metrics.pushgateway_url {url:?} must start with http:// or https://"
+                "metrics.pushgateway_url {:?} must start with http:// or https://",
+                crate::redact::url(url)
             )));
         }
     }

@@ -15,6 +15,7 @@
 //! - [`ledger`]: the `ferry` ledger schema (runs, shards, rejects) and the SQL that reads and advances it.
 //! - [`window`]: catch-up windows (incremental exports applied after a full run) in the ledger.
 //! - [`ident`]: SQL identifier quoting (every identifier Ferry writes goes through it).
+//! - [`redact`]: credentials masked in every URL Ferry prints (target, ledger, Pushgateway, S3 endpoint).
 //! - [`failpoint`]: failure points compiled into every binary and switched on by `FERRY_FAILPOINTS`.
 //! - [`telemetry`]: logging setup.
 //! - [`error`]: this crate's error type.
@@ -29,6 +30,7 @@ pub mod ledger;
 pub mod manifest;
 pub mod output;
 pub mod queue;
+pub mod redact;
 pub mod routing;
 pub mod s3;
 pub mod schema;

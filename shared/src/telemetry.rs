@@ -1,4 +1,5 @@
-//! Logging setup shared by the binaries: `tracing` to stderr, human by default, JSON on request.
+//! Logging setup shared by the binaries: `tracing` to stderr, human by default, JSON on request;
+//! and [`capture`], which tests use to read what a step logged.
 
 use tracing_subscriber::EnvFilter;
 
@@ -60,6 +61,53 @@ pub fn init(format: LogFormat) {
     let _ = result;
 }
 
+/// The log lines of this thread while it lives, as plain text, every level: for tests that check
+/// what a step logs (and that no credential is in it). See [`capture`].
+pub struct LogCapture {
+    buffer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl LogCapture {
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        let bytes = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures this thread's events (a current-thread runtime's tasks included) until the returned
+/// capture is dropped, whatever the global subscriber.
+pub fn capture() -> LogCapture {
+    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || CaptureWriter(sink.clone()))
+        .finish();
+    LogCapture {
+        buffer,
+        _guard: tracing::subscriber::set_default(subscriber),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +121,21 @@ mod tests {
         assert!(may_log("tokio_postgres::connection", &Level::INFO));
         assert!(may_log("tokio_postgres_rustls", &Level::DEBUG));
         assert!(may_log("ferry_worker::pool", &Level::DEBUG));
+    }
+
+    #[test]
+    fn a_capture_sees_this_threads_events_only_while_it_lives() {
+        let capture = capture();
+        tracing::warn!(host = "db.internal", "seen");
+        std::thread::spawn(|| tracing::warn!("another thread"))
+            .join()
+            .unwrap();
+        let text = capture.text();
+        assert!(
+            text.contains("WARN") && text.contains("seen host=\"db.internal\""),
+            "{text}"
+        );
+        assert!(!text.contains("another thread"), "{text}");
+        drop(capture);
     }
 }

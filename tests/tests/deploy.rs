@@ -294,6 +294,217 @@ fn kubernetes_and_argo_manifests_render_and_validate_offline() -> anyhow::Result
     Ok(())
 }
 
+/// The CA file every deploy config checks the database's certificate against.
+const TARGET_CA: &str = "/etc/ferry-tls/ca.pem";
+
+/// A Python with PyYAML: the validators' when they are installed, else the machine's `python3`.
+fn yaml_python() -> PathBuf {
+    validators_dir()
+        .map(|dir| dir.join("venv/bin/python"))
+        .unwrap_or_else(|_| PathBuf::from("python3"))
+}
+
+/// YAML documents → JSON values, with [`yaml_python`].
+fn yaml_documents(yaml: &str, work: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let file = work.join("documents.yaml");
+    std::fs::write(&file, yaml)?;
+    let json = run_ok(
+        Command::new(yaml_python())
+            .arg("-c")
+            .arg(
+                "import json, sys, yaml\n\
+         print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))",
+            )
+            .arg(&file),
+    )?;
+    Ok(serde_json::from_str(&json)?)
+}
+
+/// A pod spec mounts the `ca.pem` key of the ferry-target Secret where ferry.toml's sslrootcert
+/// points, in every container.
+fn assert_mounts_target_ca(pod: &serde_json::Value, what: &str) {
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let volume = volumes
+        .iter()
+        .find(|v| v["name"] == "target-ca")
+        .unwrap_or_else(|| panic!("{what}: no target-ca volume"));
+    assert_eq!(volume["secret"]["secretName"], "ferry-target", "{what}");
+    assert_eq!(
+        volume["secret"]["items"],
+        serde_json::json!([{"key": "ca.pem", "path": "ca.pem"}]),
+        "{what}"
+    );
+    let containers = pod["containers"].as_array().expect("containers");
+    assert!(!containers.is_empty(), "{what}");
+    for container in containers {
+        assert_ca_mount(&container["volumeMounts"], what);
+    }
+}
+
+fn assert_ca_mount(mounts: &serde_json::Value, what: &str) {
+    let dir = Path::new(TARGET_CA).parent().expect("a folder");
+    assert!(
+        mounts
+            .as_array()
+            .is_some_and(|mounts| mounts.iter().any(|m| m["name"] == "target-ca"
+                && m["mountPath"] == dir.to_str().expect("utf-8")
+                && m["readOnly"] == true)),
+        "{what}: the CA is not mounted at {}: {mounts}",
+        dir.display()
+    );
+}
+
+/// Issue 24: every deploy config connects with `sslmode=verify-full` against a mounted CA file:
+/// the cluster's ferry.toml says so (and the example Secret's URL), and every pod of both worker
+/// variants, Argo's templates and the Airflow DAG's pods mount the CA where it points; the AWS
+/// Batch job definition sets the same and mounts it from the instance. Needs `kubectl` only
+/// (and PyYAML).
+#[test]
+fn every_deploy_config_verifies_the_databases_certificate() -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let root = repo_root();
+    let work = tempfile::tempdir()?;
+    let objects = yaml_documents(
+        &kustomize(&root.join("deploy/k8s/overlays/example"))?,
+        work.path(),
+    )?;
+    let toml = work.path().join("ferry.toml");
+    std::fs::write(
+        &toml,
+        find(&objects, "ConfigMap", "ferry-config")["data"]["ferry.toml"]
+            .as_str()
+            .unwrap_or_default(),
+    )?;
+    let settings = ferry_shared::config::load_settings_from(Some(&toml), Vec::new())?;
+    assert_eq!(settings.target.sslmode.as_deref(), Some("verify-full"));
+    assert_eq!(settings.target.sslrootcert.as_deref(), Some(TARGET_CA));
+    let secret = find(&objects, "Secret", "ferry-target");
+    assert!(secret["data"]["ca.pem"].is_string(), "{secret}");
+    let url = base64::engine::general_purpose::STANDARD.decode(
+        secret["data"]["url"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('\n', ""),
+    )?;
+    let url = String::from_utf8(url)?;
+    assert!(
+        url.ends_with(&format!("?sslmode=verify-full&sslrootcert={TARGET_CA}")),
+        "{url}"
+    );
+    for (kind, name) in [
+        ("Job", "ferry-plan"),
+        ("Job", "ferry-finalize"),
+        ("ScaledJob", "ferry-workers"),
+    ] {
+        assert_mounts_target_ca(pod_spec(find(&objects, kind, name)), name);
+    }
+    // The plain indexed-Job workers.
+    let copy = work.path().join("k8s");
+    copy_tree(&root.join("deploy/k8s"), &copy)?;
+    let overlay = copy.join("overlays/example/kustomization.yaml");
+    let example = std::fs::read_to_string(&overlay)?;
+    std::fs::write(
+        &overlay,
+        example.replace(
+            "  - ../../components/keda-workers",
+            "  - ../../components/job-workers",
+        ),
+    )?;
+    let plain = yaml_documents(&kustomize(&copy.join("overlays/example"))?, work.path())?;
+    assert_mounts_target_ca(
+        pod_spec(find(&plain, "Job", "ferry-workers")),
+        "job workers",
+    );
+
+    // Argo: the workflow's volume, mounted by every container template.
+    let argo = yaml_documents(
+        &std::fs::read_to_string(root.join("deploy/argo/workflowtemplate.yaml"))?,
+        work.path(),
+    )?;
+    let spec = &argo[0]["spec"];
+    let mut pod = serde_json::json!({"volumes": spec["volumes"], "containers": []});
+    for template in spec["templates"].as_array().expect("templates") {
+        if template.get("container").is_some() {
+            pod["containers"]
+                .as_array_mut()
+                .expect("a list")
+                .push(template["container"].clone());
+        }
+    }
+    assert_eq!(pod["containers"].as_array().map(Vec::len), Some(3));
+    assert_mounts_target_ca(&pod, "argo");
+
+    // Airflow: the KubernetesPodOperator's volume and mount.
+    let dag = std::fs::read_to_string(root.join("deploy/airflow/ferry_migration.py"))?;
+    for needle in [
+        "secret_name=\"ferry-target\", items=[k8s.V1KeyToPath(key=\"ca.pem\", path=\"ca.pem\")]",
+        "k8s.V1VolumeMount(name=\"target-ca\", mount_path=\"/etc/ferry-tls\", read_only=True)",
+    ] {
+        assert!(dag.contains(needle), "the DAG lacks {needle}");
+    }
+
+    // AWS Batch: the same settings, and the CA mounted from the instance.
+    let definition: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        root.join("deploy/aws-batch/job-definition.json"),
+    )?)?;
+    let container = &definition["containerProperties"];
+    let env = container["environment"].as_array().expect("environment");
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+    };
+    assert_eq!(value("FERRY_TARGET__SSLMODE"), Some("verify-full"));
+    assert_eq!(value("FERRY_TARGET__SSLROOTCERT"), Some(TARGET_CA));
+    assert_ca_mount(
+        &serde_json::json!(container["mountPoints"]
+            .as_array()
+            .expect("mountPoints")
+            .iter()
+            .map(|m| serde_json::json!({
+                "name": m["sourceVolume"],
+                "mountPath": m["containerPath"],
+                "readOnly": m["readOnly"],
+            }))
+            .collect::<Vec<_>>()),
+        "aws batch",
+    );
+    assert!(container["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .any(|v| v["name"] == "target-ca" && v["host"]["sourcePath"] == "/etc/ferry-tls"));
+    // Every target URL a deploy file spells out asks for verify-full (the local stack's loopback
+    // servers aside).
+    let mut stack = vec![root.join("deploy")];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&path)?
+                    .map(|e| e.map(|e| e.path()))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for (at, _) in text.match_indices("postgres://") {
+            let url: String = text[at..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | '\'' | '`'))
+                .collect();
+            if url.contains("127.0.0.1") || url.ends_with('…') || url.ends_with("://") {
+                continue;
+            }
+            assert!(
+                url.contains("sslmode=verify-full") && url.contains("sslrootcert="),
+                "{}: {url}",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Every `--flag` in `text` after each `program` name, up to the next binary's name.
 fn flags_after(text: &str, program: &str) -> BTreeSet<String> {
     let mut flags = BTreeSet::new();

@@ -5,7 +5,10 @@
 //!   tried in order (TCP with `hostaddr` honoured, or a Unix socket folder); the COPY client of a
 //!   loader reaches the server its ledger connection reached ([`LoaderScope`]).
 //! - **TLS:** `sslmode`, `sslrootcert`, `sslcert` and `sslkey` from the URL, else from `[target]`
-//!   ([`crate::tls`]). Unix sockets never use TLS, as with libpq.
+//!   ([`crate::tls`]). Unix sockets never use TLS, as with libpq. When neither sets `sslmode`, a
+//!   host on this machine (loopback, `localhost`) gets `prefer` and any other host `require`
+//!   ([`default_sslmode`]): plaintext to another machine is refused unless `prefer` or `disable`
+//!   is chosen explicitly, which logs one warning per host.
 //! - **Password:** the URL's, else `target.password_file`, else `PGPASSWORD`, else the password
 //!   file (`PGPASSFILE`, default `~/.pgpass`, ignored unless only its owner can read it). A
 //!   password is never logged, never put in an error, and never sent in cleartext over an
@@ -158,16 +161,100 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// A parsed target: what tokio-postgres understands, and what Ferry handles itself.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TargetSpec {
     /// The driver's settings (without the TLS parameters and the password).
     pub config: Config,
-    /// The TLS settings.
+    /// The TLS settings. Without an explicit `sslmode`, `mode` is the strictest default of the
+    /// hosts (`require` when one of them is on another machine); [`TargetSpec::mode_for`] gives
+    /// each host its own.
     pub tls: TlsSettings,
     /// The hosts, in the order they are tried.
     pub endpoints: Vec<Endpoint>,
+    /// Whether the URL or the config chose `sslmode`.
+    sslmode_set: bool,
     /// The password the URL holds, if any.
     url_password: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TargetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The driver's `Config` prints its password redacted; the URL's is never printed.
+        f.debug_struct("TargetSpec")
+            .field("config", &self.config)
+            .field("tls", &self.tls)
+            .field("endpoints", &self.endpoints)
+            .field("sslmode_set", &self.sslmode_set)
+            .field(
+                "url_password",
+                &self
+                    .url_password
+                    .as_ref()
+                    .map(|_| ferry_shared::redact::MASK),
+            )
+            .finish()
+    }
+}
+
+/// Whether `host` (a libpq host: a name, an address, or a Unix socket folder) is on this
+/// machine: a loopback address (127.0.0.0/8, `::1`), `localhost`, or a Unix socket (a folder
+/// starting with `/`, or an `@` abstract socket).
+pub fn is_local_host(host: &str) -> bool {
+    if host.starts_with('/') || host.starts_with('@') {
+        return true;
+    }
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.eq_ignore_ascii_case("localhost") || bare.eq_ignore_ascii_case("localhost.") {
+        return true;
+    }
+    bare.parse::<IpAddr>()
+        .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// The `sslmode` of a connection to `host` when neither the URL nor `[target]` sets one: `prefer`
+/// on this machine ([`is_local_host`]), where no one can listen between Ferry and the server,
+/// and `require` (encrypted, plaintext refused) anywhere else.
+pub fn default_sslmode(host: &str) -> SslMode {
+    if is_local_host(host) {
+        SslMode::Prefer
+    } else {
+        SslMode::Require
+    }
+}
+
+/// Whether `endpoint` is on this machine: a Unix socket, or TCP to a loopback `hostaddr` (or,
+/// without one, a local host name or address).
+fn endpoint_is_local(endpoint: &Endpoint) -> bool {
+    match endpoint {
+        Endpoint::Unix { .. } => true,
+        Endpoint::Tcp {
+            addr: Some(addr), ..
+        } => addr.to_canonical().is_loopback(),
+        Endpoint::Tcp { host, .. } => is_local_host(host),
+    }
+}
+
+/// Logs, once per host and mode in this process, that `mode` was chosen for a host on another
+/// machine although it lets the connection run unencrypted.
+fn warn_unencrypted(host: &str, mode: SslMode) {
+    static WARNED: OnceLock<Mutex<std::collections::HashSet<(String, &'static str)>>> =
+        OnceLock::new();
+    let first = WARNED
+        .get_or_init(|| Mutex::new(std::collections::HashSet::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((host.to_string(), mode.as_str()));
+    if first {
+        tracing::warn!(
+            host = %host,
+            sslmode = mode.as_str(),
+            "the target connection to another machine may run unencrypted: anyone on the path can \
+             read every row and turn encryption off; use sslmode=verify-full with sslrootcert"
+        );
+    }
 }
 
 /// The parameters Ferry takes out of a target before the driver parses it.
@@ -288,9 +375,24 @@ impl TargetSpec {
         if config.get_application_name().is_none() {
             config.application_name("ferry");
         }
-        let mode = match own.get("sslmode") {
-            Some(value) => SslMode::parse(value)?,
-            None => options.sslmode.unwrap_or_default(),
+        let endpoints = endpoints_of(&config)?;
+        let chosen = match own.get("sslmode") {
+            Some(value) => Some(SslMode::parse(value)?),
+            None => options.sslmode,
+        };
+        let mode = match chosen {
+            Some(mode) => {
+                if !mode.requires_tls() {
+                    for endpoint in endpoints.iter().filter(|e| !endpoint_is_local(e)) {
+                        if let Endpoint::Tcp { host, .. } = endpoint {
+                            warn_unencrypted(host, mode);
+                        }
+                    }
+                }
+                mode
+            }
+            None if endpoints.iter().all(endpoint_is_local) => SslMode::Prefer,
+            None => SslMode::Require,
         };
         let tls = TlsSettings {
             mode,
@@ -306,13 +408,23 @@ impl TargetSpec {
                 .map(PathBuf::from)
                 .or_else(|| options.sslkey.clone()),
         };
-        let endpoints = endpoints_of(&config)?;
         Ok(TargetSpec {
             config,
             tls,
             endpoints,
+            sslmode_set: chosen.is_some(),
             url_password,
         })
+    }
+
+    /// The `sslmode` of a connection to `endpoint`: the one chosen, else [`default_sslmode`]'s
+    /// for that host.
+    pub fn mode_for(&self, endpoint: &Endpoint) -> SslMode {
+        if self.sslmode_set || !endpoint_is_local(endpoint) {
+            self.tls.mode
+        } else {
+            SslMode::Prefer
+        }
     }
 
     /// The user connecting.
@@ -1184,7 +1296,7 @@ async fn connect_endpoint(
     };
     let client = match (tls, endpoint) {
         (Some(tls), Endpoint::Tcp { host, .. }) => {
-            config.ssl_mode(if tls.mode() == SslMode::Prefer {
+            config.ssl_mode(if spec.mode_for(endpoint) == SslMode::Prefer {
                 tokio_postgres::config::SslMode::Prefer
             } else {
                 tokio_postgres::config::SslMode::Require
@@ -1197,10 +1309,11 @@ async fn connect_endpoint(
             client
         }
         _ => {
-            if spec.tls.mode.requires_tls() && matches!(endpoint, Endpoint::Tcp { .. }) {
+            let mode = spec.mode_for(endpoint);
+            if mode.requires_tls() && matches!(endpoint, Endpoint::Tcp { .. }) {
                 return Err(WorkerError::TargetConfig(format!(
                     "sslmode={} needs TLS",
-                    spec.tls.mode.as_str()
+                    mode.as_str()
                 )));
             }
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
@@ -1255,12 +1368,12 @@ pub async fn open_session(url: &str) -> Result<RawSession> {
                                 reason: e.to_string(),
                             }
                         })?)
-                    } else if tls.mode().requires_tls() {
+                    } else if spec.mode_for(&endpoint).requires_tls() {
                         return Err(WorkerError::Connect {
                             endpoint: endpoint.to_string(),
                             reason: format!(
                                 "the server does not offer TLS and sslmode={}",
-                                tls.mode().as_str()
+                                spec.mode_for(&endpoint).as_str()
                             ),
                         });
                     } else {
@@ -1352,6 +1465,139 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn the_default_sslmode_is_require_off_this_machine_and_prefer_on_it() {
+        for host in [
+            "10.0.0.5",
+            "db.internal",
+            "192.168.1.1",
+            "2001:db8::1",
+            "localhost.example",
+        ] {
+            assert_eq!(default_sslmode(host), SslMode::Require, "{host}");
+        }
+        for host in [
+            "127.0.0.1",
+            "127.10.20.30",
+            "::1",
+            "[::1]",
+            "::ffff:127.0.0.1",
+            "localhost",
+            "LOCALHOST",
+            "/var/run/postgresql",
+            "@ferry-abstract",
+        ] {
+            assert_eq!(default_sslmode(host), SslMode::Prefer, "{host}");
+        }
+        let options = ConnectOptions::default();
+        let mode_of = |url: &str| {
+            let spec = TargetSpec::parse(url, &options).unwrap();
+            let modes: Vec<SslMode> = spec.endpoints.iter().map(|e| spec.mode_for(e)).collect();
+            (spec.tls.mode, modes)
+        };
+        use SslMode::{Disable, Prefer, Require};
+        assert_eq!(
+            mode_of("postgres://u@10.0.0.5/app"),
+            (Require, vec![Require])
+        );
+        assert_eq!(
+            mode_of("postgres://u@db.internal:6432/app"),
+            (Require, vec![Require])
+        );
+        assert_eq!(
+            mode_of("postgres://u@127.0.0.1/app"),
+            (Prefer, vec![Prefer])
+        );
+        assert_eq!(
+            mode_of("postgres://u@[::1]:5433/app"),
+            (Prefer, vec![Prefer])
+        );
+        assert_eq!(
+            mode_of("postgres://u@localhost/app"),
+            (Prefer, vec![Prefer])
+        );
+        assert_eq!(
+            mode_of("host=/var/run/postgresql user=u dbname=app"),
+            (Prefer, vec![Prefer])
+        );
+        // A name that resolves through `hostaddr` to loopback is on this machine.
+        assert_eq!(
+            mode_of("host=db.internal hostaddr=127.0.0.1 user=u"),
+            (Prefer, vec![Prefer])
+        );
+        // Each host its own default; the client is built for the strictest.
+        assert_eq!(
+            mode_of("host=127.0.0.1,db.internal user=u"),
+            (Require, vec![Prefer, Require])
+        );
+        // Chosen explicitly (URL, or `[target] sslmode`): as chosen, everywhere.
+        assert_eq!(
+            mode_of("postgres://u@db.internal/app?sslmode=prefer").1,
+            vec![Prefer]
+        );
+        assert_eq!(
+            mode_of("postgres://u@127.0.0.1/app?sslmode=require").1,
+            vec![Require]
+        );
+        let configured = ConnectOptions {
+            sslmode: Some(Disable),
+            ..ConnectOptions::default()
+        };
+        let spec = TargetSpec::parse("postgres://u@10.0.0.5/app", &configured).unwrap();
+        assert_eq!(spec.mode_for(&spec.endpoints[0]), Disable);
+        // The password is never in the spec's Debug.
+        let spec = TargetSpec::parse("postgres://u:s3cret@10.0.0.5/app", &options).unwrap();
+        let debug = format!("{spec:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("115, 51"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn an_explicit_unencrypted_mode_to_another_machine_warns_once_naming_the_host() {
+        let capture = ferry_shared::telemetry::capture();
+        let options = ConnectOptions::default();
+        for _ in 0..3 {
+            let spec = TargetSpec::parse(
+                "postgres://u:s3cret@10.0.0.51:5432/app?sslmode=prefer",
+                &options,
+            )
+            .unwrap();
+            assert_eq!(spec.mode_for(&spec.endpoints[0]), SslMode::Prefer);
+        }
+        // On this machine, or encrypted: no warning.
+        TargetSpec::parse("postgres://u@127.0.0.1/app?sslmode=disable", &options).unwrap();
+        TargetSpec::parse("host=/tmp user=u sslmode=disable", &options).unwrap();
+        TargetSpec::parse("postgres://u@10.0.0.52/app", &options).unwrap();
+        TargetSpec::parse("postgres://u@10.0.0.52/app?sslmode=require", &options).unwrap();
+        // `disable` from the config, to a name: warned too.
+        let configured = ConnectOptions {
+            sslmode: Some(SslMode::Disable),
+            ..ConnectOptions::default()
+        };
+        for _ in 0..2 {
+            TargetSpec::parse("host=db-warn.internal user=u password=s3cret", &configured).unwrap();
+        }
+        let text = capture.text();
+        let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 2, "{text}");
+        assert!(
+            warnings[0].contains("the target connection to another machine may run unencrypted")
+                && warnings[0].contains("host=10.0.0.51")
+                && warnings[0].contains("sslmode=\"prefer\""),
+            "{text}"
+        );
+        assert!(
+            warnings[1].contains("host=db-warn.internal")
+                && warnings[1].contains("sslmode=\"disable\""),
+            "{text}"
+        );
+        for absent in ["s3cret", "127.0.0.1", "10.0.0.52", "/tmp"] {
+            assert!(!text.contains(absent), "{absent}: {text}");
+        }
     }
 
     #[test]

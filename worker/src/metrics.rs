@@ -22,6 +22,10 @@
 //! every worker pod (one instance each, by default its `HOSTNAME`, the pod name) keeps its own
 //! group and a retried pod adds a group instead of overwriting another's; `sum by (job)` over the
 //! groups is the fleet's total.
+//!
+//! A Pushgateway behind basic authentication is given as `http://user:password@host:port`: the
+//! credentials go in an `Authorization` header, never in the request line, and every message
+//! that names the URL masks the password ([`ferry_shared::redact`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -329,7 +333,7 @@ fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Byte
 pub fn grouping_url(gateway: &str, job: &str, instance: &str) -> Result<String, MetricsError> {
     if !(gateway.starts_with("http://") || gateway.starts_with("https://")) {
         return Err(MetricsError::PushUrl {
-            url: gateway.to_string(),
+            url: ferry_shared::redact::url(gateway),
             reason: "expected http://host:port or https://host:port".into(),
         });
     }
@@ -371,12 +375,62 @@ pub fn default_instance() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Sends the exposition to `url` (a grouping URL) with `PUT`, replacing the group.
+/// `url` without its userinfo, and the `Authorization` header value (HTTP basic) the userinfo
+/// stood for, if it had one.
+fn split_credentials(url: &str) -> (String, Option<String>) {
+    let Some(scheme_end) = url.find("://").map(|at| at + 3) else {
+        return (url.to_string(), None);
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (url.to_string(), None);
+    };
+    let decode = |text: &str| -> Vec<u8> {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (bytes[i], hex) {
+                (b'%', Some(byte)) => {
+                    out.push(byte);
+                    i += 3;
+                }
+                (byte, _) => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        out
+    };
+    let (user, password) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
+    let mut credentials = decode(user);
+    credentials.push(b':');
+    credentials.extend(decode(password));
+    use base64::Engine as _;
+    let header = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    );
+    (
+        format!("{}{}", &url[..scheme_end], &rest[at + 1..]),
+        Some(header),
+    )
+}
+
+/// Sends the exposition to `url` (a grouping URL) with `PUT`, replacing the group. A userinfo in
+/// `url` is sent as HTTP basic authentication.
 pub async fn push(metrics: &Metrics, url: &str) -> Result<(), MetricsError> {
     let failed = |reason: String| MetricsError::Push {
-        url: url.to_string(),
-        reason,
+        url: ferry_shared::redact::url(url),
+        reason: ferry_shared::redact::text(&reason),
     };
+    let (url, authorization) = split_credentials(url);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| failed(format!("cannot load the system's root certificates: {e}")))?
@@ -385,10 +439,17 @@ pub async fn push(metrics: &Metrics, url: &str) -> Result<(), MetricsError> {
         .build();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, Full<Bytes>>(connector);
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(Method::PUT)
         .uri(url)
-        .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)
+        .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE);
+    if let Some(authorization) = authorization {
+        let mut value = hyper::header::HeaderValue::try_from(authorization)
+            .map_err(|e| failed(e.to_string()))?;
+        value.set_sensitive(true);
+        request = request.header(hyper::header::AUTHORIZATION, value);
+    }
+    let request = request
         .body(Full::new(Bytes::from(metrics.render())))
         .map_err(|e| failed(e.to_string()))?;
     let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
@@ -464,7 +525,7 @@ impl Exporter {
         for attempt in 1..=PUSH_ATTEMPTS {
             match push(&self.metrics, url).await {
                 Ok(()) => {
-                    tracing::info!(url = %url, "pushed metrics");
+                    tracing::info!(url = %ferry_shared::redact::url(url), "pushed metrics");
                     return;
                 }
                 Err(e) if attempt < PUSH_ATTEMPTS => {
@@ -554,6 +615,128 @@ mod tests {
             "http://gw:9091/metrics/job/ferry/instance@base64/="
         );
         assert!(grouping_url("gw:9091", "ferry", "x").is_err());
+    }
+
+    /// A one-request Pushgateway on loopback: answers `status` and returns the request's head.
+    async fn one_request_gateway(
+        status: &'static str,
+    ) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The head, then the body its Content-Length announces.
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let length: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap_or(0);
+                    if request.len() >= head_end + 4 + length || n == 0 {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let body = "bad credentials";
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            let text = String::from_utf8_lossy(&request).into_owned();
+            text.split("\r\n\r\n")
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        });
+        (addr, served)
+    }
+
+    #[test]
+    fn credentials_leave_the_url_for_a_basic_authorization_header() {
+        assert_eq!(
+            split_credentials("http://gw:9091/metrics/job/j"),
+            ("http://gw:9091/metrics/job/j".to_string(), None)
+        );
+        let (url, header) = split_credentials("https://ferry:p%40ss@gw:9091/metrics/job/j");
+        assert_eq!(url, "https://gw:9091/metrics/job/j");
+        // base64("ferry:p@ss")
+        assert_eq!(header.as_deref(), Some("Basic ZmVycnk6cEBzcw=="));
+        let err = grouping_url("gw://u:hunter2@gw:9091", "j", "i")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gw://u:***@gw:9091") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_push_with_credentials_authenticates_and_never_logs_or_reports_them() {
+        let capture = ferry_shared::telemetry::capture();
+        let progress = Arc::new(Progress::default());
+        // Pushed, with the credentials in the header only; the log line masks them.
+        let (addr, served) = one_request_gateway("200 OK").await;
+        let settings = MetricsSettings {
+            pushgateway_url: Some(format!("http://ferry:hunter2@{addr}")),
+            job: Some("ferry-worker".into()),
+            instance: Some("pod-1".into()),
+            ..MetricsSettings::default()
+        };
+        let exporter = Exporter::start(&settings, progress.clone(), "ferry-worker", "ferry")
+            .await
+            .unwrap();
+        exporter.finish().await;
+        let head = served.await.unwrap();
+        assert!(
+            head.starts_with("PUT /metrics/job/ferry-worker/instance/pod-1 HTTP/1.1"),
+            "{head}"
+        );
+        // base64("ferry:hunter2"), and no userinfo in the request line.
+        assert!(
+            head.lines().any(|l| l
+                .split_once(':')
+                .is_some_and(|(name, value)| name.eq_ignore_ascii_case("authorization")
+                    && value.trim() == "Basic ZmVycnk6aHVudGVyMg==")),
+            "{head}"
+        );
+        let text = capture.text();
+        assert!(text.contains("pushed metrics"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "url=http://ferry:***@{addr}/metrics/job/ferry-worker"
+            )),
+            "{text}"
+        );
+        // Refused: the error names the URL, masked.
+        let (addr, served) = one_request_gateway("401 Unauthorized").await;
+        let metrics = Metrics::new(progress, "ferry-worker");
+        let err = push(
+            &metrics,
+            &format!("http://ferry:hunter2@{addr}/metrics/job/j"),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        served.await.unwrap();
+        assert!(
+            err.contains(&format!("http://ferry:***@{addr}/metrics/job/j")),
+            "{err}"
+        );
+        assert!(err.contains("401"), "{err}");
+        for line in [err.as_str(), text.as_str()] {
+            assert!(!line.contains("hunter2"), "{line}");
+        }
     }
 
     #[tokio::test]

@@ -6,7 +6,14 @@
 //!   its length. The reason keeps its class and the attribute names it mentions, never a value;
 //! - `omitted`: no line at all (an empty value), and the reason as for `redacted`.
 //!
-//! The mode is set once per process from the configuration ([`configure`]).
+//! The same setting covers the key values Ferry's own messages would quote (shard errors, the
+//! reasons of deferred change records, post-load notes): with `redacted` or `omitted` a key is
+//! shown as its column names and each value's length ([`key_value`]), and a database error that
+//! quotes the rows it refused (`Key (pk)=(USER#1) already exists`, HeliosDB's
+//! `Duplicate key: USER#1`) as its class only ([`server_text`]).
+//!
+//! The mode is set once per process from the configuration ([`configure`]); a load's
+//! [`crate::sink::LoadContext`] carries its own copy.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -95,6 +102,28 @@ pub fn reason<'a>(reason: &'a str, label: &str, mode: RejectLines) -> Cow<'a, st
     Cow::Owned(text)
 }
 
+/// A key value as a message shows it under `mode`: quoted (`"USER#1"`), or its length only
+/// (`<6 bytes, redacted>`).
+pub fn key_value(value: &str, mode: RejectLines) -> String {
+    match mode {
+        RejectLines::Raw => format!("{value:?}"),
+        RejectLines::Redacted | RejectLines::Omitted => {
+            format!("<{} bytes, redacted>", value.len())
+        }
+    }
+}
+
+/// A database error's words under `mode`: as the server wrote them, or, since a constraint
+/// violation quotes the values it refused, a note that they are withheld.
+pub fn server_text(text: &str, mode: RejectLines) -> Cow<'_, str> {
+    match mode {
+        RejectLines::Raw => Cow::Borrowed(text),
+        RejectLines::Redacted | RejectLines::Omitted => Cow::Borrowed(
+            "the server's message is withheld: it may quote key values (load.reject_lines)",
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +159,35 @@ mod tests {
             ),
             "malformed (details redacted: load.reject_lines)"
         );
+    }
+
+    #[test]
+    fn key_values_and_server_words_are_withheld_unless_raw() {
+        assert_eq!(key_value("USER#1", RejectLines::Raw), "\"USER#1\"");
+        for mode in [RejectLines::Redacted, RejectLines::Omitted] {
+            assert_eq!(key_value("USER#1", mode), "<6 bytes, redacted>");
+            let text = server_text("Key (pk)=(USER#1) already exists.", mode);
+            assert!(!text.contains("USER#1"), "{text}");
+        }
+        let raw = "Duplicate key: USER#1";
+        assert_eq!(server_text(raw, RejectLines::Raw), raw);
+    }
+
+    #[test]
+    fn keys_in_messages_show_columns_and_lengths_unless_raw() {
+        use crate::sink::{describe_key, KeyValue};
+        let schema =
+            crate::decode::tests::test_schema(ferry_shared::schema::OnTypeMismatch::Overflow);
+        let key = vec![KeyValue::Text("USER#1".into()), KeyValue::Text("42".into())];
+        assert_eq!(
+            describe_key(&schema, &key, RejectLines::Raw),
+            "(pk=\"USER#1\", sk=\"42\")"
+        );
+        for mode in [RejectLines::Redacted, RejectLines::Omitted] {
+            assert_eq!(
+                describe_key(&schema, &key, mode),
+                "(pk=<6 bytes, redacted>, sk=<2 bytes, redacted>)"
+            );
+        }
     }
 }

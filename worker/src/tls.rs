@@ -3,8 +3,10 @@
 //!
 //! The `sslmode` values follow libpq:
 //! - `disable`: no TLS;
-//! - `prefer` (the default): TLS when the server offers it, else plain;
-//! - `require`: TLS or no connection;
+//! - `prefer` (the default on this machine: loopback, `localhost`): TLS when the server offers
+//!   it, else plain;
+//! - `require` (the default to any other host, see [`crate::conn::default_sslmode`]): TLS or no
+//!   connection;
 //! - `verify-ca`: TLS, and the server's certificate must chain to the root certificates;
 //! - `verify-full`: as `verify-ca`, and the certificate must name the host connected to.
 //!
@@ -33,7 +35,8 @@ use crate::{Result, WorkerError};
 pub enum SslMode {
     /// Never.
     Disable,
-    /// When the server offers it.
+    /// When the server offers it (the default on this machine; see
+    /// [`crate::conn::default_sslmode`]).
     #[default]
     Prefer,
     /// Always; the certificate is checked only when root certificates are given.

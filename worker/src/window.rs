@@ -411,6 +411,12 @@ async fn reject_deferred(
     let text = format!(
         "refused by the target after every other change of the window was applied (a constraint cycle, or a value the target refuses): {reason}"
     );
+    // What the ledger keeps of it, as of every other reject (`load.reject_lines`).
+    let mode = crate::redact::mode();
+    let text = crate::redact::reason(&text, "deferred", mode);
+    let text: &str = &text;
+    let raw = crate::redact::line(&row.raw, mode);
+    let raw: &[u8] = &raw;
     let line = row.line_no;
     client
         .batch_execute("BEGIN")
@@ -427,14 +433,8 @@ async fn reject_deferred(
                 ferry_shared::ledger::reject_values(0),
                 ferry_shared::ledger::REJECT_INSERT_TAIL
             );
-            let params: [&(dyn ToSql + Sync); 6] = [
-                &run_id,
-                &row.shard_id,
-                &line,
-                &text,
-                &row.raw,
-                &row.generation,
-            ];
+            let params: [&(dyn ToSql + Sync); 6] =
+                [&run_id, &row.shard_id, &line, &text, &raw, &row.generation];
             client.execute(statement.as_str(), &params).await?;
             client
                 .execute(sql::COUNT_DEFERRED_AS_REJECTED, &[&run_id, &row.shard_id])

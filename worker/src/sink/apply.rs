@@ -308,8 +308,8 @@ impl ChangeEncoder {
                         kind: RejectKind::Key,
                         reason: format!(
                             "the change record's Keys and its NewImage name different items ({} vs {})",
-                            super::describe_key(&self.tables[table], expected),
-                            super::describe_key(&self.tables[table], &key)
+                            super::describe_key(&self.tables[table], expected, crate::redact::mode()),
+                            super::describe_key(&self.tables[table], &key, crate::redact::mode())
                         ),
                         raw: raw.to_vec(),
                     });
@@ -684,9 +684,9 @@ async fn delete_keys(
                 &delete.raw,
                 format!(
                     "deleting {} from table {:?}: {}",
-                    super::describe_key(&sql.table, &delete.key),
+                    super::describe_key(&sql.table, &delete.key, crate::redact::mode()),
                     sql.table.table,
-                    crate::server_message(&e)
+                    crate::redact::server_text(&crate::server_message(&e), crate::redact::mode())
                 ),
             ),
             Err(e) => return Err(db_error(&sql.table, "cannot delete from")(e)),
@@ -808,7 +808,7 @@ async fn upsert_rows(
         match under_savepoint(client, &statement, &params).await {
             Ok(_) => continue,
             Err(e) if is_deferrable(&e) => {
-                tracing::debug!(table = %sql.table.table, error = %crate::server_message(&e), "an upsert was refused: applying its rows one by one");
+                tracing::debug!(table = %sql.table.table, error = %crate::redact::server_text(&crate::server_message(&e), crate::redact::mode()), "an upsert was refused: applying its rows one by one");
             }
             Err(e) => return Err(db_error(&sql.table, "cannot upsert into")(e)),
         }
@@ -839,9 +839,10 @@ async fn upsert_rows(
                         upsert.line_no,
                         &upsert.raw,
                         format!(
-                            "upserting {} into table {:?}: {reason}",
-                            super::describe_key(&sql.table, &upsert.key),
-                            sql.table.table
+                            "upserting {} into table {:?}: {}",
+                            super::describe_key(&sql.table, &upsert.key, crate::redact::mode()),
+                            sql.table.table,
+                            crate::redact::server_text(&reason, crate::redact::mode())
                         ),
                     );
                 }

@@ -88,6 +88,7 @@ use crate::decode::Reject;
 use crate::ledger::{LoadClaim, Restart, ShardRecord};
 use crate::target::LoadPath;
 use crate::Result;
+use ferry_shared::config::RejectLines;
 use ferry_shared::schema::TableSchema;
 
 /// A key column's value, as bound in a presence probe.
@@ -102,13 +103,17 @@ pub enum KeyValue {
 /// The values of a row's key columns, in key order.
 pub type Key = Vec<KeyValue>;
 
-/// Describes a key for messages: `(PK="USER#1", SK="ORDER#2")`.
-pub fn describe_key(table: &TableSchema, key: &[KeyValue]) -> String {
+/// Describes a key for messages under `mode` (`load.reject_lines`): `(PK="USER#1", SK="ORDER#2")`
+/// when `raw`; with `redacted` or `omitted`, the key columns and each value's length only,
+/// `(PK=<6 bytes, redacted>, SK=<7 bytes, redacted>)` ([`crate::redact::key_value`]).
+pub fn describe_key(table: &TableSchema, key: &[KeyValue], mode: RejectLines) -> String {
     let parts: Vec<String> = table
         .key_columns()
         .zip(key)
         .map(|(column, value)| match value {
-            KeyValue::Text(text) => format!("{}={text:?}", column.name),
+            KeyValue::Text(text) => {
+                format!("{}={}", column.name, crate::redact::key_value(text, mode))
+            }
             KeyValue::Bytes(bytes) => format!("{}=<{} bytes>", column.name, bytes.len()),
         })
         .collect();
