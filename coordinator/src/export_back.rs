@@ -24,15 +24,35 @@
 //! transform's result, the TTL filter's skipped items, dropped attributes, time conversions, sets
 //! in plain JSON, …): an item that differs from its original in any other way is a bug.
 //!
-//! # Exactly once, resumable, parallel
+//! # Exactly once, one table state, parallel
 //! Each table is read in one pass over the simple query protocol (text results, streamed: HeliosDB
 //! sends JSONB, arrays and times correctly only there) and its items are spread over `P` parts by a
-//! hash of their DynamoDB key, `P` fixed by the table's row count on the first attempt and
-//! recorded in the part names (`data/<table>-<n>-of-<P>.json.gz`). Parts are built in temporary
-//! files, compressed on rayon, and each is published whole and never replaced
-//! ([`ferry_shared::output`]). A rerun after a crash lists the parts already published, keeps
-//! them, and writes only the others: every key lands in exactly one part, once. Tables are
-//! exported in parallel (`--workers`). The database is only read.
+//! hash of their DynamoDB key, `P` fixed by the table's row count and recorded in the part names
+//! (`data/<table>-<n>-of-<P>.json.gz`). Parts are built in temporary files, compressed on rayon,
+//! and each is published whole and never replaced ([`ferry_shared::output`]). Tables are exported
+//! in parallel (`--workers`). The database is only read.
+//!
+//! # One snapshot for every table
+//! On PostgreSQL one connection opens a `REPEATABLE READ READ ONLY` transaction and exports its
+//! snapshot (`pg_export_snapshot()`), held open until every table is read; each reading connection
+//! adopts it (`SET TRANSACTION SNAPSHOT`) before it counts or reads its table. The tables of a
+//! routed run are so read at one moment: an item a transaction moves between tables meanwhile is
+//! exported once. HeliosDB 4.41 has no exported snapshot: each table is read by its own statements, at its
+//! own moment, and the summary says so ([`ReadConsistency`]).
+//!
+//! # Attempts: no part from another table state
+//! Every command is an *attempt* with its own id, recorded with the run, the target and the
+//! snapshot it read in the output's attempt marker (`_ferry_export_back.json`, [`MARKER`]), written
+//! (create-only) before the first part and marked `complete` after the summary. Parts are never
+//! reused across attempts: a PostgreSQL snapshot ends with its transaction and HeliosDB has none,
+//! so no later process can prove it reads the table state an earlier attempt's parts were written
+//! from. An output that already holds export-back files (parts, their counts, a summary or a
+//! marker, of a complete or an interrupted attempt, or of a Ferry before markers) is refused unless
+//! `--replace` is given, which removes exactly those files (the layout's own names, nothing else)
+//! before the new attempt starts. A file in `data/` that export-back did not write is always
+//! refused (`ImportTable` would import it). A part that appears under this attempt's name while it
+//! runs, or a marker that is no longer this attempt's at the end, means another export-back writes
+//! to the same output: the attempt fails.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -47,10 +67,10 @@ use ferry_shared::output::{open_output, OutputStore, PutOutcome};
 use ferry_shared::routing::{Routing, TimeFormat, Transform};
 use ferry_shared::schema::{DdbType, NestedJson, PgType, TableSchema, PROVENANCE_COLUMN};
 use ferry_worker::ledger::{self, RunRecord};
-use ferry_worker::target::Target;
+use ferry_worker::target::{Target, TargetKind};
 use futures_util::StreamExt;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -58,6 +78,16 @@ use crate::{CoordinatorError, Result};
 
 /// Rows converted per rayon task.
 const BATCH_ROWS: usize = 2048;
+
+/// The attempt marker: which run and attempt own the output's parts, and what they read.
+pub const MARKER: &str = "_ferry_export_back.json";
+
+/// The summary the command also prints.
+pub const SUMMARY: &str = "export-back-summary.json";
+
+/// The failpoint passed once the snapshot is taken and the attempt marker written, before any
+/// table is read (tests hold the command there and change the tables).
+pub const AFTER_SNAPSHOT_FAILPOINT: &str = "export_back_after_snapshot";
 
 /// What to export, and where.
 #[derive(Clone, Debug)]
@@ -74,6 +104,56 @@ pub struct ExportBackRequest {
     pub workers: usize,
     /// For an S3 output.
     pub aws: AwsSettings,
+    /// Remove the export-back files an earlier attempt left in the output (else: refused).
+    pub replace: bool,
+}
+
+/// Whether the tables were read in one snapshot, and which.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadConsistency {
+    /// Every table was read in one snapshot.
+    pub one_snapshot: bool,
+    /// The exported snapshot (PostgreSQL's `pg_export_snapshot()`), when there was one.
+    pub snapshot_id: Option<String>,
+    /// In words.
+    pub detail: String,
+}
+
+/// Where an attempt stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptState {
+    /// Started: parts may be missing, and no later attempt can finish them.
+    Running,
+    /// Every part published and the summary written.
+    Complete,
+}
+
+/// The attempt marker (`_ferry_export_back.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptMarker {
+    /// The run whose tables were read.
+    pub run_id: String,
+    /// This attempt.
+    pub attempt_id: String,
+    /// Where it stands.
+    pub state: AttemptState,
+    /// When it started (UTC, RFC 3339).
+    pub started_at: String,
+    /// When it completed.
+    pub completed_at: Option<String>,
+    /// The server read (`server_version`).
+    pub server: String,
+    /// The table state read: one snapshot (and which) or not.
+    pub consistency: ReadConsistency,
+    /// The tables read.
+    pub tables: Vec<String>,
+    /// `--part-items`.
+    pub part_items: u64,
+    /// Items written, once complete.
+    pub items: Option<u64>,
+    /// Parts written, once complete.
+    pub parts: Option<u64>,
 }
 
 /// A difference between the exported items and the export the run loaded, declared by the run's
@@ -105,8 +185,6 @@ pub struct TableExport {
     pub items: u64,
     /// Parts.
     pub parts: u64,
-    /// Parts published by an earlier attempt and kept.
-    pub parts_kept: u64,
     /// Compressed bytes of its parts.
     pub bytes: u64,
 }
@@ -116,6 +194,12 @@ pub struct TableExport {
 pub struct ExportSummary {
     /// The run.
     pub run_id: String,
+    /// This attempt (also in the output's attempt marker).
+    pub attempt_id: String,
+    /// Whether the tables were read in one snapshot.
+    pub consistency: ReadConsistency,
+    /// Files of an earlier export-back that `--replace` removed first.
+    pub replaced_files: u64,
     /// Where the import is.
     pub output: String,
     /// Where `ImportTable` reads (`S3KeyPrefix`).
@@ -158,11 +242,29 @@ impl ExportSummary {
             "import prefix: {} (DYNAMODB_JSON, GZIP)",
             self.import_prefix
         );
+        let _ = writeln!(out, "attempt {}", self.attempt_id);
+        let _ = writeln!(
+            out,
+            "{}: {}",
+            if self.consistency.one_snapshot {
+                "tables read in one snapshot"
+            } else {
+                "tables NOT read in one snapshot"
+            },
+            self.consistency.detail
+        );
+        if self.replaced_files > 0 {
+            let _ = writeln!(
+                out,
+                "replaced: {} files of an earlier export-back removed first (--replace)",
+                self.replaced_files
+            );
+        }
         for t in &self.tables {
             let _ = writeln!(
                 out,
-                "  {:<24} {:>10} rows  {:>10} items  {:>4} parts ({} kept)  {:>12} bytes",
-                t.table, t.rows, t.items, t.parts, t.parts_kept, t.bytes
+                "  {:<24} {:>10} rows  {:>10} items  {:>4} parts  {:>12} bytes",
+                t.table, t.rows, t.items, t.parts, t.bytes
             );
         }
         let _ = writeln!(
@@ -265,13 +367,14 @@ pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
         )));
     }
     let output: Arc<dyn OutputStore> = Arc::from(open_output(&request.output, &request.aws).await?);
+    // Before anything is read or written: the output holds no other attempt's files (or they go).
+    let replaced_files = clear_output(output.as_ref(), request.replace).await?;
     let (plans, mut differences) = plan_tables(&run);
     differences.extend(ledger_differences(&client, &run).await?);
     // A run planned by a Ferry that made dotted names columns on HeliosDB, which reads such a
     // column back as NULL: its values cannot be exported, and the summary says so.
-    let column_names = Target::detect(&client, CopyFormat::Auto)
-        .await?
-        .column_names();
+    let target = Target::detect(&client, CopyFormat::Auto).await?;
+    let column_names = target.column_names();
     for plan in &plans {
         let names = plan.columns.iter().map(|c| c.column.as_str());
         for name in names.chain(plan.rest.as_ref().map(|(r, _)| r.as_str())) {
@@ -286,14 +389,6 @@ pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
             }
         }
     }
-    let mut summary = ExportSummary {
-        run_id: run.run_id.clone(),
-        output: output.location(""),
-        import_prefix: output.location("data/"),
-        source_table: run.target_table.clone(),
-        key: run.schema.key_columns().map(|c| c.name.clone()).collect(),
-        ..Default::default()
-    };
     // Columns the run's schema does not know: listed, not exported. HeliosDB's catalog reports
     // a non-ASCII name as its UTF-8 bytes read as Latin-1, so names are matched as it reports them.
     for plan in &plans {
@@ -318,14 +413,94 @@ pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
             }
         }
     }
+    // The table state every table is read in: one exported snapshot on PostgreSQL, held by
+    // `holder` until the last table is read.
+    let (holder, consistency) = match target.kind {
+        TargetKind::Postgres => {
+            let (holder, id) = export_snapshot(&request.target_url).await?;
+            let consistency = ReadConsistency {
+                one_snapshot: true,
+                detail: format!(
+                    "PostgreSQL snapshot {id} (REPEATABLE READ, exported by pg_export_snapshot and adopted by every reading connection)"
+                ),
+                snapshot_id: Some(id),
+            };
+            (Some(holder), consistency)
+        }
+        TargetKind::HeliosDb => (
+            None,
+            ReadConsistency {
+                one_snapshot: false,
+                snapshot_id: None,
+                detail: if plans.len() > 1 {
+                    "HeliosDB has no exported snapshot: each table was read by its own statements at its own moment, so a row changed or moved between tables during the export may be missing or appear twice".into()
+                } else {
+                    "HeliosDB has no exported snapshot: the table was read by its own statements (its row count and its rows), not in a snapshot held across them".into()
+                },
+            },
+        ),
+    };
+    let attempt_id = new_attempt_id();
+    let mut marker = AttemptMarker {
+        run_id: run.run_id.clone(),
+        attempt_id: attempt_id.clone(),
+        state: AttemptState::Running,
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        completed_at: None,
+        server: target.server_version.clone(),
+        consistency: consistency.clone(),
+        tables: plans.iter().map(|p| p.table.clone()).collect(),
+        part_items: request.part_items,
+        items: None,
+        parts: None,
+    };
+    let marker_bytes =
+        serde_json::to_vec_pretty(&marker).map_err(|e| CoordinatorError::Invalid(e.to_string()))?;
+    if output.put_new(MARKER, marker_bytes).await? == PutOutcome::Exists {
+        return Err(CoordinatorError::Invalid(format!(
+            "another export-back started writing to {} meanwhile (its attempt marker {MARKER} appeared): run one export-back per output",
+            output.location("")
+        )));
+    }
+    tracing::info!(run = %run.run_id, attempt = %attempt_id, one_snapshot = consistency.one_snapshot, snapshot = ?consistency.snapshot_id, "export-back attempt started");
+    ferry_shared::failpoint::hit(AFTER_SNAPSHOT_FAILPOINT)
+        .map_err(|e| CoordinatorError::Worker(e.into()))?;
+    let mut summary = ExportSummary {
+        run_id: run.run_id.clone(),
+        attempt_id: attempt_id.clone(),
+        consistency: consistency.clone(),
+        replaced_files,
+        output: output.location(""),
+        import_prefix: output.location("data/"),
+        source_table: run.target_table.clone(),
+        key: run.schema.key_columns().map(|c| c.name.clone()).collect(),
+        ..Default::default()
+    };
     let semaphore = Arc::new(tokio::sync::Semaphore::new(request.workers.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for plan in plans {
         let (semaphore, output, request) = (semaphore.clone(), output.clone(), request.clone());
+        let (snapshot, attempt) = (consistency.snapshot_id.clone(), attempt_id.clone());
         tasks.spawn(async move {
             let _permit = semaphore.acquire().await;
             let client = ledger::connect(&request.target_url).await?;
-            export_table(&client, &plan, output.as_ref(), request.part_items).await
+            begin_reading(&client, snapshot.as_deref()).await?;
+            let exported = export_table(
+                &client,
+                &plan,
+                output.as_ref(),
+                request.part_items,
+                &request.run_id,
+                &attempt,
+            )
+            .await?;
+            if snapshot.is_some() {
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(CoordinatorError::db("cannot end the reading transaction"))?;
+            }
+            Ok::<_, CoordinatorError>(exported)
         });
     }
     let mut problems = Vec::new();
@@ -334,6 +509,15 @@ pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
             done.map_err(|e| CoordinatorError::Invalid(format!("export task died: {e}")))??;
         problems.append(&mut table_problems);
         summary.tables.push(table);
+    }
+    // Every table is read: the snapshot may go.
+    if let Some(holder) = holder {
+        holder
+            .batch_execute("COMMIT")
+            .await
+            .map_err(CoordinatorError::db(
+                "cannot end the snapshot's transaction",
+            ))?;
     }
     summary.tables.sort_by(|a, b| a.table.cmp(&b.table));
     summary.items = summary.tables.iter().map(|t| t.items).sum();
@@ -344,11 +528,214 @@ pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
     summary.seconds = started.elapsed().as_secs_f64();
     let rows: u64 = summary.tables.iter().map(|t| t.rows).sum();
     summary.rows_per_second = rows as f64 / summary.seconds.max(1e-6);
+    // Still this attempt's output? (Another export-back with --replace may have taken it over.)
+    let current = read_marker(output.as_ref()).await?;
+    if current.as_ref().map(|m| m.attempt_id.as_str()) != Some(attempt_id.as_str()) {
+        return Err(CoordinatorError::Invalid(format!(
+            "the attempt marker {} is no longer this attempt's ({attempt_id}): another export-back wrote to the same output meanwhile; its parts and these cannot be told apart, export again with --replace",
+            output.location(MARKER)
+        )));
+    }
     let json = serde_json::to_vec_pretty(&summary)
         .map_err(|e| CoordinatorError::Invalid(e.to_string()))?;
-    output.put("export-back-summary.json", json).await?;
-    tracing::info!(run = %summary.run_id, items = summary.items, parts = summary.parts, bytes = summary.bytes, seconds = summary.seconds, "export-back finished");
+    output.put(SUMMARY, json).await?;
+    marker.state = AttemptState::Complete;
+    marker.completed_at =
+        Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    marker.items = Some(summary.items);
+    marker.parts = Some(summary.parts);
+    let marker_bytes =
+        serde_json::to_vec_pretty(&marker).map_err(|e| CoordinatorError::Invalid(e.to_string()))?;
+    output.put(MARKER, marker_bytes).await?;
+    tracing::info!(run = %summary.run_id, attempt = %attempt_id, items = summary.items, parts = summary.parts, bytes = summary.bytes, seconds = summary.seconds, one_snapshot = consistency.one_snapshot, "export-back finished");
     Ok(summary)
+}
+
+/// A new attempt's id: the time (UTC) and 64 random bits.
+fn new_attempt_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut random = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random));
+    let random = match read {
+        Ok(()) => u64::from_le_bytes(random),
+        // No /dev/urandom: the standard library's per-process random hash keys, with the pid.
+        Err(_) => {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u32(std::process::id());
+            hasher.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+            );
+            hasher.finish()
+        }
+    };
+    format!(
+        "{}-{random:016x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ")
+    )
+}
+
+/// The form of a snapshot id `pg_export_snapshot()` returns (`00000003-0000001B-1`: hex digits
+/// and dashes).
+fn valid_snapshot_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b) || b == b'-')
+}
+
+/// Opens a `REPEATABLE READ` transaction on a connection of its own and exports its snapshot;
+/// the connection must stay open (and idle in that transaction) until every table is read.
+async fn export_snapshot(url: &str) -> Result<(Client, String)> {
+    let holder = ledger::connect(url).await?;
+    holder
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(CoordinatorError::db(
+            "cannot open the snapshot's transaction",
+        ))?;
+    let messages = holder
+        .simple_query("SELECT pg_export_snapshot()")
+        .await
+        .map_err(CoordinatorError::db(
+            "cannot export a snapshot (pg_export_snapshot) to read every table in",
+        ))?;
+    let id = messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_default();
+    if !valid_snapshot_id(&id) {
+        return Err(CoordinatorError::Invalid(format!(
+            "pg_export_snapshot() returned {id:?}, not a snapshot id (hex digits and dashes)"
+        )));
+    }
+    Ok((holder, id))
+}
+
+/// Starts a reading connection's transaction in the exported snapshot (PostgreSQL), or nothing
+/// (HeliosDB: autocommit statements, as it has no exported snapshot).
+async fn begin_reading(client: &Client, snapshot: Option<&str>) -> Result<()> {
+    let Some(id) = snapshot else {
+        return Ok(());
+    };
+    // SET TRANSACTION SNAPSHOT takes a string literal, not a bind parameter, so the id is
+    // written into the statement. It is the server's own pg_export_snapshot() value, and is
+    // checked (again, here) to be only hex digits and dashes: it cannot end the literal.
+    if !valid_snapshot_id(id) {
+        return Err(CoordinatorError::Invalid(format!(
+            "{id:?} is not a snapshot id (hex digits and dashes)"
+        )));
+    }
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{id}'"
+        ))
+        .await
+        .map_err(CoordinatorError::db(
+            "cannot read in the export's snapshot (SET TRANSACTION SNAPSHOT)",
+        ))
+}
+
+/// The output's attempt marker, if it has a readable one.
+async fn read_marker(output: &dyn OutputStore) -> Result<Option<AttemptMarker>> {
+    Ok(output
+        .get(MARKER)
+        .await?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+/// Whether `key` (relative to the output) is a file export-back writes: a part in `data/`, its
+/// counts in `parts/`, the summary, the attempt marker, or the hidden temporary file a local
+/// write leaves when it dies (`.tmp-<name>-…`).
+fn owned_by_layout(key: &str) -> bool {
+    let (folder, name) = match key.rsplit_once('/') {
+        Some((folder, name)) => (folder, name),
+        None => ("", key),
+    };
+    let name = name
+        .strip_prefix(".tmp-")
+        .and_then(|rest| {
+            // `.tmp-<name>-<pid>-<nanos>`: the name without its two numeric suffixes.
+            let (rest, nanos) = rest.rsplit_once('-')?;
+            let (rest, pid) = rest.rsplit_once('-')?;
+            (nanos.bytes().all(|b| b.is_ascii_digit()) && pid.bytes().all(|b| b.is_ascii_digit()))
+                .then_some(rest)
+        })
+        .unwrap_or(name);
+    match folder {
+        "" => name == MARKER || name == SUMMARY,
+        "data" => parse_part_name(name).is_some(),
+        "parts" => name
+            .strip_suffix(".json")
+            .is_some_and(|part| parse_part_name(part).is_some()),
+        _ => false,
+    }
+}
+
+/// Checks that the output holds no other attempt's files: refuses it when it does (or removes
+/// them, with `replace`); returns how many files were removed. A file in `data/` that export-back
+/// did not write is refused either way: `ImportTable` would import it with the parts.
+async fn clear_output(output: &dyn OutputStore, replace: bool) -> Result<u64> {
+    let mut owned = Vec::new();
+    for prefix in ["data/", "parts/"] {
+        for object in output.list(prefix).await? {
+            if owned_by_layout(&object.key) {
+                owned.push(object.key);
+            } else if prefix == "data/" {
+                return Err(CoordinatorError::Invalid(format!(
+                    "output {} holds {}, which export-back did not write: ImportTable would import it with the parts; move it away or choose another --output (--replace removes only export-back's own files)",
+                    output.location(""),
+                    output.location(&object.key)
+                )));
+            }
+        }
+    }
+    let marker = read_marker(output).await?;
+    for key in [SUMMARY, MARKER] {
+        if output.size(key).await?.is_some() {
+            owned.push(key.to_string());
+        }
+    }
+    if owned.is_empty() {
+        return Ok(0);
+    }
+    let parts = owned
+        .iter()
+        .filter(|k| k.starts_with("data/") && !k.contains("/.tmp-"))
+        .count();
+    let what = match &marker {
+        Some(m) if m.state == AttemptState::Complete => format!(
+            "the complete attempt {} of run {}, started {}, {} parts",
+            m.attempt_id, m.run_id, m.started_at, parts
+        ),
+        Some(m) => format!(
+            "the unfinished attempt {} of run {}, started {}, {} parts",
+            m.attempt_id, m.run_id, m.started_at, parts
+        ),
+        None => format!(
+            "{parts} parts and no readable attempt marker (an older Ferry's export-back, or a damaged one)"
+        ),
+    };
+    if !replace {
+        return Err(CoordinatorError::Invalid(format!(
+            "output {} already holds an export-back ({what}): those parts were read from another table state and are never reused; pass --replace to remove them (only export-back's own files) and export again, or choose another --output",
+            output.location("")
+        )));
+    }
+    // The marker last: until it goes, a crash here leaves an output that is still refused.
+    owned.sort_by_key(|k| k == MARKER);
+    for key in &owned {
+        output.delete(key).await?;
+    }
+    tracing::info!(output = %output.location(""), files = owned.len(), parts, previous_attempt = ?marker.as_ref().map(|m| &m.attempt_id), "earlier export-back removed (--replace)");
+    Ok(owned.len() as u64)
 }
 
 fn nested_of(schema: &TableSchema) -> NestedJson {
@@ -710,14 +1097,16 @@ async fn live_columns(client: &Client, table: &str) -> Result<Vec<String>> {
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// `<table>-<n>-of-<P>.json.gz` → (n, P).
-fn parse_part(table: &str, name: &str) -> Option<(u64, u64)> {
-    let rest = name
-        .strip_prefix(table)?
-        .strip_prefix('-')?
-        .strip_suffix(".json.gz")?;
-    let (part, total) = rest.split_once("-of-")?;
-    Some((part.parse().ok()?, total.parse().ok()?))
+/// `<table>-<n>-of-<P>.json.gz` → (table, n, P).
+fn parse_part_name(name: &str) -> Option<(&str, u64, u64)> {
+    let rest = name.strip_suffix(".json.gz")?;
+    let (rest, total) = rest.rsplit_once("-of-")?;
+    let (table, part) = rest.rsplit_once('-')?;
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if table.is_empty() || !digits(part) || !digits(total) {
+        return None;
+    }
+    Some((table, part.parse().ok()?, total.parse().ok()?))
 }
 
 fn part_name(table: &str, part: u64, total: u64) -> String {
@@ -752,58 +1141,39 @@ async fn export_table(
     plan: &TablePlan,
     output: &dyn OutputStore,
     part_items: u64,
+    run_id: &str,
+    attempt_id: &str,
 ) -> Result<(TableExport, Vec<String>)> {
     let table = &plan.table;
-    // Parts an earlier attempt published, and the part count it chose.
-    let existing: Vec<(u64, u64, u64)> = output
-        .list("data/")
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            let name = o.key.rsplit('/').next()?.to_string();
-            parse_part(table, &name).map(|(n, p)| (n, p, o.size))
-        })
-        .collect();
+    // Counted in the same snapshot as the rows are read (PostgreSQL): the part count fits them.
     let rows_now = count_rows(client, table).await?;
-    let total = match existing.first() {
-        Some((_, p, _)) => *p,
-        None => rows_now.div_ceil(part_items).max(1),
-    };
-    let kept: HashSet<u64> = existing
-        .iter()
-        .filter(|(_, p, _)| *p == total)
-        .map(|(n, _, _)| *n)
-        .collect();
+    let total = rows_now.div_ceil(part_items).max(1);
     let mut export = TableExport {
         table: table.clone(),
         parts: total,
-        parts_kept: kept.len() as u64,
         ..Default::default()
     };
     let work = tempfile::tempdir().map_err(|source| ferry_shared::Error::Io {
         location: "a temporary folder".into(),
         source,
     })?;
-    let parts: Arc<Vec<Option<Part>>> = Arc::new(
+    let parts: Arc<Vec<Part>> = Arc::new(
         (0..total)
             .map(|n| {
-                if kept.contains(&n) {
-                    return Ok(None);
-                }
                 let path = work.path().join(format!("part-{n}"));
                 let file =
                     std::fs::File::create(&path).map_err(|source| ferry_shared::Error::Io {
                         location: path.display().to_string(),
                         source,
                     })?;
-                Ok(Some(Part {
+                Ok(Part {
                     writer: Mutex::new(Some(flate2::write::GzEncoder::new(
                         std::io::BufWriter::with_capacity(256 * 1024, file),
                         flate2::Compression::new(6),
                     ))),
                     path,
                     items: Default::default(),
-                }))
+                })
             })
             .collect::<Result<Vec<_>>>()?,
     );
@@ -860,9 +1230,9 @@ async fn export_table(
             .map_err(|e| CoordinatorError::Invalid(e.to_string()))??;
     }
     export.rows = rows;
-    // Publish every part this attempt built; a part another exporter published meanwhile stays.
+    // Publish every part. The output held none when this attempt started ([`clear_output`]): a
+    // part that exists now was written by another export-back into the same output.
     for (n, part) in parts.iter().enumerate() {
-        let Some(part) = part else { continue };
         let encoder = part
             .writer
             .lock()
@@ -885,34 +1255,29 @@ async fn export_table(
         let key = format!("data/{}", part_name(table, n as u64, total));
         let size = bytes.len() as u64;
         let items = part.items.load(std::sync::atomic::Ordering::Relaxed);
-        if output.put_new(&key, bytes).await? == PutOutcome::Created {
-            export.items += items;
-            export.bytes += size;
-            let sidecar = serde_json::json!({ "items": items, "bytes": size });
-            output
-                .put(
-                    &format!("parts/{}.json", part_name(table, n as u64, total)),
-                    sidecar.to_string().into_bytes(),
-                )
-                .await?;
-        } else {
-            tracing::info!(part = %key, "another exporter published this part: kept");
+        if output.put_new(&key, bytes).await? == PutOutcome::Exists {
+            return Err(CoordinatorError::Invalid(format!(
+                "{} appeared while attempt {attempt_id} was writing it: another export-back writes to the same output; run one per output, then export again with --replace",
+                output.location(&key)
+            )));
         }
-    }
-    // Parts kept from earlier attempts: their counts from their sidecars.
-    for (n, p, size) in existing.iter().filter(|(_, p, _)| *p == total) {
-        let sidecar = output
-            .get(&format!("parts/{}.json", part_name(table, *n, *p)))
-            .await?;
-        let items = match sidecar.and_then(|s| serde_json::from_slice::<Value>(&s).ok()) {
-            Some(v) => v["items"].as_u64().unwrap_or(0),
-            None => count_lines(output, &format!("data/{}", part_name(table, *n, *p))).await?,
-        };
         export.items += items;
         export.bytes += size;
+        let sidecar = serde_json::json!({
+            "items": items,
+            "bytes": size,
+            "run_id": run_id,
+            "attempt_id": attempt_id,
+        });
+        output
+            .put(
+                &format!("parts/{}.json", part_name(table, n as u64, total)),
+                sidecar.to_string().into_bytes(),
+            )
+            .await?;
     }
     let problems = std::mem::take(&mut *problems.lock().expect("problems lock"));
-    tracing::info!(table = %table, rows, items = export.items, parts = total, kept = export.parts_kept, "table exported");
+    tracing::info!(table = %table, rows, items = export.items, parts = total, attempt = %attempt_id, "table exported");
     Ok((export, problems))
 }
 
@@ -933,22 +1298,10 @@ async fn count_rows(client: &Client, table: &str) -> Result<u64> {
         .unwrap_or(0))
 }
 
-async fn count_lines(output: &dyn OutputStore, key: &str) -> Result<u64> {
-    use std::io::BufRead;
-    let Some(bytes) = output.get(key).await? else {
-        return Ok(0);
-    };
-    let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(&bytes[..]));
-    Ok(reader
-        .split(b'\n')
-        .filter(|l| l.as_ref().is_ok_and(|l| !l.is_empty()))
-        .count() as u64)
-}
-
 /// Converts a batch of rows (rayon) and appends each item's line to its part.
 fn write_rows(
     plan: &TablePlan,
-    parts: &[Option<Part>],
+    parts: &[Part],
     rows: Vec<Vec<Option<String>>>,
     problems: &Mutex<Vec<String>>,
 ) -> Result<()> {
@@ -985,10 +1338,7 @@ fn write_rows(
         }
     }
     by_part.into_par_iter().try_for_each(|(n, (text, count))| {
-        // A part published by an earlier attempt is skipped with all its rows.
-        let Some(part) = &parts[n as usize] else {
-            return Ok(());
-        };
+        let part = &parts[n as usize];
         let mut writer = part.writer.lock().expect("part lock");
         writer
             .as_mut()
@@ -1467,9 +1817,79 @@ mod tests {
         let typed = text_value(&Kind::Json(NestedJson::Dynamodb), r#"{"SS":["a"]}"#).unwrap();
         assert_eq!(typed, DValue::Ss(vec!["a".into()]));
         assert_eq!(
-            parse_part("orders", "orders-00003-of-00010.json.gz"),
-            Some((3, 10))
+            parse_part_name("orders-00003-of-00010.json.gz"),
+            Some(("orders", 3, 10))
         );
-        assert_eq!(parse_part("orders", "users-00003-of-00010.json.gz"), None);
+        assert_eq!(
+            parse_part_name("user-orders-00003-of-00010.json.gz"),
+            Some(("user-orders", 3, 10))
+        );
+        assert_eq!(parse_part_name("orders-x-of-00010.json.gz"), None);
+        assert_eq!(parse_part_name("orders.json.gz"), None);
+    }
+
+    #[test]
+    fn snapshot_ids_are_checked_before_they_reach_sql() {
+        assert!(valid_snapshot_id("00000003-0000001B-1"));
+        assert!(!valid_snapshot_id(""));
+        assert!(!valid_snapshot_id("00000003-0000001B-1'; DROP TABLE t; --"));
+        assert!(!valid_snapshot_id("0000000a-1"));
+        assert!(!valid_snapshot_id(&"1".repeat(65)));
+    }
+
+    #[test]
+    fn the_summary_says_whether_the_tables_were_read_in_one_snapshot() {
+        let mut summary = ExportSummary {
+            attempt_id: "20260101T000000000Z-00000000000000ff".into(),
+            consistency: ReadConsistency {
+                one_snapshot: false,
+                snapshot_id: None,
+                detail: "HeliosDB has no exported snapshot".into(),
+            },
+            ..Default::default()
+        };
+        let text = summary.to_text();
+        assert!(
+            text.contains("tables NOT read in one snapshot: HeliosDB has no exported snapshot"),
+            "{text}"
+        );
+        assert!(text.contains("attempt 20260101T000000000Z-00000000000000ff"));
+        summary.consistency = ReadConsistency {
+            one_snapshot: true,
+            snapshot_id: Some("00000003-0000001B-1".into()),
+            detail: "PostgreSQL snapshot 00000003-0000001B-1".into(),
+        };
+        summary.replaced_files = 4;
+        let text = summary.to_text();
+        assert!(
+            text.contains("tables read in one snapshot: PostgreSQL snapshot 00000003-0000001B-1"),
+            "{text}"
+        );
+        assert!(text.contains("replaced: 4 files"), "{text}");
+    }
+
+    #[test]
+    fn only_the_layouts_own_files_are_owned() {
+        for key in [
+            MARKER,
+            SUMMARY,
+            "data/orders-00000-of-00002.json.gz",
+            "data/.tmp-orders-00001-of-00002.json.gz-4242-1712345678901234567",
+            "parts/orders-00000-of-00002.json.gz.json",
+            ".tmp-_ferry_export_back.json-17-99",
+        ] {
+            assert!(owned_by_layout(key), "{key}");
+        }
+        for key in [
+            "data/notes.txt",
+            "data/orders.json.gz",
+            "data/sub/orders-00000-of-00002.json.gz",
+            "parts/readme.json",
+            "other/orders-00000-of-00002.json.gz",
+            "summary.json",
+            "data/.tmp-notes.txt-1-2",
+        ] {
+            assert!(!owned_by_layout(key), "{key}");
+        }
     }
 }

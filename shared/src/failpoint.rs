@@ -26,6 +26,8 @@ pub const POINTS: &[&str] = &[
     "after_copy",       // the chunk's COPY finished, before the checkpoint update
     "after_checkpoint", // the checkpoint update ran, before COMMIT
     "after_commit",     // COMMIT returned, before the next chunk (or the queue ack)
+    // `export-back`: its snapshot taken and its attempt recorded, before any table is read.
+    "export_back_after_snapshot",
 ];
 
 #[derive(Debug)]

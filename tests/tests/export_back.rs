@@ -4,20 +4,27 @@
 //! nested values and the overflow column). The migration guide's routed run comes back equal up
 //! to what its config declares (email transform, GSI1PK dropped, expired sessions filtered, the
 //! rejected lines), each class listed in the summary; anything else is a failure. Rows changed
-//! after the migration come back as they are now; a rerun keeps the published parts; moto's
-//! `ImportTable` accepts the layout.
+//! after the migration come back as they are now; moto's `ImportTable` accepts the layout.
+//!
+//! Attempts (issue 24, reproduction 2): a rerun into an output that holds another attempt's
+//! parts (complete or interrupted) is refused (exit 2, naming `--replace`), and with `--replace`
+//! the output holds exactly the table's rows as they are now; on PostgreSQL every table of a
+//! routed run is read in one exported snapshot (rows deleted while the command is held after
+//! taking it are still exported), on HeliosDB the summary says they were not.
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use ferry_shared::schema::NestedJson;
 use ferry_tests::compare::{norm_number, plain, read_source_items, SourceItems};
 use ferry_tests::harness::{
-    assert_exit, connect, fixture_on, gen_options, migrate_in_process, run_coordinator, Fixture,
-    TestTarget,
+    assert_exit, binary, connect, fixture_on, gen_options, migrate_in_process, run_coordinator,
+    stderr_of, Fixture, TestTarget,
 };
 use ferry_tests::helios::HeliosServer;
-use ferry_tests::pg::shared_cluster;
+use ferry_tests::pg::{shared_cluster, spawn_dying_with_parent};
 use ferry_tests::shop::{generate_shop, write_shop_export, EXPORT_TIME};
 use serde_json::{Map, Value};
 
@@ -107,25 +114,71 @@ fn from_plain(value: &Value) -> Value {
     }
 }
 
+/// `export-back` arguments (300 items a part, JSON summary) and `extra` ones.
+fn export_back_args(url: &str, run_id: &str, output: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "export-back",
+        "--target",
+        url,
+        "--run-id",
+        run_id,
+        "--output",
+        &output.display().to_string(),
+        "--part-items",
+        "300",
+        "--json",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// Runs `export-back` with `extra` arguments; returns how it ended.
+fn try_export_back(
+    url: &str,
+    run_id: &str,
+    output: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let args = export_back_args(url, run_id, output, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_coordinator(&args, env).unwrap()
+}
+
 fn export_back(url: &str, run_id: &str, output: &Path, env: &[(&str, &str)]) -> Value {
-    let out = run_coordinator(
-        &[
-            "export-back",
-            "--target",
-            url,
-            "--run-id",
-            run_id,
-            "--output",
-            &output.display().to_string(),
-            "--part-items",
-            "300",
-            "--json",
-        ],
-        env,
-    )
-    .unwrap();
+    export_back_with(url, run_id, output, &[], env)
+}
+
+fn export_back_with(
+    url: &str,
+    run_id: &str,
+    output: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Value {
+    let out = try_export_back(url, run_id, output, extra, env);
     assert_exit(&out, 0);
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Asserts that `export-back` refused the output `output` (exit 2) with a message naming it and
+/// `--replace`; returns the message.
+fn assert_refused(out: &Output, output: &Path) -> String {
+    assert_exit(out, 2);
+    let message = stderr_of(out);
+    assert!(
+        message.contains("--replace") && message.contains(&output.display().to_string()),
+        "{message}"
+    );
+    message
+}
+
+/// The output's attempt marker.
+fn marker(output: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(output.join("_ferry_export_back.json")).unwrap()).unwrap()
 }
 
 async fn run_id_of(url: &str, table: &str) -> String {
@@ -208,13 +261,21 @@ async fn plain_run_round_trips(target: TestTarget, name: &str) {
     let exported = read_source_items(&again.join("data"), &["PK", "SK"]).unwrap();
     let diffs = differences(&now, &exported);
     assert!(diffs.is_empty(), "{diffs:#?}");
-    // A rerun into the same folder keeps every part and writes none twice.
-    let rerun = export_back(&fixture.url, &run, &again, &[]);
-    assert_eq!(
-        rerun["tables"][0]["parts_kept"],
-        rerun["tables"][0]["parts"]
+    // A rerun into the same folder is refused (its parts were read from another table state and
+    // are never reused); with --replace every part is written again, none kept.
+    let first = marker(&again);
+    assert_eq!(first["state"], "complete", "{first:#}");
+    let refused = try_export_back(&fixture.url, &run, &again, &[], &[]);
+    let message = assert_refused(&refused, &again);
+    assert!(
+        message.contains(first["attempt_id"].as_str().unwrap()),
+        "{message}"
     );
+    let rerun = export_back_with(&fixture.url, &run, &again, &["--replace"], &[]);
     assert_eq!(rerun["items"], 1200);
+    assert!(rerun["replaced_files"].as_u64().unwrap() >= 3, "{rerun:#}");
+    assert_ne!(rerun["attempt_id"], first["attempt_id"]);
+    assert_eq!(marker(&again)["attempt_id"], rerun["attempt_id"]);
     let exported = read_source_items(&again.join("data"), &["PK", "SK"]).unwrap();
     assert!(differences(&now, &exported).is_empty());
 
@@ -587,5 +648,265 @@ async fn boto3_typed_items_round_trip_through_parquet_and_export_back() {
         "{} differences: {:#?}",
         diffs.len(),
         &diffs[..diffs.len().min(3)]
+    );
+}
+
+/// The table's keys as the exported items' keys (`["PK","SK"]` JSON).
+async fn table_keys(url: &str, table: &str) -> BTreeSet<String> {
+    let client = connect(url).await.unwrap();
+    let mut keys = BTreeSet::new();
+    for message in client
+        .simple_query(&format!("SELECT \"PK\", \"SK\" FROM \"{table}\""))
+        .await
+        .unwrap()
+    {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            keys.insert(
+                serde_json::to_string(&[row.get(0).unwrap(), row.get(1).unwrap()]).unwrap(),
+            );
+        }
+    }
+    keys
+}
+
+/// Issue 24, reproduction 2: `export-back`, then the application deletes 200 rows, then
+/// `export-back` to the same output. Refused (exit 2, naming --replace) and the output left as
+/// it was; with --replace the output holds exactly the table's rows now. An interrupted attempt's
+/// output is refused the same way (its parts cannot be finished from another table state).
+async fn a_rerun_after_deletes_is_refused_then_replaced(target: TestTarget) {
+    let fixture: Fixture = fixture_on(target, "rollback_stale", &gen_options(24, 1200, 3))
+        .await
+        .unwrap();
+    let mut settings = ferry_tests::harness::small_chunks(400);
+    settings.mapping.table = Some("stale".into());
+    settings.mapping.min_presence = 0.05;
+    let report = migrate_in_process(&fixture, settings, false).await.unwrap();
+    assert!(report.verified(), "{}", report.reason());
+    let run = run_id_of(&fixture.url, "stale").await;
+    let out = fixture.dir.path().join("rollback");
+    let first = export_back(&fixture.url, &run, &out, &[]);
+    let loaded = table_keys(&fixture.url, "stale").await;
+    assert_eq!(first["items"].as_u64().unwrap(), loaded.len() as u64);
+    assert_eq!(
+        first["consistency"]["one_snapshot"],
+        target == TestTarget::Postgres,
+        "{first:#}"
+    );
+    if target == TestTarget::HeliosDb {
+        let detail = first["consistency"]["detail"].as_str().unwrap();
+        assert!(detail.contains("no exported snapshot"), "{detail}");
+        assert_eq!(first["consistency"]["snapshot_id"], Value::Null);
+    }
+
+    // The application deletes 200 rows behind Ferry's back (keys of plain characters, so the
+    // test's literals need no escaping on either server).
+    let deleted: Vec<(String, String)> = loaded
+        .iter()
+        .map(|k| serde_json::from_str::<(String, String)>(k).unwrap())
+        .filter(|(pk, sk)| {
+            format!("{pk}{sk}")
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "#-_:.".contains(c))
+        })
+        .step_by(2)
+        .take(200)
+        .collect();
+    assert_eq!(deleted.len(), 200);
+    let client = connect(&fixture.url).await.unwrap();
+    let statements: String = deleted
+        .iter()
+        .map(|(pk, sk)| format!("DELETE FROM \"stale\" WHERE \"PK\" = '{pk}' AND \"SK\" = '{sk}';"))
+        .collect();
+    client.batch_execute(&statements).await.unwrap();
+    let now = table_keys(&fixture.url, "stale").await;
+    assert_eq!(now.len(), loaded.len() - 200);
+
+    // The rerun is refused, and the output is untouched: still the first attempt's items.
+    let refused = try_export_back(&fixture.url, &run, &out, &[], &[]);
+    let message = assert_refused(&refused, &out);
+    assert!(message.contains("complete attempt"), "{message}");
+    let kept = read_source_items(&out.join("data"), &["PK", "SK"]).unwrap();
+    assert_eq!(kept.len(), loaded.len());
+    assert_eq!(marker(&out)["attempt_id"], first["attempt_id"]);
+
+    // With --replace: exactly the table's rows now, every key once.
+    let replaced = export_back_with(&fixture.url, &run, &out, &["--replace"], &[]);
+    let exported = read_source_items(&out.join("data"), &["PK", "SK"]).unwrap();
+    assert_eq!(exported.len(), now.len());
+    assert_eq!(exported.keys().cloned().collect::<BTreeSet<_>>(), now);
+    assert_eq!(replaced["items"].as_u64().unwrap(), now.len() as u64);
+    assert_eq!(
+        replaced["tables"][0]["rows"].as_u64().unwrap(),
+        now.len() as u64
+    );
+    let written = marker(&out);
+    assert_eq!(written["state"], "complete");
+    assert_eq!(written["attempt_id"], replaced["attempt_id"]);
+    assert_eq!(written["run_id"], run.as_str());
+    assert_eq!(written["items"], replaced["items"]);
+    assert_ne!(replaced["attempt_id"], first["attempt_id"]);
+
+    // An attempt that dies after its marker (a crash between snapshot and parts): the marker
+    // stays `running`, the rerun is refused as unfinished, --replace exports afresh.
+    let crashed = fixture.dir.path().join("crashed");
+    let died = try_export_back(
+        &fixture.url,
+        &run,
+        &crashed,
+        &[],
+        &[("FERRY_FAILPOINTS", "export_back_after_snapshot=error")],
+    );
+    assert_exit(&died, 2);
+    assert_eq!(marker(&crashed)["state"], "running");
+    let refused = try_export_back(&fixture.url, &run, &crashed, &[], &[]);
+    let message = assert_refused(&refused, &crashed);
+    assert!(message.contains("unfinished attempt"), "{message}");
+    let again = export_back_with(&fixture.url, &run, &crashed, &["--replace"], &[]);
+    assert_eq!(again["items"].as_u64().unwrap(), now.len() as u64);
+    let exported = read_source_items(&crashed.join("data"), &["PK", "SK"]).unwrap();
+    assert_eq!(exported.keys().cloned().collect::<BTreeSet<_>>(), now);
+
+    // A file export-back did not write, in data/: refused even with --replace, and kept.
+    let foreign = out.join("data").join("notes.json.gz");
+    std::fs::write(&foreign, b"").unwrap();
+    let refused = try_export_back(&fixture.url, &run, &out, &["--replace"], &[]);
+    assert_exit(&refused, 2);
+    assert!(
+        stderr_of(&refused).contains("notes.json.gz"),
+        "{}",
+        stderr_of(&refused)
+    );
+    assert!(foreign.exists());
+    assert_eq!(marker(&out)["attempt_id"], replaced["attempt_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_after_deletes_is_refused_then_replaced_on_postgres() {
+    a_rerun_after_deletes_is_refused_then_replaced(TestTarget::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_after_deletes_is_refused_then_replaced_on_heliosdb() {
+    a_rerun_after_deletes_is_refused_then_replaced(TestTarget::HeliosDb).await;
+}
+
+/// PostgreSQL: every table of a routed run is read in the one snapshot the command exports. The
+/// command is held (a sleep failpoint) after it took the snapshot and wrote its marker, before it
+/// reads any table; meanwhile rows are deleted from three routed tables. With one worker the
+/// tables are read one after another, all after the deletes: the export still equals one taken
+/// before them, while a fresh export-back afterwards lacks the deleted rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn routed_tables_are_read_in_one_snapshot_on_postgres() {
+    let url = shared_cluster()
+        .create_database("rollback_snapshot")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let shop = generate_shop(33, 60, 15);
+    let export = write_shop_export(dir.path(), &shop, 33, 3).unwrap();
+    let loaded = run_coordinator(
+        &[
+            "migrate",
+            "--export",
+            &export.root.display().to_string(),
+            "--target",
+            &url,
+            "--config",
+            GUIDE,
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_exit(&loaded, 0);
+    let run = run_id_of(&url, "ShopTable").await;
+    let before_dir = dir.path().join("before");
+    let before = export_back(&url, &run, &before_dir, &[]);
+    let tables: Vec<String> = before["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["rows"].as_u64().unwrap() >= 3)
+        .map(|t| t["table"].as_str().unwrap().to_string())
+        // The tables no foreign key references (the guide's post-load steps add some).
+        .filter(|t| ["orders", "sessions", "reviews"].contains(&t.as_str()))
+        .collect();
+    assert_eq!(tables.len(), 3, "{before:#}");
+
+    let held_dir = dir.path().join("held");
+    let mut command = Command::new(binary("ferry-coordinator"));
+    command
+        .args(export_back_args(&url, &run, &held_dir, &["--workers", "1"]))
+        .env("FERRY_FAILPOINTS", "export_back_after_snapshot=sleep6000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn_dying_with_parent(command).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !held_dir.join("_ferry_export_back.json").exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "export-back ended before writing its marker"
+        );
+        assert!(Instant::now() < deadline, "no attempt marker after 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held_marker = marker(&held_dir);
+    // The snapshot exists now: delete 3 rows of each of three routed tables.
+    let client = connect(&url).await.unwrap();
+    let mut deleted = 0u64;
+    for table in &tables {
+        deleted += client
+            .execute(
+                &format!(
+                    "DELETE FROM \"{table}\" WHERE ctid IN (SELECT ctid FROM \"{table}\" LIMIT 3)"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(deleted, 3 * tables.len() as u64);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the held export-back went on before the rows were deleted: the test proves nothing"
+    );
+    let held_out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_exit(&held_out, 0);
+    let held: Value = serde_json::from_slice(&held_out.stdout).unwrap();
+    // Read in one snapshot, the one its marker recorded before the deletes.
+    assert_eq!(held["consistency"]["one_snapshot"], true, "{held:#}");
+    let id = held["consistency"]["snapshot_id"].as_str().unwrap();
+    assert!(
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'),
+        "{id}"
+    );
+    assert_eq!(held_marker["consistency"]["snapshot_id"], id);
+    assert_eq!(held_marker["state"], "running");
+    assert_eq!(marker(&held_dir)["state"], "complete");
+    // Every table as before the deletes, row for row and item for item.
+    assert_eq!(held["items"], before["items"]);
+    for (a, b) in held["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(before["tables"].as_array().unwrap())
+    {
+        assert_eq!((&a["table"], &a["rows"]), (&b["table"], &b["rows"]));
+    }
+    let before_items = read_source_items(&before_dir.join("data"), &["PK", "SK"]).unwrap();
+    let held_items = read_source_items(&held_dir.join("data"), &["PK", "SK"]).unwrap();
+    let diffs = differences(&before_items, &held_items);
+    assert!(diffs.is_empty(), "{diffs:#?}");
+    // Outside that snapshot the deletes are visible: without it the test would fail.
+    let after = export_back(&url, &run, &dir.path().join("after"), &[]);
+    assert_eq!(
+        after["items"].as_u64().unwrap(),
+        before["items"].as_u64().unwrap() - deleted
+    );
+    assert_ne!(
+        after["consistency"]["snapshot_id"],
+        held["consistency"]["snapshot_id"]
     );
 }
