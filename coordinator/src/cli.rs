@@ -118,6 +118,10 @@ struct ExportBackArgs {
     /// Tables exported at once (default: load.workers, else 2).
     #[arg(long)]
     workers: Option<usize>,
+    /// Remove the files an earlier export-back left in the output (its parts, their counts, its
+    /// summary and attempt marker) before exporting; without it such an output is refused.
+    #[arg(long)]
+    replace: bool,
     /// Configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -173,6 +177,10 @@ struct ResetArgs {
     /// Every failed shard of the run.
     #[arg(long, conflicts_with = "shard")]
     failed: bool,
+    /// Reset a shard even while a chunk of it is marked in flight (ahead of its checkpoint):
+    /// only when no worker is alive, since rows a live worker commits afterwards would stay.
+    #[arg(long)]
+    force: bool,
     /// Configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -189,6 +197,11 @@ struct QueueCreateArgs {
     /// The queue's name.
     #[arg(long)]
     name: String,
+    /// The target the queue serves (default: target.url): the queue is tagged with its ledger's
+    /// token, and workers and submits of any other target refuse it. Without a target the queue
+    /// is left untagged.
+    #[arg(long)]
+    target: Option<String>,
     /// Receives of one shard before it moves to the dead-letter queue (default: queue.max_receive_count).
     #[arg(long)]
     max_receive_count: Option<u32>,
@@ -428,7 +441,9 @@ pub async fn main() -> ExitCode {
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ferry: {}", ferry_worker::chain_text(e.as_ref()));
+            // Whatever the error quotes, no URL's password (the last line of defence).
+            let text = ferry_shared::redact::text(&ferry_worker::chain_text(e.as_ref()));
+            eprintln!("ferry: {text}");
             ExitCode::from(2)
         }
     }
@@ -625,6 +640,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let config = ferry_shared::aws::sdk_config(&settings.aws).await;
             let client = ferry_shared::aws::sqs_client(&config);
             let created = SqsQueue::create(&client, &args.name, &settings.queue).await?;
+            match args.target.clone().or_else(|| settings.target_url.clone()) {
+                Some(target) => {
+                    let db = ledger::connect(&target).await?;
+                    ledger::ensure_ledger(&db).await?;
+                    let token = ledger::ensure_target_token(&db).await?;
+                    SqsQueue::new(client.clone(), created.url.clone(), settings.queue.clone())
+                        .bind_to_target(&token)
+                        .await?;
+                }
+                None => tracing::warn!(
+                    queue = %created.url,
+                    "the queue is bound to no target (no --target): workers of any target may receive its messages"
+                ),
+            }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&created)?);
             } else {
@@ -734,7 +763,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 crate::reset::Shards::Named(args.shard)
             };
-            let reset = crate::reset::reset(&client, &run, &shards).await?;
+            let reset = crate::reset::reset(&client, &run, &shards, args.force).await?;
             println!(
                 "reset {} shard(s) of run {}: {}; load them with `migrate` (or `submit` and workers)",
                 reset.len(),
@@ -758,6 +787,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .unwrap_or(2)
                     .max(1),
                 aws: settings.aws.clone(),
+                replace: args.replace,
             };
             let summary = crate::export_back::export_back(&request).await?;
             if args.json {

@@ -27,6 +27,10 @@ pub struct Submitted {
 
 /// Sends every shard of `run_id` that is not done to `queue`.
 pub async fn submit(client: &Client, queue: &SqsQueue, run_id: &str) -> Result<Submitted> {
+    // A queue bound to another target is refused before anything is sent.
+    queue
+        .check_target(ledger::target_token(client).await?.as_deref())
+        .await?;
     let shards = ledger::get_shards(client, run_id).await?;
     // Each message carries the run's target token (made now for runs planned before tokens).
     let token = ledger::ensure_run_token(client, run_id).await?;

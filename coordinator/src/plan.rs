@@ -312,7 +312,10 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
                 "a parquet run has no database tables: the [[setup]] statements are not run"
             );
         }
-        check_dataset_empty(&schema, spec, &request.settings, request.append).await?;
+        if let Err(e) = check_dataset_empty(&schema, spec, &request.settings, request.append).await
+        {
+            planned_meanwhile(client, &run_id, e).await?;
+        }
         parquet_sink::record_output(client, &run_id, spec).await?;
     }
     for step in request.settings.setup.iter().filter(|_| parquet.is_none()) {
@@ -332,7 +335,12 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         TableCheck::NewRunEmpty
     };
     if parquet.is_none() {
-        prepare_run_tables(client, &schema, check, &target).await?;
+        if let Err(e) = prepare_run_tables(client, &schema, check, &target).await {
+            if check != TableCheck::NewRunEmpty {
+                return Err(e);
+            }
+            planned_meanwhile(client, &run_id, e).await?;
+        }
     }
     let summary = listing.summary.as_ref();
     let run = RunRecord {
@@ -363,6 +371,20 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         resumed: false,
         target,
     })
+}
+
+/// The emptiness check of a new run failed: when another coordinator planned this same run since
+/// this one looked (two `migrate`s started at once, a retried job), the rows or files found are
+/// that run's, loaded after its own emptiness check, so this plan goes on and the ledger's copy of
+/// the run wins; otherwise `refusal` stands. Found by the command-sequence test
+/// (`tests/tests/sequences.rs`: two racing `migrate`s, one refused with "not this run's").
+async fn planned_meanwhile(client: &Client, run_id: &str, refusal: CoordinatorError) -> Result<()> {
+    if ledger::get_run(client, run_id).await?.is_some() {
+        tracing::info!(run = %run_id, "another coordinator planned this run meanwhile: joining it");
+        Ok(())
+    } else {
+        Err(refusal)
+    }
 }
 
 /// A new Parquet run writes into folders that hold no data files yet (or `--append`): a dataset
@@ -522,11 +544,16 @@ pub async fn prepare_table_with(
         .await
         .map_err(CoordinatorError::db("cannot inspect the target table"))?;
     if rows.is_empty() {
-        client
-            .batch_execute(create_sql)
-            .await
-            .map_err(CoordinatorError::db("cannot create the target table"))?;
-        tracing::info!(table = %schema.table, "created target table");
+        match client.batch_execute(create_sql).await {
+            Ok(()) => tracing::info!(table = %schema.table, "created target table"),
+            // Another coordinator created it a moment ago (PostgreSQL refuses the second of two
+            // concurrent `CREATE TABLE IF NOT EXISTS` with a catalog conflict): the checks below
+            // read the table it made, as for any existing table.
+            Err(e) if ledger::is_ddl_race(&e) => {
+                tracing::info!(table = %schema.table, "the target table was created by another process meanwhile");
+            }
+            Err(e) => return Err(CoordinatorError::db("cannot create the target table")(e)),
+        }
     } else if schema.provenance
         && !rows
             .iter()

@@ -3,9 +3,14 @@
 //! removed by provenance, in every table of the run, with its rejects. Used when a data file
 //! changed under a run (Ferry refuses to mix two versions of a file) or to load a shard again on
 //! purpose; the shard is then loaded again by `migrate`, `submit` and the workers.
+//!
+//! What the run's lineage forbids is refused before anything changes
+//! ([`ferry_worker::lineage::Lineage::allows_reset`]): a window's shards, a run that windows
+//! follow, and (without `--force`) a shard whose chunk is being written ahead of its checkpoint.
 
 use ferry_shared::ledger::shard_state;
 use ferry_worker::ledger::{self, Restart, RunRecord};
+use ferry_worker::lineage::{self, Lineage};
 use ferry_worker::sink::{run_tables, unload_shard};
 use tokio_postgres::Client;
 
@@ -20,8 +25,18 @@ pub enum Shards {
     Failed,
 }
 
-/// Starts `shards` of `run` over; returns the shards reset.
-pub async fn reset(client: &Client, run: &RunRecord, shards: &Shards) -> Result<Vec<String>> {
+/// Starts `shards` of `run` over; returns the shards reset. `force`: pass over chunks in flight
+/// (the user states that no worker is alive).
+pub async fn reset(
+    client: &Client,
+    run: &RunRecord,
+    shards: &Shards,
+    force: bool,
+) -> Result<Vec<String>> {
+    let lineage = Lineage::of(client, run.clone()).await?;
+    lineage
+        .allows_reset()
+        .map_err(|refusal| CoordinatorError::Invalid(refusal.0))?;
     let all = ledger::get_shards(client, &run.run_id).await?;
     let chosen: Vec<_> = match shards {
         Shards::Failed => all
@@ -45,6 +60,13 @@ pub async fn reset(client: &Client, run: &RunRecord, shards: &Shards) -> Result<
             chosen
         }
     };
+    // Every chosen shard is checked before any is touched; the restart's conditional update
+    // enforces the same rule against a worker that marks a chunk after this look.
+    for shard in &chosen {
+        lineage
+            .allows_shard_reset(shard, force)
+            .map_err(|refusal| CoordinatorError::Invalid(refusal.0))?;
+    }
     let tables = run_tables(&run.schema);
     let mut reset = Vec::new();
     for shard in chosen {
@@ -53,14 +75,32 @@ pub async fn reset(client: &Client, run: &RunRecord, shards: &Shards) -> Result<
             error: None,
             md5_ok: None,
             items_seen: None,
+            over_chunk_in_flight: force,
         };
-        if crate::report::is_parquet(run) {
+        let restarted = if crate::report::is_parquet(run) {
             // A Parquet run's rows are its files: the load's files are deleted.
             let output = ferry_worker::sink::parquet::output_of(client, &run.run_id).await?;
             let ledger = ferry_worker::sink::parquet::ParquetLedger::new(client, output);
-            unload_shard(&ledger, &run.run_id, &tables, shard, restart).await?;
+            unload_shard(&ledger, &run.run_id, &tables, shard, restart).await?
         } else {
-            unload_shard(client, &run.run_id, &tables, shard, restart).await?;
+            unload_shard(client, &run.run_id, &tables, shard, restart).await?
+        };
+        if !restarted {
+            // A worker marked a chunk in flight after the look above.
+            let now = ledger::get_shards(client, &run.run_id)
+                .await?
+                .into_iter()
+                .find(|s| s.shard_id == shard.shard_id);
+            let from = now.as_ref().and_then(|s| s.copying_from).unwrap_or(0);
+            return Err(CoordinatorError::Invalid(format!(
+                "{}{}",
+                lineage::in_flight(&run.run_id, shard, from),
+                if reset.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (reset before it: {})", reset.join(", "))
+                }
+            )));
         }
         tracing::info!(run = %run.run_id, shard = %shard.shard_id, "shard reset: its rows were removed and it loads again from the start");
         reset.push(shard.shard_id.clone());

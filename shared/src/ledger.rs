@@ -24,7 +24,9 @@
 //! - `ferry.windows`, `ferry.deferred` (v5): incremental exports applied after a full run, in
 //!   order, and the change records a window set aside until its end ([`crate::window`]);
 //! - `ferry.meta`: `schema_version`, so a newer Ferry migrates the ledger in place
-//!   ([`MIGRATIONS`]) and an older one refuses a ledger it does not know;
+//!   ([`MIGRATIONS`]) and an older one refuses a ledger it does not know; and `target_token`, a
+//!   random value made the first time a queue is bound to this target, which that queue carries
+//!   as its `ferry-target` tag ([`crate::sqs::TARGET_TAG`]);
 //! - `ferry.probes`: one row per `ferry-coordinator probe`: the decode rate per core, the target's
 //!   ingest ceiling and the source read rate it measured, with when and on what machine
 //!   ([`CREATE_PROBES`]). Outside the versioned schema: made by the probe when it first records,
@@ -242,6 +244,14 @@ pub const SELECT_SHARD_TIMINGS: &str = "SELECT s.shard_id, s.committed_lines,
 pub const INSERT_RUN_TOKEN: &str = "INSERT INTO ferry.run_tokens (run_id, token)
     VALUES ($1::text, $2::text) ON CONFLICT (run_id) DO NOTHING";
 
+/// Records the ledger's own target token once (the first value wins): the tag `queue create`
+/// puts on a queue that serves this target ([`crate::sqs::TARGET_TAG`]). `$1` token.
+pub const INSERT_TARGET_TOKEN: &str = "INSERT INTO ferry.meta (key, value)
+    VALUES ('target_token', $1::text) ON CONFLICT (key) DO NOTHING";
+
+/// The ledger's own target token, if it has one.
+pub const SELECT_TARGET_TOKEN: &str = "SELECT value FROM ferry.meta WHERE key = 'target_token'";
+
 /// A run's target token. `$1` run.
 pub const SELECT_RUN_TOKEN: &str = "SELECT token FROM ferry.run_tokens WHERE run_id = $1::text";
 
@@ -339,14 +349,22 @@ pub const FAIL_SHARD: &str =
 
 /// Starts a shard over: a new generation with nothing committed, so the rows and rejects of the
 /// earlier generations are stale (removed by [`SELECT_STALE_LOADS`]'s cleanup before anything
-/// loads again). Conditional on the generation, so it happens once. `$1` run, `$2` shard, `$3`
-/// the generation being ended, `$4` state (`failed` or `pending`), `$5` error, `$6` md5_ok,
-/// `$7` items seen.
+/// loads again). Conditional on the generation, so it happens once, and, unless `$8` is true, on
+/// no chunk being written ahead of its checkpoint (`copying_from IS NULL`): an autocommit COPY in
+/// flight could commit its rows after the cleanup looked for them, leaving rows of an ended
+/// generation that no later cleanup would look for. The loader that holds the shard passes true
+/// (its own chunk is over); `reset` passes true only with `--force` (the user states that no
+/// worker is alive). The mark and the restart are single-row updates of one row, so one of them
+/// comes first: a restart after the mark is refused, a mark after the restart finds the
+/// generation moved and nothing is written. `$1` run, `$2` shard, `$3` the generation being
+/// ended, `$4` state (`failed` or `pending`), `$5` error, `$6` md5_ok, `$7` items seen, `$8`
+/// over a chunk in flight.
 pub const RESTART_SHARD: &str = "UPDATE ferry.shards SET generation = generation + 1,
         committed_lines = 0, loaded_rows = 0, rejected_rows = 0, filtered_rows = 0,
         spilled_values = 0, state = $4::text, error = $5::text, md5_ok = $6::boolean,
         items_seen = $7::int8, copying_from = NULL, updated_at = now()
-    WHERE run_id = $1::text AND shard_id = $2::text AND generation = $3::int8";
+    WHERE run_id = $1::text AND shard_id = $2::text AND generation = $3::int8
+        AND (copying_from IS NULL OR $8::boolean)";
 
 /// Marks a chunk's rows as being written ahead of its checkpoint (the autocommit path): until the
 /// checkpoint moves past it, a loader taking the shard must prove the chunk before writing it.
@@ -475,6 +493,12 @@ pub const SELECT_OUTPUT_FILES: &str = "SELECT table_name, load_id, chunk_index, 
 /// Forgets the files of a load whose rows were removed. `$1` load.
 pub const DELETE_OUTPUT_FILES_OF_LOAD: &str =
     "DELETE FROM ferry.output_files WHERE load_id = $1::int8";
+
+/// The runs whose output is a location: the runs sharing one Parquet dataset (`--append`).
+/// `$1` location.
+pub const SELECT_RUNS_AT_OUTPUT: &str = "SELECT o.run_id, r.state FROM ferry.outputs o
+    JOIN ferry.runs r ON r.run_id = o.run_id
+    WHERE o.location = $1::text ORDER BY o.run_id";
 
 /// A run's loads, for telling current files from stale ones. `$1` run.
 pub const SELECT_RUN_LOADS: &str =

@@ -13,6 +13,11 @@
 //! Likewise a delete or visibility change that fails (a receipt handle gone stale after the
 //! message was handed to another worker) is logged, not fatal: the next receiver of that message
 //! finds the shard done in the ledger and deletes it.
+//!
+//! A queue serves one target: `queue create --target` tags it with that target's ledger token
+//! ([`TARGET_TAG`]), and a worker or `submit` of another target refuses it before receiving or
+//! sending anything ([`SqsQueue::check_target`]), since every receive counts towards the
+//! dead-letter queue of the side that owns the message.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -66,6 +71,18 @@ pub struct QueueDepth {
     pub dead_letter_url: Option<String>,
     /// Messages in the dead-letter queue.
     pub dead_letter: Option<u64>,
+}
+
+/// The queue tag naming the target a queue serves: its ledger's target token.
+pub const TARGET_TAG: &str = "ferry-target";
+
+/// How a queue is bound to the target a command serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetBinding {
+    /// Tagged with this target's token.
+    This,
+    /// No target tag (created before tags, or without `--target`).
+    Untagged,
 }
 
 impl SqsQueue {
@@ -161,6 +178,59 @@ impl SqsQueue {
             dead_letter_url: dlq_url,
             max_receive_count: settings.max_receive_count,
         })
+    }
+
+    /// The queue's [`TARGET_TAG`]: the token of the target it was bound to, if any.
+    pub async fn target_tag(&self) -> Result<Option<String>> {
+        let tags = self
+            .client
+            .list_queue_tags()
+            .queue_url(&self.url)
+            .send()
+            .await
+            .map_err(|e| self.error("ListQueueTags", &e))?;
+        Ok(tags.tags().and_then(|t| t.get(TARGET_TAG)).cloned())
+    }
+
+    /// Binds the queue to the target whose ledger holds `token` (`queue create --target`): tags
+    /// an untagged queue; refuses a queue bound to another target.
+    pub async fn bind_to_target(&self, token: &str) -> Result<()> {
+        match self.target_tag().await? {
+            Some(tag) if tag == token => Ok(()),
+            Some(_) => Err(self.other_target()),
+            None => {
+                self.client
+                    .tag_queue()
+                    .queue_url(&self.url)
+                    .tags(TARGET_TAG, token)
+                    .send()
+                    .await
+                    .map_err(|e| self.error("TagQueue", &e))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Refuses, before anything is received or sent, a queue bound to another target than the
+    /// one whose ledger holds `token` (`None`: the ledger has no token, so no queue was bound to
+    /// it). SQS counts every receive towards the dead-letter queue, so a worker that received
+    /// another target's messages to hand them back would burn that target's receive counts; an
+    /// untagged queue is served as before (each message's run token still guards the load).
+    pub async fn check_target(&self, token: Option<&str>) -> Result<TargetBinding> {
+        match (self.target_tag().await?, token) {
+            (None, _) => Ok(TargetBinding::Untagged),
+            (Some(tag), Some(token)) if tag == token => Ok(TargetBinding::This),
+            (Some(_), _) => Err(self.other_target()),
+        }
+    }
+
+    fn other_target(&self) -> Error {
+        Error::Queue {
+            location: self.url.clone(),
+            reason: format!(
+                "this queue is bound to another target (its {TARGET_TAG} tag is not this                  target's ledger token): its workers and submits use it, and receiving its                  messages here would count towards its dead-letter queue. Create a queue per                  target (`ferry-coordinator queue create --name <name> --target <url>`)"
+            ),
+        }
     }
 
     /// Sends `tasks`, ten per `SendMessageBatch`, sending again the entries a batch reports as

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -1247,6 +1247,27 @@ pub fn add_data_file(export: &mut GeneratedExport, lines: &[String]) -> io::Resu
     export.total_items += item_count;
     rewrite_manifest(export)?;
     Ok(path)
+}
+
+/// Rewrites every line of every data file through `line` (decompressed, without its newline)
+/// and recomputes the manifests: for an export of the same items under other keys (a second,
+/// disjoint export for `--append`).
+pub fn rewrite_lines(export: &GeneratedExport, line: impl Fn(&str) -> String) -> io::Result<()> {
+    for file in &export.data_files {
+        let bytes = fs::read(&file.path)?;
+        if bytes.is_empty() {
+            continue;
+        }
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut text)?;
+        let mut enc = create_gz(&file.path)?;
+        for l in text.lines() {
+            enc.write_all(line(l).as_bytes())?;
+            enc.write_all(b"\n")?;
+        }
+        finish_gz(enc)?;
+    }
+    rewrite_manifest(export)
 }
 
 #[cfg(test)]

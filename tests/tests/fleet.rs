@@ -446,3 +446,89 @@ async fn migrate_reads_s3_into_postgres() -> anyhow::Result<()> {
 async fn migrate_reads_s3_into_heliosdb() -> anyhow::Result<()> {
     migrate_from_s3(TestTarget::HeliosDb, "s3_migrate_helios").await
 }
+
+/// One queue, two targets (the reproduction 5): `queue create --target A` binds the queue
+/// to A's ledger. B's worker exits 2 before receiving a message (SQS counts every receive towards
+/// the dead-letter queue, so a worker that took A's messages only to hand them back would burn
+/// A's receive counts), B's `submit` and `queue create --target B` are refused, and A's worker
+/// then loads every shard with nothing in the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_bound_to_one_target_is_refused_by_another() -> anyhow::Result<()> {
+    let name = "bound_queue";
+    let run = FleetRun::prepare(
+        name,
+        &GenOptions::sized(91, 600, 3),
+        &config(30, 5, 2, 2),
+        |_| Ok(()),
+    )
+    .await?;
+    let a = run.fixture.url.clone();
+    run.coordinator_ok(&["queue", "create", "--name", name, "--target", &a])?;
+    let other = ferry_tests::pg::shared_cluster()
+        .create_database("bound_queue_other")
+        .await?;
+    let planned = run.coordinator_ok(&[
+        "plan",
+        "--export",
+        &run.export_url,
+        "--target",
+        &other,
+        "--key",
+        "PK,SK",
+    ])?;
+    let refused = run.coordinator(&[
+        "submit",
+        "--run-id",
+        planned.trim(),
+        "--target",
+        &other,
+        "--queue-url",
+        &run.queue_url,
+    ])?;
+    assert_exit(&refused, 2);
+    assert!(
+        stderr_of(&refused).contains("bound to another target"),
+        "{}",
+        stderr_of(&refused)
+    );
+    let rebind = run.coordinator(&["queue", "create", "--name", name, "--target", &other])?;
+    assert_exit(&rebind, 2);
+
+    let before = run.status()?;
+    let mut command = std::process::Command::new(ferry_tests::harness::binary("ferry-worker"));
+    let worker_b = command
+        .args(["--target", &other, "--queue-url", &run.queue_url])
+        .arg("--config")
+        .arg(&run.config)
+        .envs(shared_moto().env())
+        .env_remove("FERRY_FAILPOINTS")
+        .output()?;
+    assert_exit(&worker_b, 2);
+    assert!(
+        stderr_of(&worker_b).contains("bound to another target"),
+        "{}",
+        stderr_of(&worker_b)
+    );
+    let after = run.status()?;
+    assert_eq!(
+        (
+            after["queue"]["waiting"].clone(),
+            after["queue"]["in_flight"].clone()
+        ),
+        (
+            before["queue"]["waiting"].clone(),
+            before["queue"]["in_flight"].clone()
+        ),
+        "B received nothing"
+    );
+    assert_eq!(
+        query_i64(&other, "SELECT count(*) FROM \"AppTable\"").await?,
+        0,
+        "B loaded nothing"
+    );
+
+    let mut workers = vec![run.spawn_worker(0, &[])?];
+    wait_all(&mut workers)?;
+    assert_complete(&run, &workers).await?;
+    Ok(())
+}

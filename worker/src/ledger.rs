@@ -190,14 +190,41 @@ pub async fn run_token(client: &impl GenericClient, run_id: &str) -> Result<Opti
     Ok(row.map(|r| r.get(0)))
 }
 
-/// The target token of `run_id`, made (random) the first time: what its queue messages carry.
-pub async fn ensure_run_token(client: &impl GenericClient, run_id: &str) -> Result<String> {
+/// 128 random bits as hex.
+fn random_token() -> Result<String> {
     use std::io::Read;
     let mut random = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut random))
         .map_err(|e| WorkerError::Internal(format!("cannot read /dev/urandom: {e}")))?;
-    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(random.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// This ledger's target token, if one was made.
+pub async fn target_token(client: &impl GenericClient) -> Result<Option<String>> {
+    let row = client
+        .query_opt(sql::SELECT_TARGET_TOKEN, &[])
+        .await
+        .map_err(WorkerError::db("cannot read the ledger's target token"))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// This ledger's target token, made (random) the first time: the tag of the queues that serve
+/// this target.
+pub async fn ensure_target_token(client: &impl GenericClient) -> Result<String> {
+    let token = random_token()?;
+    client
+        .execute(sql::INSERT_TARGET_TOKEN, &[&token])
+        .await
+        .map_err(WorkerError::db("cannot record the ledger's target token"))?;
+    target_token(client)
+        .await?
+        .ok_or_else(|| WorkerError::Ledger("the ledger has no target token".into()))
+}
+
+/// The target token of `run_id`, made (random) the first time: what its queue messages carry.
+pub async fn ensure_run_token(client: &impl GenericClient, run_id: &str) -> Result<String> {
+    let token = random_token()?;
     client
         .execute(sql::INSERT_RUN_TOKEN, &[&run_id, &token])
         .await
@@ -209,7 +236,50 @@ pub async fn ensure_run_token(client: &impl GenericClient, run_id: &str) -> Resu
 
 /// Creates the ledger schema when missing and migrates it in place to [`sql::SCHEMA_VERSION`];
 /// refuses a ledger written by a newer Ferry.
+///
+/// Every statement is idempotent, but PostgreSQL runs two concurrent `CREATE … IF NOT EXISTS` of
+/// one name into a unique violation of its catalog (`pg_type_typname_nsp_index`) or a "type
+/// already exists" error: two processes starting on a fresh target at once (racing `migrate`s,
+/// workers started beside `plan`) made one of them exit 2, found by `tests/tests/sequences.rs`.
+/// Such an error is the other process's statement having won; the whole sequence is run again
+/// (it then finds everything there), a few times with a growing pause.
 pub async fn ensure_ledger(client: &Client) -> Result<()> {
+    const ATTEMPTS: u32 = 6;
+    let mut attempt = 1;
+    loop {
+        match ensure_ledger_once(client).await {
+            Err(e) if attempt < ATTEMPTS && lost_ddl_race(&e) => {
+                tracing::debug!(attempt, error = %e, "the ledger was being created by another process: again");
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A ledger error that is [`is_ddl_race`].
+fn lost_ddl_race(error: &WorkerError) -> bool {
+    matches!(error, WorkerError::Db { source, .. } if is_ddl_race(source))
+}
+
+/// A catalog conflict of two concurrent `CREATE`/`ALTER … IF NOT EXISTS` of the same object: the
+/// other statement won, and the object is there.
+pub fn is_ddl_race(source: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    source.code().is_some_and(|code| {
+        [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::DUPLICATE_TABLE,
+            SqlState::DUPLICATE_OBJECT,
+            SqlState::DUPLICATE_SCHEMA,
+            SqlState::DUPLICATE_COLUMN,
+        ]
+        .contains(code)
+    })
+}
+
+async fn ensure_ledger_once(client: &Client) -> Result<()> {
     for statement in sql::CREATE_LEDGER {
         client
             .batch_execute(statement)
@@ -523,10 +593,15 @@ pub struct Restart {
     pub md5_ok: Option<bool>,
     /// Items the file held, when known.
     pub items_seen: Option<u64>,
+    /// Restart even while a chunk is marked as being written ahead of its checkpoint: the caller
+    /// holds the shard (its own chunk is over), or the user stated that no worker is alive
+    /// (`reset --force`). False: such a shard is left as it is and the restart returns false.
+    pub over_chunk_in_flight: bool,
 }
 
 /// Ends a shard's generation: nothing committed, a new generation, the old rows stale. Returns
-/// false when the generation already moved on (another process restarted it first).
+/// false when the generation already moved on (another process restarted it first), or when a
+/// chunk is being written ahead of its checkpoint and `restart.over_chunk_in_flight` is false.
 pub async fn restart_shard(
     client: &impl GenericClient,
     run_id: &str,
@@ -545,6 +620,7 @@ pub async fn restart_shard(
                 &restart.error,
                 &restart.md5_ok,
                 &restart.items_seen.map(|n| n as i64),
+                &restart.over_chunk_in_flight,
             ],
         )
         .await

@@ -25,6 +25,8 @@
 //! - [`tls`]: TLS to the target with rustls (`sslmode`, `sslrootcert`).
 //! - [`redact`]: what the ledger keeps of rejected lines (`load.reject_lines`).
 //! - [`ledger`]: reading and writing the `ferry` ledger through tokio-postgres.
+//! - [`lineage`]: a run's lineage (the windows that follow it) and which day-two operations
+//!   (`reset` among them) it allows.
 //! - [`sink`]: the load engine: one chunk driver and one sink per load path (binary COPY in a
 //!   transaction, CSV COPY in autocommit, INSERT), with the exactly-once argument.
 //! - [`simple`]: COPY over the simple query protocol (the HeliosDB path).
@@ -55,6 +57,7 @@ pub mod ion;
 pub mod item;
 pub mod json;
 pub mod ledger;
+pub mod lineage;
 pub mod metrics;
 pub mod number;
 pub mod pool;

@@ -81,7 +81,9 @@ async fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("ferry-worker: {}", ferry_worker::chain_text(e.as_ref()));
+            // Whatever the error quotes, no URL's password (the last line of defence).
+            let text = ferry_shared::redact::text(&ferry_worker::chain_text(e.as_ref()));
+            eprintln!("ferry-worker: {text}");
             ExitCode::from(2)
         }
     }
@@ -147,6 +149,17 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     ) {
         (Some(url), _) => {
             let queue = SqsQueue::connect(&url, &settings.aws, &settings.queue).await;
+            // A queue bound to another target: exit 2 before receiving anything (every receive
+            // counts towards that target's dead-letter queue).
+            queue
+                .check_target(
+                    ledger::target_token(&client)
+                        .await
+                        .ok()
+                        .flatten()
+                        .as_deref(),
+                )
+                .await?;
             let pool = PoolSettings {
                 target_url: args.target.clone(),
                 workers,

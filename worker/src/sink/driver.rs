@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use ferry_shared::config::RejectLines;
 use ferry_shared::failpoint;
 use ferry_shared::ledger::shard_state;
 use ferry_shared::schema::{provenance, TableSchema};
@@ -65,6 +66,8 @@ pub struct LoadContext {
     pub target: Arc<Target>,
     /// The target's URL (the autocommit path opens its own simple-protocol connection).
     pub target_url: String,
+    /// `load.reject_lines`: whether shard errors may quote key values.
+    pub reject_lines: RejectLines,
 }
 
 impl LoadContext {
@@ -109,6 +112,7 @@ impl LoadContext {
             encoder: Arc::new(encoder),
             target: Arc::new(target),
             target_url: target_url.to_string(),
+            reject_lines: settings.reject_lines,
             run: Arc::new(run),
             store,
             block_lines: settings.block_lines.get(),
@@ -381,26 +385,33 @@ async fn file_changed(
     Ok(ShardOutcome::Failed(reason))
 }
 
-/// Starts a shard over because its file is bad: the generation moves on, then the old load's rows
-/// and rejects are removed; the shard is left failed with `reason`.
+/// Starts a shard over: the generation moves on (as `restart` says), then the old load's rows
+/// and rejects are removed. Returns false, removing nothing, when a chunk of the shard is in
+/// flight and `restart` may not pass over it (see [`Restart::over_chunk_in_flight`]); when
+/// another process ended the generation first, finishes its cleanup and returns true.
 pub async fn unload_shard(
     ledger: &dyn Ledger,
     run_id: &str,
     tables: &[TableSchema],
     shard: &ShardRecord,
     restart: Restart,
-) -> Result<()> {
+) -> Result<bool> {
     if ledger
         .restart_shard(run_id, &shard.shard_id, shard.generation, &restart)
         .await?
     {
-        tracing::warn!(shard = %shard.shard_id, "removing the shard's rows: its data file is unusable");
+        tracing::warn!(shard = %shard.shard_id, state = restart.state, "removing the shard's rows: it starts over");
     }
     let now = ledger
         .shard(run_id, &shard.shard_id)
         .await?
         .ok_or_else(|| WorkerError::Ledger(format!("shard {} vanished", shard.shard_id)))?;
-    clean_stale_loads(ledger, run_id, tables, &now).await
+    if now.generation == shard.generation {
+        // Not restarted: a chunk is in flight and this caller may not pass over it.
+        return Ok(false);
+    }
+    clean_stale_loads(ledger, run_id, tables, &now).await?;
+    Ok(true)
 }
 
 /// One chunk of a shard.
@@ -678,6 +689,8 @@ impl ChunkLoad<'_> {
             )),
             md5_ok,
             items_seen: Some(end.items),
+            // This loader holds the shard and its chunk is over.
+            over_chunk_in_flight: true,
         };
         if md5_ok == Some(false) {
             return Err(failed(format!(
@@ -715,6 +728,7 @@ impl ChunkLoad<'_> {
                     error: Some(reason),
                     md5_ok: None,
                     items_seen: None,
+                    over_chunk_in_flight: true,
                 })
                 .await
             }
@@ -771,7 +785,7 @@ impl ChunkLoad<'_> {
                 format!(
                     "data file {location}: line {line} holds key {} that is already in table {:?} ({origin}); \
                      nothing of lines {}.. was skipped: remove the overlap (or load into an empty table) and run again",
-                    describe_key(table, &key),
+                    describe_key(table, &key, self.ctx.reject_lines),
                     table.table,
                     self.from + 1
                 )
@@ -780,7 +794,7 @@ impl ChunkLoad<'_> {
                 "data file {location}: lines {}.. hold a key that is already in table {:?}: {}",
                 self.from + 1,
                 table.table,
-                conflict.detail
+                crate::redact::server_text(&conflict.detail, self.ctx.reject_lines)
             ),
         };
         self.ledger

@@ -277,7 +277,9 @@ impl Ledger for FakeTarget {
     ) -> Result<bool> {
         let mut state = self.state.lock().unwrap();
         let shard = state.shards.get_mut(shard_id).unwrap();
-        if shard.generation != generation {
+        if shard.generation != generation
+            || (shard.copying_from.is_some() && !restart.over_chunk_in_flight)
+        {
             return Ok(false);
         }
         shard.generation += 1;
@@ -656,6 +658,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_redacted_reject_lines_a_key_conflict_names_columns_not_values() {
+        // Both commit semantics; the refused COPY's own words (the fake's say
+        // `duplicate key [Text("k30"), …]`, as PostgreSQL's `Key (pk, sk)=(k30, 30) already
+        // exists` would) must not reach the message either.
+        for (foreign, transactional) in [(30, false), (30, true), (21, false)] {
+            for mode in [
+                ferry_shared::config::RejectLines::Redacted,
+                ferry_shared::config::RejectLines::Omitted,
+            ] {
+                let mut setup = setup(30, if foreign == 30 { 100 } else { 10 }, None);
+                setup.ctx.reject_lines = mode;
+                setup.target.state.lock().unwrap().tables[0].insert(key(foreign), None);
+                let outcome = load(&setup, transactional, None).await.unwrap();
+                let ShardOutcome::Failed(reason) = outcome else {
+                    panic!("{outcome:?}")
+                };
+                let recorded = setup.target.shard_record("s").error.unwrap_or_default();
+                for text in [&reason, &recorded] {
+                    assert!(!text.contains(&format!("k{foreign}\"")), "{text}");
+                    assert!(!text.contains(&format!("\"k{foreign}")), "{text}");
+                    assert!(text.contains("already in table \"t\""), "{text}");
+                }
+                // The key columns, and each value's length ("k21": 3 bytes); the fake finds
+                // the conflicting row on both paths (a target's own words, when it does not, are
+                // withheld: `redact::server_text`).
+                assert!(
+                    reason.contains(&format!(
+                        "line {foreign} holds key (pk=<3 bytes, redacted>, sk=<2 bytes, redacted>)"
+                    )),
+                    "transactional={transactional}: {reason}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn a_key_the_export_holds_twice_is_named_with_where_it_was_loaded() {
         let setup = setup(20, 10, None);
         // Line 15 repeats line 3's key.
@@ -775,6 +813,7 @@ mod tests {
             error: Some("test".into()),
             md5_ok: None,
             items_seen: None,
+            over_chunk_in_flight: false,
         };
         assert!(setup
             .target
@@ -790,5 +829,49 @@ mod tests {
             .values()
             .filter(|l| l.generation == 0)
             .all(|l| l.cleaned));
+    }
+
+    /// A `reset` racing an autocommit COPY: while a chunk is marked as written ahead of its
+    /// checkpoint, a restart that does not hold the shard is refused and changes nothing (the
+    /// COPY may still commit); one that states no loader is alive ends the generation, and the
+    /// next loader removes the stored chunk before loading every row once.
+    #[tokio::test]
+    async fn a_restart_waits_for_a_chunk_in_flight_unless_forced() {
+        let setup = setup(30, 10, None);
+        assert!(load(&setup, false, Some(Crash::AfterTableEnd(2)))
+            .await
+            .is_err());
+        let before = setup.target.shard_record("s");
+        assert_eq!(
+            before.copying_from,
+            Some(10),
+            "the second chunk is in flight"
+        );
+        assert_eq!(setup.target.rows(0).len(), 20, "its rows are stored");
+        let mut restart = Restart {
+            state: shard_state::PENDING,
+            over_chunk_in_flight: false,
+            ..Restart::default()
+        };
+        assert!(!setup
+            .target
+            .restart_shard(RUN, "s", 0, &restart)
+            .await
+            .unwrap());
+        let after = setup.target.shard_record("s");
+        assert_eq!(
+            (after.generation, after.committed_lines, after.copying_from),
+            (0, 10, Some(10)),
+            "a refused restart changes nothing"
+        );
+        restart.over_chunk_in_flight = true;
+        assert!(setup
+            .target
+            .restart_shard(RUN, "s", 0, &restart)
+            .await
+            .unwrap());
+        assert_eq!(setup.target.shard_record("s").generation, 1);
+        assert_eq!(load(&setup, false, None).await.unwrap(), ShardOutcome::Done);
+        assert_loaded_once(&setup, 30);
     }
 }

@@ -41,9 +41,10 @@
 //!   checkpoint moved or the file present and backs off;
 //! - a file that turns out bad (MD5, item count) or a `reset`: the shard's generation moves on and
 //!   the old load's files are deleted ([`ParquetLedger::remove_rows`]) before anything else loads;
-//! - finalize deletes any file whose load is not its shard's current one (a worker that kept
-//!   writing after its shard was reset) and writes each table's `_manifest.json`, listing exactly
-//!   the committed files, their rows and bytes.
+//! - finalize deletes any file of its own run whose load is not its shard's current one (a worker
+//!   that kept writing after its shard was reset) and writes each table's `_manifest.json`,
+//!   listing exactly the committed files, their rows and bytes, of every run that writes the
+//!   same location (`--append`): one run's finalize never removes or unlists another's files.
 //!
 //! Files are compressed (zstd by default, or snappy), carry page statistics, and hold row groups of
 //! up to `parquet.row_group_rows` rows (and 128 MiB); a file holds one chunk (`load.chunk_lines`
@@ -814,15 +815,32 @@ async fn current_loads(client: &Client, run_id: &str) -> Result<HashSet<i64>> {
 /// What [`seal`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Sealed {
-    /// Per table: files and rows listed in its `_manifest.json`.
+    /// Per table: files and rows listed in its `_manifest.json` (every run's that shares it).
     pub tables: Vec<(String, usize, u64, u64)>,
-    /// Files deleted because their load is not current (or leftover temporary files).
+    /// Files deleted because their load is this run's and not current (or leftover temporary
+    /// files).
     pub removed: Vec<String>,
+    /// Files kept that no run of this ledger wrote (another ledger's run in the same location).
+    pub foreign: Vec<String>,
 }
 
-/// Ends a Parquet run's dataset (finalize): deletes every data file whose load is not its shard's
-/// current one and leftover temporary files, then writes each table's `_manifest.json` listing the
-/// committed files (`complete` says whether the run verified).
+/// The runs that write the dataset at `location` (this one and every `--append` beside it), with
+/// their states.
+async fn runs_at(client: &Client, location: &str) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(sql::SELECT_RUNS_AT_OUTPUT, &[&location])
+        .await
+        .map_err(WorkerError::db(
+            "cannot read the runs sharing a parquet location",
+        ))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Ends a Parquet run's dataset (finalize): deletes every data file of *this run* whose load is
+/// not its shard's current one and leftover temporary files, then writes each table's
+/// `_manifest.json` listing the committed files of every run that shares the location (appends),
+/// so a run's finalize never removes or unlists another run's files. `complete` says whether this
+/// run verified; the manifest's `complete` holds when every run listed is complete.
 pub async fn seal(
     client: &Client,
     run: &RunRecord,
@@ -831,20 +849,63 @@ pub async fn seal(
 ) -> Result<Sealed> {
     let table_mode = run.schema.routing.is_none();
     let output = output_of(client, &run.run_id).await?;
-    let current = current_loads(client, &run.run_id).await?;
-    let files = current_files(client, &run.run_id).await?;
+    let sharing = runs_at(client, &output.spec.location).await?;
+    // Which run each load of this ledger belongs to, and which loads are current.
+    let mut owner: HashMap<i64, String> = HashMap::new();
+    let mut current: HashSet<i64> = HashSet::new();
+    let mut files: BTreeMap<String, Vec<DatasetFile>> = BTreeMap::new();
+    let mut runs = Vec::new();
+    let mut all_complete = complete;
+    for (run_id, state) in &sharing {
+        let loads = client
+            .query(sql::SELECT_RUN_LOADS, &[run_id])
+            .await
+            .map_err(WorkerError::db("cannot read the run's loads"))?;
+        for row in &loads {
+            owner.insert(row.get(0), run_id.clone());
+        }
+        current.extend(current_loads(client, run_id).await?);
+        let mut run_files = 0;
+        for (table, list) in current_files(client, run_id).await? {
+            run_files += list.len();
+            files.entry(table).or_default().extend(list);
+        }
+        if *run_id != run.run_id {
+            all_complete &= state == ferry_shared::ledger::run_state::COMPLETE;
+        }
+        runs.push(serde_json::json!({
+            "run": run_id,
+            "state": if *run_id == run.run_id { if complete { "complete" } else { "failed" } } else { state.as_str() },
+            "files": run_files,
+        }));
+    }
+    for list in files.values_mut() {
+        list.sort_by(|a, b| a.key.cmp(&b.key));
+    }
     let mut sealed = Sealed::default();
     for table in tables {
         let prefix = format!("{}/", table.table);
         let listed = files.get(&table.table).cloned().unwrap_or_default();
         let committed: HashSet<&str> = listed.iter().map(|f| f.key.as_str()).collect();
         for object in output.store.list(&prefix).await? {
+            if committed.contains(object.key.as_str()) {
+                continue;
+            }
             let name = object.key.rsplit('/').next().unwrap_or_default();
             let stale = match parse_object_key(&object.key) {
-                Some((load, _)) => !current.contains(&load),
+                Some((load, _)) => match owner.get(&load) {
+                    // This run's load that is no longer its shard's current one.
+                    Some(owner) if *owner == run.run_id => !current.contains(&load),
+                    // Another run's file: that run's own reset and finalize decide.
+                    Some(_) => false,
+                    None => {
+                        sealed.foreign.push(output.store.location(&object.key));
+                        false
+                    }
+                },
                 None => name.starts_with(".tmp-"),
             };
-            if stale && !committed.contains(object.key.as_str()) {
+            if stale {
                 output.store.delete(&object.key).await?;
                 sealed.removed.push(output.store.location(&object.key));
             }
@@ -853,8 +914,9 @@ pub async fn seal(
         let bytes: u64 = listed.iter().map(|f| f.bytes).sum();
         let manifest = serde_json::json!({
             "ferry_run": run.run_id,
+            "runs": runs,
             "table": table.table,
-            "complete": complete,
+            "complete": all_complete,
             "location": output.store.location(&prefix),
             "compression": output.spec.compression,
             "row_group_rows": output.spec.row_group_rows,
@@ -875,6 +937,9 @@ pub async fn seal(
     }
     for removed in &sealed.removed {
         tracing::warn!(file = %removed, "removed a parquet file of a load that is not current");
+    }
+    for foreign in &sealed.foreign {
+        tracing::warn!(file = %foreign, "kept a parquet file no run of this ledger wrote; it is not in _manifest.json");
     }
     Ok(sealed)
 }

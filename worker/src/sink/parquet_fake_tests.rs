@@ -533,6 +533,7 @@ async fn a_bad_file_leaves_no_file_and_a_new_generation_replaces_the_old_files()
         error: None,
         md5_ok: None,
         items_seen: None,
+        over_chunk_in_flight: false,
     };
     assert!(setup
         .ledger

@@ -1,0 +1,602 @@
+//! A model-based test of command sequences: seeded random sequences of `migrate` (a full run of
+//! export A, or of a disjoint export B with `--append`), crashes at seeded failpoints, and `reset`
+//! of a shard (with and without `--force`), run by the real `ferry-coordinator` against a real
+//! target, each step checked against a model of what the sequence must leave:
+//! - every row in the table is an item of A or B with its exact value, and no key is there twice;
+//! - a run whose `migrate` exited 0 has every item present until one of its shards is reset;
+//! - a reset shard's items are gone at once;
+//! - a full run into a table holding the other run's rows is refused without `--append`, and a
+//!   reset of a shard whose chunk is in flight is refused without `--force`;
+//! - two `migrate` processes of one run at once (racing loaders) end with the run complete;
+//! - `finalize` verifies (exit 0) exactly the runs the model holds complete;
+//! - at the end, running every planned run again ends with exactly A ∪ B (nothing jams).
+//!
+//! A failing sequence is shrunk (steps removed one at a time while it still fails, each attempt on
+//! a fresh target) and printed with its seed. CI runs fixed seeds on PostgreSQL's two load paths
+//! (binary COPY in a transaction, CSV COPY in autocommit) and on HeliosDB;
+//! `scripts/sequences` runs many more (`FERRY_SEQUENCE_SEEDS`, `FERRY_SEQUENCE_STEPS`,
+//! `FERRY_SEQUENCE_FIRST_SEED`, `FERRY_SEQUENCE_TARGETS`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use ferry_tests::compare::{compare, read_source_items, read_table_text, SourceItems};
+use ferry_tests::gen::{generate_export, rewrite_lines, GenOptions, Rng};
+use ferry_tests::harness::{binary, connect, query_text, run_coordinator, stderr_of, TestTarget};
+use serde_json::Value;
+
+/// Which export a step works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    A,
+    B,
+}
+
+/// One command of a sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    /// `migrate` of the export (`--append` as given; B always appends).
+    Migrate { which: Which, append: bool },
+    /// `migrate` stopped by a failpoint (`point=exit@n`).
+    Crash {
+        which: Which,
+        point: &'static str,
+        n: u64,
+    },
+    /// `reset --shard` of the run's n-th shard.
+    Reset {
+        which: Which,
+        shard: usize,
+        force: bool,
+    },
+    /// Two `migrate` processes of the export at once (racing loaders on every shard).
+    Race { which: Which },
+    /// `finalize` of the run: exit 0 exactly when the model says it is complete.
+    Finalize { which: Which },
+}
+
+/// A load path under test.
+#[derive(Clone, Copy, Debug)]
+enum LoadPath {
+    PostgresBinary,
+    PostgresCsv,
+    HeliosDb,
+}
+
+impl LoadPath {
+    fn target(self) -> TestTarget {
+        match self {
+            LoadPath::HeliosDb => TestTarget::HeliosDb,
+            _ => TestTarget::Postgres,
+        }
+    }
+
+    fn copy_format(self) -> &'static str {
+        match self {
+            LoadPath::PostgresBinary => "binary",
+            _ => "csv",
+        }
+    }
+}
+
+/// The two exports: A, and B holding the same items under other partition keys (`B-…`).
+struct Exports {
+    _dir: tempfile::TempDir,
+    a: PathBuf,
+    b: PathBuf,
+    items_a: SourceItems,
+    items_b: SourceItems,
+    /// Per export, per shard (data file, in shard-id order as the ledger lists them): its keys.
+    shard_keys: [Vec<(String, BTreeSet<String>)>; 2],
+}
+
+const ITEMS: u64 = 240;
+const FILES: usize = 3;
+
+fn exports() -> anyhow::Result<Exports> {
+    let dir = tempfile::tempdir()?;
+    let options = GenOptions {
+        edge_cases: false,
+        ..GenOptions::sized(97, ITEMS, FILES)
+    };
+    let a = generate_export(&dir.path().join("a"), &options)?;
+    let b = generate_export(
+        &dir.path().join("b"),
+        &GenOptions {
+            export_id: "01700000000003-0d0d0d0d".into(),
+            ..options
+        },
+    )?;
+    rewrite_lines(&b, |line| {
+        line.replacen(r#""PK":{"S":""#, r#""PK":{"S":"B-"#, 1)
+    })?;
+    let keys_of = |export: &ferry_tests::gen::GeneratedExport| -> anyhow::Result<Vec<(String, BTreeSet<String>)>> {
+        let mut shards = Vec::new();
+        for file in &export.data_files {
+            let single = tempfile::tempdir()?;
+            std::fs::copy(&file.path, single.path().join("f.json.gz"))?;
+            let keys = read_source_items(single.path(), &["PK", "SK"])?
+                .into_keys()
+                .collect();
+            shards.push((file.key.clone(), keys));
+        }
+        Ok(shards)
+    };
+    let shard_keys = [keys_of(&a)?, keys_of(&b)?];
+    Ok(Exports {
+        items_a: read_source_items(&a.export_dir, &["PK", "SK"])?,
+        items_b: read_source_items(&b.export_dir, &["PK", "SK"])?,
+        a: a.root.clone(),
+        b: b.root.clone(),
+        _dir: dir,
+        shard_keys,
+    })
+}
+
+impl Exports {
+    fn path(&self, which: Which) -> &Path {
+        match which {
+            Which::A => &self.a,
+            Which::B => &self.b,
+        }
+    }
+
+    fn items(&self, which: Which) -> &SourceItems {
+        match which {
+            Which::A => &self.items_a,
+            Which::B => &self.items_b,
+        }
+    }
+}
+
+/// What the model knows of one run.
+#[derive(Clone, Debug, Default)]
+struct RunModel {
+    /// Its `migrate` exited 0 and none of its shards was reset since.
+    complete: bool,
+}
+
+fn generate(seed: u64, steps: usize) -> Vec<Step> {
+    let mut rng = Rng::new(seed);
+    let which = |rng: &mut Rng| if rng.chance(50) { Which::A } else { Which::B };
+    (0..steps)
+        .map(|_| match rng.below(100) {
+            0..=34 => {
+                let which = which(&mut rng);
+                Step::Migrate {
+                    which,
+                    append: which == Which::B || rng.chance(40),
+                }
+            }
+            35..=64 => Step::Crash {
+                which: which(&mut rng),
+                point: rng.pick(&["after_copy", "after_checkpoint", "after_commit"]),
+                n: rng.range(1, 4),
+            },
+            65..=84 => Step::Reset {
+                which: which(&mut rng),
+                shard: rng.below(FILES as u64) as usize,
+                force: rng.chance(30),
+            },
+            85..=92 => Step::Race {
+                which: which(&mut rng),
+            },
+            _ => Step::Finalize {
+                which: which(&mut rng),
+            },
+        })
+        .collect()
+}
+
+/// A target with nothing in it (the HeliosDB server stops when dropped).
+async fn fresh(
+    path: LoadPath,
+    n: u64,
+) -> anyhow::Result<(String, Option<ferry_tests::helios::HeliosServer>)> {
+    Ok(match path.target() {
+        TestTarget::Postgres => (
+            ferry_tests::pg::shared_cluster()
+                .create_database(&format!("seq{n}"))
+                .await?,
+            None,
+        ),
+        TestTarget::HeliosDb => {
+            let server = ferry_tests::helios::HeliosServer::start()?;
+            (server.url(), Some(server))
+        }
+    })
+}
+
+async fn text(url: &str, sql: &str) -> anyhow::Result<String> {
+    Ok(query_text(url, sql).await?.unwrap_or_default())
+}
+
+/// The run id of the export at `export`, if it was planned (a target without a ledger yet has
+/// none).
+async fn run_of(url: &str, export: &Path) -> anyhow::Result<Option<String>> {
+    let client = connect(url).await?;
+    let Ok(messages) = client
+        .simple_query("SELECT run_id, export_location FROM ferry.runs")
+        .await
+    else {
+        return Ok(None);
+    };
+    for message in messages {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            if row
+                .get(1)
+                .is_some_and(|l| l.starts_with(&export.display().to_string()))
+            {
+                return Ok(row.get(0).map(str::to_string));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Runs one step; `Err` is a finding (the message says which expectation failed).
+async fn run_step(
+    path: LoadPath,
+    url: &str,
+    exports: &Exports,
+    models: &mut [RunModel; 2],
+    step: &Step,
+) -> anyhow::Result<()> {
+    let index = |which: Which| if which == Which::A { 0 } else { 1 };
+    // The table exists once either run was planned.
+    let table_rows = |url: String| async move {
+        let planned =
+            run_of(&url, &exports.a).await?.is_some() || run_of(&url, &exports.b).await?.is_some();
+        if !planned {
+            return anyhow::Ok(0i64);
+        }
+        Ok(text(&url, "SELECT count(*) FROM \"AppTable\"")
+            .await?
+            .parse::<i64>()?)
+    };
+    let migrate_args = |which: Which, append: bool| {
+        let mut args = vec![
+            "migrate".to_string(),
+            "--export".into(),
+            exports.path(which).display().to_string(),
+            "--target".into(),
+            url.to_string(),
+            "--key".into(),
+            "PK,SK".into(),
+        ];
+        if append {
+            args.push("--append".into());
+        }
+        args
+    };
+    let env = |failpoint: Option<String>| {
+        let mut env = vec![
+            ("FERRY_LOAD__CHUNK_LINES".to_string(), "30".to_string()),
+            ("FERRY_LOAD__BLOCK_LINES".into(), "10".into()),
+            ("FERRY_LOAD__WORKERS".into(), "2".into()),
+            ("FERRY_LOAD__COPY_FORMAT".into(), path.copy_format().into()),
+        ];
+        if let Some(failpoint) = failpoint {
+            env.push(("FERRY_FAILPOINTS".into(), failpoint));
+        }
+        env
+    };
+    let run = |args: Vec<String>, env: Vec<(String, String)>| -> anyhow::Result<(i32, String)> {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let output = run_coordinator(&args, &env)?;
+        Ok((output.status.code().unwrap_or(-1), stderr_of(&output)))
+    };
+    match step {
+        Step::Migrate { which, .. } | Step::Crash { which, .. } => {
+            let append = match step {
+                Step::Migrate { append, .. } => *append,
+                _ => *which == Which::B,
+            };
+            let planned = run_of(url, exports.path(*which)).await?.is_some();
+            let other_rows = table_rows(url.to_string()).await?;
+            let refused_expected = !planned && !append && other_rows > 0;
+            let failpoint = match step {
+                Step::Crash { point, n, .. } => Some(format!("{point}=exit@{n}")),
+                _ => None,
+            };
+            let crash = failpoint.is_some();
+            let (code, stderr) = run(migrate_args(*which, append), env(failpoint))?;
+            match code {
+                2 if refused_expected => {
+                    anyhow::ensure!(
+                        stderr.contains("--append"),
+                        "the refusal does not say --append: {stderr}"
+                    );
+                }
+                0 if !refused_expected => models[index(*which)].complete = true,
+                86 if crash && !refused_expected => {}
+                _ => anyhow::bail!(
+                    "{step:?} exited {code} (refusal expected: {refused_expected}): {stderr}"
+                ),
+            }
+        }
+        Step::Race { which } => {
+            let append = *which == Which::B;
+            let planned = run_of(url, exports.path(*which)).await?.is_some();
+            let other_rows = table_rows(url.to_string()).await?;
+            if !planned && !append && other_rows > 0 {
+                return Ok(()); // refused as in Migrate; nothing to race
+            }
+            let spawn = || -> anyhow::Result<std::process::Child> {
+                Ok(std::process::Command::new(binary("ferry-coordinator"))
+                    .args(migrate_args(*which, append))
+                    .envs(env(None))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()?)
+            };
+            let (first, second) = (spawn()?, spawn()?);
+            let outputs = [first.wait_with_output()?, second.wait_with_output()?];
+            let codes: Vec<i32> = outputs
+                .iter()
+                .map(|o| o.status.code().unwrap_or(-1))
+                .collect();
+            // Two plans of one run race too: the loser may report the run unverified (1) while
+            // the winner loads; neither may fail otherwise, and one of them verifies.
+            anyhow::ensure!(
+                codes.iter().all(|c| *c == 0 || *c == 1) && codes.contains(&0),
+                "racing migrates exited {codes:?}: {}",
+                outputs
+                    .iter()
+                    .map(stderr_of)
+                    .collect::<Vec<_>>()
+                    .join("\n----\n")
+            );
+            models[index(*which)].complete = true;
+        }
+        Step::Finalize { which } => {
+            let Some(run_id) = run_of(url, exports.path(*which)).await? else {
+                return Ok(());
+            };
+            let complete = models[index(*which)].complete;
+            let (code, stderr) = run(
+                vec![
+                    "finalize".into(),
+                    "--target".into(),
+                    url.to_string(),
+                    "--run-id".into(),
+                    run_id,
+                ],
+                Vec::new(),
+            )?;
+            anyhow::ensure!(
+                code == if complete { 0 } else { 1 },
+                "finalize exited {code}, the run being {}: {stderr}",
+                if complete { "complete" } else { "incomplete" }
+            );
+        }
+        Step::Reset {
+            which,
+            shard,
+            force,
+        } => {
+            let Some(run_id) = run_of(url, exports.path(*which)).await? else {
+                return Ok(()); // nothing to reset: the step is skipped
+            };
+            let shard_id = text(
+                url,
+                &format!(
+                    "SELECT shard_id FROM ferry.shards WHERE run_id = '{run_id}' AND data_key = '{}'",
+                    exports.shard_keys[index(*which)][*shard].0
+                ),
+            )
+            .await?;
+            let in_flight = text(
+                url,
+                &format!(
+                    "SELECT count(*) FROM ferry.shards WHERE run_id = '{run_id}' AND shard_id = '{shard_id}' AND copying_from IS NOT NULL"
+                ),
+            )
+            .await?
+                != "0";
+            let mut args = vec![
+                "reset".to_string(),
+                "--target".into(),
+                url.to_string(),
+                "--run-id".into(),
+                run_id,
+                "--shard".into(),
+                shard_id,
+            ];
+            if *force {
+                args.push("--force".into());
+            }
+            let (code, stderr) = run(args, Vec::new())?;
+            let refused_expected = in_flight && !force;
+            match code {
+                2 if refused_expected => anyhow::ensure!(
+                    stderr.contains("in flight") && stderr.contains("--force"),
+                    "the refusal does not say why: {stderr}"
+                ),
+                0 if !refused_expected => {
+                    models[index(*which)].complete = false;
+                    // The shard's items are gone at once.
+                    let client = connect(url).await?;
+                    let run_id = run_of(url, exports.path(*which)).await?.unwrap_or_default();
+                    let (_, _, rows) = read_table_text(&client, &run_id).await?;
+                    let keys = &exports.shard_keys[index(*which)][*shard].1;
+                    let left = rows
+                        .iter()
+                        .filter(|row| keys.contains(&row_key(row)))
+                        .count();
+                    anyhow::ensure!(left == 0, "{left} rows of the reset shard are still there");
+                }
+                _ => anyhow::bail!(
+                    "{step:?} exited {code} (refusal expected: {refused_expected}): {stderr}"
+                ),
+            }
+        }
+    }
+    check_table(url, exports, models).await
+}
+
+fn row_key(row: &serde_json::Map<String, Value>) -> String {
+    let part = |k: &str| match row.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    serde_json::to_string(&[part("PK"), part("SK")]).unwrap_or_default()
+}
+
+/// The invariant after every step: each row is an item of A or B with its exact value, no key
+/// twice, and every item of a complete run present.
+async fn check_table(url: &str, exports: &Exports, models: &[RunModel; 2]) -> anyhow::Result<()> {
+    let mut run_id = None;
+    for which in [Which::A, Which::B] {
+        if let Some(id) = run_of(url, exports.path(which)).await? {
+            run_id = Some(id);
+            break;
+        }
+    }
+    let Some(run_id) = run_id else { return Ok(()) };
+    let client = connect(url).await?;
+    let (_, columns, rows) = read_table_text(&client, &run_id).await?;
+    let mut expected = SourceItems::new();
+    for (which, model) in [Which::A, Which::B].into_iter().zip(models) {
+        if model.complete {
+            expected.extend(exports.items(which).clone());
+        }
+    }
+    let mut unknown = Vec::new();
+    for row in &rows {
+        let key = row_key(row);
+        if expected.contains_key(&key) {
+            continue;
+        }
+        match exports
+            .items_a
+            .get(&key)
+            .or_else(|| exports.items_b.get(&key))
+        {
+            Some(item) => {
+                expected.insert(key, item.clone());
+            }
+            None => unknown.push(key),
+        }
+    }
+    anyhow::ensure!(unknown.is_empty(), "rows of no export: {unknown:?}");
+    let overflow = columns.last().map(|c| c.name.clone()).unwrap_or_default();
+    let diffs = compare(&expected, &["PK", "SK"], &columns, &overflow, &rows);
+    anyhow::ensure!(
+        diffs.is_empty(),
+        "{} differences: {:?}",
+        diffs.len(),
+        &diffs[..diffs.len().min(5)]
+    );
+    Ok(())
+}
+
+/// Runs `steps` on a fresh target, then every planned run again; the first finding, if any.
+async fn run_sequence(
+    path: LoadPath,
+    n: u64,
+    exports: &Exports,
+    steps: &[Step],
+) -> anyhow::Result<Option<String>> {
+    let (url, _server) = fresh(path, n).await?;
+    let mut models: [RunModel; 2] = Default::default();
+    for (i, step) in steps.iter().enumerate() {
+        if let Err(e) = run_step(path, &url, exports, &mut models, step).await {
+            return Ok(Some(format!("step {i} {step:?}: {e:#}")));
+        }
+    }
+    // Nothing jams: every planned run loads to the end, and the table is then exactly A ∪ B
+    // of the runs planned.
+    for which in [Which::A, Which::B] {
+        if run_of(&url, exports.path(which)).await?.is_some() {
+            let step = Step::Migrate {
+                which,
+                append: true,
+            };
+            if let Err(e) = run_step(path, &url, exports, &mut models, &step).await {
+                return Ok(Some(format!("final {step:?}: {e:#}")));
+            }
+            if !models[if which == Which::A { 0 } else { 1 }].complete {
+                return Ok(Some(format!("final {step:?} did not complete")));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Removes steps one at a time while the sequence still fails.
+async fn shrink(
+    path: LoadPath,
+    n: &mut u64,
+    exports: &Exports,
+    mut steps: Vec<Step>,
+) -> anyhow::Result<(Vec<Step>, String)> {
+    let mut finding = String::new();
+    let mut i = 0;
+    while i < steps.len() {
+        let mut shorter = steps.clone();
+        shorter.remove(i);
+        *n += 1;
+        match run_sequence(path, *n, exports, &shorter).await? {
+            Some(found) => {
+                steps = shorter;
+                finding = found;
+            }
+            None => i += 1,
+        }
+    }
+    Ok((steps, finding))
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_command_sequences_keep_every_item_exactly_once() -> anyhow::Result<()> {
+    let exports = exports()?;
+    let first = env_u64("FERRY_SEQUENCE_FIRST_SEED", 1);
+    let steps = env_u64("FERRY_SEQUENCE_STEPS", 6) as usize;
+    let targets = std::env::var("FERRY_SEQUENCE_TARGETS").unwrap_or_default();
+    let mut plan: Vec<(LoadPath, u64)> = vec![
+        (LoadPath::PostgresBinary, env_u64("FERRY_SEQUENCE_SEEDS", 3)),
+        (LoadPath::PostgresCsv, env_u64("FERRY_SEQUENCE_SEEDS", 3)),
+        (LoadPath::HeliosDb, env_u64("FERRY_SEQUENCE_SEEDS", 2)),
+    ];
+    if !targets.is_empty() {
+        plan.retain(|(p, _)| {
+            targets
+                .split(',')
+                .any(|t| format!("{p:?}").eq_ignore_ascii_case(t))
+        });
+    }
+    let mut n = 0;
+    let mut findings = Vec::new();
+    let (mut sequences, mut total_steps) = (0, 0);
+    let started = std::time::Instant::now();
+    for (path, seeds) in plan {
+        for seed in first..first + seeds {
+            let sequence = generate(seed, steps);
+            n += 1;
+            sequences += 1;
+            total_steps += sequence.len();
+            if let Some(found) = run_sequence(path, n, &exports, &sequence).await? {
+                let (minimal, finding) = shrink(path, &mut n, &exports, sequence).await?;
+                findings.push(format!(
+                    "{path:?} seed {seed}: {found}\n  minimal sequence: {minimal:?}\n  its finding: {finding}"
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "sequences: {sequences} sequences, {total_steps} steps, {} findings, {:.1} s",
+        findings.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(findings.is_empty(), "{}", findings.join("\n"));
+    Ok(())
+}
