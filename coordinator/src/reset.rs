@@ -80,10 +80,10 @@ pub async fn reset(
         let restarted = if crate::report::is_parquet(run) {
             // A Parquet run's rows are its files: the load's files are deleted.
             let output = ferry_worker::sink::parquet::output_of(client, &run.run_id).await?;
-            let ledger = ferry_worker::sink::parquet::ParquetLedger::new(client, output);
-            unload_shard(&ledger, &run.run_id, &tables, shard, restart).await?
+            let files = ferry_worker::sink::parquet::ParquetFiles::new(client, output);
+            unload_shard(client, &files, &run.run_id, &tables, shard, restart).await?
         } else {
-            unload_shard(client, &run.run_id, &tables, shard, restart).await?
+            unload_shard(client, client, &run.run_id, &tables, shard, restart).await?
         };
         if !restarted {
             // A worker marked a chunk in flight after the look above.

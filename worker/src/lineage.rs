@@ -109,8 +109,10 @@ pub fn in_flight(run_id: &str, shard: &ShardRecord, from: u64) -> String {
     format!(
         "shard {} of run {run_id} has a chunk in flight (written after line {from}, ahead of \
          its checkpoint): a worker may still be committing it, and rows it commits after a reset \
-         would stay in the table. Stop the workers (or let the shard finish or fail) and reset \
-         again; if no worker is alive, `reset --force` removes what the dead worker left",
+         would stay in the table. Stop the workers (or let the shard finish) and reset again; \
+         once no worker is loading this shard (a worker killed mid-chunk, or a shard that failed \
+         on a key conflict and whose loaders have stopped), `reset --force` starts it over and \
+         removes what was left",
         shard.shard_id
     )
 }

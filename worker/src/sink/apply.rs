@@ -27,7 +27,7 @@
 //! image and no deleted row comes back. Re-applying a window's lines over a partly applied window
 //! is harmless (each line sets its key to the window's final state), which is why a file of a
 //! window that fails its checks is loaded again from the start without removing anything
-//! ([`ApplyLedger`]).
+//! ([`KeepWindowRows`]).
 //!
 //! # Constraints other than the key
 //! Inside a valid window a unique value can move from one item to another (the guide's
@@ -61,12 +61,11 @@ use tokio_postgres::Client;
 use super::driver::LoadContext;
 use super::encode::{key_of_row, EncodedBlock};
 use super::sql::write_checkpoint;
-use super::{Checkpoint, Key, KeyValue, Ledger, Payload, Presence, Sink, TableEnd, TableRows};
+use super::{Checkpoint, Key, KeyValue, Payload, Presence, Sink, TableEnd, TableRows, Unload};
 use crate::change::parse_change_line;
 use crate::convert::{cast, CastSpec, Cell};
 use crate::decode::{Decoder, RawBlock, Reject, RejectKind};
 use crate::item::Attributes;
-use crate::ledger::{LoadClaim, Restart, ShardRecord};
 use crate::route::Router;
 use crate::target::TargetKind;
 use crate::{Result, WorkerError};
@@ -996,90 +995,14 @@ impl Sink for ApplySink<'_> {
     }
 }
 
-/// The ledger for a window's shards: the SQL ledger, except that a shard started over keeps the
-/// rows its earlier attempt wrote (they are the window's changes, applied again from the start:
-/// removing them by provenance would lose the rows as they were before the window).
-pub struct ApplyLedger<'c>(pub &'c Client);
+/// What a window's ended load leaves: nothing is removed. A shard of a window started over keeps
+/// the rows its earlier attempt wrote (they are the window's changes, applied again from the
+/// start: removing them by provenance would lose the rows as they were before the window).
+pub struct KeepWindowRows;
 
 #[async_trait]
-impl Ledger for ApplyLedger<'_> {
-    async fn shard(&self, run_id: &str, shard_id: &str) -> Result<Option<ShardRecord>> {
-        self.0.shard(run_id, shard_id).await
-    }
-    async fn fail_shard(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        reason: &str,
-        md5_ok: Option<bool>,
-        items_seen: Option<u64>,
-    ) -> Result<()> {
-        self.0
-            .fail_shard(run_id, shard_id, reason, md5_ok, items_seen)
-            .await
-    }
-    async fn restart_shard(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-        restart: &Restart,
-    ) -> Result<bool> {
-        self.0
-            .restart_shard(run_id, shard_id, generation, restart)
-            .await
-    }
-    async fn recorded_load(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-    ) -> Result<Option<LoadClaim>> {
-        self.0.recorded_load(run_id, shard_id, generation).await
-    }
-    async fn claim_load(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-        file_identity: &str,
-    ) -> Result<LoadClaim> {
-        self.0
-            .claim_load(run_id, shard_id, generation, file_identity)
-            .await
-    }
-    async fn stale_loads(&self, run_id: &str, shard_id: &str, generation: i64) -> Result<Vec<i64>> {
-        self.0.stale_loads(run_id, shard_id, generation).await
-    }
+impl Unload for KeepWindowRows {
     async fn remove_rows(&self, _table: &TableSchema, _load_id: i64) -> Result<u64> {
         Ok(0)
-    }
-    async fn mark_load_cleaned(&self, load_id: i64) -> Result<()> {
-        self.0.mark_load_cleaned(load_id).await
-    }
-    async fn mark_copying(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        from: u64,
-        generation: i64,
-    ) -> Result<bool> {
-        self.0
-            .mark_copying(run_id, shard_id, from, generation)
-            .await
-    }
-    async fn delete_stale_rejects(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-    ) -> Result<u64> {
-        crate::window::delete_stale_deferred(self.0, run_id, shard_id, generation).await?;
-        self.0
-            .delete_stale_rejects(run_id, shard_id, generation)
-            .await
-    }
-    async fn load_owner(&self, load_id: i64) -> Result<Option<(String, String, String)>> {
-        self.0.load_owner(load_id).await
     }
 }

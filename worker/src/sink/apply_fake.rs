@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use base64::Engine;
 use ferry_shared::ledger::shard_state;
-use ferry_shared::schema::TableSchema;
 use ferry_shared::store::{LocalStore, ObjectStore};
 use md5::{Digest, Md5};
 
@@ -289,10 +288,6 @@ impl Ledger for FakeTarget {
     async fn stale_loads(&self, _: &str, _: &str, _: i64) -> Result<Vec<i64>> {
         Ok(Vec::new())
     }
-    async fn remove_rows(&self, _: &TableSchema, _: i64) -> Result<u64> {
-        // The applier's ledger keeps a window's rows when its shard starts over (ApplyLedger).
-        Ok(0)
-    }
     async fn mark_load_cleaned(&self, _: i64) -> Result<()> {
         Ok(())
     }
@@ -447,7 +442,14 @@ fn setup(chunk: u64, unique: bool) -> Setup {
 
 async fn load(setup: &Setup, crash: Option<Crash>) -> Result<ShardOutcome> {
     let mut sink = setup.target.sink(crash);
-    load_shard(&setup.target, &mut sink, &setup.ctx, "s").await
+    load_shard(
+        &setup.target,
+        &super::apply::KeepWindowRows,
+        &mut sink,
+        &setup.ctx,
+        "s",
+    )
+    .await
 }
 
 /// The end of the window: deferred records again, one at a time, in rounds.

@@ -35,7 +35,9 @@ use ferry_shared::store::ObjectStore;
 use tokio::sync::{mpsc, oneshot};
 
 use super::encode::{BlockEncoder, EncodedBlock};
-use super::{describe_key, Checkpoint, FileEnd, Key, Ledger, Presence, Sink, TableEnd, TableRows};
+use super::{
+    describe_key, Checkpoint, FileEnd, Key, Ledger, Presence, Sink, TableEnd, TableRows, Unload,
+};
 use crate::decode::Reject;
 use crate::ledger::{Restart, RunRecord, ShardRecord};
 use crate::progress::Progress;
@@ -175,6 +177,7 @@ struct Conflict {
 /// Loads `shard_id` of `ctx`'s run through `sink` from its checkpoint to the end of its file.
 pub async fn load_shard(
     ledger: &dyn Ledger,
+    unload: &dyn Unload,
     sink: &mut dyn Sink,
     ctx: &LoadContext,
     shard_id: &str,
@@ -187,7 +190,7 @@ pub async fn load_shard(
     if shard.state == shard_state::DONE {
         return Ok(ShardOutcome::AlreadyDone);
     }
-    clean_stale_loads(ledger, run_id, &ctx.tables, &shard).await?;
+    clean_stale_loads(ledger, unload, run_id, &ctx.tables, &shard).await?;
     let location = ctx.store.location(&shard.data_key);
     let recorded = ledger
         .recorded_load(run_id, shard_id, shard.generation)
@@ -285,6 +288,7 @@ pub async fn load_shard(
         };
         let chunk = ChunkLoad {
             ledger,
+            unload,
             ctx,
             shard: &shard,
             load_id,
@@ -338,6 +342,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// Every loader of the shard runs it first, so an interrupted cleanup is finished by the next.
 pub async fn clean_stale_loads(
     ledger: &dyn Ledger,
+    unload: &dyn Unload,
     run_id: &str,
     tables: &[TableSchema],
     shard: &ShardRecord,
@@ -348,7 +353,7 @@ pub async fn clean_stale_loads(
     for load_id in &stale {
         let mut removed = 0;
         for table in tables {
-            removed += ledger.remove_rows(table, *load_id).await?;
+            removed += unload.remove_rows(table, *load_id).await?;
         }
         ledger.mark_load_cleaned(*load_id).await?;
         tracing::info!(shard = %shard.shard_id, load_id, removed_rows = removed, "removed the rows of an earlier load of the shard");
@@ -391,6 +396,7 @@ async fn file_changed(
 /// another process ended the generation first, finishes its cleanup and returns true.
 pub async fn unload_shard(
     ledger: &dyn Ledger,
+    unload: &dyn Unload,
     run_id: &str,
     tables: &[TableSchema],
     shard: &ShardRecord,
@@ -410,13 +416,14 @@ pub async fn unload_shard(
         // Not restarted: a chunk is in flight and this caller may not pass over it.
         return Ok(false);
     }
-    clean_stale_loads(ledger, run_id, tables, &now).await?;
+    clean_stale_loads(ledger, unload, run_id, tables, &now).await?;
     Ok(true)
 }
 
 /// One chunk of a shard.
 struct ChunkLoad<'a> {
     ledger: &'a dyn Ledger,
+    unload: &'a dyn Unload,
     ctx: &'a LoadContext,
     shard: &'a ShardRecord,
     load_id: i64,
@@ -741,6 +748,7 @@ impl ChunkLoad<'_> {
         let reason = restart.error.clone().unwrap_or_default();
         unload_shard(
             self.ledger,
+            self.unload,
             &self.ctx.run.run_id,
             &self.ctx.tables,
             self.shard,

@@ -16,7 +16,9 @@ use ferry_shared::store::{LocalStore, ObjectStore};
 use md5::{Digest, Md5};
 
 use super::driver::{load_shard, LoadContext, ShardOutcome};
-use super::{Checkpoint, Key, KeyValue, Ledger, Payload, Presence, Sink, TableEnd, TableRows};
+use super::{
+    Checkpoint, Key, KeyValue, Ledger, Payload, Presence, Sink, TableEnd, TableRows, Unload,
+};
 use crate::ledger::{LoadClaim, Restart, RunRecord, ShardRecord};
 use crate::target::{LoadPath, Target, TargetKind};
 use crate::{Result, WorkerError};
@@ -244,6 +246,21 @@ impl Sink for FakeSink {
 }
 
 #[async_trait]
+impl Unload for FakeTarget {
+    async fn remove_rows(&self, _table: &TableSchema, load_id: i64) -> Result<u64> {
+        let (lo, hi) = provenance_range(load_id);
+        let mut state = self.state.lock().unwrap();
+        let mut removed = 0;
+        for table in &mut state.tables {
+            let before = table.len();
+            table.retain(|_, p| !p.is_some_and(|p| p >= lo && p < hi));
+            removed += (before - table.len()) as u64;
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
 impl Ledger for FakeTarget {
     async fn shard(&self, _run_id: &str, shard_id: &str) -> Result<Option<ShardRecord>> {
         Ok(self.state.lock().unwrap().shards.get(shard_id).cloned())
@@ -360,18 +377,6 @@ impl Ledger for FakeTarget {
             })
             .map(|(id, _)| *id)
             .collect())
-    }
-
-    async fn remove_rows(&self, _table: &TableSchema, load_id: i64) -> Result<u64> {
-        let (lo, hi) = provenance_range(load_id);
-        let mut state = self.state.lock().unwrap();
-        let mut removed = 0;
-        for table in &mut state.tables {
-            let before = table.len();
-            table.retain(|_, p| !p.is_some_and(|p| p >= lo && p < hi));
-            removed += (before - table.len()) as u64;
-        }
-        Ok(removed)
     }
 
     async fn mark_copying(
@@ -559,7 +564,7 @@ mod tests {
         crash: Option<Crash>,
     ) -> Result<ShardOutcome> {
         let mut sink = setup.target.sink(transactional, crash);
-        load_shard(&setup.target, &mut sink, &setup.ctx, "s").await
+        load_shard(&setup.target, &setup.target, &mut sink, &setup.ctx, "s").await
     }
 
     /// Every key 1..=items once, the shard done and reconciled.

@@ -18,6 +18,10 @@
 //! - [`sql`]: what both SQL sinks share: the [`Ledger`] on a tokio-postgres client, presence
 //!   probes and the conditional checkpoint.
 //!
+//! The driver talks to one [`Ledger`] (the run's database; in unit tests the in-memory one of
+//! `fake`) and to the sink's [`Unload`], the one ledger step that differs between sinks (removing
+//! an ended load's rows or files); no sink wraps the ledger.
+//!
 //! A routed run (single-table design) writes several tables per chunk. One connection runs one
 //! COPY at a time and a table's rows of a chunk must be one COPY (one atomic unit), so the driver
 //! wraps the sink in a gathering writer that buffers each table's rows of the chunk and writes
@@ -284,8 +288,6 @@ pub trait Ledger: Send + Sync {
     ) -> Result<LoadClaim>;
     /// The loads of earlier generations whose rows are not removed yet.
     async fn stale_loads(&self, run_id: &str, shard_id: &str, generation: i64) -> Result<Vec<i64>>;
-    /// Removes every row `load_id` wrote into `table`.
-    async fn remove_rows(&self, table: &TableSchema, load_id: i64) -> Result<u64>;
     /// Marks a stale load's rows removed.
     async fn mark_load_cleaned(&self, load_id: i64) -> Result<()>;
     /// Marks the chunk starting at `from` as written ahead of its checkpoint (sinks whose rows
@@ -306,6 +308,20 @@ pub trait Ledger: Send + Sync {
     ) -> Result<u64>;
     /// The run, shard and data file a load belongs to, for naming where a duplicate came from.
     async fn load_owner(&self, load_id: i64) -> Result<Option<(String, String, String)>>;
+}
+
+/// The one step of the ledger's protocol that differs between sinks: removing what an ended load
+/// wrote, when its shard starts over (a `reset`, a file that failed its checks). Everything else
+/// is the one [`Ledger`] (the run's database, or the in-memory ledger of the unit tests), so no
+/// sink wraps the ledger to change one method.
+/// - a database table ([`sql`]): `DELETE` by provenance;
+/// - a Parquet dataset ([`parquet::ParquetFiles`]): the load's files, and their ledger records;
+/// - a catch-up window ([`apply::KeepWindowRows`]): nothing (a window's changes are not undone;
+///   its file is applied again from its start).
+#[async_trait]
+pub trait Unload: Send + Sync {
+    /// Removes every row (or file) `load_id` wrote into `table`; returns how many.
+    async fn remove_rows(&self, table: &TableSchema, load_id: i64) -> Result<u64>;
 }
 
 /// [`Sink::find_conflict`] by one probe per key, 32 in flight, checked in line order.
@@ -356,13 +372,12 @@ pub async fn load_shard_on(
     shard_id: &str,
 ) -> Result<ShardOutcome> {
     if ctx.encoder.applies_changes() {
-        let ledger = apply::ApplyLedger(client);
         let mut sink = apply::ApplySink::open(client, ctx).await?;
-        return load_shard(&ledger, &mut sink, ctx, shard_id).await;
+        return load_shard(client, &apply::KeepWindowRows, &mut sink, ctx, shard_id).await;
     }
     if ctx.load_path() == LoadPath::Parquet {
         let output = parquet::output_of(client, &ctx.run.run_id).await?;
-        let ledger = parquet::ParquetLedger::new(client, output.clone());
+        let files = parquet::ParquetFiles::new(client, output.clone());
         let mut sink = parquet::ParquetSink::new(
             client,
             output,
@@ -370,10 +385,10 @@ pub async fn load_shard_on(
             ctx.tables.clone(),
             ctx.run.schema.routing.is_none(),
         )?;
-        return load_shard(&ledger, &mut sink, ctx, shard_id).await;
+        return load_shard(client, &files, &mut sink, ctx, shard_id).await;
     }
     let mut sink = open_sink(client, ctx).await?;
-    load_shard(client, sink.as_mut(), ctx, shard_id).await
+    load_shard(client, client, sink.as_mut(), ctx, shard_id).await
 }
 
 /// Opens the sink of `ctx`'s run on `client` (the run's load path, recorded at plan). A Parquet

@@ -40,7 +40,7 @@
 //! - two workers on one shard: the second publish of a name is refused; the driver finds the
 //!   checkpoint moved or the file present and backs off;
 //! - a file that turns out bad (MD5, item count) or a `reset`: the shard's generation moves on and
-//!   the old load's files are deleted ([`ParquetLedger::remove_rows`]) before anything else loads;
+//!   the old load's files are deleted ([`ParquetFiles`]) before anything else loads;
 //! - finalize deletes any file of its own run whose load is not its shard's current one (a worker
 //!   that kept writing after its shard was reset) and writes each table's `_manifest.json`,
 //!   listing exactly the committed files, their rows and bytes, of every run that writes the
@@ -69,8 +69,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use super::{Checkpoint, KeyValue, Ledger, Payload, Presence, Sink, TableEnd, TableRows};
-use crate::ledger::{self, LoadClaim, Restart, RunRecord, ShardRecord};
+use super::{Checkpoint, KeyValue, Payload, Presence, Sink, TableEnd, TableRows, Unload};
+use crate::ledger::{self, RunRecord};
 use crate::{Result, WorkerError};
 
 /// The `ferry.outputs.kind` of a Parquet run.
@@ -343,7 +343,7 @@ pub async fn output_of(client: &Client, run_id: &str) -> Result<Arc<ParquetOutpu
 /// (for `_manifest.json`), and the chunk's checkpoint. The database's ledger implements it; the
 /// driver's unit tests use an in-memory one.
 #[async_trait]
-pub trait FileLedger: Ledger {
+pub trait FileLedger: Send + Sync {
     /// Records a published file (idempotent).
     async fn record_file(&self, run_id: &str, table: &str, file: &FileRecord) -> Result<()>;
     /// Forgets the files of a load whose files were deleted.
@@ -638,77 +638,22 @@ impl Sink for ParquetSink<'_> {
     }
 }
 
-/// The ledger of a Parquet run: the database's, except that a load's rows are its files.
-pub struct ParquetLedger<'c, L: FileLedger + ?Sized = Client> {
+/// What a Parquet run's ended load leaves: its files, deleted, and their records in the ledger
+/// (the [`Unload`] of a Parquet dataset; the rest of the protocol is the ledger's own).
+pub struct ParquetFiles<'c, L: FileLedger + ?Sized = Client> {
     client: &'c L,
     output: Arc<ParquetOutput>,
 }
 
-impl<'c, L: FileLedger + ?Sized> ParquetLedger<'c, L> {
-    /// The ledger `client` for the run writing `output`.
-    pub fn new(client: &'c L, output: Arc<ParquetOutput>) -> ParquetLedger<'c, L> {
-        ParquetLedger { client, output }
+impl<'c, L: FileLedger + ?Sized> ParquetFiles<'c, L> {
+    /// The files of the run writing `output`, recorded in the ledger `client`.
+    pub fn new(client: &'c L, output: Arc<ParquetOutput>) -> ParquetFiles<'c, L> {
+        ParquetFiles { client, output }
     }
 }
 
 #[async_trait]
-impl<L: FileLedger + ?Sized> Ledger for ParquetLedger<'_, L> {
-    async fn shard(&self, run_id: &str, shard_id: &str) -> Result<Option<ShardRecord>> {
-        self.client.shard(run_id, shard_id).await
-    }
-
-    async fn fail_shard(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        reason: &str,
-        md5_ok: Option<bool>,
-        items_seen: Option<u64>,
-    ) -> Result<()> {
-        self.client
-            .fail_shard(run_id, shard_id, reason, md5_ok, items_seen)
-            .await
-    }
-
-    async fn restart_shard(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-        restart: &Restart,
-    ) -> Result<bool> {
-        self.client
-            .restart_shard(run_id, shard_id, generation, restart)
-            .await
-    }
-
-    async fn recorded_load(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-    ) -> Result<Option<LoadClaim>> {
-        self.client
-            .recorded_load(run_id, shard_id, generation)
-            .await
-    }
-
-    async fn claim_load(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-        file_identity: &str,
-    ) -> Result<LoadClaim> {
-        self.client
-            .claim_load(run_id, shard_id, generation, file_identity)
-            .await
-    }
-
-    async fn stale_loads(&self, run_id: &str, shard_id: &str, generation: i64) -> Result<Vec<i64>> {
-        self.client.stale_loads(run_id, shard_id, generation).await
-    }
-
+impl<L: FileLedger + ?Sized> Unload for ParquetFiles<'_, L> {
     async fn remove_rows(&self, table: &TableSchema, load_id: i64) -> Result<u64> {
         let prefix = format!("{}/", table.table);
         let mut removed = 0;
@@ -721,37 +666,6 @@ impl<L: FileLedger + ?Sized> Ledger for ParquetLedger<'_, L> {
         self.client.forget_files(load_id).await?;
         tracing::info!(table = %table.table, load_id, files = removed, "removed a load's parquet files");
         Ok(removed)
-    }
-
-    async fn mark_load_cleaned(&self, load_id: i64) -> Result<()> {
-        self.client.mark_load_cleaned(load_id).await
-    }
-
-    async fn mark_copying(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        from: u64,
-        generation: i64,
-    ) -> Result<bool> {
-        self.client
-            .mark_copying(run_id, shard_id, from, generation)
-            .await
-    }
-
-    async fn delete_stale_rejects(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-    ) -> Result<u64> {
-        self.client
-            .delete_stale_rejects(run_id, shard_id, generation)
-            .await
-    }
-
-    async fn load_owner(&self, load_id: i64) -> Result<Option<(String, String, String)>> {
-        self.client.load_owner(load_id).await
     }
 }
 

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use ferry_shared::ledger::shard_state;
 use ferry_shared::output::LocalOutput;
-use ferry_shared::schema::{OnTypeMismatch, TableSchema};
+use ferry_shared::schema::OnTypeMismatch;
 use ferry_shared::store::{LocalStore, ObjectStore};
 use md5::{Digest, Md5};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -20,7 +20,7 @@ use super::super::driver::{load_shard, LoadContext, ShardOutcome};
 use super::super::fake::FakeTarget;
 use super::super::{Checkpoint, KeyValue, Ledger, Presence, Sink, TableEnd, TableRows};
 use super::*;
-use crate::ledger::{LoadClaim, Restart, RunRecord, ShardRecord};
+use crate::ledger::{Restart, RunRecord, ShardRecord};
 use crate::target::{LoadPath, Target, TargetKind};
 
 const RUN: &str = "run";
@@ -28,95 +28,11 @@ const RUN: &str = "run";
 /// Recorded files by (table, load, chunk).
 type Files = BTreeMap<(String, i64, u64), FileRecord>;
 
-/// The fake ledger plus the files it records.
+/// The files the fake ledger records (the ledger itself is the [`FakeTarget`]).
 #[derive(Clone)]
 struct FakeFiles {
     target: FakeTarget,
     files: Arc<Mutex<Files>>,
-}
-
-#[async_trait]
-impl Ledger for FakeFiles {
-    async fn shard(&self, run_id: &str, shard_id: &str) -> Result<Option<ShardRecord>> {
-        self.target.shard(run_id, shard_id).await
-    }
-    async fn fail_shard(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        reason: &str,
-        md5_ok: Option<bool>,
-        items_seen: Option<u64>,
-    ) -> Result<()> {
-        self.target
-            .fail_shard(run_id, shard_id, reason, md5_ok, items_seen)
-            .await
-    }
-    async fn restart_shard(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-        restart: &Restart,
-    ) -> Result<bool> {
-        self.target
-            .restart_shard(run_id, shard_id, generation, restart)
-            .await
-    }
-    async fn recorded_load(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-    ) -> Result<Option<LoadClaim>> {
-        self.target
-            .recorded_load(run_id, shard_id, generation)
-            .await
-    }
-    async fn claim_load(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-        file_identity: &str,
-    ) -> Result<LoadClaim> {
-        self.target
-            .claim_load(run_id, shard_id, generation, file_identity)
-            .await
-    }
-    async fn stale_loads(&self, run_id: &str, shard_id: &str, generation: i64) -> Result<Vec<i64>> {
-        self.target.stale_loads(run_id, shard_id, generation).await
-    }
-    async fn remove_rows(&self, table: &TableSchema, load_id: i64) -> Result<u64> {
-        self.target.remove_rows(table, load_id).await
-    }
-    async fn mark_load_cleaned(&self, load_id: i64) -> Result<()> {
-        self.target.mark_load_cleaned(load_id).await
-    }
-    async fn mark_copying(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        from: u64,
-        generation: i64,
-    ) -> Result<bool> {
-        self.target
-            .mark_copying(run_id, shard_id, from, generation)
-            .await
-    }
-    async fn delete_stale_rejects(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-    ) -> Result<u64> {
-        self.target
-            .delete_stale_rejects(run_id, shard_id, generation)
-            .await
-    }
-    async fn load_owner(&self, load_id: i64) -> Result<Option<(String, String, String)>> {
-        self.target.load_owner(load_id).await
-    }
 }
 
 #[async_trait]
@@ -323,7 +239,7 @@ fn setup(items: u64, chunk: u64, bad_line: Option<u64>) -> Setup {
 }
 
 async fn load(setup: &Setup, crash: Option<Crash>) -> Result<ShardOutcome> {
-    let parquet_ledger = ParquetLedger::new(&setup.ledger, setup.output.clone());
+    let files = ParquetFiles::new(&setup.ledger, setup.output.clone());
     let inner = ParquetSink::new(
         &setup.ledger,
         setup.output.clone(),
@@ -337,7 +253,7 @@ async fn load(setup: &Setup, crash: Option<Crash>) -> Result<ShardOutcome> {
         published: 0,
         commits: 0,
     };
-    load_shard(&parquet_ledger, &mut sink, &setup.ctx, "s").await
+    load_shard(&setup.ledger.target, &files, &mut sink, &setup.ctx, "s").await
 }
 
 /// Every visible file of the dataset (names not starting with `.`) and, per key, how many rows

@@ -11,7 +11,7 @@ use ferry_shared::schema::{PgType, TableSchema, PROVENANCE_COLUMN};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::{Checkpoint, KeyValue, Ledger, Presence};
+use super::{Checkpoint, KeyValue, Ledger, Presence, Unload};
 use crate::ledger::{self, LoadClaim, RejectRow, Restart, ShardRecord};
 use crate::{Result, WorkerError};
 
@@ -162,6 +162,25 @@ pub async fn write_checkpoint(client: &Client, checkpoint: &Checkpoint<'_>) -> R
     Ok(true)
 }
 
+/// A database table's rows of an ended load: removed by their provenance.
+#[async_trait]
+impl Unload for Client {
+    async fn remove_rows(&self, table: &TableSchema, load_id: i64) -> Result<u64> {
+        let (lo, hi) = ferry_shared::schema::provenance_range(load_id);
+        let statement = format!(
+            "DELETE FROM {} WHERE {column} >= $1::int8 AND {column} < $2::int8",
+            quote_ident(&table.table),
+            column = quote_ident(PROVENANCE_COLUMN)
+        );
+        self.execute(statement.as_str(), &[&lo, &hi])
+            .await
+            .map_err(|source| WorkerError::Db {
+                context: format!("cannot remove a load's rows from table {:?}", table.table),
+                source,
+            })
+    }
+}
+
 #[async_trait]
 impl Ledger for Client {
     async fn shard(&self, run_id: &str, shard_id: &str) -> Result<Option<ShardRecord>> {
@@ -210,21 +229,6 @@ impl Ledger for Client {
 
     async fn stale_loads(&self, run_id: &str, shard_id: &str, generation: i64) -> Result<Vec<i64>> {
         ledger::stale_loads(self, run_id, shard_id, generation).await
-    }
-
-    async fn remove_rows(&self, table: &TableSchema, load_id: i64) -> Result<u64> {
-        let (lo, hi) = ferry_shared::schema::provenance_range(load_id);
-        let statement = format!(
-            "DELETE FROM {} WHERE {column} >= $1::int8 AND {column} < $2::int8",
-            quote_ident(&table.table),
-            column = quote_ident(PROVENANCE_COLUMN)
-        );
-        self.execute(statement.as_str(), &[&lo, &hi])
-            .await
-            .map_err(|source| WorkerError::Db {
-                context: format!("cannot remove a load's rows from table {:?}", table.table),
-                source,
-            })
     }
 
     async fn mark_load_cleaned(&self, load_id: i64) -> Result<()> {
