@@ -98,7 +98,7 @@ pub struct FleetStatus {
     pub shards: Vec<ShardProgress>,
     /// For a run with catch-up windows (or a window): how far behind its tables are.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub catch_up: Option<crate::catch_up::Behind>,
+    pub catch_up: Option<ferry_worker::lineage::Behind>,
 }
 
 /// One shard's line in the status.
@@ -294,8 +294,8 @@ pub async fn status(
 
 /// How far behind a run with catch-up windows is (`None` for a run without any, or a ledger
 /// from before windows).
-async fn catch_up_of(client: &Client, run: &RunRecord) -> Option<crate::catch_up::Behind> {
-    let behind = crate::catch_up::behind(client, run).await.ok()?;
+async fn catch_up_of(client: &Client, run: &RunRecord) -> Option<ferry_worker::lineage::Behind> {
+    let behind = ferry_worker::lineage::behind(client, run).await.ok()?;
     let is_window = ferry_worker::window::get_window(client, &run.run_id)
         .await
         .ok()

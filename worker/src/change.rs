@@ -29,11 +29,9 @@ pub struct ChangeRecord<'a> {
     pub write_micros: Option<i64>,
 }
 
-/// Parses one line of an incremental export, DynamoDB JSON or Ion (sniffed by its first bytes).
-pub fn parse_change_line(line: &[u8]) -> Result<ChangeRecord<'_>, String> {
-    if crate::ion::is_ion_line(line) {
-        return crate::ion::parse_change_line(line);
-    }
+/// Parses one line of an incremental export in DynamoDB JSON ([`crate::ion::parse_change_line`]
+/// reads the Ion ones; the applier sniffs which a line is).
+pub fn parse_json_change_line(line: &[u8]) -> Result<ChangeRecord<'_>, String> {
     let text = std::str::from_utf8(line)
         .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -248,7 +246,7 @@ mod tests {
     #[test]
     fn records_of_every_shape_parse() {
         let upsert = br#"{"Metadata":{"WriteTimestampMicros":{"N":"1718098123456789"}},"Keys":{"pk":{"S":"ORDER#3"}},"OldImage":{"pk":{"S":"ORDER#3"},"status":{"S":"NEW"}},"NewImage":{"pk":{"S":"ORDER#3"},"status":{"S":"PAID"},"n":{"N":"1.50"}}}"#;
-        let record = parse_change_line(upsert).unwrap();
+        let record = parse_json_change_line(upsert).unwrap();
         assert_eq!(record.write_micros, Some(1_718_098_123_456_789));
         assert_eq!(
             record.keys,
@@ -264,13 +262,13 @@ mod tests {
             r#"{"Metadata":{"WriteTimestampMicros":"17"},"Keys":{"pk":{"S":"a"}}}"#,
             r#"{"Keys":{"pk":{"S":"a"}},"Metadata":{"WriteTimestampMicros":17,"Other":{"x":1}}}"#,
         ] {
-            let record = parse_change_line(line.as_bytes()).unwrap();
+            let record = parse_json_change_line(line.as_bytes()).unwrap();
             assert!(
                 record.new_image.is_none() && record.old_image.is_none(),
                 "{line}"
             );
         }
-        let record = parse_change_line(
+        let record = parse_json_change_line(
             br#"{"Metadata":{"WriteTimestampMicros":17},"Keys":{"pk":{"S":"a"}}}"#,
         )
         .unwrap();
@@ -279,7 +277,7 @@ mod tests {
 
     #[test]
     fn bad_records_are_explained() {
-        let error = |line: &str| parse_change_line(line.as_bytes()).unwrap_err();
+        let error = |line: &str| parse_json_change_line(line.as_bytes()).unwrap_err();
         assert!(error(r#"{"Item":{"pk":{"S":"a"}}}"#).contains("full export"));
         assert!(error(r#"{"NewImage":{"pk":{"S":"a"}}}"#).contains("no \"Keys\""));
         assert!(error(r#"{"Keys":{}}"#).contains("empty"));

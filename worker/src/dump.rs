@@ -68,6 +68,10 @@ fn read_prefix<R: Read>(reader: &mut R, n: usize) -> std::io::Result<Vec<u8>> {
     Ok(prefix)
 }
 
+/// The longest line accepted: DynamoDB items are at most 400 KB, so anything near this is not an
+/// export line (nor an item of a scan dump).
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
 /// A data file's text as lines: gunzipped when it is gzip, and a scan dump turned into one
 /// `{"Item":…}` line per item. [`Text::into_inner`] gives back the stored bytes' reader (to drain
 /// it for the MD5).
@@ -289,11 +293,11 @@ impl<R: BufRead> DumpLines<R> {
                     done = true;
                     break;
                 }
-                if out.len() > crate::source::MAX_LINE_BYTES {
+                if out.len() > MAX_LINE_BYTES {
                     return Err(invalid(format!(
                         "scan dump: item {} is over {} bytes",
                         self.items + 1,
-                        crate::source::MAX_LINE_BYTES
+                        MAX_LINE_BYTES
                     )));
                 }
             }

@@ -324,7 +324,7 @@ mod tests {
         let delete = parse_change_line(br#"$ion_1_0 {Keys:{pk:"a"}}"#).unwrap();
         assert!(delete.new_image.is_none());
         // The same entry point as DynamoDB JSON records.
-        let via = crate::change::parse_change_line(line).unwrap();
+        let via = crate::sink::apply::parse_change_line(line).unwrap();
         assert_eq!(via, record);
     }
 

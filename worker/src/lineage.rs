@@ -1,5 +1,6 @@
 //! A run's lineage, and which day-two operations it allows: the one place that answers "what
-//! else may already be there?" before a command changes what a run owns.
+//! else may already be there?" before a command changes what a run owns; and how far a full
+//! run's tables are caught up by its windows ([`behind`], for `status` and `catch-up`).
 //!
 //! A *full run* loads an export into its tables (or a Parquet dataset). *Windows* (catch-up runs,
 //! [`crate::window`]) follow it in order, each applying an incremental export's changes to the
@@ -19,7 +20,10 @@
 //!   follow is refused, and so is `reset` of a window's shard (a failed window file is applied
 //!   again from its start by `catch-up`, removing nothing).
 
-use tokio_postgres::GenericClient;
+use ferry_shared::manifest::micros_of;
+use ferry_shared::window::window_state;
+use serde::Serialize;
+use tokio_postgres::{Client, GenericClient};
 
 use crate::ledger::{RunRecord, ShardRecord};
 use crate::window::{get_chain, get_window, WindowRecord};
@@ -102,6 +106,86 @@ impl Lineage {
             _ => Ok(()),
         }
     }
+}
+
+/// Where a full run's tables are: its last complete window's `exportToTime`, or the full
+/// export's time.
+pub async fn caught_up_to(client: &Client, base: &RunRecord) -> Result<Option<String>> {
+    let chain = get_chain(client, &base.run_id).await?;
+    Ok(chain
+        .iter()
+        .rev()
+        .find(|w| w.state == window_state::COMPLETE)
+        .map(|w| w.export_to.clone())
+        .or_else(|| base.export_time.clone()))
+}
+
+/// How far behind a run's tables are, for `status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Behind {
+    /// The full run.
+    pub base_run_id: String,
+    /// Windows applied.
+    pub windows_applied: usize,
+    /// The window being applied, if any.
+    pub applying: Option<String>,
+    /// The last applied `exportToTime` (the full export's time when none is).
+    pub caught_up_to: Option<String>,
+    /// Seconds between that time and now.
+    pub behind_seconds: Option<f64>,
+}
+
+impl Behind {
+    /// One line of text.
+    pub fn to_text(&self) -> String {
+        let behind = match self.behind_seconds {
+            Some(s) if s >= 3600.0 => format!("{:.1} h behind", s / 3600.0),
+            Some(s) => format!("{:.0} min behind", s / 60.0),
+            None => "behind by an unknown time".into(),
+        };
+        format!(
+            "catch-up: the tables of run {} are at {} ({behind}), {} window(s) applied{}\n",
+            self.base_run_id,
+            self.caught_up_to.as_deref().unwrap_or("(unknown)"),
+            self.windows_applied,
+            self.applying
+                .as_deref()
+                .map(|w| format!(", applying {w}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// How far behind the tables of `run` (a full run or one of its windows) are.
+pub async fn behind(client: &Client, run: &RunRecord) -> Result<Behind> {
+    let base = match get_window(client, &run.run_id).await? {
+        Some(window) => crate::ledger::get_run(client, &window.base_run_id)
+            .await?
+            .unwrap_or_else(|| run.clone()),
+        None => run.clone(),
+    };
+    let chain = get_chain(client, &base.run_id).await?;
+    let caught_up_to = caught_up_to(client, &base).await?;
+    let now_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default();
+    Ok(Behind {
+        base_run_id: base.run_id.clone(),
+        windows_applied: chain
+            .iter()
+            .filter(|w| w.state == window_state::COMPLETE)
+            .count(),
+        applying: chain
+            .iter()
+            .find(|w| w.state != window_state::COMPLETE)
+            .map(|w| format!("{} {} ({})", w.name(), w.span(), w.state)),
+        behind_seconds: caught_up_to
+            .as_deref()
+            .and_then(micros_of)
+            .map(|t| (now_micros - t) as f64 / 1e6),
+        caught_up_to,
+    })
 }
 
 /// The refusal of a reset of a shard with a chunk in flight.

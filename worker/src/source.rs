@@ -21,9 +21,9 @@ use md5::{Digest, Md5};
 use crate::decode::{LineRef, RawBlock};
 use crate::{Result, WorkerError};
 
-/// The longest line accepted: DynamoDB items are at most 400 KB, so anything near this is not an
-/// export line.
-pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+/// The longest line accepted (defined beside the text readers of [`crate::dump`], which bound a
+/// scan dump's item by it too).
+pub use crate::dump::MAX_LINE_BYTES;
 
 /// How to frame a file.
 #[derive(Clone, Debug)]

@@ -62,13 +62,22 @@ use super::driver::LoadContext;
 use super::encode::{key_of_row, EncodedBlock};
 use super::sql::write_checkpoint;
 use super::{Checkpoint, Key, KeyValue, Payload, Presence, Sink, TableEnd, TableRows, Unload};
-use crate::change::parse_change_line;
+use crate::change::{parse_json_change_line, ChangeRecord};
 use crate::convert::{cast, CastSpec, Cell};
 use crate::decode::{Decoder, RawBlock, Reject, RejectKind};
 use crate::item::Attributes;
 use crate::route::Router;
 use crate::target::TargetKind;
 use crate::{Result, WorkerError};
+
+/// Parses one line of an incremental export, DynamoDB JSON or Ion (sniffed by its first bytes).
+pub fn parse_change_line(line: &[u8]) -> Result<ChangeRecord<'_>, String> {
+    if crate::ion::is_ion_line(line) {
+        crate::ion::parse_change_line(line)
+    } else {
+        parse_json_change_line(line)
+    }
+}
 
 /// One table's changes from a block of change records.
 #[derive(Debug, Default)]
