@@ -36,9 +36,10 @@ use ferry_shared::window::window_state;
 use ferry_worker::ledger::{self, RunRecord};
 use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
 use ferry_worker::progress::Progress;
+use ferry_worker::sink::deferred::DeferredOutcome;
 use ferry_worker::sink::LoadContext;
 use ferry_worker::target::{Target, TargetKind};
-use ferry_worker::window::{self as windows, DeferredOutcome, WindowRecord};
+use ferry_worker::window::{self as windows, WindowRecord};
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -545,7 +546,7 @@ pub async fn catch_up(request: &CatchUpRequest, queue: Option<&SqsQueue>) -> Res
             target.clone(),
             &request.target_url,
         )?;
-        windows::prepare_context(&client, &mut ctx).await?;
+        ferry_worker::sink::prepare_context(&client, &mut ctx).await?;
         tracing::info!(window = %window.name(), span = %window.span(), run = %run_id, shards = window.listing.files.len(), records = window.listing.manifest_items().unwrap_or(0), "applying window");
         match queue {
             None => apply_here(&client, &ctx, request).await?,
@@ -724,7 +725,8 @@ async fn finish_window(
         }
     }
     if line.problems.is_empty() {
-        line.deferred = windows::resolve_deferred(client, run, &ctx.encoder, kind).await?;
+        line.deferred =
+            ferry_worker::sink::deferred::resolve_deferred(client, run, &ctx.encoder, kind).await?;
         for shard in ledger::get_shards(client, &run.run_id).await? {
             if !shard.reconciled() {
                 line.problems.push(format!(

@@ -292,7 +292,14 @@ impl Routing {
             #[serde(default)]
             routing: Routing,
         }
-        Ok(crate::config::parse_toml::<File>(text)?.routing)
+        // The `config` crate's TOML reading, as the settings file's (without depending on
+        // `crate::config`, which depends on this module).
+        config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize::<File>())
+            .map(|file| file.routing)
+            .map_err(|e| crate::Error::Config(e.to_string()))
     }
 
     /// Whether any rule is configured.

@@ -170,7 +170,7 @@ fn generate(seed: u64, steps: usize) -> Vec<Step> {
             }
             35..=64 => Step::Crash {
                 which: which(&mut rng),
-                point: rng.pick(&["after_copy", "after_checkpoint", "after_commit"]),
+                point: rng.pick_str(&["after_copy", "after_checkpoint", "after_commit"]),
                 n: rng.range(1, 4),
             },
             65..=84 => Step::Reset {

@@ -40,6 +40,18 @@ use crate::item::AttrValue;
 use crate::json::{check_text, decode_base64, write_value};
 use crate::number::{canonical_number, ParsedNumber};
 
+/// A key column's value, as bound in a presence probe.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyValue {
+    /// Text (or exact decimal text, cast in SQL).
+    Text(String),
+    /// Binary.
+    Bytes(Vec<u8>),
+}
+
+/// The values of a row's key columns, in key order.
+pub type Key = Vec<KeyValue>;
+
 /// The Arrow type a column of `pg_type` is built as.
 pub fn arrow_type(pg_type: PgType) -> DataType {
     match pg_type {

@@ -195,7 +195,7 @@ impl RunContexts {
         ctx.stop = self.stop.clone();
         ctx.progress = self.progress.clone();
         // A catch-up window applies change records with the full run's schema.
-        crate::window::prepare_context(client, &mut ctx).await?;
+        crate::sink::prepare_context(client, &mut ctx).await?;
         tracing::info!(run = run_id, export = %export.location, "opened run");
         known.insert(run_id.to_string(), ctx.clone());
         Ok(ctx)

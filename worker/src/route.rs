@@ -973,7 +973,7 @@ impl Router {
     pub fn key_homes(
         &self,
         keys: &[(Cow<'_, str>, AttrValue<'_>)],
-    ) -> Result<Vec<(usize, crate::sink::Key)>, String> {
+    ) -> Result<Vec<(usize, crate::convert::Key)>, String> {
         let tables: Vec<usize> = if self.routes_by_key() {
             match self.rule_for(keys) {
                 Some((_, rule)) => vec![rule.table],
@@ -993,7 +993,7 @@ impl Router {
         &self,
         table: usize,
         keys: &[(Cow<'_, str>, AttrValue<'_>)],
-    ) -> Result<crate::sink::Key, String> {
+    ) -> Result<crate::convert::Key, String> {
         let schema = &self.tables[table];
         let sources: Vec<String> = match self.table_rules[table].first() {
             Some(&rule) => self.rules[rule]
@@ -1018,7 +1018,7 @@ impl Router {
                     )
                 })?;
                 check_text(&text).map_err(|e| format!("key attribute {source:?}: {}", e.reason))?;
-                Ok(crate::sink::KeyValue::Text(text.into_owned()))
+                Ok(crate::convert::KeyValue::Text(text.into_owned()))
             })
             .collect()
     }

@@ -174,6 +174,19 @@ struct Conflict {
     keys: Vec<(u64, Key)>,
 }
 
+/// Makes `ctx` apply change records when its run is a catch-up window (a no-op otherwise): the
+/// run's schema is the full run's, so its rows are encoded exactly as the full run's were.
+pub async fn prepare_context(client: &tokio_postgres::Client, ctx: &mut LoadContext) -> Result<()> {
+    let Some(window) = crate::window::get_window(client, &ctx.run.run_id).await? else {
+        return Ok(());
+    };
+    let encoder =
+        BlockEncoder::for_changes(&ctx.run.schema, Some(&window.export_to), ctx.load_path())?;
+    ctx.tables = encoder.tables().clone();
+    ctx.encoder = Arc::new(encoder);
+    Ok(())
+}
+
 /// Loads `shard_id` of `ctx`'s run through `sink` from its checkpoint to the end of its file.
 pub async fn load_shard(
     ledger: &dyn Ledger,

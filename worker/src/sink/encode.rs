@@ -3,6 +3,7 @@
 //! wire format (binary COPY tuples, CSV lines or text rows), each ending with the chunk's
 //! provenance, plus the keys a presence proof needs. Pure CPU, no IO: blocks encode in parallel.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -10,7 +11,10 @@ use arrow_array::RecordBatch;
 use ferry_shared::schema::{PgType, TableSchema};
 
 use super::{Key, KeyValue, Payload, TableRows};
-use crate::decode::{Decoder, RawBlock, Reject};
+use crate::change::{parse_json_change_line, ChangeRecord};
+use crate::convert::{cast, CastSpec, Cell};
+use crate::decode::{Decoder, RawBlock, Reject, RejectKind};
+use crate::item::Attributes;
 use crate::route::Router;
 use crate::target::LoadPath;
 use crate::{Result, WorkerError};
@@ -34,7 +38,7 @@ enum Conversion {
     Table(Decoder),
     Routed(Box<Router>),
     /// Change records of an incremental export ([`super::apply`]).
-    Changes(Box<super::apply::ChangeEncoder>),
+    Changes(Box<ChangeEncoder>),
 }
 
 /// Encodes blocks of one run for one load path. Cheap to share across threads.
@@ -101,7 +105,7 @@ impl BlockEncoder {
         window_end: Option<&str>,
         path: LoadPath,
     ) -> Result<Self> {
-        let changes = super::apply::ChangeEncoder::new(schema, window_end)?;
+        let changes = ChangeEncoder::new(schema, window_end)?;
         Ok(BlockEncoder {
             tables: changes.tables().clone(),
             conversion: Conversion::Changes(Box::new(changes)),
@@ -231,6 +235,311 @@ pub fn key_of_row(schema: &TableSchema, batch: &RecordBatch, row: usize) -> Key 
             _ => KeyValue::Text(batch.column(i).as_string::<i32>().value(row).to_string()),
         })
         .collect()
+}
+
+/// Parses one line of an incremental export, DynamoDB JSON or Ion (sniffed by its first bytes).
+pub fn parse_change_line(line: &[u8]) -> Result<ChangeRecord<'_>, String> {
+    if crate::ion::is_ion_line(line) {
+        crate::ion::parse_change_line(line)
+    } else {
+        parse_json_change_line(line)
+    }
+}
+
+/// One table's changes from a block of change records.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Rows to insert or update, in line order.
+    pub upserts: Vec<Upsert>,
+    /// Keys to delete.
+    pub deletes: Vec<Delete>,
+}
+
+/// A row to upsert.
+#[derive(Debug, Clone)]
+pub struct Upsert {
+    /// The change record's line.
+    pub line_no: u64,
+    /// The row's key.
+    pub key: Key,
+    /// Every column's value as text (`None`: NULL), in [`TableSchema::copy_column_list`] order.
+    pub values: Vec<Option<String>>,
+    /// The change record as read (kept for a deferral).
+    pub raw: Arc<[u8]>,
+}
+
+/// A key to delete.
+#[derive(Debug, Clone)]
+pub struct Delete {
+    /// The change record's line.
+    pub line_no: u64,
+    /// The key.
+    pub key: Key,
+    /// The change record as read (kept for a deferral).
+    pub raw: Arc<[u8]>,
+}
+
+/// How a change record's image becomes rows (the full run's way).
+enum ChangeConversion {
+    Table(Decoder),
+    Routed(Box<Router>),
+}
+
+/// Where an item's key can have a row: `(table, the key's values there)`.
+type Homes = Vec<(usize, Key)>;
+
+/// The rayon stage for change records: parse, convert each `NewImage` the full run's way, and
+/// turn each record into per-table upserts and deletes. Pure CPU, no IO.
+pub struct ChangeEncoder {
+    conversion: ChangeConversion,
+    tables: Arc<Vec<TableSchema>>,
+    /// Table mode: how each key column's value is cast (its key values for deletes).
+    key_casts: Vec<(String, CastSpec)>,
+}
+
+impl ChangeEncoder {
+    /// An encoder for the full run whose schema is `schema`; `window_end` is the window's
+    /// `exportToTime` (TTL filters compare with it).
+    pub fn new(schema: &TableSchema, window_end: Option<&str>) -> Result<ChangeEncoder> {
+        match &schema.routing {
+            None => {
+                let key_casts = schema
+                    .key_columns()
+                    .map(|c| {
+                        let mut spec = CastSpec::new(c.pg_type);
+                        spec.numeric_limit = schema.numeric_limit;
+                        (c.name.clone(), spec)
+                    })
+                    .collect();
+                Ok(ChangeEncoder {
+                    conversion: ChangeConversion::Table(Decoder::new(Arc::new(schema.clone()))),
+                    tables: Arc::new(vec![schema.clone()]),
+                    key_casts,
+                })
+            }
+            Some(routing) => {
+                let keys: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
+                let router = Router::new(routing, &keys, window_end, schema.numeric_limit)
+                    .map_err(WorkerError::Ledger)?;
+                router.check_for_changes().map_err(WorkerError::Ledger)?;
+                Ok(ChangeEncoder {
+                    tables: Arc::new(router.tables().to_vec()),
+                    conversion: ChangeConversion::Routed(Box::new(router)),
+                    key_casts: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// The run's tables, in the order of [`TableRows::table`].
+    pub fn tables(&self) -> &Arc<Vec<TableSchema>> {
+        &self.tables
+    }
+
+    /// Where an item with the key attributes `keys` can have a row: `(table, key there)`.
+    fn homes(&self, keys: &Attributes<'_>) -> std::result::Result<Homes, String> {
+        match &self.conversion {
+            ChangeConversion::Routed(router) => router.key_homes(keys),
+            ChangeConversion::Table(_) => {
+                let mut key = Vec::with_capacity(self.key_casts.len());
+                for (name, spec) in &self.key_casts {
+                    let value = keys
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v)
+                        .ok_or_else(|| format!("the change record's Keys lack {name:?}"))?;
+                    let cell =
+                        cast(value, spec).map_err(|e| format!("key attribute {name:?}: {e}"))?;
+                    key.push(match cell {
+                        Cell::Text(text) => KeyValue::Text(text.into_owned()),
+                        Cell::Bytes(bytes) => KeyValue::Bytes(bytes),
+                        other => {
+                            return Err(format!(
+                                "key attribute {name:?} cannot be a key ({other:?})"
+                            ))
+                        }
+                    });
+                }
+                Ok(vec![(0, key)])
+            }
+        }
+    }
+
+    /// Encodes a block of change records; every upserted row carries `provenance`.
+    pub fn encode(&self, block: &RawBlock, provenance: i64) -> Result<EncodedBlock> {
+        let mut rejects = Vec::new();
+        let mut per_table: Vec<Changes> =
+            (0..self.tables.len()).map(|_| Changes::default()).collect();
+        let mut applied = 0u64;
+        let mut filtered = 0u64;
+        // Lines with a NewImage, by line: their record and where their key can be.
+        let mut pending: BTreeMap<u64, (Arc<[u8]>, Homes)> = BTreeMap::new();
+        let mut images = Vec::new();
+        for line in &block.lines {
+            let raw = block.line(line);
+            let reject = |kind, reason: String| Reject {
+                line_no: line.line_no,
+                kind,
+                reason,
+                raw: raw.to_vec(),
+            };
+            let record = match parse_change_line(raw) {
+                Ok(record) => record,
+                Err(e) => {
+                    rejects.push(reject(
+                        RejectKind::Malformed,
+                        format!("malformed change record: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let homes = match self.homes(&record.keys) {
+                Ok(homes) => homes,
+                Err(reason) => {
+                    rejects.push(reject(RejectKind::Key, reason));
+                    continue;
+                }
+            };
+            let shared: Arc<[u8]> = Arc::from(raw);
+            match record.new_image {
+                None => {
+                    applied += 1;
+                    for (table, key) in homes {
+                        per_table[table].deletes.push(Delete {
+                            line_no: line.line_no,
+                            key,
+                            raw: shared.clone(),
+                        });
+                    }
+                }
+                Some(image) => {
+                    pending.insert(line.line_no, (shared, homes));
+                    images.push((line.line_no, raw, Ok(image)));
+                }
+            }
+        }
+        // Every converted row: (table, line, key, values).
+        let mut rows: Vec<(usize, u64, Key, Vec<Option<String>>)> = Vec::new();
+        let (mut dropped, spilled) = match &self.conversion {
+            ChangeConversion::Table(decoder) => {
+                let decoded = decoder.decode_items(images.into_iter());
+                let schema = &self.tables[0];
+                let texts = crate::csv::batch_texts(schema, &decoded.batch, Some(provenance));
+                for (row, values) in texts.into_iter().enumerate() {
+                    let key = key_of_row(schema, &decoded.batch, row);
+                    rows.push((0, decoded.line_numbers[row], key, values));
+                }
+                let dropped: Vec<(u64, Option<Reject>)> = decoded
+                    .rejects
+                    .into_iter()
+                    .map(|r| (r.line_no, Some(r)))
+                    .collect();
+                (dropped, decoded.spilled)
+            }
+            ChangeConversion::Routed(router) => {
+                let routed = router.route_items(images.into_iter());
+                for (table, (batch, lines)) in
+                    routed.batches.iter().zip(&routed.line_numbers).enumerate()
+                {
+                    if batch.num_rows() == 0 {
+                        continue;
+                    }
+                    let schema = &self.tables[table];
+                    let texts = crate::csv::batch_texts(schema, batch, Some(provenance));
+                    for (row, values) in texts.into_iter().enumerate() {
+                        rows.push((table, lines[row], key_of_row(schema, batch, row), values));
+                    }
+                }
+                let mut dropped: Vec<(u64, Option<Reject>)> = routed
+                    .rejects
+                    .into_iter()
+                    .map(|r| (r.line_no, Some(r)))
+                    .collect();
+                filtered = routed.filtered_lines.len() as u64;
+                dropped.extend(routed.filtered_lines.into_iter().map(|line| (line, None)));
+                (dropped, 0)
+            }
+        };
+        rows.sort_by_key(|(table, line, _, _)| (*table, *line));
+        for (table, line_no, key, values) in rows {
+            let Some((raw, homes)) = pending.remove(&line_no) else {
+                continue;
+            };
+            // The row's key must be the record's Keys (in this table).
+            if let Some((_, expected)) = homes.iter().find(|(t, _)| *t == table) {
+                if *expected != key {
+                    rejects.push(Reject {
+                        line_no,
+                        kind: RejectKind::Key,
+                        reason: format!(
+                            "the change record's Keys and its NewImage name different items ({} vs {})",
+                            super::describe_key(&self.tables[table], expected, crate::redact::mode()),
+                            super::describe_key(&self.tables[table], &key, crate::redact::mode())
+                        ),
+                        raw: raw.to_vec(),
+                    });
+                    continue;
+                }
+            }
+            applied += 1;
+            for (home, home_key) in homes {
+                if home != table {
+                    per_table[home].deletes.push(Delete {
+                        line_no,
+                        key: home_key,
+                        raw: raw.clone(),
+                    });
+                }
+            }
+            per_table[table].upserts.push(Upsert {
+                line_no,
+                key,
+                values,
+                raw,
+            });
+        }
+        // A NewImage that was rejected or filtered: the key leaves every table (a full load of
+        // the new state would hold no row for it).
+        dropped.sort_by_key(|(line, _)| *line);
+        for (line_no, reject) in dropped {
+            if let Some((raw, homes)) = pending.remove(&line_no) {
+                for (table, key) in homes {
+                    per_table[table].deletes.push(Delete {
+                        line_no,
+                        key,
+                        raw: raw.clone(),
+                    });
+                }
+            }
+            if let Some(reject) = reject {
+                rejects.push(reject);
+            }
+        }
+        rejects.sort_by_key(|r| r.line_no);
+        for changes in &mut per_table {
+            changes.deletes.sort_by_key(|d| d.line_no);
+        }
+        let tables = per_table
+            .into_iter()
+            .enumerate()
+            .filter(|(_, c)| !c.upserts.is_empty() || !c.deletes.is_empty())
+            .map(|(table, changes)| TableRows {
+                table,
+                rows: changes.upserts.len() as u64,
+                payload: Payload::Changes(changes),
+                // Nothing to prove: the chunk's changes commit with its checkpoint.
+                first_key: None,
+                keys: Vec::new(),
+            })
+            .collect();
+        Ok(EncodedBlock {
+            tables,
+            rows: applied,
+            rejects,
+            spilled,
+            filtered,
+        })
+    }
 }
 
 #[cfg(test)]

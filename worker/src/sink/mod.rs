@@ -74,6 +74,7 @@ pub mod apply;
 #[cfg(test)]
 mod apply_fake;
 pub mod autocommit;
+pub mod deferred;
 pub mod driver;
 pub mod encode;
 #[cfg(test)]
@@ -85,7 +86,9 @@ pub mod transaction;
 use async_trait::async_trait;
 use tokio_postgres::Client;
 
-pub use driver::{clean_stale_loads, load_shard, unload_shard, LoadContext, ShardOutcome};
+pub use driver::{
+    clean_stale_loads, load_shard, prepare_context, unload_shard, LoadContext, ShardOutcome,
+};
 pub use encode::{BlockEncoder, EncodedBlock};
 
 use crate::decode::Reject;
@@ -95,17 +98,7 @@ use crate::Result;
 use ferry_shared::config::RejectLines;
 use ferry_shared::schema::TableSchema;
 
-/// A key column's value, as bound in a presence probe.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum KeyValue {
-    /// Text (or exact decimal text, cast in SQL).
-    Text(String),
-    /// Binary.
-    Bytes(Vec<u8>),
-}
-
-/// The values of a row's key columns, in key order.
-pub type Key = Vec<KeyValue>;
+pub use crate::convert::{Key, KeyValue};
 
 /// Describes a key for messages under `mode` (`load.reject_lines`): `(PK="USER#1", SK="ORDER#2")`
 /// when `raw`; with `redacted` or `omitted`, the key columns and each value's length only,
@@ -372,7 +365,9 @@ pub async fn load_shard_on(
     shard_id: &str,
 ) -> Result<ShardOutcome> {
     if ctx.encoder.applies_changes() {
-        let mut sink = apply::ApplySink::open(client, ctx).await?;
+        // A window applies only after the window before it (or the full run) is complete.
+        crate::window::check_next(client, &ctx.run.run_id).await?;
+        let mut sink = apply::ApplySink::new(client, &ctx.tables, ctx.target.kind);
         return load_shard(client, &apply::KeepWindowRows, &mut sink, ctx, shard_id).await;
     }
     if ctx.load_path() == LoadPath::Parquet {
