@@ -61,6 +61,21 @@ pub enum TestTarget {
     HeliosDb,
 }
 
+/// An empty database on `target`: a new database in the shared PostgreSQL cluster, or a HeliosDB
+/// server of the caller's own (stopped when the returned server is dropped).
+pub async fn empty_target(
+    target: TestTarget,
+    name: &str,
+) -> anyhow::Result<(String, Option<crate::helios::HeliosServer>)> {
+    Ok(match target {
+        TestTarget::Postgres => (shared_cluster().create_database(name).await?, None),
+        TestTarget::HeliosDb => {
+            let server = crate::helios::HeliosServer::start()?;
+            (server.url(), Some(server))
+        }
+    })
+}
+
 /// Generates an export with `options` and creates a PostgreSQL database for it.
 pub async fn fixture(name: &str, options: &GenOptions) -> anyhow::Result<Fixture> {
     fixture_on(TestTarget::Postgres, name, options).await

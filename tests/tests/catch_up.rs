@@ -12,29 +12,10 @@ use std::time::{Duration, Instant};
 use ferry_coordinator::catch_up::{catch_up, CatchUpReport, CatchUpRequest};
 use ferry_shared::config::Settings;
 use ferry_tests::harness::{
-    assert_run_matches_text, assert_table_matches, binary, connect, migrate_path, query_text,
-    run_coordinator, stderr_of, TestTarget,
+    assert_run_matches_text, assert_table_matches, binary, connect, empty_target, migrate_path,
+    query_text, run_coordinator, stderr_of, TestTarget,
 };
 use ferry_tests::history::{table_text, History, ROUTED_CONFIG, ROUTED_TABLES};
-
-/// A fresh database on `target` (its server, for HeliosDB, stops when dropped).
-async fn database(
-    target: TestTarget,
-    name: &str,
-) -> anyhow::Result<(String, Option<ferry_tests::helios::HeliosServer>)> {
-    Ok(match target {
-        TestTarget::Postgres => (
-            ferry_tests::pg::shared_cluster()
-                .create_database(name)
-                .await?,
-            None,
-        ),
-        TestTarget::HeliosDb => {
-            let server = ferry_tests::helios::HeliosServer::start()?;
-            (server.url(), Some(server))
-        }
-    })
-}
 
 fn routed_settings(dir: &std::path::Path) -> anyhow::Result<Settings> {
     let path = dir.join("routed.toml");
@@ -94,7 +75,7 @@ async fn ledger_count(url: &str, sql: &str) -> anyhow::Result<i64> {
 async fn history_is_caught_up_exactly(target: TestTarget) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let history = History::generate(dir.path(), 300, 12)?;
-    let (url, _server) = database(target, "catchup").await?;
+    let (url, _server) = empty_target(target, "catchup").await?;
     let w = |n| history.window_id(n);
 
     // An incremental export before its full run.
@@ -286,7 +267,7 @@ async fn history_is_caught_up_exactly(target: TestTarget) -> anyhow::Result<()> 
             assert_run_matches_text(&url, &plain.run_id, &history.final_export_dir(), &[]).await?;
         }
     }
-    let (oracle_url, _oracle_server) = database(target, "catchup_oracle").await?;
+    let (oracle_url, _oracle_server) = empty_target(target, "catchup_oracle").await?;
     let oracle = migrate_path(
         &oracle_url,
         &history.final_state(),

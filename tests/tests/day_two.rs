@@ -15,30 +15,11 @@ use std::time::{Duration, Instant};
 use ferry_tests::compare::{compare, read_source_items};
 use ferry_tests::gen::{generate_export, rewrite_lines, GenOptions};
 use ferry_tests::harness::{
-    assert_exit, assert_run_matches_text, binary, connect, gen_options, migrate_path, query_text,
-    run_coordinator, stderr_of, TestTarget,
+    assert_exit, assert_run_matches_text, binary, connect, empty_target, gen_options, migrate_path,
+    query_text, run_coordinator, stderr_of, TestTarget,
 };
 use ferry_tests::history::{table_text, History};
 use ferry_tests::parquet::read_dataset;
-
-/// A fresh database on `target` (its server, for HeliosDB, stops when dropped).
-async fn database(
-    target: TestTarget,
-    name: &str,
-) -> anyhow::Result<(String, Option<ferry_tests::helios::HeliosServer>)> {
-    Ok(match target {
-        TestTarget::Postgres => (
-            ferry_tests::pg::shared_cluster()
-                .create_database(name)
-                .await?,
-            None,
-        ),
-        TestTarget::HeliosDb => {
-            let server = ferry_tests::helios::HeliosServer::start()?;
-            (server.url(), Some(server))
-        }
-    })
-}
 
 async fn scalar(url: &str, sql: &str) -> anyhow::Result<String> {
     Ok(query_text(url, sql).await?.unwrap_or_default())
@@ -49,7 +30,7 @@ async fn scalar(url: &str, sql: &str) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parquet_append_keeps_the_first_runs_files() -> anyhow::Result<()> {
     for target in [TestTarget::Postgres, TestTarget::HeliosDb] {
-        let (ledger, _server) = database(target, "parquet_append").await?;
+        let (ledger, _server) = empty_target(target, "parquet_append").await?;
         let dir = tempfile::tempdir()?;
         let a = generate_export(&dir.path().join("a"), &gen_options(71, 1_500, 2))?;
         // B: the same items under other partition keys, in an export of its own.
@@ -137,6 +118,18 @@ async fn a_parquet_append_keeps_the_first_runs_files() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `reset --shard` that must be refused (exit 2); its message.
+fn refused_reset(url: &str, run_id: &str, shard: &str) -> anyhow::Result<String> {
+    let output = run_coordinator(
+        &[
+            "reset", "--target", url, "--run-id", run_id, "--shard", shard,
+        ],
+        &[],
+    )?;
+    assert_exit(&output, 2);
+    Ok(stderr_of(&output))
+}
+
 /// A full load, three catch-up windows, then `reset` of a shard of the full run (which would
 /// remove rows the windows rewrote and reload stale ones) and of a window's shard: both refused,
 /// exit 2, saying what to do; the table still equals the final state.
@@ -145,7 +138,7 @@ async fn reset_never_undoes_a_catch_up_window() -> anyhow::Result<()> {
     for target in [TestTarget::Postgres, TestTarget::HeliosDb] {
         let dir = tempfile::tempdir()?;
         let history = History::generate(dir.path(), 150, 24)?;
-        let (url, _server) = database(target, "reset_windows").await?;
+        let (url, _server) = empty_target(target, "reset_windows").await?;
         let mut settings = ferry_shared::config::Settings::default();
         settings.load.chunk_lines = 40.try_into()?;
         let full = migrate_path(
@@ -181,20 +174,7 @@ async fn reset_never_undoes_a_catch_up_window() -> anyhow::Result<()> {
             ),
         )
         .await?;
-        let refused = run_coordinator(
-            &[
-                "reset",
-                "--target",
-                &url,
-                "--run-id",
-                &full.run_id,
-                "--shard",
-                &shard,
-            ],
-            &[],
-        )?;
-        assert_exit(&refused, 2);
-        let message = stderr_of(&refused);
+        let message = refused_reset(&url, &full.run_id, &shard)?;
         assert!(
             message.contains("followed by 3 catch-up window(s)") && message.contains("drop it"),
             "{target:?}: {message}"
@@ -212,20 +192,7 @@ async fn reset_never_undoes_a_catch_up_window() -> anyhow::Result<()> {
             &format!("SELECT shard_id FROM ferry.shards WHERE run_id = '{window}' LIMIT 1"),
         )
         .await?;
-        let refused = run_coordinator(
-            &[
-                "reset",
-                "--target",
-                &url,
-                "--run-id",
-                &window,
-                "--shard",
-                &window_shard,
-            ],
-            &[],
-        )?;
-        assert_exit(&refused, 2);
-        let message = stderr_of(&refused);
+        let message = refused_reset(&url, &window, &window_shard)?;
         assert!(
             message.contains("catch-up window 2") && message.contains("running `catch-up` again"),
             "{target:?}: {message}"
@@ -306,7 +273,7 @@ async fn reset_cannot_race_a_live_autocommit_copy() -> anyhow::Result<()> {
                 ..GenOptions::sized(81, 3_000, 1)
             },
         )?;
-        let (url, _server) = database(target, "reset_race").await?;
+        let (url, _server) = empty_target(target, "reset_race").await?;
 
         // A live worker mid-chunk: the reset is refused and changes nothing.
         let child = start_held_migrate(dir.path(), &url, copy_format, 6_000)?;
@@ -337,7 +304,7 @@ async fn reset_cannot_race_a_live_autocommit_copy() -> anyhow::Result<()> {
         );
 
         // A worker killed mid-chunk: refused without --force; with it, the reload is exact.
-        let (url, _server2) = database(target, "reset_race_kill").await?;
+        let (url, _server2) = empty_target(target, "reset_race_kill").await?;
         let mut child = start_held_migrate(dir.path(), &url, copy_format, 60_000)?;
         let (run_id, shard_id) = wait_for_chunk_in_flight(&url).await?;
         child.kill()?; // SIGKILL

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 
 use ferry_tests::compare::{compare, read_source_items, read_table_text, SourceItems};
 use ferry_tests::gen::{generate_export, rewrite_lines, GenOptions, Rng};
-use ferry_tests::harness::{binary, connect, query_text, run_coordinator, stderr_of, TestTarget};
+use ferry_tests::harness::{
+    binary, connect, empty_target, query_text, run_coordinator, stderr_of, TestTarget,
+};
 use serde_json::Value;
 
 /// Which export a step works on.
@@ -186,25 +188,6 @@ fn generate(seed: u64, steps: usize) -> Vec<Step> {
             },
         })
         .collect()
-}
-
-/// A target with nothing in it (the HeliosDB server stops when dropped).
-async fn fresh(
-    path: LoadPath,
-    n: u64,
-) -> anyhow::Result<(String, Option<ferry_tests::helios::HeliosServer>)> {
-    Ok(match path.target() {
-        TestTarget::Postgres => (
-            ferry_tests::pg::shared_cluster()
-                .create_database(&format!("seq{n}"))
-                .await?,
-            None,
-        ),
-        TestTarget::HeliosDb => {
-            let server = ferry_tests::helios::HeliosServer::start()?;
-            (server.url(), Some(server))
-        }
-    })
 }
 
 async fn text(url: &str, sql: &str) -> anyhow::Result<String> {
@@ -499,7 +482,7 @@ async fn run_sequence(
     exports: &Exports,
     steps: &[Step],
 ) -> anyhow::Result<Option<String>> {
-    let (url, _server) = fresh(path, n).await?;
+    let (url, _server) = empty_target(path.target(), &format!("seq{n}")).await?;
     let mut models: [RunModel; 2] = Default::default();
     for (i, step) in steps.iter().enumerate() {
         if let Err(e) = run_step(path, &url, exports, &mut models, step).await {
