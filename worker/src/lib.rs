@@ -8,8 +8,8 @@
 //!   items.
 //! - [`ion`]: parses one line of an Amazon Ion export into the same values.
 //! - [`change`]: incremental exports' change records (`Keys`, `NewImage`, `OldImage`, `Metadata`).
-//! - [`window`]: catch-up windows: whether a window may apply now, its loading context, the end of
-//!   a window (deferred change records retried, then rejected).
+//! - [`window`]: a catch-up window's records: whether a window may apply now, its deferred change
+//!   records, its state (applying a window is [`sink`]'s: `apply`, `deferred`).
 //! - [`number`]: exact DynamoDB numbers (validation, canonical text, PostgreSQL NUMERIC encoding).
 //! - [`json`]: canonical JSON for nested values and the overflow column.
 //! - [`convert`]: the one DynamoDB value → Arrow column conversion (exact casts, builders).
@@ -25,8 +25,8 @@
 //! - [`tls`]: TLS to the target with rustls (`sslmode`, `sslrootcert`).
 //! - [`redact`]: what the ledger keeps of rejected lines (`load.reject_lines`).
 //! - [`ledger`]: reading and writing the `ferry` ledger through tokio-postgres.
-//! - [`lineage`]: a run's lineage (the windows that follow it) and which day-two operations
-//!   (`reset` among them) it allows.
+//! - [`lineage`]: a run's lineage (the windows that follow it, how far they caught up) and which
+//!   day-two operations (`reset` among them) it allows.
 //! - [`sink`]: the load engine: one chunk driver and one sink per load path (binary COPY in a
 //!   transaction, CSV COPY in autocommit, INSERT), with the exactly-once argument.
 //! - [`simple`]: COPY over the simple query protocol (the HeliosDB path).

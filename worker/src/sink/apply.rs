@@ -3,8 +3,9 @@
 //!
 //! # What a change record does
 //! - With a `NewImage`, the item is converted exactly as the full run converted items (the run's
-//!   recorded schema and routing: [`Decoder`] in table mode, [`Router`] in routed mode, the same
-//!   casts, overflow and rest columns, transforms and filters), and its row is upserted
+//!   recorded schema and routing: [`crate::decode::Decoder`] in table mode,
+//!   [`crate::route::Router`] in routed mode, the same casts, overflow and rest columns,
+//!   transforms and filters), and its row is upserted
 //!   (`INSERT … ON CONFLICT (key) DO UPDATE` of every column the run writes). In a routed run the
 //!   key is also deleted from the run's other tables, so an item whose update changed the rule it
 //!   matches leaves its old table (skipped when every rule matches on the key alone: such items

@@ -14,7 +14,9 @@
 //!   under names derived from the load and chunk; the ledger stays in a database.
 //! - [`apply`]: incremental exports: each chunk's upserts and deletes, its rejects and its
 //!   checkpoint in one transaction (both targets), constraint violations deferred to the end of
-//!   the window.
+//!   the window; [`deferred`]: the window's end, its deferred records retried in rounds, the rest
+//!   rejected; [`prepare_context`] makes a window's loading context encode change records
+//!   (the change-record encoder is [`encode`]'s).
 //! - [`sql`]: what both SQL sinks share: the [`Ledger`] on a tokio-postgres client, presence
 //!   probes and the conditional checkpoint.
 //!
