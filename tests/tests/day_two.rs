@@ -276,7 +276,9 @@ async fn reset_cannot_race_a_live_autocommit_copy() -> anyhow::Result<()> {
         let (url, _server) = empty_target(target, "reset_race").await?;
 
         // A live worker mid-chunk: the reset is refused and changes nothing.
-        let child = start_held_migrate(dir.path(), &url, copy_format, 6_000)?;
+        // Held 10 s: the reset below must run while the chunk is still in flight (its process
+        // start and connection take well under a second, even on a loaded 2-core machine).
+        let child = start_held_migrate(dir.path(), &url, copy_format, 10_000)?;
         let (run_id, shard_id) = wait_for_chunk_in_flight(&url).await?;
         let refused = run_coordinator(
             &[
