@@ -86,7 +86,11 @@ pub async fn reset(
             unload_shard(client, client, &run.run_id, &tables, shard, restart).await?
         };
         if !restarted {
-            // A worker marked a chunk in flight after the look above.
+            // A worker marked a chunk in flight after the look above. The shards reset before
+            // it load again: the run is loading.
+            if !reset.is_empty() {
+                mark_loading(client, run).await?;
+            }
             let now = ledger::get_shards(client, &run.run_id)
                 .await?
                 .into_iter()
@@ -105,7 +109,15 @@ pub async fn reset(
         tracing::info!(run = %run.run_id, shard = %shard.shard_id, "shard reset: its rows were removed and it loads again from the start");
         reset.push(shard.shard_id.clone());
     }
-    if !reset.is_empty() && run.state != ferry_shared::ledger::run_state::LOADING {
+    if !reset.is_empty() {
+        mark_loading(client, run).await?;
+    }
+    Ok(reset)
+}
+
+/// A run some of whose shards start over is loading again.
+async fn mark_loading(client: &Client, run: &RunRecord) -> Result<()> {
+    if run.state != ferry_shared::ledger::run_state::LOADING {
         ledger::finish_run(
             client,
             &run.run_id,
@@ -114,5 +126,5 @@ pub async fn reset(
         )
         .await?;
     }
-    Ok(reset)
+    Ok(())
 }
