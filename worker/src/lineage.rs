@@ -200,3 +200,109 @@ pub fn in_flight(run_id: &str, shard: &ShardRecord, from: u64) -> String {
         shard.shard_id
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_shared::ledger::shard_state;
+    use ferry_shared::schema::OnTypeMismatch;
+
+    fn run(run_id: &str) -> RunRecord {
+        let schema = (*crate::decode::tests::test_schema(OnTypeMismatch::Overflow)).clone();
+        RunRecord::for_test(run_id, std::path::Path::new("/x"), schema, 10, 10, None)
+    }
+
+    fn window(run_id: &str, seq: i64, state: &str) -> WindowRecord {
+        WindowRecord {
+            run_id: run_id.into(),
+            base_run_id: "full".into(),
+            seq,
+            export_arn: Some(format!("arn:aws:dynamodb:r:1:table/t/export/{run_id}")),
+            export_from: "2026-11-01T00:00:00.000Z".into(),
+            export_to: "2026-11-01T01:00:00.000Z".into(),
+            from_micros: 0,
+            to_micros: 1,
+            output_view: None,
+            state: state.into(),
+        }
+    }
+
+    fn shard(copying_from: Option<u64>) -> ShardRecord {
+        ShardRecord {
+            shard_id: "s1".into(),
+            data_key: "data/s1.json.gz".into(),
+            item_count: Some(10),
+            md5_checksum: None,
+            size_bytes: None,
+            committed_lines: copying_from.unwrap_or(0),
+            loaded_rows: 0,
+            rejected_rows: 0,
+            filtered_rows: 0,
+            spilled_values: 0,
+            items_seen: None,
+            md5_ok: None,
+            state: shard_state::PENDING.into(),
+            error: None,
+            generation: 0,
+            copying_from,
+        }
+    }
+
+    #[test]
+    fn a_full_run_without_windows_may_be_reset() {
+        let lineage = Lineage {
+            run: run("full"),
+            window: None,
+            windows: Vec::new(),
+        };
+        assert_eq!(lineage.allows_reset(), Ok(()));
+    }
+
+    #[test]
+    fn a_run_that_windows_follow_and_a_window_are_never_reset() {
+        let followed = Lineage {
+            run: run("full"),
+            window: None,
+            windows: vec![window("w1", 1, "complete"), window("w2", 2, "applying")],
+        };
+        let refusal = followed.allows_reset().unwrap_err().0;
+        assert!(
+            refusal.contains("followed by 2 catch-up window(s)")
+                && refusal.contains("w2")
+                && refusal.contains("applying")
+                && refusal.contains("drop it"),
+            "{refusal}"
+        );
+        let a_window = Lineage {
+            run: run("w2"),
+            window: Some(window("w2", 2, "failed")),
+            windows: Vec::new(),
+        };
+        let refusal = a_window.allows_reset().unwrap_err().0;
+        assert!(
+            refusal.contains("catch-up window 2 of run full")
+                && refusal.contains("running `catch-up` again"),
+            "{refusal}"
+        );
+    }
+
+    #[test]
+    fn a_shard_with_a_chunk_in_flight_is_reset_only_when_forced() {
+        let lineage = Lineage {
+            run: run("full"),
+            window: None,
+            windows: Vec::new(),
+        };
+        assert_eq!(lineage.allows_shard_reset(&shard(None), false), Ok(()));
+        let refusal = lineage
+            .allows_shard_reset(&shard(Some(30)), false)
+            .unwrap_err()
+            .0;
+        assert!(
+            refusal.contains("shard s1 of run full has a chunk in flight (written after line 30")
+                && refusal.contains("--force"),
+            "{refusal}"
+        );
+        assert_eq!(lineage.allows_shard_reset(&shard(Some(30)), true), Ok(()));
+    }
+}
