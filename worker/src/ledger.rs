@@ -40,6 +40,36 @@ pub struct RunRecord {
 }
 
 #[cfg(test)]
+impl ShardRecord {
+    /// A pending shard of the fake targets' tests, nothing committed yet.
+    pub(crate) fn for_test(
+        shard_id: &str,
+        data_key: &str,
+        item_count: u64,
+        md5_checksum: Option<String>,
+    ) -> ShardRecord {
+        ShardRecord {
+            shard_id: shard_id.into(),
+            data_key: data_key.into(),
+            item_count: Some(item_count),
+            md5_checksum,
+            size_bytes: None,
+            committed_lines: 0,
+            loaded_rows: 0,
+            rejected_rows: 0,
+            filtered_rows: 0,
+            spilled_values: 0,
+            items_seen: None,
+            md5_ok: None,
+            state: ferry_shared::ledger::shard_state::PENDING.into(),
+            error: None,
+            generation: 0,
+            copying_from: None,
+        }
+    }
+}
+
+#[cfg(test)]
 impl RunRecord {
     /// A run of the fake targets' tests: `schema`, from the export in `dir`, `chunk_lines` lines a
     /// chunk, `items` items by the manifest, loading the way `load_path` says.

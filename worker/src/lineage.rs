@@ -204,7 +204,6 @@ pub fn in_flight(run_id: &str, shard: &ShardRecord, from: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_shared::ledger::shard_state;
     use ferry_shared::schema::OnTypeMismatch;
 
     fn run(run_id: &str) -> RunRecord {
@@ -229,22 +228,9 @@ mod tests {
 
     fn shard(copying_from: Option<u64>) -> ShardRecord {
         ShardRecord {
-            shard_id: "s1".into(),
-            data_key: "data/s1.json.gz".into(),
-            item_count: Some(10),
-            md5_checksum: None,
-            size_bytes: None,
             committed_lines: copying_from.unwrap_or(0),
-            loaded_rows: 0,
-            rejected_rows: 0,
-            filtered_rows: 0,
-            spilled_values: 0,
-            items_seen: None,
-            md5_ok: None,
-            state: shard_state::PENDING.into(),
-            error: None,
-            generation: 0,
             copying_from,
+            ..ShardRecord::for_test("s1", "data/s1.json.gz", 10, None)
         }
     }
 

@@ -479,24 +479,7 @@ mod tests {
         let target = FakeTarget::with_tables(1);
         target.state.lock().unwrap().shards.insert(
             "s".into(),
-            ShardRecord {
-                shard_id: "s".into(),
-                data_key: "s.json.gz".into(),
-                item_count: Some(items),
-                md5_checksum: Some(md5),
-                size_bytes: None,
-                committed_lines: 0,
-                loaded_rows: 0,
-                rejected_rows: 0,
-                filtered_rows: 0,
-                spilled_values: 0,
-                items_seen: None,
-                md5_ok: None,
-                state: shard_state::PENDING.into(),
-                error: None,
-                generation: 0,
-                copying_from: None,
-            },
+            ShardRecord::for_test("s", "s.json.gz", items, Some(md5)),
         );
         let run = RunRecord::for_test(RUN, dir.path(), schema, chunk, items, Some("csv"));
         let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
