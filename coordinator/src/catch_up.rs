@@ -26,20 +26,21 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_ledger::run_state;
+use ferry_ledger::runs as ledger;
+use ferry_ledger::window::{self as windows, WindowRecord};
+use ferry_ledger::window_state;
+use ferry_ledger::RunRecord;
 use ferry_shared::config::Settings;
-use ferry_shared::ledger::run_state;
 use ferry_shared::manifest::{locate_windows, micros_of, ExportListing};
 use ferry_shared::queue::MemoryQueue;
 use ferry_shared::sqs::SqsQueue;
 use ferry_shared::store::{open_export, ObjectStore};
-use ferry_shared::window::window_state;
-use ferry_worker::ledger::{self, RunRecord};
 use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
 use ferry_worker::progress::Progress;
 use ferry_worker::sink::deferred::DeferredOutcome;
 use ferry_worker::sink::LoadContext;
 use ferry_worker::target::{Target, TargetKind};
-use ferry_worker::window::{self as windows, WindowRecord};
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -444,7 +445,7 @@ pub async fn catch_up(request: &CatchUpRequest, queue: Option<&SqsQueue>) -> Res
     let first = found
         .first()
         .ok_or_else(|| CoordinatorError::Invalid("no incremental exports to apply".into()))?;
-    let mut client = ledger::connect(&request.target_url).await?;
+    let mut client = ferry_worker::conn::control(&request.target_url).await?;
     ledger::ensure_ledger(&client).await?;
     let target = Target::detect(&client, request.settings.load.copy_format).await?;
     let base = base_run(&client, request.base_run_id.as_deref(), first).await?;
@@ -566,7 +567,7 @@ pub async fn catch_up(request: &CatchUpRequest, queue: Option<&SqsQueue>) -> Res
         }
     }
     if report.caught_up_to.is_none() {
-        report.caught_up_to = ferry_worker::lineage::caught_up_to(&client, &base).await?;
+        report.caught_up_to = ferry_ledger::lineage::caught_up_to(&client, &base).await?;
     }
     Ok(report)
 }
@@ -710,7 +711,7 @@ async fn finish_window(
 ) -> Result<()> {
     let shards = ledger::get_shards(client, &run.run_id).await?;
     for shard in &shards {
-        if shard.state != ferry_shared::ledger::shard_state::DONE {
+        if shard.state != ferry_ledger::shard_state::DONE {
             line.problems.push(format!(
                 "shard {} ({}) is {}{}",
                 shard.shard_id,

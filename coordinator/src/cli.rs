@@ -18,9 +18,9 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
+use ferry_ledger::runs as ledger;
 use ferry_shared::config::{KeyAttribute, Settings};
 use ferry_shared::telemetry::LogFormat;
-use ferry_worker::ledger;
 
 use crate::embedded::EmbeddedHelios;
 use crate::finalize::{finalize, verify, EndSteps};
@@ -393,7 +393,7 @@ async fn optional_queue(cli: Option<&String>, settings: &Settings) -> Option<Sqs
 async fn recorded_run(
     client: &tokio_postgres::Client,
     run_id: &str,
-) -> anyhow::Result<ferry_worker::ledger::RunRecord> {
+) -> anyhow::Result<ferry_ledger::RunRecord> {
     ledger::get_run(client, run_id)
         .await?
         .with_context(|| format!("run {run_id} is not in the ledger"))
@@ -596,7 +596,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 None
             };
             let request = plan_request(&args, settings)?;
-            let mut client = ledger::connect(&target_url).await?;
+            let mut client = ferry_worker::conn::control(&target_url).await?;
             let planned = plan(&mut client, &request).await?;
             println!("{}", planned.run.run_id);
             eprintln!(
@@ -642,7 +642,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let created = SqsQueue::create(&client, &args.name, &settings.queue).await?;
             match args.target.clone().or_else(|| settings.target_url.clone()) {
                 Some(target) => {
-                    let db = ledger::connect(&target).await?;
+                    let db = ferry_worker::conn::control(&target).await?;
                     ledger::ensure_ledger(&db).await?;
                     let token = ledger::ensure_target_token(&db).await?;
                     SqsQueue::new(client.clone(), created.url.clone(), settings.queue.clone())
@@ -669,7 +669,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let settings = load_settings(args.config.as_deref())?;
             let target_url = target_url(args.target.as_ref(), &settings)?;
             let queue = open_queue(queue_url(args.queue_url.as_ref(), &settings)?, &settings).await;
-            let client = ledger::connect(&target_url).await?;
+            let client = ferry_worker::conn::control(&target_url).await?;
             ledger::get_run(&client, &args.run_id)
                 .await?
                 .with_context(|| {
@@ -689,7 +689,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let settings = load_settings(args.config.as_deref())?;
             let target_url = target_url(args.target.as_ref(), &settings)?;
             let queue = optional_queue(args.queue_url.as_ref(), &settings).await;
-            let client = ledger::connect(&target_url).await?;
+            let client = ferry_worker::conn::control(&target_url).await?;
             let mut previous: Option<(FleetStatus, std::time::Instant)> = None;
             loop {
                 let run = recorded_run(&client, &args.run_id).await?;
@@ -755,7 +755,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let settings = load_settings(args.config.as_deref())?;
             ferry_worker::sink::parquet::set_aws_settings(settings.aws.clone());
             let target_url = target_url(args.target.as_ref(), &settings)?;
-            let client = ledger::connect(&target_url).await?;
+            let client = ferry_worker::conn::control(&target_url).await?;
             ledger::ensure_ledger(&client).await?;
             let run = recorded_run(&client, &args.run_id).await?;
             let shards = if args.failed {
@@ -834,7 +834,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let settings = load_settings(args.config.as_deref())?;
             ferry_worker::sink::parquet::set_aws_settings(settings.aws.clone());
             let target_url = target_url(args.target.as_ref(), &settings)?;
-            let client = ledger::connect(&target_url).await?;
+            let client = ferry_worker::conn::control(&target_url).await?;
             if args.wait && !args.verify_only {
                 let queue = optional_queue(args.queue_url.as_ref(), &settings).await;
                 wait_for_shards(&client, &args.run_id, queue.as_ref(), args.interval).await?;

@@ -6,9 +6,12 @@ pub enum CoordinatorError {
     /// From the shared crate (config, manifests, store).
     #[error(transparent)]
     Shared(#[from] ferry_shared::Error),
-    /// From the worker crate (database, ledger, data files).
+    /// From the worker crate (database, data files).
     #[error(transparent)]
     Worker(#[from] ferry_worker::WorkerError),
+    /// From the ledger crate (its database calls, a record it does not hold).
+    #[error(transparent)]
+    Ledger(#[from] ferry_ledger::LedgerError),
     /// The user's request cannot be carried out as given.
     #[error("{0}")]
     Invalid(String),

@@ -26,7 +26,7 @@
 
 use std::fmt::Write as _;
 
-use ferry_shared::ledger as sql;
+use ferry_ledger::sql;
 use ferry_shared::manifest::ExportListing;
 use ferry_shared::store::is_s3;
 use tokio_postgres::Client;
@@ -194,8 +194,7 @@ impl Readings {
 /// Reads the latest finished run and the latest probe from the target's ledger, with SELECTs
 /// only; never fails: what cannot be read is said in [`Readings::notes`].
 pub async fn read_ledger(url: &str) -> Readings {
-    let client = match tokio::time::timeout(CONNECT_WAIT, ferry_worker::ledger::connect(url)).await
-    {
+    let client = match tokio::time::timeout(CONNECT_WAIT, ferry_worker::conn::control(url)).await {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => {
             return Readings::without_ledger(&format!(

@@ -61,12 +61,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use base64::Engine;
+use ferry_ledger::runs as ledger;
+use ferry_ledger::RunRecord;
 use ferry_shared::config::{AwsSettings, CopyFormat};
 use ferry_shared::ident::{quote_ident, same_column_name};
 use ferry_shared::output::{open_output, OutputStore, PutOutcome};
-use ferry_shared::routing::{Routing, TimeFormat, Transform};
+use ferry_shared::schema::routing::{Routing, TimeFormat, Transform};
 use ferry_shared::schema::{DdbType, NestedJson, PgType, TableSchema, PROVENANCE_COLUMN};
-use ferry_worker::ledger::{self, RunRecord};
 use ferry_worker::target::{Target, TargetKind};
 use futures_util::StreamExt;
 use rayon::prelude::*;
@@ -354,7 +355,7 @@ enum DValue {
 /// Exports the run's tables; see the module docs.
 pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
     let started = Instant::now();
-    let client = ledger::connect(&request.target_url).await?;
+    let client = ferry_worker::conn::control(&request.target_url).await?;
     let run = ledger::get_run(&client, &request.run_id)
         .await?
         .ok_or_else(|| {
@@ -483,7 +484,7 @@ pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
         let (snapshot, attempt) = (consistency.snapshot_id.clone(), attempt_id.clone());
         tasks.spawn(async move {
             let _permit = semaphore.acquire().await;
-            let client = ledger::connect(&request.target_url).await?;
+            let client = ferry_worker::conn::control(&request.target_url).await?;
             begin_reading(&client, snapshot.as_deref()).await?;
             let exported = export_table(
                 &client,
@@ -591,7 +592,7 @@ fn valid_snapshot_id(id: &str) -> bool {
 /// Opens a `REPEATABLE READ` transaction on a connection of its own and exports its snapshot;
 /// the connection must stay open (and idle in that transaction) until every table is read.
 async fn export_snapshot(url: &str) -> Result<(Client, String)> {
-    let holder = ledger::connect(url).await?;
+    let holder = ferry_worker::conn::control(url).await?;
     holder
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
@@ -980,7 +981,7 @@ fn plan_tables(run: &RunRecord) -> (Vec<TablePlan>, Vec<Difference>) {
     (plans, differences)
 }
 
-fn describe_derivation(column: &ferry_shared::routing::Column) -> String {
+fn describe_derivation(column: &ferry_shared::schema::routing::Column) -> String {
     match (
         &column.constant,
         &column.regex,

@@ -33,11 +33,12 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use ferry_ledger::runs as ledger;
+use ferry_ledger::RunRecord;
+use ferry_ledger::{run_state, step_state};
 use ferry_shared::config::{LinkStep, PostLoadStep, RejectLines, VerifyQuery};
 use ferry_shared::failpoint;
 use ferry_shared::ident::quote_ident;
-use ferry_shared::ledger::{run_state, step_state};
-use ferry_worker::ledger::{self, RunRecord};
 use ferry_worker::target::{Target, TargetKind};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -209,14 +210,14 @@ async fn analyze_url<'s>(
     let all_done = !shards.is_empty()
         && shards
             .iter()
-            .all(|s| s.state == ferry_shared::ledger::shard_state::DONE);
+            .all(|s| s.state == ferry_ledger::shard_state::DONE);
     Ok(all_done.then_some(url))
 }
 
 /// `ANALYZE` of the run's tables on a connection of its own; `None` when that connection cannot
 /// be opened (then it runs on the finalizing connection, as without one).
 async fn analyze_beside(url: &str, run: &RunRecord) -> Option<Vec<PostLoadLine>> {
-    match ferry_worker::ledger::connect(url).await {
+    match ferry_worker::conn::control(url).await {
         Ok(client) => Some(analyze_tables(&client, run).await),
         Err(e) => {
             tracing::warn!(error = %e, "no second connection for ANALYZE: it runs after the row count");

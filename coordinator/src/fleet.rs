@@ -6,10 +6,11 @@
 
 use std::fmt::Write as _;
 
-use ferry_shared::ledger::shard_state;
+use ferry_ledger::runs as ledger;
+use ferry_ledger::shard_state;
+use ferry_ledger::{RunRecord, ShardRecord};
 use ferry_shared::queue::ShardTask;
 use ferry_shared::sqs::{QueueDepth, SqsQueue};
-use ferry_worker::ledger::{self, RunRecord, ShardRecord};
 use ferry_worker::pool::pending_tasks;
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -98,7 +99,7 @@ pub struct FleetStatus {
     pub shards: Vec<ShardProgress>,
     /// For a run with catch-up windows (or a window): how far behind its tables are.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub catch_up: Option<ferry_worker::lineage::Behind>,
+    pub catch_up: Option<ferry_ledger::lineage::Behind>,
 }
 
 /// One shard's line in the status.
@@ -294,9 +295,9 @@ pub async fn status(
 
 /// How far behind a run with catch-up windows is (`None` for a run without any, or a ledger
 /// from before windows).
-async fn catch_up_of(client: &Client, run: &RunRecord) -> Option<ferry_worker::lineage::Behind> {
-    let behind = ferry_worker::lineage::behind(client, run).await.ok()?;
-    let is_window = ferry_worker::window::get_window(client, &run.run_id)
+async fn catch_up_of(client: &Client, run: &RunRecord) -> Option<ferry_ledger::lineage::Behind> {
+    let behind = ferry_ledger::lineage::behind(client, run).await.ok()?;
+    let is_window = ferry_ledger::window::get_window(client, &run.run_id)
         .await
         .ok()
         .flatten()

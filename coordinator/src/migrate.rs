@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_shared::ledger::run_state;
+use ferry_ledger::run_state;
+use ferry_ledger::runs as ledger;
 use ferry_shared::queue::MemoryQueue;
-use ferry_worker::ledger;
 use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
 use ferry_worker::progress::Progress;
 use ferry_worker::sink::LoadContext;
@@ -45,7 +45,7 @@ pub async fn migrate_observed(request: MigrateRequest, progress: Arc<Progress>) 
     let settings = &request.plan.settings;
     // A wrong export path is the user's most likely mistake: say so before touching the target.
     check_local_export(&request.plan.export)?;
-    let mut client = ferry_worker::ledger::connect(&request.target_url).await?;
+    let mut client = ferry_worker::conn::control(&request.target_url).await?;
     let plan = plan(&mut client, &request.plan).await?;
     let run = plan.run.clone();
     let mut context = ReportContext {
@@ -134,7 +134,7 @@ pub async fn migrate_observed(request: MigrateRequest, progress: Arc<Progress>) 
 /// A Parquet run's end: stale files removed, each table's `_manifest.json` written.
 pub async fn seal_dataset(
     client: &tokio_postgres::Client,
-    run: &ferry_worker::ledger::RunRecord,
+    run: &ferry_ledger::RunRecord,
     verified: bool,
 ) -> Result<()> {
     let tables = ferry_worker::sink::run_tables(&run.schema);

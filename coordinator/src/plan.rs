@@ -5,16 +5,17 @@
 
 use std::sync::Arc;
 
+use ferry_ledger::run_state;
+use ferry_ledger::runs as ledger;
+use ferry_ledger::RunRecord;
 use ferry_shared::config::{KeyAttribute, Settings, TargetName};
 use ferry_shared::ident::{quote_ident, ColumnNames};
-use ferry_shared::ledger::run_state;
 use ferry_shared::manifest::{locate_export, md5_hex, ExportListing};
-use ferry_shared::routing::{routed_table_sql, Unmatched};
+use ferry_shared::schema::routing::{routed_table_sql, Unmatched};
 use ferry_shared::schema::{
     ColumnSpec, DdbType, NumericLimit, PgType, TableSchema, PROVENANCE_COLUMN,
 };
 use ferry_shared::store::{open_export, ObjectStore};
-use ferry_worker::ledger::{self, RunRecord};
 use ferry_worker::sink::parquet::{self as parquet_sink, ParquetSpec};
 use ferry_worker::target::{LoadPath, Target, TargetKind};
 use tokio_postgres::Client;
@@ -657,7 +658,7 @@ async fn require_unique_key(client: &Client, schema: &TableSchema, target: &Targ
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_shared::routing::Routing;
+    use ferry_shared::schema::routing::Routing;
 
     fn settings(routing: &str) -> Settings {
         Settings {

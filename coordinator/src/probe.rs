@@ -19,15 +19,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ferry_ledger::runs as ledger;
+use ferry_ledger::sql;
 use ferry_shared::config::{KeyAttribute, Settings};
 use ferry_shared::ident::quote_ident;
-use ferry_shared::ledger as sql;
 use ferry_shared::manifest::ExportListing;
 use ferry_shared::schema::{DdbType, TableSchema};
 use ferry_shared::store::ObjectStore;
 use ferry_worker::copy::{COPY_HEADER, COPY_TRAILER};
 use ferry_worker::decode::{Decoder, RawBlock};
-use ferry_worker::ledger;
 use ferry_worker::simple::{CopyResult, SimpleCopyClient};
 use ferry_worker::sink::encode::BlockEncoder;
 use ferry_worker::sink::Payload;
@@ -226,7 +226,7 @@ fn new_probe_id() -> String {
 /// Measures and records; see the module's notes.
 pub async fn probe(request: &ProbeRequest) -> Result<ProbeReport> {
     let settings = &request.settings;
-    let client = ledger::connect(&request.target_url).await?;
+    let client = ferry_worker::conn::control(&request.target_url).await?;
     let target = Target::detect(&client, settings.load.copy_format).await?;
     let path = match target.load_path {
         LoadPath::BinaryCopyInTransaction | LoadPath::CsvCopyAutocommit => target.load_path,
@@ -677,7 +677,7 @@ impl Copier {
             LoadPath::CsvCopyAutocommit => {
                 Copier::Autocommit(SimpleCopyClient::connect(url).await?)
             }
-            _ => Copier::Transaction(ledger::connect_loading(url).await?),
+            _ => Copier::Transaction(ferry_worker::conn::loading(url).await?),
         })
     }
 

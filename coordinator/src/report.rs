@@ -4,9 +4,10 @@
 
 use std::fmt::Write as _;
 
+use ferry_ledger::runs as ledger;
+use ferry_ledger::{run_state, shard_state};
+use ferry_ledger::{RejectRecord, RunRecord, ShardRecord};
 use ferry_shared::ident::quote_ident;
-use ferry_shared::ledger::{run_state, shard_state};
-use ferry_worker::ledger::{self, RejectRecord, RunRecord, ShardRecord};
 use serde::Serialize;
 use tokio_postgres::Client;
 

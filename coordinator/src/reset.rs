@@ -5,12 +5,13 @@
 //! purpose; the shard is then loaded again by `migrate`, `submit` and the workers.
 //!
 //! What the run's lineage forbids is refused before anything changes
-//! ([`ferry_worker::lineage::Lineage::allows_reset`]): a window's shards, a run that windows
+//! ([`ferry_ledger::lineage::Lineage::allows_reset`]): a window's shards, a run that windows
 //! follow, and (without `--force`) a shard whose chunk is being written ahead of its checkpoint.
 
-use ferry_shared::ledger::shard_state;
-use ferry_worker::ledger::{self, Restart, RunRecord};
-use ferry_worker::lineage::{self, Lineage};
+use ferry_ledger::lineage::{self, Lineage};
+use ferry_ledger::runs as ledger;
+use ferry_ledger::shard_state;
+use ferry_ledger::{Restart, RunRecord};
 use ferry_worker::sink::{run_tables, unload_shard};
 use tokio_postgres::Client;
 
@@ -117,14 +118,8 @@ pub async fn reset(
 
 /// A run some of whose shards start over is loading again.
 async fn mark_loading(client: &Client, run: &RunRecord) -> Result<()> {
-    if run.state != ferry_shared::ledger::run_state::LOADING {
-        ledger::finish_run(
-            client,
-            &run.run_id,
-            ferry_shared::ledger::run_state::LOADING,
-            "",
-        )
-        .await?;
+    if run.state != ferry_ledger::run_state::LOADING {
+        ledger::finish_run(client, &run.run_id, ferry_ledger::run_state::LOADING, "").await?;
     }
     Ok(())
 }

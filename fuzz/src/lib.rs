@@ -23,7 +23,5 @@ pub mod json;
 pub mod number;
 #[path = "../../shared/src/queue.rs"]
 pub mod queue;
-#[path = "../../shared/src/routing.rs"]
-pub mod routing;
-#[path = "../../shared/src/schema.rs"]
+#[path = "../../shared/src/schema/mod.rs"]
 pub mod schema;

@@ -64,9 +64,9 @@ pub struct RawConfig {
     /// What `ferry-coordinator probe` measures, and how much.
     #[serde(default)]
     pub probe: RawProbe,
-    /// Single-table design: routing rules (see [`crate::routing`]).
+    /// Single-table design: routing rules (see [`crate::schema::routing`]).
     #[serde(default)]
-    pub routing: crate::routing::Routing,
+    pub routing: crate::schema::routing::Routing,
     /// SQL that `plan` runs, in order, before anything loads (the target tables' DDL).
     #[serde(default)]
     pub setup: Vec<SqlStep>,
@@ -814,7 +814,7 @@ pub struct Settings {
     /// What `probe` measures.
     pub probe: ProbeSettings,
     /// Routing rules (empty: one table per export).
-    pub routing: crate::routing::Routing,
+    pub routing: crate::schema::routing::Routing,
     /// `[[setup]]` statements.
     pub setup: Vec<SqlStep>,
     /// `[[post_load]]` steps.

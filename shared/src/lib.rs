@@ -10,10 +10,9 @@
 //! - [`queue`]: the [`queue::WorkQueue`] trait (how shards reach workers) and its in-memory implementation.
 //! - [`sqs`]: [`sqs::SqsQueue`], the fleet's SQS queue with its dead-letter queue.
 //! - [`aws`]: the AWS SDK configuration (standard credential chain, endpoint override, retries).
-//! - [`schema`]: the resolved target table schema a run stores in its ledger, so every worker uses the same one.
-//! - [`routing`]: single-table design: routing rules, routed tables' columns, casts and transforms.
-//! - [`ledger`]: the `ferry` ledger schema (runs, shards, rejects) and the SQL that reads and advances it.
-//! - [`window`]: catch-up windows (incremental exports applied after a full run) in the ledger.
+//! - [`schema`]: the resolved target table schema a run stores in its ledger, so every worker uses
+//!   the same one; [`schema::routing`]: single-table design (routing rules, routed tables'
+//!   columns, casts and transforms), part of a run's schema.
 //! - [`ident`]: SQL identifier quoting (every identifier Ferry writes goes through it).
 //! - [`redact`]: credentials masked in every URL Ferry prints (target, ledger, Pushgateway, S3 endpoint).
 //! - [`failpoint`]: failure points compiled into every binary and switched on by `FERRY_FAILPOINTS`.
@@ -26,17 +25,14 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod ident;
-pub mod ledger;
 pub mod manifest;
 pub mod output;
 pub mod queue;
 pub mod redact;
-pub mod routing;
 pub mod s3;
 pub mod schema;
 pub mod sqs;
 pub mod store;
 pub mod telemetry;
-pub mod window;
 
 pub use error::{Error, Result};

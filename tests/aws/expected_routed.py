@@ -5,7 +5,7 @@
 
 It reads the export as AWS documents it (manifest-files.json, gzip JSON lines of typed items)
 with Python's own json and gzip, and applies that one config's rules as written out by hand
-below, from the routing rules' documentation (shared/src/routing.rs): first matching rule wins,
+below, from the routing rules' documentation (shared/src/schema/routing.rs): first matching rule wins,
 columns from attributes or paths inside maps, regex captures, casts that never round, the rest
 of the item (less what columns take whole and what `drop` names) as plain JSON, `skip_when`
 filters, rejects for values that do not cast. It models only what this config and that

@@ -128,7 +128,7 @@ pub fn catch_up_bench(users: usize, targets: &[String]) -> anyhow::Result<()> {
 /// The applier's cost per row on the loaded table (`shop_items`, composite key PK, SK): `n`
 /// upserts of existing rows, then `n` deletes, each as one chunk's transaction.
 async fn apply_cost(url: &str, target: &str, export_dir: &Path, n: usize) -> anyhow::Result<()> {
-    let client = ferry_worker::ledger::connect(url).await?;
+    let client = ferry_worker::conn::control(url).await?;
     let runs = client
         .query(
             "SELECT run_id FROM ferry.runs WHERE target_table = 'shop_items' ORDER BY created_at LIMIT 1",
@@ -136,7 +136,7 @@ async fn apply_cost(url: &str, target: &str, export_dir: &Path, n: usize) -> any
         )
         .await?;
     let run_id: String = runs.first().context("the full run")?.get(0);
-    let run = ferry_worker::ledger::get_run(&client, &run_id)
+    let run = ferry_ledger::runs::get_run(&client, &run_id)
         .await?
         .context("the run")?;
     let rows: i64 = client

@@ -238,7 +238,7 @@ pub async fn migrate_path(
 
 /// Connects to a test database.
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    Ok(ferry_worker::ledger::connect(url).await?)
+    Ok(ferry_worker::conn::control(url).await?)
 }
 
 /// Asserts that `table` holds exactly the export's items, value by value; returns the row count.

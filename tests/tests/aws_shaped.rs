@@ -22,7 +22,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context};
-use ferry_shared::routing::Routing;
+use ferry_shared::schema::routing::Routing;
 use ferry_shared::schema::PgType;
 use ferry_tests::compare::{compare, json_eq, norm_number, parse_array_literal, read_source_items};
 use ferry_tests::harness::{

@@ -54,7 +54,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 }
 
 async fn error_of(url: &str) -> String {
-    match ferry_worker::ledger::connect(url).await {
+    match ferry_worker::conn::control(url).await {
         Ok(_) => panic!("connected to {url}"),
         Err(e) => e.to_string(),
     }
@@ -490,7 +490,7 @@ async fn a_connection_that_stops_answering_mid_copy_lets_the_shard_go() -> anyho
         },
     )
     .await?;
-    let shard = ferry_worker::ledger::get_shards(&client, &planned.run.run_id)
+    let shard = ferry_ledger::runs::get_shards(&client, &planned.run.run_id)
         .await?
         .into_iter()
         .max_by_key(|s| s.item_count)
@@ -563,7 +563,7 @@ async fn a_connection_that_stops_answering_mid_copy_lets_the_shard_go() -> anyho
     // Nothing of the stalled chunk committed; once the path is gone, the shard loads once.
     proxy.task.abort();
     drop(proxy);
-    let stalled = ferry_worker::ledger::get_shard(&client, &planned.run.run_id, &shard)
+    let stalled = ferry_ledger::Ledger::shard(&client, &planned.run.run_id, &shard)
         .await?
         .unwrap();
     assert_eq!(
@@ -983,11 +983,11 @@ async fn a_message_for_another_target_is_never_loaded() -> anyhow::Result<()> {
     )
     .await?;
     let run_id = planned.run.run_id.clone();
-    let token = ferry_worker::ledger::run_token(&client, &run_id)
+    let token = ferry_ledger::runs::run_token(&client, &run_id)
         .await?
         .expect("plan made the run's token");
     assert_eq!(token.len(), 32);
-    let shards = ferry_worker::ledger::get_shards(&client, &run_id).await?;
+    let shards = ferry_ledger::runs::get_shards(&client, &run_id).await?;
     let shard = shards
         .iter()
         .max_by_key(|s| s.item_count)
@@ -1024,7 +1024,7 @@ async fn a_message_for_another_target_is_never_loaded() -> anyhow::Result<()> {
         *queue.settled.lock().unwrap(),
         vec!["release", "release", "acknowledge"]
     );
-    let loaded = ferry_worker::ledger::get_shard(&client, &run_id, &shard)
+    let loaded = ferry_ledger::Ledger::shard(&client, &run_id, &shard)
         .await?
         .unwrap();
     assert_eq!(loaded.state, "done");

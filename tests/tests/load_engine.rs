@@ -566,7 +566,7 @@ async fn the_ledger_migrates_in_place_and_refuses_a_newer_one() -> anyhow::Resul
         let fixture = fixture_on(target, "ledger_migration", &gen_options(71, 10, 1)).await?;
         let client = connect(&fixture.url).await?;
         // The version-1 ledger: its three tables, with a shard in flight.
-        for statement in &ferry_shared::ledger::CREATE_LEDGER[..4] {
+        for statement in &ferry_ledger::sql::CREATE_LEDGER[..4] {
             client.batch_execute(statement).await?;
         }
         client
@@ -575,28 +575,28 @@ async fn the_ledger_migrates_in_place_and_refuses_a_newer_one() -> anyhow::Resul
                  VALUES ('old', 's1', 'data/a.json.gz', 40)",
             )
             .await?;
-        ferry_worker::ledger::ensure_ledger(&client).await?;
+        ferry_ledger::runs::ensure_ledger(&client).await?;
         assert_eq!(
-            ferry_worker::ledger::ledger_version(&client).await?,
-            ferry_shared::ledger::SCHEMA_VERSION
+            ferry_ledger::runs::ledger_version(&client).await?,
+            ferry_ledger::sql::SCHEMA_VERSION
         );
-        let shard = ferry_worker::ledger::get_shard(&client, "old", "s1")
+        let shard = ferry_ledger::Ledger::shard(&client, "old", "s1")
             .await?
             .expect("the shard survives");
         assert_eq!((shard.committed_lines, shard.generation), (40, 0));
-        assert!(ferry_worker::ledger::get_steps(&client, "old")
+        assert!(ferry_ledger::runs::get_steps(&client, "old")
             .await?
             .is_empty());
         // Running it again changes nothing.
-        ferry_worker::ledger::ensure_ledger(&client).await?;
+        ferry_ledger::runs::ensure_ledger(&client).await?;
         // A ledger from a newer Ferry.
         client
             .execute(
-                ferry_shared::ledger::SET_SCHEMA_VERSION,
-                &[&(ferry_shared::ledger::SCHEMA_VERSION + 1).to_string()],
+                ferry_ledger::sql::SET_SCHEMA_VERSION,
+                &[&(ferry_ledger::sql::SCHEMA_VERSION + 1).to_string()],
             )
             .await?;
-        let refused = ferry_worker::ledger::ensure_ledger(&client)
+        let refused = ferry_ledger::runs::ensure_ledger(&client)
             .await
             .expect_err("a newer ledger must be refused");
         assert!(

@@ -1211,6 +1211,18 @@ pub async fn connect(url: &str, purpose: Purpose) -> Result<(Client, Endpoint)> 
     connect_with(url, purpose, &options()).await
 }
 
+/// Connects to the target for plan, finalize, status and the like (statements under the statement
+/// timeout), the connection driven on a background task.
+pub async fn control(url: &str) -> Result<Client> {
+    Ok(connect(url, Purpose::Control).await?.0)
+}
+
+/// Connects a loader to the target: as [`control`], under the loader's progress timeout instead
+/// of the statement timeout.
+pub async fn loading(url: &str) -> Result<Client> {
+    Ok(connect(url, Purpose::Loading).await?.0)
+}
+
 /// [`connect`] with explicit options.
 pub async fn connect_with(
     url: &str,

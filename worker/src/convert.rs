@@ -33,7 +33,7 @@ use arrow_array::builder::{
 };
 use arrow_array::ArrayRef;
 use arrow_schema::{DataType, Field};
-use ferry_shared::routing::TimeFormat;
+use ferry_shared::schema::routing::TimeFormat;
 use ferry_shared::schema::{NestedJson, NumericLimit, PgType};
 
 use crate::item::AttrValue;

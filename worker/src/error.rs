@@ -41,9 +41,9 @@ pub enum WorkerError {
     /// A failpoint fired.
     #[error(transparent)]
     Failpoint(#[from] ferry_shared::failpoint::FailpointError),
-    /// The ledger does not hold what the caller expects.
-    #[error("ledger: {0}")]
-    Ledger(String),
+    /// From the ledger crate (its database calls, a record it does not hold).
+    #[error(transparent)]
+    Ledger(#[from] ferry_ledger::LedgerError),
     /// A background task died.
     #[error("internal error: {0}")]
     Internal(String),
@@ -66,6 +66,11 @@ impl WorkerError {
     pub fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> WorkerError {
         let context = context.into();
         move |source| WorkerError::Db { context, source }
+    }
+
+    /// The ledger does not hold what the caller expects.
+    pub fn ledger(message: impl Into<String>) -> WorkerError {
+        WorkerError::Ledger(ferry_ledger::LedgerError::Unexpected(message.into()))
     }
 }
 

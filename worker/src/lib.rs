@@ -8,8 +8,6 @@
 //!   items.
 //! - [`ion`]: parses one line of an Amazon Ion export into the same values.
 //! - [`change`]: incremental exports' change records (`Keys`, `NewImage`, `OldImage`, `Metadata`).
-//! - [`window`]: a catch-up window's records: whether a window may apply now, its deferred change
-//!   records, its state (applying a window is [`sink`]'s: `apply`, `deferred`).
 //! - [`number`]: exact DynamoDB numbers (validation, canonical text, PostgreSQL NUMERIC encoding).
 //! - [`json`]: canonical JSON for nested values and the overflow column.
 //! - [`convert`]: the one DynamoDB value → Arrow column conversion (exact casts, builders).
@@ -24,9 +22,6 @@
 //!   the cleartext-password guard and the loading connections' progress timeout.
 //! - [`tls`]: TLS to the target with rustls (`sslmode`, `sslrootcert`).
 //! - [`redact`]: what the ledger keeps of rejected lines (`load.reject_lines`).
-//! - [`ledger`]: reading and writing the `ferry` ledger through tokio-postgres.
-//! - [`lineage`]: a run's lineage (the windows that follow it, how far they caught up) and which
-//!   day-two operations (`reset` among them) it allows.
 //! - [`sink`]: the load engine: one chunk driver and one sink per load path (binary COPY in a
 //!   transaction, CSV COPY in autocommit, INSERT), with the exactly-once argument.
 //! - [`simple`]: COPY over the simple query protocol (the HeliosDB path).
@@ -35,6 +30,10 @@
 //! - [`metrics`]: Prometheus metrics from those counters: `/metrics` and a Pushgateway push.
 //! - [`target`]: detecting the server and choosing the load path.
 //! - [`error`]: this crate's error type.
+//!
+//! The ledger (its schema and SQL, a run's records, windows and lineage, and the [`Ledger`] the
+//! driver talks to) is the `ferry-ledger` crate's; this crate connects to the target
+//! ([`conn::control`], [`conn::loading`]) and hands the client to it.
 //!
 //! # Exactly once
 //! A shard is loaded in chunks of `chunk_lines` input lines (fixed per run). Every row carries its
@@ -56,8 +55,6 @@ pub mod error;
 pub mod ion;
 pub mod item;
 pub mod json;
-pub mod ledger;
-pub mod lineage;
 pub mod metrics;
 pub mod number;
 pub mod pool;
@@ -70,6 +67,5 @@ pub mod sink;
 pub mod source;
 pub mod target;
 pub mod tls;
-pub mod window;
 
 pub use error::{chain_text, server_message, Result, WorkerError};

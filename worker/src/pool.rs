@@ -23,11 +23,11 @@ use ferry_shared::config::AwsSettings;
 use ferry_shared::queue::{ShardTask, WorkQueue};
 use tokio_postgres::Client;
 
-use crate::ledger;
 use crate::progress::{Progress, ShardEnd};
 use crate::sink::{LoadContext, ShardOutcome};
 use crate::target::Target;
 use crate::{Result, WorkerError};
+use ferry_ledger::runs as ledger;
 
 /// A shard that could not be loaded after every attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,12 +175,12 @@ impl RunContexts {
             return Ok(ctx.clone());
         }
         let Some(opener) = &self.opener else {
-            return Err(WorkerError::Ledger(format!(
+            return Err(WorkerError::ledger(format!(
                 "a task names run {run_id}, which this process does not load"
             )));
         };
         let run = ledger::get_run(client, run_id).await?.ok_or_else(|| {
-            WorkerError::Ledger(format!(
+            WorkerError::ledger(format!(
                 "run {run_id} is not in the target's ledger: plan it there first"
             ))
         })?;
@@ -463,10 +463,10 @@ async fn load_one(client: &Client, ctx: &LoadContext, shard_id: &str) -> Result<
 }
 
 /// Tasks for every shard of a run that is not done.
-pub fn pending_tasks(run_id: &str, shards: &[crate::ledger::ShardRecord]) -> Vec<ShardTask> {
+pub fn pending_tasks(run_id: &str, shards: &[ferry_ledger::ShardRecord]) -> Vec<ShardTask> {
     shards
         .iter()
-        .filter(|s| s.state != ferry_shared::ledger::shard_state::DONE)
+        .filter(|s| s.state != ferry_ledger::shard_state::DONE)
         .map(|s| ShardTask::new(run_id, &s.shard_id))
         .collect()
 }

@@ -1,6 +1,6 @@
 //! Single-table design on the worker: routing each item of a block to one of several tables, the
 //! column maps, casts and filters of its rule, then the column transforms on the resulting Arrow
-//! batches (the rules are in [`ferry_shared::routing`], with their precedence).
+//! batches (the rules are in [`ferry_shared::schema::routing`], with their precedence).
 //!
 //! A block (one rayon task, like plain decoding) becomes one Arrow [`RecordBatch`] per target
 //! table. Per item: parse, pick the first matching rule, apply its filters (an expired TTL, an
@@ -21,7 +21,7 @@ use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::SchemaRef;
-use ferry_shared::routing::{Column, Routing, Rule, TimeFormat, Transform, Unmatched};
+use ferry_shared::schema::routing::{Column, Routing, Rule, TimeFormat, Transform, Unmatched};
 use ferry_shared::schema::{NestedJson, NumericLimit, PgType, TableSchema};
 use rayon::prelude::*;
 use regex_lite::Regex;

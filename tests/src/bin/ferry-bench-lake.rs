@@ -77,7 +77,7 @@ fn timed(args: &[&str]) -> anyhow::Result<(f64, String)> {
 fn run_id(url: &str, table: &str) -> anyhow::Result<String> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let client = ferry_worker::ledger::connect(url).await?;
+        let client = ferry_worker::conn::control(url).await?;
         for message in client
             .simple_query("SELECT run_id, target_table, load_path FROM ferry.runs")
             .await?

@@ -313,7 +313,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
         let schema_json = runtime.block_on(async {
-            let client = ferry_worker::ledger::connect(&server.url()).await?;
+            let client = ferry_worker::conn::control(&server.url()).await?;
             let run = client
                 .query_one("SELECT schema_json FROM ferry.runs LIMIT 1", &[])
                 .await?;

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use ferry_ledger::runs as ledger;
 use ferry_shared::queue::{MemoryQueue, WorkQueue};
 use ferry_shared::sqs::SqsQueue;
-use ferry_worker::ledger;
 use ferry_worker::pool::{connect_with_retry, pending_tasks, run_pool, PoolSettings, RunContexts};
 use ferry_worker::sink::LoadContext;
 use ferry_worker::target::{Target, TargetKind};

@@ -62,8 +62,8 @@ pub use super::encode::{parse_change_line, ChangeEncoder, Changes, Delete, Upser
 use super::sql::write_checkpoint;
 use super::{Checkpoint, KeyValue, Payload, Presence, Sink, TableEnd, TableRows, Unload};
 use crate::target::TargetKind;
-pub use crate::window::Deferral;
 use crate::{Result, WorkerError};
+pub use ferry_ledger::window::Deferral;
 
 /// Whether an error means another loader committed first (the chunk is retried later).
 pub fn is_lost_race(error: &tokio_postgres::Error) -> bool {
@@ -554,7 +554,7 @@ pub struct ApplySink<'c> {
 
 impl<'c> ApplySink<'c> {
     /// A sink for `tables` on `client` (a target of `kind`); the caller has checked that the
-    /// window may apply now ([`crate::window::check_next`]).
+    /// window may apply now ([`ferry_ledger::window::check_next`]).
     pub fn new(client: &'c Client, tables: &[TableSchema], kind: TargetKind) -> ApplySink<'c> {
         let heliosdb = kind == TargetKind::HeliosDb;
         ApplySink {
@@ -584,7 +584,7 @@ impl<'c> ApplySink<'c> {
         let deferred = apply_changes(self.client, &self.sql, &self.pending).await?;
         if !deferred.is_empty() {
             tracing::info!(shard = checkpoint.shard_id, deferred = deferred.len(), "change records deferred to the end of the window (a constraint refused them for now)");
-            crate::window::record_deferred(
+            ferry_ledger::window::record_deferred(
                 self.client,
                 checkpoint.run_id,
                 checkpoint.shard_id,

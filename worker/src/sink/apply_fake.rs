@@ -1,27 +1,29 @@
 //! The applier's exactly-once argument, unit-tested against an in-memory target (as [`super::fake`]
 //! tests the load paths): tables holding each key's row, a second unique column for constraint
-//! deferrals, the ledger's shards, loads, rejects and deferred records, and a sink that applies a
+//! deferrals, beside the one in-memory ledger ([`ferry_ledger::memory`]: shards, loads, rejects and
+//! deferred records), and a sink that applies a
 //! chunk's changes and checkpoint as one transaction and can be killed at any step. The real
 //! applier ([`super::apply`]) runs the same scenarios against PostgreSQL and HeliosDB in `tests/`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use base64::Engine;
-use ferry_shared::ledger::shard_state;
+use ferry_ledger::shard_state;
 use ferry_shared::store::{LocalStore, ObjectStore};
 use md5::{Digest, Md5};
 
 use super::apply::{Changes, Deferral};
 use super::driver::{load_shard, LoadContext, ShardOutcome};
 use super::encode::BlockEncoder;
-use super::{Checkpoint, Key, KeyValue, Ledger, Payload, Presence, Sink, TableEnd, TableRows};
+use super::{Checkpoint, Key, KeyValue, Payload, Presence, Sink, TableEnd, TableRows};
 use crate::decode::{LineRef, RawBlock};
-use crate::ledger::{LoadClaim, Restart, RunRecord, ShardRecord};
 use crate::target::{LoadPath, Target, TargetKind};
 use crate::{Result, WorkerError};
+use ferry_ledger::memory::MemoryLedger;
+use ferry_ledger::{RunRecord, ShardRecord};
 
 const RUN: &str = "window";
 /// The value column the tests compare (`n` in the test schema: index 2).
@@ -33,16 +35,13 @@ struct State {
     tables: Vec<BTreeMap<Key, Vec<Option<String>>>>,
     /// A second unique constraint: (table, value index).
     unique: Option<(usize, usize)>,
-    shards: HashMap<String, ShardRecord>,
-    /// load_id → (shard, generation, file identity).
-    loads: BTreeMap<i64, (String, i64, String)>,
-    rejects: BTreeMap<(String, u64), String>,
-    deferred: BTreeMap<(String, u64), Vec<u8>>,
 }
 
 #[derive(Clone, Debug, Default)]
 struct FakeTarget {
     state: Arc<Mutex<State>>,
+    /// The window's ledger (shards, loads, rejects, deferred records).
+    ledger: MemoryLedger,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +116,7 @@ impl FakeTarget {
     }
 
     fn shard_record(&self) -> ShardRecord {
-        self.state.lock().unwrap().shards["s"].clone()
+        self.ledger.shard_record("s")
     }
 }
 
@@ -163,37 +162,24 @@ impl Sink for FakeApplySink {
         self.commits += 1;
         let pending = std::mem::take(&mut self.pending);
         self.pending = pending.iter().map(|_| Changes::default()).collect();
-        let mut state = self.target.state.lock().unwrap();
-        let shard = state.shards.get_mut(checkpoint.shard_id).unwrap();
+        let mut ledger = self.target.ledger.lock();
         // The conditional checkpoint, the transaction's first write.
-        if shard.committed_lines != checkpoint.from
-            || shard.generation != checkpoint.generation
-            || shard.state == shard_state::DONE
-        {
+        if !ledger.can_advance(checkpoint.shard_id, checkpoint.generation, checkpoint.from) {
             return Ok(false);
         }
         if self.crash == Some(Crash::BeforeCommit(self.commits)) {
             return Err(crashed());
         }
-        shard.committed_lines = checkpoint.to;
-        shard.loaded_rows += checkpoint.rows;
-        shard.rejected_rows += checkpoint.rejects.len() as u64;
-        shard.filtered_rows += checkpoint.filtered;
-        if let Some(end) = &checkpoint.file_end {
-            shard.state = shard_state::DONE.into();
-            shard.items_seen = Some(end.items);
-            shard.md5_ok = end.md5_ok;
-        }
-        for reject in checkpoint.rejects {
-            state.rejects.insert(
-                (checkpoint.shard_id.to_string(), reject.line_no),
-                reject.reason.clone(),
-            );
-        }
+        let kept = checkpoint.kept_rejects();
+        assert!(ledger.advance(&checkpoint.advance(&kept).get()));
         let mut deferred = Vec::new();
-        state.apply(&pending, &mut deferred);
+        self.target
+            .state
+            .lock()
+            .unwrap()
+            .apply(&pending, &mut deferred);
         for d in deferred {
-            state
+            ledger
                 .deferred
                 .insert((checkpoint.shard_id.to_string(), d.line_no), d.raw);
         }
@@ -201,104 +187,6 @@ impl Sink for FakeApplySink {
             return Err(crashed());
         }
         Ok(true)
-    }
-}
-
-#[async_trait]
-impl Ledger for FakeTarget {
-    async fn shard(&self, _: &str, shard_id: &str) -> Result<Option<ShardRecord>> {
-        Ok(self.state.lock().unwrap().shards.get(shard_id).cloned())
-    }
-    async fn fail_shard(
-        &self,
-        _: &str,
-        shard_id: &str,
-        reason: &str,
-        _: Option<bool>,
-        _: Option<u64>,
-    ) -> Result<()> {
-        let mut state = self.state.lock().unwrap();
-        let shard = state.shards.get_mut(shard_id).unwrap();
-        shard.state = shard_state::FAILED.into();
-        shard.error = Some(reason.into());
-        Ok(())
-    }
-    async fn restart_shard(
-        &self,
-        _: &str,
-        shard_id: &str,
-        generation: i64,
-        restart: &Restart,
-    ) -> Result<bool> {
-        let mut state = self.state.lock().unwrap();
-        let shard = state.shards.get_mut(shard_id).unwrap();
-        if shard.generation != generation {
-            return Ok(false);
-        }
-        shard.generation += 1;
-        shard.committed_lines = 0;
-        shard.loaded_rows = 0;
-        shard.rejected_rows = 0;
-        shard.filtered_rows = 0;
-        shard.state = restart.state.into();
-        shard.error = restart.error.clone();
-        Ok(true)
-    }
-    async fn recorded_load(
-        &self,
-        _: &str,
-        shard_id: &str,
-        generation: i64,
-    ) -> Result<Option<LoadClaim>> {
-        let state = self.state.lock().unwrap();
-        Ok(state
-            .loads
-            .iter()
-            .find(|(_, (s, g, _))| s == shard_id && *g == generation)
-            .map(|(id, (_, _, identity))| LoadClaim {
-                load_id: *id,
-                file_identity: identity.clone(),
-            }))
-    }
-    async fn claim_load(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-        identity: &str,
-    ) -> Result<LoadClaim> {
-        {
-            let mut state = self.state.lock().unwrap();
-            if !state
-                .loads
-                .values()
-                .any(|(s, g, _)| s == shard_id && *g == generation)
-            {
-                let id = state.loads.keys().last().copied().unwrap_or(0) + 1;
-                state
-                    .loads
-                    .insert(id, (shard_id.into(), generation, identity.into()));
-            }
-        }
-        Ok(self
-            .recorded_load(run_id, shard_id, generation)
-            .await?
-            .unwrap())
-    }
-    async fn stale_loads(&self, _: &str, _: &str, _: i64) -> Result<Vec<i64>> {
-        Ok(Vec::new())
-    }
-    async fn mark_load_cleaned(&self, _: i64) -> Result<()> {
-        Ok(())
-    }
-    async fn mark_copying(&self, _: &str, _: &str, _: u64, _: i64) -> Result<bool> {
-        panic!("the applier's rows commit with their checkpoint")
-    }
-    async fn delete_stale_rejects(&self, _: &str, _: &str, _: i64) -> Result<u64> {
-        Ok(0)
-    }
-    async fn load_owner(&self, _: i64) -> Result<Option<(String, String, String)>> {
-        Ok(None)
     }
 }
 
@@ -389,26 +277,9 @@ fn setup(chunk: u64, unique: bool) -> Setup {
         let mut state = target.state.lock().unwrap();
         state.tables = vec![base];
         state.unique = unique.then_some((0, N));
-        state.shards.insert(
+        target.ledger.lock().shards.insert(
             "s".into(),
-            ShardRecord {
-                shard_id: "s".into(),
-                data_key: "s.json.gz".into(),
-                item_count: Some(lines.len() as u64),
-                md5_checksum: Some(md5),
-                size_bytes: None,
-                committed_lines: 0,
-                loaded_rows: 0,
-                rejected_rows: 0,
-                filtered_rows: 0,
-                spilled_values: 0,
-                items_seen: None,
-                md5_ok: None,
-                state: shard_state::PENDING.into(),
-                error: None,
-                generation: 0,
-                copying_from: None,
-            },
+            ShardRecord::for_test("s", "s.json.gz", lines.len() as u64, Some(md5)),
         );
     }
     let run = RunRecord::for_test(
@@ -443,7 +314,7 @@ fn setup(chunk: u64, unique: bool) -> Setup {
 async fn load(setup: &Setup, crash: Option<Crash>) -> Result<ShardOutcome> {
     let mut sink = setup.target.sink(crash);
     load_shard(
-        &setup.target,
+        &setup.target.ledger,
         &super::apply::KeepWindowRows,
         &mut sink,
         &setup.ctx,
@@ -458,9 +329,8 @@ fn resolve_deferred(setup: &Setup) -> usize {
     loop {
         let waiting: Vec<((String, u64), Vec<u8>)> = setup
             .target
-            .state
+            .ledger
             .lock()
-            .unwrap()
             .deferred
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -487,7 +357,7 @@ fn resolve_deferred(setup: &Setup) -> usize {
             let mut still = Vec::new();
             state.apply(&changes, &mut still);
             if still.is_empty() {
-                state.deferred.remove(&(shard, line));
+                setup.target.ledger.lock().deferred.remove(&(shard, line));
                 applied += 1;
                 progressed = true;
             }
@@ -505,7 +375,7 @@ fn assert_window_applied(setup: &Setup) {
     // Every record accounted for once: 10 deletes + 19 upserts applied, the malformed one rejected.
     assert_eq!((shard.loaded_rows, shard.rejected_rows), (29, 1));
     assert!(shard.reconciled(), "{shard:?}");
-    assert_eq!(setup.target.state.lock().unwrap().rejects.len(), 1);
+    assert_eq!(setup.target.ledger.lock().rejects.len(), 1);
 }
 
 #[tokio::test]
@@ -603,11 +473,11 @@ async fn a_stale_loader_cannot_resurrect_a_row_a_later_window_deleted() {
 async fn a_unique_value_moving_between_keys_is_deferred_then_applied_at_the_window_end() {
     let setup = setup(40, true);
     assert_eq!(load(&setup, None).await.unwrap(), ShardOutcome::Done);
-    let deferred = setup.target.state.lock().unwrap().deferred.len();
+    let deferred = setup.target.ledger.lock().deferred.len();
     assert!(deferred > 0, "file order meets values still taken");
     assert_ne!(setup.target.n_values(0), setup.expected);
     assert_eq!(resolve_deferred(&setup), deferred);
-    assert!(setup.target.state.lock().unwrap().deferred.is_empty());
+    assert!(setup.target.ledger.lock().deferred.is_empty());
     assert_window_applied(&setup);
 }
 
@@ -618,9 +488,8 @@ async fn a_bad_file_starts_over_without_removing_the_rows_it_applied() {
     assert!(load(&setup, Some(Crash::AfterCommit(3))).await.is_err());
     setup
         .target
-        .state
+        .ledger
         .lock()
-        .unwrap()
         .shards
         .get_mut("s")
         .unwrap()
@@ -637,8 +506,8 @@ async fn a_bad_file_starts_over_without_removing_the_rows_it_applied() {
     let good = self::setup(4, false);
     let md5 = good.target.shard_record().md5_checksum;
     {
-        let mut state = setup.target.state.lock().unwrap();
-        let shard = state.shards.get_mut("s").unwrap();
+        let mut ledger = setup.target.ledger.lock();
+        let shard = ledger.shards.get_mut("s").unwrap();
         shard.md5_checksum = md5;
         shard.state = shard_state::PENDING.into();
     }
@@ -648,7 +517,7 @@ async fn a_bad_file_starts_over_without_removing_the_rows_it_applied() {
 
 #[test]
 fn routed_items_that_change_rule_leave_their_old_table() {
-    let routing = ferry_shared::routing::Routing::from_toml(
+    let routing = ferry_shared::schema::routing::Routing::from_toml(
         r#"
 [routing]
 [[routing.rules]]

@@ -2,17 +2,16 @@
 //! a constraint refused them mid-window) retried in rounds, each in its own transaction, while a
 //! round applies any; what is left becomes rejects naming the constraint.
 
-use ferry_shared::window as sql;
-use tokio_postgres::types::ToSql;
+use ferry_ledger::window::{self as windows, DeferredRecord};
 use tokio_postgres::Client;
 
 use super::apply::{apply_changes, TableSql};
 use super::encode::Changes;
 use super::{BlockEncoder, Payload};
 use crate::decode::{LineRef, RawBlock};
-use crate::ledger::{self, RunRecord};
 use crate::target::TargetKind;
 use crate::{Result, WorkerError};
+use ferry_ledger::RunRecord;
 
 /// How a window's deferred records ended.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -23,14 +22,6 @@ pub struct DeferredOutcome {
     pub rejected: Vec<String>,
     /// Rounds run.
     pub rounds: u32,
-}
-
-struct DeferredRow {
-    shard_id: String,
-    line_no: i64,
-    generation: i64,
-    reason: String,
-    raw: Vec<u8>,
 }
 
 /// Retries a window's deferred records in rounds (each record in its own transaction, which also
@@ -49,7 +40,7 @@ pub async fn resolve_deferred(
         .collect();
     let mut outcome = DeferredOutcome::default();
     loop {
-        let rows = deferred_rows(client, &run.run_id).await?;
+        let rows = windows::deferred_records(client, &run.run_id).await?;
         if rows.is_empty() {
             return Ok(outcome);
         }
@@ -78,23 +69,6 @@ pub async fn resolve_deferred(
     }
 }
 
-async fn deferred_rows(client: &Client, run_id: &str) -> Result<Vec<DeferredRow>> {
-    let rows = client
-        .query(sql::SELECT_DEFERRED, &[&run_id])
-        .await
-        .map_err(WorkerError::db("cannot read deferred records"))?;
-    Ok(rows
-        .iter()
-        .map(|r| DeferredRow {
-            shard_id: r.get(0),
-            line_no: r.get(1),
-            generation: r.get(2),
-            reason: r.get(3),
-            raw: r.get(4),
-        })
-        .collect())
-}
-
 /// One deferred record again, in a transaction that also takes it off the list: `None` when it
 /// applied (or another process took it), else why it is still refused.
 async fn retry_one(
@@ -102,14 +76,16 @@ async fn retry_one(
     run: &RunRecord,
     encoder: &BlockEncoder,
     sql_of: &[TableSql],
-    row: &DeferredRow,
+    row: &DeferredRecord,
 ) -> Result<Option<String>> {
-    let load = ledger::recorded_load(client, &run.run_id, &row.shard_id, row.generation).await?;
+    let load =
+        ferry_ledger::Ledger::recorded_load(client, &run.run_id, &row.shard_id, row.generation)
+            .await?;
     let chunk = (row.line_no.max(1) as u64 - 1) / run.chunk_lines.max(1);
     let provenance = load
         .and_then(|l| ferry_shared::schema::provenance(l.load_id, chunk))
         .ok_or_else(|| {
-            WorkerError::Ledger(format!(
+            WorkerError::ledger(format!(
                 "deferred record {} line {}: its load is not in the ledger",
                 row.shard_id, row.line_no
             ))
@@ -134,14 +110,7 @@ async fn retry_one(
         .await
         .map_err(WorkerError::db("cannot begin a deferred record"))?;
     let result = async {
-        let taken = client
-            .execute(
-                sql::DELETE_DEFERRED,
-                &[&run.run_id, &row.shard_id, &row.line_no],
-            )
-            .await
-            .map_err(WorkerError::db("cannot take a deferred record"))?;
-        if taken != 1 {
+        if !windows::take_deferred(client, &run.run_id, row).await? {
             return Ok(None);
         }
         let still = apply_changes(client, sql_of, &changes).await?;
@@ -162,7 +131,7 @@ async fn retry_one(
 async fn reject_deferred(
     client: &Client,
     run_id: &str,
-    row: &DeferredRow,
+    row: &DeferredRecord,
     reason: &str,
 ) -> Result<()> {
     let text = format!(
@@ -171,40 +140,15 @@ async fn reject_deferred(
     // What the ledger keeps of it, as of every other reject (`load.reject_lines`).
     let mode = crate::redact::mode();
     let text = crate::redact::reason(&text, "deferred", mode);
-    let text: &str = &text;
     let raw = crate::redact::line(&row.raw, mode);
-    let raw: &[u8] = &raw;
-    let line = row.line_no;
     client
         .batch_execute("BEGIN")
         .await
         .map_err(WorkerError::db("cannot begin a reject"))?;
-    let result = async {
-        let taken = client
-            .execute(sql::DELETE_DEFERRED, &[&run_id, &row.shard_id, &line])
-            .await?;
-        if taken == 1 {
-            let head = ferry_shared::ledger::REJECT_INSERT_HEAD;
-            let statement = format!(
-                "{head}{}{}",
-                ferry_shared::ledger::reject_values(0),
-                ferry_shared::ledger::REJECT_INSERT_TAIL
-            );
-            let params: [&(dyn ToSql + Sync); 6] =
-                [&run_id, &row.shard_id, &line, &text, &raw, &row.generation];
-            client.execute(statement.as_str(), &params).await?;
-            client
-                .execute(sql::COUNT_DEFERRED_AS_REJECTED, &[&run_id, &row.shard_id])
-                .await?;
-        }
-        Ok::<_, tokio_postgres::Error>(())
-    }
-    .await;
+    let result = windows::reject_deferred(client, run_id, row, &text, &raw).await;
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     let _ = client.batch_execute(end).await;
-    result.map_err(WorkerError::db(
-        "cannot record a deferred record as a reject",
-    ))?;
+    result?;
     tracing::warn!(run = run_id, shard = %row.shard_id, line = row.line_no, earlier = %row.reason, "a deferred change record was rejected");
     Ok(())
 }

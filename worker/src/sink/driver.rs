@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use ferry_ledger::shard_state;
 use ferry_shared::config::RejectLines;
 use ferry_shared::failpoint;
-use ferry_shared::ledger::shard_state;
 use ferry_shared::schema::{provenance, TableSchema};
 use ferry_shared::store::ObjectStore;
 use tokio::sync::{mpsc, oneshot};
@@ -39,11 +39,11 @@ use super::{
     describe_key, Checkpoint, FileEnd, Key, Ledger, Presence, Sink, TableEnd, TableRows, Unload,
 };
 use crate::decode::Reject;
-use crate::ledger::{Restart, RunRecord, ShardRecord};
 use crate::progress::Progress;
 use crate::source::{read_source, SourceSpec, SourceSummary};
 use crate::target::{LoadPath, Target};
 use crate::{Result, WorkerError};
+use ferry_ledger::{Restart, RunRecord, ShardRecord};
 
 /// What a worker needs to load shards of one run.
 #[derive(Clone, Debug)]
@@ -83,7 +83,7 @@ impl LoadContext {
         target_url: &str,
     ) -> Result<LoadContext> {
         if !run.schema.provenance {
-            return Err(WorkerError::Ledger(format!(
+            return Err(WorkerError::ledger(format!(
                 "run {} was planned by an older Ferry (its rows carry no provenance): finish it \
                  with that version, or plan a new run",
                 run.run_id
@@ -99,7 +99,7 @@ impl LoadContext {
         if target.load_path != LoadPath::Parquet {
             for table in encoder.tables().iter() {
                 if let Some((column, why)) = table.unreadable_column(target.column_names()) {
-                    return Err(WorkerError::Ledger(format!(
+                    return Err(WorkerError::ledger(format!(
                         "run {} writes column {column:?} of table {:?}, which this target cannot \
                          read back ({why}); the run was planned by a Ferry that made such names \
                          columns. Plan a new run (another --run-id, into a new table): the \
@@ -177,7 +177,7 @@ struct Conflict {
 /// Makes `ctx` apply change records when its run is a catch-up window (a no-op otherwise): the
 /// run's schema is the full run's, so its rows are encoded exactly as the full run's were.
 pub async fn prepare_context(client: &tokio_postgres::Client, ctx: &mut LoadContext) -> Result<()> {
-    let Some(window) = crate::window::get_window(client, &ctx.run.run_id).await? else {
+    let Some(window) = ferry_ledger::window::get_window(client, &ctx.run.run_id).await? else {
         return Ok(());
     };
     let encoder =
@@ -199,7 +199,7 @@ pub async fn load_shard(
     let shard = ledger
         .shard(run_id, shard_id)
         .await?
-        .ok_or_else(|| WorkerError::Ledger(format!("shard {shard_id} is not in run {run_id}")))?;
+        .ok_or_else(|| WorkerError::ledger(format!("shard {shard_id} is not in run {run_id}")))?;
     if shard.state == shard_state::DONE {
         return Ok(ShardOutcome::AlreadyDone);
     }
@@ -424,7 +424,7 @@ pub async fn unload_shard(
     let now = ledger
         .shard(run_id, &shard.shard_id)
         .await?
-        .ok_or_else(|| WorkerError::Ledger(format!("shard {} vanished", shard.shard_id)))?;
+        .ok_or_else(|| WorkerError::ledger(format!("shard {} vanished", shard.shard_id)))?;
     if now.generation == shard.generation {
         // Not restarted: a chunk is in flight and this caller may not pass over it.
         return Ok(false);

@@ -73,7 +73,7 @@ impl BlockEncoder {
             Some(routing) => {
                 let keys: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
                 let router = Router::new(routing, &keys, export_time, schema.numeric_limit)
-                    .map_err(WorkerError::Ledger)?;
+                    .map_err(WorkerError::ledger)?;
                 let tables = router.tables().to_vec();
                 (Conversion::Routed(Box::new(router)), tables)
             }
@@ -320,8 +320,8 @@ impl ChangeEncoder {
             Some(routing) => {
                 let keys: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
                 let router = Router::new(routing, &keys, window_end, schema.numeric_limit)
-                    .map_err(WorkerError::Ledger)?;
-                router.check_for_changes().map_err(WorkerError::Ledger)?;
+                    .map_err(WorkerError::ledger)?;
+                router.check_for_changes().map_err(WorkerError::ledger)?;
                 Ok(ChangeEncoder {
                     tables: Arc::new(router.tables().to_vec()),
                     conversion: ChangeConversion::Routed(Box::new(router)),

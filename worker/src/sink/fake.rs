@@ -1,54 +1,42 @@
 //! An in-memory target for the driver's unit tests: tables under a unique key whose rows carry
-//! their provenance, the ledger's shards, loads and rejects, and a sink with either commit
-//! semantics (a chunk's rows and checkpoint in one transaction, or each table's rows committed on
+//! their provenance, beside the one in-memory ledger ([`ferry_ledger::memory`]), and a sink with
+//! either commit semantics (a chunk's rows and checkpoint in one transaction, or each table's rows committed on
 //! their own before the checkpoint). A sink can be told to crash at a step; everything it had not
 //! committed is then lost, as a killed process's would be.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use base64::Engine;
-use ferry_shared::ledger::shard_state;
+use ferry_ledger::shard_state;
 use ferry_shared::schema::{provenance_range, TableSchema};
 use ferry_shared::store::{LocalStore, ObjectStore};
 use md5::{Digest, Md5};
 
 use super::driver::{load_shard, LoadContext, ShardOutcome};
-use super::{
-    Checkpoint, Key, KeyValue, Ledger, Payload, Presence, Sink, TableEnd, TableRows, Unload,
-};
-use crate::ledger::{LoadClaim, Restart, RunRecord, ShardRecord};
+use super::{Checkpoint, Key, KeyValue, Payload, Presence, Sink, TableEnd, TableRows, Unload};
 use crate::target::{LoadPath, Target, TargetKind};
 use crate::{Result, WorkerError};
+use ferry_ledger::memory::MemoryLedger;
+use ferry_ledger::{Ledger, Restart, RunRecord, ShardRecord};
 
 const RUN: &str = "run";
-
-#[derive(Debug, Default)]
-pub(super) struct Load {
-    run_id: String,
-    shard_id: String,
-    generation: i64,
-    identity: String,
-    cleaned: bool,
-}
 
 /// The target's state.
 #[derive(Debug, Default)]
 pub(super) struct State {
     /// Per table: key → provenance (`None`: a row from elsewhere).
     pub(super) tables: Vec<BTreeMap<Key, Option<i64>>>,
-    pub(super) shards: HashMap<String, ShardRecord>,
-    pub(super) loads: BTreeMap<i64, Load>,
-    /// (shard, line) → (reason, generation)
-    pub(super) rejects: BTreeMap<(String, u64), (String, i64)>,
 }
 
 /// The in-memory target.
 #[derive(Clone, Debug, Default)]
 pub(super) struct FakeTarget {
     pub(super) state: Arc<Mutex<State>>,
+    /// The run's ledger.
+    pub(super) ledger: MemoryLedger,
 }
 
 /// Where a [`FakeSink`] crashes.
@@ -84,7 +72,7 @@ impl FakeTarget {
     }
 
     pub(super) fn shard_record(&self, shard: &str) -> ShardRecord {
-        self.state.lock().unwrap().shards[shard].clone()
+        self.ledger.shard_record(shard)
     }
 }
 
@@ -200,12 +188,8 @@ impl Sink for FakeSink {
 
     async fn commit(&mut self, checkpoint: &Checkpoint<'_>) -> Result<bool> {
         self.commits += 1;
-        let mut state = self.target.state.lock().unwrap();
-        let shard = state.shards.get_mut(checkpoint.shard_id).unwrap();
-        if shard.committed_lines != checkpoint.from
-            || shard.generation != checkpoint.generation
-            || shard.state == shard_state::DONE
-        {
+        let mut ledger = self.target.ledger.lock();
+        if !ledger.can_advance(checkpoint.shard_id, checkpoint.generation, checkpoint.from) {
             self.staged.clear();
             return Ok(false);
         }
@@ -215,25 +199,9 @@ impl Sink for FakeSink {
             self.staged.clear();
             return Err(crashed());
         }
-        shard.committed_lines = checkpoint.to;
-        shard.copying_from = None;
-        shard.loaded_rows += checkpoint.rows;
-        shard.rejected_rows += checkpoint.rejects.len() as u64;
-        shard.spilled_values += checkpoint.spilled;
-        shard.filtered_rows += checkpoint.filtered;
-        shard.state = shard_state::PENDING.into();
-        if let Some(end) = &checkpoint.file_end {
-            shard.state = shard_state::DONE.into();
-            shard.items_seen = Some(end.items);
-            shard.md5_ok = end.md5_ok;
-        }
-        let generation = shard.generation;
-        for reject in checkpoint.rejects {
-            state.rejects.insert(
-                (checkpoint.shard_id.to_string(), reject.line_no),
-                (reject.reason.clone(), generation),
-            );
-        }
+        let kept = checkpoint.kept_rejects();
+        assert!(ledger.advance(&checkpoint.advance(&kept).get()));
+        let mut state = self.target.state.lock().unwrap();
         for (table, key, provenance) in self.staged.drain(..) {
             state.tables[table].insert(key, Some(provenance));
         }
@@ -257,178 +225,6 @@ impl Unload for FakeTarget {
             removed += (before - table.len()) as u64;
         }
         Ok(removed)
-    }
-}
-
-#[async_trait]
-impl Ledger for FakeTarget {
-    async fn shard(&self, _run_id: &str, shard_id: &str) -> Result<Option<ShardRecord>> {
-        Ok(self.state.lock().unwrap().shards.get(shard_id).cloned())
-    }
-
-    async fn fail_shard(
-        &self,
-        _run_id: &str,
-        shard_id: &str,
-        reason: &str,
-        md5_ok: Option<bool>,
-        items_seen: Option<u64>,
-    ) -> Result<()> {
-        let mut state = self.state.lock().unwrap();
-        let shard = state.shards.get_mut(shard_id).unwrap();
-        if shard.state != shard_state::DONE {
-            shard.state = shard_state::FAILED.into();
-            shard.error = Some(reason.into());
-            shard.md5_ok = md5_ok;
-            shard.items_seen = items_seen;
-        }
-        Ok(())
-    }
-
-    async fn restart_shard(
-        &self,
-        _run_id: &str,
-        shard_id: &str,
-        generation: i64,
-        restart: &Restart,
-    ) -> Result<bool> {
-        let mut state = self.state.lock().unwrap();
-        let shard = state.shards.get_mut(shard_id).unwrap();
-        if shard.generation != generation
-            || (shard.copying_from.is_some() && !restart.over_chunk_in_flight)
-        {
-            return Ok(false);
-        }
-        shard.generation += 1;
-        shard.committed_lines = 0;
-        shard.copying_from = None;
-        shard.loaded_rows = 0;
-        shard.rejected_rows = 0;
-        shard.filtered_rows = 0;
-        shard.spilled_values = 0;
-        shard.state = restart.state.into();
-        shard.error = restart.error.clone();
-        shard.md5_ok = restart.md5_ok;
-        shard.items_seen = restart.items_seen;
-        Ok(true)
-    }
-
-    async fn recorded_load(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-    ) -> Result<Option<LoadClaim>> {
-        let state = self.state.lock().unwrap();
-        Ok(state
-            .loads
-            .iter()
-            .find(|(_, l)| {
-                l.run_id == run_id && l.shard_id == shard_id && l.generation == generation
-            })
-            .map(|(id, l)| LoadClaim {
-                load_id: *id,
-                file_identity: l.identity.clone(),
-            }))
-    }
-
-    async fn claim_load(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-        file_identity: &str,
-    ) -> Result<LoadClaim> {
-        {
-            let mut state = self.state.lock().unwrap();
-            let exists = state.loads.values().any(|l| {
-                l.run_id == run_id && l.shard_id == shard_id && l.generation == generation
-            });
-            if !exists {
-                let id = state.loads.keys().last().copied().unwrap_or(0) + 1;
-                state.loads.insert(
-                    id,
-                    Load {
-                        run_id: run_id.into(),
-                        shard_id: shard_id.into(),
-                        generation,
-                        identity: file_identity.into(),
-                        cleaned: false,
-                    },
-                );
-            }
-        }
-        Ok(self
-            .recorded_load(run_id, shard_id, generation)
-            .await?
-            .unwrap())
-    }
-
-    async fn stale_loads(&self, run_id: &str, shard_id: &str, generation: i64) -> Result<Vec<i64>> {
-        let state = self.state.lock().unwrap();
-        Ok(state
-            .loads
-            .iter()
-            .filter(|(_, l)| {
-                l.run_id == run_id
-                    && l.shard_id == shard_id
-                    && l.generation < generation
-                    && !l.cleaned
-            })
-            .map(|(id, _)| *id)
-            .collect())
-    }
-
-    async fn mark_copying(
-        &self,
-        _run_id: &str,
-        shard_id: &str,
-        from: u64,
-        generation: i64,
-    ) -> Result<bool> {
-        let mut state = self.state.lock().unwrap();
-        let shard = state.shards.get_mut(shard_id).unwrap();
-        if shard.committed_lines != from
-            || shard.generation != generation
-            || shard.state == shard_state::DONE
-        {
-            return Ok(false);
-        }
-        shard.copying_from = Some(from);
-        Ok(true)
-    }
-
-    async fn mark_load_cleaned(&self, load_id: i64) -> Result<()> {
-        self.state
-            .lock()
-            .unwrap()
-            .loads
-            .get_mut(&load_id)
-            .unwrap()
-            .cleaned = true;
-        Ok(())
-    }
-
-    async fn delete_stale_rejects(
-        &self,
-        _run_id: &str,
-        shard_id: &str,
-        generation: i64,
-    ) -> Result<u64> {
-        let mut state = self.state.lock().unwrap();
-        let before = state.rejects.len();
-        state
-            .rejects
-            .retain(|(shard, _), (_, g)| shard != shard_id || *g >= generation);
-        Ok((before - state.rejects.len()) as u64)
-    }
-
-    async fn load_owner(&self, load_id: i64) -> Result<Option<(String, String, String)>> {
-        let state = self.state.lock().unwrap();
-        Ok(state.loads.get(&load_id).map(|l| {
-            let data_key = state.shards[&l.shard_id].data_key.clone();
-            (l.run_id.clone(), l.shard_id.clone(), data_key)
-        }))
     }
 }
 
@@ -477,7 +273,7 @@ mod tests {
         let mut schema = (*test_schema(OnTypeMismatch::Overflow)).clone();
         schema.provenance = true;
         let target = FakeTarget::with_tables(1);
-        target.state.lock().unwrap().shards.insert(
+        target.ledger.lock().shards.insert(
             "s".into(),
             ShardRecord::for_test("s", "s.json.gz", items, Some(md5)),
         );
@@ -547,7 +343,14 @@ mod tests {
         crash: Option<Crash>,
     ) -> Result<ShardOutcome> {
         let mut sink = setup.target.sink(transactional, crash);
-        load_shard(&setup.target, &setup.target, &mut sink, &setup.ctx, "s").await
+        load_shard(
+            &setup.target.ledger,
+            &setup.target,
+            &mut sink,
+            &setup.ctx,
+            "s",
+        )
+        .await
     }
 
     /// Every key 1..=items once, the shard done and reconciled.
@@ -604,7 +407,7 @@ mod tests {
                         (49, 1),
                         "{crash:?} transactional={transactional}"
                     );
-                    assert_eq!(setup.target.state.lock().unwrap().rejects.len(), 1);
+                    assert_eq!(setup.target.ledger.lock().rejects.len(), 1);
                 }
             }
         }
@@ -805,14 +608,15 @@ mod tests {
         };
         assert!(setup
             .target
+            .ledger
             .restart_shard(RUN, "s", 0, &restart)
             .await
             .unwrap());
         assert_eq!(setup.target.rows(0).len(), 20, "stale rows still there");
         assert_eq!(load(&setup, true, None).await.unwrap(), ShardOutcome::Done);
         assert_loaded_once(&setup, 30);
-        let state = setup.target.state.lock().unwrap();
-        assert!(state
+        let ledger = setup.target.ledger.lock();
+        assert!(ledger
             .loads
             .values()
             .filter(|l| l.generation == 0)
@@ -843,6 +647,7 @@ mod tests {
         };
         assert!(!setup
             .target
+            .ledger
             .restart_shard(RUN, "s", 0, &restart)
             .await
             .unwrap());
@@ -855,6 +660,7 @@ mod tests {
         restart.over_chunk_in_flight = true;
         assert!(setup
             .target
+            .ledger
             .restart_shard(RUN, "s", 0, &restart)
             .await
             .unwrap());

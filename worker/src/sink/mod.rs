@@ -94,9 +94,9 @@ pub use driver::{
 pub use encode::{BlockEncoder, EncodedBlock};
 
 use crate::decode::Reject;
-use crate::ledger::{LoadClaim, Restart, ShardRecord};
 use crate::target::LoadPath;
 use crate::Result;
+pub use ferry_ledger::{FileEnd, Ledger};
 use ferry_shared::config::RejectLines;
 use ferry_shared::schema::TableSchema;
 
@@ -168,17 +168,6 @@ pub enum TableEnd {
     Conflict(String),
 }
 
-/// The end of a whole file, written with the last chunk's checkpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileEnd {
-    /// Physical lines the file held (the final `committed_lines`).
-    pub physical_lines: u64,
-    /// Items (non-blank lines) it held.
-    pub items: u64,
-    /// Whether its MD5 matched the manifest's (`None`: no manifest).
-    pub md5_ok: Option<bool>,
-}
-
 /// A chunk's checkpoint: its rejects and the conditional move of `committed_lines`.
 #[derive(Debug)]
 pub struct Checkpoint<'a> {
@@ -202,6 +191,66 @@ pub struct Checkpoint<'a> {
     pub rejects: &'a [Reject],
     /// Set on the last chunk: the shard is then done.
     pub file_end: Option<FileEnd>,
+}
+
+impl Checkpoint<'_> {
+    /// The chunk's rejects as the ledger keeps them (`load.reject_lines`): line, reason, line.
+    pub fn kept_rejects(&self) -> Vec<(u64, String, Vec<u8>)> {
+        let mode = crate::redact::mode();
+        self.rejects
+            .iter()
+            .map(|r| {
+                let reason = crate::redact::reason(&r.reason, r.kind.label(), mode);
+                (
+                    r.line_no,
+                    reason.into_owned(),
+                    crate::redact::line(&r.raw, mode).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The checkpoint in the ledger's form, with `kept` ([`Checkpoint::kept_rejects`]) as its
+    /// rejects.
+    pub fn advance<'k>(&'k self, kept: &'k [(u64, String, Vec<u8>)]) -> AdvanceWith<'k> {
+        let rows = kept
+            .iter()
+            .map(|(line_no, reason, raw)| ferry_ledger::RejectRow {
+                line_no: *line_no,
+                reason,
+                raw,
+            })
+            .collect();
+        AdvanceWith {
+            checkpoint: self,
+            rows,
+        }
+    }
+}
+
+/// A [`Checkpoint`] and its kept rejects, lent out as the ledger's [`ferry_ledger::Advance`].
+pub struct AdvanceWith<'k> {
+    checkpoint: &'k Checkpoint<'k>,
+    rows: Vec<ferry_ledger::RejectRow<'k>>,
+}
+
+impl AdvanceWith<'_> {
+    /// The ledger's form.
+    pub fn get(&self) -> ferry_ledger::Advance<'_> {
+        let c = self.checkpoint;
+        ferry_ledger::Advance {
+            run_id: c.run_id,
+            shard_id: c.shard_id,
+            generation: c.generation,
+            from: c.from,
+            to: c.to,
+            rows: c.rows,
+            spilled: c.spilled,
+            filtered: c.filtered,
+            rejects: &self.rows,
+            file_end: c.file_end.as_ref(),
+        }
+    }
 }
 
 /// One load path: how a chunk's rows reach the target and how its checkpoint commits. The
@@ -242,67 +291,6 @@ pub trait Sink: Send + Sync {
     /// Records the chunk's rejects and moves the checkpoint, committing the chunk; `false` (and
     /// nothing committed by this call) when the checkpoint had moved or the generation changed.
     async fn commit(&mut self, checkpoint: &Checkpoint<'_>) -> Result<bool>;
-}
-
-/// The ledger operations the driver needs besides a chunk's checkpoint (which the sink writes).
-#[async_trait]
-pub trait Ledger: Send + Sync {
-    /// A shard as recorded.
-    async fn shard(&self, run_id: &str, shard_id: &str) -> Result<Option<ShardRecord>>;
-    /// Marks a shard failed, keeping what it committed.
-    async fn fail_shard(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        reason: &str,
-        md5_ok: Option<bool>,
-        items_seen: Option<u64>,
-    ) -> Result<()>;
-    /// Ends a shard's generation (see [`crate::ledger::restart_shard`]).
-    async fn restart_shard(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-        restart: &Restart,
-    ) -> Result<bool>;
-    /// The load a shard's generation claimed, if any.
-    async fn recorded_load(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-    ) -> Result<Option<LoadClaim>>;
-    /// Claims a file identity for a shard's generation; returns the claim as recorded.
-    async fn claim_load(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-        file_identity: &str,
-    ) -> Result<LoadClaim>;
-    /// The loads of earlier generations whose rows are not removed yet.
-    async fn stale_loads(&self, run_id: &str, shard_id: &str, generation: i64) -> Result<Vec<i64>>;
-    /// Marks a stale load's rows removed.
-    async fn mark_load_cleaned(&self, load_id: i64) -> Result<()>;
-    /// Marks the chunk starting at `from` as written ahead of its checkpoint (sinks whose rows
-    /// commit on their own); false when the checkpoint or generation moved.
-    async fn mark_copying(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        from: u64,
-        generation: i64,
-    ) -> Result<bool>;
-    /// Removes the rejects of a shard's earlier generations.
-    async fn delete_stale_rejects(
-        &self,
-        run_id: &str,
-        shard_id: &str,
-        generation: i64,
-    ) -> Result<u64>;
-    /// The run, shard and data file a load belongs to, for naming where a duplicate came from.
-    async fn load_owner(&self, load_id: i64) -> Result<Option<(String, String, String)>>;
 }
 
 /// The one step of the ledger's protocol that differs between sinks: removing what an ended load
@@ -368,7 +356,7 @@ pub async fn load_shard_on(
 ) -> Result<ShardOutcome> {
     if ctx.encoder.applies_changes() {
         // A window applies only after the window before it (or the full run) is complete.
-        crate::window::check_next(client, &ctx.run.run_id).await?;
+        ferry_ledger::window::check_next(client, &ctx.run.run_id).await?;
         let mut sink = apply::ApplySink::new(client, &ctx.tables, ctx.target.kind);
         return load_shard(client, &apply::KeepWindowRows, &mut sink, ctx, shard_id).await;
     }

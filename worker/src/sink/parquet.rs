@@ -58,9 +58,10 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
+pub use ferry_ledger::outputs::FileRecord;
+use ferry_ledger::outputs::{self, OutputRecord};
 use ferry_shared::config::AwsSettings;
 pub use ferry_shared::config::ParquetCompression;
-use ferry_shared::ledger as sql;
 use ferry_shared::output::{OutputStore, PutOutcome};
 use ferry_shared::schema::{DdbType, PgType, TableSchema, CHUNK_INDEX_BITS, PROVENANCE_COLUMN};
 use parquet::arrow::ArrowWriter;
@@ -70,8 +71,8 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use super::{Checkpoint, KeyValue, Payload, Presence, Sink, TableEnd, TableRows, Unload};
-use crate::ledger::{self, RunRecord};
 use crate::{Result, WorkerError};
+use ferry_ledger::RunRecord;
 
 /// The `ferry.outputs.kind` of a Parquet run.
 pub const OUTPUT_KIND: &str = "parquet";
@@ -285,33 +286,31 @@ fn aws_settings() -> AwsSettings {
 
 /// Records a run's Parquet output in the ledger (plan; the first plan of a run wins).
 pub async fn record_output(client: &Client, run_id: &str, spec: &ParquetSpec) -> Result<()> {
-    let json = serde_json::to_string(spec).map_err(|e| WorkerError::Internal(e.to_string()))?;
-    client
-        .execute(
-            sql::INSERT_OUTPUT,
-            &[&run_id, &OUTPUT_KIND, &spec.location, &json],
-        )
-        .await
-        .map_err(WorkerError::db("cannot record the run's Parquet output"))?;
-    Ok(())
+    let spec_json =
+        serde_json::to_string(spec).map_err(|e| WorkerError::Internal(e.to_string()))?;
+    let output = OutputRecord {
+        kind: OUTPUT_KIND.into(),
+        location: spec.location.clone(),
+        spec_json,
+    };
+    Ok(outputs::record_output(client, run_id, &output).await?)
 }
 
 /// The run's Parquet settings as recorded, if it is a Parquet run.
 pub async fn recorded_spec(client: &Client, run_id: &str) -> Result<Option<ParquetSpec>> {
-    let row = client
-        .query_opt(sql::SELECT_OUTPUT, &[&run_id])
-        .await
-        .map_err(WorkerError::db("cannot read the run's output"))?;
-    let Some(row) = row else { return Ok(None) };
-    let kind: String = row.get(0);
+    let Some(OutputRecord {
+        kind, spec_json, ..
+    }) = outputs::recorded_output(client, run_id).await?
+    else {
+        return Ok(None);
+    };
     if kind != OUTPUT_KIND {
-        return Err(WorkerError::Ledger(format!(
+        return Err(WorkerError::ledger(format!(
             "run {run_id} writes a {kind:?} output, which this Ferry does not know"
         )));
     }
-    let json: String = row.get(2);
-    serde_json::from_str(&json).map(Some).map_err(|e| {
-        WorkerError::Ledger(format!("run {run_id}'s Parquet settings do not parse: {e}"))
+    serde_json::from_str(&spec_json).map(Some).map_err(|e| {
+        WorkerError::ledger(format!("run {run_id}'s Parquet settings do not parse: {e}"))
     })
 }
 
@@ -322,7 +321,7 @@ pub async fn output_of(client: &Client, run_id: &str) -> Result<Arc<ParquetOutpu
         return Ok(output.clone());
     }
     let spec = recorded_spec(client, run_id).await?.ok_or_else(|| {
-        WorkerError::Ledger(format!(
+        WorkerError::ledger(format!(
             "run {run_id} loads Parquet but has no output recorded"
         ))
     })?;
@@ -352,44 +351,14 @@ pub trait FileLedger: Send + Sync {
     async fn checkpoint(&self, checkpoint: &Checkpoint<'_>) -> Result<bool>;
 }
 
-/// A published file, as recorded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileRecord {
-    /// The load that wrote it.
-    pub load_id: i64,
-    /// Its chunk.
-    pub chunk: u64,
-    /// Its key under the output location.
-    pub key: String,
-    /// Rows.
-    pub rows: u64,
-    /// Bytes.
-    pub bytes: u64,
-}
-
 #[async_trait]
 impl FileLedger for Client {
     async fn record_file(&self, run_id: &str, table: &str, file: &FileRecord) -> Result<()> {
-        let (load, chunk, rows, bytes) = (
-            file.load_id,
-            file.chunk as i64,
-            file.rows as i64,
-            file.bytes as i64,
-        );
-        self.execute(
-            sql::UPSERT_OUTPUT_FILE,
-            &[&run_id, &table, &load, &chunk, &file.key, &rows, &bytes],
-        )
-        .await
-        .map_err(WorkerError::db("cannot record a Parquet file"))?;
-        Ok(())
+        Ok(outputs::record_file(self, run_id, table, file).await?)
     }
 
     async fn forget_files(&self, load_id: i64) -> Result<()> {
-        self.execute(sql::DELETE_OUTPUT_FILES_OF_LOAD, &[&load_id])
-            .await
-            .map_err(WorkerError::db("cannot forget a load's Parquet files"))?;
-        Ok(())
+        Ok(outputs::forget_files(self, load_id).await?)
     }
 
     async fn checkpoint(&self, checkpoint: &Checkpoint<'_>) -> Result<bool> {
@@ -686,44 +655,22 @@ pub async fn current_files(
     client: &Client,
     run_id: &str,
 ) -> Result<BTreeMap<String, Vec<DatasetFile>>> {
-    let current = current_loads(client, run_id).await?;
-    let rows = client
-        .query(sql::SELECT_OUTPUT_FILES, &[&run_id])
-        .await
-        .map_err(WorkerError::db("cannot read the run's Parquet files"))?;
+    let current = outputs::current_loads(client, run_id).await?;
     let mut files: BTreeMap<String, Vec<DatasetFile>> = BTreeMap::new();
-    for row in rows {
-        let load: i64 = row.get(1);
-        if !current.contains(&load) {
+    for (table, file) in outputs::output_files(client, run_id).await? {
+        if !current.contains(&file.load_id) {
             continue;
         }
-        files.entry(row.get(0)).or_default().push(DatasetFile {
-            key: row.get(3),
-            rows: row.get::<_, i64>(4).max(0) as u64,
-            bytes: row.get::<_, i64>(5).max(0) as u64,
+        files.entry(table).or_default().push(DatasetFile {
+            key: file.key,
+            rows: file.rows,
+            bytes: file.bytes,
         });
     }
     for list in files.values_mut() {
         list.sort_by(|a, b| a.key.cmp(&b.key));
     }
     Ok(files)
-}
-
-async fn current_loads(client: &Client, run_id: &str) -> Result<HashSet<i64>> {
-    let generations: HashMap<String, i64> = ledger::get_shards(client, run_id)
-        .await?
-        .into_iter()
-        .map(|s| (s.shard_id, s.generation))
-        .collect();
-    let loads = client
-        .query(sql::SELECT_RUN_LOADS, &[&run_id])
-        .await
-        .map_err(WorkerError::db("cannot read the run's loads"))?;
-    Ok(loads
-        .iter()
-        .filter(|row| generations.get(&row.get::<_, String>(1)) == Some(&row.get::<_, i64>(2)))
-        .map(|row| row.get(0))
-        .collect())
 }
 
 /// What [`seal`] did.
@@ -736,18 +683,6 @@ pub struct Sealed {
     pub removed: Vec<String>,
     /// Files kept that no run of this ledger wrote (another ledger's run in the same location).
     pub foreign: Vec<String>,
-}
-
-/// The runs that write the dataset at `location` (this one and every `--append` beside it), with
-/// their states.
-async fn runs_at(client: &Client, location: &str) -> Result<Vec<(String, String)>> {
-    let rows = client
-        .query(sql::SELECT_RUNS_AT_OUTPUT, &[&location])
-        .await
-        .map_err(WorkerError::db(
-            "cannot read the runs sharing a parquet location",
-        ))?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Ends a Parquet run's dataset (finalize): deletes every data file of *this run* whose load is
@@ -763,7 +698,7 @@ pub async fn seal(
 ) -> Result<Sealed> {
     let table_mode = run.schema.routing.is_none();
     let output = output_of(client, &run.run_id).await?;
-    let sharing = runs_at(client, &output.spec.location).await?;
+    let sharing = outputs::runs_at(client, &output.spec.location).await?;
     // Which run each load of this ledger belongs to, and which loads are current.
     let mut owner: HashMap<i64, String> = HashMap::new();
     let mut current: HashSet<i64> = HashSet::new();
@@ -771,21 +706,17 @@ pub async fn seal(
     let mut runs = Vec::new();
     let mut all_complete = complete;
     for (run_id, state) in &sharing {
-        let loads = client
-            .query(sql::SELECT_RUN_LOADS, &[run_id])
-            .await
-            .map_err(WorkerError::db("cannot read the run's loads"))?;
-        for row in &loads {
-            owner.insert(row.get(0), run_id.clone());
+        for load in outputs::run_loads(client, run_id).await? {
+            owner.insert(load, run_id.clone());
         }
-        current.extend(current_loads(client, run_id).await?);
+        current.extend(outputs::current_loads(client, run_id).await?);
         let mut run_files = 0;
         for (table, list) in current_files(client, run_id).await? {
             run_files += list.len();
             files.entry(table).or_default().extend(list);
         }
         if *run_id != run.run_id {
-            all_complete &= state == ferry_shared::ledger::run_state::COMPLETE;
+            all_complete &= state == ferry_ledger::run_state::COMPLETE;
         }
         runs.push(serde_json::json!({
             "run": run_id,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use base64::Engine;
-use ferry_shared::ledger::shard_state;
+use ferry_ledger::shard_state;
 use ferry_shared::output::LocalOutput;
 use ferry_shared::schema::OnTypeMismatch;
 use ferry_shared::store::{LocalStore, ObjectStore};
@@ -17,21 +17,21 @@ use md5::{Digest, Md5};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::super::driver::{load_shard, LoadContext, ShardOutcome};
-use super::super::fake::FakeTarget;
-use super::super::{Checkpoint, KeyValue, Ledger, Presence, Sink, TableEnd, TableRows};
+use super::super::{Checkpoint, KeyValue, Presence, Sink, TableEnd, TableRows};
 use super::*;
-use crate::ledger::{Restart, RunRecord, ShardRecord};
 use crate::target::{LoadPath, Target, TargetKind};
+use ferry_ledger::memory::MemoryLedger;
+use ferry_ledger::{Ledger, Restart, RunRecord, ShardRecord};
 
 const RUN: &str = "run";
 
 /// Recorded files by (table, load, chunk).
 type Files = BTreeMap<(String, i64, u64), FileRecord>;
 
-/// The files the fake ledger records (the ledger itself is the [`FakeTarget`]).
+/// The files the fake ledger records, beside the in-memory ledger.
 #[derive(Clone)]
 struct FakeFiles {
-    target: FakeTarget,
+    ledger: MemoryLedger,
     files: Arc<Mutex<Files>>,
 }
 
@@ -54,32 +54,8 @@ impl FileLedger for FakeFiles {
     }
 
     async fn checkpoint(&self, checkpoint: &Checkpoint<'_>) -> Result<bool> {
-        let mut state = self.target.state.lock().unwrap();
-        let shard = state.shards.get_mut(checkpoint.shard_id).unwrap();
-        if shard.committed_lines != checkpoint.from
-            || shard.generation != checkpoint.generation
-            || shard.state == shard_state::DONE
-        {
-            return Ok(false);
-        }
-        shard.committed_lines = checkpoint.to;
-        shard.copying_from = None;
-        shard.loaded_rows += checkpoint.rows;
-        shard.rejected_rows += checkpoint.rejects.len() as u64;
-        shard.state = shard_state::PENDING.into();
-        if let Some(end) = &checkpoint.file_end {
-            shard.state = shard_state::DONE.into();
-            shard.items_seen = Some(end.items);
-            shard.md5_ok = end.md5_ok;
-        }
-        let generation = shard.generation;
-        for reject in checkpoint.rejects {
-            state.rejects.insert(
-                (checkpoint.shard_id.to_string(), reject.line_no),
-                (reject.reason.clone(), generation),
-            );
-        }
-        Ok(true)
+        let kept = checkpoint.kept_rejects();
+        Ok(self.ledger.lock().advance(&checkpoint.advance(&kept).get()))
     }
 }
 
@@ -184,11 +160,8 @@ fn setup(items: u64, chunk: u64, bad_line: Option<u64>) -> Setup {
         precision: 38,
         scale: 1,
     };
-    let target = FakeTarget::with_tables(1);
-    target.state.lock().unwrap().shards.insert(
-        "s".into(),
-        ShardRecord::for_test("s", "s.json.gz", items, Some(md5)),
-    );
+    let ledger =
+        MemoryLedger::with_shards([ShardRecord::for_test("s", "s.json.gz", items, Some(md5))]);
     let run = RunRecord::for_test(RUN, dir.path(), schema, chunk, items, Some("parquet"));
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(dir.path()));
     let mut settings = ferry_shared::config::load_settings(None).unwrap().load;
@@ -213,7 +186,7 @@ fn setup(items: u64, chunk: u64, bad_line: Option<u64>) -> Setup {
         dir_path: dir.path().to_path_buf(),
         _dir: dir,
         ledger: FakeFiles {
-            target,
+            ledger,
             files: Default::default(),
         },
         output,
@@ -236,7 +209,7 @@ async fn load(setup: &Setup, crash: Option<Crash>) -> Result<ShardOutcome> {
         published: 0,
         commits: 0,
     };
-    load_shard(&setup.ledger.target, &files, &mut sink, &setup.ctx, "s").await
+    load_shard(&setup.ledger.ledger, &files, &mut sink, &setup.ctx, "s").await
 }
 
 /// Every visible file of the dataset (names not starting with `.`) and, per key, how many rows
@@ -307,7 +280,7 @@ fn assert_every_key_once(setup: &Setup, items: u64, rejected: &[u64]) {
     for i in rejected {
         assert!(!keys.contains_key(&format!("k{i}")));
     }
-    let shard = setup.ledger.target.shard_record("s");
+    let shard = setup.ledger.ledger.shard_record("s");
     assert_eq!(shard.state, shard_state::DONE);
     assert_eq!(shard.loaded_rows, expected);
     // The ledger knows exactly the files the folder holds.
@@ -362,7 +335,7 @@ async fn a_crash_at_any_step_resumes_exactly_once() {
                 "{crash:?}"
             );
             assert_every_key_once(&setup, 50, &[23]);
-            let shard = setup.ledger.target.shard_record("s");
+            let shard = setup.ledger.ledger.shard_record("s");
             assert_eq!(
                 (shard.loaded_rows, shard.rejected_rows),
                 (49, 1),
@@ -436,7 +409,7 @@ async fn a_bad_file_leaves_no_file_and_a_new_generation_replaces_the_old_files()
     };
     assert!(setup
         .ledger
-        .target
+        .ledger
         .restart_shard(RUN, "s", 0, &restart)
         .await
         .unwrap());

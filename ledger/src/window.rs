@@ -1,15 +1,14 @@
-//! A catch-up window's records on the worker's side (SQL in [`ferry_shared::window`]): whether a
-//! run is a window and may be applied now (the window before it, or the full run, is complete),
-//! its deferred records, and the window's state. Applying a window is the sink's
-//! ([`crate::sink::apply`], [`crate::sink::prepare_context`], [`crate::sink::deferred`]): this
-//! module depends on no part of the load engine but the deferred record's type.
+//! A catch-up window's records (SQL in [`crate::sql::window`]): whether a run is a window and may
+//! be applied now (the window before it, or the full run, is complete), its deferred records, and
+//! the window's state. Applying a window is the worker's sinks' (`ferry_worker::sink::apply`,
+//! `prepare_context`, `deferred`).
 
-use ferry_shared::ledger::run_state;
-use ferry_shared::window::{self as sql, window_state};
+use crate::sql::run_state;
+use crate::sql::window::{self as sql, window_state};
 use tokio_postgres::{Client, GenericClient, Row};
 
-use crate::ledger;
-use crate::{Result, WorkerError};
+use crate::runs::get_run;
+use crate::{LedgerError, Result};
 
 /// A change record set aside until the end of its window.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +81,7 @@ pub async fn get_window(client: &impl GenericClient, run_id: &str) -> Result<Opt
     let row = client
         .query_opt(sql::SELECT_WINDOW, &[&run_id])
         .await
-        .map_err(WorkerError::db("cannot read a catch-up window"))?;
+        .map_err(LedgerError::db("cannot read a catch-up window"))?;
     Ok(row.as_ref().map(window_of))
 }
 
@@ -94,7 +93,7 @@ pub async fn get_chain(
     let rows = client
         .query(sql::SELECT_CHAIN, &[&base_run_id])
         .await
-        .map_err(WorkerError::db("cannot read the catch-up windows"))?;
+        .map_err(LedgerError::db("cannot read the catch-up windows"))?;
     Ok(rows.iter().map(window_of).collect())
 }
 
@@ -119,8 +118,8 @@ pub async fn insert_window(client: &Client, window: &WindowRecord) -> Result<boo
         .await;
     match result {
         Ok(_) => Ok(true),
-        Err(e) if crate::sink::sql::is_unique_violation(&e) => Ok(false),
-        Err(e) => Err(WorkerError::Db {
+        Err(e) if crate::error::is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(LedgerError::Db {
             context: "cannot record a catch-up window".into(),
             source: e,
         }),
@@ -132,7 +131,7 @@ pub async fn set_window_state(client: &Client, run_id: &str, state: &str) -> Res
     client
         .execute(sql::SET_WINDOW_STATE, &[&run_id, &state])
         .await
-        .map_err(WorkerError::db("cannot record a window's state"))?;
+        .map_err(LedgerError::db("cannot record a window's state"))?;
     Ok(())
 }
 
@@ -142,7 +141,7 @@ pub async fn predecessor_complete(
     window: &WindowRecord,
 ) -> Result<Result<(), String>> {
     if window.seq <= 1 {
-        let base = ledger::get_run(client, &window.base_run_id).await?;
+        let base = get_run(client, &window.base_run_id).await?;
         return Ok(match base {
             Some(run) if run.state == run_state::COMPLETE => Ok(()),
             Some(run) => Err(format!(
@@ -166,7 +165,7 @@ pub async fn predecessor_complete(
             &[&window.base_run_id, &(window.seq - 1)],
         )
         .await
-        .map_err(WorkerError::db("cannot read a catch-up window"))?;
+        .map_err(LedgerError::db("cannot read a catch-up window"))?;
     Ok(match row.as_ref().map(window_of) {
         Some(previous) if previous.state == window_state::COMPLETE => Ok(()),
         Some(previous) => Err(format!(
@@ -190,10 +189,10 @@ pub async fn predecessor_complete(
 pub async fn check_next(client: &Client, run_id: &str) -> Result<()> {
     let window = get_window(client, run_id)
         .await?
-        .ok_or_else(|| WorkerError::Ledger(format!("run {run_id} is not a catch-up window")))?;
+        .ok_or_else(|| LedgerError::Unexpected(format!("run {run_id} is not a catch-up window")))?;
     predecessor_complete(client, &window)
         .await?
-        .map_err(WorkerError::Ledger)
+        .map_err(LedgerError::Unexpected)
 }
 
 /// Records a chunk's deferred change records (in the chunk's transaction).
@@ -219,7 +218,7 @@ pub async fn record_deferred(
                 ],
             )
             .await
-            .map_err(WorkerError::db("cannot record a deferred change record"))?;
+            .map_err(LedgerError::db("cannot record a deferred change record"))?;
     }
     Ok(())
 }
@@ -237,7 +236,7 @@ pub async fn delete_stale_deferred(
             &[&run_id, &shard_id, &generation],
         )
         .await
-        .map_err(WorkerError::db("cannot remove stale deferred records"))
+        .map_err(LedgerError::db("cannot remove stale deferred records"))
 }
 
 /// A window's deferred records still waiting.
@@ -245,6 +244,93 @@ pub async fn count_deferred(client: &Client, run_id: &str) -> Result<u64> {
     let row = client
         .query_one(sql::COUNT_DEFERRED, &[&run_id])
         .await
-        .map_err(WorkerError::db("cannot count deferred records"))?;
+        .map_err(LedgerError::db("cannot count deferred records"))?;
     Ok(row.get::<_, i64>(0).max(0) as u64)
+}
+
+/// A deferred change record as the ledger holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeferredRecord {
+    /// Its shard.
+    pub shard_id: String,
+    /// Its line.
+    pub line_no: i64,
+    /// The shard's generation that set it aside.
+    pub generation: i64,
+    /// Why it was refused then.
+    pub reason: String,
+    /// The record as read.
+    pub raw: Vec<u8>,
+}
+
+/// A window's deferred records, in shard and line order.
+pub async fn deferred_records(client: &Client, run_id: &str) -> Result<Vec<DeferredRecord>> {
+    let rows = client
+        .query(sql::SELECT_DEFERRED, &[&run_id])
+        .await
+        .map_err(LedgerError::db("cannot read deferred records"))?;
+    Ok(rows
+        .iter()
+        .map(|r| DeferredRecord {
+            shard_id: r.get(0),
+            line_no: r.get(1),
+            generation: r.get(2),
+            reason: r.get(3),
+            raw: r.get(4),
+        })
+        .collect())
+}
+
+/// Takes a deferred record off the list (in the transaction that applies it): `false` when
+/// another process took it first.
+pub async fn take_deferred(client: &Client, run_id: &str, record: &DeferredRecord) -> Result<bool> {
+    let taken = client
+        .execute(
+            sql::DELETE_DEFERRED,
+            &[&run_id, &record.shard_id, &record.line_no],
+        )
+        .await
+        .map_err(LedgerError::db("cannot take a deferred record"))?;
+    Ok(taken == 1)
+}
+
+/// Turns a deferred record that never applied into a reject of its shard (the shard counts it),
+/// in the caller's transaction: `reason` and `raw` as the ledger keeps them
+/// (`load.reject_lines`). `false` when another process took the record first.
+pub async fn reject_deferred(
+    client: &Client,
+    run_id: &str,
+    record: &DeferredRecord,
+    reason: &str,
+    raw: &[u8],
+) -> Result<bool> {
+    if !take_deferred(client, run_id, record).await? {
+        return Ok(false);
+    }
+    let reject = crate::runs::RejectRow {
+        line_no: record.line_no.max(0) as u64,
+        reason,
+        raw,
+    };
+    crate::runs::insert_rejects(
+        client,
+        run_id,
+        &record.shard_id,
+        record.generation,
+        &[reject],
+    )
+    .await
+    .map_err(LedgerError::db(
+        "cannot record a deferred record as a reject",
+    ))?;
+    client
+        .execute(
+            sql::COUNT_DEFERRED_AS_REJECTED,
+            &[&run_id, &record.shard_id],
+        )
+        .await
+        .map_err(LedgerError::db(
+            "cannot count a deferred record as a reject",
+        ))?;
+    Ok(true)
 }

@@ -1,5 +1,5 @@
 //! Single-table design: routing rules that send each item to one of several target tables, with
-//! per-table column maps, key parsing, casts and transforms (design.md §4, "Mapping modes").
+//! per-table column maps, key parsing, casts and transforms (`docs/design.md` §4).
 //!
 //! The rules are written in the config file (lists live in the file only):
 //!
@@ -61,8 +61,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{ColumnSpec, DdbType, NestedJson, OnTypeMismatch, PgType, TableSchema};
 use crate::ident::is_valid_column_name;
-use crate::schema::{ColumnSpec, DdbType, NestedJson, OnTypeMismatch, PgType, TableSchema};
 use crate::{Error, Result};
 
 /// `[routing]`: the rules and what happens to items none of them takes.

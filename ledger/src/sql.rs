@@ -1,7 +1,7 @@
 //! The `ferry` ledger schema and its SQL.
 //!
 //! The ledger lives in the target database, beside the data, so one transaction can load a chunk's
-//! rows and advance its shard's checkpoint together (design.md §3):
+//! rows and advance its shard's checkpoint together (`docs/design.md` §3):
 //! - `ferry.runs`: one row per run: the export, the target table, the resolved schema, the fixed
 //!   chunk size, `max_rejects`, the load path chosen at plan, and the run's state;
 //! - `ferry.shards`: one row per data file: its manifest `itemCount` and MD5, the checkpoint
@@ -22,19 +22,23 @@
 //! - `ferry.output_files` (v3): one row per Parquet file committed: its table, the load and chunk
 //!   that wrote it, its key, rows and bytes (what finalize's `_manifest.json` lists);
 //! - `ferry.windows`, `ferry.deferred` (v5): incremental exports applied after a full run, in
-//!   order, and the change records a window set aside until its end ([`crate::window`]);
+//!   order, and the change records a window set aside until its end ([`window`]);
 //! - `ferry.meta`: `schema_version`, so a newer Ferry migrates the ledger in place
 //!   ([`MIGRATIONS`]) and an older one refuses a ledger it does not know; and `target_token`, a
 //!   random value made the first time a queue is bound to this target, which that queue carries
-//!   as its `ferry-target` tag ([`crate::sqs::TARGET_TAG`]);
+//!   as its `ferry-target` tag (`ferry_shared::sqs::TARGET_TAG`);
 //! - `ferry.probes`: one row per `ferry-coordinator probe`: the decode rate per core, the target's
 //!   ingest ceiling and the source read rate it measured, with when and on what machine
 //!   ([`CREATE_PROBES`]). Outside the versioned schema: made by the probe when it first records,
 //!   read by `plan --dry-run` only when present, ignored by every other command, so a ledger
 //!   holding it is still the same version and an older Ferry uses it unchanged.
 //!
+//! Statements of catch-up windows are in [`window`].
+//!
 //! Every statement here binds its values as parameters cast to their types in the SQL text
 //! (`$1::text`), which both PostgreSQL and HeliosDB accept.
+
+pub mod window;
 
 /// The ledger schema this Ferry writes.
 pub const SCHEMA_VERSION: i64 = 5;
@@ -155,7 +159,7 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
     ],
 ),
 (
-    // The target token of each run (what its queue messages carry, [`crate::queue`]).
+    // The target token of each run (what its queue messages carry).
     4,
     &["CREATE TABLE IF NOT EXISTS ferry.run_tokens (
             run_id TEXT PRIMARY KEY,
@@ -163,9 +167,9 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
         )"],
 ),
 (
-    // Catch-up windows and their deferred change records ([`crate::window`]).
+    // Catch-up windows and their deferred change records ([`window`]).
     5,
-    crate::window::MIGRATION,
+    window::MIGRATION,
 )];
 
 /// The probe table ([`PROBE_COLUMNS`] plus when it was recorded); made by the probe before it
@@ -245,7 +249,7 @@ pub const INSERT_RUN_TOKEN: &str = "INSERT INTO ferry.run_tokens (run_id, token)
     VALUES ($1::text, $2::text) ON CONFLICT (run_id) DO NOTHING";
 
 /// Records the ledger's own target token once (the first value wins): the tag `queue create`
-/// puts on a queue that serves this target ([`crate::sqs::TARGET_TAG`]). `$1` token.
+/// puts on a queue that serves this target (`ferry_shared::sqs::TARGET_TAG`). `$1` token.
 pub const INSERT_TARGET_TOKEN: &str = "INSERT INTO ferry.meta (key, value)
     VALUES ('target_token', $1::text) ON CONFLICT (key) DO NOTHING";
 

@@ -20,12 +20,12 @@
 //!   follow is refused, and so is `reset` of a window's shard (a failed window file is applied
 //!   again from its start by `catch-up`, removing nothing).
 
+use crate::sql::window::window_state;
 use ferry_shared::manifest::micros_of;
-use ferry_shared::window::window_state;
 use serde::Serialize;
 use tokio_postgres::{Client, GenericClient};
 
-use crate::ledger::{RunRecord, ShardRecord};
+use crate::runs::{get_run, RunRecord, ShardRecord};
 use crate::window::{get_chain, get_window, WindowRecord};
 use crate::Result;
 
@@ -159,7 +159,7 @@ impl Behind {
 /// How far behind the tables of `run` (a full run or one of its windows) are.
 pub async fn behind(client: &Client, run: &RunRecord) -> Result<Behind> {
     let base = match get_window(client, &run.run_id).await? {
-        Some(window) => crate::ledger::get_run(client, &window.base_run_id)
+        Some(window) => get_run(client, &window.base_run_id)
             .await?
             .unwrap_or_else(|| run.clone()),
         None => run.clone(),
@@ -204,10 +204,25 @@ pub fn in_flight(run_id: &str, shard: &ShardRecord, from: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_shared::schema::OnTypeMismatch;
+    use ferry_shared::schema::{ColumnSpec, DdbType, TableSchema};
 
     fn run(run_id: &str) -> RunRecord {
-        let schema = (*crate::decode::tests::test_schema(OnTypeMismatch::Overflow)).clone();
+        let key = |name: &str| ColumnSpec {
+            name: name.into(),
+            ddb_type: DdbType::S,
+            pg_type: DdbType::S.pg_type().unwrap(),
+            is_key: true,
+        };
+        let schema = TableSchema {
+            table: "t".into(),
+            columns: vec![key("pk"), key("sk")],
+            overflow_column: "attrs".into(),
+            nested_json: Default::default(),
+            on_type_mismatch: Default::default(),
+            numeric_limit: Default::default(),
+            routing: None,
+            provenance: true,
+        };
         RunRecord::for_test(run_id, std::path::Path::new("/x"), schema, 10, 10, None)
     }
 

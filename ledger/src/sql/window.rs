@@ -11,7 +11,7 @@
 //!   (a unique value moving between items, a child before its parent), by shard and line, with the
 //!   record itself; retried when every file of the window is in.
 //!
-//! Every statement binds its values as parameters cast in the SQL text, as [`crate::ledger`] does.
+//! Every statement binds its values as parameters cast in the SQL text, as [`crate::sql`] does.
 
 /// The statements of schema version 5 (idempotent).
 pub const MIGRATION: &[&str] = &[

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod routing;
+
 use crate::ident::{quote_ident, ColumnNames};
 
 /// Ferry's provenance column, in every table a run loads: the `load_id` of the shard generation
@@ -270,7 +272,7 @@ pub struct TableSchema {
     pub numeric_limit: NumericLimit,
     /// Routing rules (single-table design): items go to the rules' tables instead of this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routing: Option<crate::routing::Routing>,
+    pub routing: Option<crate::schema::routing::Routing>,
     /// Whether rows carry [`PROVENANCE_COLUMN`] (every run planned by this Ferry; runs planned
     /// before it existed cannot be resumed by it).
     #[serde(default)]

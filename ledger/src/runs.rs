@@ -1,13 +1,15 @@
-//! Reading and writing the `ferry` ledger (schema and SQL in [`ferry_shared::ledger`]) through
-//! tokio-postgres, and connecting to the target.
+//! A run's records in the ledger (runs, shards, rejects, post-load steps, target tokens) and the
+//! functions that read and write them on a tokio-postgres client (statements in [`crate::sql`]);
+//! creating and migrating the schema. A shard's generations and loads, which the chunk driver
+//! changes, are [`crate::protocol`]'s.
 
-use ferry_shared::ledger as sql;
+use crate::sql;
 use ferry_shared::manifest::DataFile;
 use ferry_shared::schema::TableSchema;
 use serde::Serialize;
 use tokio_postgres::{Client, GenericClient, Row};
 
-use crate::{Result, WorkerError};
+use crate::{LedgerError, Result};
 
 /// A run as the ledger holds it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -39,10 +41,9 @@ pub struct RunRecord {
     pub load_path: Option<String>,
 }
 
-#[cfg(test)]
 impl ShardRecord {
-    /// A pending shard of the fake targets' tests, nothing committed yet.
-    pub(crate) fn for_test(
+    /// A pending shard for unit tests (the in-memory ledger and targets), nothing committed yet.
+    pub fn for_test(
         shard_id: &str,
         data_key: &str,
         item_count: u64,
@@ -61,7 +62,7 @@ impl ShardRecord {
             spilled_values: 0,
             items_seen: None,
             md5_ok: None,
-            state: ferry_shared::ledger::shard_state::PENDING.into(),
+            state: sql::shard_state::PENDING.into(),
             error: None,
             generation: 0,
             copying_from: None,
@@ -69,11 +70,11 @@ impl ShardRecord {
     }
 }
 
-#[cfg(test)]
 impl RunRecord {
-    /// A run of the fake targets' tests: `schema`, from the export in `dir`, `chunk_lines` lines a
-    /// chunk, `items` items by the manifest, loading the way `load_path` says.
-    pub(crate) fn for_test(
+    /// A run for unit tests (the in-memory ledger and targets): `schema`, from the export in
+    /// `dir`, `chunk_lines` lines a chunk, `items` items by the manifest, loading the way
+    /// `load_path` says.
+    pub fn for_test(
         run_id: &str,
         dir: &std::path::Path,
         schema: TableSchema,
@@ -157,7 +158,7 @@ fn opt_u64_of(row: &Row, column: &str) -> Option<u64> {
 fn run_of(row: &Row) -> Result<RunRecord> {
     let schema_json: String = row.get("schema_json");
     let schema = serde_json::from_str(&schema_json)
-        .map_err(|e| WorkerError::Ledger(format!("run schema does not parse: {e}")))?;
+        .map_err(|e| LedgerError::Unexpected(format!("run schema does not parse: {e}")))?;
     Ok(RunRecord {
         run_id: row.get("run_id"),
         export_location: row.get("export_location"),
@@ -174,7 +175,7 @@ fn run_of(row: &Row) -> Result<RunRecord> {
     })
 }
 
-fn shard_of(row: &Row) -> ShardRecord {
+pub(crate) fn shard_of(row: &Row) -> ShardRecord {
     ShardRecord {
         shard_id: row.get("shard_id"),
         data_key: row.get("data_key"),
@@ -195,28 +196,12 @@ fn shard_of(row: &Row) -> ShardRecord {
     }
 }
 
-/// Connects to the target for plan, finalize, status and the like, and drives the connection on
-/// a background task (hosts, TLS, passwords and timeouts as [`crate::conn`] says).
-pub async fn connect(url: &str) -> Result<Client> {
-    Ok(crate::conn::connect(url, crate::conn::Purpose::Control)
-        .await?
-        .0)
-}
-
-/// Connects a loader to the target: as [`connect`], under the loader's progress timeout instead
-/// of the statement timeout.
-pub async fn connect_loading(url: &str) -> Result<Client> {
-    Ok(crate::conn::connect(url, crate::conn::Purpose::Loading)
-        .await?
-        .0)
-}
-
 /// The target token of `run_id` in this ledger, if it has one.
 pub async fn run_token(client: &impl GenericClient, run_id: &str) -> Result<Option<String>> {
     let row = client
         .query_opt(sql::SELECT_RUN_TOKEN, &[&run_id])
         .await
-        .map_err(WorkerError::db("cannot read the run's target token"))?;
+        .map_err(LedgerError::db("cannot read the run's target token"))?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -226,7 +211,7 @@ fn random_token() -> Result<String> {
     let mut random = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut random))
-        .map_err(|e| WorkerError::Internal(format!("cannot read /dev/urandom: {e}")))?;
+        .map_err(|e| LedgerError::Unexpected(format!("cannot read /dev/urandom: {e}")))?;
     Ok(random.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -235,7 +220,7 @@ pub async fn target_token(client: &impl GenericClient) -> Result<Option<String>>
     let row = client
         .query_opt(sql::SELECT_TARGET_TOKEN, &[])
         .await
-        .map_err(WorkerError::db("cannot read the ledger's target token"))?;
+        .map_err(LedgerError::db("cannot read the ledger's target token"))?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -246,10 +231,10 @@ pub async fn ensure_target_token(client: &impl GenericClient) -> Result<String> 
     client
         .execute(sql::INSERT_TARGET_TOKEN, &[&token])
         .await
-        .map_err(WorkerError::db("cannot record the ledger's target token"))?;
+        .map_err(LedgerError::db("cannot record the ledger's target token"))?;
     target_token(client)
         .await?
-        .ok_or_else(|| WorkerError::Ledger("the ledger has no target token".into()))
+        .ok_or_else(|| LedgerError::Unexpected("the ledger has no target token".into()))
 }
 
 /// The target token of `run_id`, made (random) the first time: what its queue messages carry.
@@ -258,10 +243,10 @@ pub async fn ensure_run_token(client: &impl GenericClient, run_id: &str) -> Resu
     client
         .execute(sql::INSERT_RUN_TOKEN, &[&run_id, &token])
         .await
-        .map_err(WorkerError::db("cannot record the run's target token"))?;
+        .map_err(LedgerError::db("cannot record the run's target token"))?;
     run_token(client, run_id)
         .await?
-        .ok_or_else(|| WorkerError::Ledger(format!("run {run_id} has no target token")))
+        .ok_or_else(|| LedgerError::Unexpected(format!("run {run_id} has no target token")))
 }
 
 /// Creates the ledger schema when missing and migrates it in place to [`sql::SCHEMA_VERSION`];
@@ -289,8 +274,8 @@ pub async fn ensure_ledger(client: &Client) -> Result<()> {
 }
 
 /// A ledger error that is [`is_ddl_race`].
-fn lost_ddl_race(error: &WorkerError) -> bool {
-    matches!(error, WorkerError::Db { source, .. } if is_ddl_race(source))
+fn lost_ddl_race(error: &LedgerError) -> bool {
+    matches!(error, LedgerError::Db { source, .. } if is_ddl_race(source))
 }
 
 /// A catalog conflict of two concurrent `CREATE`/`ALTER … IF NOT EXISTS` of the same object: the
@@ -314,11 +299,11 @@ async fn ensure_ledger_once(client: &Client) -> Result<()> {
         client
             .batch_execute(statement)
             .await
-            .map_err(WorkerError::db("cannot create the ferry ledger"))?;
+            .map_err(LedgerError::db("cannot create the ferry ledger"))?;
     }
     let version = ledger_version(client).await?;
     if version > sql::SCHEMA_VERSION {
-        return Err(WorkerError::Ledger(format!(
+        return Err(LedgerError::Unexpected(format!(
             "the ferry ledger in this database has schema version {version}, written by a newer \
              Ferry; this one knows version {}: upgrade Ferry",
             sql::SCHEMA_VERSION
@@ -329,14 +314,14 @@ async fn ensure_ledger_once(client: &Client) -> Result<()> {
             continue;
         }
         for statement in *statements {
-            client.batch_execute(statement).await.map_err(WorkerError::db(
+            client.batch_execute(statement).await.map_err(LedgerError::db(
                 "cannot migrate the ferry ledger (run the newest Ferry once with rights to alter it)",
             ))?;
         }
         client
             .execute(sql::SET_SCHEMA_VERSION, &[&target.to_string()])
             .await
-            .map_err(WorkerError::db("cannot record the ledger's schema version"))?;
+            .map_err(LedgerError::db("cannot record the ledger's schema version"))?;
         tracing::info!(version = target, "migrated the ferry ledger");
     }
     Ok(())
@@ -347,13 +332,13 @@ pub async fn ledger_version(client: &impl GenericClient) -> Result<i64> {
     let row = client
         .query_opt(sql::SELECT_SCHEMA_VERSION, &[])
         .await
-        .map_err(WorkerError::db("cannot read the ledger's schema version"))?;
+        .map_err(LedgerError::db("cannot read the ledger's schema version"))?;
     match row {
         None => Ok(1),
         Some(row) => {
             let text: String = row.get(0);
             text.parse().map_err(|_| {
-                WorkerError::Ledger(format!(
+                LedgerError::Unexpected(format!(
                     "the ledger's schema_version {text:?} is not a number"
                 ))
             })
@@ -366,18 +351,18 @@ pub async fn get_run(client: &impl GenericClient, run_id: &str) -> Result<Option
     let row = client
         .query_opt(sql::SELECT_RUN, &[&run_id])
         .await
-        .map_err(WorkerError::db("cannot read the run"))?;
+        .map_err(LedgerError::db("cannot read the run"))?;
     row.as_ref().map(run_of).transpose()
 }
 
 /// Records a new run and its shards in one transaction (a run already there is left as it is).
 pub async fn insert_run(client: &mut Client, run: &RunRecord, files: &[DataFile]) -> Result<()> {
     let schema_json =
-        serde_json::to_string(&run.schema).map_err(|e| WorkerError::Internal(e.to_string()))?;
+        serde_json::to_string(&run.schema).map_err(|e| LedgerError::Unexpected(e.to_string()))?;
     let tx = client
         .transaction()
         .await
-        .map_err(WorkerError::db("cannot start the plan transaction"))?;
+        .map_err(LedgerError::db("cannot start the plan transaction"))?;
     tx.execute(
         sql::INSERT_RUN,
         &[
@@ -396,11 +381,11 @@ pub async fn insert_run(client: &mut Client, run: &RunRecord, files: &[DataFile]
         ],
     )
     .await
-    .map_err(WorkerError::db("cannot record the run"))?;
+    .map_err(LedgerError::db("cannot record the run"))?;
     let insert = tx
         .prepare(sql::INSERT_SHARD)
         .await
-        .map_err(WorkerError::db("cannot prepare shard insert"))?;
+        .map_err(LedgerError::db("cannot prepare shard insert"))?;
     for file in files {
         tx.execute(
             &insert,
@@ -414,11 +399,11 @@ pub async fn insert_run(client: &mut Client, run: &RunRecord, files: &[DataFile]
             ],
         )
         .await
-        .map_err(WorkerError::db("cannot record a shard"))?;
+        .map_err(LedgerError::db("cannot record a shard"))?;
     }
     tx.commit()
         .await
-        .map_err(WorkerError::db("cannot commit the plan"))
+        .map_err(LedgerError::db("cannot commit the plan"))
 }
 
 /// Every shard of a run, by shard id.
@@ -426,46 +411,8 @@ pub async fn get_shards(client: &impl GenericClient, run_id: &str) -> Result<Vec
     let rows = client
         .query(sql::SELECT_SHARDS, &[&run_id])
         .await
-        .map_err(WorkerError::db("cannot read shards"))?;
+        .map_err(LedgerError::db("cannot read shards"))?;
     Ok(rows.iter().map(shard_of).collect())
-}
-
-/// One shard.
-pub async fn get_shard(
-    client: &impl GenericClient,
-    run_id: &str,
-    shard_id: &str,
-) -> Result<Option<ShardRecord>> {
-    let row = client
-        .query_opt(sql::SELECT_SHARD, &[&run_id, &shard_id])
-        .await
-        .map_err(WorkerError::db("cannot read a shard"))?;
-    Ok(row.as_ref().map(shard_of))
-}
-
-/// Marks a shard failed with a reason.
-pub async fn fail_shard(
-    client: &impl GenericClient,
-    run_id: &str,
-    shard_id: &str,
-    reason: &str,
-    md5_ok: Option<bool>,
-    items_seen: Option<u64>,
-) -> Result<()> {
-    client
-        .execute(
-            sql::FAIL_SHARD,
-            &[
-                &run_id,
-                &shard_id,
-                &reason,
-                &md5_ok,
-                &items_seen.map(|n| n as i64),
-            ],
-        )
-        .await
-        .map_err(WorkerError::db("cannot record a shard failure"))?;
-    Ok(())
 }
 
 /// Sets the run's `max_rejects`.
@@ -477,7 +424,7 @@ pub async fn set_max_rejects(
     client
         .execute(sql::SET_MAX_REJECTS, &[&run_id, &(max_rejects as i64)])
         .await
-        .map_err(WorkerError::db("cannot update max_rejects"))?;
+        .map_err(LedgerError::db("cannot update max_rejects"))?;
     Ok(())
 }
 
@@ -491,7 +438,7 @@ pub async fn finish_run(
     client
         .execute(sql::FINISH_RUN, &[&run_id, &state, &report])
         .await
-        .map_err(WorkerError::db("cannot record the run's end"))?;
+        .map_err(LedgerError::db("cannot record the run's end"))?;
     Ok(())
 }
 
@@ -511,7 +458,7 @@ pub async fn get_rejects(client: &impl GenericClient, run_id: &str) -> Result<Ve
     let rows = client
         .query(sql::SELECT_REJECTS, &[&run_id])
         .await
-        .map_err(WorkerError::db("cannot read rejects"))?;
+        .map_err(LedgerError::db("cannot read rejects"))?;
     Ok(rows
         .iter()
         .map(|r| RejectRecord {
@@ -522,162 +469,8 @@ pub async fn get_rejects(client: &impl GenericClient, run_id: &str) -> Result<Ve
         .collect())
 }
 
-/// A shard generation's load, as claimed in `ferry.loads`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoadClaim {
-    /// The id every row of this load carries (shifted) in its provenance column.
-    pub load_id: i64,
-    /// The data file identity the load claimed first.
-    pub file_identity: String,
-}
-
-/// Claims `file_identity` for a shard's generation (the first claim wins) and returns the claim
-/// as recorded, which may hold another identity (the file changed since).
-pub async fn claim_load(
-    client: &impl GenericClient,
-    run_id: &str,
-    shard_id: &str,
-    generation: i64,
-    file_identity: &str,
-) -> Result<LoadClaim> {
-    client
-        .execute(
-            sql::CLAIM_LOAD,
-            &[&run_id, &shard_id, &generation, &file_identity],
-        )
-        .await
-        .map_err(WorkerError::db("cannot record the data file's identity"))?;
-    recorded_load(client, run_id, shard_id, generation)
-        .await?
-        .ok_or_else(|| {
-            WorkerError::Ledger(format!(
-                "the load of shard {shard_id} (generation {generation}) vanished from the ledger"
-            ))
-        })
-}
-
-/// The load a shard's generation recorded, if any.
-pub async fn recorded_load(
-    client: &impl GenericClient,
-    run_id: &str,
-    shard_id: &str,
-    generation: i64,
-) -> Result<Option<LoadClaim>> {
-    let row = client
-        .query_opt(sql::SELECT_LOAD, &[&run_id, &shard_id, &generation])
-        .await
-        .map_err(WorkerError::db("cannot read a shard's load"))?;
-    Ok(row.map(|row| LoadClaim {
-        load_id: row.get(0),
-        file_identity: row.get(1),
-    }))
-}
-
-/// The loads of a shard's earlier generations whose rows are not removed yet.
-pub async fn stale_loads(
-    client: &impl GenericClient,
-    run_id: &str,
-    shard_id: &str,
-    generation: i64,
-) -> Result<Vec<i64>> {
-    let rows = client
-        .query(sql::SELECT_STALE_LOADS, &[&run_id, &shard_id, &generation])
-        .await
-        .map_err(WorkerError::db("cannot read a shard's earlier loads"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// Marks a stale load's rows removed.
-pub async fn mark_load_cleaned(client: &impl GenericClient, load_id: i64) -> Result<()> {
-    client
-        .execute(sql::MARK_LOAD_CLEANED, &[&load_id])
-        .await
-        .map_err(WorkerError::db("cannot record a removed load"))?;
-    Ok(())
-}
-
-/// Removes the rejects earlier generations of a shard recorded.
-pub async fn delete_stale_rejects(
-    client: &impl GenericClient,
-    run_id: &str,
-    shard_id: &str,
-    generation: i64,
-) -> Result<u64> {
-    client
-        .execute(
-            sql::DELETE_STALE_REJECTS,
-            &[&run_id, &shard_id, &generation],
-        )
-        .await
-        .map_err(WorkerError::db("cannot remove a shard's earlier rejects"))
-}
-
-/// How a shard restarts from nothing.
-#[derive(Clone, Debug, Default)]
-pub struct Restart {
-    /// `failed` (with `error`) or `pending`.
-    pub state: &'static str,
-    /// Why.
-    pub error: Option<String>,
-    /// Whether the MD5 matched, when known.
-    pub md5_ok: Option<bool>,
-    /// Items the file held, when known.
-    pub items_seen: Option<u64>,
-    /// Restart even while a chunk is marked as being written ahead of its checkpoint: the caller
-    /// holds the shard (its own chunk is over), or the user stated that no worker is alive
-    /// (`reset --force`). False: such a shard is left as it is and the restart returns false.
-    pub over_chunk_in_flight: bool,
-}
-
-/// Ends a shard's generation: nothing committed, a new generation, the old rows stale. Returns
-/// false when the generation already moved on (another process restarted it first), or when a
-/// chunk is being written ahead of its checkpoint and `restart.over_chunk_in_flight` is false.
-pub async fn restart_shard(
-    client: &impl GenericClient,
-    run_id: &str,
-    shard_id: &str,
-    generation: i64,
-    restart: &Restart,
-) -> Result<bool> {
-    let updated = client
-        .execute(
-            sql::RESTART_SHARD,
-            &[
-                &run_id,
-                &shard_id,
-                &generation,
-                &restart.state,
-                &restart.error,
-                &restart.md5_ok,
-                &restart.items_seen.map(|n| n as i64),
-                &restart.over_chunk_in_flight,
-            ],
-        )
-        .await
-        .map_err(WorkerError::db("cannot restart a shard"))?;
-    Ok(updated == 1)
-}
-
-/// Marks the chunk starting at `from` as being written ahead of its checkpoint; false when the
-/// checkpoint or generation moved (another loader has the shard).
-pub async fn mark_copying(
-    client: &impl GenericClient,
-    run_id: &str,
-    shard_id: &str,
-    from: u64,
-    generation: i64,
-) -> Result<bool> {
-    let updated = client
-        .execute(
-            sql::MARK_COPYING,
-            &[&run_id, &shard_id, &(from as i64), &generation],
-        )
-        .await
-        .map_err(WorkerError::db("cannot mark a chunk in flight"))?;
-    Ok(updated == 1)
-}
-
 /// A reject to record.
+#[derive(Clone, Copy, Debug)]
 pub struct RejectRow<'a> {
     /// 1-based physical line number.
     pub line_no: u64,
@@ -740,7 +533,7 @@ pub async fn get_steps(client: &impl GenericClient, run_id: &str) -> Result<Vec<
     let rows = client
         .query(sql::SELECT_STEPS, &[&run_id])
         .await
-        .map_err(WorkerError::db("cannot read the run's post-load steps"))?;
+        .map_err(LedgerError::db("cannot read the run's post-load steps"))?;
     Ok(rows
         .iter()
         .map(|r| StepRecord {
@@ -763,7 +556,7 @@ pub async fn start_step(
     client
         .execute(sql::START_STEP, &[&run_id, &step_no, &description])
         .await
-        .map_err(WorkerError::db("cannot record a post-load step"))?;
+        .map_err(LedgerError::db("cannot record a post-load step"))?;
     Ok(())
 }
 
@@ -779,16 +572,4 @@ pub async fn finish_step(
         .execute(sql::FINISH_STEP, &[&run_id, &step_no, &millis, &note])
         .await
         .map(|_| ())
-}
-
-/// The run, shard and data file a load belongs to.
-pub async fn load_owner(
-    client: &impl GenericClient,
-    load_id: i64,
-) -> Result<Option<(String, String, String)>> {
-    let row = client
-        .query_opt(sql::SELECT_LOAD_OWNER, &[&load_id])
-        .await
-        .map_err(WorkerError::db("cannot read a load"))?;
-    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
 }
