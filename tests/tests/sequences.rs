@@ -1,5 +1,6 @@
 //! A model-based test of command sequences: seeded random sequences of `migrate` (a full run of
-//! export A, or of a disjoint export B with `--append`), crashes at seeded failpoints, and `reset`
+//! export A, or of a disjoint export B with `--append`), crashes at seeded failpoints, SIGKILLs at
+//! seeded moments, and `reset`
 //! of a shard (with and without `--force`), run by the real `ferry-coordinator` against a real
 //! target, each step checked against a model of what the sequence must leave:
 //! - every row in the table is an item of A or B with its exact value, and no key is there twice;
@@ -47,6 +48,9 @@ enum Step {
         point: &'static str,
         n: u64,
     },
+    /// `migrate` killed with SIGKILL `after_ms` after it started, every chunk held 150 ms after
+    /// its COPY (rows stored or staged, checkpoint not moved) so the kill lands mid-load.
+    Kill { which: Which, after_ms: u64 },
     /// `reset --shard` of the run's n-th shard.
     Reset {
         which: Which,
@@ -69,6 +73,7 @@ impl Step {
         match self {
             Step::Migrate { .. } => "migrate",
             Step::Crash { .. } => "crash",
+            Step::Kill { .. } => "kill -9",
             Step::Reset { .. } => "reset",
             Step::Race { .. } => "race",
             Step::Finalize { .. } => "finalize",
@@ -199,10 +204,14 @@ fn generate(seed: u64, steps: usize) -> Vec<Step> {
                     append: which == Which::B || rng.chance(40),
                 }
             }
-            35..=64 => Step::Crash {
+            35..=54 => Step::Crash {
                 which: which(&mut rng),
                 point: rng.pick_str(&["after_copy", "after_checkpoint", "after_commit"]),
                 n: rng.range(1, 4),
+            },
+            55..=64 => Step::Kill {
+                which: which(&mut rng),
+                after_ms: rng.range(200, 2500),
             },
             65..=84 => Step::Reset {
                 which: which(&mut rng),
@@ -331,6 +340,30 @@ async fn run_step(
                 _ => anyhow::bail!(
                     "{step:?} exited {code} (refusal expected: {refused_expected}): {stderr}"
                 ),
+            }
+        }
+        Step::Kill { which, after_ms } => {
+            let append = *which == Which::B;
+            let planned = run_of(url, exports.path(*which)).await?.is_some();
+            let other_rows = table_rows(url.to_string()).await?;
+            if !planned && !append && other_rows > 0 {
+                return Ok(false); // refused as in Migrate; nothing to kill
+            }
+            let mut child = std::process::Command::new(binary("ferry-coordinator"))
+                .args(migrate_args(*which, append))
+                .envs(env(Some("after_copy=sleep150@1+".into())))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            tokio::time::sleep(std::time::Duration::from_millis(*after_ms)).await;
+            child.kill()?; // SIGKILL; a process that already ended is not an error
+            let output = child.wait_with_output()?;
+            match output.status.code() {
+                None => {} // killed: whatever it left, the model's view of the run stands
+                Some(0) => models[index(*which)].complete = true,
+                Some(code) => {
+                    anyhow::bail!("{step:?} exited {code} before the kill: {}", stderr_of(&output))
+                }
             }
         }
         Step::Race { which } => {
