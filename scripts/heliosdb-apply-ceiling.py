@@ -18,7 +18,7 @@ same and to another session, a key inserted earlier in the transaction, a key tw
 statement).
 
 usage: heliosdb-apply-ceiling.py [--rows 100000] [--chunk 2000] [--deletes 1000] [--reps 3]
-                                 [--only upserts|deletes|other|checks] [--quick]
+                                 [--only checks,upserts,other,deletes,chunks] [--quick]
 Runs single-threaded (one connection at a time); about 15-25 minutes on 2 shared cores.
 """
 
@@ -444,18 +444,22 @@ def in_txn(c, records, body, savepoints=False):
 
 
 class Data:
-    """The rows of the table as loaded, and fresh versions of them for upserts."""
+    """The keys of the table and fresh images of them. A key is never written again once it
+    was deleted: HeliosDB 4.41.1 can fail to re-insert a deleted key (see `art_reinsert_check`),
+    so the upsert and delete measurements only ever touch keys that were never deleted."""
 
     def __init__(self, n, seed=7):
         self.n = n
         self.rng = random.Random(seed)
+        self.live = list(range(n))  # loaded keys never deleted
+        self.rng.shuffle(self.live)
         self.next_new = n  # keys beyond the loaded ones (inserts)
         self.chunk = 1
 
     def updates(self, count):
         """`count` new images of existing keys, in random order (a CDC window's order)."""
         self.chunk += 1
-        idx = self.rng.sample(range(self.n), count)
+        idx = self.rng.sample(self.live, count)
         return [make_row(i, self.chunk, self.rng) for i in idx]
 
     def inserts(self, count):
@@ -463,6 +467,11 @@ class Data:
         rows = [make_row(i, self.chunk, self.rng) for i in range(self.next_new, self.next_new + count)]
         self.next_new += count
         return rows
+
+    def take_for_delete(self, count):
+        """`count` live keys (random across the table), sorted, never to be used again."""
+        idx, self.live = self.live[-count:], self.live[:-count]
+        return sorted(key_of(i) for i in idx)
 
 
 def load(c, table, n, single_key=False, seed=1):
@@ -531,7 +540,7 @@ def bench_upserts(c, data, args):
         secs, _ = median_time(reps, lambda r: rows_fn(records), go)
         record("upsert", form, per_stmt, txn, records, secs, note)
 
-    sizes_a = [50, 200, 1000] if not args.quick else [200]
+    sizes_a = [50, 200, 500, 1000] if not args.quick else [200]
     sizes_b = [100, 500, 2000] if not args.quick else [500]
     # (a) Ferry's current form
     for per in sizes_a:
@@ -612,15 +621,14 @@ def bench_other(c, data, args):
     secs, _ = median_time(reps, lambda r: data.updates(n), lambda rows: in_txn(c, len(rows), lambda: typed(rows)))
     record("other", "(d) literal with '..'::type casts", 500, "in-txn", n, secs)
 
-    # (d3) delete the keys, then plain INSERT (no ON CONFLICT), literals
-    def delete_insert(rows):
-        keys = sorted((r[0], r[1]) for r in rows)
-        c.simple(helios_delete_literal(keys, TABLE))
+    # (d3) plain multi-row literal INSERT (no ON CONFLICT) of new keys: HeliosDB's in-transaction
+    # literal fast path (no SQL parser); an upper bound, not an upsert
+    def plain(rows):
         for i in range(0, len(rows), 500):
             c.simple(upsert_literal_sql(rows[i:i + 500], conflict=False))
 
-    secs, _ = median_time(reps, lambda r: data.updates(n), lambda rows: in_txn(c, len(rows), lambda: delete_insert(rows)))
-    record("other", "(d) one batched DELETE of the keys + plain INSERT", 500, "in-txn", n, secs)
+    secs, _ = median_time(reps, lambda r: data.inserts(n), lambda rows: in_txn(c, len(rows), lambda: plain(rows)))
+    record("other", "(d) plain literal INSERT, new keys (no upsert)", 500, "in-txn", n, secs, "upper bound")
 
     # (d4) COPY inside the transaction (new keys only: COPY has no conflict clause)
     def copy_rows(rows):
@@ -684,11 +692,47 @@ def helios_delete_sql_params(count, table=TABLE):
             f'"pk" || $3::text || "sk" IN ({lst})')
 
 
-def helios_delete_literal(keys, table, sep_lit="chr(31)"):
+def helios_delete_literal(keys, table):
     lo, hi = keys[0][0], keys[-1][0]
     lst = ", ".join(lit(pk + SEP + sk) for pk, sk in keys)
     return (f'DELETE FROM "{table}" WHERE "pk" >= {lit(lo)} AND "pk" <= {lit(hi)} AND '
             f'"pk" || {lit(SEP)} || "sk" IN ({lst})')
+
+
+def tree_predicate(keys, leaf=8, fanout=4):
+    """A WHERE clause that finds a row among sorted (pk, sk) keys in O(log n) comparisons: a
+    search tree over pk written as nested ORs of `(pk >= lo AND pk < hi AND (subtree))` (HeliosDB
+    evaluates AND/OR lazily, so a row only descends into the one range that holds it), with
+    `pk = .. AND sk IN (..)` at the leaves. Fan-out 4 keeps the nesting under sqlparser's
+    recursion limit (a binary tree of 5000 keys exceeds it)."""
+    groups = []
+    for pk, sk in keys:
+        if groups and groups[-1][0] == pk:
+            groups[-1][1].append(sk)
+        else:
+            groups.append((pk, [sk]))
+
+    def leaf_of(gs):
+        return " OR ".join(
+            f'("pk" = {lit(pk)} AND "sk" = {lit(sks[0])})' if len(sks) == 1 else
+            f'("pk" = {lit(pk)} AND "sk" IN ({", ".join(lit(x) for x in sks)}))' for pk, sks in gs)
+
+    def build(gs):
+        if len(gs) <= leaf:
+            return leaf_of(gs)
+        size = -(-len(gs) // fanout)
+        parts = [gs[i:i + size] for i in range(0, len(gs), size)]
+        terms = []
+        for j, part in enumerate(parts):
+            cond = []
+            if j > 0:
+                cond.append(f'"pk" >= {lit(part[0][0])}')
+            if j < len(parts) - 1:
+                cond.append(f'"pk" < {lit(parts[j + 1][0][0])}')
+            terms.append("(" + " AND ".join(cond + [f"({build(part)})"]) + ")")
+        return " OR ".join(terms)
+
+    return build(groups)
 
 
 def bench_deletes(c, data, args):
@@ -696,124 +740,175 @@ def bench_deletes(c, data, args):
     k = args.deletes
     n = args.rows
     print(f"\n== deletes of {k} keys (random across the table) on the {n}-row table ==", flush=True)
-    rng = random.Random(11)
+    sample = 10 if not args.quick else 3
 
-    def pick(count, single=False):
-        idx = sorted(rng.sample(range(n), count), key=lambda i: key_of(i))
-        return idx
-
-    def restore_table(table, single):
-        def restore(idx):
-            rows = [make_row(i, 1, rng) for i in idx]
-            (before,), = c.rows(f'SELECT count(*) FROM "{table}"')
-            # deleted keys come back through autocommit COPY (fast path); a key not deleted
-            # would make the COPY fail, which is the check that every key was deleted
-            c.copy_in(f'COPY "{table}" FROM STDIN', copy_text(rows, single))
-            (after,), = c.rows(f'SELECT count(*) FROM "{table}"')
-            assert int(after) == n, (before, after)
-        return restore
+    def restore(table, single):
+        def put_back(keys):
+            # the table is brought back to its size with NEW keys (autocommit COPY): a deleted
+            # key is never re-inserted (see art_reinsert_check)
+            rows = data.inserts(len(keys))
+            try:
+                c.copy_in(f'COPY "{table}" FROM STDIN', copy_text(rows, single))
+            except PgError as e:
+                print(f"    (restoring {len(rows)} rows failed: {e})")
+        return put_back
 
     def case(form, per_stmt, txn, count, body, table=TABLE, single=False, note=""):
-        def go(idx):
-            keys = [key_of(i) for i in idx]
+        def go(keys):
             if txn == "in-txn":
                 in_txn(c, len(keys), lambda: body(keys))
             else:
                 body(keys)
-        secs, _ = median_time(reps, lambda r: pick(count), go, restore_table(table, single))
+        secs, _ = median_time(reps, lambda r: data.take_for_delete(count), go, restore(table, single))
         record("delete", form, per_stmt, txn, count, secs, note)
 
+    def check(tags, expected):
+        assert tags == [f"DELETE {expected}"], (tags, expected)
+
     # per key, composite key (a scan per statement): timed on a sample
-    sample = 20 if not args.quick else 5
-
     def per_key_params(keys):
-        sql = 'DELETE FROM "shop_items" WHERE "pk" = $1::text AND "sk" = $2::text'
         for pk, sk in keys:
-            assert c.execute(sql, [pk, sk]) == ["DELETE 1"]
+            check(c.execute('DELETE FROM "shop_items" WHERE "pk" = $1::text AND "sk" = $2::text', [pk, sk]), 1)
 
-    def per_key_literal(keys, table=TABLE):
+    def per_key_literal(keys):
         for pk, sk in keys:
-            assert c.simple(f'DELETE FROM "{table}" WHERE "pk" = {lit(pk)} AND "sk" = {lit(sk)}')[0] == ["DELETE 1"]
+            check(c.simple(f'DELETE FROM "{TABLE}" WHERE "pk" = {lit(pk)} AND "sk" = {lit(sk)}')[0], 1)
 
-    for txn in ("in-txn", "autocommit"):
-        case("per key, $1 $2 extended (delete_one_sql)", 1, txn, sample, per_key_params,
-             note=f"timed on {sample} keys")
-        case("per key, literal", 1, txn, sample, per_key_literal, note=f"timed on {sample} keys")
+    case("per key, $1 $2 extended (delete_one_sql)", 1, "in-txn", sample, per_key_params,
+         note=f"timed on {sample} keys")
+    case("per key, literal", 1, "in-txn", sample, per_key_literal, note=f"timed on {sample} keys")
+    case("per key, literal", 1, "autocommit", sample, per_key_literal, note=f"timed on {sample} keys")
 
     # the current batched form: 500 keys per statement, extended protocol
     def batched_params(keys, per=500):
         for i in range(0, len(keys), per):
             b = keys[i:i + per]
             params = [b[0][0], b[-1][0], SEP] + [pk + SEP + sk for pk, sk in b]
-            tags = c.execute(helios_delete_sql_params(len(b)), params)
-            assert tags == [f"DELETE {len(b)}"], tags
+            check(c.execute(helios_delete_sql_params(len(b)), params), len(b))
 
     def batched_literal(keys, per):
         for i in range(0, len(keys), per):
             b = keys[i:i + per]
-            tags = c.simple(helios_delete_literal(b, TABLE))[0]
-            assert tags == [f"DELETE {len(b)}"], tags
+            check(c.simple(helios_delete_literal(b, TABLE))[0], len(b))
 
     def in_list_literal(keys, per):
         for i in range(0, len(keys), per):
             b = keys[i:i + per]
             lst = ", ".join(lit(pk + SEP + sk) for pk, sk in b)
-            tags = c.simple(f'DELETE FROM "{TABLE}" WHERE "pk" || {lit(SEP)} || "sk" IN ({lst})')[0]
-            assert tags == [f"DELETE {len(b)}"], tags
+            check(c.simple(f'DELETE FROM "{TABLE}" WHERE "pk" || {lit(SEP)} || "sk" IN ({lst})')[0], len(b))
 
-    def or_list_literal(keys, per):
+    def tree(keys, per):
         for i in range(0, len(keys), per):
             b = keys[i:i + per]
-            cond = " OR ".join(f'("pk" = {lit(pk)} AND "sk" = {lit(sk)})' for pk, sk in b)
-            tags = c.simple(f'DELETE FROM "{TABLE}" WHERE {cond}')[0]
-            assert tags == [f"DELETE {len(b)}"], tags
+            check(c.simple(f'DELETE FROM "{TABLE}" WHERE {tree_predicate(b)}')[0], len(b))
 
-    for txn in ("in-txn", "autocommit"):
-        case("current batched: range + key text IN ($n), extended", 500, txn, k, batched_params)
-    for per in ([100, 250, 500, 1000] if not args.quick else [500]):
-        case("batched literal: range + key text IN (..)", per, "in-txn", k, lambda keys, per=per: batched_literal(keys, per))
-    case("batched literal: range + key text IN (..)", 500, "autocommit", k, lambda keys: batched_literal(keys, 500))
-    case("IN list literal, no range (key text IN (..))", k, "in-txn", k, lambda keys: in_list_literal(keys, k))
-    case("IN list literal, no range", 250, "in-txn", k, lambda keys: in_list_literal(keys, 250))
-    case("OR of (pk = .. AND sk = ..)", 250, "in-txn", k, lambda keys: or_list_literal(keys, 250))
+    case("(c) current batched: range + key text IN ($n), extended", 500, "in-txn", k, batched_params)
+    case("(c) current batched: range + key text IN ($n), extended", 500, "autocommit", k, batched_params)
+    for per in ([100, 250, 500, k] if not args.quick else [250]):
+        case("(c) batched literal: range + key text IN (..)", per, "in-txn", k,
+             lambda keys, per=per: batched_literal(keys, per))
+    case("(c) IN list literal, no range: key text IN (..)", k, "in-txn", k, lambda keys: in_list_literal(keys, k))
+    case("(d) search-tree predicate, literal", k, "in-txn", k, lambda keys: tree(keys, k))
+    case("(d) search-tree predicate, literal", k, "autocommit", k, lambda keys: tree(keys, k))
+    if not args.quick:
+        case("(d) search-tree predicate, 5000 keys", 5000, "in-txn", 5000, lambda keys: tree(keys, 5000))
 
     # single-column primary key table (id = pk || sep || sk)
     single = TABLE + "_id"
-    print(f"  (loading {single}: the same rows with a one-column text primary key)", flush=True)
+    print(f"  (loading {single}: the same rows with a one-column text primary key `id`)", flush=True)
     load(c, single, n, single_key=True)
 
+    def id_of(key):
+        return lit(key[0] + SEP + key[1])
+
     def per_id_literal(keys):
-        for pk, sk in keys:
-            tags = c.simple(f'DELETE FROM "{single}" WHERE id = {lit(pk + SEP + sk)}')[0]
-            assert tags == ["DELETE 1"], tags
+        for key in keys:
+            check(c.simple(f'DELETE FROM "{single}" WHERE id = {id_of(key)}')[0], 1)
 
     def per_id_params(keys):
         for pk, sk in keys:
-            assert c.execute(f'DELETE FROM "{single}" WHERE id = $1::text', [pk + SEP + sk]) == ["DELETE 1"]
+            check(c.execute(f'DELETE FROM "{single}" WHERE id = $1::text', [pk + SEP + sk]), 1)
 
     def per_id_after_write(keys):
-        # the table already written in this transaction (as after an upsert or a first delete)
-        c.simple(f'UPDATE "{single}" SET qty = qty WHERE id = {lit(keys[0][0] + SEP + keys[0][1])}')
-        per_id_literal(keys)
+        # the table already written in this transaction (as by an earlier delete or upsert)
+        c.simple(f'UPDATE "{single}" SET qty = qty WHERE id = {id_of(keys[0])}')
+        per_id_literal(keys[1:])
 
-    def id_in_list(keys, per):
-        for i in range(0, len(keys), per):
-            b = keys[i:i + per]
-            lst = ", ".join(lit(pk + SEP + sk) for pk, sk in b)
-            tags = c.simple(f'DELETE FROM "{single}" WHERE id IN ({lst})')[0]
-            assert tags == [f"DELETE {len(b)}"], tags
+    def id_in_list(keys):
+        check(c.simple(f'DELETE FROM "{single}" WHERE id IN ({", ".join(id_of(x) for x in keys)})')[0], len(keys))
 
-    case("1-col PK: per key literal id = '..'", 1, "autocommit", k, per_id_literal, table=single, single=True)
-    case("1-col PK: per key literal id = '..' (2nd+ key scans)", 1, "in-txn", sample, per_id_literal, table=single,
-         single=True, note=f"timed on {sample} keys")
-    case("1-col PK: one key literal, first write of the txn", 1, "in-txn", 1, per_id_literal, table=single,
-         single=True)
-    case("1-col PK: one key literal after a write to the table", 1, "in-txn", 1, per_id_after_write, table=single,
-         single=True)
+    case("1-col PK: per key literal id = '..'", 1, "autocommit", k, per_id_literal, table=single, single=True,
+         note="index point lookup")
     case("1-col PK: per key id = $1 extended", 1, "autocommit", sample, per_id_params, table=single, single=True,
          note=f"timed on {sample} keys")
-    case("1-col PK: id IN (..) literal", k, "in-txn", k, lambda keys: id_in_list(keys, k), table=single, single=True)
+    case("1-col PK: one key literal, first write of the txn", 1, "in-txn", 1, per_id_literal, table=single,
+         single=True)
+    case("1-col PK: one key literal after a write to the table", 1, "in-txn", 2, per_id_after_write, table=single,
+         single=True, note="1 UPDATE + 1 DELETE")
+    case("1-col PK: per key literal id = '..'", 1, "in-txn", sample, per_id_literal, table=single,
+         single=True, note=f"timed on {sample} keys")
+    case("1-col PK: id IN (..) literal", k, "in-txn", k, id_in_list, table=single, single=True)
     c.simple(f'DROP TABLE "{single}"')
+
+
+def bench_chunks(c, data, args):
+    """Whole chunks as the applier would send them: the checkpoint, the deletes, the upserts,
+    in one transaction. A chunk of --chunk change records: 10% deletes, 90% upserts (a fifth
+    of them new keys)."""
+    reps = args.reps
+    n = args.chunk
+    print(f"\n== whole chunks: {n} change records (10% deletes, 72% updates, 18% inserts) ==", flush=True)
+
+    def prepare(r):
+        dels = data.take_for_delete(n // 10)
+        ups = data.updates(n * 72 // 100) + data.inserts(n - n // 10 - n * 72 // 100)
+        random.Random(r).shuffle(ups)
+        return dels, ups
+
+    def current(state):
+        dels, ups = state
+
+        def body():
+            # helios_delete_batches + upsert_rows as they are today
+            c.simple("SAVEPOINT ferry_apply")
+            for i in range(0, len(dels), 500):
+                b = dels[i:i + 500]
+                c.execute(helios_delete_sql_params(len(b)), [b[0][0], b[-1][0], SEP] + [pk + SEP + sk for pk, sk in b])
+            c.simple("RELEASE SAVEPOINT ferry_apply")
+            upserts_params(c, ups, min(500, 60_000 // len(COLUMNS)), "cast", True)  # rows_per_statement
+
+        in_txn(c, len(dels) + len(ups), body)
+
+    def proposed(state, one_message=False):
+        dels, ups = state
+        if one_message:
+            records = len(dels) + len(ups)
+            old, LEDGER.lines = LEDGER.lines, LEDGER.lines + records
+            parts = ["BEGIN",
+                     f"UPDATE ferry.shards SET committed_lines = {LEDGER.lines}, loaded_rows = loaded_rows + "
+                     f"{records}, state = 'pending', updated_at = now() WHERE run_id = 'run-1' AND shard_id = "
+                     f"'shard-0007' AND committed_lines = {old} AND generation = 1 AND state <> 'done'",
+                     f'DELETE FROM "{TABLE}" WHERE {tree_predicate(dels)}']
+            parts += [upsert_literal_sql(ups[i:i + 500]) for i in range(0, len(ups), 500)]
+            parts.append("COMMIT")
+            tags, _ = c.simple(";\n".join(parts))
+            assert tags[1] == "UPDATE 1" and tags[2] == f"DELETE {len(dels)}" and tags[-1] == "COMMIT", tags[:3]
+            return
+
+        def body():
+            tags = c.simple(f'DELETE FROM "{TABLE}" WHERE {tree_predicate(dels)}')[0]
+            assert tags == [f"DELETE {len(dels)}"], tags
+            upserts_literal(c, ups, 500)
+
+        in_txn(c, len(dels) + len(ups), body)
+
+    for label, fn in [
+        ("current: $n batched deletes + $n upserts (savepoints)", current),
+        ("proposed: 1 search-tree DELETE + literal upserts", proposed),
+        ("proposed, whole txn in one simple-query message", lambda st: proposed(st, True)),
+    ]:
+        secs, _ = median_time(reps, prepare, fn)
+        record("chunk", label, 500, "in-txn", n, secs)
 
 
 # ------------------------------------------------------------------------------------------
@@ -913,6 +1008,32 @@ def correctness(server):
     return findings
 
 
+def art_reinsert_check(server, n=20000, deleted=400):
+    """HeliosDB 4.41.1: deleting a few hundred keys, then inserting some of them again."""
+    print(f"\n== re-inserting deleted keys ({n}-row table, {deleted} keys deleted in autocommit, then "
+          f"re-inserted one row per statement) ==", flush=True)
+    c = server.connect()
+    load(c, "art", n)
+    rng = random.Random(5)
+    idx = sorted(rng.sample(range(n), deleted), key=key_of)
+    keys = [key_of(i) for i in idx]
+    for i in range(0, len(keys), 200):
+        b = keys[i:i + 200]
+        c.simple(f'DELETE FROM "art" WHERE {tree_predicate(b)}')
+    failed = []
+    for i in idx:
+        try:
+            c.simple(upsert_literal_sql([make_row(i, 2, rng)], table="art"))
+        except PgError as e:
+            failed.append((key_of(i), str(e)))
+    (count,), = c.rows('SELECT count(*) FROM "art"')
+    (scanned,), = c.rows('SELECT count(*) FROM "art" WHERE qty >= 0 OR qty IS NULL')
+    print(f"  {deleted - len(failed)} re-inserted, {len(failed)} refused: {failed[:2]}")
+    print(f"  afterwards count(*) = {count}, counted by a scan = {scanned} (expected {n})")
+    c.simple('DROP TABLE "art"')
+    c.close()
+
+
 # ------------------------------------------------------------------------------------------
 
 
@@ -922,9 +1043,10 @@ def main():
     ap.add_argument("--chunk", type=int, default=2000, help="upserts per chunk (transaction)")
     ap.add_argument("--deletes", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--only", choices=["upserts", "deletes", "other", "checks"])
+    ap.add_argument("--only", help="comma-separated subset of: checks,upserts,other,deletes,chunks")
     ap.add_argument("--quick", action="store_true", help="fewer sizes (a smoke run)")
     args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else {"checks", "upserts", "other", "deletes", "chunks"}
 
     started = time.time()
     server = Server()
@@ -935,19 +1057,22 @@ def main():
             c.simple(stmt)
         c.simple("INSERT INTO ferry.shards (run_id, shard_id, data_key, generation) VALUES " + ", ".join(
             f"('run-1', 'shard-{i:04d}', 'data/{i}.json.gz', 1)" for i in range(200)))
-        if args.only in (None, "checks"):
+        if "checks" in only:
             correctness(server)
-        if args.only != "checks":
+            art_reinsert_check(server)
+        if only - {"checks"}:
             t0 = time.time()
             load(c, TABLE, args.rows)
             print(f"\nloaded {args.rows} rows into {TABLE} in {time.time() - t0:.1f} s (autocommit COPY)", flush=True)
             data = Data(args.rows)
-            if args.only in (None, "upserts"):
+            if "upserts" in only:
                 bench_upserts(c, data, args)
-            if args.only in (None, "other"):
+            if "other" in only:
                 bench_other(c, data, args)
-            if args.only in (None, "deletes"):
+            if "deletes" in only:
                 bench_deletes(c, data, args)
+            if "chunks" in only:
+                bench_chunks(c, data, args)
         c.close()
     finally:
         server.stop()

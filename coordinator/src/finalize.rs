@@ -603,7 +603,7 @@ async fn link_by_key(client: &Client, link: &LinkStep, target: &Target) -> Resul
         _ => {
             let mut casted = Vec::new();
             for (i, column) in key.iter().enumerate() {
-                let udt = crate::catalog::column_udt(client, &link.table, column)
+                let udt = crate::catalog::column_udt(client, target.kind, &link.table, column)
                     .await
                     .map_err(StepError::Ledger)?
                     .unwrap_or_else(|| "text".into());
@@ -614,7 +614,7 @@ async fn link_by_key(client: &Client, link: &LinkStep, target: &Target) -> Resul
                     crate::catalog::cast_type(&udt)
                 ));
             }
-            let udt = crate::catalog::column_udt(client, &link.table, &link.column)
+            let udt = crate::catalog::column_udt(client, target.kind, &link.table, &link.column)
                 .await
                 .map_err(StepError::Ledger)?
                 .unwrap_or_else(|| "text".into());

@@ -540,8 +540,9 @@ pub async fn prepare_table_with(
 ) -> Result<()> {
     let columns_sql = "SELECT column_name::text, udt_name::text, is_nullable::text, column_default::text FROM information_schema.columns
              WHERE table_schema = current_schema() AND table_name = $1::text";
+    let catalog_table = crate::catalog::to_catalog(target.kind, &schema.table);
     let mut rows = client
-        .query(columns_sql, &[&schema.table])
+        .query(columns_sql, &[&catalog_table])
         .await
         .map_err(CoordinatorError::db("cannot inspect the target table"))?;
     if rows.is_empty() {
@@ -574,13 +575,16 @@ pub async fn prepare_table_with(
         })?;
         tracing::info!(table = %schema.table, column = PROVENANCE_COLUMN, "added the provenance column");
         rows = client
-            .query(columns_sql, &[&schema.table])
+            .query(columns_sql, &[&catalog_table])
             .await
             .map_err(CoordinatorError::db("cannot inspect the target table"))?;
     }
     let existing: Vec<(String, String, String, Option<String>)> = rows
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .map(|r| {
+            let name = crate::catalog::from_catalog(target.kind, r.get(0));
+            (name, r.get(1), r.get(2), r.get(3))
+        })
         .collect();
     let mut problems = Vec::new();
     let provenance = schema.provenance.then_some((PROVENANCE_COLUMN, "int8"));

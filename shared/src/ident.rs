@@ -28,7 +28,13 @@ pub fn is_valid_column_name(name: &str) -> bool {
 /// read as Latin-1, which is how HeliosDB 4.41 reports a non-ASCII identifier (`ü` as `Ã¼`) in
 /// `information_schema` and in a result's column names.
 pub fn same_column_name(name: &str, reported: &str) -> bool {
-    reported == name || reported.chars().eq(name.bytes().map(char::from))
+    reported == name || reported == latin1_of_utf8(name)
+}
+
+/// `name`'s UTF-8 bytes, each read as one Latin-1 character: how HeliosDB 4.41's catalog lists a
+/// non-ASCII identifier (`ü` as `Ã¼`); `name` itself when it is ASCII.
+pub fn latin1_of_utf8(name: &str) -> String {
+    name.bytes().map(char::from).collect()
 }
 
 /// Which column names a target reads back as written.

@@ -12,7 +12,13 @@
 //! - `finalize` verifies (exit 0) exactly the runs the model holds complete;
 //! - `export-back` writes exactly the table's rows as items (read back and compared value by
 //!   value), and refuses a used output folder without `--replace`;
-//! - at the end, running every planned run again ends with exactly A ∪ B (nothing jams).
+//! - a table's history (a full export H into its own table, three incremental windows, the
+//!   final state): `catch-up` (stopped at failpoints and by SIGKILL, run again) leaves H's items
+//!   before any window and the final state exactly after them; it is refused while H is
+//!   incomplete; once a window follows H, `reset` of H's shards is refused, and a window's shard
+//!   is never reset;
+//! - at the end, running every planned run again ends with exactly A ∪ B and the history's final
+//!   state (nothing jams).
 //!
 //! A failing sequence is shrunk (steps removed one at a time while it still fails, each attempt on
 //! a fresh target) and printed with its seed. CI runs fixed seeds on PostgreSQL's two load paths
@@ -28,6 +34,7 @@ use ferry_tests::gen::{generate_export, rewrite_lines, GenOptions, Rng};
 use ferry_tests::harness::{
     binary, connect, empty_target, query_text, run_coordinator, stderr_of, TestTarget,
 };
+use ferry_tests::history::History;
 use serde_json::Value;
 
 /// Which export a step works on.
@@ -66,6 +73,19 @@ enum Step {
     /// independently and compared value by value); any other export into the used folder is
     /// refused.
     ExportBack { which: Which, replace: bool },
+    /// `migrate` of the history's full export H into its own table (`shop_items`), stopped at a
+    /// failpoint when given.
+    History { crash: Option<(&'static str, u64)> },
+    /// `catch-up` of the history's three windows onto H's run, stopped at a failpoint, or killed
+    /// with SIGKILL `kill_ms` after it started (every chunk held 150 ms before its COMMIT), when
+    /// given.
+    CatchUp {
+        crash: Option<(&'static str, u64)>,
+        kill_ms: Option<u64>,
+    },
+    /// `reset --shard` of H's first shard, or (`window`) of the first window's first shard:
+    /// refused once a window follows H, and always for a window's shard.
+    ResetHistory { window: bool, force: bool },
 }
 
 impl Step {
@@ -78,6 +98,10 @@ impl Step {
             Step::Race { .. } => "race",
             Step::Finalize { .. } => "finalize",
             Step::ExportBack { .. } => "export-back",
+            Step::History { .. } => "history migrate",
+            Step::CatchUp { .. } => "catch-up",
+            Step::ResetHistory { window: false, .. } => "reset of a run windows follow",
+            Step::ResetHistory { window: true, .. } => "reset of a window",
         }
     }
 }
@@ -115,6 +139,13 @@ struct Exports {
     items_b: SourceItems,
     /// Per export, per shard (data file, in shard-id order as the ledger lists them): its keys.
     shard_keys: [Vec<(String, BTreeSet<String>)>; 2],
+    /// A table's history (boto3-typed): its full export H, three incremental windows, and the
+    /// final state they lead to.
+    history: History,
+    /// H's items.
+    items_full: SourceItems,
+    /// The final state's items.
+    items_final: SourceItems,
 }
 
 const ITEMS: u64 = 240;
@@ -150,7 +181,11 @@ fn exports() -> anyhow::Result<Exports> {
         Ok(shards)
     };
     let shard_keys = [keys_of(&a)?, keys_of(&b)?];
+    let history = History::generate(&dir.path().join("history"), 40, 5)?;
     Ok(Exports {
+        items_full: read_source_items(&history.full(), &["PK", "SK"])?,
+        items_final: read_source_items(&history.final_export_dir(), &["PK", "SK"])?,
+        history,
         items_a: read_source_items(&a.export_dir, &["PK", "SK"])?,
         items_b: read_source_items(&b.export_dir, &["PK", "SK"])?,
         a: a.root.clone(),
@@ -185,6 +220,28 @@ impl Exports {
     }
 }
 
+/// How far H's windows got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Windows {
+    /// No `catch-up` got past its checks.
+    #[default]
+    None,
+    /// A `catch-up` started and was stopped: the table is somewhere between H and the final
+    /// state.
+    Started,
+    /// Every window applied: the table is the final state.
+    Applied,
+}
+
+/// What the model knows of the history's runs.
+#[derive(Clone, Copy, Debug, Default)]
+struct HistoryModel {
+    /// H's `migrate` exited 0 and its shards were not reset since.
+    complete: bool,
+    /// Its windows.
+    windows: Windows,
+}
+
 /// What the model knows of one run.
 #[derive(Clone, Debug, Default)]
 struct RunModel {
@@ -196,7 +253,7 @@ fn generate(seed: u64, steps: usize) -> Vec<Step> {
     let mut rng = Rng::new(seed);
     let which = |rng: &mut Rng| if rng.chance(50) { Which::A } else { Which::B };
     (0..steps)
-        .map(|_| match rng.below(100) {
+        .map(|_| match rng.below(130) {
             0..=34 => {
                 let which = which(&mut rng);
                 Step::Migrate {
@@ -225,8 +282,32 @@ fn generate(seed: u64, steps: usize) -> Vec<Step> {
                 which: which(&mut rng),
                 replace: rng.chance(50),
             },
-            _ => Step::Finalize {
+            96..=99 => Step::Finalize {
                 which: which(&mut rng),
+            },
+            100..=109 => Step::History {
+                crash: rng.chance(40).then(|| {
+                    (
+                        rng.pick_str(&["after_copy", "after_checkpoint", "after_commit"]),
+                        rng.range(1, 4),
+                    )
+                }),
+            },
+            110..=121 => {
+                let stop = rng.below(3);
+                Step::CatchUp {
+                    crash: (stop == 1).then(|| {
+                        (
+                            rng.pick_str(&["after_copy", "after_checkpoint", "after_commit"]),
+                            rng.range(1, 6),
+                        )
+                    }),
+                    kill_ms: (stop == 2).then(|| rng.range(300, 2500)),
+                }
+            }
+            _ => Step::ResetHistory {
+                window: rng.chance(30),
+                force: rng.chance(30),
             },
         })
         .collect()
@@ -266,6 +347,7 @@ async fn run_step(
     url: &str,
     exports: &Exports,
     models: &mut [RunModel; 2],
+    history: &mut HistoryModel,
     step: &Step,
 ) -> anyhow::Result<bool> {
     let index = |which: Which| if which == Which::A { 0 } else { 1 };
@@ -362,7 +444,10 @@ async fn run_step(
                 None => {} // killed: whatever it left, the model's view of the run stands
                 Some(0) => models[index(*which)].complete = true,
                 Some(code) => {
-                    anyhow::bail!("{step:?} exited {code} before the kill: {}", stderr_of(&output))
+                    anyhow::bail!(
+                        "{step:?} exited {code} before the kill: {}",
+                        stderr_of(&output)
+                    )
                 }
             }
         }
@@ -523,8 +608,126 @@ async fn run_step(
                 ),
             }
         }
+        Step::History { crash } => {
+            let failpoint = crash.map(|(point, n)| format!("{point}=exit@{n}"));
+            let (code, stderr) = run(history_migrate_args(exports, url), env(failpoint))?;
+            match code {
+                0 => history.complete = true,
+                86 if crash.is_some() => {}
+                _ => anyhow::bail!("{step:?} exited {code}: {stderr}"),
+            }
+        }
+        Step::CatchUp { crash, kill_ms } => {
+            let Some(run_id) = run_of(url, &exports.history.full()).await? else {
+                return Ok(false); // no full run to follow: the step is skipped
+            };
+            let args = catch_up_args(exports, url, &run_id);
+            let failpoint = crash.map(|(point, n)| format!("{point}=exit@{n}"));
+            let (code, stderr) = match kill_ms {
+                Some(after_ms) => {
+                    let mut child = std::process::Command::new(binary("ferry-coordinator"))
+                        .args(&args)
+                        .envs(env(Some("after_checkpoint=sleep150@1+".into())))
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()?;
+                    tokio::time::sleep(std::time::Duration::from_millis(*after_ms)).await;
+                    child.kill()?; // SIGKILL
+                    let output = child.wait_with_output()?;
+                    (output.status.code().unwrap_or(-9), stderr_of(&output))
+                }
+                None => run(args, env(failpoint))?,
+            };
+            let stopped = code == -9 || (code == 86 && crash.is_some());
+            match code {
+                // Every window applied (or had been): the table is the final state.
+                0 => {
+                    history.complete = true;
+                    history.windows = Windows::Applied;
+                }
+                // Refused before anything was written: H is not complete.
+                2 if !history.complete
+                    && stderr.contains("cannot be applied before the full run") => {}
+                _ if stopped => {
+                    if history.complete && history.windows != Windows::Applied {
+                        history.windows = Windows::Started;
+                    }
+                }
+                _ => anyhow::bail!(
+                    "{step:?} exited {code} (H complete: {}): {}",
+                    history.complete,
+                    last_lines(&stderr)
+                ),
+            }
+        }
+        Step::ResetHistory { window, force } => {
+            let Some(base) = run_of(url, &exports.history.full()).await? else {
+                return Ok(false); // nothing to reset: the step is skipped
+            };
+            let run_id = if *window {
+                let first = query_text(
+                    url,
+                    &format!(
+                        "SELECT run_id FROM ferry.windows WHERE base_run_id = '{base}' ORDER BY seq LIMIT 1"
+                    ),
+                )
+                .await;
+                match first {
+                    Ok(Some(first)) => first,
+                    _ => return Ok(false), // no window yet: the step is skipped
+                }
+            } else {
+                base
+            };
+            let shard_id = text(
+                url,
+                &format!("SELECT min(shard_id) FROM ferry.shards WHERE run_id = '{run_id}'"),
+            )
+            .await?;
+            let in_flight = text(
+                url,
+                &format!(
+                    "SELECT count(*) FROM ferry.shards WHERE run_id = '{run_id}' AND shard_id = '{shard_id}' AND copying_from IS NOT NULL"
+                ),
+            )
+            .await?
+                != "0";
+            let mut args = vec![
+                "reset".to_string(),
+                "--target".into(),
+                url.to_string(),
+                "--run-id".into(),
+                run_id,
+                "--shard".into(),
+                shard_id,
+            ];
+            if *force {
+                args.push("--force".into());
+            }
+            let (code, stderr) = run(args, Vec::new())?;
+            if *window {
+                anyhow::ensure!(
+                    code == 2 && stderr.contains("never reset"),
+                    "a reset of a window's shard exited {code}: {stderr}"
+                );
+            } else if history.windows != Windows::None {
+                anyhow::ensure!(
+                    code == 2 && stderr.contains("followed by"),
+                    "a reset of a run that windows follow exited {code}: {stderr}"
+                );
+            } else if in_flight && !force {
+                anyhow::ensure!(
+                    code == 2 && stderr.contains("in flight"),
+                    "a reset of a shard in flight exited {code}: {stderr}"
+                );
+            } else {
+                anyhow::ensure!(code == 0, "{step:?} exited {code}: {stderr}");
+                history.complete = false;
+            }
+        }
     }
-    check_table(url, exports, models).await.map(|()| true)
+    check_table(url, exports, models).await?;
+    check_history(url, exports, history).await.map(|()| true)
 }
 
 fn row_key(row: &serde_json::Map<String, Value>) -> String {
@@ -533,6 +736,97 @@ fn row_key(row: &serde_json::Map<String, Value>) -> String {
         other => format!("{other:?}"),
     };
     serde_json::to_string(&[part("PK"), part("SK")]).unwrap_or_default()
+}
+
+/// The last lines of a command's stderr (its error, after the log lines).
+fn last_lines(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    lines[lines.len().saturating_sub(3)..].join("\n")
+}
+
+/// `migrate` of the history's full export into `shop_items`.
+fn history_migrate_args(exports: &Exports, url: &str) -> Vec<String> {
+    [
+        "migrate",
+        "--export",
+        &exports.history.full().display().to_string(),
+        "--target",
+        url,
+        "--key",
+        "PK,SK",
+        "--table",
+        "shop_items",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// `catch-up` of the history's windows onto run `run_id`, one loader (a window's files apply in
+/// name order).
+fn catch_up_args(exports: &Exports, url: &str, run_id: &str) -> Vec<String> {
+    [
+        "catch-up",
+        "--export",
+        &exports.history.windows().display().to_string(),
+        "--target",
+        url,
+        "--run-id",
+        run_id,
+        "--workers",
+        "1",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// H's table against the model: the final state exactly once every window applied; before any
+/// window, only H's items with their exact values (all of them once H is complete); between the
+/// two (a stopped `catch-up`), nothing is claimed until it is run again.
+async fn check_history(url: &str, exports: &Exports, model: &HistoryModel) -> anyhow::Result<()> {
+    let Some(run_id) = run_of(url, &exports.history.full()).await? else {
+        return Ok(());
+    };
+    let expected = match model.windows {
+        Windows::Started => return Ok(()),
+        Windows::Applied => &exports.items_final,
+        Windows::None => &exports.items_full,
+    };
+    let client = connect(url).await?;
+    let (_, columns, rows) = read_table_text(&client, &run_id).await?;
+    let unknown: Vec<String> = rows
+        .iter()
+        .map(row_key)
+        .filter(|key| !expected.contains_key(key))
+        .collect();
+    anyhow::ensure!(
+        unknown.is_empty(),
+        "shop_items holds {} rows that are not in the {:?} state: {:?}",
+        unknown.len(),
+        model.windows,
+        &unknown[..unknown.len().min(5)]
+    );
+    let whole = model.windows == Windows::Applied || model.complete;
+    let present: SourceItems = if whole {
+        expected.clone()
+    } else {
+        let keys: BTreeSet<String> = rows.iter().map(row_key).collect();
+        expected
+            .iter()
+            .filter(|(key, _)| keys.contains(*key))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let overflow = columns.last().map(|c| c.name.clone()).unwrap_or_default();
+    let diffs = compare(&present, &["PK", "SK"], &columns, &overflow, &rows);
+    anyhow::ensure!(
+        diffs.is_empty(),
+        "shop_items ({:?}, H complete: {}): {} differences: {:?}",
+        model.windows,
+        model.complete,
+        diffs.len(),
+        &diffs[..diffs.len().min(5)]
+    );
+    Ok(())
 }
 
 /// The invariant after every step: each row is an item of A or B with its exact value, no key
@@ -593,8 +887,9 @@ async fn run_sequence(
 ) -> anyhow::Result<Option<String>> {
     let (url, _server) = empty_target(path.target(), &format!("seq{n}")).await?;
     let mut models: [RunModel; 2] = Default::default();
+    let mut history = HistoryModel::default();
     for (i, step) in steps.iter().enumerate() {
-        match run_step(path, &url, exports, &mut models, step).await {
+        match run_step(path, &url, exports, &mut models, &mut history, step).await {
             Ok(true) => *ran.entry(step.kind()).or_default() += 1,
             Ok(false) => {}
             Err(e) => return Ok(Some(format!("step {i} {step:?}: {e:#}"))),
@@ -608,12 +903,30 @@ async fn run_sequence(
                 which,
                 append: true,
             };
-            if let Err(e) = run_step(path, &url, exports, &mut models, &step).await {
+            if let Err(e) = run_step(path, &url, exports, &mut models, &mut history, &step).await {
                 return Ok(Some(format!("final {step:?}: {e:#}")));
             }
             if !models[if which == Which::A { 0 } else { 1 }].complete {
                 return Ok(Some(format!("final {step:?} did not complete")));
             }
+        }
+    }
+    // The history too: H loads to the end, and windows once started apply to the final state.
+    if run_of(&url, &exports.history.full()).await?.is_some() {
+        let mut finals = vec![Step::History { crash: None }];
+        if history.windows != Windows::None {
+            finals.push(Step::CatchUp {
+                crash: None,
+                kill_ms: None,
+            });
+        }
+        for step in finals {
+            if let Err(e) = run_step(path, &url, exports, &mut models, &mut history, &step).await {
+                return Ok(Some(format!("final {step:?}: {e:#}")));
+            }
+        }
+        if !history.complete {
+            return Ok(Some("the final history migrate did not complete".into()));
         }
     }
     Ok(None)
@@ -655,7 +968,7 @@ async fn random_command_sequences_keep_every_item_exactly_once() -> anyhow::Resu
     let exports = exports()?;
     // CI: fixed seeds per load path, chosen so that every kind of step runs on each target
     // (`ran` in the summary line); by hand (`scripts/sequences`): a range of seeds on each.
-    let steps = env_u64("FERRY_SEQUENCE_STEPS", 8) as usize;
+    let steps = env_u64("FERRY_SEQUENCE_STEPS", 10) as usize;
     let seeds = |ci: &[u64]| -> Vec<u64> {
         match std::env::var("FERRY_SEQUENCE_SEEDS")
             .ok()
@@ -670,9 +983,9 @@ async fn random_command_sequences_keep_every_item_exactly_once() -> anyhow::Resu
     };
     let targets = std::env::var("FERRY_SEQUENCE_TARGETS").unwrap_or_default();
     let mut plan: Vec<(LoadPath, Vec<u64>)> = vec![
-        (LoadPath::PostgresBinary, seeds(&[11, 30, 23])),
-        (LoadPath::PostgresCsv, seeds(&[7, 19, 37])),
-        (LoadPath::HeliosDb, seeds(&[12, 38])),
+        (LoadPath::PostgresBinary, seeds(&[605, 110, 511])),
+        (LoadPath::PostgresCsv, seeds(&[762, 205, 511])),
+        (LoadPath::HeliosDb, seeds(&[605, 257])),
     ];
     if !targets.is_empty() {
         plan.retain(|(p, _)| {
@@ -686,6 +999,15 @@ async fn random_command_sequences_keep_every_item_exactly_once() -> anyhow::Resu
     let (mut sequences, mut total_steps) = (0, 0);
     let mut ran = BTreeMap::new();
     let started = std::time::Instant::now();
+    if std::env::var("FERRY_SEQUENCE_LIST").is_ok() {
+        // Only list the generated sequences (for choosing seeds), running nothing.
+        for (path, seeds) in &plan {
+            for seed in seeds {
+                eprintln!("{path:?} seed {seed}: {:?}", generate(*seed, steps));
+            }
+        }
+        return Ok(());
+    }
     for (path, seeds) in plan {
         for seed in seeds {
             let sequence = generate(seed, steps);
