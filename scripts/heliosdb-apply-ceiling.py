@@ -19,7 +19,7 @@ statement).
 
 usage: heliosdb-apply-ceiling.py [--rows 100000] [--chunk 2000] [--deletes 1000] [--reps 3]
                                  [--only checks,upserts,other,deletes,chunks] [--quick]
-Runs single-threaded (one connection at a time); about 15-25 minutes on 2 shared cores.
+Runs single-threaded (one connection at a time); about 8-12 minutes on 2 shared cores.
 """
 
 import argparse

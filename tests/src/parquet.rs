@@ -30,11 +30,16 @@ import base64, decimal, json, os, sys
 import pyarrow as pa, pyarrow.parquet as pq
 
 root = sys.argv[1]
+strict = len(sys.argv) < 3 or sys.argv[2] != "listed"
 manifest = json.load(open(os.path.join(root, "_manifest.json")))
 listed = sorted(os.path.basename(f["key"]) for f in manifest["files"])
 present = sorted(n for n in os.listdir(root) if n.endswith(".parquet"))
-if listed != present:
+if strict and listed != present:
     sys.exit(f"the folder's files {present} are not the manifest's {listed}")
+missing = sorted(set(listed) - set(present))
+if missing:
+    sys.exit(f"the manifest lists files the folder does not hold: {missing}")
+unlisted = sorted(set(present) - set(listed))
 
 def value(v):
     if v is None or isinstance(v, (bool, int, str)):
@@ -68,7 +73,7 @@ for name in listed:
     for row in table.to_pylist():
         print(json.dumps({"row": {k: value(v) for k, v in row.items()}}))
         rows += 1
-print(json.dumps({"files": files, "manifest": manifest, "rows": rows}))
+print(json.dumps({"files": files, "manifest": manifest, "rows": rows, "unlisted": unlisted}))
 "#;
 
 /// One file as pyarrow saw it.
@@ -99,16 +104,30 @@ pub struct Dataset {
     pub files: Vec<FileInfo>,
     /// `_manifest.json`.
     pub manifest: Value,
+    /// Files in the folder that the manifest does not list (only [`read_listed`] allows any).
+    pub unlisted: Vec<String>,
 }
 
-/// Reads `<dir>` (one table's dataset folder) with pyarrow.
+/// Reads `<dir>` (one table's dataset folder) with pyarrow; its files must be exactly those
+/// `_manifest.json` lists.
 pub fn read_dataset(dir: &Path) -> anyhow::Result<Dataset> {
+    read_with(dir, false)
+}
+
+/// Reads the files `<dir>`'s `_manifest.json` lists, and names the folder's other files
+/// ([`Dataset::unlisted`]: a run still loading beside a finalized one has files in flight).
+pub fn read_listed(dir: &Path) -> anyhow::Result<Dataset> {
+    read_with(dir, true)
+}
+
+fn read_with(dir: &Path, listed_only: bool) -> anyhow::Result<Dataset> {
     let python = pyarrow_python()?;
     let script = tempfile::NamedTempFile::new()?;
     std::fs::write(script.path(), READER)?;
     let output = Command::new(&python)
         .arg(script.path())
         .arg(dir)
+        .args(listed_only.then_some("listed"))
         .output()
         .with_context(|| format!("running {}", python.display()))?;
     if !output.status.success() {
@@ -226,5 +245,14 @@ pub fn read_dataset(dir: &Path) -> anyhow::Result<Dataset> {
         rows,
         files,
         manifest: summary["manifest"].clone(),
+        unlisted: summary["unlisted"]
+            .as_array()
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }

@@ -35,6 +35,7 @@ use ferry_tests::harness::{
     binary, connect, empty_target, query_text, run_coordinator, stderr_of, TestTarget,
 };
 use ferry_tests::history::History;
+use ferry_tests::parquet::read_listed;
 use serde_json::Value;
 
 /// Which export a step works on.
@@ -112,6 +113,8 @@ enum LoadPath {
     PostgresBinary,
     PostgresCsv,
     HeliosDb,
+    /// A Parquet dataset in a local folder, the ledger in PostgreSQL.
+    Parquet,
 }
 
 impl LoadPath {
@@ -196,6 +199,11 @@ fn exports() -> anyhow::Result<Exports> {
 }
 
 impl Exports {
+    /// The Parquet dataset folder of the sequence whose ledger is at `url`.
+    fn lake_of(&self, url: &str) -> PathBuf {
+        self.output_of(url).with_extension("lake")
+    }
+
     /// The export-back folder of the sequence on the target at `url`.
     fn output_of(&self, url: &str) -> PathBuf {
         let name: String = url
@@ -351,8 +359,21 @@ async fn run_step(
     step: &Step,
 ) -> anyhow::Result<bool> {
     let index = |which: Which| if which == Which::A { 0 } else { 1 };
+    let parquet = matches!(path, LoadPath::Parquet);
     // The table exists once either run was planned.
     let table_rows = |url: String| async move {
+        if parquet {
+            // A dataset holding another run's files counts as holding rows.
+            let files = std::fs::read_dir(exports.lake_of(&url).join("AppTable"))
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+                        .count()
+                })
+                .unwrap_or(0);
+            return anyhow::Ok(files as i64);
+        }
         let planned =
             run_of(&url, &exports.a).await?.is_some() || run_of(&url, &exports.b).await?.is_some();
         if !planned {
@@ -362,16 +383,21 @@ async fn run_step(
             .await?
             .parse::<i64>()?)
     };
+    let lake = exports.lake_of(url);
     let migrate_args = |which: Which, append: bool| {
         let mut args = vec![
             "migrate".to_string(),
             "--export".into(),
             exports.path(which).display().to_string(),
-            "--target".into(),
-            url.to_string(),
             "--key".into(),
             "PK,SK".into(),
         ];
+        if parquet {
+            args.extend(["--parquet".into(), lake.display().to_string()]);
+            args.extend(["--ledger".into(), url.to_string()]);
+        } else {
+            args.extend(["--target".into(), url.to_string()]);
+        }
         if append {
             args.push("--append".into());
         }
@@ -395,6 +421,17 @@ async fn run_step(
         let output = run_coordinator(&args, &env)?;
         Ok((output.status.code().unwrap_or(-1), stderr_of(&output)))
     };
+    if parquet
+        && matches!(
+            step,
+            Step::ExportBack { .. }
+                | Step::History { .. }
+                | Step::CatchUp { .. }
+                | Step::ResetHistory { .. }
+        )
+    {
+        return Ok(false); // no export-back or catch-up from a Parquet dataset
+    }
     match step {
         Step::Migrate { which, .. } | Step::Crash { which, .. } => {
             let append = match step {
@@ -546,6 +583,9 @@ async fn run_step(
                 "finalize exited {code}, the run being {}: {stderr}",
                 if complete { "complete" } else { "incomplete" }
             );
+            if parquet && complete {
+                check_dataset(&lake, exports, models)?;
+            }
         }
         Step::Reset {
             which,
@@ -590,6 +630,9 @@ async fn run_step(
                     stderr.contains("in flight") && stderr.contains("--force"),
                     "the refusal does not say why: {stderr}"
                 ),
+                0 if !refused_expected && parquet => {
+                    models[index(*which)].complete = false;
+                }
                 0 if !refused_expected => {
                     models[index(*which)].complete = false;
                     // The shard's items are gone at once.
@@ -726,6 +769,9 @@ async fn run_step(
             }
         }
     }
+    if parquet {
+        return Ok(true); // the dataset is checked when a finalize lists it
+    }
     check_table(url, exports, models).await?;
     check_history(url, exports, history).await.map(|()| true)
 }
@@ -736,6 +782,51 @@ fn row_key(row: &serde_json::Map<String, Value>) -> String {
         other => format!("{other:?}"),
     };
     serde_json::to_string(&[part("PK"), part("SK")]).unwrap_or_default()
+}
+
+/// A finalized dataset (the files `_manifest.json` lists, read by pyarrow):
+/// each row an item of A or B with its exact value, no key twice, every item of a complete run
+/// there; an `--append` never removed or unlisted another run's files.
+fn check_dataset(lake: &Path, exports: &Exports, models: &[RunModel; 2]) -> anyhow::Result<()> {
+    let read = read_listed(&lake.join("AppTable"))?;
+    // Files beyond the manifest's are another run's chunks in flight: only while a run sharing
+    // the dataset is incomplete, and then the manifest says the dataset is not complete.
+    if !read.unlisted.is_empty() {
+        anyhow::ensure!(
+            read.manifest["complete"] == false,
+            "the manifest says complete, and the folder holds files it does not list: {:?}",
+            read.unlisted
+        );
+    }
+    let keys: Vec<String> = read.rows.iter().map(row_key).collect();
+    let distinct: BTreeSet<&String> = keys.iter().collect();
+    anyhow::ensure!(distinct.len() == keys.len(), "a key twice in the dataset");
+    let mut expected = SourceItems::new();
+    for key in &keys {
+        match exports
+            .items_a
+            .get(key)
+            .or_else(|| exports.items_b.get(key))
+        {
+            Some(item) => {
+                expected.insert(key.clone(), item.clone());
+            }
+            None => anyhow::bail!("a row of no export in the dataset: {key}"),
+        }
+    }
+    for (which, model) in [Which::A, Which::B].into_iter().zip(models) {
+        if model.complete {
+            expected.extend(exports.items(which).clone());
+        }
+    }
+    let diffs = compare(&expected, &["PK", "SK"], &read.columns, "attrs", &read.rows);
+    anyhow::ensure!(
+        diffs.is_empty(),
+        "the dataset: {} differences: {:?}",
+        diffs.len(),
+        &diffs[..diffs.len().min(5)]
+    );
+    Ok(())
 }
 
 /// The last lines of a command's stderr (its error, after the log lines).
@@ -911,6 +1002,30 @@ async fn run_sequence(
             }
         }
     }
+    // A dataset: every planned run's finalize lists every run's files, exactly A ∪ B.
+    if matches!(path, LoadPath::Parquet) {
+        for which in [Which::A, Which::B] {
+            if run_of(&url, exports.path(which)).await?.is_some() {
+                let step = Step::Finalize { which };
+                if let Err(e) =
+                    run_step(path, &url, exports, &mut models, &mut history, &step).await
+                {
+                    return Ok(Some(format!("final {step:?}: {e:#}")));
+                }
+            }
+        }
+        // Every run complete: the manifest says so and lists every file in the folder.
+        let lake = exports.lake_of(&url).join("AppTable");
+        if lake.join("_manifest.json").exists() {
+            let read = read_listed(&lake)?;
+            if read.manifest["complete"] != true || !read.unlisted.is_empty() {
+                return Ok(Some(format!(
+                    "the final dataset: manifest complete {}, files it does not list {:?}",
+                    read.manifest["complete"], read.unlisted
+                )));
+            }
+        }
+    }
     // The history too: H loads to the end, and windows once started apply to the final state.
     if run_of(&url, &exports.history.full()).await?.is_some() {
         let mut finals = vec![Step::History { crash: None }];
@@ -986,6 +1101,7 @@ async fn random_command_sequences_keep_every_item_exactly_once() -> anyhow::Resu
         (LoadPath::PostgresBinary, seeds(&[605, 110, 511])),
         (LoadPath::PostgresCsv, seeds(&[762, 205, 511])),
         (LoadPath::HeliosDb, seeds(&[605, 257])),
+        (LoadPath::Parquet, seeds(&[186, 447])),
     ];
     if !targets.is_empty() {
         plan.retain(|(p, _)| {
