@@ -41,13 +41,28 @@
 //! fails then (a true cycle, such as two users swapping emails) becomes a reject naming the
 //! constraint.
 //!
-//! # Deletes on HeliosDB
-//! HeliosDB 4.41 finds a row by index only for a single-column primary key outside a transaction
-//! that already wrote the table; a `DELETE` by a composite key scans the table, and an `IN` list
-//! is compared element by element. Deletes are therefore batched: keys sorted, 500 per statement,
-//! each statement bounded by the range of its first key column (a cheap comparison that skips most
-//! rows) and then matched on the whole key as one text value. A key holding the separator
-//! character, or a binary key column, is deleted alone. PostgreSQL deletes through its index:
+//! # On HeliosDB: literal values, one search-tree delete
+//! HeliosDB 4.41 gets `INSERT … ON CONFLICT DO UPDATE` wrong with `$n` parameters: a conflicting
+//! row is updated in committed storage, outside the transaction (a `ROLLBACK` keeps the new value,
+//! other sessions see it before `COMMIT`), and the statement clones its parameters once per
+//! conflicting row, so it slows down as it grows. With literal values (over the simple protocol)
+//! the same statement runs inside the transaction, about five times faster. So on HeliosDB every
+//! upsert and delete is rendered with literals by [`super::literal`] (the one encoder, each value
+//! `'…'` with `'` doubled, or `NULL`) and sent under a savepoint over the simple protocol; PostgreSQL
+//! keeps its parameters.
+//!
+//! A `DELETE` on HeliosDB scans the whole table whatever its predicate (a composite key, or any
+//! key once the transaction wrote the table), and compares an `IN` list element by element. So a
+//! chunk's deletes of a table are one statement per [`HELIOS_TREE_KEYS`] keys whose predicate is
+//! a search tree: keys sorted by their first column (text, compared byte-wise as HeliosDB and Rust
+//! both do), split into ranges four ways per level, `("k1" >= lo AND "k1" < hi AND (…))`, with
+//! leaves of up to eight `("k1" = v AND "k2" IN (…))`; HeliosDB evaluates `AND`/`OR` lazily, so a
+//! row costs O(log n) comparisons instead of O(n). Every leaf is an exact equality on the whole
+//! key, so the predicate matches no row but the listed keys; the ranges only prune (a row outside
+//! its range is one the leaves below would not match either, the keys being sorted in the order
+//! the server compares them). A table whose first key column is not text, with a binary key
+//! column or more than two key columns, keeps the earlier batched form: 500 keys per statement
+//! matched on the whole key as one text value. PostgreSQL deletes through its index:
 //! `(k1, k2) IN (SELECT … FROM unnest($1::text[], $2::text[]))`.
 
 use std::collections::BTreeMap;
@@ -59,7 +74,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 pub use super::encode::{parse_change_line, ChangeEncoder, Changes, Delete, Upsert};
+use super::literal::{push_literal, LiteralError};
 use super::sql::write_checkpoint;
+use super::Key;
 use super::{Checkpoint, KeyValue, Payload, Presence, Sink, TableEnd, TableRows, Unload};
 use crate::target::TargetKind;
 use crate::{Result, WorkerError};
@@ -88,9 +105,13 @@ pub fn is_deferrable(error: &tokio_postgres::Error) -> bool {
             return true;
         }
     }
+    // HeliosDB reports a value its column refuses as XX000 "Cannot cast '…' to INT4".
     error.as_db_error().is_some_and(|db| {
         let text = db.message().to_ascii_lowercase();
-        text.contains("constraint") || text.contains("duplicate key") || text.contains("violates")
+        text.contains("constraint")
+            || text.contains("duplicate key")
+            || text.contains("violates")
+            || text.contains("cannot cast")
     })
 }
 
@@ -115,8 +136,14 @@ pub struct TableSql {
 
 /// Separates the key columns' text in a HeliosDB batched delete.
 const KEY_SEPARATOR: char = '\u{1f}';
-/// Keys per batched HeliosDB delete statement.
+/// Keys per batched HeliosDB delete statement (tables the search tree does not serve).
 const HELIOS_DELETE_BATCH: usize = 500;
+/// Keys per HeliosDB search-tree delete statement (each statement scans the table once).
+pub const HELIOS_TREE_KEYS: usize = 5_000;
+/// Branches per level of the search tree (deeper nesting reaches the SQL parser's recursion limit).
+const TREE_FANOUT: usize = 4;
+/// First-column groups per leaf of the search tree.
+const TREE_LEAF: usize = 8;
 /// Keys per PostgreSQL delete statement.
 const PG_DELETE_BATCH: usize = 10_000;
 
@@ -272,6 +299,176 @@ impl TableSql {
     }
 }
 
+impl TableSql {
+    /// HeliosDB: `INSERT … VALUES (…)×rows ON CONFLICT … DO UPDATE …` with every value a literal
+    /// ([`super::literal`]).
+    fn helios_upsert_sql(&self, rows: &[&Upsert]) -> std::result::Result<String, LiteralError> {
+        let mut sql = self.insert_head.clone();
+        for (i, row) in rows.iter().enumerate() {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            for (c, value) in row.values.iter().enumerate() {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                push_literal(&mut sql, value.as_deref())?;
+            }
+            sql.push(')');
+        }
+        sql.push_str(&self.upsert_tail);
+        Ok(sql)
+    }
+
+    /// Whether HeliosDB's deletes of this table take the search tree: a text first key column, at
+    /// most two key columns, none binary.
+    fn helios_tree(&self) -> bool {
+        let keys = self.key_columns();
+        keys.len() <= 2
+            && keys[0].pg_type == PgType::Text
+            && keys
+                .iter()
+                .all(|c| !matches!(c.pg_type, PgType::Bytea | PgType::ByteaArray))
+    }
+
+    /// HeliosDB: `DELETE FROM t WHERE <search tree>` over `keys` (sorted, distinct, text values).
+    fn helios_tree_delete_sql(&self, keys: &[&Key]) -> std::result::Result<String, LiteralError> {
+        let columns = self.key_columns();
+        let first = quote_ident(&columns[0].name);
+        let second = columns.get(1).map(|c| match c.pg_type {
+            PgType::Text => quote_ident(&c.name),
+            _ => format!("CAST({} AS TEXT)", quote_ident(&c.name)),
+        });
+        // Groups of keys sharing their first column's value: (that value, the second column's).
+        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+        for key in keys {
+            let head = text_of(&key[0]);
+            let tail = key.get(1).map(text_of);
+            match groups.last_mut() {
+                Some((value, rest)) if *value == head => rest.extend(tail),
+                _ => groups.push((head, tail.into_iter().collect())),
+            }
+        }
+        let mut sql = format!("DELETE FROM {} WHERE ", quote_ident(&self.table.table));
+        push_tree(&mut sql, &groups, &first, second.as_deref())?;
+        Ok(sql)
+    }
+}
+
+/// The text of a key value the search tree compares (its keys are text).
+fn text_of(value: &KeyValue) -> &str {
+    match value {
+        KeyValue::Text(text) => text,
+        KeyValue::Bytes(_) => unreachable!("the search tree serves text keys only"),
+    }
+}
+
+/// Appends the search tree over `groups` (sorted by their first value): ranges of the first key
+/// column, [`TREE_FANOUT`] per level, down to leaves of [`TREE_LEAF`] groups, each an exact
+/// equality on the whole key.
+fn push_tree(
+    sql: &mut String,
+    groups: &[(&str, Vec<&str>)],
+    first: &str,
+    second: Option<&str>,
+) -> std::result::Result<(), LiteralError> {
+    if groups.len() <= TREE_LEAF {
+        match second {
+            None => {
+                // One key column: `"k" IN (…)`.
+                sql.push_str(first);
+                sql.push_str(" IN (");
+                for (i, (value, _)) in groups.iter().enumerate() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    push_literal(sql, Some(value))?;
+                }
+                sql.push(')');
+            }
+            Some(second) => {
+                for (i, (value, rest)) in groups.iter().enumerate() {
+                    if i > 0 {
+                        sql.push_str(" OR ");
+                    }
+                    sql.push('(');
+                    sql.push_str(first);
+                    sql.push_str(" = ");
+                    push_literal(sql, Some(value))?;
+                    sql.push_str(" AND ");
+                    sql.push_str(second);
+                    sql.push_str(" IN (");
+                    for (j, tail) in rest.iter().enumerate() {
+                        if j > 0 {
+                            sql.push_str(", ");
+                        }
+                        push_literal(sql, Some(tail))?;
+                    }
+                    sql.push_str("))");
+                }
+            }
+        }
+        return Ok(());
+    }
+    let size = groups.len().div_ceil(TREE_FANOUT);
+    let parts: Vec<&[(&str, Vec<&str>)]> = groups.chunks(size).collect();
+    for (j, part) in parts.iter().enumerate() {
+        if j > 0 {
+            sql.push_str(" OR ");
+        }
+        sql.push('(');
+        if j > 0 {
+            sql.push_str(first);
+            sql.push_str(" >= ");
+            push_literal(sql, Some(part[0].0))?;
+            sql.push_str(" AND ");
+        }
+        if let Some(next) = parts.get(j + 1) {
+            sql.push_str(first);
+            sql.push_str(" < ");
+            push_literal(sql, Some(next[0].0))?;
+            sql.push_str(" AND ");
+        }
+        sql.push('(');
+        push_tree(sql, part, first, second)?;
+        sql.push_str("))");
+    }
+    Ok(())
+}
+
+/// HeliosDB: `statement` (literal values, the simple protocol) under a savepoint; the rows it
+/// changed. On an error other than a lost race, the savepoint is rolled back to (the transaction
+/// goes on) and the error returned. (The savepoint and its release go in messages of their own:
+/// HeliosDB refuses a message holding several statements when a literal holds `--`.)
+async fn helios_under_savepoint(
+    client: &Client,
+    statement: &str,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    client.batch_execute("SAVEPOINT ferry_apply").await?;
+    match client.simple_query(statement).await {
+        Ok(replies) => {
+            client
+                .batch_execute("RELEASE SAVEPOINT ferry_apply")
+                .await?;
+            Ok(replies
+                .iter()
+                .map(|r| match r {
+                    tokio_postgres::SimpleQueryMessage::CommandComplete(n) => *n,
+                    _ => 0,
+                })
+                .sum())
+        }
+        Err(e) if is_lost_race(&e) => Err(e),
+        Err(e) => {
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT ferry_apply")
+                .await?;
+            client
+                .batch_execute("RELEASE SAVEPOINT ferry_apply")
+                .await?;
+            Err(e)
+        }
+    }
+}
+
 fn key_text(value: &KeyValue) -> String {
     match value {
         KeyValue::Text(text) => text.clone(),
@@ -347,7 +544,9 @@ async fn delete_keys(
     deletes: &[Delete],
     deferred: &mut BTreeMap<u64, Deferral>,
 ) -> Result<()> {
-    let batched = if sql.heliosdb {
+    let batched = if sql.heliosdb && sql.helios_tree() {
+        helios_tree_deletes(client, sql, deletes).await?
+    } else if sql.heliosdb {
         helios_delete_batches(client, sql, deletes).await
     } else {
         pg_delete_batches(client, sql, deletes).await
@@ -427,7 +626,60 @@ async fn finish_savepoint(
     }
 }
 
-/// HeliosDB: sorted keys, [`HELIOS_DELETE_BATCH`] per statement (see the module docs).
+/// HeliosDB: the search tree over sorted keys, [`HELIOS_TREE_KEYS`] per statement, under one
+/// savepoint (all of them, or none); tables it does not serve take [`helios_delete_batches`].
+/// A statement that reports more rows than it has keys is an error (the predicate matches listed
+/// keys only; this checks it).
+async fn helios_tree_deletes(
+    client: &Client,
+    sql: &TableSql,
+    deletes: &[Delete],
+) -> Result<std::result::Result<(), tokio_postgres::Error>> {
+    let mut keys: Vec<&Key> = deletes.iter().map(|d| &d.key).collect();
+    keys.sort();
+    keys.dedup();
+    let mut statements = Vec::new();
+    for batch in keys.chunks(HELIOS_TREE_KEYS) {
+        let statement = sql.helios_tree_delete_sql(batch).map_err(|e| {
+            WorkerError::Internal(format!("a key of table {:?}: {e}", sql.table.table))
+        })?;
+        statements.push((statement, batch.len() as u64));
+    }
+    if let Err(e) = client.batch_execute("SAVEPOINT ferry_apply").await {
+        return Ok(Err(e));
+    }
+    let mut too_many = None;
+    let result = async {
+        for (statement, listed) in &statements {
+            let deleted: u64 = client
+                .simple_query(statement)
+                .await?
+                .iter()
+                .map(|r| match r {
+                    tokio_postgres::SimpleQueryMessage::CommandComplete(n) => *n,
+                    _ => 0,
+                })
+                .sum();
+            if deleted > *listed {
+                too_many = Some((deleted, *listed));
+                break;
+            }
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    }
+    .await;
+    let result = finish_savepoint(client, result).await;
+    if let Some((deleted, listed)) = too_many {
+        return Err(WorkerError::Internal(format!(
+            "a delete of {listed} keys from table {:?} removed {deleted} rows",
+            sql.table.table
+        )));
+    }
+    Ok(result)
+}
+
+/// HeliosDB, tables the search tree does not serve: sorted keys, [`HELIOS_DELETE_BATCH`] per
+/// statement (see the module docs).
 async fn helios_delete_batches(
     client: &Client,
     sql: &TableSql,
@@ -487,6 +739,9 @@ async fn upsert_rows(
     upserts: &[Upsert],
     deferred: &mut BTreeMap<u64, Deferral>,
 ) -> Result<()> {
+    if sql.heliosdb {
+        return helios_upsert_rows(client, sql, upserts, deferred).await;
+    }
     for batch in upserts.chunks(sql.rows_per_statement) {
         let statement = sql.upsert_sql(batch.len());
         let params: Vec<&(dyn ToSql + Sync)> = batch
@@ -533,6 +788,83 @@ async fn upsert_rows(
                             crate::redact::server_text(&reason, crate::redact::mode())
                         ),
                     );
+                }
+                break;
+            }
+            remaining = failed.into_iter().map(|(u, _)| u).collect();
+        }
+    }
+    Ok(())
+}
+
+/// A row refused for now: deferred to the end of the window with the server's words.
+fn defer_upsert(
+    deferred: &mut BTreeMap<u64, Deferral>,
+    sql: &TableSql,
+    upsert: &Upsert,
+    reason: &str,
+) {
+    defer(
+        deferred,
+        upsert.line_no,
+        &upsert.raw,
+        format!(
+            "upserting {} into table {:?}: {}",
+            super::describe_key(&sql.table, &upsert.key, crate::redact::mode()),
+            sql.table.table,
+            crate::redact::server_text(reason, crate::redact::mode())
+        ),
+    );
+}
+
+/// HeliosDB: [`upsert_rows`] with literal values ([`TableSql::helios_upsert_sql`]), each statement
+/// with its savepoint in one message. A statement refused for its data is applied row by row, in
+/// rounds while any row goes in; a row still refused (or holding a value no literal can carry)
+/// is deferred.
+async fn helios_upsert_rows(
+    client: &Client,
+    sql: &TableSql,
+    upserts: &[Upsert],
+    deferred: &mut BTreeMap<u64, Deferral>,
+) -> Result<()> {
+    let mut rows: Vec<&Upsert> = Vec::with_capacity(upserts.len());
+    for upsert in upserts {
+        if upsert.values.iter().flatten().any(|v| v.contains('\0')) {
+            defer_upsert(deferred, sql, upsert, &LiteralError::Nul.to_string());
+        } else {
+            rows.push(upsert);
+        }
+    }
+    for batch in rows.chunks(sql.rows_per_statement) {
+        let statement = sql
+            .helios_upsert_sql(batch)
+            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+        match helios_under_savepoint(client, &statement).await {
+            Ok(_) => continue,
+            Err(e) if is_deferrable(&e) => {
+                tracing::debug!(table = %sql.table.table, error = %crate::redact::server_text(&crate::server_message(&e), crate::redact::mode()), "an upsert was refused: applying its rows one by one");
+            }
+            Err(e) => return Err(db_error(&sql.table, "cannot upsert into")(e)),
+        }
+        let mut remaining: Vec<&Upsert> = batch.to_vec();
+        loop {
+            let mut failed = Vec::new();
+            for upsert in &remaining {
+                let one = sql
+                    .helios_upsert_sql(&[upsert])
+                    .map_err(|e| WorkerError::Internal(e.to_string()))?;
+                match helios_under_savepoint(client, &one).await {
+                    Ok(_) => {}
+                    Err(e) if is_deferrable(&e) => {
+                        failed.push((*upsert, crate::server_message(&e)))
+                    }
+                    Err(e) => return Err(db_error(&sql.table, "cannot upsert into")(e)),
+                }
+            }
+            let progressed = failed.len() < remaining.len();
+            if failed.is_empty() || !progressed {
+                for (upsert, reason) in failed {
+                    defer_upsert(deferred, sql, upsert, &reason);
                 }
                 break;
             }

@@ -247,7 +247,7 @@ pub fn parse_change_line(line: &[u8]) -> Result<ChangeRecord<'_>, String> {
 }
 
 /// One table's changes from a block of change records.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Changes {
     /// Rows to insert or update, in line order.
     pub upserts: Vec<Upsert>,

@@ -17,6 +17,8 @@
 //!   the window; [`deferred`]: the window's end, its deferred records retried in rounds, the rest
 //!   rejected; [`prepare_context`] makes a window's loading context encode change records
 //!   (the change-record encoder is [`encode`]'s).
+//! - [`literal`]: the one encoder of SQL literals (the applier's statements on HeliosDB, whose
+//!   upserts with parameters are not transactional).
 //! - [`sql`]: what both SQL sinks share: the [`Ledger`] on a tokio-postgres client, presence
 //!   probes and the conditional checkpoint.
 //!
@@ -81,6 +83,7 @@ pub mod driver;
 pub mod encode;
 #[cfg(test)]
 mod fake;
+pub mod literal;
 pub mod parquet;
 pub mod sql;
 pub mod transaction;
