@@ -1,6 +1,7 @@
 //! Ferry's pure parsing code, compiled alone for fuzzing: the DynamoDB JSON decoder (`item`,
 //! `number`, `json`), the configuration loader (`config` and what it needs) and the queue
-//! message parser (`queue`), from the same source files as the real crates.
+//! message parser (`queue`) and the applier's SQL literal encoder (`literal`), from the same source
+//! files as the real crates.
 #![allow(missing_docs, dead_code, unused_imports, rustdoc::broken_intra_doc_links)]
 
 // The worker's modules name `ferry_shared::…`: this crate stands in for it.
@@ -25,3 +26,5 @@ pub mod number;
 pub mod queue;
 #[path = "../../shared/src/schema/mod.rs"]
 pub mod schema;
+#[path = "../../worker/src/sink/literal.rs"]
+pub mod literal;

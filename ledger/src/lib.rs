@@ -6,9 +6,9 @@
 //! - [`runs`]: the records (runs, shards, rejects, post-load steps, target tokens) and the
 //!   functions that read and write them on a tokio-postgres client; creating and migrating the
 //!   schema ([`runs::ensure_ledger`]).
-//! - [`protocol`]: the [`Ledger`] the chunk driver talks to (a shard's generations, loads, failures
-//!   and in-flight marks), implemented once on a tokio-postgres client, with its records
-//!   ([`LoadClaim`], [`Restart`]).
+//! - [`protocol`]: the [`Ledger`] the chunk driver and the sinks talk to (a shard's generations,
+//!   loads, failures and in-flight marks, a chunk's checkpoint, an output set's files), implemented
+//!   once on a tokio-postgres client, with its records ([`LoadClaim`], [`Restart`], [`Advance`]).
 //! - [`memory`]: the same [`Ledger`] in memory, the one the load engine's unit tests use.
 //! - [`window`]: a catch-up window's records: whether a window may apply now, its deferred change
 //!   records, its state.

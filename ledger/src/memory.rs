@@ -3,13 +3,15 @@
 //! `ferry.shards`, `ferry.loads`, `ferry.rejects` and `ferry.deferred` keep and follows the same
 //! conditional updates as the statements of [`crate::sql`], so a test of the driver's protocol
 //! against it tests the protocol the database enforces. A test target holds its rows beside it and
-//! moves a chunk's checkpoint with [`MemoryState::advance`] inside its own commit.
+//! moves a chunk's checkpoint with [`MemoryState::advance`] inside its own commit; a Parquet sink
+//! records its files in it (`ferry.output_files`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+use crate::outputs::FileRecord;
 use crate::protocol::{Advance, Ledger, LoadClaim, Restart};
 use crate::runs::ShardRecord;
 use crate::sql::shard_state;
@@ -41,6 +43,8 @@ pub struct MemoryState {
     pub rejects: BTreeMap<(String, u64), (String, i64)>,
     /// (shard, line) → the change record a window set aside.
     pub deferred: BTreeMap<(String, u64), Vec<u8>>,
+    /// (table, load, chunk) → a committed output file.
+    pub files: BTreeMap<(String, i64, u64), FileRecord>,
 }
 
 impl MemoryState {
@@ -285,6 +289,22 @@ impl Ledger for MemoryLedger {
                 .unwrap_or_default();
             (l.run_id.clone(), l.shard_id.clone(), data_key)
         }))
+    }
+
+    async fn advance(&self, advance: &Advance<'_>) -> Result<bool> {
+        Ok(self.lock().advance(advance))
+    }
+
+    async fn record_file(&self, _run_id: &str, table: &str, file: &FileRecord) -> Result<()> {
+        self.lock()
+            .files
+            .insert((table.to_string(), file.load_id, file.chunk), file.clone());
+        Ok(())
+    }
+
+    async fn forget_files(&self, load_id: i64) -> Result<()> {
+        self.lock().files.retain(|(_, load, _), _| *load != load_id);
+        Ok(())
     }
 }
 

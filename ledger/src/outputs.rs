@@ -1,11 +1,12 @@
 //! The output sets a run owns (`docs/design.md` §6): a Parquet dataset's location and settings
 //! (`ferry.outputs`), each file a chunk committed (`ferry.output_files`), which of a run's loads
 //! are current, and the runs that share one location (`--append`), so a run's `finalize` lists
-//! every run's files and removes only its own stale ones.
+//! every run's files and removes only its own stale ones. Recording and forgetting a file are the
+//! [`crate::Ledger`]'s (a sink writes them), reading them back is here.
 
 use std::collections::{HashMap, HashSet};
 
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::Client;
 
 use crate::runs::get_shards;
 use crate::sql;
@@ -60,38 +61,6 @@ pub struct FileRecord {
     pub rows: u64,
     /// Bytes.
     pub bytes: u64,
-}
-
-/// Records a committed file of `table` (idempotent: a retried chunk records the same file).
-pub async fn record_file(
-    client: &impl GenericClient,
-    run_id: &str,
-    table: &str,
-    file: &FileRecord,
-) -> Result<()> {
-    let (load, chunk, rows, bytes) = (
-        file.load_id,
-        file.chunk as i64,
-        file.rows as i64,
-        file.bytes as i64,
-    );
-    client
-        .execute(
-            sql::UPSERT_OUTPUT_FILE,
-            &[&run_id, &table, &load, &chunk, &file.key, &rows, &bytes],
-        )
-        .await
-        .map_err(LedgerError::db("cannot record a Parquet file"))?;
-    Ok(())
-}
-
-/// Forgets the files of a load whose files were deleted.
-pub async fn forget_files(client: &impl GenericClient, load_id: i64) -> Result<()> {
-    client
-        .execute(sql::DELETE_OUTPUT_FILES_OF_LOAD, &[&load_id])
-        .await
-        .map_err(LedgerError::db("cannot forget a load's Parquet files"))?;
-    Ok(())
 }
 
 /// Every file a run recorded, per table (its current and its stale loads' alike).

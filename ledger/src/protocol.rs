@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use tokio_postgres::Client;
 
+use crate::outputs::FileRecord;
 use crate::runs::{insert_rejects, shard_of, RejectRow, ShardRecord};
 use crate::sql;
 use crate::{LedgerError, Result};
@@ -75,70 +76,6 @@ pub struct Advance<'a> {
     pub file_end: Option<&'a FileEnd>,
 }
 
-/// Records a chunk's rejects and moves its checkpoint on `client`, in whatever transaction state
-/// it is (the chunk's transaction, or autocommit after the chunk's COPY): `false` when the
-/// checkpoint had moved, the generation changed or the shard is done ([`sql::ADVANCE_CHECKPOINT`],
-/// [`sql::FINISH_SHARD`]).
-pub async fn advance_checkpoint(client: &Client, advance: &Advance<'_>) -> Result<bool> {
-    let Advance {
-        run_id,
-        shard_id,
-        generation,
-        ..
-    } = *advance;
-    if !advance.rejects.is_empty() {
-        insert_rejects(client, run_id, shard_id, generation, advance.rejects)
-            .await
-            .map_err(LedgerError::db("cannot record rejects"))?;
-    }
-    let (from, rows, rejected, spilled, filtered) = (
-        advance.from as i64,
-        advance.rows as i64,
-        advance.rejects.len() as i64,
-        advance.spilled as i64,
-        advance.filtered as i64,
-    );
-    let updated = match advance.file_end {
-        None => client
-            .execute(
-                sql::ADVANCE_CHECKPOINT,
-                &[
-                    &run_id,
-                    &shard_id,
-                    &from,
-                    &(advance.to as i64),
-                    &rows,
-                    &rejected,
-                    &spilled,
-                    &filtered,
-                    &generation,
-                ],
-            )
-            .await
-            .map_err(LedgerError::db("cannot advance the checkpoint"))?,
-        Some(end) => client
-            .execute(
-                sql::FINISH_SHARD,
-                &[
-                    &run_id,
-                    &shard_id,
-                    &from,
-                    &(end.physical_lines as i64),
-                    &rows,
-                    &rejected,
-                    &spilled,
-                    &(end.items as i64),
-                    &end.md5_ok,
-                    &filtered,
-                    &generation,
-                ],
-            )
-            .await
-            .map_err(LedgerError::db("cannot finish the shard"))?,
-    };
-    Ok(updated == 1)
-}
-
 /// The ledger operations the chunk driver needs besides a chunk's checkpoint (which the sink
 /// writes).
 #[async_trait]
@@ -204,6 +141,14 @@ pub trait Ledger: Send + Sync {
     ) -> Result<u64>;
     /// The run, shard and data file a load belongs to, for naming where a duplicate came from.
     async fn load_owner(&self, load_id: i64) -> Result<Option<(String, String, String)>>;
+    /// Records a chunk's rejects and moves its checkpoint: `false` when the checkpoint had moved,
+    /// the generation changed or the shard is done. On a client, in whatever transaction state it
+    /// is (the chunk's transaction, or autocommit after the chunk's COPY).
+    async fn advance(&self, advance: &Advance<'_>) -> Result<bool>;
+    /// Records a file an output set committed (idempotent: a retried chunk records the same file).
+    async fn record_file(&self, run_id: &str, table: &str, file: &FileRecord) -> Result<()>;
+    /// Forgets the files of a load whose files were deleted.
+    async fn forget_files(&self, load_id: i64) -> Result<()>;
 }
 
 /// The run's database: every statement of [`sql`], parameters bound.
@@ -351,5 +296,89 @@ impl Ledger for Client {
             .await
             .map_err(LedgerError::db("cannot read a load"))?;
         Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    async fn advance(&self, advance: &Advance<'_>) -> Result<bool> {
+        let client = self;
+        let Advance {
+            run_id,
+            shard_id,
+            generation,
+            ..
+        } = *advance;
+        if !advance.rejects.is_empty() {
+            insert_rejects(client, run_id, shard_id, generation, advance.rejects)
+                .await
+                .map_err(LedgerError::db("cannot record rejects"))?;
+        }
+        let (from, rows, rejected, spilled, filtered) = (
+            advance.from as i64,
+            advance.rows as i64,
+            advance.rejects.len() as i64,
+            advance.spilled as i64,
+            advance.filtered as i64,
+        );
+        let updated = match advance.file_end {
+            None => client
+                .execute(
+                    sql::ADVANCE_CHECKPOINT,
+                    &[
+                        &run_id,
+                        &shard_id,
+                        &from,
+                        &(advance.to as i64),
+                        &rows,
+                        &rejected,
+                        &spilled,
+                        &filtered,
+                        &generation,
+                    ],
+                )
+                .await
+                .map_err(LedgerError::db("cannot advance the checkpoint"))?,
+            Some(end) => client
+                .execute(
+                    sql::FINISH_SHARD,
+                    &[
+                        &run_id,
+                        &shard_id,
+                        &from,
+                        &(end.physical_lines as i64),
+                        &rows,
+                        &rejected,
+                        &spilled,
+                        &(end.items as i64),
+                        &end.md5_ok,
+                        &filtered,
+                        &generation,
+                    ],
+                )
+                .await
+                .map_err(LedgerError::db("cannot finish the shard"))?,
+        };
+        Ok(updated == 1)
+    }
+
+    async fn record_file(&self, run_id: &str, table: &str, file: &FileRecord) -> Result<()> {
+        let (load, chunk, rows, bytes) = (
+            file.load_id,
+            file.chunk as i64,
+            file.rows as i64,
+            file.bytes as i64,
+        );
+        self.execute(
+            sql::UPSERT_OUTPUT_FILE,
+            &[&run_id, &table, &load, &chunk, &file.key, &rows, &bytes],
+        )
+        .await
+        .map_err(LedgerError::db("cannot record a Parquet file"))?;
+        Ok(())
+    }
+
+    async fn forget_files(&self, load_id: i64) -> Result<()> {
+        self.execute(sql::DELETE_OUTPUT_FILES_OF_LOAD, &[&load_id])
+            .await
+            .map_err(LedgerError::db("cannot forget a load's Parquet files"))?;
+        Ok(())
     }
 }

@@ -70,7 +70,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use super::{Checkpoint, KeyValue, Payload, Presence, Sink, TableEnd, TableRows, Unload};
+use super::{Checkpoint, KeyValue, Ledger, Payload, Presence, Sink, TableEnd, TableRows, Unload};
 use crate::{Result, WorkerError};
 use ferry_ledger::RunRecord;
 
@@ -338,34 +338,6 @@ pub async fn output_of(client: &Client, run_id: &str) -> Result<Arc<ParquetOutpu
     Ok(output)
 }
 
-/// What a Parquet sink writes to the ledger besides the driver's calls: the files it published
-/// (for `_manifest.json`), and the chunk's checkpoint. The database's ledger implements it; the
-/// driver's unit tests use an in-memory one.
-#[async_trait]
-pub trait FileLedger: Send + Sync {
-    /// Records a published file (idempotent).
-    async fn record_file(&self, run_id: &str, table: &str, file: &FileRecord) -> Result<()>;
-    /// Forgets the files of a load whose files were deleted.
-    async fn forget_files(&self, load_id: i64) -> Result<()>;
-    /// The chunk's rejects and its conditional checkpoint (see [`super::sql::write_checkpoint`]).
-    async fn checkpoint(&self, checkpoint: &Checkpoint<'_>) -> Result<bool>;
-}
-
-#[async_trait]
-impl FileLedger for Client {
-    async fn record_file(&self, run_id: &str, table: &str, file: &FileRecord) -> Result<()> {
-        Ok(outputs::record_file(self, run_id, table, file).await?)
-    }
-
-    async fn forget_files(&self, load_id: i64) -> Result<()> {
-        Ok(outputs::forget_files(self, load_id).await?)
-    }
-
-    async fn checkpoint(&self, checkpoint: &Checkpoint<'_>) -> Result<bool> {
-        super::sql::write_checkpoint(self, checkpoint).await
-    }
-}
-
 /// The writer settings of a table's files.
 fn writer_properties(
     spec: &ParquetSpec,
@@ -410,7 +382,7 @@ struct OpenFile {
 
 /// Writes a shard's chunks as Parquet files; the checkpoint goes to the ledger.
 pub struct ParquetSink<'c> {
-    ledger: &'c dyn FileLedger,
+    ledger: &'c dyn Ledger,
     output: Arc<ParquetOutput>,
     shard_id: String,
     tables: Arc<Vec<TableSchema>>,
@@ -424,7 +396,7 @@ pub struct ParquetSink<'c> {
 impl<'c> ParquetSink<'c> {
     /// A sink for `shard_id` of a run writing `tables` into `output` (`table_mode`: not routed).
     pub fn new(
-        ledger: &'c dyn FileLedger,
+        ledger: &'c dyn Ledger,
         output: Arc<ParquetOutput>,
         shard_id: &str,
         tables: Arc<Vec<TableSchema>>,
@@ -454,9 +426,10 @@ impl<'c> ParquetSink<'c> {
     }
 
     async fn record(&self, table: usize, file: &FileRecord) -> Result<()> {
-        self.ledger
+        Ok(self
+            .ledger
             .record_file(&self.output.run_id, &self.tables[table].table, file)
-            .await
+            .await?)
     }
 }
 
@@ -603,18 +576,18 @@ impl Sink for ParquetSink<'_> {
         for (table, file) in std::mem::take(&mut self.chunk_files) {
             self.record(table, &file).await?;
         }
-        self.ledger.checkpoint(checkpoint).await
+        super::sql::write_checkpoint(self.ledger, checkpoint).await
     }
 }
 
 /// What a Parquet run's ended load leaves: its files, deleted, and their records in the ledger
 /// (the [`Unload`] of a Parquet dataset; the rest of the protocol is the ledger's own).
-pub struct ParquetFiles<'c, L: FileLedger + ?Sized = Client> {
+pub struct ParquetFiles<'c, L: Ledger + ?Sized = Client> {
     client: &'c L,
     output: Arc<ParquetOutput>,
 }
 
-impl<'c, L: FileLedger + ?Sized> ParquetFiles<'c, L> {
+impl<'c, L: Ledger + ?Sized> ParquetFiles<'c, L> {
     /// The files of the run writing `output`, recorded in the ledger `client`.
     pub fn new(client: &'c L, output: Arc<ParquetOutput>) -> ParquetFiles<'c, L> {
         ParquetFiles { client, output }
@@ -622,7 +595,7 @@ impl<'c, L: FileLedger + ?Sized> ParquetFiles<'c, L> {
 }
 
 #[async_trait]
-impl<L: FileLedger + ?Sized> Unload for ParquetFiles<'_, L> {
+impl<L: Ledger + ?Sized> Unload for ParquetFiles<'_, L> {
     async fn remove_rows(&self, table: &TableSchema, load_id: i64) -> Result<u64> {
         let prefix = format!("{}/", table.table);
         let mut removed = 0;

@@ -1,11 +1,11 @@
-//! The Parquet sink's exactly-once argument against the in-memory ledger of [`super::super::fake`]
-//! and a real local output folder: crashes after a file is published and after a checkpoint,
+//! The Parquet sink's exactly-once argument against the in-memory ledger
+//! ([`ferry_ledger::memory`], which records the files too) and a real local output folder: crashes after a file is published and after a checkpoint,
 //! racing loaders, a file that fails its MD5, and a stale load's files, each ending with every
 //! item in exactly one published file and no temporary file visible.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -24,40 +24,6 @@ use ferry_ledger::memory::MemoryLedger;
 use ferry_ledger::{Ledger, Restart, RunRecord, ShardRecord};
 
 const RUN: &str = "run";
-
-/// Recorded files by (table, load, chunk).
-type Files = BTreeMap<(String, i64, u64), FileRecord>;
-
-/// The files the fake ledger records, beside the in-memory ledger.
-#[derive(Clone)]
-struct FakeFiles {
-    ledger: MemoryLedger,
-    files: Arc<Mutex<Files>>,
-}
-
-#[async_trait]
-impl FileLedger for FakeFiles {
-    async fn record_file(&self, _run_id: &str, table: &str, file: &FileRecord) -> Result<()> {
-        self.files
-            .lock()
-            .unwrap()
-            .insert((table.to_string(), file.load_id, file.chunk), file.clone());
-        Ok(())
-    }
-
-    async fn forget_files(&self, load_id: i64) -> Result<()> {
-        self.files
-            .lock()
-            .unwrap()
-            .retain(|(_, l, _), _| *l != load_id);
-        Ok(())
-    }
-
-    async fn checkpoint(&self, checkpoint: &Checkpoint<'_>) -> Result<bool> {
-        let kept = checkpoint.kept_rejects();
-        Ok(self.ledger.lock().advance(&checkpoint.advance(&kept).get()))
-    }
-}
 
 /// Where a [`Crashing`] sink dies, as a killed process would: nothing after that step happens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +111,7 @@ fn write_file(path: &std::path::Path, items: u64, bad_line: Option<u64>, extra: 
 struct Setup {
     _dir: tempfile::TempDir,
     dir_path: std::path::PathBuf,
-    ledger: FakeFiles,
+    ledger: MemoryLedger,
     output: Arc<ParquetOutput>,
     ctx: LoadContext,
 }
@@ -185,10 +151,7 @@ fn setup(items: u64, chunk: u64, bad_line: Option<u64>) -> Setup {
     Setup {
         dir_path: dir.path().to_path_buf(),
         _dir: dir,
-        ledger: FakeFiles {
-            ledger,
-            files: Default::default(),
-        },
+        ledger,
         output,
         ctx,
     }
@@ -209,7 +172,7 @@ async fn load(setup: &Setup, crash: Option<Crash>) -> Result<ShardOutcome> {
         published: 0,
         commits: 0,
     };
-    load_shard(&setup.ledger.ledger, &files, &mut sink, &setup.ctx, "s").await
+    load_shard(&setup.ledger, &files, &mut sink, &setup.ctx, "s").await
 }
 
 /// Every visible file of the dataset (names not starting with `.`) and, per key, how many rows
@@ -280,27 +243,19 @@ fn assert_every_key_once(setup: &Setup, items: u64, rejected: &[u64]) {
     for i in rejected {
         assert!(!keys.contains_key(&format!("k{i}")));
     }
-    let shard = setup.ledger.ledger.shard_record("s");
+    let shard = setup.ledger.shard_record("s");
     assert_eq!(shard.state, shard_state::DONE);
     assert_eq!(shard.loaded_rows, expected);
     // The ledger knows exactly the files the folder holds.
     let recorded: Vec<String> = setup
         .ledger
-        .files
         .lock()
-        .unwrap()
+        .files
         .values()
         .map(|f| f.key.trim_start_matches("t/").to_string())
         .collect();
     assert_eq!(recorded, names);
-    let rows: u64 = setup
-        .ledger
-        .files
-        .lock()
-        .unwrap()
-        .values()
-        .map(|f| f.rows)
-        .sum();
+    let rows: u64 = setup.ledger.lock().files.values().map(|f| f.rows).sum();
     assert_eq!(rows, expected);
 }
 
@@ -335,7 +290,7 @@ async fn a_crash_at_any_step_resumes_exactly_once() {
                 "{crash:?}"
             );
             assert_every_key_once(&setup, 50, &[23]);
-            let shard = setup.ledger.ledger.shard_record("s");
+            let shard = setup.ledger.shard_record("s");
             assert_eq!(
                 (shard.loaded_rows, shard.rejected_rows),
                 (49, 1),
@@ -388,7 +343,7 @@ async fn a_bad_file_leaves_no_file_and_a_new_generation_replaces_the_old_files()
         names.is_empty(),
         "no file of a bad data file stays: {names:?}"
     );
-    assert!(bad.ledger.files.lock().unwrap().is_empty());
+    assert!(bad.ledger.lock().files.is_empty());
     // The right file back: a clean load from the start, under the new load's names.
     write_file(&bad.dir_path.join("s.json.gz"), 40, None, "");
     assert_eq!(load(&bad, None).await.unwrap(), ShardOutcome::Done);
@@ -408,7 +363,6 @@ async fn a_bad_file_leaves_no_file_and_a_new_generation_replaces_the_old_files()
         over_chunk_in_flight: false,
     };
     assert!(setup
-        .ledger
         .ledger
         .restart_shard(RUN, "s", 0, &restart)
         .await

@@ -1,6 +1,6 @@
 //! What the SQL sinks share: removing an ended load's rows ([`Unload`] by provenance), the presence
 //! probe of a table's key with its provenance, and the chunk checkpoint (rejects, then the
-//! conditional `committed_lines` update, [`ferry_ledger::protocol::advance_checkpoint`]), written on
+//! conditional `committed_lines` update, [`Ledger::advance`]), written on
 //! whatever connection state the sink is in (its chunk transaction, or autocommit).
 
 use async_trait::async_trait;
@@ -10,7 +10,7 @@ use ferry_shared::schema::{PgType, TableSchema, PROVENANCE_COLUMN};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::{Checkpoint, KeyValue, Presence, Unload};
+use super::{Checkpoint, KeyValue, Ledger, Presence, Unload};
 use crate::{Result, WorkerError};
 
 /// `SELECT _ferry_chunk FROM t WHERE k1 = $1 AND …`: text parameters cast in SQL (HeliosDB
@@ -70,11 +70,12 @@ pub use ferry_ledger::error::is_unique_violation;
 /// Records the chunk's rejects and moves the checkpoint, on `client` in whatever transaction
 /// state it is; `false` when the checkpoint had moved or the generation changed. Hits the
 /// `after_checkpoint` failpoint after the move.
-pub async fn write_checkpoint(client: &Client, checkpoint: &Checkpoint<'_>) -> Result<bool> {
+pub async fn write_checkpoint(
+    ledger: &(impl Ledger + ?Sized),
+    checkpoint: &Checkpoint<'_>,
+) -> Result<bool> {
     let kept = checkpoint.kept_rejects();
-    let moved =
-        ferry_ledger::protocol::advance_checkpoint(client, &checkpoint.advance(&kept).get())
-            .await?;
+    let moved = ledger.advance(&checkpoint.advance(&kept).get()).await?;
     if moved {
         failpoint::hit("after_checkpoint")?;
     }
