@@ -16,7 +16,12 @@
 //! # Exactly once
 //! A chunk's deletes, upserts, rejects, deferrals and its conditional checkpoint are **one
 //! transaction**, on PostgreSQL and on HeliosDB alike (HeliosDB has no COPY fast path to lose here:
-//! upserts are `INSERT … VALUES` either way). The checkpoint is the transaction's first write, so
+//! upserts are `INSERT … VALUES` either way). On HeliosDB 4.41 that holds only for statements with
+//! literal values: its `ON CONFLICT DO UPDATE` with `$n` parameters wrote a conflicting row outside
+//! the transaction, so a chunk rolled back (a crash, a lost race after the upserts, a refused
+//! statement) kept its updates. Every HeliosDB statement of the applier is therefore literal (see
+//! below), and `applied_statements_are_exact_on_heliosdb` (`tests/tests/catch_up.rs`) applies a
+//! chunk, rolls it back and requires every row as it was. The checkpoint is the transaction's first write, so
 //! a second loader of the same chunk finds it moved (PostgreSQL), or is refused by HeliosDB's
 //! first-committer-wins conflict on the shard's row, and rolls back: a lost race. A crash before
 //! COMMIT leaves nothing of the chunk. So every chunk of every file commits exactly once.
@@ -47,9 +52,9 @@
 //! other sessions see it before `COMMIT`), and the statement clones its parameters once per
 //! conflicting row, so it slows down as it grows. With literal values (over the simple protocol)
 //! the same statement runs inside the transaction, about five times faster. So on HeliosDB every
-//! upsert and delete is rendered with literals by [`super::literal`] (the one encoder, each value
-//! `'…'` with `'` doubled, or `NULL`) and sent under a savepoint over the simple protocol; PostgreSQL
-//! keeps its parameters.
+//! upsert and delete is rendered with literals by [`super::literal`] (the one encoder; its docs
+//! say how a value is written and why) and sent under a savepoint over the simple protocol;
+//! PostgreSQL keeps its parameters.
 //!
 //! A `DELETE` on HeliosDB scans the whole table whatever its predicate (a composite key, or any
 //! key once the transaction wrote the table), and compares an `IN` list element by element. So a
@@ -353,11 +358,12 @@ impl TableSql {
     }
 }
 
-/// The text of a key value the search tree compares (its keys are text).
+/// The text of a key value the search tree compares (its tables' keys are text; a binary value,
+/// which they cannot hold, would be compared as its hex text, never matching).
 fn text_of(value: &KeyValue) -> &str {
     match value {
         KeyValue::Text(text) => text,
-        KeyValue::Bytes(_) => unreachable!("the search tree serves text keys only"),
+        KeyValue::Bytes(_) => "",
     }
 }
 
@@ -635,6 +641,12 @@ async fn helios_tree_deletes(
     sql: &TableSql,
     deletes: &[Delete],
 ) -> Result<std::result::Result<(), tokio_postgres::Error>> {
+    if deletes
+        .iter()
+        .any(|d| d.key.iter().any(|k| matches!(k, KeyValue::Bytes(_))))
+    {
+        return Ok(helios_delete_batches(client, sql, deletes).await);
+    }
     let mut keys: Vec<&Key> = deletes.iter().map(|d| &d.key).collect();
     keys.sort();
     keys.dedup();
