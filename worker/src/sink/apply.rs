@@ -110,13 +110,16 @@ pub fn is_deferrable(error: &tokio_postgres::Error) -> bool {
             return true;
         }
     }
-    // HeliosDB reports a value its column refuses as XX000 "Cannot cast '…' to INT4".
     error.as_db_error().is_some_and(|db| {
         let text = db.message().to_ascii_lowercase();
+        // HeliosDB reports a value its column refuses as XX000 "Cannot cast '…' to INT4" (on
+        // PostgreSQL "cannot cast" is a statement's type error, 42846, never a row's).
+        let refused_value = db.code() == &tokio_postgres::error::SqlState::INTERNAL_ERROR
+            && text.contains("cannot cast");
         text.contains("constraint")
             || text.contains("duplicate key")
             || text.contains("violates")
-            || text.contains("cannot cast")
+            || refused_value
     })
 }
 
