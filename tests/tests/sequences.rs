@@ -603,27 +603,7 @@ async fn run_step(
                 ),
             )
             .await?;
-            let in_flight = text(
-                url,
-                &format!(
-                    "SELECT count(*) FROM ferry.shards WHERE run_id = '{run_id}' AND shard_id = '{shard_id}' AND copying_from IS NOT NULL"
-                ),
-            )
-            .await?
-                != "0";
-            let mut args = vec![
-                "reset".to_string(),
-                "--target".into(),
-                url.to_string(),
-                "--run-id".into(),
-                run_id,
-                "--shard".into(),
-                shard_id,
-            ];
-            if *force {
-                args.push("--force".into());
-            }
-            let (code, stderr) = run(args, Vec::new())?;
+            let (in_flight, code, stderr) = reset_shard(url, &run_id, &shard_id, *force).await?;
             let refused_expected = in_flight && !force;
             match code {
                 2 if refused_expected => anyhow::ensure!(
@@ -727,27 +707,7 @@ async fn run_step(
                 &format!("SELECT min(shard_id) FROM ferry.shards WHERE run_id = '{run_id}'"),
             )
             .await?;
-            let in_flight = text(
-                url,
-                &format!(
-                    "SELECT count(*) FROM ferry.shards WHERE run_id = '{run_id}' AND shard_id = '{shard_id}' AND copying_from IS NOT NULL"
-                ),
-            )
-            .await?
-                != "0";
-            let mut args = vec![
-                "reset".to_string(),
-                "--target".into(),
-                url.to_string(),
-                "--run-id".into(),
-                run_id,
-                "--shard".into(),
-                shard_id,
-            ];
-            if *force {
-                args.push("--force".into());
-            }
-            let (code, stderr) = run(args, Vec::new())?;
+            let (in_flight, code, stderr) = reset_shard(url, &run_id, &shard_id, *force).await?;
             if *window {
                 anyhow::ensure!(
                     code == 2 && stderr.contains("never reset"),
@@ -827,6 +787,36 @@ fn check_dataset(lake: &Path, exports: &Exports, models: &[RunModel; 2]) -> anyh
         &diffs[..diffs.len().min(5)]
     );
     Ok(())
+}
+
+/// `reset --shard` of `shard_id` of `run_id` (`--force` as given): whether a chunk of the shard
+/// was in flight just before, the exit code and stderr.
+async fn reset_shard(
+    url: &str,
+    run_id: &str,
+    shard_id: &str,
+    force: bool,
+) -> anyhow::Result<(bool, i32, String)> {
+    let in_flight = text(
+        url,
+        &format!(
+            "SELECT count(*) FROM ferry.shards WHERE run_id = '{run_id}' AND shard_id = '{shard_id}' AND copying_from IS NOT NULL"
+        ),
+    )
+    .await?
+        != "0";
+    let mut args = vec![
+        "reset", "--target", url, "--run-id", run_id, "--shard", shard_id,
+    ];
+    if force {
+        args.push("--force");
+    }
+    let output = run_coordinator(&args, &[])?;
+    Ok((
+        in_flight,
+        output.status.code().unwrap_or(-1),
+        stderr_of(&output),
+    ))
 }
 
 /// The last lines of a command's stderr (its error, after the log lines).

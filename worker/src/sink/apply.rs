@@ -754,16 +754,17 @@ async fn upsert_rows(
     upserts: &[Upsert],
     deferred: &mut BTreeMap<u64, Deferral>,
 ) -> Result<()> {
-    if sql.heliosdb {
-        return helios_upsert_rows(client, sql, upserts, deferred).await;
+    // A value no literal can carry (HeliosDB) is refused for the row alone, up front.
+    let mut rows: Vec<&Upsert> = Vec::with_capacity(upserts.len());
+    for upsert in upserts {
+        if sql.heliosdb && upsert.values.iter().flatten().any(|v| v.contains('\0')) {
+            defer_upsert(deferred, sql, upsert, &LiteralError::Nul.to_string());
+        } else {
+            rows.push(upsert);
+        }
     }
-    for batch in upserts.chunks(sql.rows_per_statement) {
-        let statement = sql.upsert_sql(batch.len());
-        let params: Vec<&(dyn ToSql + Sync)> = batch
-            .iter()
-            .flat_map(|u| u.values.iter().map(|v| v as &(dyn ToSql + Sync)))
-            .collect();
-        match under_savepoint(client, &statement, &params).await {
+    for batch in rows.chunks(sql.rows_per_statement) {
+        match upsert_statement(client, sql, batch).await? {
             Ok(_) => continue,
             Err(e) if is_deferrable(&e) => {
                 tracing::debug!(table = %sql.table.table, error = %crate::redact::server_text(&crate::server_message(&e), crate::redact::mode()), "an upsert was refused: applying its rows one by one");
@@ -771,17 +772,11 @@ async fn upsert_rows(
             Err(e) => return Err(db_error(&sql.table, "cannot upsert into")(e)),
         }
         // Row by row, in rounds while any row goes in (a value freed by one row lets another in).
-        let one = sql.upsert_sql(1);
-        let mut remaining: Vec<&Upsert> = batch.iter().collect();
+        let mut remaining: Vec<&Upsert> = batch.to_vec();
         loop {
             let mut failed = Vec::new();
             for upsert in &remaining {
-                let params: Vec<&(dyn ToSql + Sync)> = upsert
-                    .values
-                    .iter()
-                    .map(|v| v as &(dyn ToSql + Sync))
-                    .collect();
-                match under_savepoint(client, &one, &params).await {
+                match upsert_statement(client, sql, &[upsert]).await? {
                     Ok(_) => {}
                     Err(e) if is_deferrable(&e) => {
                         failed.push((*upsert, crate::server_message(&e)))
@@ -792,17 +787,7 @@ async fn upsert_rows(
             let progressed = failed.len() < remaining.len();
             if failed.is_empty() || !progressed {
                 for (upsert, reason) in failed {
-                    defer(
-                        deferred,
-                        upsert.line_no,
-                        &upsert.raw,
-                        format!(
-                            "upserting {} into table {:?}: {}",
-                            super::describe_key(&sql.table, &upsert.key, crate::redact::mode()),
-                            sql.table.table,
-                            crate::redact::server_text(&reason, crate::redact::mode())
-                        ),
-                    );
+                    defer_upsert(deferred, sql, upsert, &reason);
                 }
                 break;
             }
@@ -810,6 +795,28 @@ async fn upsert_rows(
         }
     }
     Ok(())
+}
+
+/// One upsert statement of `rows` under a savepoint: on PostgreSQL with text parameters cast to
+/// their types; on HeliosDB with literal values ([`TableSql::helios_upsert_sql`]) over the simple
+/// protocol. The inner result is the server's answer.
+async fn upsert_statement(
+    client: &Client,
+    sql: &TableSql,
+    rows: &[&Upsert],
+) -> Result<std::result::Result<u64, tokio_postgres::Error>> {
+    if sql.heliosdb {
+        let statement = sql
+            .helios_upsert_sql(rows)
+            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+        return Ok(helios_under_savepoint(client, &statement).await);
+    }
+    let statement = sql.upsert_sql(rows.len());
+    let params: Vec<&(dyn ToSql + Sync)> = rows
+        .iter()
+        .flat_map(|u| u.values.iter().map(|v| v as &(dyn ToSql + Sync)))
+        .collect();
+    Ok(under_savepoint(client, &statement, &params).await)
 }
 
 /// A row refused for now: deferred to the end of the window with the server's words.
@@ -830,63 +837,6 @@ fn defer_upsert(
             crate::redact::server_text(reason, crate::redact::mode())
         ),
     );
-}
-
-/// HeliosDB: [`upsert_rows`] with literal values ([`TableSql::helios_upsert_sql`]), each statement
-/// with its savepoint in one message. A statement refused for its data is applied row by row, in
-/// rounds while any row goes in; a row still refused (or holding a value no literal can carry)
-/// is deferred.
-async fn helios_upsert_rows(
-    client: &Client,
-    sql: &TableSql,
-    upserts: &[Upsert],
-    deferred: &mut BTreeMap<u64, Deferral>,
-) -> Result<()> {
-    let mut rows: Vec<&Upsert> = Vec::with_capacity(upserts.len());
-    for upsert in upserts {
-        if upsert.values.iter().flatten().any(|v| v.contains('\0')) {
-            defer_upsert(deferred, sql, upsert, &LiteralError::Nul.to_string());
-        } else {
-            rows.push(upsert);
-        }
-    }
-    for batch in rows.chunks(sql.rows_per_statement) {
-        let statement = sql
-            .helios_upsert_sql(batch)
-            .map_err(|e| WorkerError::Internal(e.to_string()))?;
-        match helios_under_savepoint(client, &statement).await {
-            Ok(_) => continue,
-            Err(e) if is_deferrable(&e) => {
-                tracing::debug!(table = %sql.table.table, error = %crate::redact::server_text(&crate::server_message(&e), crate::redact::mode()), "an upsert was refused: applying its rows one by one");
-            }
-            Err(e) => return Err(db_error(&sql.table, "cannot upsert into")(e)),
-        }
-        let mut remaining: Vec<&Upsert> = batch.to_vec();
-        loop {
-            let mut failed = Vec::new();
-            for upsert in &remaining {
-                let one = sql
-                    .helios_upsert_sql(&[upsert])
-                    .map_err(|e| WorkerError::Internal(e.to_string()))?;
-                match helios_under_savepoint(client, &one).await {
-                    Ok(_) => {}
-                    Err(e) if is_deferrable(&e) => {
-                        failed.push((*upsert, crate::server_message(&e)))
-                    }
-                    Err(e) => return Err(db_error(&sql.table, "cannot upsert into")(e)),
-                }
-            }
-            let progressed = failed.len() < remaining.len();
-            if failed.is_empty() || !progressed {
-                for (upsert, reason) in failed {
-                    defer_upsert(deferred, sql, upsert, &reason);
-                }
-                break;
-            }
-            remaining = failed.into_iter().map(|(u, _)| u).collect();
-        }
-    }
-    Ok(())
 }
 
 /// The applier's sink: a chunk's changes are gathered, then applied with the chunk's checkpoint
