@@ -446,36 +446,29 @@ fn push_tree(
 /// HeliosDB: `statement` (literal values, the simple protocol) under a savepoint; the rows it
 /// changed. On an error other than a lost race, the savepoint is rolled back to (the transaction
 /// goes on) and the error returned. (The savepoint and its release go in messages of their own:
-/// HeliosDB refuses a message holding several statements when a literal holds `--`.)
+/// HeliosDB cuts a message into statements with a scanner that can misread a literal, see
+/// [`super::literal`].)
 async fn helios_under_savepoint(
     client: &Client,
     statement: &str,
 ) -> std::result::Result<u64, tokio_postgres::Error> {
     client.batch_execute("SAVEPOINT ferry_apply").await?;
-    match client.simple_query(statement).await {
-        Ok(replies) => {
-            client
-                .batch_execute("RELEASE SAVEPOINT ferry_apply")
-                .await?;
-            Ok(replies
-                .iter()
-                .map(|r| match r {
-                    tokio_postgres::SimpleQueryMessage::CommandComplete(n) => *n,
-                    _ => 0,
-                })
-                .sum())
-        }
-        Err(e) if is_lost_race(&e) => Err(e),
-        Err(e) => {
-            client
-                .batch_execute("ROLLBACK TO SAVEPOINT ferry_apply")
-                .await?;
-            client
-                .batch_execute("RELEASE SAVEPOINT ferry_apply")
-                .await?;
-            Err(e)
-        }
-    }
+    let result = client
+        .simple_query(statement)
+        .await
+        .map(|replies| rows_changed(&replies));
+    finish_savepoint(client, result).await
+}
+
+/// The rows a simple-protocol message changed (the sum of its statements' counts).
+fn rows_changed(replies: &[tokio_postgres::SimpleQueryMessage]) -> u64 {
+    replies
+        .iter()
+        .map(|r| match r {
+            tokio_postgres::SimpleQueryMessage::CommandComplete(n) => *n,
+            _ => 0,
+        })
+        .sum()
 }
 
 fn key_text(value: &KeyValue) -> String {
@@ -492,25 +485,8 @@ async fn under_savepoint(
     params: &[&(dyn ToSql + Sync)],
 ) -> std::result::Result<u64, tokio_postgres::Error> {
     client.batch_execute("SAVEPOINT ferry_apply").await?;
-    match client.execute(statement, params).await {
-        Ok(n) => {
-            client
-                .batch_execute("RELEASE SAVEPOINT ferry_apply")
-                .await?;
-            Ok(n)
-        }
-        Err(e) if is_lost_race(&e) => Err(e),
-        Err(e) => {
-            client
-                .batch_execute("ROLLBACK TO SAVEPOINT ferry_apply")
-                .await?;
-            // The savepoint outlives ROLLBACK TO, on PostgreSQL as on HeliosDB.
-            client
-                .batch_execute("RELEASE SAVEPOINT ferry_apply")
-                .await?;
-            Err(e)
-        }
-    }
+    let result = client.execute(statement, params).await;
+    finish_savepoint(client, result).await
 }
 
 fn db_error(table: &TableSchema, what: &str) -> impl FnOnce(tokio_postgres::Error) -> WorkerError {
@@ -615,17 +591,26 @@ async fn pg_delete_batches(
     finish_savepoint(client, result).await
 }
 
-async fn finish_savepoint(
+/// Ends the `ferry_apply` savepoint after `result`: released when it succeeded; rolled back to
+/// and released when it failed (the transaction goes on), except after a lost race (the whole
+/// transaction is over).
+async fn finish_savepoint<T>(
     client: &Client,
-    result: std::result::Result<(), tokio_postgres::Error>,
-) -> std::result::Result<(), tokio_postgres::Error> {
+    result: std::result::Result<T, tokio_postgres::Error>,
+) -> std::result::Result<T, tokio_postgres::Error> {
     match result {
-        Ok(()) => client.batch_execute("RELEASE SAVEPOINT ferry_apply").await,
+        Ok(value) => {
+            client
+                .batch_execute("RELEASE SAVEPOINT ferry_apply")
+                .await?;
+            Ok(value)
+        }
         Err(e) => {
             if !is_lost_race(&e) {
                 client
                     .batch_execute("ROLLBACK TO SAVEPOINT ferry_apply")
                     .await?;
+                // The savepoint outlives ROLLBACK TO, on PostgreSQL as on HeliosDB.
                 client
                     .batch_execute("RELEASE SAVEPOINT ferry_apply")
                     .await?;
@@ -666,15 +651,7 @@ async fn helios_tree_deletes(
     let mut too_many = None;
     let result = async {
         for (statement, listed) in &statements {
-            let deleted: u64 = client
-                .simple_query(statement)
-                .await?
-                .iter()
-                .map(|r| match r {
-                    tokio_postgres::SimpleQueryMessage::CommandComplete(n) => *n,
-                    _ => 0,
-                })
-                .sum();
+            let deleted = rows_changed(&client.simple_query(statement).await?);
             if deleted > *listed {
                 too_many = Some((deleted, *listed));
                 break;

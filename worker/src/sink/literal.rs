@@ -147,9 +147,11 @@ mod tests {
         None
     }
 
-    /// Which bytes of `sql` are outside quoted text, read as a parser does: in `E'…'` a backslash
-    /// escapes the next character, in `'…'` it is itself; `''` is a quote in both.
-    fn outside_for_parser(sql: &str) -> (Vec<bool>, Vec<&str>) {
+    /// Which bytes of `sql` are outside quoted text, and the escape strings found: read as a
+    /// parser does (`scanner` false: in `E'…'` a backslash escapes the next character, in `'…'`
+    /// it is itself), or as HeliosDB's statement splitter does (`scanner` true: a backslash
+    /// escapes the next character in any quoted text). `''` is a quote in both.
+    fn outside(sql: &str, scanner: bool) -> (Vec<bool>, Vec<&str>) {
         let bytes = sql.as_bytes();
         let mut outside = vec![true; bytes.len()];
         let mut escape_strings = Vec::new();
@@ -159,7 +161,8 @@ mod tests {
                 i += 1;
                 continue;
             }
-            let escapes = i > 0 && bytes[i - 1] == b'E';
+            let escape_string = i > 0 && bytes[i - 1] == b'E';
+            let escapes = scanner || escape_string;
             let start = i;
             i += 1;
             loop {
@@ -175,41 +178,11 @@ mod tests {
                 }
             }
             outside[start..i.min(bytes.len())].fill(false);
-            if escapes {
+            if escape_string {
                 escape_strings.push(&sql[start..i.min(bytes.len())]);
             }
         }
         (outside, escape_strings)
-    }
-
-    /// The same, read as HeliosDB's statement splitter does: a backslash escapes the next
-    /// character in any quoted text.
-    fn outside_for_scanner(sql: &str) -> Vec<bool> {
-        let bytes = sql.as_bytes();
-        let mut outside = vec![true; bytes.len()];
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] != b'\'' {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            i += 1;
-            loop {
-                match bytes.get(i) {
-                    None => break,
-                    Some(b'\\') => i += 2,
-                    Some(b'\'') if bytes.get(i + 1) == Some(&b'\'') => i += 2,
-                    Some(b'\'') => {
-                        i += 1;
-                        break;
-                    }
-                    Some(_) => i += 1,
-                }
-            }
-            outside[start..i.min(bytes.len())].fill(false);
-        }
-        outside
     }
 
     #[test]
@@ -258,8 +231,8 @@ mod tests {
             // The parser and a backslash-escaping scanner agree on what is outside quotes (where a
             // `;` would cut the statement), whatever follows.
             let probe = format!("{sql}; x");
-            let (outside, escape_strings) = outside_for_parser(&probe);
-            proptest::prop_assert_eq!(outside, outside_for_scanner(&probe));
+            let (by_parser, escape_strings) = outside(&probe, false);
+            proptest::prop_assert_eq!(by_parser, outside(&probe, true).0);
             // Escape strings are only ever `E'\\'` (ASCII: HeliosDB reads their bytes as
             // Latin-1).
             proptest::prop_assert!(escape_strings.iter().all(|e| *e == "'\\\\'"), "{:?}", escape_strings);
