@@ -685,8 +685,12 @@ async fn verify_into(
             columns: Vec::new(),
             rows: Vec::new(),
             problem: None,
+            seconds: 0.0,
         };
-        match client.simple_query(&query.sql).await {
+        let started = std::time::Instant::now();
+        let result = client.simple_query(&query.sql).await;
+        check.seconds = started.elapsed().as_secs_f64();
+        match result {
             Ok(messages) => {
                 for message in messages {
                     if let SimpleQueryMessage::Row(row) = message {

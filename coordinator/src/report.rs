@@ -62,6 +62,9 @@ pub struct Verification {
     pub rows: Vec<Vec<Option<String>>>,
     /// Why it failed, if it did.
     pub problem: Option<String>,
+    /// How long the query took (the server's time for the user's SQL, reported so a slow check
+    /// is visible beside the load it checks).
+    pub seconds: f64,
 }
 
 /// One post-load step in the report.
@@ -282,7 +285,7 @@ impl Report {
             );
         }
         for check in &self.verification {
-            let _ = writeln!(out, "verify: {}", check.name);
+            let _ = writeln!(out, "verify: {} ({:.2} s)", check.name, check.seconds);
             if !check.columns.is_empty() {
                 let _ = writeln!(out, "  {}", check.columns.join(" | "));
             }

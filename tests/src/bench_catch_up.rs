@@ -2,7 +2,9 @@
 //! - [`catch_up_bench`]: a history of over 100k items (boto3-typed, [`crate::history`]) loaded
 //!   with `migrate` and caught up through its three windows with `catch-up`, on each target; then
 //!   the applier's cost per row on the loaded 100k-row table: upserts of existing keys, and
-//!   deletes by the composite key (HeliosDB scans for those).
+//!   deletes by the composite key (HeliosDB scans for those); then the same kinds of statements
+//!   written by hand on the same table ([`hand_ceiling`]), the server's own floor, and the
+//!   windows' records at that floor: the ceiling the catch-up is reported against.
 //! - [`ion_bench`]: decoding the same items from DynamoDB JSON and from Ion on one core, and the
 //!   whole `migrate` of both exports on each target.
 
@@ -120,14 +122,260 @@ pub fn catch_up_bench(users: usize, targets: &[String]) -> anyhow::Result<()> {
                 window["applied"]
             );
         }
-        runtime.block_on(apply_cost(&url, target, &history.final_export_dir(), 5_000))?;
+        let applier =
+            runtime.block_on(apply_cost(&url, target, &history.final_export_dir(), 5_000))?;
+        if target != "heliosdb" {
+            // The hand-written forms are HeliosDB's best (PostgreSQL deletes faster by its
+            // applier's own form): the ceiling is measured where the issue asks for it.
+            continue;
+        }
+        let hand = runtime.block_on(hand_ceiling(&url, target, 5_000))?;
+        // The fastest way found for each kind of statement: by hand or the applier's.
+        let ceiling = RowCost {
+            upsert_ms: hand.upsert_ms.min(applier.upsert_ms),
+            delete_ms: hand.delete_ms.min(applier.delete_ms),
+        };
+        // The windows' records at the hand-measured cost per row: the fastest these changes go by
+        // hand on this server, in this run.
+        let (upserts, deletes) = count_changes(&history.windows())?;
+        let ceiling_seconds =
+            upserts as f64 * ceiling.upsert_ms / 1e3 + deletes as f64 * ceiling.delete_ms / 1e3;
+        let ceiling_rate = (upserts + deletes) as f64 / ceiling_seconds;
+        println!(
+            "{target:<9} ceiling                : upserts {:.3} ms per row by hand (the applier {:.3}), deletes {:.3} ms per row by hand (the applier {:.3}); \
+             the windows' {upserts} upserts and {deletes} deletes at the faster of each: {ceiling_seconds:.1} s ({ceiling_rate:.0} records/s); \
+             catch-up ÷ ceiling {:.2}",
+            hand.upsert_ms,
+            applier.upsert_ms,
+            hand.delete_ms,
+            applier.delete_ms,
+            (records as f64 / seconds) / ceiling_rate,
+        );
     }
+    Ok(())
+}
+
+/// Cost per row of upserts and deletes, in milliseconds.
+struct RowCost {
+    upsert_ms: f64,
+    delete_ms: f64,
+}
+
+/// Upserts (records with a new image) and deletes among the change records under `dir` (the
+/// generated history's attribute names and values never spell `NewImage`).
+fn count_changes(dir: &Path) -> anyhow::Result<(u64, u64)> {
+    let (mut upserts, mut deletes) = (0, 0);
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            let name = path.to_string_lossy();
+            if !name.ends_with(".json.gz") && !name.ends_with(".ion.gz") {
+                continue;
+            }
+            let reader = BufReader::new(flate2::read::MultiGzDecoder::new(std::fs::File::open(
+                &path,
+            )?));
+            for line in reader.lines() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                // `"NewImage":` in DynamoDB JSON, `NewImage:` in Ion (one window is Ion).
+                if line.contains("NewImage") {
+                    upserts += 1;
+                } else {
+                    deletes += 1;
+                }
+            }
+        }
+    }
+    Ok((upserts, deletes))
+}
+
+/// HeliosDB's (or PostgreSQL's) own cost for the applier's statements, written by hand on the
+/// loaded table: `n` rows read back as text and upserted unchanged with multi-row literal
+/// `INSERT … VALUES … ON CONFLICT DO UPDATE` (500 rows per statement, simple protocol, one
+/// transaction), then `n` other rows deleted by one literal search-tree `DELETE` (binary splits on
+/// the partition key, `"SK" IN (…)` at the leaves), in one transaction. No decoding, no ledger,
+/// no savepoints: what the server costs, the floor the applier is measured against.
+async fn hand_ceiling(url: &str, target: &str, n: usize) -> anyhow::Result<RowCost> {
+    use ferry_shared::ident::quote_ident;
+    use ferry_worker::sink::literal::push_literal;
+    let client = ferry_worker::conn::control(url).await?;
+    // The columns by the run's schema: HeliosDB describes a non-ASCII column name wrongly.
+    let run_id: String = client
+        .query_one(
+            "SELECT run_id FROM ferry.runs WHERE target_table = 'shop_items' ORDER BY created_at LIMIT 1",
+            &[],
+        )
+        .await?
+        .get(0);
+    let run = ferry_ledger::runs::get_run(&client, &run_id)
+        .await?
+        .context("the run")?;
+    let columns = run.schema.copy_column_names();
+    let quoted: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    let mut rows: Vec<Vec<Option<String>>> = Vec::new();
+    for message in client
+        .simple_query(&format!(
+            "SELECT {} FROM \"shop_items\" LIMIT {}",
+            quoted.join(", "),
+            2 * n
+        ))
+        .await?
+    {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            rows.push(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            );
+        }
+    }
+    // A small table (a quick run of the bench) gives fewer rows: half of them each.
+    let n = rows.len() / 2;
+    anyhow::ensure!(n > 0, "no rows to measure on");
+    let at = |name: &str| {
+        columns
+            .iter()
+            .position(|c| c == name)
+            .context("a key column")
+    };
+    let (pk, sk) = (at("PK")?, at("SK")?);
+    let set: Vec<String> = quoted
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != pk && *i != sk)
+        .map(|(_, c)| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let (upserts, deletes) = rows.split_at(n);
+
+    let started = Instant::now();
+    client.batch_execute("BEGIN").await?;
+    let mut changed = 0u64;
+    for batch in upserts.chunks(500) {
+        let mut sql = format!("INSERT INTO \"shop_items\" ({}) VALUES ", quoted.join(", "));
+        for (r, row) in batch.iter().enumerate() {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for (i, value) in row.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                push_literal(&mut sql, value.as_deref())?;
+            }
+            sql.push(')');
+        }
+        sql.push_str(&format!(
+            " ON CONFLICT (\"PK\", \"SK\") DO UPDATE SET {}",
+            set.join(", ")
+        ));
+        changed += rows_of(client.simple_query(&sql).await?);
+    }
+    client.batch_execute("COMMIT").await?;
+    let upsert_seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        changed == n as u64,
+        "the hand upserts changed {changed} rows, not {n}"
+    );
+
+    let mut keys: Vec<(String, String)> = deletes
+        .iter()
+        .map(|r| {
+            (
+                r[pk].clone().unwrap_or_default(),
+                r[sk].clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    keys.sort();
+    let mut by_pk: Vec<(String, Vec<String>)> = Vec::new();
+    for (p, s) in keys {
+        match by_pk.last_mut() {
+            Some((last, sks)) if *last == p => sks.push(s),
+            _ => by_pk.push((p, vec![s])),
+        }
+    }
+    let mut sql = String::from("DELETE FROM \"shop_items\" WHERE ");
+    push_tree(&mut sql, &by_pk)?;
+    let started = Instant::now();
+    client.batch_execute("BEGIN").await?;
+    let deleted = rows_of(client.simple_query(&sql).await?);
+    client.batch_execute("COMMIT").await?;
+    let delete_seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        deleted == n as u64,
+        "the hand delete removed {deleted} rows, not {n}"
+    );
+    println!(
+        "{target:<9} by hand: {n} upserts {upsert_seconds:.2} s, {n} deletes {delete_seconds:.2} s"
+    );
+    Ok(RowCost {
+        upsert_ms: upsert_seconds * 1e3 / n as f64,
+        delete_ms: delete_seconds * 1e3 / n as f64,
+    })
+}
+
+/// The rows a simple-protocol message changed.
+fn rows_of(messages: Vec<tokio_postgres::SimpleQueryMessage>) -> u64 {
+    messages
+        .iter()
+        .map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::CommandComplete(n) => *n,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// A predicate matching exactly the keys of `groups` (sorted partition keys, each with its sort
+/// keys): split in halves on the partition key until 8 groups are left.
+fn push_tree(sql: &mut String, groups: &[(String, Vec<String>)]) -> anyhow::Result<()> {
+    use ferry_worker::sink::literal::push_literal;
+    if groups.len() <= 8 {
+        sql.push('(');
+        for (g, (pk, sks)) in groups.iter().enumerate() {
+            if g > 0 {
+                sql.push_str(" OR ");
+            }
+            sql.push_str("(\"PK\" = ");
+            push_literal(sql, Some(pk))?;
+            sql.push_str(" AND \"SK\" IN (");
+            for (i, sk) in sks.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                push_literal(sql, Some(sk))?;
+            }
+            sql.push_str("))");
+        }
+        sql.push(')');
+        return Ok(());
+    }
+    let (left, right) = groups.split_at(groups.len() / 2);
+    sql.push_str("((\"PK\" < ");
+    push_literal(sql, Some(&right[0].0))?;
+    sql.push_str(" AND ");
+    push_tree(sql, left)?;
+    sql.push_str(") OR (\"PK\" >= ");
+    push_literal(sql, Some(&right[0].0))?;
+    sql.push_str(" AND ");
+    push_tree(sql, right)?;
+    sql.push_str("))");
     Ok(())
 }
 
 /// The applier's cost per row on the loaded table (`shop_items`, composite key PK, SK): `n`
 /// upserts of existing rows, then `n` deletes, each as one chunk's transaction.
-async fn apply_cost(url: &str, target: &str, export_dir: &Path, n: usize) -> anyhow::Result<()> {
+async fn apply_cost(
+    url: &str,
+    target: &str,
+    export_dir: &Path,
+    n: usize,
+) -> anyhow::Result<RowCost> {
     let client = ferry_worker::conn::control(url).await?;
     let runs = client
         .query(
@@ -181,6 +429,10 @@ async fn apply_cost(url: &str, target: &str, export_dir: &Path, n: usize) -> any
         .iter()
         .map(|t| TableSql::new(t, kind == ferry_worker::target::TargetKind::HeliosDb))
         .collect();
+    let mut cost = RowCost {
+        upsert_ms: f64::NAN,
+        delete_ms: f64::NAN,
+    };
     for (what, lines) in [("upserts", &upserts), ("deletes", &deletes)] {
         let block = RawBlock::of_lines(lines);
         let encoded = encoder.encode(&block, 1 << 24)?;
@@ -201,8 +453,14 @@ async fn apply_cost(url: &str, target: &str, export_dir: &Path, n: usize) -> any
             lines.len(),
             seconds * 1e3 / lines.len() as f64
         );
+        let ms = seconds * 1e3 / lines.len() as f64;
+        if what == "upserts" {
+            cost.upsert_ms = ms;
+        } else {
+            cost.delete_ms = ms;
+        }
     }
-    Ok(())
+    Ok(cost)
 }
 
 fn read_lines(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
