@@ -77,7 +77,7 @@ pub fn catch_up_bench(users: usize, targets: &[String]) -> anyhow::Result<()> {
     for target in targets {
         let (url, _guard) = database(target, &runtime)?;
         let full = history.full().display().to_string();
-        let (load, _, _) = coordinator(&[
+        let (load, full_report, _) = coordinator(&[
             "migrate",
             "--export",
             &full,
@@ -122,6 +122,22 @@ pub fn catch_up_bench(users: usize, targets: &[String]) -> anyhow::Result<()> {
                 window["applied"]
             );
         }
+        // The caught-up table against the final state's export, by an independent reader (the
+        // bench's scale is where a test's small history says nothing).
+        let run_id = full_report["run_id"]
+            .as_str()
+            .context("the full run's id")?;
+        let checked = Instant::now();
+        let rows = runtime.block_on(crate::harness::assert_run_matches_text(
+            &url,
+            run_id,
+            &history.final_export_dir(),
+            &[],
+        ))?;
+        println!(
+            "{target:<9} caught-up table of {rows} rows equals the final state's export ({:.1} s to check)",
+            checked.elapsed().as_secs_f64()
+        );
         let applier =
             runtime.block_on(apply_cost(&url, target, &history.final_export_dir(), 5_000))?;
         if target != "heliosdb" {

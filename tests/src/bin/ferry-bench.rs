@@ -639,9 +639,10 @@ fn guide_bench(args: &Args) -> anyhow::Result<()> {
             let verify: f64 = report["verification"]
                 .as_array()
                 .map(|checks| checks.iter().filter_map(|c| c["seconds"].as_f64()).sum())
-                .unwrap_or(0.0);
-            // What is left once the user's own SQL after the load (post-load steps, verification
-            // queries) is taken out: Ferry's part of the whole run.
+                .unwrap_or(0.0)
+                + 0.0; // an empty sum of f64 is -0.0
+                       // What is left once the user's own SQL after the load (post-load steps, verification
+                       // queries) is taken out: Ferry's part of the whole run.
             let ferry_part = wall - post_load - verify;
             println!(
                 "{target:<9} {mode:<22}: exit {:?}, whole run {wall:>7.1} s ({:>7.0} items/s), load {load:>6.1} s ({:>7.0} items/s), post-load {post_load:>6.1} s, verify {verify:>5.1} s, whole run without those {ferry_part:>6.1} s",
