@@ -13,7 +13,11 @@
 //!
 //! The same export given again is the same window (the same run): complete, it is skipped as
 //! already applied; unfinished, it resumes. So the same command can be repeated after a crash, or
-//! run periodically over a prefix that keeps receiving new windows.
+//! run periodically over a prefix that keeps receiving new windows. Two such commands at once (a
+//! periodic one overlapping a manual one) apply the windows together: the second to record a
+//! window in the chain finds the first's record of the same run there and applies it beside it
+//! (racing loaders of one shard commit each chunk once, since a chunk commits only where the
+//! checkpoint still stands; a deferred record is taken off the list by the one that applies it).
 //!
 //! # On one machine or through the fleet
 //! Without a queue each window is applied by in-process loaders; with `--queue-url` its shards go
@@ -612,6 +616,13 @@ async fn plan_window(
     };
     if !windows::insert_window(client, &record).await? {
         let chain = windows::get_chain(client, &base.run_id).await?;
+        // Another catch-up of the same export recorded this very window a moment ago: it is the
+        // same run, so this one applies it beside the other (shards are claimed one loader at a
+        // time, as on a resume) instead of refusing.
+        if let Some(same) = chain.iter().find(|w| w.run_id == run_id && w.seq == seq) {
+            tracing::info!(window = %window.name(), seq, run = run_id, "window recorded by another catch-up a moment ago: applying it beside it");
+            return Ok(same.clone());
+        }
         let holder = chain
             .iter()
             .find(|w| w.seq == seq || w.from_micros == window.from_micros)

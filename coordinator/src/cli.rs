@@ -249,6 +249,22 @@ struct SubmitArgs {
     config: Option<PathBuf>,
 }
 
+/// How the final report is shown and kept.
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Print the report as JSON (every shard, every problem).
+    #[arg(long)]
+    json: bool,
+    /// List every shard and every problem in the printed report (by default only the shards
+    /// that need attention, then one line for the rest).
+    #[arg(long)]
+    all: bool,
+    /// Also write the whole report (every shard) to this file; `migrate` on the embedded
+    /// default writes it into the data folder as `ferry-report-<run>.txt` unless this is given.
+    #[arg(long)]
+    report_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 struct FinalizeArgs {
     /// Target database URL.
@@ -263,9 +279,8 @@ struct FinalizeArgs {
     /// Configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: ReportArgs,
     /// Wait until every shard is done, or failed with nothing left queued, before finalizing
     /// (for a finalize Job started beside the workers).
     #[arg(long)]
@@ -323,9 +338,8 @@ struct MigrateArgs {
     /// Accept an export without a verified manifest.
     #[arg(long)]
     allow_unverified: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    report: ReportArgs,
     /// Serve Prometheus metrics on this address while loading, e.g. 0.0.0.0:9464 (default:
     /// metrics.addr).
     #[arg(long)]
@@ -423,14 +437,30 @@ fn plan_request(args: &PlanArgs, mut settings: Settings) -> anyhow::Result<PlanR
     })
 }
 
-fn print_report(report: &Report, json: bool) {
-    if json {
+/// Prints the report (short, whole with `--all`, or JSON) and writes the whole text to the report
+/// file, when there is one; a file that cannot be written is a warning, not a lost run.
+fn print_report(report: &Report, args: &ReportArgs, default_file: Option<PathBuf>) {
+    if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(report).unwrap_or_default()
         );
+    } else if args.all {
+        print!("{}", report.full_text());
     } else {
         print!("{}", report.to_text());
+    }
+    if let Some(path) = args.report_file.clone().or(default_file) {
+        match std::fs::write(&path, report.full_text()) {
+            Ok(()) => {
+                if !args.json {
+                    println!("report  {} (every shard)", path.display());
+                }
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot write the report file")
+            }
+        }
     }
 }
 
@@ -531,6 +561,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 name = stopped_by => Err(name),
             };
             exporter.finish().await;
+            let data_dir = embedded
+                .as_ref()
+                .map(|server| server.data_dir().to_path_buf());
             let connect_hint = match embedded {
                 Some(server) => Some(server.stop().await),
                 None => None,
@@ -549,7 +582,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             };
             let report = result?;
-            print_report(&report, args.json);
+            // On the embedded default the run's folder keeps the whole report.
+            let default_file =
+                data_dir.map(|dir| dir.join(format!("ferry-report-{}.txt", report.run_id)));
+            print_report(&report, &args.report, default_file);
             if let Some(hint) = connect_hint {
                 eprintln!("{hint}");
             }
@@ -863,7 +899,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if !args.verify_only && crate::report::is_parquet(&run) {
                 crate::migrate::seal_dataset(&client, &run, report.verified()).await?;
             }
-            print_report(&report, args.json);
+            print_report(&report, &args.report, None);
             Ok(verdict(&report))
         }
     }

@@ -348,6 +348,11 @@ impl EmbeddedHelios {
         }
     }
 
+    /// The data folder the server keeps its files (and Ferry its report) in.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// The server's URL (without the password, which is in [`Self::password_file`]).
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)

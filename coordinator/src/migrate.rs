@@ -13,7 +13,7 @@ use ferry_shared::queue::MemoryQueue;
 use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
 use ferry_worker::progress::Progress;
 use ferry_worker::sink::LoadContext;
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, HumanCount, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::finalize::{finalize, EndSteps};
 use crate::plan::{plan, PlanRequest};
@@ -173,21 +173,28 @@ async fn watch(
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} items ({per_sec}) {msg}")
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} items, {msg}, ETA {eta}",
+        )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     let mut last_log = Instant::now();
     loop {
-        let items = committed_items + progress.items.load(Ordering::Relaxed);
+        let items_now = progress.items.load(Ordering::Relaxed);
+        let items = committed_items + items_now;
         let bytes = progress.bytes.load(Ordering::Relaxed);
-        bar.set_position(items);
-        bar.set_message(format!(
-            "{} of {} read",
-            HumanBytes(bytes),
-            HumanBytes(total_bytes)
-        ));
         let rejects = committed_rejects + progress.rejects.load(Ordering::Relaxed);
+        bar.set_position(items);
+        // The rate of this command, in whole items per second.
+        let rate = items_now as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!(
+            "{} items/s, {} of {} read, {} rejected",
+            HumanCount(rate.round() as u64),
+            HumanBytes(bytes),
+            HumanBytes(total_bytes),
+            HumanCount(rejects)
+        ));
         if rejects > max_rejects && !stop.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 rejects,

@@ -13,6 +13,11 @@ use tokio_postgres::Client;
 
 use crate::{CoordinatorError, Result};
 
+/// Shards needing attention the short report lists; `--all` lists every shard.
+pub const SHARDS_SHOWN: usize = 20;
+/// Problems the short report lists.
+pub const PROBLEMS_SHOWN: usize = 10;
+
 /// One shard's line in the report.
 #[derive(Clone, Debug, Serialize)]
 pub struct ShardLine {
@@ -153,8 +158,18 @@ impl Report {
         }
     }
 
-    /// The human-readable report.
+    /// The human-readable report, short at any size: totals, the shards that need attention (at
+    /// most [`SHARDS_SHOWN`]) and one line for the rest, the first [`PROBLEMS_SHOWN`] problems.
     pub fn to_text(&self) -> String {
+        self.render(false)
+    }
+
+    /// The whole report: every shard and every problem (`--all`, the report file).
+    pub fn full_text(&self) -> String {
+        self.render(true)
+    }
+
+    fn render(&self, all: bool) -> String {
         let mut out = String::new();
         let verdict = if self.verified() {
             "verified"
@@ -220,22 +235,30 @@ impl Report {
             "shards  {} of {} reconciled",
             self.shards_reconciled, self.shards_total
         );
-        let shown: Vec<&ShardLine> = if self.shards.len() <= 40 {
+        // Every shard with --all; otherwise only those a person should look at, then one line
+        // for the rest, so 10,000 shards print no more than a few.
+        let attention: Vec<&ShardLine> =
+            self.shards.iter().filter(|s| s.needs_attention()).collect();
+        let shown: Vec<&ShardLine> = if all {
             self.shards.iter().collect()
         } else {
-            self.shards
-                .iter()
-                .filter(|s| !s.reconciled)
-                .take(40)
-                .collect()
+            attention.iter().take(SHARDS_SHOWN).copied().collect()
         };
         if !shown.is_empty() {
+            if !all {
+                let _ = writeln!(
+                    out,
+                    "  needing attention (not reconciled, rejects, spilled values or a bad MD5): {} of {}",
+                    attention.len(),
+                    self.shards.len()
+                );
+            }
             let _ = writeln!(
                 out,
-                "  {:<28} {:>10} {:>10} {:>9} {:>9}  {:<8} {:<4} reconciled",
-                "shard", "manifest", "loaded", "rejected", "filtered", "state", "md5"
+                "  {:<28} {:>10} {:>10} {:>9} {:>9} {:>8}  {:<8} {:<4} reconciled",
+                "shard", "manifest", "loaded", "rejected", "filtered", "spilled", "state", "md5"
             );
-            for s in shown {
+            for s in &shown {
                 let md5 = match s.md5_ok {
                     Some(true) => "ok",
                     Some(false) => "BAD",
@@ -247,15 +270,43 @@ impl Report {
                     .unwrap_or_else(|| "-".into());
                 let _ = writeln!(
                     out,
-                    "  {:<28} {:>10} {:>10} {:>9} {:>9}  {:<8} {:<4} {}",
+                    "  {:<28} {:>10} {:>10} {:>9} {:>9} {:>8}  {:<8} {:<4} {}",
                     s.shard_id,
                     manifest,
                     s.loaded,
                     s.rejected,
                     s.filtered,
+                    s.spilled,
                     s.state,
                     md5,
                     if s.reconciled { "yes" } else { "NO" }
+                );
+            }
+        }
+        if !all {
+            let more = attention.len() - shown.len();
+            if more > 0 {
+                let _ = writeln!(
+                    out,
+                    "  … and {more} more shards needing attention (--all, --json or the report file list every shard)"
+                );
+            }
+            let rest = self.shards.len() - attention.len();
+            if rest > 0 {
+                let items: u64 = self
+                    .shards
+                    .iter()
+                    .filter(|s| !s.needs_attention())
+                    .map(|s| s.loaded + s.filtered)
+                    .sum();
+                let _ = writeln!(
+                    out,
+                    "  {} {rest} shards reconciled with nothing to look at ({items} items)",
+                    if attention.is_empty() {
+                        "all"
+                    } else {
+                        "the other"
+                    }
                 );
             }
         }
@@ -300,8 +351,20 @@ impl Report {
                 let _ = writeln!(out, "  problem: {problem}");
             }
         }
-        for problem in &self.problems {
+        let problems = if all {
+            self.problems.len()
+        } else {
+            self.problems.len().min(PROBLEMS_SHOWN)
+        };
+        for problem in &self.problems[..problems] {
             let _ = writeln!(out, "problem: {problem}");
+        }
+        if problems < self.problems.len() {
+            let _ = writeln!(
+                out,
+                "problem: … and {} more (--all, --json or the report file list them)",
+                self.problems.len() - problems
+            );
         }
         out
     }
@@ -462,6 +525,14 @@ pub fn run_tables(run: &RunRecord) -> Vec<String> {
     }
 }
 
+impl ShardLine {
+    /// Whether a person should look at this shard: not reconciled, or some of its lines
+    /// rejected, values spilled or its MD5 wrong.
+    pub fn needs_attention(&self) -> bool {
+        !self.reconciled || self.rejected > 0 || self.spilled > 0 || self.md5_ok == Some(false)
+    }
+}
+
 fn shard_line(s: &ShardRecord) -> ShardLine {
     ShardLine {
         shard_id: s.shard_id.clone(),
@@ -476,5 +547,158 @@ fn shard_line(s: &ShardRecord) -> ShardLine {
         md5_ok: s.md5_ok,
         reconciled: s.reconciled(),
         error: s.error.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(n: usize) -> ShardLine {
+        ShardLine {
+            shard_id: format!("shard-{n:05}"),
+            data_key: format!("data/shard-{n:05}.json.gz"),
+            item_count: Some(30),
+            committed_lines: 30,
+            loaded: 30,
+            rejected: 0,
+            filtered: 0,
+            spilled: 0,
+            state: "done".into(),
+            md5_ok: Some(true),
+            reconciled: true,
+            error: None,
+        }
+    }
+
+    fn report(shards: Vec<ShardLine>, problems: Vec<String>) -> Report {
+        Report {
+            run_id: "run".into(),
+            export: "s3://bucket/export/".into(),
+            table: "items".into(),
+            state: if problems.is_empty() {
+                "complete"
+            } else {
+                "failed"
+            }
+            .into(),
+            manifest_verified: true,
+            already_complete: false,
+            load_path: "binary COPY".into(),
+            manifest_items: Some(30 * shards.len() as u64),
+            rows_loaded: shards.iter().map(|s| s.loaded).sum(),
+            rows_rejected: shards.iter().map(|s| s.rejected).sum(),
+            rows_filtered: 0,
+            values_spilled: 0,
+            max_rejects: 10,
+            table_rows: None,
+            tables: Vec::new(),
+            verification: Vec::new(),
+            shards_total: shards.len(),
+            shards_reconciled: shards.iter().filter(|s| s.reconciled).count(),
+            shards,
+            first_rejects: Vec::new(),
+            elapsed_seconds: Some(12.0),
+            items_per_second: Some(25_000.0),
+            post_load: Vec::new(),
+            problems,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ten_thousand_shards_with_one_failed_print_a_short_report() {
+        let mut shards: Vec<ShardLine> = (0..10_000).map(shard).collect();
+        shards[7_321].state = "failed".into();
+        shards[7_321].reconciled = false;
+        shards[7_321].loaded = 12;
+        shards[7_321].error = Some("gzip: corrupt deflate stream at line 13".into());
+        shards[42].rejected = 1;
+        shards[42].loaded = 29;
+        let problem = "shard shard-07321: gzip: corrupt deflate stream at line 13".to_string();
+        let report = report(shards, vec![problem.clone()]);
+
+        let text = report.to_text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() <= 15, "{} lines:\n{text}", lines.len());
+        assert!(text.contains("shards  9999 of 10000 reconciled"), "{text}");
+        assert!(text.contains("needing attention (not reconciled, rejects, spilled values or a bad MD5): 2 of 10000"), "{text}");
+        let failed = lines
+            .iter()
+            .find(|l| l.contains("shard-07321"))
+            .expect(&text);
+        assert!(
+            failed.contains("failed") && failed.ends_with("NO"),
+            "{failed}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("shard-00042") && l.ends_with("yes")),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "the other 9998 shards reconciled with nothing to look at (299940 items)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(&format!("problem: {problem}")), "{text}");
+        assert!(!text.contains("shard-00043"), "{text}");
+
+        // The whole table: every shard once.
+        let full = report.full_text();
+        assert_eq!(
+            full.matches("shard-0").count(),
+            10_000 + 1,
+            "every shard, and the problem"
+        );
+        assert!(!full.contains("needing attention"));
+    }
+
+    #[test]
+    fn many_failed_shards_and_problems_stay_bounded() {
+        let mut shards: Vec<ShardLine> = (0..5_000).map(shard).collect();
+        let mut problems = Vec::new();
+        for s in shards.iter_mut().skip(100) {
+            s.state = "pending".into();
+            s.reconciled = false;
+            problems.push(format!(
+                "shard {}: not finished (0 lines committed)",
+                s.shard_id
+            ));
+        }
+        let report = report(shards, problems);
+        let text = report.to_text();
+        assert!(
+            text.lines().count() <= SHARDS_SHOWN + PROBLEMS_SHOWN + 12,
+            "{text}"
+        );
+        assert!(
+            text.contains("… and 4880 more shards needing attention"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the other 100 shards reconciled with nothing to look at (3000 items)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("problem: … and 4890 more (--all, --json or the report file list them)"),
+            "{text}"
+        );
+        let full = report.full_text();
+        assert_eq!(full.matches("problem: shard").count(), 4_900);
+    }
+
+    #[test]
+    fn a_clean_run_prints_one_line_for_its_shards() {
+        let report = report((0..24).map(shard).collect(), Vec::new());
+        let text = report.to_text();
+        assert!(
+            text.contains("  all 24 shards reconciled with nothing to look at (720 items)"),
+            "{text}"
+        );
+        assert!(!text.contains("shard-0"), "{text}");
+        assert!(report.full_text().contains("shard-00023"));
     }
 }

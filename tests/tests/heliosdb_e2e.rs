@@ -285,10 +285,52 @@ async fn the_embedded_default_needs_no_server() -> anyhow::Result<()> {
         "{text}"
     );
     assert!(text.contains("HeliosDB"), "{text}");
-    // The server was stopped; the data stays. A second run starts it again and finds the run done.
-    let output = run_coordinator(&args, &env)?;
+    // The printed report is short (one line for the four clean shards); the data folder keeps the
+    // whole report, every shard on its line.
+    assert!(
+        text.contains("all 4 shards reconciled with nothing to look at (1500 items)"),
+        "{text}"
+    );
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&data_dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    let report_file = files
+        .iter()
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("ferry-report-") && name.ends_with(".txt")
+        })
+        .unwrap_or_else(|| panic!("no report file among {files:?}"));
+    assert!(
+        text.contains(&format!("report  {} (every shard)", report_file.display())),
+        "{text}"
+    );
+    let whole = std::fs::read_to_string(report_file)?;
+    assert_eq!(
+        whole
+            .lines()
+            .filter(|l| l.trim_end().ends_with(" yes"))
+            .count(),
+        4,
+        "{whole}"
+    );
+    // The server was stopped; the data stays. A second run starts it again and finds the run done;
+    // --all prints every shard, --report-file writes where it is told.
+    let elsewhere = dir.path().join("report.txt");
+    let mut again = args.to_vec();
+    again.extend(["--all", "--report-file", elsewhere.to_str().unwrap()]);
+    let output = run_coordinator(&again, &env)?;
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("already complete"));
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(text.contains("already complete"), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_end().ends_with(" yes"))
+            .count(),
+        4,
+        "{text}"
+    );
+    assert!(std::fs::read_to_string(&elsewhere)?.contains("shards  4 of 4 reconciled"));
     Ok(())
 }
 
