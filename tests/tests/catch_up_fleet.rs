@@ -1,12 +1,15 @@
 //! Catch-up through the queue and the fleet (moto's S3 and SQS, real `ferry-worker` processes,
-//! PostgreSQL): the history's full export loaded from `s3://`, then `catch-up --queue-url` over
+//! PostgreSQL and HeliosDB): the history's full export loaded from `s3://`, then `catch-up --queue-url` over
 //! the three windows with two workers already polling. The coordinator must submit each window's
 //! shards only once the window before it is complete (checked in the ledger: no shard of a window
 //! was claimed before its predecessor finished), and the table must end equal to the final state.
 
 use std::process::{Command, Stdio};
 
-use ferry_tests::harness::{assert_table_matches, binary, connect, stderr_of};
+use ferry_tests::harness::{
+    assert_run_matches_text, assert_table_matches, binary, connect, empty_target, stderr_of,
+    TestTarget,
+};
 use ferry_tests::history::History;
 use ferry_tests::moto::shared_moto;
 
@@ -21,37 +24,54 @@ fn coordinator(args: &[&str], config: &std::path::Path) -> anyhow::Result<std::p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fleet_applies_windows_one_after_the_other() -> anyhow::Result<()> {
+async fn the_fleet_applies_windows_one_after_the_other_on_postgres() -> anyhow::Result<()> {
+    the_fleet_applies_windows_one_after_the_other(TestTarget::Postgres, "catch-up-fleet").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_applies_windows_one_after_the_other_on_heliosdb() -> anyhow::Result<()> {
+    the_fleet_applies_windows_one_after_the_other(TestTarget::HeliosDb, "catch-up-fleet-helios")
+        .await
+}
+
+async fn the_fleet_applies_windows_one_after_the_other(
+    target: TestTarget,
+    bucket: &str,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let history = History::generate(&dir.path().join("exports"), 120, 21)?;
     let moto = shared_moto();
-    moto.upload_folder("catch-up-fleet", &dir.path().join("exports"))
+    moto.upload_folder(bucket, &dir.path().join("exports"))
         .await?;
-    let url = ferry_tests::pg::shared_cluster()
-        .create_database("catchup_fleet")
-        .await?;
+    let (url, _server) = empty_target(target, "catchup_fleet").await?;
     let config = dir.path().join("ferry.toml");
     std::fs::write(
         &config,
         "version = 1\n[load]\nchunk_lines = 25\n[queue]\nwait_secs = 1\nidle_exit_secs = 60\nretry_delay_secs = 1\nheartbeat_secs = 0\n",
     )?;
-    let full = "s3://catch-up-fleet/full/";
-    let output = coordinator(
+    let full = format!("s3://{bucket}/full/");
+    let full_output = coordinator(
         &[
             "migrate",
             "--export",
-            full,
+            &full,
             "--target",
             &url,
             "--key",
             "PK,SK",
             "--table",
             "shop_items",
+            "--json",
         ],
         &config,
     )?;
-    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
-    let output = coordinator(&["queue", "create", "--name", "catch-up-fleet"], &config)?;
+    assert_eq!(
+        full_output.status.code(),
+        Some(0),
+        "{}",
+        stderr_of(&full_output)
+    );
+    let output = coordinator(&["queue", "create", "--name", bucket], &config)?;
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     let queue = String::from_utf8(output.stdout)?.trim().to_string();
 
@@ -74,7 +94,7 @@ async fn the_fleet_applies_windows_one_after_the_other() -> anyhow::Result<()> {
         &[
             "catch-up",
             "--export",
-            "s3://catch-up-fleet/cdc/",
+            &format!("s3://{bucket}/cdc/"),
             "--target",
             &url,
             "--queue-url",
@@ -122,6 +142,15 @@ async fn the_fleet_applies_windows_one_after_the_other() -> anyhow::Result<()> {
         .await?
         .get::<_, i64>(0);
     assert_eq!(loads, 3, "every window's shards went through the workers");
-    assert_table_matches(&url, "shop_items", &history.final_export_dir()).await?;
+    match target {
+        TestTarget::Postgres => {
+            assert_table_matches(&url, "shop_items", &history.final_export_dir()).await?;
+        }
+        TestTarget::HeliosDb => {
+            let report: serde_json::Value = serde_json::from_slice(&full_output.stdout)?;
+            let run_id = report["run_id"].as_str().expect("the full run's id");
+            assert_run_matches_text(&url, run_id, &history.final_export_dir(), &[]).await?;
+        }
+    }
     Ok(())
 }
