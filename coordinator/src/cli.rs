@@ -20,7 +20,7 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
 use ferry_ledger::runs as ledger;
 use ferry_shared::config::{KeyAttribute, Settings};
-use ferry_shared::telemetry::LogFormat;
+use ferry_shared::telemetry::{LogFormat, Verbosity};
 
 use crate::embedded::EmbeddedHelios;
 use crate::finalize::{finalize, verify, EndSteps};
@@ -41,6 +41,13 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long, global = true, default_value = "text")]
     log_format: LogFormat,
+    /// Log every shard's start too (left out by default in a terminal, where the progress bar
+    /// shows the run).
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Log only warnings and errors: the result is all that is printed.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -467,7 +474,13 @@ fn print_report(report: &Report, args: &ReportArgs, default_file: Option<PathBuf
 /// Runs the command line; returns the process exit code.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
-    ferry_shared::telemetry::init(cli.log_format);
+    let verbosity = match (cli.verbose, cli.quiet) {
+        (true, _) => Verbosity::Verbose,
+        (_, true) => Verbosity::Quiet,
+        _ => Verbosity::Normal,
+    };
+    // In a terminal `migrate` draws a progress bar (see `migrate::watch`).
+    ferry_shared::telemetry::init_with(cli.log_format, verbosity, std::io::stderr().is_terminal());
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {

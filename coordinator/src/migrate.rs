@@ -172,6 +172,13 @@ async fn watch(
     } else {
         ProgressBar::hidden()
     };
+    if draw {
+        // Log lines go above the bar while it is on screen, never through it.
+        let around = bar.clone();
+        ferry_shared::telemetry::set_around_bar(Some(Arc::new(
+            move |write: &mut dyn FnMut()| around.suspend(&mut *write),
+        )));
+    }
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} items, {msg}, ETA {eta}",
@@ -218,5 +225,6 @@ async fn watch(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    ferry_shared::telemetry::set_around_bar(None);
     bar.finish_and_clear();
 }

@@ -225,7 +225,7 @@ pub async fn load_shard(
         return file_changed(ledger, ctx, &shard, &claim.file_identity, &opened.identity).await;
     }
     let mut from = shard.committed_lines;
-    tracing::info!(shard = shard_id, file = %location, committed_lines = from, generation = shard.generation, "loading shard");
+    tracing::info!(target: "ferry::shard", shard = shard_id, file = %location, committed_lines = from, generation = shard.generation, "loading shard");
 
     let (sender, mut pieces) = mpsc::channel::<Piece>(ctx.pipeline_depth);
     let spec = SourceSpec {
