@@ -97,7 +97,13 @@ pub async fn migrate_observed(request: MigrateRequest, progress: Arc<Progress>) 
     let total_items = run.manifest_items.unwrap_or(0);
     let total_bytes = plan.listing.total_bytes();
     let finished = Arc::new(AtomicBool::new(false));
+    // The display's own ledger connection (a sample every second; none if it cannot open one).
+    let display_ledger = ferry_worker::conn::control(&request.target_url)
+        .await
+        .ok()
+        .map(|client| (client, run.clone()));
     let watcher = tokio::spawn(watch(
+        display_ledger,
         ctx.progress.clone(),
         ctx.stop.clone(),
         finished.clone(),
@@ -153,10 +159,53 @@ pub fn check_local_export(export: &str) -> Result<()> {
     Ok(())
 }
 
-/// Draws the progress bar (items and bytes against the manifest's totals), logs progress when no
-/// terminal is attached, and stops the workers once rejects pass `max_rejects`.
+/// How often the progress display samples the ledger.
+const LEDGER_SAMPLE: Duration = Duration::from_secs(1);
+/// How often a run without a terminal logs a progress line.
+const PROGRESS_LOG: Duration = Duration::from_secs(10);
+
+/// What the progress display shows: the run's committed counts, sampled from the ledger by the
+/// code `status` uses ([`crate::fleet::status`]), so `migrate`'s bar and `status --watch` show the
+/// same figures. Without a ledger connection of its own (it could not open one), this process's
+/// own committed counters stand in.
+struct Shown {
+    items: u64,
+    rejected: u64,
+    bytes: u64,
+    shards: Option<(usize, usize, usize, usize)>,
+}
+
+impl Shown {
+    fn of_status(status: &crate::fleet::FleetStatus) -> Shown {
+        Shown {
+            items: status.items_committed,
+            rejected: status.rows_rejected,
+            bytes: status.bytes_committed,
+            shards: Some((
+                status.shards_done,
+                status.shards_in_progress,
+                status.shards_waiting,
+                status.shards_failed.len(),
+            )),
+        }
+    }
+
+    fn of_counters(progress: &Progress, committed_items: u64, committed_rejects: u64) -> Shown {
+        Shown {
+            items: committed_items + progress.items.load(Ordering::Relaxed),
+            rejected: committed_rejects + progress.rejects.load(Ordering::Relaxed),
+            bytes: progress.bytes.load(Ordering::Relaxed),
+            shards: None,
+        }
+    }
+}
+
+/// Draws the progress bar (committed items, bytes and shards against the run's totals), logs a
+/// progress line every [`PROGRESS_LOG`] when no terminal is attached, and stops the workers once
+/// rejects pass `max_rejects`.
 #[allow(clippy::too_many_arguments)]
 async fn watch(
+    ledger: Option<(tokio_postgres::Client, ferry_ledger::RunRecord)>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
     finished: Arc<AtomicBool>,
@@ -181,27 +230,51 @@ async fn watch(
     }
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} items, {msg}, ETA {eta}",
+            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} items, ETA {eta}\n  {msg}",
         )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     let mut last_log = Instant::now();
+    let mut last_sample: Option<Instant> = None;
+    let mut shown = Shown::of_counters(&progress, committed_items, committed_rejects);
     loop {
-        let items_now = progress.items.load(Ordering::Relaxed);
-        let items = committed_items + items_now;
-        let bytes = progress.bytes.load(Ordering::Relaxed);
-        let rejects = committed_rejects + progress.rejects.load(Ordering::Relaxed);
-        bar.set_position(items);
+        let due = last_sample.is_none_or(|at| at.elapsed() >= LEDGER_SAMPLE);
+        match &ledger {
+            Some((client, run)) if due => {
+                last_sample = Some(Instant::now());
+                match crate::fleet::status(client, run, None, None).await {
+                    Ok(status) => shown = Shown::of_status(&status),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot sample the ledger for the progress display")
+                    }
+                }
+            }
+            Some(_) => {}
+            None => shown = Shown::of_counters(&progress, committed_items, committed_rejects),
+        }
+        bar.set_position(shown.items);
         // The rate of this command, in whole items per second.
-        let rate = items_now as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        let rate = shown.items.saturating_sub(committed_items) as f64
+            / started.elapsed().as_secs_f64().max(1e-3);
+        // Three short rows (the bar, the rates, the shards), so an 80-column terminal holds them.
+        let shards = shown
+            .shards
+            .map(|(done, loading, waiting, failed)| {
+                format!(
+                    "\n  shards: {done} done, {loading} loading, {waiting} waiting, {failed} failed"
+                )
+            })
+            .unwrap_or_default();
         bar.set_message(format!(
-            "{} items/s, {} of {} read, {} rejected",
+            "{} items/s, {} of {} committed, {} rejected{shards}",
             HumanCount(rate.round() as u64),
-            HumanBytes(bytes),
+            HumanBytes(shown.bytes),
             HumanBytes(total_bytes),
-            HumanCount(rejects)
+            HumanCount(shown.rejected)
         ));
+        // The stop decision counts this process's rejects as they happen, not the sample.
+        let rejects = committed_rejects + progress.rejects.load(Ordering::Relaxed);
         if rejects > max_rejects && !stop.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 rejects,
@@ -209,13 +282,20 @@ async fn watch(
                 "too many rejected lines: stopping after the current chunks"
             );
         }
-        if bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(10) {
+        if bar.is_hidden() && last_log.elapsed() >= PROGRESS_LOG {
             last_log = Instant::now();
+            let (done, loading, waiting, failed) = shown.shards.unwrap_or_default();
             tracing::info!(
-                items,
+                items = shown.items,
                 total_items,
-                bytes,
+                bytes = shown.bytes,
                 total_bytes,
+                rejected = shown.rejected,
+                shards_done = done,
+                shards_loading = loading,
+                shards_waiting = waiting,
+                shards_failed = failed,
+                items_per_second = rate.round() as u64,
                 elapsed_s = started.elapsed().as_secs(),
                 "progress"
             );

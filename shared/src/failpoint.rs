@@ -119,7 +119,18 @@ pub fn hit(name: &'static str) -> Result<(), FailpointError> {
         }
         Action::Error => Err(FailpointError(name)),
         Action::Sleep(ms) => {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
+            let sleep = || std::thread::sleep(std::time::Duration::from_millis(ms));
+            // On a worker of a multi-threaded runtime the sleep hands the worker's other tasks to
+            // the rest of the runtime first: a held chunk must stall its own loader, not the
+            // progress display or a heartbeat queued behind it on the same thread.
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle)
+                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
+                    tokio::task::block_in_place(sleep)
+                }
+                _ => sleep(),
+            }
             Ok(())
         }
         Action::Panic => panic!("failpoint {name} fired (hit {count}): panicking"),

@@ -1,8 +1,9 @@
 //! `migrate` as a user sees it in a terminal: the command runs inside a real tmux session (a
 //! pseudo-terminal of 160×48), and the test reads the screen with `tmux capture-pane` while the
 //! load is held at a failpoint and once it has ended. Mid-run the screen holds one progress bar
-//! with its ETA, no log line drawn through it and no per-shard line; at the end, the report is
-//! short (one line for the clean shards). tmux is installed by `scripts/test` (Debian's `tmux`);
+//! with its ETA, no log line drawn through it and no per-shard line, and `status --watch` in a
+//! second window at the same pause shows the same committed items and shards; at the end, the
+//! report is short (one line for the clean shards). tmux is installed by `scripts/test` (Debian's `tmux`);
 //! a missing tmux fails the test.
 
 use std::process::Command;
@@ -45,10 +46,11 @@ impl Tmux {
         Ok(String::from_utf8_lossy(&output.stdout).to_string())
     }
 
-    /// The screen's text, one string per row, trailing blanks cut.
-    fn screen(&self) -> anyhow::Result<Vec<String>> {
+    /// The screen of `target` (a session or `session:window`), one string per row, trailing
+    /// blanks cut.
+    fn screen_of(&self, target: &str) -> anyhow::Result<Vec<String>> {
         Ok(self
-            .run(&["capture-pane", "-p", "-t", "ferry"])?
+            .run(&["capture-pane", "-p", "-t", target])?
             .lines()
             .map(|l| l.trim_end().to_string())
             .collect())
@@ -70,9 +72,19 @@ impl Drop for Tmux {
     }
 }
 
-/// Whether a screen row is the progress bar.
+/// Whether a screen row is the progress bar (its first row: the bar, the items, the ETA; the
+/// rates and the shards follow on two rows of their own).
 fn is_bar(row: &str) -> bool {
-    row.contains(" items, ") && row.contains("ETA")
+    row.contains(" items, ETA ")
+}
+
+/// The bar's committed items ("2,000" of "… 2,000/6,000 items, …").
+fn bar_items(bar: &str) -> String {
+    bar.split("/6,000 items")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Whether a screen row starts like a log line (its RFC 3339 timestamp).
@@ -94,10 +106,10 @@ async fn migrate_in_a_terminal_shows_one_bar_and_a_short_report() -> anyhow::Res
     )?;
     let server = HeliosServer::start()?;
     let tmux = Tmux::new()?;
-    // Each chunk held 300 ms after its checkpoint, in chunks of 250 lines: about ten seconds of
-    // load, long enough to read the screen mid-run.
+    // One loader, chunks of 250 lines, every chunk held 100 ms after its checkpoint; after its
+    // eighth COMMIT it pauses 8 s: the ledger stands still while both screens are read.
     let command = format!(
-        "env FERRY_FAILPOINTS=after_checkpoint=sleep300@1+ FERRY_LOAD__CHUNK_LINES=250 {} migrate --export {} --target {} --key PK,SK --workers 2",
+        "env FERRY_FAILPOINTS=after_checkpoint=sleep100@1+,after_commit=sleep8000@8 FERRY_LOAD__CHUNK_LINES=250 {} migrate --export {} --target {} --key PK,SK --workers 1",
         binary("ferry-coordinator").display(),
         export.root.display(),
         server.url()
@@ -119,61 +131,126 @@ async fn migrate_in_a_terminal_shows_one_bar_and_a_short_report() -> anyhow::Res
 
     // Mid-run: the bar is on screen.
     let started = Instant::now();
-    let mid = loop {
-        let screen = tmux.screen()?;
-        if screen
-            .iter()
-            .any(|r| is_bar(r) && !r.contains(" 0 items/s"))
-        {
-            break screen;
+    let wait_for = |what: &str, target: &str, found: &dyn Fn(&[String]) -> bool| loop {
+        let screen = tmux.screen_of(target)?;
+        if found(&screen) {
+            return Ok::<_, anyhow::Error>(screen);
         }
-        assert!(
+        anyhow::ensure!(
             !screen.iter().any(|r| r.starts_with("exit=")),
-            "the run ended before the bar was seen:\n{}",
+            "the run ended before {what}:\n{}",
             screen.join("\n")
         );
-        assert!(
+        anyhow::ensure!(
             started.elapsed() < Duration::from_secs(120),
-            "no progress bar:\n{}",
+            "no {what}:\n{}",
             screen.join("\n")
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::thread::sleep(Duration::from_millis(100));
     };
+    // The pause: the bar's item count unchanged for 1.5 s (it samples the ledger every second;
+    // chunks commit every ~100 ms otherwise).
+    let mut previous: Option<(String, Instant)> = None;
+    let mid = loop {
+        let screen = wait_for("a progress bar", "ferry", &|screen| {
+            screen
+                .iter()
+                .any(|r| is_bar(r) && !r.contains(" 0/6,000 items,"))
+        })?;
+        let count = bar_items(screen.iter().find(|r| is_bar(r)).unwrap());
+        match &previous {
+            Some((same, since)) if *same == count => {
+                if since.elapsed() >= Duration::from_millis(1500) {
+                    break screen;
+                }
+            }
+            _ => previous = Some((count, Instant::now())),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let paused_at = previous.unwrap().0;
     let text = mid.join("\n");
     println!("the screen mid-run:\n{text}");
     let bars: Vec<&String> = mid.iter().filter(|r| is_bar(r)).collect();
     assert_eq!(bars.len(), 1, "one bar:\n{text}");
-    let bar = bars[0];
-    assert!(!is_log(bar), "a log line drawn through the bar:\n{text}");
-    assert!(bar.contains("ETA "), "{bar}");
+    let bar = bars[0].clone();
+    assert!(!is_log(&bar), "a log line drawn through the bar:\n{text}");
+    // The display's three rows are the last rows with text: log lines go above them.
+    let last = mid.iter().rposition(|r| !r.is_empty()).unwrap();
     assert!(
-        bar.contains("/6,000 items,") || bar.contains("/6000 items,"),
-        "{bar}"
+        last >= 2 && is_bar(&mid[last - 2]),
+        "the display is not at the bottom:\n{text}"
     );
+    let (rates, shards_row) = (&mid[last - 1], &mid[last]);
     assert!(
-        bar.contains("items/s,") && bar.contains("rejected"),
-        "{bar}"
+        rates.starts_with("  ") && rates.contains(" items/s, ") && rates.ends_with(" rejected"),
+        "{rates}"
     );
+    assert!(shards_row.starts_with("  shards: "), "{shards_row}");
     // A whole number of items per second, no fraction.
-    let rate = bar
-        .split(" items/s")
-        .next()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap();
+    let rate = rates.trim_start().split(" items/s").next().unwrap();
     assert!(
         rate.chars().all(|c| c.is_ascii_digit() || c == ','),
-        "rate {rate:?} in {bar}"
+        "rate {rate:?} in {rates}"
     );
     assert!(!text.contains("loading shard"), "per-shard lines:\n{text}");
-    // The bar is the last row with text: log lines go above it.
-    let last = mid.iter().rposition(|r| !r.is_empty()).unwrap();
-    assert!(is_bar(&mid[last]), "the bar is not the last row:\n{text}");
+
+    // `status --watch` at the same pause shows the same committed figures.
+    let run_id = text
+        .split("loading run=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no run id on screen:\n{text}"))
+        .to_string();
+    tmux.run(&[
+        "new-window",
+        "-d",
+        "-t",
+        "ferry",
+        "-n",
+        "status",
+        "sh",
+        "-c",
+        &format!(
+            "{} status --run-id {run_id} --target {} --watch --interval 1; sleep 600",
+            binary("ferry-coordinator").display(),
+            server.url()
+        ),
+    ])?;
+    let status = wait_for("status at the pause", "ferry:status", &|screen| {
+        screen.iter().any(|r| r.starts_with("shards "))
+    })?;
+    let status_text = status.join("\n");
+    println!("status --watch at the same pause:\n{status_text}");
+    let plain = paused_at.replace(',', "");
+    assert!(
+        status_text.contains(&format!("items   {plain} of 6000 (")),
+        "the bar says {paused_at}:\n{status_text}"
+    );
+    let shards = status
+        .iter()
+        .find(|r| r.starts_with("shards "))
+        .unwrap()
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    // "3 done, 1 loading, 8 waiting, 0 failed" in both.
+    let now = tmux.screen_of("ferry")?;
+    let bar = now
+        .iter()
+        .find(|r| is_bar(r))
+        .expect("the bar, still paused");
+    assert_eq!(bar_items(bar), paused_at, "{bar}");
+    assert!(
+        now.iter().any(|r| r == &format!("  shards: {shards}")),
+        "status says {shards:?}:\n{}",
+        now.join("\n")
+    );
 
     // The end: the report, short.
     let end = loop {
-        let screen = tmux.screen()?;
+        let screen = tmux.screen_of("ferry")?;
         if screen.iter().any(|r| r.starts_with("exit=")) {
             break screen;
         }
