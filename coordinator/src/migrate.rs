@@ -159,7 +159,7 @@ pub fn check_local_export(export: &str) -> Result<()> {
     Ok(())
 }
 
-/// How often the progress display samples the ledger.
+/// How often the progress bar samples the ledger.
 const LEDGER_SAMPLE: Duration = Duration::from_secs(1);
 /// How often a run without a terminal logs a progress line.
 const PROGRESS_LOG: Duration = Duration::from_secs(10);
@@ -239,7 +239,9 @@ async fn watch(
     let mut last_sample: Option<Instant> = None;
     let mut shown = Shown::of_counters(&progress, committed_items, committed_rejects);
     loop {
-        let due = last_sample.is_none_or(|at| at.elapsed() >= LEDGER_SAMPLE);
+        // A bar samples every second; without one, only the progress line reads the sample.
+        let every = if draw { LEDGER_SAMPLE } else { PROGRESS_LOG };
+        let due = last_sample.is_none_or(|at| at.elapsed() >= every);
         match &ledger {
             Some((client, run)) if due => {
                 last_sample = Some(Instant::now());
