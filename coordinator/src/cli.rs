@@ -479,8 +479,10 @@ pub async fn main() -> ExitCode {
         (_, true) => Verbosity::Quiet,
         _ => Verbosity::Normal,
     };
-    // In a terminal `migrate` draws a progress bar (see `migrate::watch`).
-    ferry_shared::telemetry::init_with(cli.log_format, verbosity, std::io::stderr().is_terminal());
+    // In a terminal `migrate` draws a progress bar (see `migrate::watch`); other commands keep
+    // their per-shard lines.
+    let bar = matches!(cli.command, Command::Migrate(_)) && std::io::stderr().is_terminal();
+    ferry_shared::telemetry::init_with(cli.log_format, verbosity, bar);
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {

@@ -67,7 +67,7 @@ pub fn default_directives(verbosity: Verbosity, bar: bool) -> String {
 /// Runs a write of log text around the progress bar on screen: set while a bar is drawn (its
 /// `suspend`: the bar is cleared, the line printed, the bar drawn again below it), so a log line
 /// is printed above the bar and never through it.
-type AroundBar = std::sync::Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+pub type AroundBar = std::sync::Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
 
 static AROUND_BAR: std::sync::RwLock<Option<AroundBar>> = std::sync::RwLock::new(None);
 
