@@ -75,6 +75,8 @@ pub struct FleetStatus {
     pub rows_loaded: u64,
     /// Lines rejected.
     pub rows_rejected: u64,
+    /// Values spilled to the overflow column.
+    pub values_spilled: u64,
     /// Bytes of the export's data files.
     pub bytes_total: u64,
     /// Bytes accounted for (done shards whole, others in proportion to their committed lines).
@@ -152,19 +154,20 @@ impl FleetStatus {
             Some(total) => {
                 let _ = writeln!(
                     out,
-                    "items   {} of {} ({:.1}%), {} loaded, {} rejected",
+                    "items   {} of {} ({:.1}%), {} loaded, {} rejected, {} values spilled",
                     self.items_committed,
                     total,
                     percent(self.items_committed, total),
                     self.rows_loaded,
-                    self.rows_rejected
+                    self.rows_rejected,
+                    self.values_spilled
                 );
             }
             None => {
                 let _ = writeln!(
                     out,
-                    "items   {} (no manifest count), {} loaded, {} rejected",
-                    self.items_committed, self.rows_loaded, self.rows_rejected
+                    "items   {} (no manifest count), {} loaded, {} rejected, {} values spilled",
+                    self.items_committed, self.rows_loaded, self.rows_rejected, self.values_spilled
                 );
             }
         }
@@ -328,6 +331,7 @@ fn summarize(run: &RunRecord, shards: &[ShardRecord], queue: Option<QueueDepth>)
         items_committed: 0,
         rows_loaded: 0,
         rows_rejected: 0,
+        values_spilled: 0,
         bytes_total: 0,
         bytes_committed: 0,
         shards_total: shards.len(),
@@ -355,6 +359,7 @@ fn summarize(run: &RunRecord, shards: &[ShardRecord], queue: Option<QueueDepth>)
         status.items_committed += committed;
         status.rows_loaded += shard.loaded_rows;
         status.rows_rejected += shard.rejected_rows;
+        status.values_spilled += shard.spilled_values;
         let size = shard.size_bytes.unwrap_or(0);
         status.bytes_total += size;
         if shard.state == shard_state::DONE {

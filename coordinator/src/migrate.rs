@@ -171,6 +171,7 @@ const PROGRESS_LOG: Duration = Duration::from_secs(10);
 struct Shown {
     items: u64,
     rejected: u64,
+    spilled: u64,
     bytes: u64,
     shards: Option<(usize, usize, usize, usize)>,
 }
@@ -180,6 +181,7 @@ impl Shown {
         Shown {
             items: status.items_committed,
             rejected: status.rows_rejected,
+            spilled: status.values_spilled,
             bytes: status.bytes_committed,
             shards: Some((
                 status.shards_done,
@@ -194,6 +196,8 @@ impl Shown {
         Shown {
             items: committed_items + progress.items.load(Ordering::Relaxed),
             rejected: committed_rejects + progress.rejects.load(Ordering::Relaxed),
+            // The process counts no spills; only the ledger's sample shows them.
+            spilled: 0,
             bytes: progress.bytes.load(Ordering::Relaxed),
             shards: None,
         }
@@ -269,11 +273,12 @@ async fn watch(
             })
             .unwrap_or_default();
         bar.set_message(format!(
-            "{} items/s, {} of {} committed, {} rejected{shards}",
+            "{} items/s, {} of {} committed, {} rejected, {} spilled{shards}",
             HumanCount(rate.round() as u64),
             HumanBytes(shown.bytes),
             HumanBytes(total_bytes),
-            HumanCount(shown.rejected)
+            HumanCount(shown.rejected),
+            HumanCount(shown.spilled)
         ));
         // The stop decision counts this process's rejects as they happen, not the sample.
         let rejects = committed_rejects + progress.rejects.load(Ordering::Relaxed);

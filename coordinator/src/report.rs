@@ -45,6 +45,8 @@ pub struct ShardLine {
     pub reconciled: bool,
     /// Why it failed.
     pub error: Option<String>,
+    /// Seconds from the start of the load that finished it to its end (done shards).
+    pub seconds: Option<f64>,
 }
 
 /// A table's row count.
@@ -291,6 +293,14 @@ impl Report {
                     "  … and {more} more shards needing attention (--all, --json or the report file list every shard)"
                 );
             }
+            let slowest = slowest(&self.shards);
+            if !slowest.is_empty() {
+                let named: Vec<String> = slowest
+                    .iter()
+                    .map(|s| format!("{} {:.1} s", s.shard_id, s.seconds.unwrap_or_default()))
+                    .collect();
+                let _ = writeln!(out, "  slowest: {}", named.join(", "));
+            }
             let rest = self.shards.len() - attention.len();
             if rest > 0 {
                 let items: u64 = self
@@ -427,7 +437,17 @@ pub async fn build_report(
     let table_rows = context
         .count_table_rows
         .then(|| tables.iter().map(|t| t.rows).sum::<i64>());
-    let lines: Vec<ShardLine> = shards.iter().map(shard_line).collect();
+    // A ledger that cannot say (an old one) leaves the times out; the report does not fail.
+    let seconds = ledger::shard_seconds(client, &run.run_id)
+        .await
+        .unwrap_or_default();
+    let lines: Vec<ShardLine> = shards
+        .iter()
+        .map(|s| ShardLine {
+            seconds: seconds.get(&s.shard_id).copied(),
+            ..shard_line(s)
+        })
+        .collect();
     let sum = |f: fn(&ShardRecord) -> u64| shards.iter().map(f).sum::<u64>();
     let rows_loaded = sum(|s| s.loaded_rows);
     let rows_rejected = sum(|s| s.rejected_rows);
@@ -525,6 +545,25 @@ pub fn run_tables(run: &RunRecord) -> Vec<String> {
     }
 }
 
+/// Slowest shards the short report names.
+pub const SLOWEST_SHOWN: usize = 3;
+
+/// The [`SLOWEST_SHOWN`] done shards that took longest, slowest first (none for a run of one
+/// shard, where the total says it).
+fn slowest(shards: &[ShardLine]) -> Vec<&ShardLine> {
+    if shards.len() < 2 {
+        return Vec::new();
+    }
+    let mut timed: Vec<&ShardLine> = shards.iter().filter(|s| s.seconds.is_some()).collect();
+    timed.sort_by(|a, b| {
+        b.seconds
+            .partial_cmp(&a.seconds)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    timed.truncate(SLOWEST_SHOWN);
+    timed
+}
+
 impl ShardLine {
     /// Whether a person should look at this shard: not reconciled, or some of its lines
     /// rejected, values spilled or its MD5 wrong.
@@ -547,6 +586,7 @@ fn shard_line(s: &ShardRecord) -> ShardLine {
         md5_ok: s.md5_ok,
         reconciled: s.reconciled(),
         error: s.error.clone(),
+        seconds: None,
     }
 }
 
@@ -568,6 +608,7 @@ mod tests {
             md5_ok: Some(true),
             reconciled: true,
             error: None,
+            seconds: Some(0.5 + (n % 7) as f64 / 10.0),
         }
     }
 
@@ -613,6 +654,7 @@ mod tests {
         shards[7_321].reconciled = false;
         shards[7_321].loaded = 12;
         shards[7_321].error = Some("gzip: corrupt deflate stream at line 13".into());
+        shards[7_321].seconds = None;
         shards[42].rejected = 1;
         shards[42].loaded = 29;
         let problem = "shard shard-07321: gzip: corrupt deflate stream at line 13".to_string();
@@ -663,6 +705,7 @@ mod tests {
         for s in shards.iter_mut().skip(100) {
             s.state = "pending".into();
             s.reconciled = false;
+            s.seconds = None;
             problems.push(format!(
                 "shard {}: not finished (0 lines committed)",
                 s.shard_id
@@ -671,7 +714,7 @@ mod tests {
         let report = report(shards, problems);
         let text = report.to_text();
         assert!(
-            text.lines().count() <= SHARDS_SHOWN + PROBLEMS_SHOWN + 12,
+            text.lines().count() <= SHARDS_SHOWN + PROBLEMS_SHOWN + 13,
             "{text}"
         );
         assert!(
@@ -698,7 +741,12 @@ mod tests {
             text.contains("  all 24 shards reconciled with nothing to look at (720 items)"),
             "{text}"
         );
-        assert!(!text.contains("shard-0"), "{text}");
+        // The three slowest are named (ties in shard order), and no other shard.
+        assert!(
+            text.contains("  slowest: shard-00006 1.1 s, shard-00013 1.1 s, shard-00020 1.1 s"),
+            "{text}"
+        );
+        assert_eq!(text.matches("shard-0").count(), 3, "{text}");
         assert!(report.full_text().contains("shard-00023"));
     }
 }

@@ -415,6 +415,27 @@ pub async fn get_shards(client: &impl GenericClient, run_id: &str) -> Result<Vec
     Ok(rows.iter().map(shard_of).collect())
 }
 
+/// How long each done shard of a run took to load: from the start of the load that finished it
+/// to its last ledger update, in seconds, by shard id (shards loaded before the ledger recorded
+/// loads have none).
+pub async fn shard_seconds(
+    client: &impl GenericClient,
+    run_id: &str,
+) -> Result<std::collections::HashMap<String, f64>> {
+    let rows = client
+        .query(sql::SELECT_SHARD_SECONDS, &[&run_id])
+        .await
+        .map_err(LedgerError::db("cannot read the shards' load times"))?;
+    let mut seconds: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    for row in rows {
+        let (shard, took): (String, f64) = (row.get(0), row.get(1));
+        // The shortest: an earlier generation's load started before the one that finished.
+        let entry = seconds.entry(shard).or_insert(took);
+        *entry = entry.min(took);
+    }
+    Ok(seconds)
+}
+
 /// Sets the run's `max_rejects`.
 pub async fn set_max_rejects(
     client: &impl GenericClient,

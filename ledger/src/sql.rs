@@ -314,6 +314,13 @@ pub const SELECT_SHARDS: &str =
         generation, copying_from
     FROM ferry.shards WHERE run_id = $1::text ORDER BY shard_id";
 
+/// `$1` run_id: each done shard's seconds from the start of each of its loads to its last ledger
+/// update (the caller keeps the shortest per shard: the load that finished it).
+pub const SELECT_SHARD_SECONDS: &str =
+    "SELECT s.shard_id, (extract(epoch FROM s.updated_at) - extract(epoch FROM l.created_at))::float8
+    FROM ferry.shards s JOIN ferry.loads l ON l.run_id = s.run_id AND l.shard_id = s.shard_id
+    WHERE s.run_id = $1::text AND s.state = 'done'";
+
 /// `$1` run_id, `$2` shard_id.
 pub const SELECT_SHARD: &str =
     "SELECT shard_id, data_key, item_count, md5_checksum, size_bytes, committed_lines,

@@ -22,6 +22,21 @@ async fn a_migration_loads_every_item_exactly_with_its_values(
     assert_eq!(report.table_rows, Some(5_000));
     assert_eq!(report.shards_total, 5);
     assert_eq!(report.shards_reconciled, 5);
+    // Every shard's load time is in the report (the ledger's loads against its shards), and the
+    // short text names the slowest.
+    assert!(
+        report
+            .shards
+            .iter()
+            .all(|s| s.seconds.is_some_and(|t| (0.0..600.0).contains(&t))),
+        "{:?}",
+        report.shards
+    );
+    assert!(
+        report.to_text().contains("  slowest: "),
+        "{}",
+        report.to_text()
+    );
     let rows = assert_fixture_matches(&fixture, "AppTable", &[]).await?;
     assert_eq!(rows, 5_000);
 

@@ -183,7 +183,10 @@ async fn migrate_in_a_terminal_shows_one_bar_and_a_short_report() -> anyhow::Res
     );
     let (rates, shards_row) = (&mid[last - 1], &mid[last]);
     assert!(
-        rates.starts_with("  ") && rates.contains(" items/s, ") && rates.ends_with(" rejected"),
+        rates.starts_with("  ")
+            && rates.contains(" items/s, ")
+            && rates.contains(" rejected, ")
+            && rates.ends_with(" spilled"),
         "{rates}"
     );
     assert!(shards_row.starts_with("  shards: "), "{shards_row}");
