@@ -64,6 +64,9 @@ pub struct EndSteps {
     /// `load.reject_lines`: whether the steps' notes may quote the values they found (a link
     /// step's orphans).
     pub reject_lines: RejectLines,
+    /// The terminal's phase line (`migrate` in a terminal): each post-load step and verification
+    /// query is named on it while it runs.
+    pub phase: Option<indicatif::ProgressBar>,
 }
 
 impl EndSteps {
@@ -91,6 +94,20 @@ impl EndSteps {
             target,
             target_url: None,
             reject_lines: settings.load.reject_lines,
+            phase: None,
+        }
+    }
+
+    /// These steps, naming each on `phase` while it runs.
+    pub fn with_phase(mut self, phase: Option<indicatif::ProgressBar>) -> EndSteps {
+        self.phase = phase;
+        self
+    }
+
+    /// Shows `what` on the phase line, if there is one.
+    fn show(&self, what: impl FnOnce() -> String) {
+        if let Some(phase) = &self.phase {
+            phase.set_message(what());
         }
     }
 
@@ -112,6 +129,7 @@ pub async fn finalize(
     // A complete run was finalized before: its post-load steps ran once and are not repeated
     // (adding a constraint twice fails); the verification runs again.
     let already_complete = run.state == run_state::COMPLETE;
+    steps.show(|| "reconciling every shard, counting the tables' rows".into());
     let (mut report, analyzed) = match analyze_url(client, run, steps, already_complete).await? {
         // Both read the whole table: on two connections they take the time of the longer.
         Some(url) => {
@@ -136,6 +154,15 @@ pub async fn finalize(
     }
     record(client, run, &mut report).await?;
     Ok(report)
+}
+
+/// `text` on one line of at most 100 characters (a step's SQL on the phase line).
+fn one_line(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(100) {
+        Some((at, _)) => format!("{}…", &flat[..at]),
+        None => flat,
+    }
 }
 
 /// `verify`: the verification queries and row checks on the run as it is, recorded in its report.
@@ -288,7 +315,17 @@ async fn post_load(
             }
         }
         let resumed = mark.is_some();
+        steps.show(|| {
+            format!(
+                "post-load step {} of {}: {}",
+                number + 1,
+                steps.post_load.len(),
+                one_line(&description)
+            )
+        });
         ledger::start_step(client, &run.run_id, step_no, &description).await?;
+        ferry_shared::failpoint::hit("post_load_step")
+            .map_err(|e| crate::CoordinatorError::Invalid(e.to_string()))?;
         let started = Instant::now();
         let place = (&steps.target, steps.reject_lines);
         match run_step(client, run, step, place, step_no, resumed, &started).await {
@@ -675,11 +712,14 @@ async fn verify_into(
             ));
         }
     }
-    for query in steps
+    let queries = steps.verify.len();
+    for (number, query) in steps
         .verify
         .iter()
-        .filter(|q| applies(q.only_on, &steps.target))
+        .enumerate()
+        .filter(|(_, q)| applies(q.only_on, &steps.target))
     {
+        steps.show(|| format!("verify query {} of {queries}: {}", number + 1, query.name));
         let mut check = Verification {
             name: query.name.clone(),
             columns: Vec::new(),

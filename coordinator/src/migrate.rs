@@ -46,7 +46,13 @@ pub async fn migrate_observed(request: MigrateRequest, progress: Arc<Progress>) 
     // A wrong export path is the user's most likely mistake: say so before touching the target.
     check_local_export(&request.plan.export)?;
     let mut client = ferry_worker::conn::control(&request.target_url).await?;
-    let plan = plan(&mut client, &request.plan).await?;
+    let planning = phase_line(
+        request.progress_bar,
+        "plan: reading the export's manifest, planning the run",
+    );
+    let plan = plan(&mut client, &request.plan).await;
+    end_phase(planning);
+    let plan = plan?;
     let run = plan.run.clone();
     let mut context = ReportContext {
         load_path: Some(plan.target.describe()),
@@ -129,8 +135,13 @@ pub async fn migrate_observed(request: MigrateRequest, progress: Arc<Progress>) 
         .iter()
         .map(|e| format!("shard {}: {}", e.shard_id, e.error))
         .collect();
-    let steps = EndSteps::new(settings, plan.target.clone()).with_target_url(&request.target_url);
-    let report = finalize(&client, &run, &context, &steps).await?;
+    let ending = phase_line(request.progress_bar, "reconciling every shard");
+    let steps = EndSteps::new(settings, plan.target.clone())
+        .with_target_url(&request.target_url)
+        .with_phase(ending.clone());
+    let report = finalize(&client, &run, &context, &steps).await;
+    end_phase(ending);
+    let report = report?;
     if parquet {
         seal_dataset(&client, &run, report.verified()).await?;
     }
@@ -157,6 +168,34 @@ pub fn check_local_export(export: &str) -> Result<()> {
         ferry_shared::store::LocalStore::for_export_path(std::path::Path::new(export))?;
     }
     Ok(())
+}
+
+/// The terminal's one-line display of a phase without a bar (plan, then post-load and verify),
+/// with log lines printed above it; `None` without a terminal.
+fn phase_line(draw: bool, first: &str) -> Option<ProgressBar> {
+    if !draw {
+        return None;
+    }
+    let line = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    line.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    line.set_message(first.to_string());
+    line.enable_steady_tick(Duration::from_millis(120));
+    let around = line.clone();
+    ferry_shared::telemetry::set_around_bar(Some(Arc::new(move |write: &mut dyn FnMut()| {
+        around.suspend(&mut *write)
+    })));
+    Some(line)
+}
+
+/// Clears a phase's line (and stops routing log lines around it).
+fn end_phase(line: Option<ProgressBar>) {
+    if let Some(line) = line {
+        ferry_shared::telemetry::set_around_bar(None);
+        line.finish_and_clear();
+    }
 }
 
 /// How often the progress bar samples the ledger.
@@ -234,7 +273,7 @@ async fn watch(
     }
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} items, ETA {eta}\n  {msg}",
+            "{spinner} [{elapsed_precise}] load {wide_bar} {human_pos}/{human_len} items, ETA {eta}\n  {msg}",
         )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );

@@ -28,6 +28,8 @@ pub const POINTS: &[&str] = &[
     "after_commit",     // COMMIT returned, before the next chunk (or the queue ack)
     // `export-back`: its snapshot taken and its attempt recorded, before any table is read.
     "export_back_after_snapshot",
+    // `finalize`: a post-load step recorded as started, before it runs.
+    "post_load_step",
 ];
 
 #[derive(Debug)]

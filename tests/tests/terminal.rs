@@ -3,8 +3,9 @@
 //! load is held at a failpoint and once it has ended. Mid-run the screen holds one progress bar
 //! with its ETA, no log line drawn through it and no per-shard line, and `status --watch` in a
 //! second window at the same pause shows the same committed items and shards; at the end, the
-//! report is short (one line for the clean shards). tmux is installed by `scripts/test` (Debian's `tmux`);
-//! a missing tmux fails the test.
+//! report is short (one line for the clean shards). A second test holds a post-load step at a
+//! failpoint and finds it named on the phase line that replaces the bar after the load. tmux is
+//! installed by `scripts/test` (Debian's `tmux`); a missing tmux fails the test.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use ferry_tests::gen::{generate_export, GenOptions};
 use ferry_tests::harness::binary;
 use ferry_tests::helios::HeliosServer;
 
-/// A tmux server of this test's own (its own socket), killed when dropped.
+/// A tmux server of the test's own (its own socket), killed when dropped.
 struct Tmux {
     socket: String,
     tmux: std::path::PathBuf,
@@ -27,8 +28,11 @@ impl Tmux {
             "tmux",
             "scripts/test (it installs Debian's tmux)",
         )?;
+        // One server per test: tests of this file run at once in one process.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Tmux {
-            socket: format!("ferry-test-{}", std::process::id()),
+            socket: format!("ferry-test-{}-{n}", std::process::id()),
             tmux,
         })
     }
@@ -283,5 +287,92 @@ async fn migrate_in_a_terminal_shows_one_bar_and_a_short_report() -> anyhow::Res
     );
     assert!(report.len() <= 10, "a long report:\n{text}");
     assert!(!text.contains("loading shard"), "{text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_steps_after_the_load_are_named_on_the_phase_line() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let export = generate_export(
+        &dir.path().join("export"),
+        &GenOptions {
+            seed: 291,
+            items: 600,
+            files: 2,
+            ..GenOptions::default()
+        },
+    )?;
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        "version = 1\n\
+         [[post_load]]\nsql = 'CREATE INDEX IF NOT EXISTS app_sk ON \"AppTable\" (\"SK\")'\n\
+         [[verify]]\nname = \"rows\"\nsql = 'SELECT count(*) FROM \"AppTable\"'\n",
+    )?;
+    let server = HeliosServer::start()?;
+    let tmux = Tmux::new()?;
+    // The post-load step waits 4 s once it is recorded as started: the phase line is on screen.
+    let command = format!(
+        "env FERRY_FAILPOINTS=post_load_step=sleep4000@1 {} migrate --export {} --target {} --key PK,SK --config {}",
+        binary("ferry-coordinator").display(),
+        export.root.display(),
+        server.url(),
+        config.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "ferry",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "sh",
+        "-c",
+        &format!("{command}; echo exit=$?; sleep 600"),
+    ])?;
+    let started = Instant::now();
+    let during = loop {
+        let screen = tmux.screen_of("ferry")?;
+        if screen
+            .iter()
+            .any(|r| r.contains("] post-load step 1 of 1: CREATE INDEX IF NOT EXISTS app_sk"))
+        {
+            break screen;
+        }
+        assert!(
+            !screen.iter().any(|r| r.starts_with("exit="))
+                && started.elapsed() < Duration::from_secs(60),
+            "no post-load phase line:\n{}",
+            screen.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let text = during.join("\n");
+    println!("the screen during the post-load step:\n{text}");
+    // The load's bar is gone; the phase line is the last row with text.
+    assert!(!during.iter().any(|r| is_bar(r)), "{text}");
+    let last = during.iter().rposition(|r| !r.is_empty()).unwrap();
+    assert!(during[last].contains("] post-load step 1 of 1: "), "{text}");
+    let end = loop {
+        let screen = tmux.screen_of("ferry")?;
+        if screen.iter().any(|r| r.starts_with("exit=")) {
+            break screen;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{}",
+            screen.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let text = end.join("\n");
+    assert!(end.iter().any(|r| r == "exit=0"), "{text}");
+    assert!(
+        !text.contains("] post-load step"),
+        "the phase line stayed:\n{text}"
+    );
+    assert!(text.contains("verify: rows ("), "{text}");
     Ok(())
 }
