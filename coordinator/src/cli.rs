@@ -45,7 +45,7 @@ struct Cli {
     /// shows the run).
     #[arg(short, long, global = true, conflicts_with = "quiet")]
     verbose: bool,
-    /// Log only warnings and errors: the result is all that is printed.
+    /// Log only warnings and errors, with no progress display: the result is all that is printed.
     #[arg(short, long, global = true)]
     quiet: bool,
     #[command(subcommand)]
@@ -481,9 +481,11 @@ pub async fn main() -> ExitCode {
     };
     // In a terminal `migrate` draws a progress bar (see `migrate::watch`); other commands keep
     // their per-shard lines.
-    let bar = matches!(cli.command, Command::Migrate(_)) && std::io::stderr().is_terminal();
+    let bar = matches!(cli.command, Command::Migrate(_))
+        && std::io::stderr().is_terminal()
+        && verbosity != Verbosity::Quiet;
     ferry_shared::telemetry::init_with(cli.log_format, verbosity, bar);
-    match run(cli.command).await {
+    match run(cli.command, verbosity).await {
         Ok(code) => code,
         Err(e) => {
             // Whatever the error quotes, no URL's password (the last line of defence).
@@ -507,7 +509,7 @@ fn verdict(report: &Report) -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode> {
     let command = match command {
         Command::Verify(mut args) => {
             args.verify_only = true;
@@ -556,7 +558,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 target_url,
                 workers: args.workers,
                 allow_unverified: args.allow_unverified,
-                progress_bar: std::io::stderr().is_terminal(),
+                // `-q`: no bar or phase line either, only warnings and the result.
+                progress_bar: std::io::stderr().is_terminal() && verbosity != Verbosity::Quiet,
             };
             // SIGTERM or SIGINT stops the load (an open chunk rolls back or, committed, stays)
             // and, with it, the embedded server: nothing is left running.

@@ -376,3 +376,70 @@ async fn the_steps_after_the_load_are_named_on_the_phase_line() -> anyhow::Resul
     assert!(text.contains("verify: rows ("), "{text}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_prints_only_the_result() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let export = generate_export(
+        &dir.path().join("export"),
+        &GenOptions {
+            seed: 292,
+            items: 1_000,
+            files: 4,
+            ..GenOptions::default()
+        },
+    )?;
+    let server = HeliosServer::start()?;
+    let tmux = Tmux::new()?;
+    // Chunks of 100 lines held 150 ms each: the load takes over a second, long enough for a bar
+    // to have been drawn if `-q` drew one.
+    let command = format!(
+        "env FERRY_FAILPOINTS=after_checkpoint=sleep150@1+ FERRY_LOAD__CHUNK_LINES=100 {} -q migrate --export {} --target {} --key PK,SK",
+        binary("ferry-coordinator").display(),
+        export.root.display(),
+        server.url()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "ferry",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "sh",
+        "-c",
+        &format!("{command}; echo exit=$?; sleep 600"),
+    ])?;
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let end = loop {
+        let screen = tmux.screen_of("ferry")?;
+        seen.extend(screen.iter().filter(|r| !r.is_empty()).cloned());
+        if screen.iter().any(|r| r.starts_with("exit=")) {
+            break screen;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            screen.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = end.join("\n");
+    assert!(end.iter().any(|r| r == "exit=0"), "{text}");
+    assert!(
+        !seen
+            .iter()
+            .any(|r| is_bar(r) || is_log(r) || r.contains("] plan: ")),
+        "-q showed more than the result:\n{}",
+        seen.join("\n")
+    );
+    let first = end.iter().position(|r| !r.is_empty()).unwrap();
+    assert!(
+        end[first].starts_with("run ") && end[first].contains("complete (verified)"),
+        "{text}"
+    );
+    Ok(())
+}
