@@ -31,11 +31,10 @@ import socket
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 
-HELIOSDB_VERSION = "4.41.1"
+from heliosdb_local import HELIOSDB_VERSION, free_port, heliosdb_binary
 SEP = "\x1f"  # Ferry's KEY_SEPARATOR
 
 
@@ -210,25 +209,6 @@ class Conn:
 # ------------------------------------------------------------------------------------------
 # The server
 # ------------------------------------------------------------------------------------------
-
-
-def heliosdb_binary():
-    env = os.environ.get("FERRY_HELIOSDB_BIN")
-    if env:
-        return env
-    cached = os.path.expanduser(f"~/.cache/ferry/heliosdb-{HELIOSDB_VERSION}/bin/heliosdb-nano")
-    if os.path.isfile(cached):
-        return cached
-    found = shutil.which("heliosdb-nano")
-    if found:
-        return found
-    sys.exit("no heliosdb-nano binary: run scripts/install-heliosdb or set FERRY_HELIOSDB_BIN")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -25,36 +25,15 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
-HELIOSDB_VERSION = "4.41.1"
+from heliosdb_local import free_port, heliosdb_binary
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUIDE = os.path.join(ROOT, "deploy", "examples", "migration-guide.toml")
 TABLES = ["users", "orders", "sessions", "products", "reviews"]
-
-
-def heliosdb_binary():
-    env = os.environ.get("FERRY_HELIOSDB_BIN")
-    if env:
-        return env
-    cached = os.path.expanduser(f"~/.cache/ferry/heliosdb-{HELIOSDB_VERSION}/bin/heliosdb-nano")
-    if os.path.isfile(cached):
-        return cached
-    found = shutil.which("heliosdb-nano")
-    if found:
-        return found
-    sys.exit("no heliosdb-nano binary: run scripts/install-heliosdb or set FERRY_HELIOSDB_BIN")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -1,27 +1,25 @@
 # Shared shell helpers for Ferry's scripts (sourced, not run).
 
+# Installs Debian package $1 (as root, or through sudo), saying why ($2).
+apt_install() {
+  echo "ferry: installing $2 (Debian package $1)" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$1" >/dev/null
+}
+
 # Installs the PostgreSQL server binaries (Debian's package) when no initdb is found.
 ensure_postgres() {
   if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then
     return 0
   fi
-  echo "ferry: installing the PostgreSQL server (Debian package postgresql)" >&2
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  apt_install postgresql "the PostgreSQL server"
 }
 
 # tmux, for the terminal test (tests/tests/terminal.rs reads a real terminal's screen through it).
 ensure_tmux() {
-  if command -v tmux >/dev/null 2>&1; then
-    return 0
-  fi
-  echo "ferry: installing tmux (Debian package tmux)" >&2
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends tmux >/dev/null
+  command -v tmux >/dev/null 2>&1 || apt_install tmux tmux
 }
 
 # The newest PostgreSQL bin folder.

@@ -479,13 +479,13 @@ pub async fn main() -> ExitCode {
         (_, true) => Verbosity::Quiet,
         _ => Verbosity::Normal,
     };
-    // In a terminal `migrate` draws a progress bar (see `migrate::watch`); other commands keep
-    // their per-shard lines.
+    // In a terminal `migrate` draws a progress display (see `migrate::watch`), except with `-q`;
+    // other commands keep their per-shard lines.
     let bar = matches!(cli.command, Command::Migrate(_))
         && std::io::stderr().is_terminal()
         && verbosity != Verbosity::Quiet;
     ferry_shared::telemetry::init_with(cli.log_format, verbosity, bar);
-    match run(cli.command, verbosity).await {
+    match run(cli.command, bar).await {
         Ok(code) => code,
         Err(e) => {
             // Whatever the error quotes, no URL's password (the last line of defence).
@@ -509,7 +509,7 @@ fn verdict(report: &Report) -> ExitCode {
     }
 }
 
-async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode> {
+async fn run(command: Command, bar: bool) -> anyhow::Result<ExitCode> {
     let command = match command {
         Command::Verify(mut args) => {
             args.verify_only = true;
@@ -558,8 +558,7 @@ async fn run(command: Command, verbosity: Verbosity) -> anyhow::Result<ExitCode>
                 target_url,
                 workers: args.workers,
                 allow_unverified: args.allow_unverified,
-                // `-q`: no bar or phase line either, only warnings and the result.
-                progress_bar: std::io::stderr().is_terminal() && verbosity != Verbosity::Quiet,
+                progress_bar: bar,
             };
             // SIGTERM or SIGINT stops the load (an open chunk rolls back or, committed, stays)
             // and, with it, the embedded server: nothing is left running.

@@ -183,11 +183,17 @@ fn phase_line(draw: bool, first: &str) -> Option<ProgressBar> {
     );
     line.set_message(first.to_string());
     line.enable_steady_tick(Duration::from_millis(120));
-    let around = line.clone();
+    logs_above(&line);
+    Some(line)
+}
+
+/// Prints log lines above `display` while it is on screen, never through it (until
+/// `set_around_bar(None)`).
+fn logs_above(display: &ProgressBar) {
+    let around = display.clone();
     ferry_shared::telemetry::set_around_bar(Some(Arc::new(move |write: &mut dyn FnMut()| {
         around.suspend(&mut *write)
     })));
-    Some(line)
 }
 
 /// Clears a phase's line (and stops routing log lines around it).
@@ -265,11 +271,7 @@ async fn watch(
         ProgressBar::hidden()
     };
     if draw {
-        // Log lines go above the bar while it is on screen, never through it.
-        let around = bar.clone();
-        ferry_shared::telemetry::set_around_bar(Some(Arc::new(
-            move |write: &mut dyn FnMut()| around.suspend(&mut *write),
-        )));
+        logs_above(&bar);
     }
     bar.set_style(
         ProgressStyle::with_template(

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use ferry_worker::decode::{Decoder, RawBlock};
-use ferry_worker::sink::apply::{apply_changes, Changes, TableSql};
+use ferry_worker::sink::apply::{apply_changes, rows_changed, Changes, TableSql};
 use ferry_worker::sink::{BlockEncoder, Payload};
 use ferry_worker::target::LoadPath;
 
@@ -224,16 +224,7 @@ async fn hand_ceiling(url: &str, target: &str, n: usize) -> anyhow::Result<RowCo
     use ferry_worker::sink::literal::push_literal;
     let client = ferry_worker::conn::control(url).await?;
     // The columns by the run's schema: HeliosDB describes a non-ASCII column name wrongly.
-    let run_id: String = client
-        .query_one(
-            "SELECT run_id FROM ferry.runs WHERE target_table = 'shop_items' ORDER BY created_at LIMIT 1",
-            &[],
-        )
-        .await?
-        .get(0);
-    let run = ferry_ledger::runs::get_run(&client, &run_id)
-        .await?
-        .context("the run")?;
+    let run = full_run(&client).await?;
     let columns = run.schema.copy_column_names();
     let quoted: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
     let mut rows: Vec<Vec<Option<String>>> = Vec::new();
@@ -290,7 +281,7 @@ async fn hand_ceiling(url: &str, target: &str, n: usize) -> anyhow::Result<RowCo
             " ON CONFLICT (\"PK\", \"SK\") DO UPDATE SET {}",
             set.join(", ")
         ));
-        changed += rows_of(client.simple_query(&sql).await?);
+        changed += rows_changed(&client.simple_query(&sql).await?);
     }
     client.batch_execute("COMMIT").await?;
     let upsert_seconds = started.elapsed().as_secs_f64();
@@ -320,7 +311,7 @@ async fn hand_ceiling(url: &str, target: &str, n: usize) -> anyhow::Result<RowCo
     push_tree(&mut sql, &by_pk)?;
     let started = Instant::now();
     client.batch_execute("BEGIN").await?;
-    let deleted = rows_of(client.simple_query(&sql).await?);
+    let deleted = rows_changed(&client.simple_query(&sql).await?);
     client.batch_execute("COMMIT").await?;
     let delete_seconds = started.elapsed().as_secs_f64();
     anyhow::ensure!(
@@ -336,15 +327,18 @@ async fn hand_ceiling(url: &str, target: &str, n: usize) -> anyhow::Result<RowCo
     })
 }
 
-/// The rows a simple-protocol message changed.
-fn rows_of(messages: Vec<tokio_postgres::SimpleQueryMessage>) -> u64 {
-    messages
-        .iter()
-        .map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::CommandComplete(n) => *n,
-            _ => 0,
-        })
-        .sum()
+/// The full run the bench loaded into `shop_items` (the first one; the windows are later runs).
+async fn full_run(client: &tokio_postgres::Client) -> anyhow::Result<ferry_ledger::RunRecord> {
+    let runs = client
+        .query(
+            "SELECT run_id FROM ferry.runs WHERE target_table = 'shop_items' ORDER BY created_at LIMIT 1",
+            &[],
+        )
+        .await?;
+    let run_id: String = runs.first().context("the full run")?.get(0);
+    ferry_ledger::runs::get_run(client, &run_id)
+        .await?
+        .context("the run")
 }
 
 /// A predicate matching exactly the keys of `groups` (sorted partition keys, each with its sort
@@ -393,16 +387,7 @@ async fn apply_cost(
     n: usize,
 ) -> anyhow::Result<RowCost> {
     let client = ferry_worker::conn::control(url).await?;
-    let runs = client
-        .query(
-            "SELECT run_id FROM ferry.runs WHERE target_table = 'shop_items' ORDER BY created_at LIMIT 1",
-            &[],
-        )
-        .await?;
-    let run_id: String = runs.first().context("the full run")?.get(0);
-    let run = ferry_ledger::runs::get_run(&client, &run_id)
-        .await?
-        .context("the run")?;
+    let run = full_run(&client).await?;
     let rows: i64 = client
         .query_one("SELECT count(*)::int8 FROM shop_items", &[])
         .await?

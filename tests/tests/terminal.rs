@@ -10,7 +10,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferry_tests::gen::{generate_export, GenOptions};
+use ferry_tests::gen::{generate_export, GenOptions, GeneratedExport};
 use ferry_tests::harness::binary;
 use ferry_tests::helios::HeliosServer;
 
@@ -60,6 +60,49 @@ impl Tmux {
             .collect())
     }
 
+    /// Starts `command` in the session "ferry" on a `cols`×`rows` terminal. The pane stays once
+    /// the command ends, its last row `exit=<code>`, so its last screen can be read.
+    fn session(&self, cols: u16, rows: u16, command: &str) -> anyhow::Result<()> {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "ferry",
+            "-x",
+            &cols.to_string(),
+            "-y",
+            &rows.to_string(),
+            "sh",
+            "-c",
+            &format!("{command}; echo exit=$?; sleep 600"),
+        ])?;
+        Ok(())
+    }
+
+    /// The session's screen once its command has ended (within `limit` of `started`); `each`
+    /// sees every screen read on the way.
+    async fn until_exit(
+        &self,
+        started: Instant,
+        limit: Duration,
+        mut each: impl FnMut(&[String]),
+    ) -> anyhow::Result<Vec<String>> {
+        loop {
+            let screen = self.screen_of("ferry")?;
+            each(&screen);
+            if screen.iter().any(|r| r.starts_with("exit=")) {
+                return Ok(screen);
+            }
+            anyhow::ensure!(
+                started.elapsed() < limit,
+                "the run did not end:\n{}",
+                screen.join("\n")
+            );
+            anyhow::ensure!(!self.pane_dead()?, "the pane died:\n{}", screen.join("\n"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn pane_dead(&self) -> anyhow::Result<bool> {
         Ok(self
             .run(&["display-message", "-p", "-t", "ferry", "#{pane_dead}"])?
@@ -74,6 +117,24 @@ impl Drop for Tmux {
             .args(["-L", &self.socket, "kill-server"])
             .output();
     }
+}
+
+/// A generated export of `items` items in `files` files, under `dir`.
+fn export_of(
+    dir: &std::path::Path,
+    seed: u64,
+    items: u64,
+    files: usize,
+) -> anyhow::Result<GeneratedExport> {
+    Ok(generate_export(
+        &dir.join("export"),
+        &GenOptions {
+            seed,
+            items,
+            files,
+            ..GenOptions::default()
+        },
+    )?)
 }
 
 /// Whether a screen row is the progress bar (its first row: the bar, the items, the ETA; the
@@ -99,15 +160,7 @@ fn is_log(row: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_in_a_terminal_shows_one_bar_and_a_short_report() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let export = generate_export(
-        &dir.path().join("export"),
-        &GenOptions {
-            seed: 290,
-            items: 6_000,
-            files: 12,
-            ..GenOptions::default()
-        },
-    )?;
+    let export = export_of(dir.path(), 290, 6_000, 12)?;
     let server = HeliosServer::start()?;
     let tmux = Tmux::new()?;
     // One loader, chunks of 250 lines, every chunk held 100 ms after its checkpoint; after its
@@ -118,20 +171,7 @@ async fn migrate_in_a_terminal_shows_one_bar_and_a_short_report() -> anyhow::Res
         export.root.display(),
         server.url()
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "ferry",
-        "-x",
-        "160",
-        "-y",
-        "48",
-        "sh",
-        "-c",
-        // The pane stays once the command ends, so its last screen can be read.
-        &format!("{command}; echo exit=$?; sleep 600"),
-    ])?;
+    tmux.session(160, 48, &command)?;
 
     // Mid-run: the bar is on screen.
     let started = Instant::now();
@@ -256,19 +296,9 @@ async fn migrate_in_a_terminal_shows_one_bar_and_a_short_report() -> anyhow::Res
     );
 
     // The end: the report, short.
-    let end = loop {
-        let screen = tmux.screen_of("ferry")?;
-        if screen.iter().any(|r| r.starts_with("exit=")) {
-            break screen;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "the run did not end:\n{}",
-            screen.join("\n")
-        );
-        assert!(!tmux.pane_dead()?, "the pane died:\n{}", screen.join("\n"));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let end = tmux
+        .until_exit(started, Duration::from_secs(240), |_| {})
+        .await?;
     let text = end.join("\n");
     println!("the screen at the end:\n{text}");
     assert!(end.iter().any(|r| r == "exit=0"), "{text}");
@@ -293,15 +323,7 @@ async fn migrate_in_a_terminal_shows_one_bar_and_a_short_report() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_steps_after_the_load_are_named_on_the_phase_line() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let export = generate_export(
-        &dir.path().join("export"),
-        &GenOptions {
-            seed: 291,
-            items: 600,
-            files: 2,
-            ..GenOptions::default()
-        },
-    )?;
+    let export = export_of(dir.path(), 291, 600, 2)?;
     let config = dir.path().join("ferry.toml");
     std::fs::write(
         &config,
@@ -319,19 +341,7 @@ async fn the_steps_after_the_load_are_named_on_the_phase_line() -> anyhow::Resul
         server.url(),
         config.display()
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "ferry",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        "sh",
-        "-c",
-        &format!("{command}; echo exit=$?; sleep 600"),
-    ])?;
+    tmux.session(120, 40, &command)?;
     let started = Instant::now();
     let during = loop {
         let screen = tmux.screen_of("ferry")?;
@@ -355,18 +365,9 @@ async fn the_steps_after_the_load_are_named_on_the_phase_line() -> anyhow::Resul
     assert!(!during.iter().any(|r| is_bar(r)), "{text}");
     let last = during.iter().rposition(|r| !r.is_empty()).unwrap();
     assert!(during[last].contains("] post-load step 1 of 1: "), "{text}");
-    let end = loop {
-        let screen = tmux.screen_of("ferry")?;
-        if screen.iter().any(|r| r.starts_with("exit=")) {
-            break screen;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{}",
-            screen.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let end = tmux
+        .until_exit(started, Duration::from_secs(120), |_| {})
+        .await?;
     let text = end.join("\n");
     assert!(end.iter().any(|r| r == "exit=0"), "{text}");
     assert!(
@@ -380,15 +381,7 @@ async fn the_steps_after_the_load_are_named_on_the_phase_line() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_prints_only_the_result() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let export = generate_export(
-        &dir.path().join("export"),
-        &GenOptions {
-            seed: 292,
-            items: 1_000,
-            files: 4,
-            ..GenOptions::default()
-        },
-    )?;
+    let export = export_of(dir.path(), 292, 1_000, 4)?;
     let server = HeliosServer::start()?;
     let tmux = Tmux::new()?;
     // Chunks of 100 lines held 150 ms each: the load takes over a second, long enough for a bar
@@ -399,34 +392,14 @@ async fn quiet_prints_only_the_result() -> anyhow::Result<()> {
         export.root.display(),
         server.url()
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "ferry",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        "sh",
-        "-c",
-        &format!("{command}; echo exit=$?; sleep 600"),
-    ])?;
+    tmux.session(120, 40, &command)?;
     let started = Instant::now();
     let mut seen = Vec::new();
-    let end = loop {
-        let screen = tmux.screen_of("ferry")?;
-        seen.extend(screen.iter().filter(|r| !r.is_empty()).cloned());
-        if screen.iter().any(|r| r.starts_with("exit=")) {
-            break screen;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{}",
-            screen.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let end = tmux
+        .until_exit(started, Duration::from_secs(60), |screen| {
+            seen.extend(screen.iter().filter(|r| !r.is_empty()).cloned())
+        })
+        .await?;
     let text = end.join("\n");
     assert!(end.iter().any(|r| r == "exit=0"), "{text}");
     assert!(

@@ -461,7 +461,7 @@ async fn helios_under_savepoint(
 }
 
 /// The rows a simple-protocol message changed (the sum of its statements' counts).
-fn rows_changed(replies: &[tokio_postgres::SimpleQueryMessage]) -> u64 {
+pub fn rows_changed(replies: &[tokio_postgres::SimpleQueryMessage]) -> u64 {
     replies
         .iter()
         .map(|r| match r {
