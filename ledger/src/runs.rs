@@ -356,7 +356,38 @@ pub async fn get_run(client: &impl GenericClient, run_id: &str) -> Result<Option
 }
 
 /// Records a new run and its shards in one transaction (a run already there is left as it is).
+///
+/// Two coordinators planning the same run at the same moment (two `migrate`s started at once)
+/// both insert it. PostgreSQL's `ON CONFLICT DO NOTHING` waits for the other transaction and
+/// skips; HeliosDB 4.41 reports a duplicate key instead. Either way the other's run and shards,
+/// written in one transaction, are the run: this waits (up to [`RACE_WAIT`]) until they are
+/// visible and leaves them as they are. Found by the command-sequence test (two racing `migrate`s
+/// on HeliosDB, one of them exiting 2 with "Duplicate key … ferry.runs_pkey").
 pub async fn insert_run(client: &mut Client, run: &RunRecord, files: &[DataFile]) -> Result<()> {
+    match insert_run_once(client, run, files).await {
+        Err(error)
+            if error
+                .db_source()
+                .is_some_and(crate::error::is_unique_violation) =>
+        {
+            let started = std::time::Instant::now();
+            while started.elapsed() < RACE_WAIT {
+                if get_run(client, &run.run_id).await?.is_some() {
+                    tracing::info!(run = %run.run_id, "another coordinator recorded this run at the same moment: joining it");
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(error)
+        }
+        other => other,
+    }
+}
+
+/// How long [`insert_run`] waits for a racing coordinator's copy of the run to commit.
+pub const RACE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn insert_run_once(client: &mut Client, run: &RunRecord, files: &[DataFile]) -> Result<()> {
     let schema_json =
         serde_json::to_string(&run.schema).map_err(|e| LedgerError::Unexpected(e.to_string()))?;
     let tx = client
