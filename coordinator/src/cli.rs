@@ -379,6 +379,11 @@ struct StatusArgs {
     /// Seconds between --watch samples.
     #[arg(long, default_value_t = 10)]
     interval: u64,
+    /// With --watch: serve the run's counts as Prometheus metrics (the `ferry_run_*` gauges of
+    /// each sample) on this address, e.g. 0.0.0.0:9465, for a fleet whose coordinator is not
+    /// running while the workers load.
+    #[arg(long, requires = "watch")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Reads the configuration and applies its connection settings (TLS, password, timeouts) to
@@ -559,6 +564,7 @@ async fn run(command: Command, bar: bool) -> anyhow::Result<ExitCode> {
                 workers: args.workers,
                 allow_unverified: args.allow_unverified,
                 progress_bar: bar,
+                live_metrics: exporter.active(),
             };
             // SIGTERM or SIGINT stops the load (an open chunk rolls back or, committed, stays)
             // and, with it, the embedded server: nothing is left running.
@@ -743,6 +749,26 @@ async fn run(command: Command, bar: bool) -> anyhow::Result<ExitCode> {
             let target_url = target_url(args.target.as_ref(), &settings)?;
             let queue = optional_queue(args.queue_url.as_ref(), &settings).await;
             let client = ferry_worker::conn::control(&target_url).await?;
+            // Only the run's gauges: this process loads nothing, and pushes nothing.
+            let sampled = std::sync::Arc::new(ferry_worker::progress::Progress::default());
+            let _exporter = match args.metrics_addr {
+                Some(addr) => {
+                    let serve = ferry_shared::config::MetricsSettings {
+                        addr: Some(addr),
+                        pushgateway_url: None,
+                        ..settings.metrics.clone()
+                    };
+                    let exporter = ferry_worker::metrics::Exporter::start(
+                        &serve,
+                        sampled.clone(),
+                        "ferry-status",
+                        "ferry-status",
+                    )
+                    .await?;
+                    Some(exporter)
+                }
+                None => None,
+            };
             let mut previous: Option<(FleetStatus, std::time::Instant)> = None;
             loop {
                 let run = recorded_run(&client, &args.run_id).await?;
@@ -750,6 +776,7 @@ async fn run(command: Command, bar: bool) -> anyhow::Result<ExitCode> {
                     .as_ref()
                     .map(|(s, at)| (s, at.elapsed().as_secs_f64()));
                 let now = status(&client, &run, queue.as_ref(), earlier).await?;
+                sampled.set_run_sample(now.sample());
                 if args.json {
                     println!("{}", serde_json::to_string(&now)?);
                 } else {

@@ -120,6 +120,27 @@ pub struct ShardProgress {
 }
 
 impl FleetStatus {
+    /// The committed counts that `migrate`'s display and the `ferry_run_*` metrics show.
+    pub fn sample(&self) -> ferry_worker::progress::RunSample {
+        ferry_worker::progress::RunSample {
+            items_expected: self.manifest_items,
+            items_committed: self.items_committed,
+            rows_loaded: self.rows_loaded,
+            rows_rejected: self.rows_rejected,
+            values_spilled: self.values_spilled,
+            bytes_total: self.bytes_total,
+            bytes_committed: self.bytes_committed,
+            shards_done: self.shards_done as u64,
+            shards_loading: self.shards_in_progress as u64,
+            shards_waiting: self.shards_waiting as u64,
+            shards_failed: self.shards_failed.len() as u64,
+            sampled_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        }
+    }
+
     /// Every shard is done.
     pub fn complete(&self) -> bool {
         self.shards_done == self.shards_total

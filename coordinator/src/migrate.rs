@@ -11,7 +11,7 @@ use ferry_ledger::run_state;
 use ferry_ledger::runs as ledger;
 use ferry_shared::queue::MemoryQueue;
 use ferry_worker::pool::{pending_tasks, run_pool, PoolSettings, RunContexts};
-use ferry_worker::progress::Progress;
+use ferry_worker::progress::{Progress, RunSample};
 use ferry_worker::sink::LoadContext;
 use indicatif::{HumanBytes, HumanCount, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -33,6 +33,8 @@ pub struct MigrateRequest {
     pub allow_unverified: bool,
     /// Draw a progress bar (on a terminal).
     pub progress_bar: bool,
+    /// Metrics are served or pushed: keep the run's ledger sample fresh for them.
+    pub live_metrics: bool,
 }
 
 /// Runs the whole migration and returns its report.
@@ -108,18 +110,19 @@ pub async fn migrate_observed(request: MigrateRequest, progress: Arc<Progress>) 
         .await
         .ok()
         .map(|client| (client, run.clone()));
-    let watcher = tokio::spawn(watch(
-        display_ledger,
-        ctx.progress.clone(),
-        ctx.stop.clone(),
-        finished.clone(),
+    let watcher = tokio::spawn(watch(Watched {
+        ledger: display_ledger,
+        progress: ctx.progress.clone(),
+        stop: ctx.stop.clone(),
+        finished: finished.clone(),
         committed_items,
         committed_rejects,
-        run.max_rejects,
+        max_rejects: run.max_rejects,
         total_items,
         total_bytes,
-        request.progress_bar,
-    ));
+        draw: request.progress_bar,
+        metrics: request.live_metrics,
+    }));
     let started = Instant::now();
     let pool =
         PoolSettings::in_process(&request.target_url, workers, settings.load.connect_attempts);
@@ -209,51 +212,30 @@ const LEDGER_SAMPLE: Duration = Duration::from_secs(1);
 /// How often a run without a terminal logs a progress line.
 const PROGRESS_LOG: Duration = Duration::from_secs(10);
 
-/// What the progress display shows: the run's committed counts, sampled from the ledger by the
-/// code `status` uses ([`crate::fleet::status`]), so `migrate`'s bar and `status --watch` show the
-/// same figures. Without a ledger connection of its own (it could not open one), this process's
-/// own committed counters stand in.
-struct Shown {
-    items: u64,
-    rejected: u64,
-    spilled: u64,
-    bytes: u64,
-    shards: Option<(usize, usize, usize, usize)>,
-}
-
-impl Shown {
-    fn of_status(status: &crate::fleet::FleetStatus) -> Shown {
-        Shown {
-            items: status.items_committed,
-            rejected: status.rows_rejected,
-            spilled: status.values_spilled,
-            bytes: status.bytes_committed,
-            shards: Some((
-                status.shards_done,
-                status.shards_in_progress,
-                status.shards_waiting,
-                status.shards_failed.len(),
-            )),
-        }
-    }
-
-    fn of_counters(progress: &Progress, committed_items: u64, committed_rejects: u64) -> Shown {
-        Shown {
-            items: committed_items + progress.items.load(Ordering::Relaxed),
-            rejected: committed_rejects + progress.rejects.load(Ordering::Relaxed),
-            // The process counts no spills; only the ledger's sample shows them.
-            spilled: 0,
-            bytes: progress.bytes.load(Ordering::Relaxed),
-            shards: None,
-        }
+/// What the progress display shows: the run's committed counts as the ledger's last sample gave
+/// them ([`crate::fleet::status`], the code `status` uses, stored in [`Progress::run_sample`]
+/// where the metrics read it too), so `migrate`'s bar, `status --watch` and the `ferry_run_*`
+/// metrics show the same figures. Until a sample exists (or without a ledger connection of its
+/// own), this process's committed counters stand in, without the shards row.
+fn shown(progress: &Progress, committed_items: u64, committed_rejects: u64) -> (RunSample, bool) {
+    match progress.run_sample() {
+        Some(sample) => (sample, true),
+        None => (
+            RunSample {
+                items_committed: committed_items + progress.items.load(Ordering::Relaxed),
+                rows_rejected: committed_rejects + progress.rejects.load(Ordering::Relaxed),
+                // The process counts no spills; only the ledger's sample shows them.
+                bytes_committed: progress.bytes.load(Ordering::Relaxed),
+                ..RunSample::default()
+            },
+            false,
+        ),
     }
 }
 
-/// Draws the progress bar (committed items, bytes and shards against the run's totals), logs a
-/// progress line every [`PROGRESS_LOG`] when no terminal is attached, and stops the workers once
-/// rejects pass `max_rejects`.
-#[allow(clippy::too_many_arguments)]
-async fn watch(
+/// What [`watch`] watches.
+struct Watched {
+    /// Its own ledger connection and the run, if it could open one.
     ledger: Option<(tokio_postgres::Client, ferry_ledger::RunRecord)>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
@@ -263,8 +245,38 @@ async fn watch(
     max_rejects: u64,
     total_items: u64,
     total_bytes: u64,
+    /// Draw the bar (a terminal).
     draw: bool,
-) {
+    /// Metrics are served or pushed: sample the ledger as often as the bar does.
+    metrics: bool,
+}
+
+/// Reads the ledger into `watched.progress`'s run sample (a failed read keeps the last one).
+async fn sample_ledger(watched: &Watched) {
+    if let Some((client, run)) = &watched.ledger {
+        match crate::fleet::status(client, run, None, None).await {
+            Ok(status) => watched.progress.set_run_sample(status.sample()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot sample the ledger for the progress display")
+            }
+        }
+    }
+}
+
+/// Draws the progress bar (committed items, bytes and shards against the run's totals), logs a
+/// progress line every [`PROGRESS_LOG`] when no terminal is attached, and stops the workers once
+/// rejects pass `max_rejects`. Its last act is one more ledger sample, so the metrics pushed at
+/// exit hold the load's final counts.
+async fn watch(watched: Watched) {
+    let Watched {
+        ref progress,
+        committed_items,
+        committed_rejects,
+        total_items,
+        total_bytes,
+        draw,
+        ..
+    } = watched;
     let bar = if draw {
         ProgressBar::with_draw_target(Some(total_items), ProgressDrawTarget::stderr())
     } else {
@@ -282,76 +294,72 @@ async fn watch(
     let started = Instant::now();
     let mut last_log = Instant::now();
     let mut last_sample: Option<Instant> = None;
-    let mut shown = Shown::of_counters(&progress, committed_items, committed_rejects);
+    // A bar or the metrics sample every second; otherwise only the progress line reads it.
+    let every = if draw || watched.metrics {
+        LEDGER_SAMPLE
+    } else {
+        PROGRESS_LOG
+    };
     loop {
-        // A bar samples every second; without one, only the progress line reads the sample.
-        let every = if draw { LEDGER_SAMPLE } else { PROGRESS_LOG };
-        let due = last_sample.is_none_or(|at| at.elapsed() >= every);
-        match &ledger {
-            Some((client, run)) if due => {
-                last_sample = Some(Instant::now());
-                match crate::fleet::status(client, run, None, None).await {
-                    Ok(status) => shown = Shown::of_status(&status),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot sample the ledger for the progress display")
-                    }
-                }
-            }
-            Some(_) => {}
-            None => shown = Shown::of_counters(&progress, committed_items, committed_rejects),
+        if last_sample.is_none_or(|at| at.elapsed() >= every) {
+            last_sample = Some(Instant::now());
+            sample_ledger(&watched).await;
         }
-        bar.set_position(shown.items);
+        let (shown, sampled) = shown(progress, committed_items, committed_rejects);
+        bar.set_position(shown.items_committed);
         // The rate of this command, in whole items per second.
-        let rate = shown.items.saturating_sub(committed_items) as f64
+        let rate = shown.items_committed.saturating_sub(committed_items) as f64
             / started.elapsed().as_secs_f64().max(1e-3);
         // Three short rows (the bar, the rates, the shards), so an 80-column terminal holds them.
-        let shards = shown
-            .shards
-            .map(|(done, loading, waiting, failed)| {
-                format!(
-                    "\n  shards: {done} done, {loading} loading, {waiting} waiting, {failed} failed"
-                )
-            })
-            .unwrap_or_default();
+        let shards = if sampled {
+            format!(
+                "\n  shards: {} done, {} loading, {} waiting, {} failed",
+                shown.shards_done, shown.shards_loading, shown.shards_waiting, shown.shards_failed
+            )
+        } else {
+            String::new()
+        };
         bar.set_message(format!(
             "{} items/s, {} of {} committed, {} rejected, {} spilled{shards}",
             HumanCount(rate.round() as u64),
-            HumanBytes(shown.bytes),
+            HumanBytes(shown.bytes_committed),
             HumanBytes(total_bytes),
-            HumanCount(shown.rejected),
-            HumanCount(shown.spilled)
+            HumanCount(shown.rows_rejected),
+            HumanCount(shown.values_spilled)
         ));
         // The stop decision counts this process's rejects as they happen, not the sample.
         let rejects = committed_rejects + progress.rejects.load(Ordering::Relaxed);
-        if rejects > max_rejects && !stop.swap(true, Ordering::Relaxed) {
+        if rejects > watched.max_rejects && !watched.stop.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 rejects,
-                max_rejects,
+                max_rejects = watched.max_rejects,
                 "too many rejected lines: stopping after the current chunks"
             );
         }
         if bar.is_hidden() && last_log.elapsed() >= PROGRESS_LOG {
             last_log = Instant::now();
-            let (done, loading, waiting, failed) = shown.shards.unwrap_or_default();
             tracing::info!(
-                items = shown.items,
+                items = shown.items_committed,
                 total_items,
-                bytes = shown.bytes,
+                bytes = shown.bytes_committed,
                 total_bytes,
-                rejected = shown.rejected,
-                shards_done = done,
-                shards_loading = loading,
-                shards_waiting = waiting,
-                shards_failed = failed,
+                rejected = shown.rows_rejected,
+                shards_done = shown.shards_done,
+                shards_loading = shown.shards_loading,
+                shards_waiting = shown.shards_waiting,
+                shards_failed = shown.shards_failed,
                 items_per_second = rate.round() as u64,
                 elapsed_s = started.elapsed().as_secs(),
                 "progress"
             );
         }
-        if finished.load(Ordering::Relaxed) {
+        if watched.finished.load(Ordering::Relaxed) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if watched.metrics {
+        sample_ledger(&watched).await;
     }
     ferry_shared::telemetry::set_around_bar(None);
     bar.finish_and_clear();

@@ -232,6 +232,7 @@ pub async fn migrate_path(
         workers: None,
         allow_unverified,
         progress_bar: false,
+        live_metrics: false,
     };
     Ok(migrate(request).await?)
 }

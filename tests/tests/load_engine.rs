@@ -84,6 +84,7 @@ async fn run_migrate(
         workers: None,
         allow_unverified: false,
         progress_bar: false,
+        live_metrics: false,
     };
     Ok(migrate(request).await?)
 }

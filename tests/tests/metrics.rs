@@ -274,11 +274,18 @@ async fn migrate_serves_metrics_while_loading_and_pushes_at_exit() -> anyhow::Re
         first.contains("ferry_build_info{binary=\"ferry-migrate\""),
         "{first}"
     );
+    // Mid-run, the run's gauges are the ledger's sample: within the manifest's total.
+    let mid = parse_samples(&later);
+    let committed = sum_of(&mid, "ferry_run_items_committed", &[]);
+    assert!(
+        committed <= total as f64 && sum_of(&mid, "ferry_run_items_expected", &[]) == total as f64,
+        "{later}"
+    );
     let status = ferry_tests::deploy::wait_with_timeout(&mut child, Duration::from_secs(300))?;
     let log = std::fs::read_to_string(&log_path)?;
     assert_eq!(status.status.code(), Some(0), "{log}");
     let run_id = ferry_tests::deploy::only_run(&fixture.url).await?;
-    let [loaded, rejected, _, _, _] = ledger_counts(&fixture.url, &run_id).await?;
+    let [loaded, rejected, _, shards, _] = ledger_counts(&fixture.url, &run_id).await?;
     assert_eq!((loaded, rejected), (total as i64 - 3, 3));
     let pushed = parse_samples(&gateway.scrape()?);
     let group = ["job=\"ferry-migrate\"", "instance=\"laptop\""];
@@ -291,6 +298,35 @@ async fn migrate_serves_metrics_while_loading_and_pushes_at_exit() -> anyhow::Re
         sum_of(&pushed, "ferry_items_rejected_total", &group),
         rejected as f64
     );
+    // The run's gauges at exit: the ledger's final counts, every shard done.
+    assert_eq!(
+        sum_of(&pushed, "ferry_run_rows_loaded", &group),
+        loaded as f64
+    );
+    assert_eq!(
+        sum_of(&pushed, "ferry_run_rows_rejected", &group),
+        rejected as f64
+    );
+    assert_eq!(
+        sum_of(&pushed, "ferry_run_items_committed", &group),
+        total as f64
+    );
+    for (state, count) in [
+        ("done", shards),
+        ("loading", 0),
+        ("waiting", 0),
+        ("failed", 0),
+    ] {
+        assert_eq!(
+            sum_of(
+                &pushed,
+                "ferry_run_shards",
+                &[group[0], group[1], &format!("state=\"{state}\"")]
+            ),
+            count as f64,
+            "{state}"
+        );
+    }
     // A bad address is a start failure (exit 2) before anything is touched.
     let refused = Command::new(binary("ferry-coordinator"))
         .args([

@@ -2,17 +2,22 @@
 //! pseudo-terminal of 160×48), and the test reads the screen with `tmux capture-pane` while the
 //! load is held at a failpoint and once it has ended. Mid-run the screen holds one progress bar
 //! with its ETA, no log line drawn through it and no per-shard line, and `status --watch` in a
-//! second window at the same pause shows the same committed items and shards; at the end, the
+//! second window at the same pause shows the same committed items and shards, as do the
+//! `ferry_run_*` metrics both processes serve (`migrate --metrics-addr`, `status --watch
+//! --metrics-addr`), scraped at that pause; at the end, the
 //! report is short (one line for the clean shards). A second test holds a post-load step at a
 //! failpoint and finds it named on the phase line that replaces the bar after the load. tmux is
 //! installed by `scripts/test` (Debian's `tmux`); a missing tmux fails the test.
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ferry_tests::deploy::{http_get, parse_samples, sum_of};
 use ferry_tests::gen::{generate_export, GenOptions, GeneratedExport};
 use ferry_tests::harness::binary;
 use ferry_tests::helios::HeliosServer;
+use ferry_tests::pg::free_port;
 
 /// A tmux server of the test's own (its own socket), killed when dropped.
 struct Tmux {
@@ -165,8 +170,10 @@ async fn migrate_in_a_terminal_shows_one_bar_and_a_short_report() -> anyhow::Res
     let tmux = Tmux::new()?;
     // One loader, chunks of 250 lines, every chunk held 100 ms after its checkpoint; after its
     // eighth COMMIT it pauses 8 s: the ledger stands still while both screens are read.
+    let migrate_metrics: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let status_metrics: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
     let command = format!(
-        "env FERRY_FAILPOINTS=after_checkpoint=sleep100@1+,after_commit=sleep8000@8 FERRY_LOAD__CHUNK_LINES=250 {} migrate --export {} --target {} --key PK,SK --workers 1",
+        "env FERRY_FAILPOINTS=after_checkpoint=sleep100@1+,after_commit=sleep8000@8 FERRY_LOAD__CHUNK_LINES=250 {} migrate --export {} --target {} --key PK,SK --workers 1 --metrics-addr {migrate_metrics}",
         binary("ferry-coordinator").display(),
         export.root.display(),
         server.url()
@@ -259,7 +266,7 @@ async fn migrate_in_a_terminal_shows_one_bar_and_a_short_report() -> anyhow::Res
         "sh",
         "-c",
         &format!(
-            "{} status --run-id {run_id} --target {} --watch --interval 1; sleep 600",
+            "{} status --run-id {run_id} --target {} --watch --interval 1 --metrics-addr {status_metrics}; sleep 600",
             binary("ferry-coordinator").display(),
             server.url()
         ),
@@ -294,6 +301,36 @@ async fn migrate_in_a_terminal_shows_one_bar_and_a_short_report() -> anyhow::Res
         "status says {shards:?}:\n{}",
         now.join("\n")
     );
+    // The metrics of both processes, scraped at the same pause, say the same.
+    let counts: Vec<(&str, String)> = shards
+        .split(", ")
+        .map(|part| {
+            let (count, state) = part.split_once(' ').unwrap();
+            (state, count.to_string())
+        })
+        .collect();
+    for (who, addr) in [("migrate", migrate_metrics), ("status", status_metrics)] {
+        let (code, text) = http_get(addr, "/metrics")?;
+        assert_eq!(code, 200, "{who}: {text}");
+        let samples = parse_samples(&text);
+        assert_eq!(
+            sum_of(&samples, "ferry_run_items_committed", &[]).to_string(),
+            plain,
+            "{who}'s metrics, the bar at {paused_at}:\n{text}"
+        );
+        for (state, count) in &counts {
+            assert_eq!(
+                sum_of(
+                    &samples,
+                    "ferry_run_shards",
+                    &[&format!("state=\"{state}\"")]
+                )
+                .to_string(),
+                *count,
+                "{who}'s {state} shards, status says {shards:?}:\n{text}"
+            );
+        }
+    }
 
     // The end: the report, short.
     let end = tmux

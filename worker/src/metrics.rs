@@ -15,6 +15,14 @@
 //!   `lost_race`, `failed`, `stopped`, `error`);
 //! - `ferry_build_info{binary,version}` and `ferry_process_start_time_seconds`.
 //!
+//! A process that samples the ledger (`migrate`, `status --watch --metrics-addr`) also exposes
+//! the run's committed counts as the last sample gave them, the fleet's work rather than its own:
+//! gauges `ferry_run_items_committed`, `ferry_run_items_expected`, `ferry_run_rows_loaded`,
+//! `ferry_run_rows_rejected`, `ferry_run_values_spilled`, `ferry_run_bytes_committed`,
+//! `ferry_run_bytes_expected`, `ferry_run_shards{state}` (`done`, `loading`, `waiting`, `failed`)
+//! and `ferry_run_sampled_at_seconds`. They are the figures of `migrate`'s display and of
+//! `status` (one code, [`RunSample`]), so all three agree; don't sum them over processes.
+//!
 //! No label names a shard or a run: a fleet's series stay few whatever the export's size.
 //!
 //! # Push
@@ -44,7 +52,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::progress::Progress;
+use crate::progress::{Progress, RunSample};
 use ferry_shared::config::MetricsSettings;
 
 /// The `Content-Type` of the exposition (Prometheus text format 0.0.4).
@@ -230,6 +238,9 @@ impl Collector for ProgressCollector {
                 ("version", env!("CARGO_PKG_VERSION")),
             ])?)?;
         }
+        if let Some(run) = progress.run_sample() {
+            encode_run(&mut encoder, &run)?;
+        }
         let started = ConstGauge::new(self.started);
         started.encode(encoder.encode_descriptor(
             "ferry_process_start_time_seconds",
@@ -239,6 +250,82 @@ impl Collector for ProgressCollector {
         )?)?;
         Ok(())
     }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+/// The `ferry_run_*` gauges of a ledger sample.
+fn encode_run(encoder: &mut DescriptorEncoder, run: &RunSample) -> Result<(), std::fmt::Error> {
+    let gauges = [
+        (
+            "ferry_run_items_committed",
+            "The run's items committed (loaded, rejected or filtered), per the ledger.",
+            run.items_committed,
+        ),
+        (
+            "ferry_run_rows_loaded",
+            "The run's rows loaded, per the ledger.",
+            run.rows_loaded,
+        ),
+        (
+            "ferry_run_rows_rejected",
+            "The run's lines rejected, per the ledger.",
+            run.rows_rejected,
+        ),
+        (
+            "ferry_run_values_spilled",
+            "The run's values spilled to the overflow column, per the ledger.",
+            run.values_spilled,
+        ),
+        (
+            "ferry_run_bytes_committed",
+            "Stored bytes of the export accounted for by committed lines, per the ledger.",
+            run.bytes_committed,
+        ),
+        (
+            "ferry_run_bytes_expected",
+            "Stored bytes of the export's data files.",
+            run.bytes_total,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        gauge(encoder, name, help, value)?;
+    }
+    if let Some(expected) = run.items_expected {
+        gauge(
+            encoder,
+            "ferry_run_items_expected",
+            "The run's items per the export's manifest.",
+            expected,
+        )?;
+    }
+    {
+        let mut family = encoder.encode_descriptor(
+            "ferry_run_shards",
+            "The run's shards by state, per the ledger.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, count) in run.shards() {
+            ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&[("state", state)])?)?;
+        }
+    }
+    let sampled = ConstGauge::new(run.sampled_at);
+    sampled.encode(encoder.encode_descriptor(
+        "ferry_run_sampled_at_seconds",
+        "When the ledger was last read for the ferry_run_* gauges, since the Unix epoch.",
+        None,
+        sampled.metric_type(),
+    )?)
 }
 
 /// The `/metrics` endpoint, serving until dropped.
@@ -512,6 +599,11 @@ impl Exporter {
         self.server.as_ref().map(MetricsServer::local_addr)
     }
 
+    /// It serves or pushes the metrics (so the run's gauges are worth sampling).
+    pub fn active(&self) -> bool {
+        self.server.is_some() || self.push_url.is_some()
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -543,6 +635,48 @@ impl Exporter {
 mod tests {
     use super::*;
     use crate::progress::ShardEnd;
+
+    #[test]
+    fn run_gauges_are_the_last_ledger_sample() {
+        let progress = Arc::new(Progress::default());
+        let metrics = Metrics::new(progress.clone(), "ferry-migrate");
+        assert!(
+            !metrics.render().contains("ferry_run_"),
+            "no sample, no gauge"
+        );
+        progress.set_run_sample(RunSample {
+            items_expected: Some(6_000),
+            items_committed: 2_000,
+            rows_loaded: 1_997,
+            rows_rejected: 3,
+            values_spilled: 7,
+            bytes_total: 90_000,
+            bytes_committed: 30_000,
+            shards_done: 3,
+            shards_loading: 1,
+            shards_waiting: 7,
+            shards_failed: 1,
+            sampled_at: 1_800_000_000.5,
+        });
+        let text = metrics.render();
+        for line in [
+            "ferry_run_items_committed 2000",
+            "ferry_run_items_expected 6000",
+            "ferry_run_rows_loaded 1997",
+            "ferry_run_rows_rejected 3",
+            "ferry_run_values_spilled 7",
+            "ferry_run_bytes_committed 30000",
+            "ferry_run_bytes_expected 90000",
+            "ferry_run_shards{state=\"done\"} 3",
+            "ferry_run_shards{state=\"loading\"} 1",
+            "ferry_run_shards{state=\"waiting\"} 7",
+            "ferry_run_shards{state=\"failed\"} 1",
+            "ferry_run_sampled_at_seconds 1800000000.5",
+            "# TYPE ferry_run_shards gauge",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} in:\n{text}");
+        }
+    }
 
     #[test]
     fn exposition_reads_progress_at_render_time() {

@@ -1,6 +1,11 @@
 //! Live counters of one process's loading, shared by every loader of the process: what progress
 //! displays, status lines and the Prometheus metrics read. Counters only ever grow, and each is
 //! updated once a chunk has committed (or a shard has ended), so a reader sees committed work.
+//!
+//! Beside them, the run's own committed counts as the ledger last said them ([`RunSample`]): a
+//! process that samples the ledger (`migrate`'s display, `status --watch`) stores each sample
+//! here, and the metrics expose it as the `ferry_run_*` gauges, so the display, `status` and the
+//! metrics show the same figures.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,6 +135,50 @@ pub struct Progress {
     pub commit_seconds: DurationHistogram,
     /// Shards being loaded right now.
     pub shards_in_progress: std::sync::atomic::AtomicI64,
+    /// The run's counts as the ledger last said them, if this process samples it.
+    run: Mutex<Option<RunSample>>,
+}
+
+/// A run's committed counts as one read of the ledger gave them (by the code `status` uses): the
+/// whole fleet's work, not only this process's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunSample {
+    /// Items per the manifest.
+    pub items_expected: Option<u64>,
+    /// Items committed (loaded, rejected or filtered).
+    pub items_committed: u64,
+    /// Rows loaded.
+    pub rows_loaded: u64,
+    /// Lines rejected.
+    pub rows_rejected: u64,
+    /// Values spilled to the overflow column.
+    pub values_spilled: u64,
+    /// Bytes of the export's data files.
+    pub bytes_total: u64,
+    /// Bytes accounted for by committed lines.
+    pub bytes_committed: u64,
+    /// Shards done.
+    pub shards_done: u64,
+    /// Shards with some lines committed, not done.
+    pub shards_loading: u64,
+    /// Shards not started.
+    pub shards_waiting: u64,
+    /// Shards failed.
+    pub shards_failed: u64,
+    /// When the ledger was read, in seconds since the Unix epoch.
+    pub sampled_at: f64,
+}
+
+impl RunSample {
+    /// Shards by state, in the order the display and the metrics list them.
+    pub fn shards(&self) -> [(&'static str, u64); 4] {
+        [
+            ("done", self.shards_done),
+            ("loading", self.shards_loading),
+            ("waiting", self.shards_waiting),
+            ("failed", self.shards_failed),
+        ]
+    }
 }
 
 impl Progress {
@@ -179,6 +228,16 @@ impl Progress {
             *all.entry(reason).or_default() += count;
         }
         all
+    }
+
+    /// Stores the run's latest sample.
+    pub fn set_run_sample(&self, sample: RunSample) {
+        *self.run.lock().expect("progress lock") = Some(sample);
+    }
+
+    /// The run's latest sample, if this process has taken one.
+    pub fn run_sample(&self) -> Option<RunSample> {
+        self.run.lock().expect("progress lock").clone()
     }
 
     /// Shard loads by outcome (every outcome listed, zeros included).
