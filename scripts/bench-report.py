@@ -9,6 +9,8 @@ usage: bench-report.py RAW_TSV META_TXT
 """
 
 import csv
+import json
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -176,6 +178,35 @@ def main():
                   f"| {x(ratio((e, t, 'reference', 'psql_copy'), (e, t, 'after', 'ferry_migrate')))} | {x(ceiling(e, t))} |")
         p("")
 
+    if any(runs_of(e, t, "reference", "probe_ceiling") for e in exports for t in targets):
+        p("**Against the target's ceiling:** `ferry-coordinator probe` of the same server right after the migrate "
+          "(synthetic rows as wide as the export's, copied into a scratch table through 1, 2, 4, … connections the "
+          "way a run loads that target; the best level counts) against Ferry's load phase (the report's "
+          "`elapsed_seconds`: every shard decoded, copied and checkpointed, before finalize). Medians of per-run "
+          "ratios.")
+        p("")
+        p("| export | target | Ferry load s | Ferry load items/s | probe ceiling rows/s | connections | saturated | Ferry ÷ ceiling |")
+        p("|---|---|---:|---:|---:|---:|---|---:|")
+        logs = os.path.join(os.path.dirname(raw_path), "logs")
+        for e in exports:
+            for t in targets:
+                if not runs_of(e, t, "reference", "probe_ceiling"):
+                    continue
+                levels = []
+                for r in runs:
+                    try:
+                        with open(os.path.join(logs, f"{e}-{t}-probe-{r}.json")) as f:
+                            probe = json.load(f)
+                        levels.append(f"{probe['ceiling_connections']}")
+                        saturated = "yes" if probe["saturated"] else "no (a lower bound)"
+                    except (OSError, ValueError, KeyError):
+                        saturated = "?"
+                p(f"| {EXPORT_NAMES.get(e, e)} | {TARGET_NAMES.get(t, t)} | {f(secs(e, t, 'after', 'ferry_load'))} "
+                  f"| {n(rate(e, t, 'after', 'ferry_load'))} | {n(rate(e, t, 'reference', 'probe_ceiling'))} "
+                  f"| {', '.join(levels) or '?'} | {saturated} "
+                  f"| {x(rate_ratio((e, t, 'after', 'ferry_load'), (e, t, 'reference', 'probe_ceiling')))} |")
+        p("")
+
     guide_items = int(meta.get("guide_items", 0))
     p(f"**The migration guide's import:** psycopg2, one INSERT per item (key columns + JSONB of the rest), one commit, "
       f"on the first {guide_items:,} items of the same export (items/s; the whole process), against Ferry's whole migrate "
@@ -244,6 +275,8 @@ def main():
     names = [
         ("after", "ferry_migrate", "Ferry migrate"),
         ("before", "ferry_migrate", f"Ferry migrate, before ({before})"),
+        ("after", "ferry_load", "Ferry load phase"),
+        ("reference", "probe_ceiling", "probe ceiling (the items at its best rate)"),
         ("reference", "psql_copy", "psql \\copy"),
         ("reference", "psql_copy_analyze", "psql \\copy + ANALYZE"),
         ("reference", "guide_insert", f"guide import ({guide_items:,} items)"),

@@ -82,6 +82,35 @@ enum Command {
     /// scratch table through 1, 2, 4, … connections, dropped after) and, with --export, the
     /// source's read rate; record them in the target's ledger for `plan --dry-run`.
     Probe(ProbeArgs),
+    /// Profile an export before a run: every attribute's types, presence, sizes and numbers, the
+    /// key's uniqueness, a single-table design's entities and references, and what a run would
+    /// reject, spill or do slowly (a sample, or every item with --full).
+    Assess(AssessArgs),
+}
+
+#[derive(Debug, Args)]
+struct AssessArgs {
+    /// The export: a folder or s3://bucket/prefix/ (JSON or Ion, as a run reads it).
+    #[arg(long)]
+    export: String,
+    /// Key attributes, e.g. PK,SK (default: mapping.key, else one proposed from a sample).
+    #[arg(long)]
+    key: Option<String>,
+    /// Items to sample, spread over the first data files.
+    #[arg(long, default_value_t = 100_000, conflicts_with = "full")]
+    sample: usize,
+    /// Read every item of every data file.
+    #[arg(long)]
+    full: bool,
+    /// Data files read at once (default: the machine's cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Configuration file (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the assessment as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -484,9 +513,10 @@ pub async fn main() -> ExitCode {
         (_, true) => Verbosity::Quiet,
         _ => Verbosity::Normal,
     };
-    // In a terminal `migrate` draws a progress display (see `migrate::watch`), except with `-q`;
+    // In a terminal `migrate` and `assess` draw a progress display (see `migrate::watch`), except
+    // with `-q`;
     // other commands keep their per-shard lines.
-    let bar = matches!(cli.command, Command::Migrate(_))
+    let bar = matches!(cli.command, Command::Migrate(_) | Command::Assess(_))
         && std::io::stderr().is_terminal()
         && verbosity != Verbosity::Quiet;
     ferry_shared::telemetry::init_with(cli.log_format, verbosity, bar);
@@ -880,6 +910,30 @@ async fn run(command: Command, bar: bool) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Assess(args) => {
+            let settings = load_settings(args.config.as_deref())?;
+            let keys = match &args.key {
+                Some(spec) => Some(KeyAttribute::parse_list(spec)?),
+                None => (!settings.mapping.key.is_empty()).then(|| settings.mapping.key.clone()),
+            };
+            let request = crate::assess::AssessRequest {
+                export: args.export.clone(),
+                keys: keys.map(|keys| keys.into_iter().map(|k| k.name).collect()),
+                sample: (!args.full).then_some(args.sample.max(1)),
+                workers: args
+                    .workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                settings,
+                progress_bar: bar,
+            };
+            let assessment = crate::assess::assess(&request).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&assessment)?);
+            } else {
+                print!("{}", assessment.to_text());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Probe(args) => {
             let mut settings = load_settings(args.config.as_deref())?;

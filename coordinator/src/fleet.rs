@@ -119,6 +119,9 @@ pub struct ShardProgress {
     pub size_bytes: Option<u64>,
 }
 
+/// Shards named in the text per kind (loading, failed) at most.
+const SHARDS_LISTED: usize = 20;
+
 impl FleetStatus {
     /// The committed counts that `migrate`'s display and the `ferry_run_*` metrics show.
     pub fn sample(&self) -> ferry_worker::progress::RunSample {
@@ -230,19 +233,24 @@ impl FleetStatus {
             }
             _ => {}
         }
-        // Shards still to finish, each with its checkpoint (done ones are in the count above).
-        let unfinished: Vec<&ShardProgress> = self
+        // Shards being loaded, each with its checkpoint; done and waiting ones are only counted
+        // above, so the text stays short at any number of shards (--json lists every shard).
+        let loading: Vec<&ShardProgress> = self
             .shards
             .iter()
-            .filter(|s| s.state != shard_state::DONE)
+            .filter(|s| {
+                s.state != shard_state::DONE
+                    && s.state != shard_state::FAILED
+                    && s.committed_lines > 0
+            })
             .collect();
-        if !unfinished.is_empty() {
+        if !loading.is_empty() {
             let _ = writeln!(
                 out,
                 "  {:<30} {:<8} {:>22}",
-                "shard", "state", "lines committed"
+                "loading", "state", "lines committed"
             );
-            for shard in unfinished.iter().take(50) {
+            for shard in loading.iter().take(SHARDS_LISTED) {
                 let of = shard
                     .item_count
                     .map(|n| format!(" of {n}"))
@@ -255,19 +263,26 @@ impl FleetStatus {
                     format!("{}{of}", shard.committed_lines)
                 );
             }
-            if unfinished.len() > 50 {
+            if loading.len() > SHARDS_LISTED {
                 let _ = writeln!(
                     out,
-                    "  … {} unfinished shards in all (--json lists every shard)",
-                    unfinished.len()
+                    "  … {} shards loading in all (--json lists every shard)",
+                    loading.len()
                 );
             }
         }
-        for failed in &self.shards_failed {
+        for failed in self.shards_failed.iter().take(SHARDS_LISTED) {
             let _ = writeln!(
                 out,
                 "failed  shard {} ({}): {}",
                 failed.shard_id, failed.data_key, failed.error
+            );
+        }
+        if self.shards_failed.len() > SHARDS_LISTED {
+            let _ = writeln!(
+                out,
+                "failed  … {} shards in all (--json lists every one)",
+                self.shards_failed.len()
             );
         }
         if let Some(behind) = &self.catch_up {
@@ -411,6 +426,32 @@ fn summarize(run: &RunRecord, shards: &[ShardRecord], queue: Option<QueueDepth>)
 mod tests {
     use super::*;
 
+    fn run_of(manifest_items: Option<u64>) -> RunRecord {
+        RunRecord {
+            run_id: "r".into(),
+            export_location: "s3://b/p/".into(),
+            export_arn: None,
+            export_time: None,
+            target_table: "t".into(),
+            schema: ferry_shared::schema::TableSchema {
+                routing: None,
+                provenance: true,
+                table: "t".into(),
+                columns: Vec::new(),
+                overflow_column: "attrs".into(),
+                nested_json: Default::default(),
+                on_type_mismatch: Default::default(),
+                numeric_limit: Default::default(),
+            },
+            chunk_lines: 10,
+            max_rejects: 0,
+            manifest_verified: true,
+            manifest_items,
+            state: "loading".into(),
+            load_path: Some("binary".into()),
+        }
+    }
+
     fn shard(id: &str, state: &str, items: u64, committed: u64, size: u64) -> ShardRecord {
         ShardRecord {
             shard_id: id.into(),
@@ -434,29 +475,7 @@ mod tests {
 
     #[test]
     fn summarizes_shards_against_the_manifest() {
-        let run = RunRecord {
-            run_id: "r".into(),
-            export_location: "s3://b/p/".into(),
-            export_arn: None,
-            export_time: None,
-            target_table: "t".into(),
-            schema: ferry_shared::schema::TableSchema {
-                routing: None,
-                provenance: true,
-                table: "t".into(),
-                columns: Vec::new(),
-                overflow_column: "attrs".into(),
-                nested_json: Default::default(),
-                on_type_mismatch: Default::default(),
-                numeric_limit: Default::default(),
-            },
-            chunk_lines: 10,
-            max_rejects: 0,
-            manifest_verified: true,
-            manifest_items: Some(400),
-            state: "loading".into(),
-            load_path: Some("binary".into()),
-        };
+        let run = run_of(Some(400));
         let shards = [
             shard("a", shard_state::DONE, 100, 100, 1000),
             shard("b", shard_state::PENDING, 100, 50, 1000),
@@ -491,9 +510,42 @@ mod tests {
             "{text}"
         );
         assert!(
-            !text.contains("  a  "),
-            "done shards are only counted: {text}"
+            !text
+                .lines()
+                .any(|l| words(l).first().map(String::as_str) == Some("a")
+                    || words(l).first().map(String::as_str) == Some("c")),
+            "done and waiting shards are only counted: {text}"
         );
         assert_eq!(status.shards.len(), 4);
+    }
+
+    #[test]
+    fn the_text_stays_short_at_ten_thousand_shards() {
+        let mut shards: Vec<ShardRecord> = (0..10_000)
+            .map(|i| {
+                let state = match i % 100 {
+                    0 => shard_state::FAILED,
+                    1..=49 => shard_state::DONE,
+                    _ => shard_state::PENDING,
+                };
+                shard(
+                    &format!("s{i:05}"),
+                    state,
+                    100,
+                    u64::from(i % 100 == 50) * 10,
+                    1000,
+                )
+            })
+            .collect();
+        shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+        let status = summarize(&run_of(Some(1_000_000)), &shards, None);
+        assert_eq!(status.shards_failed.len(), 100);
+        assert_eq!(status.shards_in_progress, 100);
+        let text = status.to_text();
+        let lines = text.lines().count();
+        assert!(lines <= 50, "{lines} lines:\n{text}");
+        assert!(text.contains("… 100 shards loading in all"), "{text}");
+        assert!(text.contains("failed  … 100 shards in all"), "{text}");
+        assert_eq!(status.shards.len(), 10_000, "--json keeps every shard");
     }
 }

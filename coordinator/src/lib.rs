@@ -7,6 +7,8 @@
 //!   ledger enforcing their continuity; how far behind a run's tables are.
 //! - [`catalog`]: a table's unique indexes and column types, read the same way on both targets.
 //! - [`infer`]: schema inference from a sample of items.
+//! - [`assess`]: `assess`: an export's profile before a run (attributes, key, entities,
+//!   references, and what a run would reject, spill or do slowly).
 //! - [`migrate`]: the single-machine path: plan, in-process workers, finalize.
 //! - [`finalize`]: reconcile, post-load steps, verify and record a run (both paths end here).
 //! - [`fleet`]: the cluster path's coordinator side: `queue create`, `submit`, `status` with the queue.
@@ -22,6 +24,7 @@
 //! - [`cli`]: the `ferry-coordinator` command line.
 //! - [`error`]: this crate's error type.
 
+pub mod assess;
 pub mod catalog;
 pub mod catch_up;
 pub mod cli;

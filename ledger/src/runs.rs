@@ -309,6 +309,7 @@ async fn ensure_ledger_once(client: &Client) -> Result<()> {
             sql::SCHEMA_VERSION
         )));
     }
+    let mut migrated = None;
     for (target, statements) in sql::MIGRATIONS {
         if *target <= version {
             continue;
@@ -322,7 +323,21 @@ async fn ensure_ledger_once(client: &Client) -> Result<()> {
             .execute(sql::SET_SCHEMA_VERSION, &[&target.to_string()])
             .await
             .map_err(LedgerError::db("cannot record the ledger's schema version"))?;
-        tracing::info!(version = target, "migrated the ferry ledger");
+        migrated = Some(*target);
+    }
+    if let Some(to) = migrated {
+        // A ledger just created is brought to the newest version as part of its creation: worth
+        // a line only when it already held runs.
+        let held_runs = client
+            .query_opt(sql::ANY_RUN, &[])
+            .await
+            .map(|row| row.is_some())
+            .unwrap_or(true);
+        if held_runs {
+            tracing::info!(from = version, to, "migrated the ferry ledger");
+        } else {
+            tracing::debug!(version = to, "created the ferry ledger");
+        }
     }
     Ok(())
 }

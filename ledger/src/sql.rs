@@ -262,6 +262,9 @@ pub const SELECT_RUN_TOKEN: &str = "SELECT token FROM ferry.run_tokens WHERE run
 /// The ledger's schema version (`$1` is unused; no row: a version-1 ledger or a new one).
 pub const SELECT_SCHEMA_VERSION: &str = "SELECT value FROM ferry.meta WHERE key = 'schema_version'";
 
+/// A row when the ledger holds any run.
+pub const ANY_RUN: &str = "SELECT 1 FROM ferry.runs LIMIT 1";
+
 /// Records the ledger's schema version. `$1` the version as text.
 pub const SET_SCHEMA_VERSION: &str = "INSERT INTO ferry.meta (key, value)
     VALUES ('schema_version', $1::text)

@@ -199,3 +199,20 @@ pub async fn table_text(
     rows.sort();
     Ok(rows)
 }
+
+/// Writes the Ion export of the JSON export in `export_dir` under `out_root`; returns its folder.
+pub fn to_ion(export_dir: &Path, out_root: &Path) -> anyhow::Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("history/to_ion.py");
+    let output = Command::new(python()?)
+        .arg(script)
+        .arg(export_dir)
+        .arg(out_root)
+        .output()
+        .context("running to_ion.py")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "to_ion.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(PathBuf::from(String::from_utf8(output.stdout)?.trim()))
+}

@@ -4,38 +4,17 @@
 //! `4999d-2`, `$dynamodb_SS`/`NS`/`BS` annotated lists, blobs, quoted field names), and the
 //! loaded table is compared value by value with the JSON export's items.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use anyhow::Context;
 use ferry_tests::harness::{
     assert_fixture_matches, fixture_on, gen_options, migrate_path, query_text, small_chunks,
     TestTarget,
 };
-
-/// Writes the Ion export of the JSON export in `export_dir` under `out_root`; returns its folder.
-fn to_ion(export_dir: &Path, out_root: &Path) -> anyhow::Result<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("history/to_ion.py");
-    let output = Command::new(ferry_tests::history::python()?)
-        .arg(script)
-        .arg(export_dir)
-        .arg(out_root)
-        .output()
-        .context("running to_ion.py")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "to_ion.py failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(PathBuf::from(String::from_utf8(output.stdout)?.trim()))
-}
 
 async fn an_ion_export_loads_every_item_exactly_with_its_values(
     target: TestTarget,
 ) -> anyhow::Result<()> {
     let fixture = fixture_on(target, "ion_values", &gen_options(7, 5_000, 3)).await?;
     let ion_root = tempfile::tempdir()?;
-    let ion_export = to_ion(&fixture.export.export_dir, ion_root.path())?;
+    let ion_export = ferry_tests::history::to_ion(&fixture.export.export_dir, ion_root.path())?;
     let data: Vec<String> = std::fs::read_dir(ion_export.join("data"))?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect::<Result<_, _>>()?;

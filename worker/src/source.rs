@@ -343,32 +343,48 @@ pub fn sample_lines<R: Read>(
     max_items: usize,
     max_bytes: usize,
 ) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for_each_line(raw, location, |_, line| {
+        bytes += line.len();
+        out.push(line.to_vec());
+        out.len() < max_items && bytes < max_bytes
+    })?;
+    Ok(out)
+}
+
+/// Calls `each` with every non-blank line of a data file (gzip, or plain text where the file's
+/// name allows it) and its line number, one line in memory at a time, until it returns `false`.
+/// A 0-byte object has none; a line over the limit is an error naming the file and the line.
+pub fn for_each_line<R: Read>(
+    raw: R,
+    location: &str,
+    mut each: impl FnMut(u64, &[u8]) -> bool,
+) -> Result<()> {
     let corrupt = |e: std::io::Error| WorkerError::CorruptFile {
         location: location.to_string(),
         reason: format!("gzip stream: {e}"),
     };
     let mut buffered = BufReader::with_capacity(64 * 1024, raw);
     if buffered.fill_buf().map_err(corrupt)?.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let mut lines =
         BufReader::new(crate::dump::Text::new(buffered, plain_allowed(location)).map_err(corrupt)?);
-    let mut out = Vec::new();
-    let (mut line_no, mut bytes) = (0u64, 0usize);
-    while out.len() < max_items && bytes < max_bytes {
-        let mut line = Vec::new();
+    let mut line = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        line.clear();
         line_no += 1;
         match read_line_bounded(&mut lines, Some(&mut line)).map_err(corrupt)? {
-            LineRead::Eof => break,
+            LineRead::Eof => return Ok(()),
             LineRead::TooLong => return Err(too_long(location, line_no)),
             LineRead::Line => {}
         }
-        if !is_blank(&line) {
-            bytes += line.len();
-            out.push(line);
+        if !is_blank(&line) && !each(line_no, &line) {
+            return Ok(());
         }
     }
-    Ok(out)
 }
 
 #[cfg(test)]

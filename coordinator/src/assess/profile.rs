@@ -1,0 +1,1087 @@
+//! The profile of an export's items: one [`Profile`] per data file (or per part of a sample),
+//! filled line by line with bounded memory and merged, so files are profiled in parallel.
+//!
+//! Per attribute: its DynamoDB types and how often, presence, a distinct-count estimate (the k
+//! smallest hashes), string and binary lengths, numbers' precision, scale and range (compared as
+//! exact decimals, never as `f64`), whether they are all integers, epoch-time and ISO-8601 looks,
+//! set sizes, map and list depth, and the member paths seen inside maps. Per item: its size and
+//! key, the pattern of its key values (`USER#<n>` / `ORDER#<n>`) that entity detection groups by
+//! ([`super::entities`]), and the largest items.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use ferry_shared::schema::DdbType;
+use ferry_worker::item::AttrValue;
+use ferry_worker::number::ParsedNumber;
+use serde::Serialize;
+
+/// Distinct values a [`Kmv`] keeps: the estimate's relative error is about 1/sqrt(K), 3%.
+const KMV_K: usize = 1024;
+/// Member paths kept per attribute (the most frequent win once the cap is reached).
+const MAX_PATHS: usize = 64;
+/// Value patterns kept per string attribute (for foreign-key candidates).
+const MAX_PATTERNS: usize = 32;
+/// Strings longer than this get no pattern (keys and references are short).
+const MAX_PATTERNED_CHARS: usize = 128;
+/// Key-pattern groups kept per profile; items beyond fall into one "other" group.
+pub const MAX_GROUPS: usize = 1_000;
+/// Attributes named per group.
+const MAX_GROUP_ATTRIBUTES: usize = 256;
+/// The largest items kept.
+pub const LARGEST_ITEMS: usize = 5;
+/// Examples kept per finding.
+pub const EXAMPLES: usize = 3;
+/// A pattern longer than this is cut (an odd key stays one line).
+const MAX_PATTERN_CHARS: usize = 48;
+
+/// A 64-bit hash of `value` (fixed keys, so every part of a run agrees).
+pub fn hash_of(value: impl Hash) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Feeds a value to `hasher` by its type and content (maps in their written order).
+fn hash_value(value: &AttrValue<'_>, hasher: &mut impl Hasher) {
+    std::mem::discriminant(value).hash(hasher);
+    match value {
+        AttrValue::S(v) | AttrValue::N(v) | AttrValue::B(v) => v.hash(hasher),
+        AttrValue::Bool(v) => v.hash(hasher),
+        AttrValue::Null => {}
+        AttrValue::M(members) => {
+            members.len().hash(hasher);
+            for (name, member) in members {
+                name.hash(hasher);
+                hash_value(member, hasher);
+            }
+        }
+        AttrValue::L(items) => {
+            items.len().hash(hasher);
+            for item in items {
+                hash_value(item, hasher);
+            }
+        }
+        AttrValue::Ss(items) | AttrValue::Ns(items) | AttrValue::Bs(items) => items.hash(hasher),
+    }
+}
+
+/// A distinct-count estimate: the `KMV_K` smallest distinct hashes seen ("k minimum values").
+/// Exact below `KMV_K` values; mergeable.
+#[derive(Clone, Debug, Default)]
+pub struct Kmv {
+    smallest: std::collections::BTreeSet<u64>,
+    /// Whether more than `KMV_K` distinct hashes were seen.
+    overflowed: bool,
+}
+
+impl Kmv {
+    /// Adds one hash.
+    pub fn add(&mut self, hash: u64) {
+        if self.smallest.len() < KMV_K {
+            self.smallest.insert(hash);
+            return;
+        }
+        let largest = *self.smallest.last().expect("full");
+        if hash < largest {
+            if self.smallest.insert(hash) {
+                self.smallest.pop_last();
+                self.overflowed = true;
+            }
+        } else if hash > largest {
+            self.overflowed = true;
+        }
+    }
+
+    /// Adds every hash of `other`.
+    pub fn merge(&mut self, other: &Kmv) {
+        for hash in other.smallest.iter() {
+            self.add(*hash);
+        }
+        self.overflowed |= other.overflowed;
+    }
+
+    /// The estimate.
+    pub fn estimate(&self) -> u64 {
+        if !self.overflowed || self.smallest.len() < KMV_K {
+            return self.smallest.len() as u64;
+        }
+        let largest = *self.smallest.last().expect("full") as f64 / u64::MAX as f64;
+        ((KMV_K - 1) as f64 / largest).round() as u64
+    }
+}
+
+/// The smallest and largest of some counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Range {
+    /// The smallest.
+    pub min: u64,
+    /// The largest.
+    pub max: u64,
+}
+
+fn widen(range: &mut Option<Range>, value: u64) {
+    *range = Some(match *range {
+        None => Range {
+            min: value,
+            max: value,
+        },
+        Some(r) => Range {
+            min: r.min.min(value),
+            max: r.max.max(value),
+        },
+    });
+}
+
+fn widen_range(range: &mut Option<Range>, other: Option<Range>) {
+    if let Some(other) = other {
+        widen(range, other.min);
+        widen(range, other.max);
+    }
+}
+
+/// An exact decimal, for comparing numbers without `f64`: sign, integer digits (no leading
+/// zeros), fraction digits (no trailing zeros).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decimal {
+    negative: bool,
+    integer: String,
+    fraction: String,
+}
+
+impl Decimal {
+    /// `text` in DynamoDB's number syntax (exponents included), `None` if it is not a number.
+    pub fn parse(text: &str) -> Option<Decimal> {
+        let plain = ferry_worker::number::canonical_number(text).ok()?;
+        let (negative, body) = match plain.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, plain.as_ref()),
+        };
+        let (integer, fraction) = body.split_once('.').unwrap_or((body, ""));
+        let integer = integer.trim_start_matches('0').to_string();
+        let fraction = fraction.trim_end_matches('0').to_string();
+        let zero = integer.is_empty() && fraction.is_empty();
+        Some(Decimal {
+            negative: negative && !zero,
+            integer,
+            fraction,
+        })
+    }
+
+    /// Digits in all (at least 1).
+    pub fn precision(&self) -> usize {
+        (self.integer.len() + self.fraction.len()).max(1)
+    }
+
+    /// Digits after the point.
+    pub fn scale(&self) -> usize {
+        self.fraction.len()
+    }
+
+    /// The integer value, when it is an integer of at most 18 digits.
+    pub fn as_i64(&self) -> Option<i64> {
+        if !self.fraction.is_empty() || self.integer.len() > 18 {
+            return None;
+        }
+        let magnitude: i64 = if self.integer.is_empty() {
+            0
+        } else {
+            self.integer.parse().ok()?
+        };
+        Some(if self.negative { -magnitude } else { magnitude })
+    }
+
+    fn cmp_magnitude(&self, other: &Decimal) -> Ordering {
+        self.integer
+            .len()
+            .cmp(&other.integer.len())
+            .then_with(|| self.integer.cmp(&other.integer))
+            .then_with(|| self.fraction.cmp(&other.fraction))
+    }
+}
+
+impl Ord for Decimal {
+    fn cmp(&self, other: &Decimal) -> Ordering {
+        match (self.negative, other.negative) {
+            (false, true) => Ordering::Greater,
+            (true, false) => Ordering::Less,
+            (false, false) => self.cmp_magnitude(other),
+            (true, true) => other.cmp_magnitude(self),
+        }
+    }
+}
+
+impl PartialOrd for Decimal {
+    fn partial_cmp(&self, other: &Decimal) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.negative {
+            f.write_str("-")?;
+        }
+        f.write_str(if self.integer.is_empty() {
+            "0"
+        } else {
+            &self.integer
+        })?;
+        if !self.fraction.is_empty() {
+            write!(f, ".{}", self.fraction)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the numbers of one attribute (N, and NS elements) showed.
+#[derive(Clone, Debug, Default)]
+pub struct Numbers {
+    /// Numbers seen.
+    pub count: u64,
+    /// The most digits of one.
+    pub max_precision: usize,
+    /// The most digits after the point.
+    pub max_scale: usize,
+    /// The most digits before the point.
+    pub max_integer_digits: usize,
+    /// The smallest and the largest.
+    pub min: Option<Decimal>,
+    /// The largest.
+    pub max: Option<Decimal>,
+    /// Numbers with a fraction.
+    pub fractional: u64,
+    /// Numbers a 96-bit decimal (HeliosDB's NUMERIC) cannot hold exactly.
+    pub beyond_decimal96: u64,
+    /// Examples of those.
+    pub beyond_examples: Vec<String>,
+    /// Integers that read as Unix seconds between 2000 and 2100.
+    pub epoch_seconds: u64,
+    /// Integers that read as Unix milliseconds between 2000 and 2100.
+    pub epoch_millis: u64,
+}
+
+/// 2000-01-01 and 2100-01-01 in Unix seconds.
+const EPOCH_RANGE: (i64, i64) = (946_684_800, 4_102_444_800);
+
+impl Numbers {
+    fn add(&mut self, text: &str) {
+        let Some(decimal) = Decimal::parse(text) else {
+            return;
+        };
+        self.count += 1;
+        self.max_precision = self.max_precision.max(decimal.precision());
+        self.max_scale = self.max_scale.max(decimal.scale());
+        self.max_integer_digits = self.max_integer_digits.max(decimal.integer.len());
+        self.fractional += u64::from(decimal.scale() > 0);
+        if !ParsedNumber::parse(text).is_ok_and(|p| p.fits_decimal96()) {
+            self.beyond_decimal96 += 1;
+            if self.beyond_examples.len() < EXAMPLES {
+                self.beyond_examples.push(text.to_string());
+            }
+        }
+        if let Some(integer) = decimal.as_i64() {
+            let (from, to) = EPOCH_RANGE;
+            if (from..to).contains(&integer) {
+                self.epoch_seconds += 1;
+            } else if (from * 1000..to * 1000).contains(&integer) {
+                self.epoch_millis += 1;
+            }
+        }
+        if self.min.as_ref().is_none_or(|m| decimal < *m) {
+            self.min = Some(decimal.clone());
+        }
+        if self.max.as_ref().is_none_or(|m| decimal > *m) {
+            self.max = Some(decimal);
+        }
+    }
+
+    fn merge(&mut self, other: &Numbers) {
+        self.count += other.count;
+        self.max_precision = self.max_precision.max(other.max_precision);
+        self.max_scale = self.max_scale.max(other.max_scale);
+        self.max_integer_digits = self.max_integer_digits.max(other.max_integer_digits);
+        self.fractional += other.fractional;
+        self.beyond_decimal96 += other.beyond_decimal96;
+        for example in &other.beyond_examples {
+            if self.beyond_examples.len() < EXAMPLES {
+                self.beyond_examples.push(example.clone());
+            }
+        }
+        self.epoch_seconds += other.epoch_seconds;
+        self.epoch_millis += other.epoch_millis;
+        if let Some(min) = &other.min {
+            if self.min.as_ref().is_none_or(|m| min < m) {
+                self.min = Some(min.clone());
+            }
+        }
+        if let Some(max) = &other.max {
+            if self.max.as_ref().is_none_or(|m| max > m) {
+                self.max = Some(max.clone());
+            }
+        }
+    }
+}
+
+/// Whether `text` reads as an ISO-8601 date or date-time (`2024-05-01`, `2024-05-01T12:00:00Z`,
+/// with a fraction or an offset).
+pub fn looks_iso8601(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        b.get(range.clone())
+            .is_some_and(|s| s.iter().all(u8::is_ascii_digit))
+    };
+    let date = digits(0..4)
+        && b.get(4) == Some(&b'-')
+        && digits(5..7)
+        && b.get(7) == Some(&b'-')
+        && digits(8..10);
+    if !date {
+        return false;
+    }
+    if b.len() == 10 {
+        return true;
+    }
+    if !matches!(b.get(10), Some(b'T' | b' ')) || !digits(11..13) || b.get(13) != Some(&b':') {
+        return false;
+    }
+    if !digits(14..16) {
+        return false;
+    }
+    let mut at = 16;
+    if b.get(at) == Some(&b':') {
+        if !digits(at + 1..at + 3) {
+            return false;
+        }
+        at += 3;
+        if b.get(at) == Some(&b'.') {
+            at += 1;
+            let start = at;
+            while b.get(at).is_some_and(u8::is_ascii_digit) {
+                at += 1;
+            }
+            if at == start {
+                return false;
+            }
+        }
+    }
+    match &b[at..] {
+        [] | [b'Z'] => true,
+        [b'+' | b'-', rest @ ..] => {
+            let rest: Vec<u8> = rest.iter().copied().filter(|c| *c != b':').collect();
+            rest.len() == 4 && rest.iter().all(u8::is_ascii_digit)
+        }
+        _ => false,
+    }
+}
+
+/// The pattern of a key or reference value: runs of digits become `<n>`, long runs of hex digits
+/// and dashes (UUIDs, hashes) `<id>`, everything else stays, so `USER#1181` and `USER#7` are both
+/// `USER#<n>`.
+pub fn pattern_of(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let mut out = String::new();
+    let mut at = 0;
+    while at < chars.len() {
+        let hexish = |c: char| c.is_ascii_hexdigit() || c == '-';
+        let mut end = at;
+        while end < chars.len() && hexish(chars[end]) {
+            end += 1;
+        }
+        let run = &chars[at..end];
+        let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
+        if run.len() >= 16 && digits > 0 && run.iter().any(|c| *c != '-') {
+            out.push_str("<id>");
+            at = end;
+        } else if chars[at].is_ascii_digit() {
+            while at < chars.len() && chars[at].is_ascii_digit() {
+                at += 1;
+            }
+            out.push_str("<n>");
+        } else {
+            out.push(chars[at]);
+            at += 1;
+        }
+        if out.chars().count() > MAX_PATTERN_CHARS {
+            let cut: String = out.chars().take(MAX_PATTERN_CHARS).collect();
+            return format!("{cut}…");
+        }
+    }
+    out
+}
+
+/// Where a line is: the data file's index in the listing, and the line number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Origin {
+    /// The data file's index.
+    pub file: u32,
+    /// The line (1-based).
+    pub line: u64,
+}
+
+/// Keys kept by a [`KeySample`] at most (about 40 bytes each).
+pub const KEY_SAMPLE: usize = 200_000;
+
+/// A bounded, exact duplicate check over a uniform share of the key space: every key whose
+/// 128-bit hash is below a threshold is kept with its count and first place; when more than
+/// [`KEY_SAMPLE`] are kept, the largest hashes are dropped and the threshold falls. Every copy of a
+/// kept key is kept (copies share the hash), so a duplicate found is a duplicate, and the share of
+/// keys checked estimates the rate for the rest. Exact, over every key, while it never fills.
+#[derive(Clone, Debug)]
+pub struct KeySample {
+    kept: BTreeMap<u128, (u32, Origin)>,
+    /// Keys at or above this are not kept.
+    threshold: u128,
+    /// Keys offered.
+    pub offered: u64,
+    /// Duplicates found: (first place, second place). Each is a real duplicate, even if its key
+    /// later left the checked share.
+    pub duplicates: Vec<(Origin, Origin)>,
+}
+
+impl Default for KeySample {
+    fn default() -> Self {
+        KeySample {
+            kept: BTreeMap::new(),
+            threshold: u128::MAX,
+            offered: 0,
+            duplicates: Vec::new(),
+        }
+    }
+}
+
+impl KeySample {
+    /// The key's 128-bit hash.
+    pub fn hash(values: &[String]) -> u128 {
+        (u128::from(hash_of(("ferry-key-1", values))) << 64)
+            | u128::from(hash_of(("ferry-key-2", values)))
+    }
+
+    /// Offers one key (its hash) found at `origin`.
+    pub fn offer(&mut self, hash: u128, origin: Origin) {
+        self.offered += 1;
+        self.keep(hash, 1, origin);
+    }
+
+    fn keep(&mut self, hash: u128, count: u32, origin: Origin) {
+        if hash >= self.threshold {
+            return;
+        }
+        match self.kept.get_mut(&hash) {
+            Some((seen, first)) => {
+                *seen += count;
+                if self.duplicates.len() < EXAMPLES {
+                    self.duplicates.push((*first, origin));
+                }
+            }
+            None => {
+                self.kept.insert(hash, (count, origin));
+                while self.kept.len() > KEY_SAMPLE {
+                    let (largest, _) = self.kept.pop_last().expect("over the cap");
+                    self.threshold = largest;
+                }
+            }
+        }
+    }
+
+    /// Adds `other`'s keys (another file's).
+    pub fn merge(&mut self, other: KeySample) {
+        self.offered += other.offered;
+        // Below the lower threshold, both kept every copy.
+        self.threshold = self.threshold.min(other.threshold);
+        let threshold = self.threshold;
+        self.kept.retain(|hash, _| *hash < threshold);
+        for pair in other.duplicates {
+            if self.duplicates.len() < EXAMPLES {
+                self.duplicates.push(pair);
+            }
+        }
+        for (hash, (count, origin)) in other.kept {
+            self.keep(hash, count, origin);
+        }
+    }
+
+    /// Copies beyond the first of the keys checked.
+    pub fn duplicate_count(&self) -> u64 {
+        self.kept.values().map(|(n, _)| u64::from(n - 1)).sum()
+    }
+
+    /// Distinct keys checked.
+    pub fn checked(&self) -> u64 {
+        self.kept.len() as u64
+    }
+
+    /// The share of the key space checked (1.0: every key).
+    pub fn share_checked(&self) -> f64 {
+        if self.threshold == u128::MAX {
+            1.0
+        } else {
+            self.threshold as f64 / u128::MAX as f64
+        }
+    }
+}
+
+/// What one attribute showed.
+#[derive(Clone, Debug, Default)]
+pub struct Attribute {
+    /// Items holding it (NULL included).
+    pub present: u64,
+    /// Items by the value's type.
+    pub types: BTreeMap<DdbType, u64>,
+    /// Distinct values (scalars and sets by value; maps and lists by their text).
+    pub distinct: Kmv,
+    /// Lengths of S values, in characters.
+    pub string_chars: Option<Range>,
+    /// Lengths of B values, in bytes.
+    pub binary_bytes: Option<Range>,
+    /// N values and NS elements.
+    pub numbers: Numbers,
+    /// S values that read as ISO-8601.
+    pub iso8601: u64,
+    /// S values.
+    pub strings: u64,
+    /// Set sizes.
+    pub set_sizes: Option<Range>,
+    /// The deepest nesting of M and L (1: a map or list of scalars).
+    pub max_depth: usize,
+    /// Member paths inside maps (`address.city`, `items[].price`), by items holding them.
+    pub paths: BTreeMap<String, u64>,
+    /// Patterns of its S values (for foreign-key candidates), by count.
+    pub patterns: BTreeMap<String, u64>,
+}
+
+impl Attribute {
+    fn add(&mut self, value: &AttrValue<'_>) {
+        self.present += 1;
+        *self.types.entry(value.ddb_type()).or_default() += 1;
+        match value {
+            AttrValue::S(s) => {
+                self.distinct.add(hash_of(("S", s.as_ref())));
+                widen(&mut self.string_chars, s.chars().count() as u64);
+                self.strings += 1;
+                self.iso8601 += u64::from(looks_iso8601(s));
+                if s.len() <= MAX_PATTERNED_CHARS {
+                    count_capped(&mut self.patterns, pattern_of(s), MAX_PATTERNS);
+                }
+            }
+            AttrValue::N(n) => {
+                let exact = Decimal::parse(n).map(|d| d.to_string());
+                self.distinct
+                    .add(hash_of(("N", exact.as_deref().unwrap_or(n.as_ref()))));
+                self.numbers.add(n);
+            }
+            AttrValue::B(b) => {
+                self.distinct.add(hash_of(("B", b.as_ref())));
+                widen(&mut self.binary_bytes, base64_bytes(b));
+            }
+            AttrValue::Bool(v) => self.distinct.add(hash_of(("BOOL", v))),
+            AttrValue::Null => self.distinct.add(hash_of("NULL")),
+            AttrValue::Ss(items) | AttrValue::Bs(items) => {
+                widen(&mut self.set_sizes, items.len() as u64);
+                let mut sorted: Vec<&str> = items.iter().map(|s| s.as_ref()).collect();
+                sorted.sort_unstable();
+                self.distinct.add(hash_of(&sorted));
+                if let AttrValue::Bs(items) = value {
+                    for b in items {
+                        widen(&mut self.binary_bytes, base64_bytes(b));
+                    }
+                }
+            }
+            AttrValue::Ns(items) => {
+                widen(&mut self.set_sizes, items.len() as u64);
+                for n in items {
+                    self.numbers.add(n);
+                }
+                let mut sorted: Vec<String> = items
+                    .iter()
+                    .map(|n| Decimal::parse(n).map_or(n.to_string(), |d| d.to_string()))
+                    .collect();
+                sorted.sort_unstable();
+                self.distinct.add(hash_of(&sorted));
+            }
+            AttrValue::M(_) | AttrValue::L(_) => {
+                let mut seen = Vec::new();
+                let depth = walk(value, "", &mut seen);
+                self.max_depth = self.max_depth.max(depth);
+                seen.sort_unstable();
+                seen.dedup();
+                for path in seen {
+                    count_capped(&mut self.paths, path, MAX_PATHS);
+                }
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                hash_value(value, &mut hasher);
+                self.distinct.add(hasher.finish());
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &Attribute) {
+        self.present += other.present;
+        for (t, n) in &other.types {
+            *self.types.entry(*t).or_default() += n;
+        }
+        self.distinct.merge(&other.distinct);
+        widen_range(&mut self.string_chars, other.string_chars);
+        widen_range(&mut self.binary_bytes, other.binary_bytes);
+        self.numbers.merge(&other.numbers);
+        self.iso8601 += other.iso8601;
+        self.strings += other.strings;
+        widen_range(&mut self.set_sizes, other.set_sizes);
+        self.max_depth = self.max_depth.max(other.max_depth);
+        for (path, n) in &other.paths {
+            add_capped(&mut self.paths, path, *n, MAX_PATHS);
+        }
+        for (pattern, n) in &other.patterns {
+            add_capped(&mut self.patterns, pattern, *n, MAX_PATTERNS);
+        }
+    }
+}
+
+/// Bytes a base64 text decodes to.
+fn base64_bytes(text: &str) -> u64 {
+    let trimmed = text.trim_end_matches('=');
+    (trimmed.len() as u64 * 3) / 4
+}
+
+fn count_capped(counts: &mut BTreeMap<String, u64>, key: String, cap: usize) {
+    if let Some(n) = counts.get_mut(&key) {
+        *n += 1;
+    } else if counts.len() < cap {
+        counts.insert(key, 1);
+    }
+}
+
+fn add_capped(counts: &mut BTreeMap<String, u64>, key: &str, n: u64, cap: usize) {
+    if let Some(count) = counts.get_mut(key) {
+        *count += n;
+    } else if counts.len() < cap {
+        counts.insert(key.to_string(), n);
+    }
+}
+
+/// Walks a map or list, naming every member path (`a.b`, `items[].price`); returns its depth.
+fn walk(value: &AttrValue<'_>, prefix: &str, paths: &mut Vec<String>) -> usize {
+    match value {
+        AttrValue::M(members) => {
+            let mut deepest = 0;
+            for (name, member) in members {
+                let path = if prefix.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                deepest = deepest.max(walk(member, &path, paths));
+                paths.push(path);
+            }
+            deepest + 1
+        }
+        AttrValue::L(items) => {
+            let path = format!("{prefix}[]");
+            let mut deepest = 0;
+            for item in items {
+                deepest = deepest.max(walk(item, &path, paths));
+            }
+            deepest + 1
+        }
+        _ => 0,
+    }
+}
+
+/// Items grouped by the patterns of their key values.
+#[derive(Clone, Debug, Default)]
+pub struct Group {
+    /// Items.
+    pub items: u64,
+    /// Attributes (key attributes aside), by items holding them.
+    pub attributes: BTreeMap<String, u64>,
+    /// One item's key values.
+    pub example: Vec<String>,
+}
+
+/// One of the largest items.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct LargeItem {
+    /// Its size: bytes of its line.
+    pub bytes: u64,
+    /// Where: the data file and line.
+    pub location: String,
+    /// Its key values.
+    pub key: String,
+}
+
+/// A line that did not parse, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct BadLine {
+    /// The data file and line.
+    pub location: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Power-of-two item size buckets: bucket `i` holds sizes in `[2^(i-1), 2^i)` bytes.
+pub const SIZE_BUCKETS: usize = 24;
+
+/// The profile of some items.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// Items parsed.
+    pub items: u64,
+    /// Lines that did not parse.
+    pub bad_lines: u64,
+    /// The first of them.
+    pub bad_examples: Vec<BadLine>,
+    /// Bytes of the items' lines.
+    pub item_bytes: u64,
+    /// Items by size bucket.
+    pub size_buckets: [u64; SIZE_BUCKETS],
+    /// The largest items.
+    pub largest: Vec<LargeItem>,
+    /// Per attribute.
+    pub attributes: BTreeMap<String, Attribute>,
+    /// Items by the patterns of their key values (one pattern per key attribute).
+    pub groups: BTreeMap<Vec<String>, Group>,
+    /// Items missing a key attribute, or holding it with a type a key cannot have.
+    pub keyless: u64,
+    /// Examples of those.
+    pub keyless_examples: Vec<String>,
+    /// Bytes of the longest key (all key values' bytes together).
+    pub longest_key_bytes: u64,
+    /// Keys over [`super::BTREE_KEY_BYTES`].
+    pub long_keys: u64,
+    /// Where those are.
+    pub long_key_examples: Vec<String>,
+    /// The duplicate check of the key.
+    pub keys: KeySample,
+}
+
+impl Profile {
+    /// Adds one line of `location` (a data file and line number, for the examples).
+    pub fn add_line(
+        &mut self,
+        line: &[u8],
+        origin: Origin,
+        location: impl Fn() -> String,
+        keys: &[String],
+    ) {
+        let attributes = match ferry_worker::decode::parse_item(line) {
+            Ok(attributes) => attributes,
+            Err(reason) => {
+                self.bad_lines += 1;
+                if self.bad_examples.len() < EXAMPLES {
+                    self.bad_examples.push(BadLine {
+                        location: location(),
+                        reason,
+                    });
+                }
+                return;
+            }
+        };
+        self.items += 1;
+        let bytes = line.len() as u64;
+        self.item_bytes += bytes;
+        let bucket = (64 - bytes.leading_zeros() as usize).min(SIZE_BUCKETS - 1);
+        self.size_buckets[bucket] += 1;
+        let mut key_values = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some((_, AttrValue::S(v) | AttrValue::N(v) | AttrValue::B(v))) = attributes
+                .iter()
+                .find(|(name, _)| name.as_ref() == key.as_str())
+            {
+                key_values.push(v.to_string());
+            }
+        }
+        let keyed = !keys.is_empty() && key_values.len() == keys.len();
+        if !keys.is_empty() && !keyed {
+            self.keyless += 1;
+            if self.keyless_examples.len() < EXAMPLES {
+                self.keyless_examples.push(location());
+            }
+        }
+        let key_bytes: u64 = key_values.iter().map(|v| v.len() as u64).sum();
+        self.longest_key_bytes = self.longest_key_bytes.max(key_bytes);
+        if key_bytes > super::BTREE_KEY_BYTES {
+            self.long_keys += 1;
+            if self.long_key_examples.len() < EXAMPLES {
+                self.long_key_examples
+                    .push(format!("{} ({key_bytes} bytes)", location()));
+            }
+        }
+        let smallest = self.largest.iter().map(|l| l.bytes).min().unwrap_or(0);
+        if self.largest.len() < LARGEST_ITEMS || bytes > smallest {
+            self.largest.push(LargeItem {
+                bytes,
+                location: location(),
+                key: key_values.join(" / "),
+            });
+            self.largest.sort_by(|a, b| b.cmp(a));
+            self.largest.truncate(LARGEST_ITEMS);
+        }
+        for (name, value) in &attributes {
+            self.attributes
+                .entry(name.to_string())
+                .or_default()
+                .add(value);
+        }
+        if keyed {
+            self.keys.offer(KeySample::hash(&key_values), origin);
+            let patterns: Vec<String> = key_values.iter().map(|v| pattern_of(v)).collect();
+            let other = !self.groups.contains_key(&patterns) && self.groups.len() >= MAX_GROUPS;
+            let patterns = if other {
+                vec!["<other>".to_string(); keys.len()]
+            } else {
+                patterns
+            };
+            let group = self.groups.entry(patterns).or_default();
+            group.items += 1;
+            if group.example.is_empty() {
+                group.example = key_values;
+            }
+            for (name, _) in &attributes {
+                if !keys.iter().any(|k| k == name.as_ref()) {
+                    count_capped(
+                        &mut group.attributes,
+                        name.to_string(),
+                        MAX_GROUP_ATTRIBUTES,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Adds `other` (another file's profile) to this one.
+    pub fn merge(&mut self, other: Profile) {
+        self.items += other.items;
+        self.bad_lines += other.bad_lines;
+        for bad in other.bad_examples {
+            if self.bad_examples.len() < EXAMPLES {
+                self.bad_examples.push(bad);
+            }
+        }
+        self.item_bytes += other.item_bytes;
+        for (mine, theirs) in self.size_buckets.iter_mut().zip(other.size_buckets) {
+            *mine += theirs;
+        }
+        self.largest.extend(other.largest);
+        self.largest.sort_by(|a, b| b.cmp(a));
+        self.largest.truncate(LARGEST_ITEMS);
+        for (name, attribute) in other.attributes {
+            match self.attributes.get_mut(&name) {
+                Some(mine) => mine.merge(&attribute),
+                None => {
+                    self.attributes.insert(name, attribute);
+                }
+            }
+        }
+        for (patterns, group) in other.groups {
+            let width = patterns.len();
+            let patterns =
+                if !self.groups.contains_key(&patterns) && self.groups.len() >= MAX_GROUPS {
+                    vec!["<other>".to_string(); width]
+                } else {
+                    patterns
+                };
+            let mine = self.groups.entry(patterns).or_default();
+            mine.items += group.items;
+            if mine.example.is_empty() {
+                mine.example = group.example;
+            }
+            for (name, n) in &group.attributes {
+                add_capped(&mut mine.attributes, name, *n, MAX_GROUP_ATTRIBUTES);
+            }
+        }
+        self.keyless += other.keyless;
+        for example in other.keyless_examples {
+            if self.keyless_examples.len() < EXAMPLES {
+                self.keyless_examples.push(example);
+            }
+        }
+        self.longest_key_bytes = self.longest_key_bytes.max(other.longest_key_bytes);
+        self.long_keys += other.long_keys;
+        for example in other.long_key_examples {
+            if self.long_key_examples.len() < EXAMPLES {
+                self.long_key_examples.push(example);
+            }
+        }
+        self.keys.merge(other.keys);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_keep_the_words_and_name_the_numbers_and_ids() {
+        assert_eq!(pattern_of("USER#1181"), "USER#<n>");
+        assert_eq!(pattern_of("ORDER#000065"), "ORDER#<n>");
+        assert_eq!(pattern_of("PROFILE"), "PROFILE");
+        assert_eq!(pattern_of("REVIEW#19"), "REVIEW#<n>");
+        assert_eq!(
+            pattern_of("SESSION#3f2a9c1e-8b7d-4e21-9a0c-5d6e7f809abc"),
+            "SESSION#<id>"
+        );
+        assert_eq!(
+            pattern_of("EMAIL#user1053@example.com"),
+            "EMAIL#user<n>@example.com"
+        );
+        // A short hex-looking word is a word.
+        assert_eq!(pattern_of("CAFE#12"), "CAFE#<n>");
+        assert!(pattern_of(&"x".repeat(500)).ends_with('…'));
+    }
+
+    #[test]
+    fn the_key_check_is_exact_until_full_then_samples_the_key_space() {
+        let key = |i: u64| KeySample::hash(&[format!("USER#{i}")]);
+        let at = |line: u64| Origin { file: 0, line };
+        let mut small = KeySample::default();
+        for i in 0..1_000 {
+            small.offer(key(i), at(i + 1));
+        }
+        small.offer(key(7), at(2_000));
+        assert_eq!((small.duplicate_count(), small.share_checked()), (1, 1.0));
+        assert_eq!(small.duplicates, vec![(at(8), at(2_000))]);
+        // Two halves of 300k keys, each key twice across the halves: every checked key is a
+        // duplicate, and the share checked is about KEY_SAMPLE / 300k.
+        let (mut a, mut b) = (KeySample::default(), KeySample::default());
+        for i in 0..300_000 {
+            a.offer(key(i), at(i + 1));
+            b.offer(key(i), at(i + 1));
+        }
+        a.merge(b);
+        assert_eq!(a.offered, 600_000);
+        assert_eq!(a.duplicate_count(), a.checked());
+        let share = a.share_checked();
+        assert!(
+            (share - KEY_SAMPLE as f64 / 300_000.0).abs() < 0.05,
+            "{share}"
+        );
+    }
+
+    #[test]
+    fn decimals_compare_exactly_without_floats() {
+        let d = |t: &str| Decimal::parse(t).unwrap();
+        assert!(
+            d("12345678901234567890123456789012345678")
+                > d("12345678901234567890123456789012345677")
+        );
+        assert!(d("-1.5") < d("-1.25"));
+        assert!(d("0.1") > d("-0"));
+        assert_eq!(d("1.500").to_string(), "1.5");
+        assert_eq!(d("1E+3").to_string(), "1000");
+        assert_eq!(d("-0.00").to_string(), "0");
+        assert_eq!(d("123.4500").precision(), 5);
+        assert_eq!(d("123.4500").scale(), 2);
+        assert_eq!(d("1699806719").as_i64(), Some(1_699_806_719));
+        assert!(Decimal::parse("1.2.3").is_none());
+    }
+
+    #[test]
+    fn iso8601_looks() {
+        for yes in [
+            "2022-05-18",
+            "2022-05-18T14:49:35Z",
+            "2022-05-18 14:49",
+            "2022-05-18T14:49:35.123+02:00",
+            "2022-05-18T14:49:35-0500",
+        ] {
+            assert!(looks_iso8601(yes), "{yes}");
+        }
+        for no in [
+            "2022-5-18",
+            "18/05/2022",
+            "2022-05-18T",
+            "2022-05-18Tx",
+            "20220518",
+            "",
+        ] {
+            assert!(!looks_iso8601(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn the_distinct_estimate_is_exact_when_small_and_close_when_large() {
+        let mut small = Kmv::default();
+        for i in 0..100u64 {
+            small.add(hash_of(i % 40));
+        }
+        assert_eq!(small.estimate(), 40);
+        let (mut a, mut b) = (Kmv::default(), Kmv::default());
+        for i in 0..50_000u64 {
+            a.add(hash_of(i));
+            b.add(hash_of(i + 25_000));
+        }
+        a.merge(&b);
+        let estimate = a.estimate() as f64;
+        assert!((estimate - 75_000.0).abs() / 75_000.0 < 0.1, "{estimate}");
+    }
+
+    #[test]
+    fn a_profile_of_two_halves_merged_is_the_profile_of_the_whole() {
+        let lines = [
+            r#"{"Item":{"PK":{"S":"USER#1"},"SK":{"S":"PROFILE"},"ttl":{"N":"1699806719"},"m":{"M":{"a":{"M":{"b":{"N":"1.25"}}}}}}}"#,
+            r#"{"Item":{"PK":{"S":"USER#2"},"SK":{"S":"ORDER#7"},"tags":{"SS":["a","b","c"]},"n":{"N":"-3"}}}"#,
+            r#"{"Item":{"PK":{"S":"USER#3"},"SK":{"S":"ORDER#8"},"n":{"N":"12345678901234567890123456789.5"}}}"#,
+            r#"{"Item":{"PK":{"S":"USER#3"}}}"#,
+            r#"{"Item":{"PK":{"S":"x""#,
+        ];
+        let keys = vec!["PK".to_string(), "SK".to_string()];
+        let mut whole = Profile::default();
+        let (mut first, mut second) = (Profile::default(), Profile::default());
+        for (i, line) in lines.iter().enumerate() {
+            let at = || format!("file:{}", i + 1);
+            let origin = Origin {
+                file: 0,
+                line: i as u64 + 1,
+            };
+            whole.add_line(line.as_bytes(), origin, at, &keys);
+            let half = if i < 2 { &mut first } else { &mut second };
+            half.add_line(line.as_bytes(), origin, at, &keys);
+        }
+        first.merge(second);
+        for profile in [&whole, &first] {
+            assert_eq!(
+                (profile.items, profile.bad_lines, profile.keyless),
+                (4, 1, 1)
+            );
+            assert_eq!(profile.bad_examples[0].location, "file:5");
+            assert_eq!(profile.keyless_examples, vec!["file:4".to_string()]);
+            let groups: Vec<(Vec<String>, u64)> = profile
+                .groups
+                .iter()
+                .map(|(p, g)| (p.clone(), g.items))
+                .collect();
+            assert_eq!(
+                groups,
+                vec![
+                    (vec!["USER#<n>".into(), "ORDER#<n>".into()], 2),
+                    (vec!["USER#<n>".into(), "PROFILE".into()], 1)
+                ]
+            );
+            let n = &profile.attributes["n"].numbers;
+            assert_eq!(n.min.as_ref().unwrap().to_string(), "-3");
+            assert_eq!(
+                n.max.as_ref().unwrap().to_string(),
+                "12345678901234567890123456789.5"
+            );
+            assert_eq!(
+                (n.max_precision, n.max_scale, n.beyond_decimal96),
+                (30, 1, 1)
+            );
+            assert_eq!(profile.attributes["ttl"].numbers.epoch_seconds, 1);
+            assert_eq!(profile.attributes["m"].max_depth, 2);
+            assert_eq!(
+                profile.attributes["m"].paths.keys().collect::<Vec<_>>(),
+                vec!["a", "a.b"]
+            );
+            assert_eq!(
+                profile.attributes["tags"].set_sizes,
+                Some(Range { min: 3, max: 3 })
+            );
+            assert_eq!(profile.attributes["PK"].distinct.estimate(), 3);
+            assert_eq!(profile.attributes["m"].distinct.estimate(), 1);
+            assert_eq!(profile.largest.len(), 4);
+            assert!(profile.largest[0].bytes >= profile.largest[3].bytes);
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! `ferry-coordinator assess` on exports it did not shape: the migration guide's shop (its five
+//! entities, the reference from reviews to users, the sessions' TTL, the junk item) with every
+//! count checked against the export's lines read here with serde_json, and the same shop written
+//! as Amazon Ion; then an export damaged on purpose (a duplicate key, a line that does not parse,
+//! a 30-digit number, a dotted name, a 3,000-byte key, an item without its sort key), each
+//! finding named with its count and its file and line.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Context;
+use ferry_tests::gen::{add_data_file, generate_export, GenOptions};
+use ferry_tests::harness::binary;
+use ferry_tests::shop::{generate_shop, write_shop_export};
+use serde_json::Value;
+
+fn assess(export: &Path, args: &[&str]) -> anyhow::Result<Value> {
+    let output = Command::new(binary("ferry-coordinator"))
+        .arg("assess")
+        .arg("--export")
+        .arg(export)
+        .args(args)
+        .arg("--json")
+        .output()
+        .context("running assess")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "assess failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// The word before the first `#` (or the whole value): `USER#12` → `USER`.
+fn prefix(value: &str) -> String {
+    value.split('#').next().unwrap_or_default().to_string()
+}
+
+fn finding<'a>(assessment: &'a Value, kind: &str) -> Option<&'a Value> {
+    assessment["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == kind)
+}
+
+fn entity_counts(assessment: &Value) -> BTreeMap<(String, String), (String, u64)> {
+    assessment["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let patterns = e["key_patterns"].as_array().unwrap();
+            (
+                (
+                    prefix(patterns[0].as_str().unwrap()),
+                    prefix(patterns[1].as_str().unwrap()),
+                ),
+                (
+                    e["name"].as_str().unwrap().to_string(),
+                    e["items"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_shop_export_shows_its_five_entities_and_their_reference() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let shop = generate_shop(11, 3_000, 300);
+    let export = write_shop_export(dir.path(), &shop, 11, 6)?;
+    // The expected groups, read here: (PK word, SK word) → items.
+    let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for line in shop.lines(11) {
+        let item: Value = serde_json::from_str(&line)?;
+        let pk = item["Item"]["PK"]["S"].as_str().unwrap();
+        let sk = item["Item"]["SK"]["S"].as_str().unwrap();
+        *expected.entry((prefix(pk), prefix(sk))).or_default() += 1;
+    }
+    let assessment = assess(&export.root, &["--full"])?;
+    assert_eq!(
+        assessment["items"].as_u64(),
+        Some(shop.lines(11).len() as u64)
+    );
+    assert_eq!(assessment["mode"], "full");
+    let key = &assessment["key"];
+    assert_eq!(key["attributes"], serde_json::json!(["PK", "SK"]), "{key}");
+    assert_eq!(
+        (key["proposed"].as_bool(), key["duplicates"].as_u64()),
+        (Some(true), Some(0))
+    );
+    assert_eq!(key["share_checked"].as_f64(), Some(1.0));
+    let found = entity_counts(&assessment);
+    let counts: BTreeMap<(String, String), u64> =
+        found.iter().map(|(k, (_, n))| (k.clone(), *n)).collect();
+    assert_eq!(counts, expected);
+    let name = |pk: &str, sk: &str| found[&(pk.to_string(), sk.to_string())].0.clone();
+    // The five entities of deploy/examples/migration-guide.toml, by the names its tables have.
+    assert_eq!(
+        [
+            name("USER", "PROFILE"),
+            name("USER", "ORDER"),
+            name("USER", "SESSION"),
+            name("PRODUCT", "METADATA"),
+            name("PRODUCT", "REVIEW")
+        ],
+        ["users", "orders", "sessions", "products", "reviews"]
+    );
+    assert_eq!(found.len(), 6, "the five and the junk item: {found:?}");
+    let references = assessment["foreign_keys"].as_array().unwrap();
+    assert_eq!(references.len(), 1, "{references:?}");
+    assert_eq!(references[0]["attribute"], "user_pk");
+    assert_eq!(references[0]["references"], "users");
+    assert_eq!(references[0]["in_entities"], serde_json::json!(["reviews"]));
+    let ttl = finding(&assessment, "ttl_attribute").expect("the sessions' ttl");
+    assert_eq!(ttl["count"].as_u64(), Some(shop.sessions.len() as u64));
+    let rare = finding(&assessment, "rare_key_patterns").expect("the junk item");
+    assert_eq!(rare["count"].as_u64(), Some(1));
+    assert!(
+        rare["examples"][0].as_str().unwrap().contains("JUNK#1"),
+        "{rare}"
+    );
+    assert!(finding(&assessment, "duplicate_keys").is_none());
+    // Attributes: the orders' totals are exact decimals, the users' created_at ISO text.
+    let attribute = |name: &str| {
+        assessment["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let total = attribute("total");
+    let totals: Vec<String> = shop
+        .lines(11)
+        .iter()
+        .filter_map(|l| {
+            let item: Value = serde_json::from_str(l).ok()?;
+            item["Item"]["total"]["N"].as_str().map(str::to_string)
+        })
+        .collect();
+    let as_cents = |t: &str| {
+        let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+        let frac = format!("{frac:0<3}");
+        int.parse::<i64>().unwrap() * 1000 + frac[..3].parse::<i64>().unwrap()
+    };
+    let max = totals.iter().max_by_key(|t| as_cents(t)).unwrap();
+    assert_eq!(
+        as_cents(total["numbers"]["max"].as_str().unwrap()),
+        as_cents(max),
+        "{total}"
+    );
+    let users = shop.users.len() as u64;
+    assert_eq!(attribute("created_at")["iso8601"].as_u64(), Some(users));
+    assert_eq!(attribute("profile")["max_depth"].as_u64(), Some(2));
+
+    // A sample reads at most what it is asked, and finds the same entities' shapes.
+    let sampled = assess(&export.root, &["--sample", "600", "--key", "PK,SK"])?;
+    assert_eq!(sampled["mode"], "sample");
+    assert_eq!(sampled["items"].as_u64(), Some(600));
+    assert_eq!(sampled["key"]["proposed"].as_bool(), Some(false));
+
+    // The same shop written as Amazon Ion: the same groups.
+    let ion = ferry_tests::history::to_ion(&export.export_dir, &dir.path().join("ion"))?;
+    let from_ion = assess(&ion, &["--full", "--key", "PK,SK"])?;
+    let ion_counts: BTreeMap<(String, String), u64> = entity_counts(&from_ion)
+        .into_iter()
+        .map(|(k, (_, n))| (k, n))
+        .collect();
+    assert_eq!(ion_counts, expected);
+    Ok(())
+}
+
+#[test]
+fn damaged_lines_are_findings_with_their_file_and_line() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut export = generate_export(
+        dir.path(),
+        &GenOptions {
+            edge_cases: false,
+            ..GenOptions::sized(5, 2_000, 2)
+        },
+    )?;
+    let long_pk = format!("LONG#{}", "x".repeat(3_000));
+    let lines = vec![
+        r#"{"Item":{"PK":{"S":"DUP#1"},"SK":{"S":"A"},"n":{"N":"1"}}}"#.to_string(),
+        r#"{"Item":{"PK":{"S":"DUP#1"},"SK":{"S":"A"},"n":{"N":"2"}}}"#.to_string(),
+        r#"{"Item":{"PK":{"S":"BAD#1"},"SK":{"S":"A"}"#.to_string(),
+        r#"{"Item":{"PK":{"S":"BIG#1"},"SK":{"S":"A"},"big":{"N":"123456789012345678901234567890"}}}"#
+            .to_string(),
+        r#"{"Item":{"PK":{"S":"DOT#1"},"SK":{"S":"A"},"a.b":{"S":"x"}}}"#.to_string(),
+        format!(r#"{{"Item":{{"PK":{{"S":"{long_pk}"}},"SK":{{"S":"A"}}}}}}"#),
+        r#"{"Item":{"PK":{"S":"NOSK#1"}}}"#.to_string(),
+    ];
+    let file = add_data_file(&mut export, &lines)?;
+    let file = file.display().to_string();
+    let assessment = assess(&export.root, &["--full", "--key", "PK,SK"])?;
+    let at = |line: usize| format!("{file}:{line}");
+    let duplicate = finding(&assessment, "duplicate_keys").expect("the duplicate");
+    assert_eq!(duplicate["count"].as_u64(), Some(1));
+    assert_eq!(
+        duplicate["examples"][0].as_str().unwrap(),
+        format!("{} and {}", at(1), at(2))
+    );
+    let bad = finding(&assessment, "bad_lines").expect("the bad line");
+    assert_eq!(bad["count"].as_u64(), Some(1));
+    assert!(
+        bad["examples"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}: ", at(3))),
+        "{bad}"
+    );
+    let big = finding(&assessment, "numbers_beyond_decimal96").expect("the 30-digit number");
+    assert_eq!(big["count"].as_u64(), Some(1));
+    assert_eq!(big["examples"][0], "123456789012345678901234567890");
+    let dotted = finding(&assessment, "awkward_name").expect("the dotted name");
+    assert!(
+        dotted["what"].as_str().unwrap().contains("\"a.b\""),
+        "{dotted}"
+    );
+    let long = finding(&assessment, "long_keys").expect("the long key");
+    assert_eq!(long["count"].as_u64(), Some(1));
+    assert!(
+        long["examples"][0].as_str().unwrap().starts_with(&at(6)),
+        "{long}"
+    );
+    let keyless = finding(&assessment, "keyless_items").expect("the item without SK");
+    assert_eq!(keyless["count"].as_u64(), Some(1));
+    assert_eq!(keyless["examples"][0].as_str().unwrap(), at(7));
+    assert_eq!(
+        assessment["items"].as_u64(),
+        Some(2_000 + lines.len() as u64 - 1)
+    );
+    assert_eq!(assessment["bad_lines"].as_u64(), Some(1));
+    Ok(())
+}
