@@ -111,6 +111,10 @@ struct AssessArgs {
     /// Print the assessment as JSON.
     #[arg(long)]
     json: bool,
+    /// Write the draft configs and DDL here: ferry-postgres.toml, ferry-heliosdb.toml,
+    /// schema-postgres.sql, schema-heliosdb.sql.
+    #[arg(long)]
+    draft: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -928,6 +932,28 @@ async fn run(command: Command, bar: bool) -> anyhow::Result<ExitCode> {
                 progress_bar: bar,
             };
             let assessment = crate::assess::assess(&request).await?;
+            if let Some(dir) = &args.draft {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                for draft in &assessment.drafts {
+                    let target = match draft.target {
+                        crate::assess::draft::DraftTarget::Postgres => "postgres",
+                        crate::assess::draft::DraftTarget::Heliosdb => "heliosdb",
+                    };
+                    for (name, text) in [
+                        (format!("ferry-{target}.toml"), &draft.config),
+                        (format!("schema-{target}.sql"), &draft.ddl),
+                    ] {
+                        let path = dir.join(name);
+                        std::fs::write(&path, text)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                    }
+                }
+                anyhow::ensure!(
+                    !assessment.drafts.is_empty(),
+                    "no draft: no key, or no entity found (pass --key)"
+                );
+            }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&assessment)?);
             } else {

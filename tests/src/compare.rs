@@ -8,7 +8,7 @@
 //! column as plain JSON. A row holding anything the item does not, a missing row or an extra row
 //! is a difference.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
@@ -621,4 +621,68 @@ mod tests {
         assert_ne!(norm_number("-0.5"), norm_number("0.5"));
         assert_eq!(norm_number("abc"), None);
     }
+}
+
+/// Typed DynamoDB values equal: numbers by exact value, sets as sets.
+pub fn typed_eq(a: &Value, b: &Value) -> bool {
+    let (Some((da, va)), Some((db, vb))) = (
+        a.as_object().and_then(|m| m.iter().next()),
+        b.as_object().and_then(|m| m.iter().next()),
+    ) else {
+        return false;
+    };
+    if da != db {
+        return false;
+    }
+    let set = |v: &Value, number: bool| -> BTreeSet<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str())
+            .map(|s| {
+                if number {
+                    norm_number(s).unwrap_or_default()
+                } else {
+                    s.to_string()
+                }
+            })
+            .collect()
+    };
+    match da.as_str() {
+        "N" => norm_number(va.as_str().unwrap_or("x")) == norm_number(vb.as_str().unwrap_or("y")),
+        "SS" | "BS" => set(va, false) == set(vb, false),
+        "NS" => set(va, true) == set(vb, true),
+        "M" => item_eq(va.as_object().unwrap(), vb.as_object().unwrap()),
+        "L" => {
+            let (x, y) = (va.as_array().unwrap(), vb.as_array().unwrap());
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| typed_eq(p, q))
+        }
+        _ => va == vb,
+    }
+}
+
+pub fn item_eq(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|(k, v)| b.get(k).is_some_and(|w| typed_eq(v, w)))
+}
+
+/// Every difference between the expected and the exported items.
+pub fn differences(expected: &SourceItems, exported: &SourceItems) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, item) in expected {
+        match exported.get(key) {
+            None => out.push(format!("{key} is missing")),
+            Some(got) if !item_eq(item, got) => out.push(format!(
+                "{key}: expected {}\n  exported {}",
+                Value::Object(item.clone()),
+                Value::Object(got.clone())
+            )),
+            _ => {}
+        }
+    }
+    for key in exported.keys().filter(|k| !expected.contains_key(*k)) {
+        out.push(format!("{key} was not in the export"));
+    }
+    out
 }

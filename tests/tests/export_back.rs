@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_shared::schema::NestedJson;
-use ferry_tests::compare::{norm_number, plain, read_source_items, SourceItems};
+use ferry_tests::compare::{differences, plain, read_source_items, SourceItems};
 use ferry_tests::harness::{
     assert_exit, binary, connect, fixture_on, gen_options, migrate_in_process, run_coordinator,
     stderr_of, Fixture, TestTarget,
@@ -32,70 +32,6 @@ const GUIDE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../deploy/examples/migration-guide.toml"
 );
-
-/// Typed DynamoDB values equal: numbers by exact value, sets as sets.
-fn typed_eq(a: &Value, b: &Value) -> bool {
-    let (Some((da, va)), Some((db, vb))) = (
-        a.as_object().and_then(|m| m.iter().next()),
-        b.as_object().and_then(|m| m.iter().next()),
-    ) else {
-        return false;
-    };
-    if da != db {
-        return false;
-    }
-    let set = |v: &Value, number: bool| -> BTreeSet<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|x| x.as_str())
-            .map(|s| {
-                if number {
-                    norm_number(s).unwrap_or_default()
-                } else {
-                    s.to_string()
-                }
-            })
-            .collect()
-    };
-    match da.as_str() {
-        "N" => norm_number(va.as_str().unwrap_or("x")) == norm_number(vb.as_str().unwrap_or("y")),
-        "SS" | "BS" => set(va, false) == set(vb, false),
-        "NS" => set(va, true) == set(vb, true),
-        "M" => item_eq(va.as_object().unwrap(), vb.as_object().unwrap()),
-        "L" => {
-            let (x, y) = (va.as_array().unwrap(), vb.as_array().unwrap());
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| typed_eq(p, q))
-        }
-        _ => va == vb,
-    }
-}
-
-fn item_eq(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .all(|(k, v)| b.get(k).is_some_and(|w| typed_eq(v, w)))
-}
-
-/// Every difference between the expected and the exported items.
-fn differences(expected: &SourceItems, exported: &SourceItems) -> Vec<String> {
-    let mut out = Vec::new();
-    for (key, item) in expected {
-        match exported.get(key) {
-            None => out.push(format!("{key} is missing")),
-            Some(got) if !item_eq(item, got) => out.push(format!(
-                "{key}: expected {}\n  exported {}",
-                Value::Object(item.clone()),
-                Value::Object(got.clone())
-            )),
-            _ => {}
-        }
-    }
-    for key in exported.keys().filter(|k| !expected.contains_key(*k)) {
-        out.push(format!("{key} was not in the export"));
-    }
-    out
-}
 
 /// A plain JSON value back in DynamoDB's types, as the rollback reads it: what `nested_json =
 /// "plain"` declares (sets become lists, binary a string).

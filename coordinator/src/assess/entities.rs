@@ -100,7 +100,7 @@ pub fn entities(profile: &Profile) -> Vec<Entity> {
             let mut attributes: Vec<(String, f64)> = group
                 .attributes
                 .iter()
-                .map(|(a, n)| (a.clone(), *n as f64 / group.items.max(1) as f64))
+                .map(|(a, shape)| (a.clone(), shape.items as f64 / group.items.max(1) as f64))
                 .collect();
             attributes.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             Entity {

@@ -10,6 +10,7 @@
 //! bounded, uniform share of the key space: [`profile::KeySample`]), and profiles are merged as
 //! files finish, so memory does not grow with the export's size.
 
+pub mod draft;
 pub mod entities;
 pub mod profile;
 
@@ -192,6 +193,8 @@ pub struct Assessment {
     pub foreign_keys: Vec<ForeignKey>,
     /// What a run would reject, spill or do slowly.
     pub findings: Vec<Finding>,
+    /// The draft config and DDL per target (single-table designs: one rule per entity).
+    pub drafts: Vec<draft::Draft>,
 }
 
 /// Assesses the export.
@@ -228,8 +231,16 @@ pub async fn assess(request: &AssessRequest) -> Result<Assessment> {
         })
         .buffer_unordered(request.workers.max(1));
     let mut last_log = Instant::now();
+    let mut unreadable = Vec::new();
     while let Some(result) = results.next().await {
-        let (profile, bytes) = result?;
+        let (profile, bytes) = match result {
+            Ok(done) => done,
+            // A run would fail this shard with the same message: a finding, and the rest goes on.
+            Err(e) => {
+                unreadable.push(e.to_string());
+                continue;
+            }
+        };
         bar.inc(if per_file.is_some() {
             profile.items
         } else {
@@ -243,7 +254,7 @@ pub async fn assess(request: &AssessRequest) -> Result<Assessment> {
     }
     bar.finish_and_clear();
     let names: Vec<String> = read.iter().map(|f| store.location(&f.key)).collect();
-    Ok(build(
+    let mut assessment = build(
         request,
         &listing,
         files.len(),
@@ -251,7 +262,21 @@ pub async fn assess(request: &AssessRequest) -> Result<Assessment> {
         &keys,
         merged,
         started.elapsed().as_secs_f64(),
-    ))
+    );
+    if !unreadable.is_empty() {
+        assessment.findings.insert(
+            0,
+            Finding {
+                kind: "unreadable_files".into(),
+                what: "data files that cannot be read to the end (their items are not in this profile)".into(),
+                count: unreadable.len() as u64,
+                examples: unreadable.into_iter().take(profile::EXAMPLES).collect(),
+                advice: "a run fails these shards and names them; replace the files (a new export) and `reset` the shards"
+                    .into(),
+            },
+        );
+    }
+    Ok(assessment)
 }
 
 fn progress_bar(draw: bool, read: &[DataFile], per_file: Option<usize>) -> indicatif::ProgressBar {
@@ -487,6 +512,16 @@ fn build(
         .collect();
     attributes.sort_by(|a, b| b.present.cmp(&a.present).then_with(|| a.name.cmp(&b.name)));
     let findings = findings(&profile, keys, &attributes, &found_entities, &place);
+    let mode = if request.sample.is_some() {
+        "sample"
+    } else {
+        "full"
+    };
+    let drafts = if found_entities.is_empty() {
+        Vec::new()
+    } else {
+        draft::drafts(&profile, &found_entities, &foreign_keys, keys, mode)
+    };
     let buckets = profile
         .size_buckets
         .iter()
@@ -496,11 +531,7 @@ fn build(
         .collect();
     Assessment {
         export: listing.location.clone(),
-        mode: if request.sample.is_some() {
-            "sample".into()
-        } else {
-            "full".into()
-        },
+        mode: mode.into(),
         files,
         files_read: names.len(),
         manifest_items: listing.manifest_items(),
@@ -518,6 +549,7 @@ fn build(
         entities: found_entities,
         foreign_keys,
         findings,
+        drafts,
     }
 }
 
@@ -822,6 +854,23 @@ impl Assessment {
                 let _ = writeln!(out, "      e.g. {example}");
             }
             let _ = writeln!(out, "      → {}", f.advice);
+        }
+        for d in &self.drafts {
+            let _ = writeln!(
+                out,
+                "\ndraft for {:?}: {} routing rules ({} lines of config; --draft DIR writes it){}",
+                d.target,
+                d.config.matches("[[routing.rules]]").count(),
+                d.config.lines().count(),
+                if d.notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} notes", d.notes.len())
+                }
+            );
+            for note in d.notes.iter().take(5) {
+                let _ = writeln!(out, "  note: {note}");
+            }
         }
         out
     }

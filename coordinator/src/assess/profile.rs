@@ -693,10 +693,82 @@ fn walk(value: &AttrValue<'_>, prefix: &str, paths: &mut Vec<String>) -> usize {
 pub struct Group {
     /// Items.
     pub items: u64,
-    /// Attributes (key attributes aside), by items holding them.
-    pub attributes: BTreeMap<String, u64>,
+    /// Attributes (key attributes aside) and what they hold in this group's items.
+    pub attributes: BTreeMap<String, Shape>,
     /// One item's key values.
     pub example: Vec<String>,
+    /// Per key attribute, the longest run of digits in its values (ids parsed from keys).
+    pub key_digits: Vec<usize>,
+}
+
+/// What one attribute holds in one group's items: enough to type a column for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Items holding it.
+    pub items: u64,
+    /// Items by its type.
+    pub types: BTreeMap<DdbType, u64>,
+    /// The most digits before the point of its numbers.
+    pub max_integer_digits: usize,
+    /// The most digits after the point.
+    pub max_scale: usize,
+    /// Numbers a 96-bit decimal cannot hold.
+    pub beyond_decimal96: u64,
+    /// Whether a map or list of it holds a set or binary (plain JSON cannot carry their types).
+    pub nested_typed: bool,
+}
+
+impl Shape {
+    fn add(&mut self, value: &AttrValue<'_>) {
+        self.items += 1;
+        *self.types.entry(value.ddb_type()).or_default() += 1;
+        let mut number = |text: &str| {
+            if let Some(d) = Decimal::parse(text) {
+                self.max_integer_digits = self.max_integer_digits.max(d.integer.len());
+                self.max_scale = self.max_scale.max(d.scale());
+            }
+            if !ParsedNumber::parse(text).is_ok_and(|p| p.fits_decimal96()) {
+                self.beyond_decimal96 += 1;
+            }
+        };
+        match value {
+            AttrValue::N(n) => number(n),
+            AttrValue::Ns(items) => items.iter().for_each(|n| number(n)),
+            AttrValue::M(_) | AttrValue::L(_) => {
+                self.nested_typed |= holds_typed(value);
+            }
+            _ => {}
+        }
+    }
+
+    fn merge(&mut self, other: &Shape) {
+        self.items += other.items;
+        for (t, n) in &other.types {
+            *self.types.entry(*t).or_default() += n;
+        }
+        self.max_integer_digits = self.max_integer_digits.max(other.max_integer_digits);
+        self.max_scale = self.max_scale.max(other.max_scale);
+        self.beyond_decimal96 += other.beyond_decimal96;
+        self.nested_typed |= other.nested_typed;
+    }
+}
+
+/// Whether a map or list holds a set or binary anywhere inside.
+fn holds_typed(value: &AttrValue<'_>) -> bool {
+    match value {
+        AttrValue::M(members) => members.iter().any(|(_, v)| holds_typed(v)),
+        AttrValue::L(items) => items.iter().any(holds_typed),
+        AttrValue::B(_) | AttrValue::Ss(_) | AttrValue::Ns(_) | AttrValue::Bs(_) => true,
+        _ => false,
+    }
+}
+
+/// The longest run of ASCII digits in `text`.
+fn longest_digits(text: &str) -> usize {
+    text.split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
 }
 
 /// One of the largest items.
@@ -834,16 +906,23 @@ impl Profile {
             };
             let group = self.groups.entry(patterns).or_default();
             group.items += 1;
+            group.key_digits.resize(key_values.len(), 0);
+            for (most, value) in group.key_digits.iter_mut().zip(&key_values) {
+                *most = (*most).max(longest_digits(value));
+            }
             if group.example.is_empty() {
                 group.example = key_values;
             }
-            for (name, _) in &attributes {
-                if !keys.iter().any(|k| k == name.as_ref()) {
-                    count_capped(
-                        &mut group.attributes,
-                        name.to_string(),
-                        MAX_GROUP_ATTRIBUTES,
-                    );
+            for (name, value) in &attributes {
+                if keys.iter().any(|k| k == name.as_ref()) {
+                    continue;
+                }
+                if let Some(shape) = group.attributes.get_mut(name.as_ref()) {
+                    shape.add(value);
+                } else if group.attributes.len() < MAX_GROUP_ATTRIBUTES {
+                    let mut shape = Shape::default();
+                    shape.add(value);
+                    group.attributes.insert(name.to_string(), shape);
                 }
             }
         }
@@ -886,8 +965,17 @@ impl Profile {
             if mine.example.is_empty() {
                 mine.example = group.example;
             }
-            for (name, n) in &group.attributes {
-                add_capped(&mut mine.attributes, name, *n, MAX_GROUP_ATTRIBUTES);
+            mine.key_digits
+                .resize(group.key_digits.len().max(mine.key_digits.len()), 0);
+            for (most, theirs) in mine.key_digits.iter_mut().zip(&group.key_digits) {
+                *most = (*most).max(*theirs);
+            }
+            for (name, shape) in &group.attributes {
+                if let Some(known) = mine.attributes.get_mut(name) {
+                    known.merge(shape);
+                } else if mine.attributes.len() < MAX_GROUP_ATTRIBUTES {
+                    mine.attributes.insert(name.clone(), shape.clone());
+                }
             }
         }
         self.keyless += other.keyless;
