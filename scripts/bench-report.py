@@ -195,8 +195,8 @@ def main():
                 levels = []
                 for r in runs:
                     try:
-                        with open(os.path.join(logs, f"{e}-{t}-probe-{r}.json")) as f:
-                            probe = json.load(f)
+                        with open(os.path.join(logs, f"{e}-{t}-probe-{r}.json")) as handle:
+                            probe = json.load(handle)
                         levels.append(f"{probe['ceiling_connections']}")
                         saturated = "yes" if probe["saturated"] else "no (a lower bound)"
                     except (OSError, ValueError, KeyError):

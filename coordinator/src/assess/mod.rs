@@ -694,6 +694,16 @@ fn findings(
             );
         }
     }
+    push(
+        "too_many_attribute_names",
+        format!(
+            "values of attributes beyond the first {} names (attribute names used as data?)",
+            profile::MAX_ATTRIBUTES
+        ),
+        profile.unprofiled_values,
+        Vec::new(),
+        "they are not profiled; a run puts attributes without a column in the overflow (rest) column, one JSON key each",
+    );
     let rare: Vec<&Entity> = entities
         .iter()
         .filter(|e| e.share < 0.001 && e.items < 100)

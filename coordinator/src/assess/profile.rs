@@ -25,6 +25,8 @@ const MAX_PATHS: usize = 64;
 const MAX_PATTERNS: usize = 32;
 /// Strings longer than this get no pattern (keys and references are short).
 const MAX_PATTERNED_CHARS: usize = 128;
+/// Attribute names profiled (each holds up to about 40 KB: its distinct-count estimate).
+pub const MAX_ATTRIBUTES: usize = 1_000;
 /// Key-pattern groups kept per profile; items beyond fall into one "other" group.
 pub const MAX_GROUPS: usize = 1_000;
 /// Attributes named per group.
@@ -809,8 +811,10 @@ pub struct Profile {
     pub size_buckets: [u64; SIZE_BUCKETS],
     /// The largest items.
     pub largest: Vec<LargeItem>,
-    /// Per attribute.
+    /// Per attribute, the first [`MAX_ATTRIBUTES`] names seen.
     pub attributes: BTreeMap<String, Attribute>,
+    /// Values of attributes past that cap (a table using attribute names as data).
+    pub unprofiled_values: u64,
     /// Items by the patterns of their key values (one pattern per key attribute).
     pub groups: BTreeMap<Vec<String>, Group>,
     /// Items missing a key attribute, or holding it with a type a key cannot have.
@@ -890,10 +894,15 @@ impl Profile {
             self.largest.truncate(LARGEST_ITEMS);
         }
         for (name, value) in &attributes {
-            self.attributes
-                .entry(name.to_string())
-                .or_default()
-                .add(value);
+            if let Some(known) = self.attributes.get_mut(name.as_ref()) {
+                known.add(value);
+            } else if self.attributes.len() < MAX_ATTRIBUTES {
+                let mut attribute = Attribute::default();
+                attribute.add(value);
+                self.attributes.insert(name.to_string(), attribute);
+            } else {
+                self.unprofiled_values += 1;
+            }
         }
         if keyed {
             self.keys.offer(KeySample::hash(&key_values), origin);
@@ -944,12 +953,15 @@ impl Profile {
         self.largest.extend(other.largest);
         self.largest.sort_by(|a, b| b.cmp(a));
         self.largest.truncate(LARGEST_ITEMS);
+        self.unprofiled_values += other.unprofiled_values;
         for (name, attribute) in other.attributes {
+            let room = self.attributes.len() < MAX_ATTRIBUTES;
             match self.attributes.get_mut(&name) {
                 Some(mine) => mine.merge(&attribute),
-                None => {
+                None if room => {
                     self.attributes.insert(name, attribute);
                 }
+                None => self.unprofiled_values += attribute.present,
             }
         }
         for (patterns, group) in other.groups {
