@@ -586,43 +586,6 @@ pub fn compare(
     diffs
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimal96_limits() {
-        assert!(fits_decimal96("79228162514264337593543950335"));
-        assert!(!fits_decimal96("79228162514264337593543950336"));
-        assert!(!fits_decimal96("-123456.000000000000000000000000000001"));
-        assert!(fits_decimal96("-0.5"));
-    }
-
-    #[test]
-    fn array_literals_parse() {
-        assert_eq!(parse_array_literal("{}").unwrap(), Vec::<String>::new());
-        assert_eq!(
-            parse_array_literal("{a,\"b c\",\"x\\\"y\\\\z\",\"\"}").unwrap(),
-            vec!["a", "b c", "x\"y\\z", ""]
-        );
-        assert_eq!(parse_array_literal("{1.5,2}").unwrap(), vec!["1.5", "2"]);
-        assert!(parse_array_literal("a,b").is_err());
-    }
-
-    #[test]
-    fn numbers_compare_by_exact_value() {
-        assert_eq!(norm_number("150"), norm_number("1.5E2"));
-        assert_eq!(norm_number("1.50"), norm_number("1.5"));
-        assert_eq!(norm_number("-0"), norm_number("0.000"));
-        assert_ne!(
-            norm_number("12345678901234567890123456789012345678"),
-            norm_number("12345678901234567890123456789012345679")
-        );
-        assert_ne!(norm_number("-0.5"), norm_number("0.5"));
-        assert_eq!(norm_number("abc"), None);
-    }
-}
-
 /// Typed DynamoDB values equal: numbers by exact value, sets as sets.
 pub fn typed_eq(a: &Value, b: &Value) -> bool {
     let (Some((da, va)), Some((db, vb))) = (
@@ -685,4 +648,41 @@ pub fn differences(expected: &SourceItems, exported: &SourceItems) -> Vec<String
         out.push(format!("{key} was not in the export"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal96_limits() {
+        assert!(fits_decimal96("79228162514264337593543950335"));
+        assert!(!fits_decimal96("79228162514264337593543950336"));
+        assert!(!fits_decimal96("-123456.000000000000000000000000000001"));
+        assert!(fits_decimal96("-0.5"));
+    }
+
+    #[test]
+    fn array_literals_parse() {
+        assert_eq!(parse_array_literal("{}").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse_array_literal("{a,\"b c\",\"x\\\"y\\\\z\",\"\"}").unwrap(),
+            vec!["a", "b c", "x\"y\\z", ""]
+        );
+        assert_eq!(parse_array_literal("{1.5,2}").unwrap(), vec!["1.5", "2"]);
+        assert!(parse_array_literal("a,b").is_err());
+    }
+
+    #[test]
+    fn numbers_compare_by_exact_value() {
+        assert_eq!(norm_number("150"), norm_number("1.5E2"));
+        assert_eq!(norm_number("1.50"), norm_number("1.5"));
+        assert_eq!(norm_number("-0"), norm_number("0.000"));
+        assert_ne!(
+            norm_number("12345678901234567890123456789012345678"),
+            norm_number("12345678901234567890123456789012345679")
+        );
+        assert_ne!(norm_number("-0.5"), norm_number("0.5"));
+        assert_eq!(norm_number("abc"), None);
+    }
 }
