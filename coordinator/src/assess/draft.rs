@@ -255,9 +255,10 @@ fn draft(
                 rule.items += entity.items;
                 rule.patterns.push(entity.key_patterns.clone());
                 for (name, shape) in &group.attributes {
-                    let mut merged = rule.attributes.get(name).cloned().unwrap_or_default();
-                    merge_shape(&mut merged, shape);
-                    rule.attributes.insert(name.clone(), merged);
+                    rule.attributes
+                        .entry(name.clone())
+                        .or_default()
+                        .merge(shape);
                 }
             }
             None => rules.push(DraftRule {
@@ -496,17 +497,6 @@ fn draft(
         ddl,
         notes,
     }
-}
-
-fn merge_shape(into: &mut Shape, other: &Shape) {
-    into.items += other.items;
-    for (t, n) in &other.types {
-        *into.types.entry(*t).or_default() += n;
-    }
-    into.max_integer_digits = into.max_integer_digits.max(other.max_integer_digits);
-    into.max_scale = into.max_scale.max(other.max_scale);
-    into.beyond_decimal96 += other.beyond_decimal96;
-    into.nested_typed |= other.nested_typed;
 }
 
 #[cfg(test)]

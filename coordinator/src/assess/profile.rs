@@ -743,7 +743,8 @@ impl Shape {
         }
     }
 
-    fn merge(&mut self, other: &Shape) {
+    /// Adds `other` (the same attribute in another file, or another entity).
+    pub fn merge(&mut self, other: &Shape) {
         self.items += other.items;
         for (t, n) in &other.types {
             *self.types.entry(*t).or_default() += n;
