@@ -265,8 +265,8 @@ async fn sample_ledger(watched: &Watched) {
 
 /// Draws the progress bar (committed items, bytes and shards against the run's totals), logs a
 /// progress line every [`PROGRESS_LOG`] when no terminal is attached, and stops the workers once
-/// rejects pass `max_rejects`. Its last act is one more ledger sample, so the metrics pushed at
-/// exit hold the load's final counts.
+/// rejects pass `max_rejects`. With metrics on, its last act is one more ledger sample, so the
+/// metrics pushed at exit hold the load's final counts.
 async fn watch(watched: Watched) {
     let Watched {
         ref progress,

@@ -344,6 +344,9 @@ pub fn sample_lines<R: Read>(
     max_bytes: usize,
 ) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
+    if max_items == 0 || max_bytes == 0 {
+        return Ok(out);
+    }
     let mut bytes = 0usize;
     for_each_line(raw, location, |_, line| {
         bytes += line.len();

@@ -35,6 +35,8 @@ use profile::{Origin, Profile};
 pub const BTREE_KEY_BYTES: u64 = 2_700;
 /// Items read for a key proposal when no key is given.
 const KEY_PROPOSAL_ITEMS: usize = 10_000;
+/// Attributes a proposed key is drawn from, at most (the most key-like by name).
+const KEY_CANDIDATES: usize = 24;
 /// Data files a sample is spread over, at most.
 const SAMPLE_FILES: usize = 64;
 /// Entities shown in the text (all are in `--json`).
@@ -367,22 +369,25 @@ async fn propose_key(
 /// The key [`propose_key`] picks from a sample's statistics.
 pub fn key_from_sample(stats: &crate::infer::SampleStats) -> Option<Vec<String>> {
     use std::collections::HashSet;
+    // Key-like names first: exact partition-key names, exact sort-key names, then names that
+    // only contain one (`GSI1PK` is an index's key, not the table's), then the rest.
     let rank = |name: &str| {
         let lower = name.to_ascii_lowercase();
-        let pk = ["pk", "id", "partition", "hash", "_pk"];
-        let sk = ["sk", "sort", "range", "_sk"];
-        if pk
-            .iter()
-            .any(|p| lower == *p || lower.ends_with(p) || lower.starts_with(p))
-        {
+        let pk = ["pk", "id", "partition_key", "hash_key", "partitionkey"];
+        let sk = ["sk", "sort_key", "range_key", "sortkey"];
+        if pk.contains(&lower.as_str()) {
             0
-        } else if sk
-            .iter()
-            .any(|s| lower == *s || lower.ends_with(s) || lower.starts_with(s))
-        {
+        } else if sk.contains(&lower.as_str()) {
             1
-        } else {
+        } else if ["pk", "id", "partition", "hash"]
+            .iter()
+            .any(|p| lower.contains(p))
+        {
             2
+        } else if ["sk", "sort", "range"].iter().any(|s| lower.contains(s)) {
+            3
+        } else {
+            4
         }
     };
     let mut candidates: Vec<&str> = stats
@@ -394,6 +399,8 @@ pub fn key_from_sample(stats: &crate::infer::SampleStats) -> Option<Vec<String>>
         .map(|(name, _)| name.as_str())
         .collect();
     candidates.sort_by_key(|name| (rank(name), name.to_string()));
+    // Pairs of the most key-like only: their number grows as the square.
+    candidates.truncate(KEY_CANDIDATES);
     let value_of = |item: &Vec<(String, u64)>, name: &str| {
         item.binary_search_by(|(n, _)| n.as_str().cmp(name))
             .ok()
@@ -406,17 +413,19 @@ pub fn key_from_sample(stats: &crate::infer::SampleStats) -> Option<Vec<String>>
             tuple.is_some_and(|t| seen.insert(t))
         })
     };
-    if let Some(one) = candidates.iter().find(|c| unique(&[c])) {
-        return Some(vec![one.to_string()]);
-    }
+    // Every single attribute and pair, key-like names first (the sum of their ranks), fewer
+    // attributes first on a tie: the first unique one.
+    let mut keys: Vec<(usize, Vec<&str>)> = Vec::new();
     for (i, first) in candidates.iter().enumerate() {
+        keys.push((rank(first), vec![first]));
         for second in &candidates[i + 1..] {
-            if unique(&[first, second]) {
-                return Some(vec![first.to_string(), second.to_string()]);
-            }
+            keys.push((rank(first) + rank(second), vec![first, second]));
         }
     }
-    None
+    keys.sort_by_key(|(score, names)| (*score, names.len()));
+    keys.into_iter()
+        .find(|(_, names)| unique(names))
+        .map(|(_, names)| names.into_iter().map(str::to_string).collect())
 }
 
 fn type_counts(types: &std::collections::BTreeMap<DdbType, u64>) -> Vec<(String, u64)> {
@@ -883,5 +892,35 @@ impl Assessment {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proposed_key_is_the_tables_not_an_indexs() {
+        let mut stats = crate::infer::SampleStats::default();
+        for user in 0..50 {
+            for order in 0..3 {
+                let line = format!(
+                    r#"{{"Item":{{"GSI1PK":{{"S":"G#{user}-{order}"}},"PK":{{"S":"USER#{user}"}},"SK":{{"S":"ORDER#{order}"}},"total":{{"N":"{order}"}}}}}}"#
+                );
+                stats.add_line(line.as_bytes());
+            }
+        }
+        // GSI1PK alone is unique too, but PK, SK is the table's key by its names.
+        assert_eq!(
+            key_from_sample(&stats),
+            Some(vec!["PK".to_string(), "SK".to_string()])
+        );
+        let mut single = crate::infer::SampleStats::default();
+        for id in 0..20 {
+            single.add_line(
+                format!(r#"{{"Item":{{"id":{{"N":"{id}"}},"kind":{{"S":"a"}}}}}}"#).as_bytes(),
+            );
+        }
+        assert_eq!(key_from_sample(&single), Some(vec!["id".to_string()]));
     }
 }
