@@ -8,8 +8,9 @@
 //! - the key attributes whole (`dynamo_<key>`), the rows' source identity;
 //! - ids parsed from keys (`id`, `user_id` from `USER#<n>`) and from references, as `int8`, when
 //!   every value has at most 18 digits (derived: `export-back` drops them);
-//! - a typed column per attribute at least half of the entity's items hold with one type, typed so
-//!   that every value seen fits (`numeric(p,s)` from the numbers' digits; on HeliosDB an attribute
+//! - a typed column per attribute at least half of the entity's items hold with one type (a set or
+//!   binary attribute however rare: only a column keeps its type), typed so that every value seen
+//!   fits (`numeric(p,s)` from the numbers' digits; on HeliosDB an attribute
 //!   a 96-bit decimal cannot hold stays in the rest column); names with a dot or non-ASCII
 //!   characters stay in the rest column;
 //! - everything else in the rest column `extra` (JSONB).
@@ -406,7 +407,15 @@ fn draft(
         let mut attributes: Vec<(&String, &Shape)> = rule.attributes.iter().collect();
         attributes.sort_by(|a, b| b.1.items.cmp(&a.1.items).then_with(|| a.0.cmp(b.0)));
         for (attribute, shape) in attributes {
-            if (shape.items as f64) < COLUMN_PRESENCE * rule.items as f64 {
+            // A set or binary value keeps its type only in a column of its own: the rest column's
+            // plain JSON gives it back as a list or a string. So those get a column however rare.
+            let typed_only_in_a_column = shape.types.len() == 1
+                && shape
+                    .types
+                    .keys()
+                    .all(|t| matches!(t, DdbType::B | DdbType::Ss | DdbType::Ns | DdbType::Bs));
+            if (shape.items as f64) < COLUMN_PRESENCE * rule.items as f64 && !typed_only_in_a_column
+            {
                 continue;
             }
             if !attribute.is_ascii() || attribute.contains('.') {
@@ -424,6 +433,10 @@ fn draft(
                 } else if shape.types.contains_key(&DdbType::N) {
                     notes.push(format!(
                         "{table}: attribute {attribute:?} holds numbers this target's NUMERIC cannot hold exactly: it stays in the rest column as exact JSON text"
+                    ));
+                } else if shape.types.contains_key(&DdbType::Ns) {
+                    notes.push(format!(
+                        "{table}: attribute {attribute:?} holds number sets this target's NUMERIC cannot hold exactly: it stays in the rest column, where plain JSON gives a set back as a list (issue 28's sidecar)"
                     ));
                 }
                 continue;
@@ -518,6 +531,44 @@ mod tests {
                 .unwrap();
         assert!(re.is_match("EMAIL#user12@example.com"));
         assert!(!re.is_match("EMAIL#user12@exampleXcom"));
+    }
+
+    #[test]
+    fn a_rare_set_gets_a_column_and_a_rare_string_stays_in_the_rest() {
+        let keys = vec!["PK".to_string(), "SK".to_string()];
+        let mut profile = Profile::default();
+        for i in 0..10 {
+            let extra = match i {
+                0 => r#","tags":{"SS":["a","b"]},"note":{"S":"x"}"#,
+                _ => "",
+            };
+            let line = format!(
+                r#"{{"Item":{{"PK":{{"S":"USER#{i}"}},"SK":{{"S":"ORDER#{i}"}},"total":{{"N":"1{i}.5"}}{extra}}}}}"#
+            );
+            let origin = super::super::profile::Origin {
+                file: 0,
+                line: i + 1,
+            };
+            profile.add_line(line.as_bytes(), origin, String::new, &keys);
+        }
+        let entities = super::super::entities::entities(&profile);
+        let drafts = drafts(&profile, &entities, &[], &keys, "full");
+        let postgres = &drafts[0];
+        assert!(postgres.notes.is_empty(), "{:?}", postgres.notes);
+        for column in [
+            r#"{ name = "tags", from = "tags", type = "text[]" }"#,
+            r#"{ name = "total", from = "total", type = "numeric(3,1)" }"#,
+            r#"{ name = "user_id", from = "PK", type = "int8", regex = "^USER#(\\d+)$" }"#,
+            r#"{ name = "id", from = "SK", type = "int8", regex = "^ORDER#(\\d+)$" }"#,
+        ] {
+            assert!(
+                postgres.config.contains(column),
+                "{column} in:\n{}",
+                postgres.config
+            );
+        }
+        assert!(!postgres.config.contains("\"note\""), "{}", postgres.config);
+        assert!(postgres.ddl.contains("\"tags\" TEXT[]"), "{}", postgres.ddl);
     }
 
     #[test]
