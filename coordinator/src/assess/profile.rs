@@ -861,11 +861,15 @@ impl Profile {
         self.size_buckets[bucket] += 1;
         let mut key_values = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some((_, AttrValue::S(v) | AttrValue::N(v) | AttrValue::B(v))) = attributes
+            match attributes
                 .iter()
                 .find(|(name, _)| name.as_ref() == key.as_str())
             {
-                key_values.push(v.to_string());
+                Some((_, AttrValue::S(v) | AttrValue::B(v))) => key_values.push(v.to_string()),
+                // A number key by its value: 1 and 1.0 are one key to DynamoDB.
+                Some((_, AttrValue::N(v))) => key_values
+                    .push(Decimal::parse(v).map_or_else(|| v.to_string(), |d| d.to_string())),
+                _ => {}
             }
         }
         let keyed = !keys.is_empty() && key_values.len() == keys.len();
@@ -1057,6 +1061,27 @@ mod tests {
             (share - KEY_SAMPLE as f64 / 300_000.0).abs() < 0.05,
             "{share}"
         );
+    }
+
+    #[test]
+    fn number_keys_are_compared_by_value() {
+        let keys = vec!["id".to_string()];
+        let mut profile = Profile::default();
+        for (i, line) in [
+            r#"{"Item":{"id":{"N":"1"}}}"#,
+            r#"{"Item":{"id":{"N":"1.0"}}}"#,
+            r#"{"Item":{"id":{"N":"2"}}}"#,
+        ]
+        .iter()
+        .enumerate()
+        {
+            let origin = Origin {
+                file: 0,
+                line: i as u64 + 1,
+            };
+            profile.add_line(line.as_bytes(), origin, String::new, &keys);
+        }
+        assert_eq!(profile.keys.duplicate_count(), 1);
     }
 
     #[test]
