@@ -9,23 +9,18 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::Context;
 use ferry_tests::gen::{add_data_file, generate_export, GenOptions};
-use ferry_tests::harness::binary;
+use ferry_tests::harness::run_coordinator;
 use ferry_tests::shop::{generate_shop, write_shop_export};
 use serde_json::Value;
 
 fn assess(export: &Path, args: &[&str]) -> anyhow::Result<Value> {
-    let output = Command::new(binary("ferry-coordinator"))
-        .arg("assess")
-        .arg("--export")
-        .arg(export)
-        .args(args)
-        .arg("--json")
-        .output()
-        .context("running assess")?;
+    let export = export.display().to_string();
+    let mut all = vec!["assess", "--export", &export, "--json"];
+    all.extend_from_slice(args);
+    let output = run_coordinator(&all, &[])?;
     anyhow::ensure!(
         output.status.success(),
         "assess failed: {}",
@@ -285,7 +280,7 @@ async fn the_draft_loads_as_written_and_round_trips(url: &str, target: &str) -> 
             "{ddl}"
         );
     }
-    let loaded = ferry_tests::harness::run_coordinator(
+    let loaded = run_coordinator(
         &[
             "migrate",
             "--export",
@@ -311,7 +306,7 @@ async fn the_draft_loads_as_written_and_round_trips(url: &str, target: &str) -> 
     assert_eq!(unrouted, 0, "items no rule took");
     let run_id = report["run_id"].as_str().unwrap();
     let out = dir.path().join("rollback");
-    let rolled = ferry_tests::harness::run_coordinator(
+    let rolled = run_coordinator(
         &[
             "export-back",
             "--target",

@@ -267,17 +267,51 @@ pub struct Numbers {
 /// 2000-01-01 and 2100-01-01 in Unix seconds.
 const EPOCH_RANGE: (i64, i64) = (946_684_800, 4_102_444_800);
 
+/// One number of an item (N, or an NS element), parsed once for every statistic that reads it.
+pub struct NumberSeen<'a> {
+    /// As written.
+    text: &'a str,
+    /// Its exact value (`None`: not a number DynamoDB would accept).
+    decimal: Option<Decimal>,
+    /// Whether a 96-bit decimal holds it exactly.
+    fits_decimal96: bool,
+}
+
+impl NumberSeen<'_> {
+    /// The numbers of `value`: its N, or its NS elements; none for other types.
+    pub fn of<'a>(value: &'a AttrValue<'_>) -> Vec<NumberSeen<'a>> {
+        let seen = |text: &'a str| NumberSeen {
+            text,
+            decimal: Decimal::parse(text),
+            fits_decimal96: ParsedNumber::parse(text).is_ok_and(|p| p.fits_decimal96()),
+        };
+        match value {
+            AttrValue::N(n) => vec![seen(n)],
+            AttrValue::Ns(items) => items.iter().map(|n| seen(n)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Its exact value as text, for the distinct count (as written if it is not a number).
+    fn exact(&self) -> String {
+        self.decimal
+            .as_ref()
+            .map_or_else(|| self.text.to_string(), ToString::to_string)
+    }
+}
+
 impl Numbers {
-    fn add(&mut self, text: &str) {
-        let Some(decimal) = Decimal::parse(text) else {
+    fn add(&mut self, number: &NumberSeen<'_>) {
+        let Some(decimal) = number.decimal.clone() else {
             return;
         };
+        let text = number.text;
         self.count += 1;
         self.max_precision = self.max_precision.max(decimal.precision());
         self.max_scale = self.max_scale.max(decimal.scale());
         self.max_integer_digits = self.max_integer_digits.max(decimal.integer.len());
         self.fractional += u64::from(decimal.scale() > 0);
-        if !ParsedNumber::parse(text).is_ok_and(|p| p.fits_decimal96()) {
+        if !number.fits_decimal96 {
             self.beyond_decimal96 += 1;
             if self.beyond_examples.len() < EXAMPLES {
                 self.beyond_examples.push(text.to_string());
@@ -554,7 +588,8 @@ pub struct Attribute {
 }
 
 impl Attribute {
-    fn add(&mut self, value: &AttrValue<'_>) {
+    /// Adds one value; `numbers` are its numbers ([`NumberSeen::of`]).
+    fn add(&mut self, value: &AttrValue<'_>, numbers: &[NumberSeen<'_>]) {
         self.present += 1;
         *self.types.entry(value.ddb_type()).or_default() += 1;
         match value {
@@ -567,11 +602,11 @@ impl Attribute {
                     count_capped(&mut self.patterns, pattern_of(s), MAX_PATTERNS);
                 }
             }
-            AttrValue::N(n) => {
-                let exact = Decimal::parse(n).map(|d| d.to_string());
-                self.distinct
-                    .add(hash_of(("N", exact.as_deref().unwrap_or(n.as_ref()))));
-                self.numbers.add(n);
+            AttrValue::N(_) => {
+                for number in numbers {
+                    self.distinct.add(hash_of(("N", number.exact())));
+                    self.numbers.add(number);
+                }
             }
             AttrValue::B(b) => {
                 self.distinct.add(hash_of(("B", b.as_ref())));
@@ -592,13 +627,10 @@ impl Attribute {
             }
             AttrValue::Ns(items) => {
                 widen(&mut self.set_sizes, items.len() as u64);
-                for n in items {
-                    self.numbers.add(n);
+                for number in numbers {
+                    self.numbers.add(number);
                 }
-                let mut sorted: Vec<String> = items
-                    .iter()
-                    .map(|n| Decimal::parse(n).map_or(n.to_string(), |d| d.to_string()))
-                    .collect();
+                let mut sorted: Vec<String> = numbers.iter().map(NumberSeen::exact).collect();
                 sorted.sort_unstable();
                 self.distinct.add(hash_of(&sorted));
             }
@@ -721,25 +753,19 @@ pub struct Shape {
 }
 
 impl Shape {
-    fn add(&mut self, value: &AttrValue<'_>) {
+    /// Adds one value; `numbers` are its numbers ([`NumberSeen::of`]).
+    fn add(&mut self, value: &AttrValue<'_>, numbers: &[NumberSeen<'_>]) {
         self.items += 1;
         *self.types.entry(value.ddb_type()).or_default() += 1;
-        let mut number = |text: &str| {
-            if let Some(d) = Decimal::parse(text) {
+        for number in numbers {
+            if let Some(d) = &number.decimal {
                 self.max_integer_digits = self.max_integer_digits.max(d.integer.len());
                 self.max_scale = self.max_scale.max(d.scale());
             }
-            if !ParsedNumber::parse(text).is_ok_and(|p| p.fits_decimal96()) {
-                self.beyond_decimal96 += 1;
-            }
-        };
-        match value {
-            AttrValue::N(n) => number(n),
-            AttrValue::Ns(items) => items.iter().for_each(|n| number(n)),
-            AttrValue::M(_) | AttrValue::L(_) => {
-                self.nested_typed |= holds_typed(value);
-            }
-            _ => {}
+            self.beyond_decimal96 += u64::from(!number.fits_decimal96);
+        }
+        if matches!(value, AttrValue::M(_) | AttrValue::L(_)) {
+            self.nested_typed |= holds_typed(value);
         }
     }
 
@@ -898,12 +924,17 @@ impl Profile {
             self.largest.sort_by(|a, b| b.cmp(a));
             self.largest.truncate(LARGEST_ITEMS);
         }
-        for (name, value) in &attributes {
+        // Each number is parsed once, for the attribute's statistics and its group's shape.
+        let numbers: Vec<Vec<NumberSeen<'_>>> = attributes
+            .iter()
+            .map(|(_, value)| NumberSeen::of(value))
+            .collect();
+        for ((name, value), numbers) in attributes.iter().zip(&numbers) {
             if let Some(known) = self.attributes.get_mut(name.as_ref()) {
-                known.add(value);
+                known.add(value, numbers);
             } else if self.attributes.len() < MAX_ATTRIBUTES {
                 let mut attribute = Attribute::default();
-                attribute.add(value);
+                attribute.add(value, numbers);
                 self.attributes.insert(name.to_string(), attribute);
             } else {
                 self.unprofiled_values += 1;
@@ -927,15 +958,15 @@ impl Profile {
             if group.example.is_empty() {
                 group.example = key_values;
             }
-            for (name, value) in &attributes {
+            for ((name, value), numbers) in attributes.iter().zip(&numbers) {
                 if keys.iter().any(|k| k == name.as_ref()) {
                     continue;
                 }
                 if let Some(shape) = group.attributes.get_mut(name.as_ref()) {
-                    shape.add(value);
+                    shape.add(value, numbers);
                 } else if group.attributes.len() < MAX_GROUP_ATTRIBUTES {
                     let mut shape = Shape::default();
-                    shape.add(value);
+                    shape.add(value, numbers);
                     group.attributes.insert(name.to_string(), shape);
                 }
             }
