@@ -22,6 +22,11 @@ ensure_tmux() {
   command -v tmux >/dev/null 2>&1 || apt_install tmux tmux
 }
 
+# Installs Chromium (Debian's package) when missing: the browser the HTML report test renders in.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 || apt_install chromium chromium
+}
+
 # The newest PostgreSQL bin folder.
 pg_bin_dir() {
   if [ -n "${FERRY_PG_BIN:-}" ]; then echo "$FERRY_PG_BIN"; return; fi

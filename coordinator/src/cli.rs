@@ -115,6 +115,9 @@ struct AssessArgs {
     /// schema-postgres.sql, schema-heliosdb.sql.
     #[arg(long)]
     draft: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page (charts inline, nothing fetched).
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -953,6 +956,10 @@ async fn run(command: Command, bar: bool) -> anyhow::Result<ExitCode> {
                     !assessment.drafts.is_empty(),
                     "no draft: no key, or no entity found (pass --key)"
                 );
+            }
+            if let Some(path) = &args.html {
+                std::fs::write(path, assessment.to_html())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&assessment)?);

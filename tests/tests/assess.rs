@@ -371,3 +371,223 @@ async fn the_draft_loads_as_written_and_round_trips_on_heliosdb() -> anyhow::Res
     let server = ferry_tests::helios::HeliosServer::start()?;
     the_draft_loads_as_written_and_round_trips(&server.url(), "heliosdb").await
 }
+
+/// Chromium (`scripts/test` installs Debian's `chromium`): a missing browser fails the test.
+fn chromium() -> anyhow::Result<std::path::PathBuf> {
+    ferry_tests::tools::find_tool(
+        "FERRY_CHROMIUM_BIN",
+        "chromium/chromium",
+        "chromium",
+        "scripts/test (apt-get install chromium)",
+    )
+}
+
+/// Runs headless Chromium on `page` with its own profile in `dir`: `--dump-dom` (the document
+/// as parsed), then a 1280×`height` screenshot with a NetLog of every request. Returns the DOM,
+/// the screenshot's RGBA pixels and the URLs the *page* asked for (requests with a page
+/// initiator; the browser's own background requests have none).
+fn render(
+    page: &Path,
+    dir: &Path,
+    height: u32,
+) -> anyhow::Result<(String, Vec<[u8; 4]>, Vec<String>)> {
+    let browser = chromium()?;
+    std::fs::create_dir_all(dir)?;
+    let url = format!("file://{}", page.display());
+    let common = |profile: &str| {
+        let mut command = std::process::Command::new(&browser);
+        command.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+        ]);
+        command.arg(format!("--user-data-dir={}", dir.join(profile).display()));
+        command
+    };
+    let output = common("dom").arg("--dump-dom").arg(&url).output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "chromium --dump-dom failed: {output:?}"
+    );
+    let dom = String::from_utf8(output.stdout)?;
+    let shot = dir.join("shot.png");
+    let netlog = dir.join("net.json");
+    let output = common("shot")
+        .arg(format!("--window-size=1280,{height}"))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("--log-net-log={}", netlog.display()))
+        .arg(&url)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "chromium --screenshot failed: {output:?}"
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot)?));
+    let mut reader = decoder.read_info()?;
+    let mut buffer = vec![0; reader.output_buffer_size().context("screenshot size")?];
+    let info = reader.next_frame(&mut buffer)?;
+    let channels = info.color_type.samples();
+    anyhow::ensure!(info.bit_depth == png::BitDepth::Eight, "{info:?}");
+    let pixels = buffer[..info.buffer_size()]
+        .chunks(channels)
+        .map(|p| match channels {
+            3 => [p[0], p[1], p[2], 255],
+            _ => [p[0], p[1], p[2], p[3]],
+        })
+        .collect();
+    let log: Value = serde_json::from_slice(&std::fs::read(&netlog)?)?;
+    let start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+        .as_u64()
+        .context("netlog constants")?;
+    let fetched = log["events"]
+        .as_array()
+        .context("netlog events")?
+        .iter()
+        .filter(|e| e["type"].as_u64() == Some(start_job))
+        .filter(|e| e["params"]["initiator"].as_str() != Some("not an origin"))
+        .filter_map(|e| e["params"]["url"].as_str())
+        .filter(|u| !u.starts_with("file://"))
+        .map(str::to_string)
+        .collect();
+    Ok((dom, pixels, fetched))
+}
+
+/// Pixels of exactly `colour` (`#rrggbb`).
+fn pixels_of(pixels: &[[u8; 4]], colour: &str) -> usize {
+    let hex = |i: usize| u8::from_str_radix(&colour[i..i + 2], 16).unwrap();
+    let rgb = [hex(1), hex(3), hex(5)];
+    pixels.iter().filter(|p| p[..3] == rgb).count()
+}
+
+/// The values of `attribute` on the elements of `class` inside the element of `id` in `dom`.
+fn values_in(dom: &str, id: &str, class: &str, attribute: &str) -> Vec<String> {
+    let start = dom.find(&format!("id=\"{id}\"")).expect(id);
+    let end = start + dom[start..].find("</svg>").expect("the chart's end");
+    dom[start..end]
+        .split(&format!("class=\"{class}\""))
+        .skip(1)
+        .map(|element| {
+            let from =
+                element.find(&format!("{attribute}=\"")).expect(attribute) + attribute.len() + 2;
+            element[from..from + element[from..].find('"').unwrap()].to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn the_html_report_renders_its_charts_in_a_browser_and_fetches_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let shop = generate_shop(31, 3_000, 300);
+    let mut export = write_shop_export(dir.path(), &shop, 31, 4)?;
+    // Names and values a page must escape, and a URL a careless page would fetch.
+    add_data_file(
+        &mut export,
+        &[
+            r#"{"Item":{"PK":{"S":"USER#<b>1"},"SK":{"S":"NOTE#1"},"<script>alert(1)</script>":{"S":"<img src=\"http://127.0.0.1:9/x.png\">"}}}"#.to_string(),
+        ],
+    )?;
+    let page = dir.path().join("report.html");
+    let page_arg = page.display().to_string();
+    let assessment = assess(
+        &export.root,
+        &["--full", "--key", "PK,SK", "--html", &page_arg],
+    )?;
+    let html = std::fs::read_to_string(&page)?;
+    assert!(!html.contains("<script"), "a script in the page");
+    assert!(!html.contains("<img"), "an image in the page");
+    let (dom, pixels, fetched) = render(&page, dir.path(), 5_000)?;
+    assert_eq!(fetched, Vec::<String>::new(), "the page fetched");
+    assert!(!dom.contains("<script"), "the browser parsed a script");
+
+    // The histogram: one bar per size bucket, with the assessment's counts.
+    let buckets: Vec<String> = assessment["sizes"]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b[1].to_string())
+        .collect();
+    assert!(!buckets.is_empty());
+    assert_eq!(values_in(&dom, "size-chart", "bar", "data-items"), buckets);
+    // The entity chart: the shop's entities, largest first, with their counts.
+    let entities: Vec<String> = assessment["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["items"].to_string())
+        .collect();
+    assert!(entities.len() >= 5, "{entities:?}");
+    assert_eq!(
+        values_in(&dom, "entity-chart", "bar", "data-items"),
+        entities
+    );
+    // The type mix: one segment per (attribute, type), summing to the items holding it.
+    let segments = values_in(&dom, "type-chart", "segment", "data-items");
+    let expected: Vec<String> = assessment["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(40)
+        .flat_map(|a| a["types"].as_array().unwrap().clone())
+        .map(|t| t[1].to_string())
+        .collect();
+    assert_eq!(segments, expected);
+    // The draft tables: the shop's five, on both targets.
+    for target in ["postgres", "heliosdb"] {
+        let start = dom.find(&format!("id=\"draft-{target}\"")).expect(target);
+        let tables = dom[start..]
+            .split("</div>")
+            .next()
+            .unwrap()
+            .matches("class=\"draft-table\"")
+            .count();
+        assert!(tables >= 5, "{target}: {tables} draft tables");
+    }
+    // And the browser drew them: the bar colours cover real areas of the screenshot.
+    for (colour, what) in [
+        (
+            ferry_coordinator::assess::report::SIZE_BAR_COLOUR,
+            "the histogram",
+        ),
+        (
+            ferry_coordinator::assess::report::ENTITY_BAR_COLOUR,
+            "the entity chart",
+        ),
+        (
+            ferry_coordinator::assess::report::type_colour("S"),
+            "the S segments",
+        ),
+        (
+            ferry_coordinator::assess::report::type_colour("N"),
+            "the N segments",
+        ),
+    ] {
+        let drawn = pixels_of(&pixels, colour);
+        assert!(drawn > 2_000, "{what}: {drawn} pixels of {colour}");
+    }
+
+    // Without its Content-Security-Policy the page still asks for nothing; and the check sees a
+    // fetch: a page with one image is caught.
+    let open = dir.path().join("open.html");
+    let meta_start = html.find("<meta http-equiv").unwrap();
+    let meta_end = meta_start + html[meta_start..].find('>').unwrap() + 1;
+    std::fs::write(
+        &open,
+        format!("{}{}", &html[..meta_start], &html[meta_end..]),
+    )?;
+    let (_, _, fetched) = render(&open, &dir.path().join("open"), 800)?;
+    assert_eq!(
+        fetched,
+        Vec::<String>::new(),
+        "the page without its policy fetched"
+    );
+    let control = dir.path().join("control.html");
+    std::fs::write(
+        &control,
+        "<!DOCTYPE html><p>x</p><img src=\"http://127.0.0.1:9/control.png\">",
+    )?;
+    let (_, _, fetched) = render(&control, &dir.path().join("control"), 400)?;
+    assert_eq!(fetched, vec!["http://127.0.0.1:9/control.png".to_string()]);
+    Ok(())
+}

@@ -61,6 +61,33 @@ pub struct Draft {
     pub ddl: String,
     /// What the draft could not keep exact, and why.
     pub notes: Vec<String>,
+    /// Its tables (one per routing rule), as the config declares them.
+    pub tables: Vec<DraftTable>,
+}
+
+/// One table of a draft.
+#[derive(Clone, Debug, Serialize)]
+pub struct DraftTable {
+    /// The table.
+    pub name: String,
+    /// The entities its rule routes there.
+    pub entities: Vec<String>,
+    /// Items those entities had.
+    pub items: u64,
+    /// Its columns, the rest column aside.
+    pub columns: Vec<DraftTableColumn>,
+}
+
+/// One column of a draft table.
+#[derive(Clone, Debug, Serialize)]
+pub struct DraftTableColumn {
+    /// The column.
+    pub name: String,
+    /// Its SQL type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The attribute it comes from (and how, for an id parsed from a key).
+    pub from: String,
 }
 
 /// A lower-case SQL name from `text`: letters, digits and `_`, starting with a letter.
@@ -315,6 +342,7 @@ fn draft(
         toml_string(CATCH_ALL)
     );
     let mut table_names = BTreeSet::new();
+    let mut tables = Vec::new();
     for rule in &rules {
         let mut table = rule.name.clone();
         let mut n = 1;
@@ -489,6 +517,22 @@ fn draft(
             let _ = writeln!(config, "  {},", column.toml());
         }
         let _ = writeln!(config, "]");
+        tables.push(DraftTable {
+            name: table.clone(),
+            entities: rule.entities.clone(),
+            items: rule.items,
+            columns: columns
+                .iter()
+                .map(|c| DraftTableColumn {
+                    name: c.name.clone(),
+                    type_name: c.type_name.clone(),
+                    from: match &c.regex {
+                        Some(regex) => format!("{} (the digits of {regex})", c.from),
+                        None => c.from.clone(),
+                    },
+                })
+                .collect(),
+        });
     }
     let ddl = match Routing::from_toml(&config).and_then(|routing| {
         routing.validate(keys)?;
@@ -509,6 +553,7 @@ fn draft(
         config,
         ddl,
         notes,
+        tables,
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod draft;
 pub mod entities;
 pub mod profile;
+pub mod report;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
