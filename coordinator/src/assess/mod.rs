@@ -3,12 +3,15 @@
 //! or Ion, as a run reads them), profiles every attribute ([`profile`]), checks the key, groups a
 //! single-table design's items into entities by the patterns of their key values and finds
 //! foreign-key candidates ([`entities`]), and lists what a run would reject, spill or do slowly,
-//! each finding with counts, examples and what to do.
+//! each finding with counts, examples and what to do. The result prints as text or JSON, and as
+//! one self-contained HTML page ([`report`]); `--draft` writes a config and DDL per target
+//! ([`draft`]).
 //!
 //! Files are read in parallel (`--workers`), one line in memory at a time each; every per-file
 //! profile is bounded (capped maps, a k-minimum-values distinct estimate, a key check over a
 //! bounded, uniform share of the key space: [`profile::KeySample`]), and profiles are merged as
-//! files finish, so memory does not grow with the export's size.
+//! files finish; the key check is one for the whole pass, fed in batches by the files being
+//! read, so memory does not grow with the export's size.
 
 pub mod draft;
 pub mod entities;
@@ -226,13 +229,18 @@ pub async fn assess(request: &AssessRequest) -> Result<Assessment> {
     let bar = progress_bar(request.progress_bar, &read, per_file);
     let keys_shared = Arc::new(keys.clone());
     let mut merged = Profile::default();
+    // One key check for the whole pass, fed in batches by the files being read: its memory is
+    // its cap however large the export and however many files are read at once.
+    let key_check = Arc::new(std::sync::Mutex::new(profile::KeySample::default()));
+    let workers = request.workers.max(1);
     let mut results = futures_util::stream::iter(read.iter().cloned().enumerate())
         .map(|(index, file)| {
             let store = store.clone();
             let keys = keys_shared.clone();
-            async move { profile_file(store, index as u32, file, per_file, keys).await }
+            let key_check = key_check.clone();
+            async move { profile_file(store, index as u32, file, per_file, keys, key_check).await }
         })
-        .buffer_unordered(request.workers.max(1));
+        .buffer_unordered(workers);
     let mut last_log = Instant::now();
     let mut unreadable = Vec::new();
     while let Some(result) = results.next().await {
@@ -256,6 +264,12 @@ pub async fn assess(request: &AssessRequest) -> Result<Assessment> {
         }
     }
     bar.finish_and_clear();
+    drop(results);
+    merged.keys = std::mem::take(
+        &mut *key_check
+            .lock()
+            .map_err(|_| CoordinatorError::Invalid("assess: a file's task died".into()))?,
+    );
     let names: Vec<String> = read.iter().map(|f| store.location(&f.key)).collect();
     let mut assessment = build(
         request,
@@ -308,13 +322,18 @@ fn progress_bar(draw: bool, read: &[DataFile], per_file: Option<usize>) -> indic
     bar
 }
 
+/// Lines whose keys a file gathers before it hands them to the pass's key check.
+const KEY_BATCH: u64 = 4_096;
+
 /// Profiles one data file (its first `per_file` items, or all): the profile and the stored bytes.
+/// Its keys go to `key_check`, every [`KEY_BATCH`] lines and at the end.
 async fn profile_file(
     store: Arc<dyn ObjectStore>,
     index: u32,
     file: DataFile,
     per_file: Option<usize>,
     keys: Arc<Vec<String>>,
+    key_check: Arc<std::sync::Mutex<profile::KeySample>>,
 ) -> Result<(Profile, u64)> {
     let stream = store.open(&file.key).await?;
     let raw = ferry_worker::source::blocking_reader(stream);
@@ -322,14 +341,29 @@ async fn profile_file(
     tokio::task::spawn_blocking(move || {
         let mut profile = Profile::default();
         let limit = per_file.unwrap_or(usize::MAX) as u64;
-        ferry_worker::source::for_each_line(raw, &location, |line_no, line| {
+        // Hands the batch over, and takes the check's threshold back (keys above it are dropped
+        // at once).
+        let hand_over = |batch: &mut profile::KeySample| {
+            if let Ok(mut check) = key_check.lock() {
+                check.merge(std::mem::take(batch));
+                batch.lower_threshold(check.threshold());
+            }
+        };
+        let read = ferry_worker::source::for_each_line(raw, &location, |line_no, line| {
+            if line_no % KEY_BATCH == 0 {
+                hand_over(&mut profile.keys);
+            }
             let origin = Origin {
                 file: index,
                 line: line_no,
             };
             profile.add_line(line, origin, || format!("{location}:{line_no}"), &keys);
             profile.items + profile.bad_lines < limit
-        })?;
+        });
+        // A file cut short still hands over the keys it read: they are the export's, and a
+        // duplicate among them is one.
+        hand_over(&mut profile.keys);
+        read?;
         Ok((profile, file.size))
     })
     .await

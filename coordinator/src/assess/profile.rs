@@ -8,6 +8,7 @@
 //! key, the pattern of its key values (`USER#<n>` / `ORDER#<n>`) that entity detection groups by
 //! ([`super::entities`]), and the largest items.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -38,9 +39,19 @@ pub const EXAMPLES: usize = 3;
 /// A pattern longer than this is cut (an odd key stays one line).
 const MAX_PATTERN_CHARS: usize = 48;
 
-/// A 64-bit hash of `value` (fixed keys, so every part of a run agrees).
+/// The seed of every hash of a profile (fixed, so every part of a run agrees).
+const SEED: u64 = 0x6665_7272_795f_6173;
+
+/// A fresh hasher: foldhash's quality variant with a fixed seed (several times faster than
+/// SipHash on short strings, and well mixed enough for k-minimum-values).
+fn hasher() -> impl Hasher {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(SEED).build_hasher()
+}
+
+/// A 64-bit hash of `value`.
 pub fn hash_of(value: impl Hash) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut hasher = hasher();
     value.hash(&mut hasher);
     hasher.finish()
 }
@@ -277,27 +288,40 @@ pub struct NumberSeen<'a> {
     fits_decimal96: bool,
 }
 
-impl NumberSeen<'_> {
-    /// The numbers of `value`: its N, or its NS elements; none for other types.
-    pub fn of<'a>(value: &'a AttrValue<'_>) -> Vec<NumberSeen<'a>> {
-        let seen = |text: &'a str| NumberSeen {
-            text,
-            decimal: Decimal::parse(text),
-            fits_decimal96: ParsedNumber::parse(text).is_ok_and(|p| p.fits_decimal96()),
+impl<'a> NumberSeen<'a> {
+    /// Appends the numbers of `value` to `out`: its N, or its NS elements; none for other types.
+    pub fn push(value: &'a AttrValue<'_>, out: &mut Vec<NumberSeen<'a>>) {
+        let seen = |text: &'a str| {
+            let decimal = Decimal::parse(text);
+            NumberSeen {
+                text,
+                fits_decimal96: decimal.is_some() && fits_decimal96(text),
+                decimal,
+            }
         };
         match value {
-            AttrValue::N(n) => vec![seen(n)],
-            AttrValue::Ns(items) => items.iter().map(|n| seen(n)).collect(),
-            _ => Vec::new(),
+            AttrValue::N(n) => out.push(seen(n)),
+            AttrValue::Ns(items) => out.extend(items.iter().map(|n| seen(n))),
+            _ => {}
         }
     }
 
-    /// Its exact value as text, for the distinct count (as written if it is not a number).
-    fn exact(&self) -> String {
-        self.decimal
-            .as_ref()
-            .map_or_else(|| self.text.to_string(), ToString::to_string)
+    /// A hash of its exact value, for the distinct count (of the text if it is not a number).
+    fn exact_hash(&self) -> u64 {
+        match &self.decimal {
+            Some(d) => hash_of(("N", d.negative, &d.integer, &d.fraction)),
+            None => hash_of(("N?", self.text)),
+        }
     }
+}
+
+/// Whether a 96-bit decimal (HeliosDB's NUMERIC) holds `text`, a valid number, exactly. Text of
+/// at most 28 characters without an exponent has at most 28 digits: it fits without parsing.
+fn fits_decimal96(text: &str) -> bool {
+    if text.len() <= 28 && !text.bytes().any(|b| b == b'e' || b == b'E') {
+        return true;
+    }
+    ParsedNumber::parse(text).is_ok_and(|p| p.fits_decimal96())
 }
 
 impl Numbers {
@@ -416,35 +440,57 @@ pub fn looks_iso8601(text: &str) -> bool {
 /// and dashes (UUIDs, hashes) `<id>`, everything else stays, so `USER#1181` and `USER#7` are both
 /// `USER#<n>`.
 pub fn pattern_of(value: &str) -> String {
-    let chars: Vec<char> = value.chars().collect();
     let mut out = String::new();
+    pattern_into(value, &mut out);
+    out
+}
+
+/// [`pattern_of`] into `out` (cleared first), allocating nothing once `out` has grown: the
+/// profile calls it for every key value and short string.
+pub fn pattern_into(value: &str, out: &mut String) {
+    out.clear();
+    let bytes = value.as_bytes();
+    let hexish = |b: u8| b.is_ascii_hexdigit() || b == b'-';
+    let mut chars = 0;
     let mut at = 0;
-    while at < chars.len() {
-        let hexish = |c: char| c.is_ascii_hexdigit() || c == '-';
+    while at < bytes.len() {
         let mut end = at;
-        while end < chars.len() && hexish(chars[end]) {
+        while end < bytes.len() && hexish(bytes[end]) {
             end += 1;
         }
-        let run = &chars[at..end];
-        let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
-        if run.len() >= 16 && digits > 0 && run.iter().any(|c| *c != '-') {
-            out.push_str("<id>");
+        let run = &bytes[at..end];
+        if run.len() >= 16 {
+            if run.iter().any(u8::is_ascii_digit) && run.iter().any(|b| *b != b'-') {
+                out.push_str("<id>");
+                chars += 4;
+            } else {
+                // No digit in it (none in any of its tails either): it stays as written.
+                out.push_str(&value[at..end]);
+                chars += run.len();
+            }
             at = end;
-        } else if chars[at].is_ascii_digit() {
-            while at < chars.len() && chars[at].is_ascii_digit() {
+        } else if bytes[at].is_ascii_digit() {
+            while at < bytes.len() && bytes[at].is_ascii_digit() {
                 at += 1;
             }
             out.push_str("<n>");
+            chars += 3;
         } else {
-            out.push(chars[at]);
-            at += 1;
+            let c = value[at..].chars().next().expect("a char starts here");
+            out.push(c);
+            chars += 1;
+            at += c.len_utf8();
         }
-        if out.chars().count() > MAX_PATTERN_CHARS {
-            let cut: String = out.chars().take(MAX_PATTERN_CHARS).collect();
-            return format!("{cut}…");
+        if chars > MAX_PATTERN_CHARS {
+            let cut = out
+                .char_indices()
+                .nth(MAX_PATTERN_CHARS)
+                .map_or(out.len(), |(i, _)| i);
+            out.truncate(cut);
+            out.push('…');
+            return;
         }
     }
-    out
 }
 
 /// Where a line is: the data file's index in the listing, and the line number.
@@ -456,19 +502,60 @@ pub struct Origin {
     pub line: u64,
 }
 
-/// Keys kept by a [`KeySample`] at most (about 40 bytes each).
+/// Keys kept by a [`KeySample`] at most (32 bytes each in its table, about 40 with its slack).
 pub const KEY_SAMPLE: usize = 200_000;
+
+/// A hasher for keys that are already uniform 128-bit hashes: their low 64 bits.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+/// A kept key's copies and first place, packed (an [`Origin`] and a count as a tuple take 24
+/// bytes; this takes 16, so an entry with its 128-bit hash is 32).
+#[derive(Clone, Copy, Debug)]
+struct Kept {
+    count: u32,
+    file: u32,
+    line: u64,
+}
+
+impl Kept {
+    fn origin(&self) -> Origin {
+        Origin {
+            file: self.file,
+            line: self.line,
+        }
+    }
+}
+
+type PrehashedMap<V> = std::collections::HashMap<u128, V, std::hash::BuildHasherDefault<Prehashed>>;
 
 /// A bounded, exact duplicate check over a uniform share of the key space: every key whose
 /// 128-bit hash is below a threshold is kept with its count and first place; when more than
-/// [`KEY_SAMPLE`] are kept, the largest hashes are dropped and the threshold falls. Every copy of a
-/// kept key is kept (copies share the hash), so a duplicate found is a duplicate, and the share of
-/// keys checked estimates the rate for the rest. Exact, over every key, while it never fills.
+/// [`KEY_SAMPLE`] are kept, the threshold halves and the keys above it are dropped. Every copy of
+/// a kept key is kept (copies share the hash), so a duplicate found is a duplicate, and the share
+/// of keys checked estimates the rate for the rest. Exact, over every key, while it never fills.
+/// `assess` keeps one for the whole pass, fed in batches by the files being read.
 #[derive(Clone, Debug)]
 pub struct KeySample {
-    kept: BTreeMap<u128, (u32, Origin)>,
+    kept: PrehashedMap<Kept>,
     /// Keys at or above this are not kept.
     threshold: u128,
+    /// Keys kept at most.
+    cap: usize,
     /// Keys offered.
     pub offered: u64,
     /// Duplicates found: (first place, second place). Each is a real duplicate, even if its key
@@ -478,20 +565,53 @@ pub struct KeySample {
 
 impl Default for KeySample {
     fn default() -> Self {
-        KeySample {
-            kept: BTreeMap::new(),
-            threshold: u128::MAX,
-            offered: 0,
-            duplicates: Vec::new(),
-        }
+        KeySample::with_cap(KEY_SAMPLE)
     }
 }
 
 impl KeySample {
+    /// An empty check keeping at most `cap` keys.
+    pub fn with_cap(cap: usize) -> KeySample {
+        KeySample {
+            kept: PrehashedMap::default(),
+            threshold: u128::MAX,
+            cap: cap.max(1),
+            offered: 0,
+            duplicates: Vec::new(),
+        }
+    }
+
     /// The key's 128-bit hash.
-    pub fn hash(values: &[String]) -> u128 {
-        (u128::from(hash_of(("ferry-key-1", values))) << 64)
-            | u128::from(hash_of(("ferry-key-2", values)))
+    pub fn hash<S: AsRef<str>>(values: &[S]) -> u128 {
+        let half = |salt: &str| {
+            let mut hasher = hasher();
+            salt.hash(&mut hasher);
+            for value in values {
+                value.as_ref().hash(&mut hasher);
+            }
+            hasher.finish()
+        };
+        (u128::from(half("ferry-key-1")) << 64) | u128::from(half("ferry-key-2"))
+    }
+
+    /// Keys at or above this hash are not checked (the share of the key space checked).
+    pub fn threshold(&self) -> u128 {
+        self.threshold
+    }
+
+    /// Lowers the threshold to `threshold` (another part's), dropping the keys above it.
+    pub fn lower_threshold(&mut self, threshold: u128) {
+        if threshold < self.threshold {
+            self.threshold = threshold;
+            // Rebuilt, not retained: a table's erased slots stay spent until it is rehashed, and
+            // refilling it after a few halvings made it double past its cap (a 3M-item pass held
+            // 13 MiB more than a 300k one).
+            let kept: Vec<(u128, Kept)> = std::mem::take(&mut self.kept)
+                .into_iter()
+                .filter(|(hash, _)| *hash < threshold)
+                .collect();
+            self.kept = kept.into_iter().collect();
+        }
     }
 
     /// Offers one key (its hash) found at `origin`.
@@ -504,18 +624,22 @@ impl KeySample {
         if hash >= self.threshold {
             return;
         }
-        match self.kept.get_mut(&hash) {
-            Some((seen, first)) => {
-                *seen += count;
+        match self.kept.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(mut kept) => {
+                let kept = kept.get_mut();
+                kept.count += count;
                 if self.duplicates.len() < EXAMPLES {
-                    self.duplicates.push((*first, origin));
+                    self.duplicates.push((kept.origin(), origin));
                 }
             }
-            None => {
-                self.kept.insert(hash, (count, origin));
-                while self.kept.len() > KEY_SAMPLE {
-                    let (largest, _) = self.kept.pop_last().expect("over the cap");
-                    self.threshold = largest;
+            std::collections::hash_map::Entry::Vacant(free) => {
+                free.insert(Kept {
+                    count,
+                    file: origin.file,
+                    line: origin.line,
+                });
+                while self.kept.len() > self.cap {
+                    self.lower_threshold(self.threshold / 2);
                 }
             }
         }
@@ -525,22 +649,23 @@ impl KeySample {
     pub fn merge(&mut self, other: KeySample) {
         self.offered += other.offered;
         // Below the lower threshold, both kept every copy.
-        self.threshold = self.threshold.min(other.threshold);
+        self.lower_threshold(other.threshold);
         let threshold = self.threshold;
-        self.kept.retain(|hash, _| *hash < threshold);
         for pair in other.duplicates {
             if self.duplicates.len() < EXAMPLES {
                 self.duplicates.push(pair);
             }
         }
-        for (hash, (count, origin)) in other.kept {
-            self.keep(hash, count, origin);
+        for (hash, kept) in other.kept {
+            if hash < threshold {
+                self.keep(hash, kept.count, kept.origin());
+            }
         }
     }
 
     /// Copies beyond the first of the keys checked.
     pub fn duplicate_count(&self) -> u64 {
-        self.kept.values().map(|(n, _)| u64::from(n - 1)).sum()
+        self.kept.values().map(|k| u64::from(k.count - 1)).sum()
     }
 
     /// Distinct keys checked.
@@ -588,8 +713,8 @@ pub struct Attribute {
 }
 
 impl Attribute {
-    /// Adds one value; `numbers` are its numbers ([`NumberSeen::of`]).
-    fn add(&mut self, value: &AttrValue<'_>, numbers: &[NumberSeen<'_>]) {
+    /// Adds one value; `numbers` are its numbers ([`NumberSeen::push`]).
+    fn add(&mut self, value: &AttrValue<'_>, numbers: &[NumberSeen<'_>], scratch: &mut Scratch) {
         self.present += 1;
         *self.types.entry(value.ddb_type()).or_default() += 1;
         match value {
@@ -599,12 +724,13 @@ impl Attribute {
                 self.strings += 1;
                 self.iso8601 += u64::from(looks_iso8601(s));
                 if s.len() <= MAX_PATTERNED_CHARS {
-                    count_capped(&mut self.patterns, pattern_of(s), MAX_PATTERNS);
+                    pattern_into(s, &mut scratch.pattern);
+                    add_capped(&mut self.patterns, &scratch.pattern, 1, MAX_PATTERNS);
                 }
             }
             AttrValue::N(_) => {
                 for number in numbers {
-                    self.distinct.add(hash_of(("N", number.exact())));
+                    self.distinct.add(number.exact_hash());
                     self.numbers.add(number);
                 }
             }
@@ -630,20 +756,16 @@ impl Attribute {
                 for number in numbers {
                     self.numbers.add(number);
                 }
-                let mut sorted: Vec<String> = numbers.iter().map(NumberSeen::exact).collect();
+                let mut sorted: Vec<u64> = numbers.iter().map(NumberSeen::exact_hash).collect();
                 sorted.sort_unstable();
-                self.distinct.add(hash_of(&sorted));
+                self.distinct.add(hash_of(("NS", &sorted)));
             }
             AttrValue::M(_) | AttrValue::L(_) => {
-                let mut seen = Vec::new();
-                let depth = walk(value, "", &mut seen);
+                scratch.path.clear();
+                scratch.seen.clear();
+                let depth = walk(value, &mut scratch.path, &mut scratch.seen, &mut self.paths);
                 self.max_depth = self.max_depth.max(depth);
-                seen.sort_unstable();
-                seen.dedup();
-                for path in seen {
-                    count_capped(&mut self.paths, path, MAX_PATHS);
-                }
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                let mut hasher = hasher();
                 hash_value(value, &mut hasher);
                 self.distinct.add(hasher.finish());
             }
@@ -678,14 +800,6 @@ fn base64_bytes(text: &str) -> u64 {
     (trimmed.len() as u64 * 3) / 4
 }
 
-fn count_capped(counts: &mut BTreeMap<String, u64>, key: String, cap: usize) {
-    if let Some(n) = counts.get_mut(&key) {
-        *n += 1;
-    } else if counts.len() < cap {
-        counts.insert(key, 1);
-    }
-}
-
 fn add_capped(counts: &mut BTreeMap<String, u64>, key: &str, n: u64, cap: usize) {
     if let Some(count) = counts.get_mut(key) {
         *count += n;
@@ -694,32 +808,56 @@ fn add_capped(counts: &mut BTreeMap<String, u64>, key: &str, n: u64, cap: usize)
     }
 }
 
-/// Walks a map or list, naming every member path (`a.b`, `items[].price`); returns its depth.
-fn walk(value: &AttrValue<'_>, prefix: &str, paths: &mut Vec<String>) -> usize {
+/// Walks a map or list, counting every member path (`a.b`, `items[].price`) in `paths` once per
+/// value (`path` is the path so far; `seen`, the hashes of the paths this value has counted);
+/// returns its depth.
+fn walk(
+    value: &AttrValue<'_>,
+    path: &mut String,
+    seen: &mut Vec<u64>,
+    paths: &mut BTreeMap<String, u64>,
+) -> usize {
     match value {
         AttrValue::M(members) => {
             let mut deepest = 0;
             for (name, member) in members {
-                let path = if prefix.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{prefix}.{name}")
-                };
-                deepest = deepest.max(walk(member, &path, paths));
-                paths.push(path);
+                let len = path.len();
+                if len > 0 {
+                    path.push('.');
+                }
+                path.push_str(name);
+                deepest = deepest.max(walk(member, path, seen, paths));
+                let hash = hash_of(path.as_str());
+                if !seen.contains(&hash) {
+                    seen.push(hash);
+                    add_capped(paths, path, 1, MAX_PATHS);
+                }
+                path.truncate(len);
             }
             deepest + 1
         }
         AttrValue::L(items) => {
-            let path = format!("{prefix}[]");
+            let len = path.len();
+            path.push_str("[]");
             let mut deepest = 0;
             for item in items {
-                deepest = deepest.max(walk(item, &path, paths));
+                deepest = deepest.max(walk(item, path, seen, paths));
             }
+            path.truncate(len);
             deepest + 1
         }
         _ => 0,
     }
+}
+
+/// Buffers reused from value to value, so that profiling a value allocates nothing once they
+/// have grown.
+#[derive(Clone, Debug, Default)]
+pub struct Scratch {
+    pattern: String,
+    path: String,
+    seen: Vec<u64>,
+    key_patterns: Vec<String>,
 }
 
 /// Items grouped by the patterns of their key values.
@@ -753,7 +891,7 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// Adds one value; `numbers` are its numbers ([`NumberSeen::of`]).
+    /// Adds one value; `numbers` are its numbers ([`NumberSeen::push`]).
     fn add(&mut self, value: &AttrValue<'_>, numbers: &[NumberSeen<'_>]) {
         self.items += 1;
         *self.types.entry(value.ddb_type()).or_default() += 1;
@@ -856,6 +994,8 @@ pub struct Profile {
     pub long_key_examples: Vec<String>,
     /// The duplicate check of the key.
     pub keys: KeySample,
+    /// Buffers reused from line to line.
+    scratch: Scratch,
 }
 
 impl Profile {
@@ -885,16 +1025,17 @@ impl Profile {
         self.item_bytes += bytes;
         let bucket = (64 - bytes.leading_zeros() as usize).min(SIZE_BUCKETS - 1);
         self.size_buckets[bucket] += 1;
-        let mut key_values = Vec::with_capacity(keys.len());
+        let mut key_values: Vec<Cow<'_, str>> = Vec::with_capacity(keys.len());
         for key in keys {
             match attributes
                 .iter()
                 .find(|(name, _)| name.as_ref() == key.as_str())
             {
-                Some((_, AttrValue::S(v) | AttrValue::B(v))) => key_values.push(v.to_string()),
+                Some((_, AttrValue::S(v) | AttrValue::B(v))) => key_values.push(Cow::Borrowed(v)),
                 // A number key by its value: 1 and 1.0 are one key to DynamoDB.
-                Some((_, AttrValue::N(v))) => key_values
-                    .push(Decimal::parse(v).map_or_else(|| v.to_string(), |d| d.to_string())),
+                Some((_, AttrValue::N(v))) => key_values.push(Cow::Owned(
+                    Decimal::parse(v).map_or_else(|| v.to_string(), |d| d.to_string()),
+                )),
                 _ => {}
             }
         }
@@ -924,17 +1065,22 @@ impl Profile {
             self.largest.sort_by(|a, b| b.cmp(a));
             self.largest.truncate(LARGEST_ITEMS);
         }
-        // Each number is parsed once, for the attribute's statistics and its group's shape.
-        let numbers: Vec<Vec<NumberSeen<'_>>> = attributes
-            .iter()
-            .map(|(_, value)| NumberSeen::of(value))
-            .collect();
-        for ((name, value), numbers) in attributes.iter().zip(&numbers) {
+        // Each number is parsed once, for the attribute's statistics and its group's shape:
+        // attribute i's numbers are numbers[spans[i]..spans[i + 1]].
+        let mut numbers: Vec<NumberSeen<'_>> = Vec::new();
+        let mut spans: Vec<usize> = Vec::with_capacity(attributes.len() + 1);
+        spans.push(0);
+        for (_, value) in &attributes {
+            NumberSeen::push(value, &mut numbers);
+            spans.push(numbers.len());
+        }
+        let numbers_of = |i: usize| &numbers[spans[i]..spans[i + 1]];
+        for (i, (name, value)) in attributes.iter().enumerate() {
             if let Some(known) = self.attributes.get_mut(name.as_ref()) {
-                known.add(value, numbers);
+                known.add(value, numbers_of(i), &mut self.scratch);
             } else if self.attributes.len() < MAX_ATTRIBUTES {
                 let mut attribute = Attribute::default();
-                attribute.add(value, numbers);
+                attribute.add(value, numbers_of(i), &mut self.scratch);
                 self.attributes.insert(name.to_string(), attribute);
             } else {
                 self.unprofiled_values += 1;
@@ -942,31 +1088,43 @@ impl Profile {
         }
         if keyed {
             self.keys.offer(KeySample::hash(&key_values), origin);
-            let patterns: Vec<String> = key_values.iter().map(|v| pattern_of(v)).collect();
-            let other = !self.groups.contains_key(&patterns) && self.groups.len() >= MAX_GROUPS;
-            let patterns = if other {
-                vec!["<other>".to_string(); keys.len()]
-            } else {
-                patterns
-            };
-            let group = self.groups.entry(patterns).or_default();
+            let patterns = &mut self.scratch.key_patterns;
+            patterns.resize(keys.len(), String::new());
+            for (pattern, value) in patterns.iter_mut().zip(&key_values) {
+                pattern_into(value, pattern);
+            }
+            if !self.groups.contains_key(patterns.as_slice()) {
+                if self.groups.len() >= MAX_GROUPS {
+                    for pattern in patterns.iter_mut() {
+                        pattern.clear();
+                        pattern.push_str("<other>");
+                    }
+                }
+                if !self.groups.contains_key(patterns.as_slice()) {
+                    self.groups.insert(patterns.clone(), Group::default());
+                }
+            }
+            let group = self
+                .groups
+                .get_mut(patterns.as_slice())
+                .expect("the group was just added");
             group.items += 1;
             group.key_digits.resize(key_values.len(), 0);
             for (most, value) in group.key_digits.iter_mut().zip(&key_values) {
                 *most = (*most).max(longest_digits(value));
             }
             if group.example.is_empty() {
-                group.example = key_values;
+                group.example = key_values.iter().map(|v| v.to_string()).collect();
             }
-            for ((name, value), numbers) in attributes.iter().zip(&numbers) {
+            for (i, (name, value)) in attributes.iter().enumerate() {
                 if keys.iter().any(|k| k == name.as_ref()) {
                     continue;
                 }
                 if let Some(shape) = group.attributes.get_mut(name.as_ref()) {
-                    shape.add(value, numbers);
+                    shape.add(value, numbers_of(i));
                 } else if group.attributes.len() < MAX_GROUP_ATTRIBUTES {
                     let mut shape = Shape::default();
-                    shape.add(value, numbers);
+                    shape.add(value, numbers_of(i));
                     group.attributes.insert(name.to_string(), shape);
                 }
             }
@@ -1078,20 +1236,99 @@ mod tests {
         assert_eq!((small.duplicate_count(), small.share_checked()), (1, 1.0));
         assert_eq!(small.duplicates, vec![(at(8), at(2_000))]);
         // Two halves of 300k keys, each key twice across the halves: every checked key is a
-        // duplicate, and the share checked is about KEY_SAMPLE / 300k.
+        // duplicate; past the cap the threshold halved once (half the key space, so about 150k
+        // keys), and never more keys than the cap are held.
         let (mut a, mut b) = (KeySample::default(), KeySample::default());
         for i in 0..300_000 {
             a.offer(key(i), at(i + 1));
             b.offer(key(i), at(i + 1));
+            assert!(a.kept.len() <= KEY_SAMPLE);
         }
         a.merge(b);
         assert_eq!(a.offered, 600_000);
+        assert_eq!(std::mem::size_of::<(u128, Kept)>(), 32);
         assert_eq!(a.duplicate_count(), a.checked());
-        let share = a.share_checked();
-        assert!(
-            (share - KEY_SAMPLE as f64 / 300_000.0).abs() < 0.05,
-            "{share}"
-        );
+        assert_eq!(a.share_checked(), 0.5);
+        let checked = a.checked() as f64;
+        assert!((checked / 150_000.0 - 1.0).abs() < 0.02, "{checked}");
+        // A part whose cap is smaller samples a smaller share; merged, the lower share holds.
+        let (mut whole, mut part) = (KeySample::default(), KeySample::with_cap(50_000));
+        for i in 0..120_000 {
+            whole.offer(key(i), at(i + 1));
+            part.offer(key(i + 1_000_000), at(i + 1));
+        }
+        assert_eq!((whole.share_checked(), part.share_checked()), (1.0, 0.25));
+        whole.merge(part);
+        assert_eq!(whole.share_checked(), 0.25);
+        let checked = whole.checked() as f64;
+        assert!((checked / 60_000.0 - 1.0).abs() < 0.03, "{checked}");
+        assert_eq!(whole.duplicate_count(), 0);
+    }
+
+    /// The pattern as the first version wrote it (chars, one at a time), for the rewrite to agree.
+    fn pattern_reference(value: &str) -> String {
+        let chars: Vec<char> = value.chars().collect();
+        let mut out = String::new();
+        let mut at = 0;
+        while at < chars.len() {
+            let hexish = |c: char| c.is_ascii_hexdigit() || c == '-';
+            let mut end = at;
+            while end < chars.len() && hexish(chars[end]) {
+                end += 1;
+            }
+            let run = &chars[at..end];
+            let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
+            if run.len() >= 16 && digits > 0 && run.iter().any(|c| *c != '-') {
+                out.push_str("<id>");
+                at = end;
+            } else if chars[at].is_ascii_digit() {
+                while at < chars.len() && chars[at].is_ascii_digit() {
+                    at += 1;
+                }
+                out.push_str("<n>");
+            } else {
+                out.push(chars[at]);
+                at += 1;
+            }
+            if out.chars().count() > MAX_PATTERN_CHARS {
+                let cut: String = out.chars().take(MAX_PATTERN_CHARS).collect();
+                return format!("{cut}…");
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_pattern_rewrite_agrees_with_the_first_version() {
+        // Values from an alphabet of digits, hex letters, dashes, other letters, separators and
+        // non-ASCII characters, of lengths 0 to 80, from a fixed generator.
+        let alphabet: Vec<char> = "0123456789abcdefABCDEF--xyzXYZ#_@.é€日 ".chars().collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut out = String::new();
+        for _ in 0..50_000 {
+            let len = (next() % 81) as usize;
+            // Long runs of one class too: ids, words, numbers.
+            let bias = next() % 4;
+            let value: String = (0..len)
+                .map(|_| {
+                    let pick = next() as usize;
+                    match bias {
+                        0 => alphabet[pick % 10],
+                        1 => alphabet[pick % 22],
+                        2 => alphabet[10 + pick % 14],
+                        _ => alphabet[pick % alphabet.len()],
+                    }
+                })
+                .collect();
+            pattern_into(&value, &mut out);
+            assert_eq!(out, pattern_reference(&value), "{value:?}");
+        }
     }
 
     #[test]
