@@ -297,7 +297,11 @@ fn draft(
                 entities: vec![entity.name.clone()],
                 items: entity.items,
                 patterns: vec![entity.key_patterns.clone()],
-                attributes: group.attributes.clone(),
+                attributes: group
+                    .attributes
+                    .iter()
+                    .map(|(name, shape)| (name.clone(), shape.clone()))
+                    .collect(),
                 key_digits: group.key_digits.clone(),
             }),
         }

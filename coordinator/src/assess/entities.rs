@@ -155,6 +155,7 @@ pub fn foreign_keys(profile: &Profile, entities: &[Entity], keys: &[String]) -> 
             share,
         });
     }
+    out.sort_by(|a, b| a.attribute.cmp(&b.attribute));
     out
 }
 
