@@ -192,7 +192,7 @@ fn phase_line(draw: bool, first: &str) -> Option<ProgressBar> {
 
 /// Prints log lines above `display` while it is on screen, never through it (until
 /// `set_around_bar(None)`).
-fn logs_above(display: &ProgressBar) {
+pub(crate) fn logs_above(display: &ProgressBar) {
     let around = display.clone();
     ferry_shared::telemetry::set_around_bar(Some(Arc::new(move |write: &mut dyn FnMut()| {
         around.suspend(&mut *write)

@@ -263,6 +263,9 @@ pub async fn assess(request: &AssessRequest) -> Result<Assessment> {
             tracing::info!(items = merged.items, "assessing");
         }
     }
+    if !bar.is_hidden() {
+        ferry_shared::telemetry::set_around_bar(None);
+    }
     bar.finish_and_clear();
     drop(results);
     merged.keys = std::mem::take(
@@ -319,6 +322,7 @@ fn progress_bar(draw: bool, read: &[DataFile], per_file: Option<usize>) -> indic
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    crate::migrate::logs_above(&bar);
     bar
 }
 

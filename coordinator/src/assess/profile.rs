@@ -449,7 +449,7 @@ pub fn pattern_of(value: &str) -> String {
 }
 
 /// [`pattern_of`] into `out` (cleared first), allocating nothing once `out` has grown: the
-/// profile calls it for every key value and short string.
+/// profile calls it for every key value and every short string holding a digit.
 pub fn pattern_into(value: &str, out: &mut String) {
     out.clear();
     let bytes = value.as_bytes();

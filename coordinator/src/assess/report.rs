@@ -305,6 +305,8 @@ impl Assessment {
             "<svg id=\"size-chart\" role=\"img\" aria-label=\"item size histogram\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\"><line x1=\"56\" y1=\"{base}\" x2=\"{}\" y2=\"{base}\" stroke=\"#687385\"/>",
             width - 10.0
         );
+        // Narrow slots (a wide size range) label every other bucket, so labels never overlap.
+        let label_every = if slot < 52.0 { 2 } else { 1 };
         for (i, (upper, items)) in slots.iter().enumerate() {
             let x = 60.0 + slot * i as f64;
             let middle = x + slot / 2.0 - 2.0;
@@ -321,12 +323,14 @@ impl Assessment {
                     compact(*items),
                 );
             }
-            let _ = write!(
-                out,
-                "<text x=\"{middle}\" y=\"{}\" text-anchor=\"middle\">&lt;{}</text>",
-                base + 18.0,
-                bytes(*upper)
-            );
+            if i % label_every == 0 {
+                let _ = write!(
+                    out,
+                    "<text x=\"{middle}\" y=\"{}\" text-anchor=\"middle\">&lt;{}</text>",
+                    base + 18.0,
+                    bytes(*upper)
+                );
+            }
         }
         out.push_str("</svg>");
         if !self.sizes.largest.is_empty() {
