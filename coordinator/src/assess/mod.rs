@@ -94,6 +94,53 @@ pub struct AttributeReport {
     pub paths: Vec<(String, u64)>,
 }
 
+impl AttributeReport {
+    /// What its values showed, one phrase each (`3–40 chars`, `1..99, precision 2 scale 0,
+    /// integers`, `sets of 1–5`), for the text and the HTML report.
+    pub fn details(&self) -> Vec<String> {
+        let mut detail = Vec::new();
+        if let Some(r) = self.string_chars {
+            detail.push(format!("{}–{} chars", r.min, r.max));
+        }
+        if self.iso8601 > 0 {
+            detail.push(format!("{} ISO-8601", self.iso8601));
+        }
+        if let Some(n) = &self.numbers {
+            detail.push(format!(
+                "{}..{}, precision {} scale {}{}",
+                n.min,
+                n.max,
+                n.max_precision,
+                n.max_scale,
+                if n.integers_only { ", integers" } else { "" }
+            ));
+            if n.beyond_decimal96 > 0 {
+                detail.push(format!("{} beyond HeliosDB's decimal", n.beyond_decimal96));
+            }
+            if n.epoch_seconds > 0 {
+                detail.push(format!("{} epoch seconds", n.epoch_seconds));
+            }
+            if n.epoch_millis > 0 {
+                detail.push(format!("{} epoch milliseconds", n.epoch_millis));
+            }
+        }
+        if let Some(r) = self.binary_bytes {
+            detail.push(format!("{}–{} bytes", r.min, r.max));
+        }
+        if let Some(r) = self.set_sizes {
+            detail.push(format!("sets of {}–{}", r.min, r.max));
+        }
+        if self.max_depth > 0 {
+            detail.push(format!(
+                "depth {}, {} paths",
+                self.max_depth,
+                self.paths.len()
+            ));
+        }
+        detail
+    }
+}
+
 /// An attribute's numbers.
 #[derive(Clone, Debug, Serialize)]
 pub struct NumbersReport {
@@ -856,35 +903,7 @@ impl Assessment {
         let _ = writeln!(out, "\nattributes");
         for a in self.attributes.iter().take(ATTRIBUTES_SHOWN) {
             let types: Vec<String> = a.types.iter().map(|(t, n)| format!("{t} {n}")).collect();
-            let mut detail = Vec::new();
-            if let Some(r) = a.string_chars {
-                detail.push(format!("{}–{} chars", r.min, r.max));
-            }
-            if a.iso8601 > 0 {
-                detail.push(format!("{} ISO-8601", a.iso8601));
-            }
-            if let Some(n) = &a.numbers {
-                detail.push(format!(
-                    "{}..{}, precision {} scale {}{}",
-                    n.min,
-                    n.max,
-                    n.max_precision,
-                    n.max_scale,
-                    if n.integers_only { ", integers" } else { "" }
-                ));
-                if n.epoch_seconds > 0 {
-                    detail.push(format!("{} epoch s", n.epoch_seconds));
-                }
-            }
-            if let Some(r) = a.binary_bytes {
-                detail.push(format!("{}–{} bytes", r.min, r.max));
-            }
-            if let Some(r) = a.set_sizes {
-                detail.push(format!("sets of {}–{}", r.min, r.max));
-            }
-            if a.max_depth > 0 {
-                detail.push(format!("depth {}, {} paths", a.max_depth, a.paths.len()));
-            }
+            let detail = a.details();
             let _ = writeln!(
                 out,
                 "  {:<24} {:>6.2}%  ~{:<9} {:<16} {}",

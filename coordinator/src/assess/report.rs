@@ -409,41 +409,7 @@ impl Assessment {
                 .iter()
                 .map(|(t, n)| format!("{} {}", escape(t), thousands(*n)))
                 .collect();
-            let mut detail = Vec::new();
-            if let Some(r) = a.string_chars {
-                detail.push(format!("{}–{} chars", r.min, r.max));
-            }
-            if a.iso8601 > 0 {
-                detail.push(format!("{} ISO-8601", thousands(a.iso8601)));
-            }
-            if let Some(n) = &a.numbers {
-                detail.push(format!(
-                    "{} .. {}, precision {} scale {}{}",
-                    escape(&n.min),
-                    escape(&n.max),
-                    n.max_precision,
-                    n.max_scale,
-                    if n.integers_only { ", integers" } else { "" }
-                ));
-                if n.beyond_decimal96 > 0 {
-                    detail.push(format!(
-                        "{} beyond HeliosDB's decimal",
-                        thousands(n.beyond_decimal96)
-                    ));
-                }
-                if n.epoch_seconds > 0 {
-                    detail.push(format!("{} epoch seconds", thousands(n.epoch_seconds)));
-                }
-            }
-            if let Some(r) = a.binary_bytes {
-                detail.push(format!("{}–{} bytes", r.min, r.max));
-            }
-            if let Some(r) = a.set_sizes {
-                detail.push(format!("sets of {}–{}", r.min, r.max));
-            }
-            if a.max_depth > 0 {
-                detail.push(format!("depth {}, {} paths", a.max_depth, a.paths.len()));
-            }
+            let detail: Vec<String> = a.details().iter().map(|d| escape(d)).collect();
             let _ = write!(
                 out,
                 "<tr><td><code>{}</code></td><td class=\"n\">{:.2}%</td><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
