@@ -606,9 +606,8 @@ impl KeySample {
     pub fn lower_threshold(&mut self, threshold: u128) {
         if threshold < self.threshold {
             self.threshold = threshold;
-            // Rebuilt, not retained: a table's erased slots stay spent until it is rehashed, and
-            // refilling it after a few halvings made it double past its cap (a 3M-item pass held
-            // 13 MiB more than a 300k one).
+            // Rebuilt, not retained: a hash table's erased slots stay spent until it is rehashed,
+            // so a table refilled after a halving could grow past the size its cap needs.
             let kept: Vec<(u128, Kept)> = std::mem::take(&mut self.kept)
                 .into_iter()
                 .filter(|(hash, _)| *hash < threshold)
