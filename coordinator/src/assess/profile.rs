@@ -15,7 +15,6 @@ use std::hash::{Hash, Hasher};
 
 use ferry_shared::schema::DdbType;
 use ferry_worker::item::AttrValue;
-use ferry_worker::number::ParsedNumber;
 use serde::Serialize;
 
 /// Distinct values a [`Kmv`] keeps: the estimate's relative error is about 1/sqrt(K), 3%.
@@ -169,7 +168,14 @@ pub struct Decimal {
 impl Decimal {
     /// `text` in DynamoDB's number syntax (exponents included), `None` if it is not a number.
     pub fn parse(text: &str) -> Option<Decimal> {
+        Decimal::parse_with_fit(text).map(|(decimal, _)| decimal)
+    }
+
+    /// [`Decimal::parse`], and whether a 96-bit decimal (HeliosDB's NUMERIC) holds the number
+    /// exactly, decided on the canonical text as the decode stage's scanner decides it.
+    pub fn parse_with_fit(text: &str) -> Option<(Decimal, bool)> {
         let plain = ferry_worker::number::canonical_number(text).ok()?;
+        let fits = ferry_worker::scan::fits_decimal96_plain(&plain);
         let (negative, body) = match plain.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, plain.as_ref()),
@@ -178,11 +184,12 @@ impl Decimal {
         let integer = integer.trim_start_matches('0').to_string();
         let fraction = fraction.trim_end_matches('0').to_string();
         let zero = integer.is_empty() && fraction.is_empty();
-        Some(Decimal {
+        let decimal = Decimal {
             negative: negative && !zero,
             integer,
             fraction,
-        })
+        };
+        Some((decimal, fits))
     }
 
     /// Digits in all (at least 1).
@@ -295,11 +302,11 @@ impl<'a> NumberSeen<'a> {
     /// Appends the numbers of `value` to `out`: its N, or its NS elements; none for other types.
     pub fn push(value: &'a AttrValue<'_>, out: &mut Vec<NumberSeen<'a>>) {
         let seen = |text: &'a str| {
-            let decimal = Decimal::parse(text);
+            let parsed = Decimal::parse_with_fit(text);
             NumberSeen {
                 text,
-                fits_decimal96: decimal.is_some() && fits_decimal96(text),
-                decimal,
+                fits_decimal96: parsed.as_ref().is_some_and(|(_, fits)| *fits),
+                decimal: parsed.map(|(decimal, _)| decimal),
             }
         };
         match value {
@@ -316,15 +323,6 @@ impl<'a> NumberSeen<'a> {
             None => hash_of(("N?", self.text)),
         }
     }
-}
-
-/// Whether a 96-bit decimal (HeliosDB's NUMERIC) holds `text`, a valid number, exactly. Text of
-/// at most 28 characters without an exponent has at most 28 digits: it fits without parsing.
-fn fits_decimal96(text: &str) -> bool {
-    if text.len() <= 28 && !text.bytes().any(|b| b == b'e' || b == b'E') {
-        return true;
-    }
-    ParsedNumber::parse(text).is_ok_and(|p| p.fits_decimal96())
 }
 
 impl Numbers {
@@ -652,16 +650,14 @@ impl KeySample {
         self.offered += other.offered;
         // Below the lower threshold, both kept every copy.
         self.lower_threshold(other.threshold);
-        let threshold = self.threshold;
         for pair in other.duplicates {
             if self.duplicates.len() < EXAMPLES {
                 self.duplicates.push(pair);
             }
         }
+        // `keep` drops a key at or above the (possibly falling) threshold.
         for (hash, kept) in other.kept {
-            if hash < threshold {
-                self.keep(hash, kept.count, kept.origin());
-            }
+            self.keep(hash, kept.count, kept.origin());
         }
     }
 
@@ -1372,6 +1368,24 @@ mod tests {
         assert_eq!(d("123.4500").scale(), 2);
         assert_eq!(d("1699806719").as_i64(), Some(1_699_806_719));
         assert!(Decimal::parse("1.2.3").is_none());
+        // The fit is decided on the canonical text, as the full parse decides it, in every
+        // spelling (exponents, signs, zeros).
+        for text in [
+            "1",
+            "1.50",
+            "-0.0",
+            "1e30",
+            "1E-30",
+            "7.9228162514264337593543950335E28",
+            "79228162514264337593543950336",
+            "0.00000000000000000000000000001",
+            "12345678901234567890123456789012345678",
+            "+5e2",
+        ] {
+            let (_, fits) = Decimal::parse_with_fit(text).unwrap();
+            let full = ferry_worker::number::ParsedNumber::parse(text).unwrap();
+            assert_eq!(fits, full.fits_decimal96(), "{text}");
+        }
     }
 
     #[test]
