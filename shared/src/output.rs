@@ -120,6 +120,12 @@ impl LocalOutput {
     }
 
     /// Writes `bytes` to a synced temporary file beside `path`; returns its path.
+    ///
+    /// The name is `.tmp-<name>-<pid>-<n>`, `n` a number no other call in this process returns
+    /// (the clock's nanoseconds, raised past the last one handed out): two writers of the same key
+    /// in one process, racing on two threads, never share a temporary file, so neither can link or
+    /// remove the other's. The file is created exclusively, so a name another process left is
+    /// never written into either.
     fn write_temporary(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
         use std::io::Write;
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -128,19 +134,25 @@ impl LocalOutput {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let unique = format!(
-            ".tmp-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        );
-        let temporary = dir.join(unique);
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        Ok(temporary)
+        loop {
+            let temporary = dir.join(format!(
+                ".tmp-{name}-{}-{}",
+                std::process::id(),
+                unique_number()
+            ));
+            let mut file = match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temporary)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            };
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            return Ok(temporary);
+        }
     }
 
     fn sync_dir(path: &Path) {
@@ -150,6 +162,23 @@ impl LocalOutput {
             }
         }
     }
+}
+
+/// A number no earlier call in this process returned: the clock's nanoseconds since the epoch,
+/// or one more than the last number when the clock has not moved past it.
+fn unique_number() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let previous = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last + 1))
+        })
+        .expect("the update always succeeds");
+    now.max(previous + 1)
 }
 
 #[async_trait]
@@ -363,6 +392,67 @@ impl OutputStore for S3Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writers racing on one key from many threads of one process (racing loaders of one chunk):
+    /// exactly one creates it, every other is told it exists, none fails, and no temporary file
+    /// is left. Writers sharing a temporary name failed here with "No such file or directory".
+    #[test]
+    fn racing_writers_in_one_process_create_a_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::sync::Arc::new(LocalOutput::create(dir.path()).unwrap());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .max_blocking_threads(8)
+            .build()
+            .unwrap();
+        for round in 0..200 {
+            let key = format!("t/part-{round}.parquet");
+            let outcomes: Vec<PutOutcome> = runtime.block_on(async {
+                let writers: Vec<_> = (0..8u8)
+                    .map(|writer| {
+                        let (out, key) = (out.clone(), key.clone());
+                        tokio::spawn(async move { out.put_new(&key, vec![writer; 64]).await })
+                    })
+                    .collect();
+                let mut outcomes = Vec::new();
+                for writer in writers {
+                    outcomes.push(writer.await.unwrap().unwrap());
+                }
+                outcomes
+            });
+            let created = outcomes
+                .iter()
+                .filter(|o| **o == PutOutcome::Created)
+                .count();
+            assert_eq!(created, 1, "round {round}: {outcomes:?}");
+            let body = runtime.block_on(out.get(&key)).unwrap().unwrap();
+            assert!(
+                body.len() == 64 && body.iter().all(|b| *b == body[0]),
+                "round {round}"
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("t"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(".tmp-"))
+            .collect();
+        assert_eq!(left, Vec::<String>::new());
+    }
+
+    #[test]
+    fn unique_numbers_never_repeat_across_threads() {
+        let numbers: Vec<u64> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| (0..10_000).map(|_| unique_number()).collect::<Vec<_>>()))
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect()
+        });
+        let distinct: std::collections::HashSet<u64> = numbers.iter().copied().collect();
+        assert_eq!(distinct.len(), numbers.len());
+    }
 
     #[tokio::test]
     async fn local_objects_are_created_once_and_whole() {
