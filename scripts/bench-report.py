@@ -17,7 +17,7 @@ from collections import defaultdict
 
 GOALS = {"postgres": 1.3, "heliosdb": 1.0}
 TARGET_NAMES = {"postgres": "PostgreSQL", "heliosdb": "HeliosDB"}
-EXPORT_NAMES = {"generator": "generator (`ferry-gen`)", "aws": "AWS-shaped (boto3)", "-": "generator, one file (`ferry-bench`)"}
+EXPORT_NAMES = {"generator": "generator (`ferry-gen`)", "aws": "AWS-shaped (boto3)", "aws-ion": "AWS-shaped (boto3), as Ion", "-": "generator, one file (`ferry-bench`)"}
 
 
 def duration(seconds):

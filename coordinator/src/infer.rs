@@ -16,7 +16,7 @@ use ferry_shared::ident::{is_valid_column_name, ColumnNames};
 use ferry_shared::manifest::ExportListing;
 use ferry_shared::schema::{ColumnSpec, DdbType, NumericLimit, PgType, TableSchema};
 use ferry_shared::store::ObjectStore;
-use ferry_worker::decode::parse_item;
+use ferry_worker::decode::parse_item_fast;
 use ferry_worker::item::AttrValue;
 use ferry_worker::number::ParsedNumber;
 use ferry_worker::source::{sample_lines, MAX_SAMPLE_BYTES};
@@ -66,7 +66,8 @@ impl SampleStats {
     /// Adds one line.
     pub fn add_line(&mut self, line: &[u8]) {
         // DynamoDB JSON or Ion, as the loader reads them.
-        let Ok(attributes) = parse_item(line) else {
+        let mut ion_json = String::new();
+        let Ok(attributes) = parse_item_fast(line, &mut ion_json) else {
             self.bad_lines += 1;
             return;
         };

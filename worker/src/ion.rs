@@ -33,7 +33,19 @@ pub fn is_ion_line(line: &[u8]) -> bool {
 }
 
 fn read_struct(line: &[u8]) -> Result<Struct, String> {
-    let element = Element::read_one(line).map_err(|e| format!("invalid Ion: {e}"))?;
+    // Ion text is UTF-8. `ion-rs` 1.2 panics on invalid UTF-8 inside a quoted symbol
+    // ("successfully lexed symbol later found to be invalid UTF-8"), so a damaged line is refused
+    // here, before it reaches the reader; any other panic of the reader is a reject too, never a
+    // dead worker.
+    if let Err(e) = std::str::from_utf8(line) {
+        return Err(format!(
+            "invalid Ion: not UTF-8 at byte {}",
+            e.valid_up_to()
+        ));
+    }
+    let element = std::panic::catch_unwind(|| Element::read_one(line))
+        .map_err(|_| "invalid Ion: the Ion reader failed on this line".to_string())?
+        .map_err(|e| format!("invalid Ion: {e}"))?;
     match element.value() {
         Value::Struct(fields) => Ok(fields.clone()),
         other => Err(format!(
@@ -276,7 +288,7 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::item::parse_line;
 
@@ -299,17 +311,25 @@ mod tests {
     }
 
     /// Numbers compared by their canonical text (the form both formats are loaded in).
-    fn canonical(value: &AttrValue<'_>) -> String {
-        let number = |n: &str| crate::number::canonical_number(n).unwrap().into_owned();
+    pub(crate) fn canonical(value: &AttrValue<'_>) -> String {
+        // A number DynamoDB refuses shows as its error, so two refusals compare too.
+        let number = |n: &str| {
+            crate::number::canonical_number(n)
+                .map(|c| c.into_owned())
+                .unwrap_or_else(|e| format!("!{e}"))
+        };
         match value {
             AttrValue::N(n) => number(n),
             AttrValue::Ns(ns) => ns.iter().map(|n| number(n)).collect::<Vec<_>>().join(","),
             AttrValue::M(m) => m
                 .iter()
-                .map(|(k, v)| format!("{k}={}", canonical(v)))
+                .map(|(k, v)| format!("{k:?}={}", canonical(v)))
                 .collect::<Vec<_>>()
                 .join(";"),
-            AttrValue::L(l) => l.iter().map(canonical).collect::<Vec<_>>().join("|"),
+            AttrValue::L(l) => format!(
+                "[{}]",
+                l.iter().map(canonical).collect::<Vec<_>>().join("|")
+            ),
             other => format!("{other:?}"),
         }
     }
@@ -326,6 +346,17 @@ mod tests {
         // The same entry point as DynamoDB JSON records.
         let via = crate::sink::apply::parse_change_line(line).unwrap();
         assert_eq!(via, record);
+    }
+
+    /// Found by the differential test: `ion-rs` panicked on this line (invalid UTF-8 in a quoted
+    /// symbol); it is a reject naming the byte.
+    #[test]
+    fn a_line_that_is_not_utf8_is_refused_not_a_panic() {
+        let mut line = br#"$ion_1_0 {Item:{'ab':"x"}}"#.to_vec();
+        line[18] = 0xff;
+        let error = parse_item_line(&line).unwrap_err();
+        assert_eq!(error, "invalid Ion: not UTF-8 at byte 18");
+        assert!(parse_change_line(&line).unwrap_err().contains("not UTF-8"));
     }
 
     #[test]

@@ -48,6 +48,55 @@ impl ValueError {
     }
 }
 
+/// For each byte: whether it ends the plain run of a JSON string (a quote, a backslash, or a
+/// control character, which JSON does not allow unescaped).
+pub(crate) static STRING_STOP: [bool; 256] = string_stops(b'"');
+
+/// The stop table of a string quoted by `quote`: the quote, a double quote, a backslash and the
+/// control characters ([`STRING_STOP`] for JSON; Ion's single-quoted symbols add their quote).
+pub(crate) const fn string_stops(quote: u8) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[quote as usize] = true;
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+}
+
+/// The end of the plain run of a JSON string's content from `i`: the first quote, backslash or
+/// control character, or the end of `bytes`. Eight bytes at a time (a zero-byte test on each of
+/// the three conditions; the lowest flagged byte of each test is exact, so the lowest of all is
+/// the first stop), then byte by byte.
+#[inline(always)]
+pub(crate) fn plain_run(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        let stops = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        let stops = stops & HIGH;
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if STRING_STOP[b as usize] {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
 /// Refuses text PostgreSQL cannot store.
 pub fn check_text(s: &str) -> Result<(), ValueError> {
     if s.contains('\0') {

@@ -53,6 +53,7 @@ pub mod decode;
 pub mod dump;
 pub mod error;
 pub mod ion;
+pub mod ion_scan;
 pub mod item;
 pub mod json;
 pub mod metrics;

@@ -431,15 +431,39 @@ impl Router {
         let mut out = self.output(block.lines.len());
         let whole = simdutf8::basic::from_utf8(&block.data).ok();
         let mut scan = ItemScan::default();
+        // The JSON of the block's Ion lines, transcoded before the loop: the scan buffers borrow
+        // every line's text for the whole block.
+        let mut ion_json = String::new();
+        let ion_ranges: Vec<Option<(usize, usize)>> = block
+            .lines
+            .iter()
+            .map(|line| {
+                let text = match whole {
+                    Some(whole) => whole.get(line.start..line.end),
+                    None => simdutf8::basic::from_utf8(block.line(line)).ok(),
+                }?;
+                if !crate::ion::is_ion_line(text.as_bytes()) {
+                    return None;
+                }
+                let start = ion_json.len();
+                crate::ion_scan::ion_to_json(text, &mut ion_json).ok()?;
+                Some((start, ion_json.len()))
+            })
+            .collect();
         let mut buffers = ScanBuffers::default();
         let mut bailed = 0;
-        for line in &block.lines {
+        for (line, ion) in block.lines.iter().zip(&ion_ranges) {
             let _ = ferry_shared::failpoint::hit("decode_line");
             let raw = block.line(line);
             let text = match whole {
                 Some(whole) => whole.get(line.start..line.end),
                 None => simdutf8::basic::from_utf8(raw).ok(),
-            };
+            }
+            .and_then(|text| match ion {
+                Some((start, end)) => Some(&ion_json[*start..*end]),
+                None if crate::ion::is_ion_line(text.as_bytes()) => None,
+                None => Some(text),
+            });
             if let Some(text) = text {
                 if scan.scan(text, &self.names).is_ok()
                     && self
@@ -2183,6 +2207,12 @@ columns = [
             })
         }
 
+        fn ion_item() -> impl Strategy<Value = String> {
+            (item(), prop::collection::vec(any::<u8>(), 1..8)).prop_map(|(line, spellings)| {
+                crate::ion_scan::differential::to_ion(&line, &spellings, &[])
+            })
+        }
+
         fn routers() -> Vec<Router> {
             let guide = ferry_shared::config::load_settings(Some(std::path::Path::new(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -2296,6 +2326,16 @@ columns = [
                 lines in prop::collection::vec(damaged(item()), 1..10)
             ) {
                 check(&lines)?;
+            }
+
+            /// The same items as Ion export lines (`crate::ion_scan`), whole and damaged.
+            #[test]
+            fn ion_items_route_as_the_reference_does(
+                lines in prop::collection::vec(ion_item().prop_map(String::into_bytes), 1..10),
+                damaged_lines in prop::collection::vec(damaged(ion_item()), 1..10)
+            ) {
+                check(&lines)?;
+                check(&damaged_lines)?;
             }
         }
 
@@ -2584,6 +2624,20 @@ columns = [
             assert_eq!(routed.filtered, 1);
             assert!(check(&bytes).unwrap() >= 3);
             let _ = V::Raw("");
+            // The same lines as Ion: routed alike, none of them by the reference parser.
+            let ion: Vec<String> = lines
+                .iter()
+                .map(|l| crate::ion_scan::differential::to_ion(l, &[0, 1, 3], &[]))
+                .collect();
+            assert!(
+                ion.iter().all(|l| l.starts_with("$ion_1_0 {Item:{")),
+                "{ion:?}"
+            );
+            let refs: Vec<&str> = ion.iter().map(String::as_str).collect();
+            let (from_ion, bailed) = router().route_counting(&block(&refs));
+            assert_eq!(bailed, 0);
+            assert_eq!((from_ion.rows, from_ion.filtered), (2, 1));
+            assert_eq!(from_ion.batches, routed.batches);
         }
     }
 }

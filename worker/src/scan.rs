@@ -30,6 +30,7 @@ use ferry_shared::schema::{
 
 use crate::convert::ColumnBuilder;
 use crate::item::MAX_NESTING;
+use crate::json::plain_run;
 use crate::number::{canonical_number, MAX_SIGNIFICANT_DIGITS};
 
 /// The scanner gives a line up to the reference parser.
@@ -118,20 +119,6 @@ pub struct Cursor<'a> {
     pub pos: usize,
 }
 
-/// For each byte: whether it ends the plain run of a JSON string (a quote, a backslash, or a
-/// control character, which JSON does not allow unescaped).
-static STRING_STOP: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        table[b] = true;
-        b += 1;
-    }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table
-};
-
 /// Whether `a` and `b` are the same bytes, comparing slices of up to 16 bytes (attribute names,
 /// key prefixes, short values) with a few word loads instead of a `memcmp` call, which costs
 /// more than the comparison at these lengths.
@@ -155,36 +142,6 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 #[inline]
 pub fn starts_with(text: &str, prefix: &str) -> bool {
     text.len() >= prefix.len() && same_bytes(&text.as_bytes()[..prefix.len()], prefix.as_bytes())
-}
-
-/// The end of the plain run of a JSON string's content from `i`: the first quote, backslash or
-/// control character, or the end of `bytes`. Eight bytes at a time (a zero-byte test on each of
-/// the three conditions; the lowest flagged byte of each test is exact, so the lowest of all is
-/// the first stop), then byte by byte.
-#[inline(always)]
-fn plain_run(bytes: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        let quote = w ^ (ONES * u64::from(b'"'));
-        let backslash = w ^ (ONES * u64::from(b'\\'));
-        let stops = (quote.wrapping_sub(ONES) & !quote)
-            | (backslash.wrapping_sub(ONES) & !backslash)
-            | (w.wrapping_sub(ONES * 0x20) & !w);
-        let stops = stops & HIGH;
-        if stops != 0 {
-            return i + (stops.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while let Some(&b) = bytes.get(i) {
-        if STRING_STOP[b as usize] {
-            break;
-        }
-        i += 1;
-    }
-    i
 }
 
 impl<'a> Cursor<'a> {
@@ -1795,7 +1752,7 @@ mod tests {
                 let window = &bytes[start..start + len];
                 let expected = window
                     .iter()
-                    .position(|&b| STRING_STOP[b as usize])
+                    .position(|&b| crate::json::STRING_STOP[b as usize])
                     .unwrap_or(len);
                 assert_eq!(plain_run(window, 0), expected, "{window:?}");
             }
@@ -2103,7 +2060,7 @@ pub(crate) mod differential {
     }
 
     /// A line: usually a full item with its keys, sometimes another shape.
-    fn line() -> impl Strategy<Value = String> {
+    pub(crate) fn line() -> impl Strategy<Value = String> {
         let item = (
             prop::option::weighted(0.9, text()),
             prop::option::weighted(0.9, number()),
@@ -2211,7 +2168,7 @@ pub(crate) mod differential {
         ]
     }
 
-    fn check(lines: &[Vec<u8>]) -> Result<usize, TestCaseError> {
+    pub(crate) fn check(lines: &[Vec<u8>]) -> Result<usize, TestCaseError> {
         let mut raw = crate::decode::RawBlock::default();
         for (i, line) in lines.iter().enumerate() {
             let start = raw.data.len();
@@ -2236,7 +2193,7 @@ pub(crate) mod differential {
         Ok(fast_lines)
     }
 
-    fn config() -> ProptestConfig {
+    pub(crate) fn config() -> ProptestConfig {
         ProptestConfig {
             cases: std::env::var("PROPTEST_CASES")
                 .ok()

@@ -996,6 +996,8 @@ pub struct Profile {
     pub keys: KeySample,
     /// Buffers reused from line to line.
     scratch: Scratch,
+    /// The DynamoDB JSON of the Ion line being read, reused.
+    ion_json: String,
 }
 
 impl Profile {
@@ -1007,7 +1009,23 @@ impl Profile {
         location: impl Fn() -> String,
         keys: &[String],
     ) {
-        let attributes = match ferry_worker::decode::parse_item(line) {
+        // An Ion line is read through its DynamoDB JSON transcoding, in a buffer kept from line
+        // to line.
+        let mut ion_json = std::mem::take(&mut self.ion_json);
+        let parsed = ferry_worker::decode::parse_item_fast(line, &mut ion_json);
+        self.add_parsed(line, parsed, origin, location, keys);
+        self.ion_json = ion_json;
+    }
+
+    fn add_parsed(
+        &mut self,
+        line: &[u8],
+        parsed: Result<ferry_worker::item::Attributes<'_>, String>,
+        origin: Origin,
+        location: impl Fn() -> String,
+        keys: &[String],
+    ) {
+        let attributes = match parsed {
             Ok(attributes) => attributes,
             Err(reason) => {
                 self.bad_lines += 1;
