@@ -153,7 +153,7 @@ impl<'a> Transcoder<'a> {
         is_delimiter(self.peek())
     }
 
-    /// Skips Ion whitespace; a comment bails.
+    /// Skips Ion whitespace. A comment is not skipped, so what follows it bails.
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) = self.peek() {
             self.pos += 1;
@@ -718,6 +718,8 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(crate::scan::differential::config())]
+
         /// A decimal written in place is the text `canonical_number` gives the reference's
         /// `<coefficient>E<exponent>`, and one it refuses is a bail.
         #[test]
