@@ -432,8 +432,17 @@ async fn check_conflict_targets(client: &Client, base: &RunRecord, target: &Targ
             .iter()
             .any(|set| set.iter().cloned().collect::<HashSet<_>>() == keys)
         {
+            // A key built after the full run's load that is not built yet: say whose it is.
+            let pending = match ferry_ledger::keys::pending_key(client, &table.table).await? {
+                Some(key) if !key.built() => format!(
+                    "; run {} created the table and builds its key after its load (the key is {}): \
+                     finish that run first (`ferry-coordinator finalize --run-id {}`)",
+                    key.run_id, key.state, key.run_id
+                ),
+                _ => String::new(),
+            };
             return Err(CoordinatorError::Invalid(format!(
-                "table {:?} has no PRIMARY KEY or UNIQUE constraint over exactly its key columns ({}): the upserts of an incremental export need one (`ON CONFLICT` on the key)",
+                "table {:?} has no PRIMARY KEY or UNIQUE constraint over exactly its key columns ({}): the upserts of an incremental export need one (`ON CONFLICT` on the key){pending}",
                 table.table,
                 keys.into_iter().collect::<Vec<_>>().join(", ")
             )));

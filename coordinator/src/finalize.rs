@@ -3,7 +3,8 @@
 //! `finalize`:
 //! 1. Reconcile: every shard must be done, with loaded + rejected + filtered = the manifest's
 //!    `itemCount` and its MD5 matched; rejects must stay within `max_rejects`.
-//! 2. Post-load steps, once every shard reconciled: the config's `[[post_load]]` steps in order
+//! 2. Post-load steps, once every shard reconciled: the keys of tables the run created without
+//!    them (`crate::keys`: built after the load on PostgreSQL), then the config's `[[post_load]]` steps in order
 //!    (SQL, or a foreign-key `link` Ferry computes itself), then `ANALYZE` of every table the run
 //!    loaded (PostgreSQL; HeliosDB does not support it, and the report says it was skipped). A
 //!    failing step is a problem (the run is not verified) and stops the steps after it. With no
@@ -67,6 +68,9 @@ pub struct EndSteps {
     /// The terminal's phase line (`migrate` in a terminal): each post-load step and verification
     /// query is named on it while it runs.
     pub phase: Option<indicatif::ProgressBar>,
+    /// How to reach the export (a key the export holds twice is named with its lines, read
+    /// again from the export).
+    pub aws: ferry_shared::config::AwsSettings,
 }
 
 impl EndSteps {
@@ -95,6 +99,7 @@ impl EndSteps {
             target_url: None,
             reject_lines: settings.load.reject_lines,
             phase: None,
+            aws: settings.aws.clone(),
         }
     }
 
@@ -285,6 +290,16 @@ async fn post_load(
     report: &mut Report,
     analyzed: Option<Vec<PostLoadLine>>,
 ) -> Result<()> {
+    // Keys built after the load come first: the config's steps may add foreign keys that need
+    // them, and a key the export holds twice stops the steps after it like a failed step.
+    let show = |text: String| steps.show(|| text);
+    let (lines, problem) =
+        crate::keys::build_run_keys(client, run, &steps.aws, steps.reject_lines, &show).await?;
+    report.post_load.extend(lines);
+    if let Some(problem) = problem {
+        report.problems.push(problem);
+        return Ok(());
+    }
     let recorded = ledger::get_steps(client, &run.run_id).await?;
     for (number, step) in steps.post_load.iter().enumerate() {
         let description = step.describe();

@@ -102,6 +102,9 @@ pub struct FleetStatus {
     /// For a run with catch-up windows (or a window): how far behind its tables are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catch_up: Option<ferry_ledger::lineage::Behind>,
+    /// The keys of tables the run created without them, until built (`crate::keys`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<ferry_ledger::PendingKey>,
 }
 
 /// One shard's line in the status.
@@ -288,6 +291,18 @@ impl FleetStatus {
         if let Some(behind) = &self.catch_up {
             out.push_str(&behind.to_text());
         }
+        for key in self.keys.iter().filter(|k| !k.built()) {
+            let detail = match (&key.builder, &key.error) {
+                (_, Some(error)) => format!(": {error}"),
+                (Some(builder), None) => format!(" ({builder})"),
+                (None, None) => " (finalize builds it once every shard is done)".into(),
+            };
+            let _ = writeln!(
+                out,
+                "key     table {:?}: {}{detail}",
+                key.table_name, key.state
+            );
+        }
         out
     }
 }
@@ -329,6 +344,13 @@ pub async fn status(
         _ => None,
     };
     status.catch_up = catch_up_of(client, run).await;
+    status.keys = match ferry_ledger::keys::run_keys(client, &run.run_id).await {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(run = %run.run_id, error = %e, "cannot read the run's pending keys: the status leaves them out");
+            Vec::new()
+        }
+    };
     Ok(status)
 }
 
@@ -379,6 +401,7 @@ fn summarize(run: &RunRecord, shards: &[ShardRecord], queue: Option<QueueDepth>)
         items_per_second: None,
         eta_seconds: None,
         catch_up: None,
+        keys: Vec::new(),
         shards: shards
             .iter()
             .map(|s| ShardProgress {

@@ -9,6 +9,8 @@
 //! - [`infer`]: schema inference from a sample of items.
 //! - [`assess`]: `assess`: an export's profile before a run (attributes, key, entities,
 //!   references, and what a run would reject, spill or do slowly).
+//! - [`keys`]: keys built after the load on PostgreSQL (tables the run creates): the pending
+//!   record, the build in `finalize`, and a key the export holds twice named with both lines.
 //! - [`migrate`]: the single-machine path: plan, in-process workers, finalize.
 //! - [`finalize`]: reconcile, post-load steps, verify and record a run (both paths end here).
 //! - [`fleet`]: the cluster path's coordinator side: `queue create`, `submit`, `status` with the queue.
@@ -35,6 +37,7 @@ pub mod export_back;
 pub mod finalize;
 pub mod fleet;
 pub mod infer;
+pub mod keys;
 pub mod migrate;
 pub mod plan;
 pub mod probe;

@@ -11,7 +11,7 @@ use ferry_ledger::RunRecord;
 use ferry_shared::config::{KeyAttribute, Settings, TargetName};
 use ferry_shared::ident::{quote_ident, ColumnNames};
 use ferry_shared::manifest::{locate_export, md5_hex, ExportListing};
-use ferry_shared::schema::routing::{routed_table_sql, Unmatched};
+use ferry_shared::schema::routing::{Unmatched, ROUTED_KEY};
 use ferry_shared::schema::{
     ColumnSpec, DdbType, NumericLimit, PgType, TableSchema, PROVENANCE_COLUMN,
 };
@@ -225,7 +225,11 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
             // there, but post-load steps may have added constraints since (a NOT NULL column
             // that a finished step filled is no reason to refuse the resume).
             if !run_is_parquet {
-                prepare_run_tables(client, &run.schema, TableCheck::Resume, &target).await?;
+                let owner = TableOwner {
+                    run_id: &run_id,
+                    defer_key: false,
+                };
+                prepare_run_tables(client, &run.schema, TableCheck::Resume, &target, owner).await?;
             }
             if run.max_rejects != request.settings.load.max_rejects {
                 ledger::set_max_rejects(client, &run_id, request.settings.load.max_rejects).await?;
@@ -336,7 +340,11 @@ pub async fn plan(client: &mut Client, request: &PlanRequest) -> Result<Plan> {
         TableCheck::NewRunEmpty
     };
     if parquet.is_none() {
-        if let Err(e) = prepare_run_tables(client, &schema, check, &target).await {
+        let owner = TableOwner {
+            run_id: &run_id,
+            defer_key: crate::keys::defers_key(request.settings.load.defer_key, &target, check),
+        };
+        if let Err(e) = prepare_run_tables(client, &schema, check, &target, owner).await {
             if check != TableCheck::NewRunEmpty {
                 return Err(e);
             }
@@ -485,7 +493,7 @@ fn routed_schema(
     })
 }
 
-/// How much of a table [`prepare_table_with`] checks.
+/// How much of a table [`prepare_table`] checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TableCheck {
     /// A new run into a table that must be empty (no `--append`).
@@ -496,47 +504,49 @@ pub enum TableCheck {
     Resume,
 }
 
+/// The run a table is prepared for, and whether a table it creates gets its key after the load
+/// ([`crate::keys`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TableOwner<'a> {
+    /// The run.
+    pub run_id: &'a str,
+    /// A table it creates is created without its key, built after the load.
+    pub defer_key: bool,
+}
+
 /// Prepares the run's table, or every routed table of a routed run.
 pub async fn prepare_run_tables(
     client: &Client,
     schema: &TableSchema,
     check: TableCheck,
     target: &Target,
+    owner: TableOwner<'_>,
 ) -> Result<()> {
     match &schema.routing {
-        None => prepare_table(client, schema, check, target).await,
+        None => prepare_table(client, schema, "PRIMARY KEY", check, target, owner).await,
         Some(routing) => {
             let keys: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
             for mut table in routing.tables(&keys) {
                 table.provenance = schema.provenance;
-                let create = routed_table_sql(&table);
-                prepare_table_with(client, &table, check, target, &create).await?;
+                prepare_table(client, &table, ROUTED_KEY, check, target, owner).await?;
             }
             Ok(())
         }
     }
 }
 
-/// Creates the table when it is absent; otherwise adds Ferry's provenance column when missing and
-/// checks that its columns fit the schema, that a unique constraint covers the key columns, and,
-/// for a new run without `--append`, that it is empty. Nothing is loaded before this passes.
+/// Creates the table when it is absent (its key under `constraint`, or built after the load when
+/// `owner` defers it); otherwise adds Ferry's provenance column when missing and checks that its
+/// columns fit the schema, that a unique constraint covers the key columns (or that its key is
+/// pending for this run), and, for a new run without `--append`, that it is empty. Nothing is
+/// loaded before this passes.
 pub async fn prepare_table(
     client: &Client,
     schema: &TableSchema,
+    constraint: &str,
     check: TableCheck,
     target: &Target,
-) -> Result<()> {
-    let create = schema.create_table_sql();
-    prepare_table_with(client, schema, check, target, &create).await
-}
-
-/// [`prepare_table`] with the statement that creates the table when it is absent.
-pub async fn prepare_table_with(
-    client: &Client,
-    schema: &TableSchema,
-    check: TableCheck,
-    target: &Target,
-    create_sql: &str,
+    owner: TableOwner<'_>,
 ) -> Result<()> {
     let columns_sql = "SELECT column_name::text, udt_name::text, is_nullable::text, column_default::text FROM information_schema.columns
              WHERE table_schema = current_schema() AND table_name = $1::text";
@@ -545,8 +555,17 @@ pub async fn prepare_table_with(
         .query(columns_sql, &[&catalog_table])
         .await
         .map_err(CoordinatorError::db("cannot inspect the target table"))?;
-    if rows.is_empty() {
-        match client.batch_execute(create_sql).await {
+    if rows.is_empty() && owner.defer_key {
+        if !crate::keys::create_without_key(client, schema, constraint, owner.run_id).await? {
+            tracing::info!(table = %schema.table, "the target table was created by another process meanwhile");
+        }
+        rows = client
+            .query(columns_sql, &[&catalog_table])
+            .await
+            .map_err(CoordinatorError::db("cannot inspect the target table"))?;
+    } else if rows.is_empty() {
+        let create_sql = schema.create_table_sql_keyed_by(constraint);
+        match client.batch_execute(&create_sql).await {
             Ok(()) => tracing::info!(table = %schema.table, "created target table"),
             // Another coordinator created it a moment ago (PostgreSQL refuses the second of two
             // concurrent `CREATE TABLE IF NOT EXISTS` with a catalog conflict): the checks below
@@ -618,7 +637,7 @@ pub async fn prepare_table_with(
             reason: problems.join("; "),
         });
     }
-    require_unique_key(client, schema, target).await?;
+    require_unique_key(client, schema, target, owner.run_id).await?;
     if check == TableCheck::NewRunEmpty {
         // `SELECT 1 … LIMIT 1` rather than EXISTS: every PostgreSQL-wire server has it.
         let sql = format!("SELECT 1::int8 FROM {} LIMIT 1", quote_ident(&schema.table));
@@ -639,7 +658,13 @@ pub async fn prepare_table_with(
 
 /// Refuses a table without a unique constraint covering its key columns: exactly-once depends on
 /// it (a second COPY of a chunk, or a key already in the table, must be refused by the server).
-async fn require_unique_key(client: &Client, schema: &TableSchema, target: &Target) -> Result<()> {
+/// A table whose key is pending ([`crate::keys`]) passes for the run that builds it only.
+async fn require_unique_key(
+    client: &Client,
+    schema: &TableSchema,
+    target: &Target,
+    run_id: &str,
+) -> Result<()> {
     let keys: Vec<&str> = schema.key_columns().map(|c| c.name.as_str()).collect();
     let sets = crate::catalog::unique_column_sets(client, &schema.table, target).await?;
     let covered = sets
@@ -648,9 +673,19 @@ async fn require_unique_key(client: &Client, schema: &TableSchema, target: &Targ
     if covered {
         return Ok(());
     }
+    if target.kind == TargetKind::Postgres {
+        match crate::keys::pending_for(client, &schema.table, run_id).await? {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(refusal)) => return Err(CoordinatorError::Invalid(refusal)),
+            None => {}
+        }
+    }
     let columns: Vec<String> = keys.iter().map(|k| quote_ident(k)).collect();
     Err(CoordinatorError::Invalid(format!(
-        "table {:?} has no PRIMARY KEY or UNIQUE constraint over its key columns ({}): Ferry needs          one to load each item exactly once (a retried or duplicated chunk is refused by it, and a          key already in the table is caught). Add `UNIQUE ({})` to the table's CREATE TABLE (or          `ALTER TABLE {} ADD UNIQUE ({})` where the server allows it), then plan again",
+        "table {:?} has no PRIMARY KEY or UNIQUE constraint over its key columns ({}): Ferry needs \
+         one to load each item exactly once (a retried or duplicated chunk is refused by it, and a \
+         key already in the table is caught). Add `UNIQUE ({})` to the table's CREATE TABLE (or \
+         `ALTER TABLE {} ADD UNIQUE ({})` where the server allows it), then plan again",
         schema.table,
         columns.join(", "),
         columns.join(", "),

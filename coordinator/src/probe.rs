@@ -194,7 +194,7 @@ fn invalid(message: impl Into<String>) -> CoordinatorError {
     CoordinatorError::Invalid(message.into())
 }
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
     let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;

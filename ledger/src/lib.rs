@@ -12,6 +12,8 @@
 //! - [`memory`]: the same [`Ledger`] in memory, the one the load engine's unit tests use.
 //! - [`window`]: a catch-up window's records: whether a window may apply now, its deferred change
 //!   records, its state.
+//! - [`keys`]: the record of a table created without its key, built after the load (who builds
+//!   it, and whether it is built).
 //! - [`lineage`]: a run's lineage (the windows that follow it, how far they caught up) and which
 //!   day-two operations it allows.
 //! - [`outputs`]: the output sets a run owns (a Parquet dataset's committed files) and the runs
@@ -25,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod keys;
 pub mod lineage;
 pub mod memory;
 pub mod outputs;
@@ -34,8 +37,10 @@ pub mod sql;
 pub mod window;
 
 pub use error::{LedgerError, Result};
+pub use keys::PendingKey;
 pub use protocol::{Advance, FileEnd, Ledger, LoadClaim, Restart};
 pub use runs::{RejectRecord, RejectRow, RunRecord, ShardRecord, StepRecord};
+pub use sql::keys::key_state;
 pub use sql::window::window_state;
 pub use sql::{run_state, shard_state, step_state};
 pub use window::WindowRecord;

@@ -23,6 +23,8 @@
 //!   that wrote it, its key, rows and bytes (what finalize's `_manifest.json` lists);
 //! - `ferry.windows`, `ferry.deferred` (v5): incremental exports applied after a full run, in
 //!   order, and the change records a window set aside until its end ([`window`]);
+//! - `ferry.pending_keys` (v6): a table a run created without its key, to be built after the
+//!   load, and the state of that build ([`keys`]);
 //! - `ferry.meta`: `schema_version`, so a newer Ferry migrates the ledger in place
 //!   ([`MIGRATIONS`]) and an older one refuses a ledger it does not know; and `target_token`, a
 //!   random value made the first time a queue is bound to this target, which that queue carries
@@ -38,10 +40,11 @@
 //! Every statement here binds its values as parameters cast to their types in the SQL text
 //! (`$1::text`), which both PostgreSQL and HeliosDB accept.
 
+pub mod keys;
 pub mod window;
 
 /// The ledger schema this Ferry writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Creates the ledger schema; safe to run on every start.
 pub const CREATE_LEDGER: &[&str] = &[
@@ -170,6 +173,11 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
     // Catch-up windows and their deferred change records ([`window`]).
     5,
     window::MIGRATION,
+),
+(
+    // Keys built after the load ([`keys`]).
+    6,
+    keys::MIGRATION,
 )];
 
 /// The probe table ([`PROBE_COLUMNS`] plus when it was recorded); made by the probe before it

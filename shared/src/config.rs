@@ -490,6 +490,9 @@ pub struct RawLoad {
     /// What `ferry.rejects` keeps of a rejected line: `raw` (default), `redacted` (its shape,
     /// every value replaced) or `omitted` (nothing); for tables holding personal data.
     pub reject_lines: RejectLines,
+    /// Build the key of a table the run creates after its load instead of during it
+    /// (PostgreSQL's transactional paths only; never with `--append` or into an existing table).
+    pub defer_key: bool,
 }
 
 /// What the ledger keeps of a rejected line (`load.reject_lines`).
@@ -539,6 +542,7 @@ impl Default for RawLoad {
             estimate_target_items_per_second: 150_000,
             progress_timeout_secs: 300,
             reject_lines: RejectLines::Raw,
+            defer_key: true,
         }
     }
 }
@@ -753,6 +757,8 @@ pub struct LoadSettings {
     pub progress_timeout: Option<std::time::Duration>,
     /// What the ledger keeps of a rejected line.
     pub reject_lines: RejectLines,
+    /// Whether a table the run creates gets its key after the load (`load.defer_key`).
+    pub defer_key: bool,
 }
 
 impl LoadSettings {
@@ -970,6 +976,7 @@ impl RawConfig {
                 progress_timeout: (load.progress_timeout_secs > 0)
                     .then(|| std::time::Duration::from_secs(load.progress_timeout_secs)),
                 reject_lines: load.reject_lines,
+                defer_key: load.defer_key,
             },
             mapping: MappingSettings {
                 key,

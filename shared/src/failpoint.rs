@@ -30,6 +30,8 @@ pub const POINTS: &[&str] = &[
     "export_back_after_snapshot",
     // `finalize`: a post-load step recorded as started, before it runs.
     "post_load_step",
+    // `finalize`: a key built after the load added and marked built, before its COMMIT.
+    "key_built",
 ];
 
 #[derive(Debug)]

@@ -577,6 +577,16 @@ async fn a_connection_that_stops_answering_mid_copy_lets_the_shard_go() -> anyho
         query_i64(&url, "SELECT count(*) FROM \"AppTable\"").await? as u64,
         generated.total_items
     );
+    // The table's key, built after the load, did not wait for the stalled loader's session
+    // (still open on the server, its chunk never to commit): finalize ended it.
+    assert_eq!(
+        query_i64(
+            &url,
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = '\"AppTable\"'::regclass AND contype = 'p'"
+        )
+        .await?,
+        1
+    );
     Ok(())
 }
 

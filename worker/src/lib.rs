@@ -24,6 +24,8 @@
 //! - [`redact`]: what the ledger keeps of rejected lines (`load.reject_lines`).
 //! - [`sink`]: the load engine: one chunk driver and one sink per load path (binary COPY in a
 //!   transaction, CSV COPY in autocommit, INSERT), with the exactly-once argument.
+//! - [`reread`]: one chunk of a data file read again after its load, its rows' lines and keys (a
+//!   key the export holds twice, found when a key built after the load is refused).
 //! - [`simple`]: COPY over the simple query protocol (the HeliosDB path).
 //! - [`pool`]: N concurrent loaders fed by a work queue, with retries.
 //! - [`progress`]: live counters of a process's loading (progress displays, metrics).
@@ -61,6 +63,7 @@ pub mod number;
 pub mod pool;
 pub mod progress;
 pub mod redact;
+pub mod reread;
 pub mod route;
 pub mod scan;
 pub mod simple;

@@ -305,6 +305,39 @@ impl TableSchema {
     /// `CREATE TABLE IF NOT EXISTS` with the key columns under `constraint` (`PRIMARY KEY` or
     /// `UNIQUE`).
     pub fn create_table_sql_keyed_by(&self, constraint: &str) -> String {
+        let mut sql = self.columns_sql();
+        sql.push_str(", ");
+        sql.push_str(&self.key_clause(constraint));
+        sql.push(')');
+        sql
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS` without the key's constraint, which [`TableSchema::add_key_sql`]
+    /// adds after the load (a key built once, in one sort, instead of a B-tree kept up per row).
+    pub fn create_table_sql_without_key(&self) -> String {
+        let mut sql = self.columns_sql();
+        sql.push(')');
+        sql
+    }
+
+    /// `ALTER TABLE … ADD <constraint> (<key columns>)`: the key a table made by
+    /// [`TableSchema::create_table_sql_without_key`] is given after its load.
+    pub fn add_key_sql(&self, constraint: &str) -> String {
+        format!(
+            "ALTER TABLE {} ADD {}",
+            quote_ident(&self.table),
+            self.key_clause(constraint)
+        )
+    }
+
+    /// `<constraint> ("k1", "k2")`.
+    fn key_clause(&self, constraint: &str) -> String {
+        let keys: Vec<String> = self.key_columns().map(|c| quote_ident(&c.name)).collect();
+        format!("{constraint} ({})", keys.join(", "))
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS "t" (<columns>` without the closing parenthesis.
+    fn columns_sql(&self) -> String {
         let mut sql = format!("CREATE TABLE IF NOT EXISTS {} (", quote_ident(&self.table));
         for column in &self.columns {
             sql.push_str(&quote_ident(&column.name));
@@ -316,16 +349,12 @@ impl TableSchema {
             sql.push_str(", ");
         }
         sql.push_str(&quote_ident(&self.overflow_column));
-        sql.push_str(" JSONB, ");
+        sql.push_str(" JSONB");
         if self.provenance {
+            sql.push_str(", ");
             sql.push_str(&quote_ident(PROVENANCE_COLUMN));
-            sql.push_str(" BIGINT, ");
+            sql.push_str(" BIGINT");
         }
-        sql.push_str(constraint);
-        sql.push_str(" (");
-        let keys: Vec<String> = self.key_columns().map(|c| quote_ident(&c.name)).collect();
-        sql.push_str(&keys.join(", "));
-        sql.push_str("))");
         sql
     }
 
@@ -445,6 +474,30 @@ mod tests {
         assert_eq!(
             schema().copy_column_list(),
             "\"PK\", \"SK\", \"tags\", \"attrs\""
+        );
+    }
+
+    #[test]
+    fn a_deferred_key_is_the_same_table_and_key_in_two_statements() {
+        let mut with = schema();
+        with.provenance = true;
+        assert_eq!(
+            with.create_table_sql_without_key(),
+            "CREATE TABLE IF NOT EXISTS \"App\"\"Table\" (\"PK\" TEXT NOT NULL, \"SK\" NUMERIC NOT NULL, \
+             \"tags\" TEXT[], \"attrs\" JSONB, \"_ferry_chunk\" BIGINT)"
+        );
+        assert_eq!(
+            with.add_key_sql("PRIMARY KEY"),
+            "ALTER TABLE \"App\"\"Table\" ADD PRIMARY KEY (\"PK\", \"SK\")"
+        );
+        // The two together say what the one statement says.
+        let whole = with.create_table_sql();
+        assert_eq!(
+            whole,
+            format!(
+                "{}, PRIMARY KEY (\"PK\", \"SK\"))",
+                with.create_table_sql_without_key().trim_end_matches(')')
+            )
         );
     }
 

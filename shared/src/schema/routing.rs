@@ -532,10 +532,13 @@ impl Routing {
     }
 }
 
+/// The constraint over a routed table's key columns (the rows' source identity).
+pub const ROUTED_KEY: &str = "UNIQUE";
+
 /// `CREATE TABLE IF NOT EXISTS` for a routed table: its columns, the rest column, and a UNIQUE
-/// constraint over the key columns (the rows' source identity).
+/// constraint over the key columns.
 pub fn routed_table_sql(table: &TableSchema) -> String {
-    table.create_table_sql_keyed_by("UNIQUE")
+    table.create_table_sql_keyed_by(ROUTED_KEY)
 }
 
 #[cfg(test)]

@@ -97,6 +97,13 @@ impl BlockEncoder {
         })
     }
 
+    /// This encoder, keeping every row's line and key in [`TableRows::keys`] (to find the lines
+    /// of a key after the load, [`crate::reread`]).
+    pub fn keeping_keys(mut self) -> Self {
+        self.keep_keys = true;
+        self
+    }
+
     /// An encoder for the change records of an incremental export applied to a run whose schema
     /// is `schema` (the full run's: the same columns, routing and casts). `window_end` is the
     /// window's `exportToTime`, for TTL filters.

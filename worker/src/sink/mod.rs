@@ -33,7 +33,9 @@
 //!
 //! # Exactly once
 //! Every row carries its source identity twice: its DynamoDB key under a unique constraint
-//! (checked at plan: a table without one is refused), and its *provenance*
+//! (checked at plan: a table without one is refused; on PostgreSQL a table the run creates gets
+//! it after the load instead, which the transaction sink does not need, see
+//! `ferry_coordinator::keys`), and its *provenance*
 //! ([`ferry_shared::schema::PROVENANCE_COLUMN`]): the `load_id` of the shard generation that wrote
 //! it and the chunk's index in the file. A `load_id` belongs to one shard, one generation and one
 //! data file identity (ETag, or size and modification time), claimed in `ferry.loads` before the

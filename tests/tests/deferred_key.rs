@@ -1,0 +1,272 @@
+//! Keys built after the load (PostgreSQL, `coordinator/src/keys.rs`), with the real
+//! `ferry-coordinator` binary:
+//! - a 100k-item run's table is created without its key and the ledger says so; a crash after the
+//!   key was built but before it committed (failpoint `key_built`) leaves no key and an unbuilt
+//!   record; meanwhile `--append` of another export into the table is refused naming the run;
+//!   `migrate` again builds the key, and the table equals the export; then the `--append` loads,
+//!   and an overlapping `--append` is refused by the key;
+//! - `load.defer_key = false` creates the key with the table;
+//! - a key the export holds twice (in two files, beyond the inference sample) fails the run naming the key and both lines, the
+//!   key is not added, and running again fails the same way without loading anything twice.
+
+use std::io::Read;
+
+use ferry_tests::gen::{generate_export, rewrite_lines, GenOptions, GeneratedExport};
+use ferry_tests::harness::{
+    assert_exit, assert_table_matches, empty_target, query_i64, query_text, run_coordinator,
+    stderr_of, TestTarget,
+};
+
+const EXIT_FAILPOINT: i32 = 86;
+
+/// The primary keys on `table` (0 or 1).
+async fn primary_keys(url: &str, table: &str) -> anyhow::Result<i64> {
+    query_i64(
+        url,
+        &format!(
+            "SELECT count(*) FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid \
+             WHERE t.relname = '{table}' AND c.contype = 'p'"
+        ),
+    )
+    .await
+}
+
+/// The key record's state of `table`, if any.
+async fn key_state(url: &str, table: &str) -> anyhow::Result<Option<String>> {
+    query_text(
+        url,
+        &format!("SELECT max(state) FROM ferry.pending_keys WHERE table_name = '{table}'"),
+    )
+    .await
+}
+
+fn migrate(
+    export: &GeneratedExport,
+    url: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let root = export.root.display().to_string();
+    let mut args = vec![
+        "migrate", "--export", &root, "--target", url, "--key", "PK,SK",
+    ];
+    args.extend_from_slice(extra);
+    run_coordinator(&args, env).expect("ferry-coordinator runs")
+}
+
+fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr_of(output)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_tables_key_is_built_after_the_load_and_survives_a_crash_in_the_build(
+) -> anyhow::Result<()> {
+    let (url, _server) = empty_target(TestTarget::Postgres, "deferred_key_crash").await?;
+    let dir = tempfile::tempdir()?;
+    let a = generate_export(&dir.path().join("a"), &GenOptions::sized(81, 100_000, 3))?;
+    let table = a.table_name.clone();
+    let env = [("FERRY_LOAD__CHUNK_LINES", "20000")];
+
+    // Killed with the key built and marked, before COMMIT.
+    let crashed = migrate(
+        &a,
+        &url,
+        &[],
+        &[env[0], ("FERRY_FAILPOINTS", "key_built=exit")],
+    );
+    assert_exit(&crashed, EXIT_FAILPOINT);
+    assert_eq!(
+        primary_keys(&url, &table).await?,
+        0,
+        "the build did not commit"
+    );
+    assert_eq!(
+        key_state(&url, &table).await?.as_deref(),
+        Some("building"),
+        "the record says who started the build, and that it is not built"
+    );
+    assert_eq!(
+        query_i64(&url, &format!("SELECT count(*) FROM \"{table}\"")).await?,
+        100_000
+    );
+    let builder = query_text(
+        &url,
+        &format!("SELECT builder FROM ferry.pending_keys WHERE table_name = '{table}'"),
+    )
+    .await?
+    .unwrap_or_default();
+    assert!(builder.contains("pid"), "{builder}");
+    // `status` says so.
+    let run_id = query_text(&url, "SELECT max(run_id) FROM ferry.runs")
+        .await?
+        .unwrap_or_default();
+    let status = run_coordinator(&["status", "--target", &url, "--run-id", &run_id], &[])?;
+    let text = output_text(&status);
+    assert!(
+        text.contains("key     table \"AppTable\": building (") && text.contains(&builder),
+        "{text}"
+    );
+
+    // Meanwhile, nothing else loads into the table: it has no key to refuse a key it holds.
+    let b = generate_export(
+        &dir.path().join("b"),
+        &GenOptions {
+            export_id: "01700000000001-0b0b0b0b".into(),
+            ..GenOptions::sized(82, 2_000, 1)
+        },
+    )?;
+    rewrite_lines(&b, |line| {
+        line.replacen(r#""PK":{"S":""#, r#""PK":{"S":"B-"#, 1)
+    })?;
+    let refused = migrate(&b, &url, &["--append"], &env);
+    assert_ne!(refused.status.code(), Some(0), "{}", output_text(&refused));
+    let text = output_text(&refused);
+    assert!(
+        text.contains("has no key yet") && text.contains("builds its key after its load"),
+        "{text}"
+    );
+
+    // The run again: the key is built, the table is the export.
+    let resumed = migrate(&a, &url, &[], &env);
+    assert_exit(&resumed, 0);
+    let report = String::from_utf8_lossy(&resumed.stdout).to_string();
+    assert!(report.contains("ADD PRIMARY KEY"), "{report}");
+    assert_eq!(primary_keys(&url, &table).await?, 1);
+    assert_eq!(key_state(&url, &table).await?.as_deref(), Some("built"));
+    assert_table_matches(&url, &table, &a.export_dir).await?;
+
+    // Now the append loads, and an overlapping one is refused by the key.
+    let appended = migrate(&b, &url, &["--append"], &env);
+    assert_exit(&appended, 0);
+    assert_eq!(
+        query_i64(&url, &format!("SELECT count(*) FROM \"{table}\"")).await?,
+        102_000
+    );
+    // B's items again, in an export of their own.
+    let overlap = generate_export(
+        &dir.path().join("c"),
+        &GenOptions {
+            export_id: "01700000000002-0c0c0c0c".into(),
+            ..GenOptions::sized(82, 2_000, 1)
+        },
+    )?;
+    rewrite_lines(&overlap, |line| {
+        line.replacen(r#""PK":{"S":""#, r#""PK":{"S":"B-"#, 1)
+    })?;
+    let refused = migrate(&overlap, &url, &["--append"], &env);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        output_text(&refused).contains("already in table"),
+        "{}",
+        output_text(&refused)
+    );
+    assert_eq!(
+        query_i64(&url, &format!("SELECT count(*) FROM \"{table}\"")).await?,
+        102_000,
+        "the overlapping append left nothing"
+    );
+
+    // `load.defer_key = false`: the key comes with the table, and no record is made.
+    let (url2, _server2) = empty_target(TestTarget::Postgres, "deferred_key_off").await?;
+    let small = generate_export(&dir.path().join("d"), &GenOptions::sized(83, 3_000, 1))?;
+    let off = migrate(
+        &small,
+        &url2,
+        &[],
+        &[
+            ("FERRY_LOAD__DEFER_KEY", "false"),
+            ("FERRY_FAILPOINTS", "after_commit=exit"),
+        ],
+    );
+    assert_exit(&off, EXIT_FAILPOINT);
+    assert_eq!(primary_keys(&url2, &small.table_name).await?, 1);
+    assert_eq!(key_state(&url2, &small.table_name).await?, None);
+    Ok(())
+}
+
+/// The first `n` lines of a gzip data file.
+fn first_lines(path: &std::path::Path, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(path)?).read_to_string(&mut text)?;
+    Ok(text.lines().take(n).map(str::to_string).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_export_holds_twice_fails_the_key_naming_both_lines() -> anyhow::Result<()> {
+    let (url, _server) = empty_target(TestTarget::Postgres, "deferred_key_twice").await?;
+    let dir = tempfile::tempdir()?;
+    let export = generate_export(dir.path(), &GenOptions::sized(84, 20_000, 2))?;
+    let files: Vec<_> = export
+        .data_files
+        .iter()
+        .filter(|f| f.item_count > 0)
+        .cloned()
+        .collect();
+    assert!(
+        files.len() >= 2 && files[1].item_count >= 9_000,
+        "{files:?}"
+    );
+    // Line 9000 of the second file becomes line 5 of the first: the same item, twice (beyond the
+    // 500 items inference samples, which would refuse the key before anything loads).
+    let twice = first_lines(&files[0].path, 5)?.pop().expect("5 lines");
+    let target_line = files[1].path.clone();
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let first_count = files[0].item_count;
+    // `rewrite_lines` visits the files in order; count lines to find the second file's 7th.
+    let first_index = export
+        .data_files
+        .iter()
+        .position(|f| f.path == files[0].path)
+        .expect("listed");
+    let second_index = export
+        .data_files
+        .iter()
+        .position(|f| f.path == target_line)
+        .expect("listed");
+    assert!(first_index < second_index);
+    let before_second: u64 = export.data_files[..second_index]
+        .iter()
+        .map(|f| f.item_count)
+        .sum();
+    assert!(before_second >= first_count);
+    rewrite_lines(&export, |line| {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == before_second + 9000 {
+            twice.clone()
+        } else {
+            line.to_string()
+        }
+    })?;
+    let table = export.table_name.clone();
+    for attempt in 0..2 {
+        let env = [
+            ("FERRY_LOAD__CHUNK_LINES", "3000"),
+            ("FERRY_MAPPING__SAMPLE_ITEMS", "500"),
+        ];
+        let output = migrate(&export, &url, &[], &env);
+        let text = output_text(&output);
+        assert_exit(&output, 1);
+        let first = format!("line 5 of {}", files[0].path.display());
+        let second = format!("line 9000 of {}", files[1].path.display());
+        assert!(
+            text.contains("its key cannot be built")
+                && text.contains("the export holds key (PK=")
+                && text.contains(") twice: ")
+                && text.contains(&first)
+                && text.contains(&second),
+            "attempt {attempt}: {text}"
+        );
+        assert_eq!(primary_keys(&url, &table).await?, 0, "no key was added");
+        assert_eq!(key_state(&url, &table).await?.as_deref(), Some("failed"));
+        assert_eq!(
+            query_i64(&url, &format!("SELECT count(*) FROM \"{table}\"")).await?,
+            20_000,
+            "every line loaded once, on each attempt"
+        );
+    }
+    Ok(())
+}
