@@ -71,6 +71,8 @@ pub struct EndSteps {
     /// How to reach the export (a key the export holds twice is named with its lines, read
     /// again from the export).
     pub aws: ferry_shared::config::AwsSettings,
+    /// `load.statistics_target`: the sample of finalize's `ANALYZE` (`None`: the server's).
+    pub statistics_target: Option<u32>,
 }
 
 impl EndSteps {
@@ -100,6 +102,7 @@ impl EndSteps {
             reject_lines: settings.load.reject_lines,
             phase: None,
             aws: settings.aws.clone(),
+            statistics_target: settings.load.statistics_target,
         }
     }
 
@@ -140,7 +143,7 @@ pub async fn finalize(
         Some(url) => {
             let (report, analyzed) = tokio::join!(
                 counted_report(client, run, context, already_complete),
-                analyze_beside(url, run)
+                analyze_beside(url, run, steps.statistics_target)
             );
             (report?, analyzed)
         }
@@ -248,9 +251,13 @@ async fn analyze_url<'s>(
 
 /// `ANALYZE` of the run's tables on a connection of its own; `None` when that connection cannot
 /// be opened (then it runs on the finalizing connection, as without one).
-async fn analyze_beside(url: &str, run: &RunRecord) -> Option<Vec<PostLoadLine>> {
+async fn analyze_beside(
+    url: &str,
+    run: &RunRecord,
+    statistics_target: Option<u32>,
+) -> Option<Vec<PostLoadLine>> {
     match ferry_worker::conn::control(url).await {
-        Ok(client) => Some(analyze_tables(&client, run).await),
+        Ok(client) => Some(analyze_tables(&client, run, statistics_target).await),
         Err(e) => {
             tracing::warn!(error = %e, "no second connection for ANALYZE: it runs after the row count");
             None
@@ -258,23 +265,40 @@ async fn analyze_beside(url: &str, run: &RunRecord) -> Option<Vec<PostLoadLine>>
     }
 }
 
-/// `ANALYZE` of every table the run loaded; a refusal is noted, not an error.
-async fn analyze_tables(client: &Client, run: &RunRecord) -> Vec<PostLoadLine> {
+/// `ANALYZE` of every table the run loaded; a refusal is noted, not an error. With
+/// `statistics_target` (`load.statistics_target`), it samples for that target instead of the
+/// server's `default_statistics_target` (its cost grows with the sample: 300 rows per unit).
+async fn analyze_tables(
+    client: &Client,
+    run: &RunRecord,
+    statistics_target: Option<u32>,
+) -> Vec<PostLoadLine> {
     let mut lines = Vec::new();
     for table in run_tables(run) {
         let analyze = format!("ANALYZE {}", quote_ident(&table));
         let started = Instant::now();
-        let note = match client.batch_execute(&analyze).await {
-            Ok(()) => None,
+        let statement = match statistics_target {
+            // `SET LOCAL` ends with the transaction: nothing else on this session samples less.
+            Some(target) => {
+                format!("BEGIN; SET LOCAL default_statistics_target = {target}; {analyze}; COMMIT")
+            }
+            None => analyze.clone(),
+        };
+        let note = match client.batch_execute(&statement).await {
+            Ok(()) => statistics_target.map(|t| format!("statistics target {t}")),
             Err(e) => {
+                if statistics_target.is_some() {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                }
                 let message = ferry_worker::server_message(&e);
                 tracing::warn!(table = %table, error = %message, "the target refused ANALYZE: statistics not updated");
                 Some(format!("refused by the server: {message}"))
             }
         };
+        let refused = note.as_deref().is_some_and(|n| n.starts_with("refused"));
         lines.push(PostLoadLine {
             step: analyze,
-            state: if note.is_none() { "ran" } else { "refused" }.into(),
+            state: if refused { "refused" } else { "ran" }.into(),
             seconds: started.elapsed().as_secs_f64(),
             note,
         });
@@ -372,7 +396,7 @@ async fn post_load(
     }
     let lines = match analyzed {
         Some(lines) => lines,
-        None => analyze_tables(client, run).await,
+        None => analyze_tables(client, run, steps.statistics_target).await,
     };
     report.post_load.extend(lines);
     Ok(())

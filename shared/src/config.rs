@@ -493,6 +493,9 @@ pub struct RawLoad {
     /// Build the key of a table the run creates after its load instead of during it
     /// (PostgreSQL's transactional paths only; never with `--append` or into an existing table).
     pub defer_key: bool,
+    /// The statistics target of finalize's `ANALYZE` (1 to 10000); absent: the server's
+    /// `default_statistics_target`. `ANALYZE` samples 300 rows per unit, so its cost grows with it.
+    pub statistics_target: Option<u32>,
 }
 
 /// What the ledger keeps of a rejected line (`load.reject_lines`).
@@ -543,6 +546,7 @@ impl Default for RawLoad {
             progress_timeout_secs: 300,
             reject_lines: RejectLines::Raw,
             defer_key: true,
+            statistics_target: None,
         }
     }
 }
@@ -759,6 +763,8 @@ pub struct LoadSettings {
     pub reject_lines: RejectLines,
     /// Whether a table the run creates gets its key after the load (`load.defer_key`).
     pub defer_key: bool,
+    /// The statistics target of finalize's `ANALYZE` (`load.statistics_target`).
+    pub statistics_target: Option<u32>,
 }
 
 impl LoadSettings {
@@ -943,6 +949,14 @@ impl RawConfig {
                 mapping.overflow_column
             )));
         }
+        if load
+            .statistics_target
+            .is_some_and(|t| !(1..=10_000).contains(&t))
+        {
+            return Err(Error::Config(
+                "load.statistics_target must be between 1 and 10000 (PostgreSQL's range)".into(),
+            ));
+        }
         if !(0.0..=1.0).contains(&mapping.min_presence) {
             return Err(Error::Config(
                 "mapping.min_presence must be between 0 and 1".into(),
@@ -977,6 +991,7 @@ impl RawConfig {
                     .then(|| std::time::Duration::from_secs(load.progress_timeout_secs)),
                 reject_lines: load.reject_lines,
                 defer_key: load.defer_key,
+                statistics_target: load.statistics_target,
             },
             mapping: MappingSettings {
                 key,
@@ -1164,6 +1179,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("queue.wait_secs"), "{err}");
+    }
+
+    #[test]
+    fn the_key_and_statistics_settings_of_the_load() {
+        let defaults = load_settings_from(None, Vec::new()).unwrap();
+        assert!(defaults.load.defer_key);
+        assert_eq!(defaults.load.statistics_target, None);
+        let env = vec![
+            ("FERRY_LOAD__DEFER_KEY".to_string(), "false".to_string()),
+            (
+                "FERRY_LOAD__STATISTICS_TARGET".to_string(),
+                "30".to_string(),
+            ),
+        ];
+        let settings = load_settings_from(None, env).unwrap();
+        assert!(!settings.load.defer_key);
+        assert_eq!(settings.load.statistics_target, Some(30));
+        let env = vec![("FERRY_LOAD__STATISTICS_TARGET".to_string(), "0".to_string())];
+        let err = load_settings_from(None, env).unwrap_err().to_string();
+        assert!(err.contains("load.statistics_target"), "{err}");
     }
 
     #[test]

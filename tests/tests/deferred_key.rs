@@ -130,11 +130,25 @@ async fn a_created_tables_key_is_built_after_the_load_and_survives_a_crash_in_th
         "{text}"
     );
 
-    // The run again: the key is built, the table is the export.
-    let resumed = migrate(&a, &url, &[], &env);
+    // The run again: the key is built, the table is the export; `ANALYZE` samples for the
+    // configured statistics target.
+    let resumed = migrate(
+        &a,
+        &url,
+        &[],
+        &[env[0], ("FERRY_LOAD__STATISTICS_TARGET", "10")],
+    );
     assert_exit(&resumed, 0);
     let report = String::from_utf8_lossy(&resumed.stdout).to_string();
     assert!(report.contains("ADD PRIMARY KEY"), "{report}");
+    assert!(report.contains("statistics target 10"), "{report}");
+    let bounds = query_i64(
+        &url,
+        "SELECT coalesce(array_length(histogram_bounds::text::text[], 1), 0)::int8 FROM pg_stats \
+         WHERE tablename = 'AppTable' AND attname = 'PK'",
+    )
+    .await?;
+    assert!((2..=11).contains(&bounds), "{bounds} histogram bounds");
     assert_eq!(primary_keys(&url, &table).await?, 1);
     assert_eq!(key_state(&url, &table).await?.as_deref(), Some("built"));
     assert_table_matches(&url, &table, &a.export_dir).await?;
