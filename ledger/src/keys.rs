@@ -44,8 +44,8 @@ impl PendingKey {
 }
 
 /// Records that `run_id` created `table` without its key, which `key_sql` adds. Run it in the
-/// transaction that creates the table. A record already there (another coordinator planning the
-/// same run) is kept.
+/// transaction whose `CREATE TABLE` just succeeded: a record already there is of a dropped table
+/// of the same name, and is replaced (else its run's state would hide the new table's key).
 pub async fn record_pending_key(
     client: &impl GenericClient,
     table: &str,

@@ -7,7 +7,8 @@
 //!   and an overlapping `--append` is refused by the key;
 //! - `load.defer_key = false` creates the key with the table;
 //! - a key the export holds twice (in two files, beyond the inference sample) fails the run naming the key and both lines, the
-//!   key is not added, and running again fails the same way without loading anything twice.
+//!   key is not added, and running again fails the same way without loading anything twice; the
+//!   table dropped and a corrected export loaded under its name gets its key.
 
 use std::io::Read;
 
@@ -282,5 +283,23 @@ async fn a_key_the_export_holds_twice_fails_the_key_naming_both_lines() -> anyho
             "every line loaded once, on each attempt"
         );
     }
+    // The user drops the table and loads a corrected export into the same name: the failed
+    // record of the dropped table does not stand for the new one, whose key is built.
+    ferry_tests::harness::connect(&url)
+        .await?
+        .batch_execute(&format!("DROP TABLE \"{table}\""))
+        .await?;
+    let corrected = generate_export(
+        &dir.path().join("corrected"),
+        &GenOptions {
+            export_id: "01700000000003-0d0d0d0d".into(),
+            ..GenOptions::sized(85, 3_000, 1)
+        },
+    )?;
+    let output = migrate(&corrected, &url, &[], &[]);
+    assert_exit(&output, 0);
+    assert_eq!(primary_keys(&url, &table).await?, 1);
+    assert_eq!(key_state(&url, &table).await?.as_deref(), Some("built"));
+    assert_table_matches(&url, &table, &corrected.export_dir).await?;
     Ok(())
 }

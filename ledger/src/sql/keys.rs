@@ -34,9 +34,13 @@ pub mod key_state {
 /// The columns of a pending-key row, in [`SELECT_KEY`]'s order.
 pub const KEY_COLUMNS: &str = "table_name, run_id, key_sql, state, builder, error";
 
-/// Records that `$1` table is created by `$2` run without its key, added by `$3`.
+/// Records that `$1` table is created by `$2` run without its key, added by `$3`. Run in the
+/// transaction whose `CREATE TABLE` just succeeded, so a record already there is of a table of
+/// that name that was dropped since: it is replaced.
 pub const INSERT_KEY: &str = "INSERT INTO ferry.pending_keys (table_name, run_id, key_sql, state)
-    VALUES ($1::text, $2::text, $3::text, 'pending') ON CONFLICT (table_name) DO NOTHING";
+    VALUES ($1::text, $2::text, $3::text, 'pending')
+    ON CONFLICT (table_name) DO UPDATE SET run_id = EXCLUDED.run_id, key_sql = EXCLUDED.key_sql,
+        state = 'pending', builder = NULL, error = NULL, created_at = now(), updated_at = now()";
 
 /// The pending key of `$1` table.
 pub const SELECT_KEY: &str = "SELECT table_name, run_id, key_sql, state, builder, error
