@@ -183,6 +183,9 @@ pub async fn build_run_keys(
                 note: Some("built by another finalize meanwhile".into()),
             }),
             Build::Refused { message, duplicate } => {
+                // The server's words quote the key's values (`load.reject_lines`).
+                let message =
+                    ferry_worker::redact::server_text(&message, reject_lines).into_owned();
                 let problem = if duplicate {
                     show(format!(
                         "finding the keys table {:?} holds twice",

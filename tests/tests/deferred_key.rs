@@ -283,6 +283,28 @@ async fn a_key_the_export_holds_twice_fails_the_key_naming_both_lines() -> anyho
             "every line loaded once, on each attempt"
         );
     }
+    // With `load.reject_lines = "omitted"` the lines are still named, the key's values are not.
+    let item: serde_json::Value = serde_json::from_str(&twice)?;
+    let pk = item["Item"]["PK"]["S"]
+        .as_str()
+        .expect("a string PK")
+        .to_string();
+    let output = migrate(
+        &export,
+        &url,
+        &[],
+        &[
+            ("FERRY_LOAD__CHUNK_LINES", "3000"),
+            ("FERRY_MAPPING__SAMPLE_ITEMS", "500"),
+            ("FERRY_LOAD__REJECT_LINES", "omitted"),
+        ],
+    );
+    assert_exit(&output, 1);
+    let text = output_text(&output);
+    assert!(
+        text.contains("line 5 of") && text.contains("line 9000 of") && !text.contains(&pk),
+        "{pk}: {text}"
+    );
     // The user drops the table and loads a corrected export into the same name: the failed
     // record of the dropped table does not stand for the new one, whose key is built.
     ferry_tests::harness::connect(&url)
