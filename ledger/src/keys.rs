@@ -105,7 +105,8 @@ pub async fn adopt_pending_key(
     Ok(updated == 1)
 }
 
-/// Sets `table`'s key state (one of [`key_state`]) with who set it and why.
+/// Sets `table`'s key state (one of [`key_state`]) with who set it and why; a `built` key stays
+/// built.
 pub async fn set_key_state(
     client: &impl GenericClient,
     table: &str,

@@ -8,7 +8,8 @@
 //! - `load.defer_key = false` creates the key with the table;
 //! - a key the export holds twice (in two files, beyond the inference sample) fails the run naming the key and both lines, the
 //!   key is not added, and running again fails the same way without loading anything twice; the
-//!   table dropped and a corrected export loaded under its name gets its key.
+//!   table dropped and a corrected export loaded under its name gets its key;
+//! - two `finalize`s of the run at once: one builds the key, the other finds it built.
 
 use std::io::Read;
 
@@ -323,5 +324,66 @@ async fn a_key_the_export_holds_twice_fails_the_key_naming_both_lines() -> anyho
     assert_eq!(primary_keys(&url, &table).await?, 1);
     assert_eq!(key_state(&url, &table).await?.as_deref(), Some("built"));
     assert_table_matches(&url, &table, &corrected.export_dir).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_finalizes_at_once_build_the_key_once() -> anyhow::Result<()> {
+    let (url, _server) = empty_target(TestTarget::Postgres, "deferred_key_race").await?;
+    let dir = tempfile::tempdir()?;
+    let export = generate_export(dir.path(), &GenOptions::sized(86, 5_000, 2))?;
+    // Every shard in, the key built but not committed: the run waits for a finalize.
+    let crashed = migrate(
+        &export,
+        &url,
+        &[],
+        &[("FERRY_FAILPOINTS", "key_built=exit")],
+    );
+    assert_exit(&crashed, EXIT_FAILPOINT);
+    let run_id = query_text(&url, "SELECT max(run_id) FROM ferry.runs")
+        .await?
+        .unwrap_or_default();
+    let finalize = || {
+        std::process::Command::new(ferry_tests::harness::binary("ferry-coordinator"))
+            .args(["finalize", "--target", &url, "--run-id", &run_id, "--json"])
+            .env_remove("FERRY_FAILPOINTS")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+    };
+    let (first, second) = (finalize()?, finalize()?);
+    let mut states = Vec::new();
+    for child in [first, second] {
+        let output = child.wait_with_output()?;
+        assert_exit(&output, 0);
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        let key = report["post_load"]
+            .as_array()
+            .expect("post-load lines")
+            .iter()
+            .find(|l| {
+                l["step"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("ADD PRIMARY KEY"))
+            })
+            .map(|l| l["state"].as_str().unwrap_or_default().to_string());
+        states.push(key);
+    }
+    // One built it; the other found it built (or, finishing after the first's whole finalize,
+    // found the run complete and ran no post-load step).
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| s.as_deref() == Some("ran"))
+            .count(),
+        1,
+        "{states:?}"
+    );
+    assert_eq!(primary_keys(&url, &export.table_name).await?, 1);
+    assert_eq!(
+        key_state(&url, &export.table_name).await?.as_deref(),
+        Some("built")
+    );
+    assert_table_matches(&url, &export.table_name, &export.export_dir).await?;
     Ok(())
 }

@@ -61,7 +61,9 @@ pub const ADOPT_KEY: &str = "UPDATE ferry.pending_keys SET run_id = $2::text, up
       AND (run_id = $2::text OR NOT EXISTS (
           SELECT 1 FROM ferry.runs r WHERE r.run_id = ferry.pending_keys.run_id))";
 
-/// Sets `$1` table's key state to `$2`, with `$3` builder and `$4` error.
+/// Sets `$1` table's key state to `$2`, with `$3` builder and `$4` error. A `built` key never
+/// goes back: a second finalize whose `building` mark waited on the first one's build would
+/// otherwise mark the built key unbuilt, and build it again.
 pub const SET_KEY_STATE: &str = "UPDATE ferry.pending_keys
     SET state = $2::text, builder = $3::text, error = $4::text, updated_at = now()
-    WHERE table_name = $1::text";
+    WHERE table_name = $1::text AND (state <> 'built' OR $2::text = 'built')";
