@@ -317,8 +317,15 @@ async fn post_load(
     // Keys built after the load come first: the config's steps may add foreign keys that need
     // them, and a key the export holds twice stops the steps after it like a failed step.
     let show = |text: String| steps.show(|| text);
-    let (lines, problem) =
-        crate::keys::build_run_keys(client, run, &steps.aws, steps.reject_lines, &show).await?;
+    let (lines, problem) = crate::keys::build_run_keys(
+        client,
+        run,
+        &steps.target,
+        &steps.aws,
+        steps.reject_lines,
+        &show,
+    )
+    .await?;
     report.post_load.extend(lines);
     if let Some(problem) = problem {
         report.problems.push(problem);

@@ -148,12 +148,23 @@ pub async fn pending_for(
 pub async fn build_run_keys(
     client: &Client,
     run: &RunRecord,
+    target: &Target,
     aws: &ferry_shared::config::AwsSettings,
     reject_lines: RejectLines,
     show: &(dyn Fn(String) + Sync),
 ) -> Result<(Vec<PostLoadLine>, Option<String>)> {
     let mut lines = Vec::new();
+    let tables = ferry_worker::sink::run_tables(&run.schema);
     for record in ledger_keys::run_keys(client, &run.run_id).await? {
+        let key_columns: Vec<String> = tables
+            .iter()
+            .find(|t| t.table == record.table_name)
+            .map(|t| t.key_columns().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+        let found = KeyCheck {
+            target,
+            key_columns: &key_columns,
+        };
         let step = format!("{} (the key, built after the load)", record.key_sql);
         if record.built() {
             lines.push(PostLoadLine {
@@ -166,7 +177,7 @@ pub async fn build_run_keys(
         }
         show(format!("building the key of table {:?}", record.table_name));
         let started = Instant::now();
-        match build_key(client, &record, show).await? {
+        match build_key(client, &record, &found, show).await? {
             Build::Built => {
                 tracing::info!(table = %record.table_name, seconds = started.elapsed().as_secs_f64(), "built the table's key");
                 lines.push(PostLoadLine {
@@ -182,6 +193,15 @@ pub async fn build_run_keys(
                 seconds: 0.0,
                 note: Some("built by another finalize meanwhile".into()),
             }),
+            Build::FoundOnTable => {
+                tracing::info!(table = %record.table_name, "the table already has its key (added by hand?): recorded as built");
+                lines.push(PostLoadLine {
+                    step,
+                    state: "done earlier".into(),
+                    seconds: started.elapsed().as_secs_f64(),
+                    note: Some("the table already had a key over the key columns".into()),
+                })
+            }
             Build::Refused { message, duplicate } => {
                 // The server's words quote the key's values (`load.reject_lines`).
                 let message =
@@ -237,6 +257,9 @@ pub async fn build_run_keys(
 enum Build {
     Built,
     AlreadyBuilt,
+    /// The server refused a second primary key, and a unique key over the key columns is
+    /// there: someone added it by hand before this finalize.
+    FoundOnTable,
     /// The server refused it (its words); `duplicate`: for a key the table holds twice.
     Refused {
         message: String,
@@ -246,9 +269,32 @@ enum Build {
 
 /// One key: marked `building` by this process (for `status` and the next reader), then in one
 /// transaction: the record locked, the key added, the record `built`.
+/// What a refused key is checked against: is a unique key over these columns on the table?
+struct KeyCheck<'a> {
+    target: &'a Target,
+    key_columns: &'a [String],
+}
+
+impl KeyCheck<'_> {
+    async fn on_table(&self, client: &Client, table: &str) -> Result<bool> {
+        if self.key_columns.is_empty() {
+            return Ok(false);
+        }
+        let mut wanted: Vec<&str> = self.key_columns.iter().map(String::as_str).collect();
+        wanted.sort_unstable();
+        let sets = crate::catalog::unique_column_sets(client, table, self.target).await?;
+        Ok(sets.iter().any(|set| {
+            let mut have: Vec<&str> = set.iter().map(String::as_str).collect();
+            have.sort_unstable();
+            have == wanted
+        }))
+    }
+}
+
 async fn build_key(
     client: &Client,
     record: &PendingKey,
+    found: &KeyCheck<'_>,
     show: &(dyn Fn(String) + Sync),
 ) -> Result<Build> {
     let builder = format!("{} pid {}", crate::probe::host_name(), std::process::id());
@@ -271,11 +317,18 @@ async fn build_key(
         if locked.built() {
             return Ok(Build::AlreadyBuilt);
         }
+        let mut outcome = Build::Built;
         if let Err(e) = add_key(client, &locked, show).await? {
-            return Ok(Build::Refused {
-                message: ferry_worker::server_message(&e),
-                duplicate: ferry_ledger::error::is_unique_violation(&e),
-            });
+            if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_TABLE_DEFINITION)
+                && found.on_table(client, &record.table_name).await?
+            {
+                outcome = Build::FoundOnTable;
+            } else {
+                return Ok(Build::Refused {
+                    message: ferry_worker::server_message(&e),
+                    duplicate: ferry_ledger::error::is_unique_violation(&e),
+                });
+            }
         }
         ledger_keys::set_key_state(
             client,
@@ -287,10 +340,10 @@ async fn build_key(
         .await?;
         // The key is built and marked, neither committed: a crash here must leave neither.
         failpoint::hit("key_built").map_err(|e| CoordinatorError::Invalid(e.to_string()))?;
-        Ok(Build::Built)
+        Ok(outcome)
     }
     .await;
-    let end = if matches!(result, Ok(Build::Built)) {
+    let end = if matches!(result, Ok(Build::Built | Build::FoundOnTable)) {
         "COMMIT"
     } else {
         "ROLLBACK"

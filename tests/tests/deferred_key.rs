@@ -9,7 +9,8 @@
 //! - a key the export holds twice (in two files, beyond the inference sample) fails the run naming the key and both lines, the
 //!   key is not added, and running again fails the same way without loading anything twice; the
 //!   table dropped and a corrected export loaded under its name gets its key;
-//! - two `finalize`s of the run at once: one builds the key, the other finds it built.
+//! - two `finalize`s of the run at once: one builds the key, the other finds it built;
+//! - a key a user added by hand before `finalize` is recorded built, not built twice.
 
 use std::io::Read;
 
@@ -385,5 +386,34 @@ async fn two_finalizes_at_once_build_the_key_once() -> anyhow::Result<()> {
         Some("built")
     );
     assert_table_matches(&url, &export.table_name, &export.export_dir).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_added_by_hand_before_finalize_is_recorded_built() -> anyhow::Result<()> {
+    let (url, _server) = empty_target(TestTarget::Postgres, "deferred_key_by_hand").await?;
+    let dir = tempfile::tempdir()?;
+    let export = generate_export(dir.path(), &GenOptions::sized(87, 2_000, 1))?;
+    let crashed = migrate(
+        &export,
+        &url,
+        &[],
+        &[("FERRY_FAILPOINTS", "key_built=exit")],
+    );
+    assert_exit(&crashed, EXIT_FAILPOINT);
+    // An impatient user adds the key themselves.
+    ferry_tests::harness::connect(&url)
+        .await?
+        .batch_execute("ALTER TABLE \"AppTable\" ADD PRIMARY KEY (\"SK\", \"PK\")")
+        .await?;
+    let output = migrate(&export, &url, &[], &[]);
+    assert_exit(&output, 0);
+    let text = output_text(&output);
+    assert!(
+        text.contains("the table already had a key over the key columns"),
+        "{text}"
+    );
+    assert_eq!(key_state(&url, "AppTable").await?.as_deref(), Some("built"));
+    assert_eq!(primary_keys(&url, "AppTable").await?, 1);
     Ok(())
 }
