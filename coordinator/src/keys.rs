@@ -453,7 +453,16 @@ async fn name_duplicates(
     aws: &ferry_shared::config::AwsSettings,
     reject_lines: RejectLines,
 ) -> Result<String> {
-    let tables = ferry_worker::sink::run_tables(&run.schema);
+    // The encoder's tables, in the order of its rows' table numbers.
+    let encoder = Arc::new(
+        BlockEncoder::new(
+            &run.schema,
+            run.export_time.as_deref(),
+            LoadPath::InsertInTransaction,
+        )?
+        .keeping_keys(),
+    );
+    let tables = encoder.tables().clone();
     let Some((index, table)) = tables
         .iter()
         .enumerate()
@@ -481,15 +490,9 @@ async fn name_duplicates(
         return Ok("the server found a key twice, but no key is there twice now".into());
     }
     let chunks: BTreeSet<i64> = groups.iter().flatten().flatten().copied().collect();
+    // Rows without provenance were not loaded by Ferry (written by hand during the load).
+    let foreign = groups.iter().flatten().filter(|p| p.is_none()).count();
     let export = ferry_shared::store::open_export(&run.export_location, aws).await?;
-    let encoder = Arc::new(
-        BlockEncoder::new(
-            &run.schema,
-            run.export_time.as_deref(),
-            LoadPath::InsertInTransaction,
-        )?
-        .keeping_keys(),
-    );
     let bits = ferry_shared::schema::CHUNK_INDEX_BITS;
     let mut lines_of: BTreeMap<Key, Vec<(String, u64)>> = BTreeMap::new();
     let mut unread = Vec::new();
@@ -541,6 +544,12 @@ async fn name_duplicates(
             )
         })
         .collect();
+    if foreign > 0 {
+        named.push(format!(
+            "{foreign} of the rows under such keys carry no provenance: they were not loaded by \
+             Ferry but written into the table during the load"
+        ));
+    }
     if named.is_empty() {
         named.push(format!(
             "the table holds a key more than once, in rows from {} chunks whose lines could not \

@@ -10,7 +10,8 @@
 //!   key is not added, and running again fails the same way without loading anything twice; the
 //!   table dropped and a corrected export loaded under its name gets its key;
 //! - two `finalize`s of the run at once: one builds the key, the other finds it built;
-//! - a key a user added by hand before `finalize` is recorded built, not built twice.
+//! - a key a user added by hand before `finalize` is recorded built, not built twice; a row
+//!   written by hand under a loaded key fails the key, named as not Ferry's.
 
 use std::io::Read;
 
@@ -415,5 +416,40 @@ async fn a_key_added_by_hand_before_finalize_is_recorded_built() -> anyhow::Resu
     );
     assert_eq!(key_state(&url, "AppTable").await?.as_deref(), Some("built"));
     assert_eq!(primary_keys(&url, "AppTable").await?, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_written_by_hand_under_a_loaded_key_is_named_as_not_ferrys() -> anyhow::Result<()> {
+    let (url, _server) = empty_target(TestTarget::Postgres, "deferred_key_foreign").await?;
+    let dir = tempfile::tempdir()?;
+    let export = generate_export(dir.path(), &GenOptions::sized(88, 2_000, 1))?;
+    let crashed = migrate(
+        &export,
+        &url,
+        &[],
+        &[("FERRY_FAILPOINTS", "key_built=exit")],
+    );
+    assert_exit(&crashed, EXIT_FAILPOINT);
+    // Someone copies a loaded row by hand while the key is pending (no provenance).
+    ferry_tests::harness::connect(&url)
+        .await?
+        .batch_execute(
+            "INSERT INTO \"AppTable\" (\"PK\", \"SK\") \
+             SELECT \"PK\", \"SK\" FROM \"AppTable\" ORDER BY \"PK\", \"SK\" LIMIT 1",
+        )
+        .await?;
+    let output = migrate(&export, &url, &[], &[]);
+    assert_exit(&output, 1);
+    let text = output_text(&output);
+    assert!(
+        text.contains("its key cannot be built")
+            && text.contains("1 of the rows under such keys carry no provenance"),
+        "{text}"
+    );
+    assert_eq!(
+        key_state(&url, "AppTable").await?.as_deref(),
+        Some("failed")
+    );
     Ok(())
 }
