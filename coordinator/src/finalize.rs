@@ -284,18 +284,20 @@ async fn analyze_tables(
             }
             None => analyze.clone(),
         };
-        let note = match client.batch_execute(&statement).await {
-            Ok(()) => statistics_target.map(|t| format!("statistics target {t}")),
+        let (refused, note) = match client.batch_execute(&statement).await {
+            Ok(()) => (
+                false,
+                statistics_target.map(|t| format!("statistics target {t}")),
+            ),
             Err(e) => {
                 if statistics_target.is_some() {
                     let _ = client.batch_execute("ROLLBACK").await;
                 }
                 let message = ferry_worker::server_message(&e);
                 tracing::warn!(table = %table, error = %message, "the target refused ANALYZE: statistics not updated");
-                Some(format!("refused by the server: {message}"))
+                (true, Some(format!("refused by the server: {message}")))
             }
         };
-        let refused = note.as_deref().is_some_and(|n| n.starts_with("refused"));
         lines.push(PostLoadLine {
             step: analyze,
             state: if refused { "refused" } else { "ran" }.into(),

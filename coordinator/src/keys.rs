@@ -95,21 +95,25 @@ pub async fn create_without_key(
         Ok(true)
     }
     .await;
-    let end = if matches!(created, Ok(true)) {
-        "COMMIT"
-    } else {
-        "ROLLBACK"
-    };
-    client
-        .batch_execute(end)
-        .await
-        .map_err(CoordinatorError::db("cannot create the target table"))?;
-    if created? {
+    end_transaction(
+        client,
+        matches!(created, Ok(true)),
+        "cannot create the target table",
+    )
+    .await?;
+    let created = created?;
+    if created {
         tracing::info!(table = %schema.table, run = run_id, "created target table; its key is built after the load");
-        Ok(true)
-    } else {
-        Ok(false)
     }
+    Ok(created)
+}
+
+/// Ends the transaction the caller began: COMMIT when `commit`, else ROLLBACK.
+async fn end_transaction(client: &Client, commit: bool, context: &'static str) -> Result<()> {
+    client
+        .batch_execute(if commit { "COMMIT" } else { "ROLLBACK" })
+        .await
+        .map_err(CoordinatorError::db(context))
 }
 
 /// For a table without a key over its key columns: `None` when no key of it is pending;
@@ -343,15 +347,12 @@ async fn build_key(
         Ok(outcome)
     }
     .await;
-    let end = if matches!(result, Ok(Build::Built | Build::FoundOnTable)) {
-        "COMMIT"
-    } else {
-        "ROLLBACK"
-    };
-    client
-        .batch_execute(end)
-        .await
-        .map_err(CoordinatorError::db("cannot end a key's build"))?;
+    end_transaction(
+        client,
+        matches!(result, Ok(Build::Built | Build::FoundOnTable)),
+        "cannot end a key's build",
+    )
+    .await?;
     result
 }
 

@@ -206,6 +206,28 @@ async fn a_created_tables_key_is_built_after_the_load_and_survives_a_crash_in_th
     Ok(())
 }
 
+/// An empty PostgreSQL database `name` and an export of `items` items (`seed`) in `files` files,
+/// loaded by a `migrate` killed after building the key and before committing it: every shard in,
+/// the key not there, the record unbuilt.
+async fn loaded_without_key(
+    name: &str,
+    seed: u64,
+    items: u64,
+    files: usize,
+) -> anyhow::Result<(String, tempfile::TempDir, GeneratedExport)> {
+    let (url, _none) = empty_target(TestTarget::Postgres, name).await?;
+    let dir = tempfile::tempdir()?;
+    let export = generate_export(dir.path(), &GenOptions::sized(seed, items, files))?;
+    let crashed = migrate(
+        &export,
+        &url,
+        &[],
+        &[("FERRY_FAILPOINTS", "key_built=exit")],
+    );
+    assert_exit(&crashed, EXIT_FAILPOINT);
+    Ok((url, dir, export))
+}
+
 /// The first `n` lines of a gzip data file.
 fn first_lines(path: &std::path::Path, n: usize) -> anyhow::Result<Vec<String>> {
     let mut text = String::new();
@@ -331,17 +353,8 @@ async fn a_key_the_export_holds_twice_fails_the_key_naming_both_lines() -> anyho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_finalizes_at_once_build_the_key_once() -> anyhow::Result<()> {
-    let (url, _server) = empty_target(TestTarget::Postgres, "deferred_key_race").await?;
-    let dir = tempfile::tempdir()?;
-    let export = generate_export(dir.path(), &GenOptions::sized(86, 5_000, 2))?;
     // Every shard in, the key built but not committed: the run waits for a finalize.
-    let crashed = migrate(
-        &export,
-        &url,
-        &[],
-        &[("FERRY_FAILPOINTS", "key_built=exit")],
-    );
-    assert_exit(&crashed, EXIT_FAILPOINT);
+    let (url, _dir, export) = loaded_without_key("deferred_key_race", 86, 5_000, 2).await?;
     let run_id = query_text(&url, "SELECT max(run_id) FROM ferry.runs")
         .await?
         .unwrap_or_default();
@@ -392,16 +405,7 @@ async fn two_finalizes_at_once_build_the_key_once() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_added_by_hand_before_finalize_is_recorded_built() -> anyhow::Result<()> {
-    let (url, _server) = empty_target(TestTarget::Postgres, "deferred_key_by_hand").await?;
-    let dir = tempfile::tempdir()?;
-    let export = generate_export(dir.path(), &GenOptions::sized(87, 2_000, 1))?;
-    let crashed = migrate(
-        &export,
-        &url,
-        &[],
-        &[("FERRY_FAILPOINTS", "key_built=exit")],
-    );
-    assert_exit(&crashed, EXIT_FAILPOINT);
+    let (url, _dir, export) = loaded_without_key("deferred_key_by_hand", 87, 2_000, 1).await?;
     // An impatient user adds the key themselves.
     ferry_tests::harness::connect(&url)
         .await?
@@ -421,16 +425,7 @@ async fn a_key_added_by_hand_before_finalize_is_recorded_built() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_written_by_hand_under_a_loaded_key_is_named_as_not_ferrys() -> anyhow::Result<()> {
-    let (url, _server) = empty_target(TestTarget::Postgres, "deferred_key_foreign").await?;
-    let dir = tempfile::tempdir()?;
-    let export = generate_export(dir.path(), &GenOptions::sized(88, 2_000, 1))?;
-    let crashed = migrate(
-        &export,
-        &url,
-        &[],
-        &[("FERRY_FAILPOINTS", "key_built=exit")],
-    );
-    assert_exit(&crashed, EXIT_FAILPOINT);
+    let (url, _dir, export) = loaded_without_key("deferred_key_foreign", 88, 2_000, 1).await?;
     // Someone copies a loaded row by hand while the key is pending (no provenance).
     ferry_tests::harness::connect(&url)
         .await?
