@@ -207,6 +207,23 @@ def main():
                   f"| {x(rate_ratio((e, t, 'after', 'ferry_load'), (e, t, 'reference', 'probe_ceiling')))} |")
         p("")
 
+    if any(runs_of(e, t, "after", "ferry_verify_deep") for e in exports for t in targets):
+        p("**Deep verification:** `verify --deep` of the run just loaded (one streamed read of the table, every row "
+          "turned into its item and hashed, compared per chunk with the digests the load recorded) against that "
+          "run's whole migrate and its load phase; the goal is at most the load's time. Medians of per-run ratios.")
+        p("")
+        p("| export | target | verify --deep s | items/s | ÷ migrate | ÷ load |")
+        p("|---|---|---:|---:|---:|---:|")
+        for e in exports:
+            for t in targets:
+                if not runs_of(e, t, "after", "ferry_verify_deep"):
+                    continue
+                p(f"| {EXPORT_NAMES.get(e, e)} | {TARGET_NAMES.get(t, t)} | {f(secs(e, t, 'after', 'ferry_verify_deep'))} "
+                  f"| {n(rate(e, t, 'after', 'ferry_verify_deep'))} "
+                  f"| {x(ratio((e, t, 'after', 'ferry_verify_deep'), (e, t, 'after', 'ferry_migrate')))} "
+                  f"| {x(ratio((e, t, 'after', 'ferry_verify_deep'), (e, t, 'after', 'ferry_load')))} |")
+        p("")
+
     guide_items = int(meta.get("guide_items", 0))
     p(f"**The migration guide's import:** psycopg2, one INSERT per item (key columns + JSONB of the rest), one commit, "
       f"on the first {guide_items:,} items of the same export (items/s; the whole process), against Ferry's whole migrate "

@@ -334,9 +334,33 @@ struct FinalizeArgs {
     /// Seconds between --wait samples.
     #[arg(long, default_value_t = 10)]
     interval: u64,
+    /// Also prove every value: each row turned into its item and compared, per chunk, with the
+    /// digest its load recorded; the items that differ are named (`verify --deep`).
+    #[arg(long)]
+    deep: bool,
+    /// With --deep: compare this share of the chunks (a percentage, 0.1 to 100; `10` or `10%`).
+    #[arg(long, requires = "deep", value_parser = parse_sample)]
+    sample: Option<u32>,
+    /// With --deep: tables verified at once.
+    #[arg(long, requires = "deep", default_value_t = 2)]
+    deep_workers: usize,
     /// Set by `verify`: run only the verification.
     #[arg(skip)]
     verify_only: bool,
+}
+
+/// A sample percentage (`10`, `2.5%`) as per mille of the chunks.
+fn parse_sample(text: &str) -> std::result::Result<u32, String> {
+    let number = text.trim().trim_end_matches('%');
+    let percent: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a percentage (such as 10 or 2.5%)"))?;
+    if !(0.1..=100.0).contains(&percent) {
+        return Err(format!(
+            "--sample {text} must be between 0.1 and 100 (percent)"
+        ));
+    }
+    Ok((percent * 10.0).round() as u32)
 }
 
 #[derive(Debug, Args)]
@@ -523,7 +547,8 @@ pub async fn main() -> ExitCode {
     // In a terminal `migrate` and `assess` draw a progress display (see `migrate::watch`), except
     // with `-q`;
     // other commands keep their per-shard lines.
-    let bar = matches!(cli.command, Command::Migrate(_) | Command::Assess(_))
+    let bar = (matches!(cli.command, Command::Migrate(_) | Command::Assess(_))
+        || matches!(&cli.command, Command::Verify(a) | Command::Finalize(a) if a.deep && !a.report.json))
         && std::io::stderr().is_terminal()
         && verbosity != Verbosity::Quiet;
     ferry_shared::telemetry::init_with(cli.log_format, verbosity, bar);
@@ -1023,11 +1048,27 @@ async fn run(command: Command, bar: bool) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             let steps = EndSteps::new(&settings, target).with_target_url(&target_url);
-            let report = if args.verify_only {
+            let mut report = if args.verify_only {
                 verify(&client, &run, &context, &steps).await?
             } else {
                 finalize(&client, &run, &context, &steps).await?
             };
+            if args.deep {
+                let request = crate::deep::DeepRequest {
+                    target_url: target_url.clone(),
+                    run_id: run.run_id.clone(),
+                    sample_per_mille: args.sample.unwrap_or(1000),
+                    workers: args.deep_workers.max(1),
+                    reject_lines: settings.load.reject_lines,
+                    aws: settings.aws.clone(),
+                    progress: bar,
+                };
+                let deep = crate::deep::verify_deep(&request).await?;
+                if !args.report.json {
+                    print!("{}", deep.to_text());
+                }
+                crate::finalize::record_deep(&client, &run, &mut report, deep).await?;
+            }
             if !args.verify_only && crate::report::is_parquet(&run) {
                 crate::migrate::seal_dataset(&client, &run, report.verified()).await?;
             }

@@ -60,19 +60,18 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use base64::Engine;
 use ferry_ledger::runs as ledger;
 use ferry_ledger::RunRecord;
 use ferry_shared::config::{AwsSettings, CopyFormat};
 use ferry_shared::ident::{quote_ident, same_column_name};
 use ferry_shared::output::{open_output, OutputStore, PutOutcome};
 use ferry_shared::schema::routing::{Routing, TimeFormat, Transform};
-use ferry_shared::schema::{DdbType, NestedJson, PgType, TableSchema, PROVENANCE_COLUMN};
+use ferry_shared::schema::{NestedJson, TableSchema, PROVENANCE_COLUMN};
+use ferry_worker::normal::{self, write_map, DValue, ItemPlan as TablePlan, Kind};
 use ferry_worker::target::{Target, TargetKind};
 use futures_util::StreamExt;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::{CoordinatorError, Result};
@@ -300,73 +299,11 @@ impl ExportSummary {
     }
 }
 
-/// How one column's text becomes an attribute value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Kind {
-    S,
-    N,
-    B,
-    Bool,
-    /// JSON text: plain (object → M, …) or typed DynamoDB JSON.
-    Json(NestedJson),
-    Ss,
-    Ns,
-    Bs,
-    /// timestamptz: epoch seconds (N), epoch milliseconds (N), or ISO-8601 (S).
-    Time(Option<TimeFormat>),
-}
-
-/// One selected column.
-#[derive(Clone, Debug)]
-struct ColumnOut {
-    column: String,
-    attribute: String,
-    kind: Kind,
-    /// Table mode: a NULL here is the attribute's NULL when the overflow says `name: null`.
-    null_recorded_in_overflow: bool,
-}
-
-/// How a table's rows become items.
-#[derive(Clone, Debug)]
-struct TablePlan {
-    table: String,
-    columns: Vec<ColumnOut>,
-    /// The overflow or rest column, and how its JSON is written.
-    rest: Option<(String, NestedJson)>,
-    /// The item's key attributes (hash of their values picks the part).
-    keys: Vec<String>,
-}
-
-/// A DynamoDB attribute value.
-#[derive(Clone, Debug, PartialEq)]
-enum DValue {
-    S(String),
-    N(String),
-    B(Vec<u8>),
-    Bool(bool),
-    Null,
-    M(BTreeMap<String, DValue>),
-    L(Vec<DValue>),
-    Ss(Vec<String>),
-    Ns(Vec<String>),
-    Bs(Vec<Vec<u8>>),
-}
-
 /// Exports the run's tables; see the module docs.
 pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
     let started = Instant::now();
     let client = ferry_worker::conn::control(&request.target_url).await?;
-    let run = ledger::get_run(&client, &request.run_id)
-        .await?
-        .ok_or_else(|| {
-            CoordinatorError::Invalid(format!("run {} is not in the ledger", request.run_id))
-        })?;
-    if crate::report::is_parquet(&run) {
-        return Err(CoordinatorError::Invalid(format!(
-            "run {} wrote a Parquet dataset, not database tables: export-back reads a database",
-            run.run_id
-        )));
-    }
+    let run = crate::report::run_with_tables(&client, &request.run_id, "export-back", "").await?;
     let output: Arc<dyn OutputStore> = Arc::from(open_output(&request.output, &request.aws).await?);
     // Before anything is read or written: the output holds no other attempt's files (or they go).
     let replaced_files = clear_output(output.as_ref(), request.replace).await?;
@@ -378,7 +315,7 @@ pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
     let column_names = target.column_names();
     for plan in &plans {
         let names = plan.columns.iter().map(|c| c.column.as_str());
-        for name in names.chain(plan.rest.as_ref().map(|(r, _)| r.as_str())) {
+        for name in names.chain(plan.rest.as_ref().map(|(r, _, _)| r.as_str())) {
             if let Some(why) = column_names.refusal(name) {
                 differences.push(Difference {
                     class: "unreadable_column".into(),
@@ -399,7 +336,7 @@ pub async fn export_back(request: &ExportBackRequest) -> Result<ExportSummary> {
                 .columns
                 .iter()
                 .map(|c| c.column.as_str())
-                .chain(plan.rest.as_ref().map(|(r, _)| r.as_str()))
+                .chain(plan.rest.as_ref().map(|(r, _, _)| r.as_str()))
                 .chain(std::iter::once(PROVENANCE_COLUMN))
                 .chain(derived.iter().map(String::as_str))
                 .any(|name| same_column_name(name, &column));
@@ -743,10 +680,12 @@ fn nested_of(schema: &TableSchema) -> NestedJson {
     schema.nested_json
 }
 
-/// The run's tables and how their rows become items, with the differences the mapping declares.
+/// The run's tables and how their rows become items ([`normal::item_plans`]), with the
+/// differences the mapping declares.
 fn plan_tables(run: &RunRecord) -> (Vec<TablePlan>, Vec<Difference>) {
     let schema = &run.schema;
     let keys: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
+    let plans = normal::item_plans(schema);
     let mut differences = vec![Difference {
         class: "provenance".into(),
         table: "*".into(),
@@ -755,27 +694,7 @@ fn plan_tables(run: &RunRecord) -> (Vec<TablePlan>, Vec<Difference>) {
         items: None,
     }];
     let Some(routing) = &schema.routing else {
-        let nested = nested_of(schema);
-        let columns = schema
-            .columns
-            .iter()
-            .map(|c| ColumnOut {
-                column: c.name.clone(),
-                attribute: c.name.clone(),
-                kind: match c.ddb_type {
-                    DdbType::S => Kind::S,
-                    DdbType::N => Kind::N,
-                    DdbType::B => Kind::B,
-                    DdbType::Bool => Kind::Bool,
-                    DdbType::M | DdbType::L | DdbType::Null => Kind::Json(nested),
-                    DdbType::Ss => Kind::Ss,
-                    DdbType::Ns => Kind::Ns,
-                    DdbType::Bs => Kind::Bs,
-                },
-                null_recorded_in_overflow: true,
-            })
-            .collect();
-        if nested == NestedJson::Plain {
+        if nested_of(schema) == NestedJson::Plain {
             differences.push(Difference {
                 class: "plain_json".into(),
                 table: schema.table.clone(),
@@ -784,26 +703,15 @@ fn plan_tables(run: &RunRecord) -> (Vec<TablePlan>, Vec<Difference>) {
                 items: None,
             });
         }
-        return (
-            vec![TablePlan {
-                table: schema.table.clone(),
-                columns,
-                rest: Some((schema.overflow_column.clone(), nested)),
-                keys,
-            }],
-            differences,
-        );
+        return (plans, differences);
     };
-    let mut plans = Vec::new();
     for table in routing.tables(&keys) {
         let rules: Vec<_> = routing
             .rules
             .iter()
             .filter(|r| r.table == table.table)
             .collect();
-        let mut columns: Vec<ColumnOut> = Vec::new();
         let Some(first) = rules.first() else {
-            // The catch-all table: the key attributes as text, the rest in `attrs`.
             differences.push(Difference {
                 class: "catch_all_keys".into(),
                 table: table.table.clone(),
@@ -812,27 +720,11 @@ fn plan_tables(run: &RunRecord) -> (Vec<TablePlan>, Vec<Difference>) {
                     .into(),
                 items: None,
             });
-            plans.push(TablePlan {
-                table: table.table.clone(),
-                columns: keys
-                    .iter()
-                    .map(|k| ColumnOut {
-                        column: k.clone(),
-                        attribute: k.clone(),
-                        kind: Kind::S,
-                        null_recorded_in_overflow: false,
-                    })
-                    .collect(),
-                rest: Some(("attrs".into(), NestedJson::Plain)),
-                keys: keys.clone(),
-            });
             continue;
         };
+        let mut exported: Vec<String> = Vec::new();
         for column in &first.columns {
-            let whole = column
-                .whole_attribute()
-                .filter(|_| column.regex.is_none() && column.constant.is_none());
-            let Some(attribute) = whole.filter(|a| !columns.iter().any(|c| &c.attribute == a))
+            let Some(attribute) = normal::exported_whole(column).filter(|a| !exported.contains(a))
             else {
                 differences.push(Difference {
                     class: "derived_column".into(),
@@ -846,23 +738,9 @@ fn plan_tables(run: &RunRecord) -> (Vec<TablePlan>, Vec<Difference>) {
                 });
                 continue;
             };
+            exported.push(attribute.clone());
             let pg_type = column.pg_type();
-            let kind = match pg_type {
-                PgType::Text => Kind::S,
-                PgType::Numeric
-                | PgType::NumericScaled { .. }
-                | PgType::Int2
-                | PgType::Int4
-                | PgType::Int8
-                | PgType::Float8 => Kind::N,
-                PgType::Boolean => Kind::Bool,
-                PgType::Bytea => Kind::B,
-                PgType::Jsonb => Kind::Json(NestedJson::Plain),
-                PgType::TextArray => Kind::Ss,
-                PgType::NumericArray => Kind::Ns,
-                PgType::ByteaArray => Kind::Bs,
-                PgType::Timestamptz => Kind::Time(column.time),
-            };
+            let kind = normal::kind_of(pg_type, column.time);
             let is_key = keys.contains(&attribute);
             if !is_key {
                 differences.push(Difference {
@@ -933,12 +811,6 @@ fn plan_tables(run: &RunRecord) -> (Vec<TablePlan>, Vec<Difference>) {
                     });
                 }
             }
-            columns.push(ColumnOut {
-                column: column.name.clone(),
-                attribute,
-                kind,
-                null_recorded_in_overflow: false,
-            });
         }
         for rule in &rules {
             for dropped in &rule.drop {
@@ -960,22 +832,6 @@ fn plan_tables(run: &RunRecord) -> (Vec<TablePlan>, Vec<Difference>) {
             column: Some(first.rest_column.clone()),
             detail: "the rest column holds plain JSON: sets come back as lists (SS/NS/BS → L), binary as base64 strings (B → S)".into(),
             items: None,
-        });
-        let key_columns: Vec<String> = keys
-            .iter()
-            .map(|k| {
-                columns
-                    .iter()
-                    .find(|c| &c.attribute == k)
-                    .map(|c| c.attribute.clone())
-                    .unwrap_or_else(|| k.clone())
-            })
-            .collect();
-        plans.push(TablePlan {
-            table: table.table.clone(),
-            columns,
-            rest: Some((first.rest_column.clone(), NestedJson::Plain)),
-            keys: key_columns,
         });
     }
     (plans, differences)
@@ -1179,14 +1035,7 @@ async fn export_table(
             .collect::<Result<Vec<_>>>()?,
     );
     let plan = Arc::new(plan.clone());
-    let mut select: Vec<String> = plan
-        .columns
-        .iter()
-        .map(|c| quote_ident(&c.column))
-        .collect();
-    if let Some((rest, _)) = &plan.rest {
-        select.push(quote_ident(rest));
-    }
+    let select: Vec<String> = plan.copy_columns.iter().map(|c| quote_ident(c)).collect();
     let sql = format!("SELECT {} FROM {}", select.join(", "), quote_ident(table));
     let stream = client
         .simple_query_raw(&sql)
@@ -1310,7 +1159,7 @@ fn write_rows(
     let lines: Vec<std::result::Result<(u64, String), String>> = rows
         .par_iter()
         .map(|row| {
-            let item = row_to_item(plan, row)?;
+            let item = normal::row_to_item(plan, row)?;
             let key: Vec<&DValue> = plan.keys.iter().filter_map(|k| item.get(k)).collect();
             if key.len() != plan.keys.len() {
                 return Err(format!(
@@ -1357,466 +1206,12 @@ fn write_rows(
     })
 }
 
-/// One row's item.
-fn row_to_item(
-    plan: &TablePlan,
-    row: &[Option<String>],
-) -> std::result::Result<BTreeMap<String, DValue>, String> {
-    let mut item = BTreeMap::new();
-    let context = |column: &str, e: String| format!("table {}, column {column}: {e}", plan.table);
-    if let Some((rest, nested)) = &plan.rest {
-        if let Some(Some(text)) = row.get(plan.columns.len()) {
-            let value: Value =
-                serde_json::from_str(text).map_err(|e| context(rest, format!("not JSON: {e}")))?;
-            let Value::Object(map) = value else {
-                return Err(context(rest, "not a JSON object".into()));
-            };
-            for (name, value) in map {
-                let value = json_value(&value, *nested)
-                    .map_err(|e| context(rest, format!("{name}: {e}")))?;
-                item.insert(name, value);
-            }
-        }
-    }
-    for (column, text) in plan.columns.iter().zip(row) {
-        match text {
-            Some(text) => {
-                let value =
-                    text_value(&column.kind, text).map_err(|e| context(&column.column, e))?;
-                item.insert(column.attribute.clone(), value);
-            }
-            None => {
-                // Table mode: the overflow's `name: null` records a NULL attribute (already in the
-                // item); a spilled value of another type is there too. Otherwise: absent.
-                if !column.null_recorded_in_overflow {
-                    item.remove(&column.attribute);
-                }
-            }
-        }
-    }
-    Ok(item)
-}
-
-/// DynamoDB's normal form of a number: no leading zeros, no trailing fraction zeros, no `-0`.
-fn normal_number(text: &str) -> std::result::Result<String, String> {
-    let plain = ferry_worker::number::canonical_number(text.trim())
-        .map_err(|e| format!("{text:?} is not a DynamoDB number: {e}"))?;
-    let (negative, body) = match plain.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, plain.as_ref()),
-    };
-    let body = match body.split_once('.') {
-        Some((int, frac)) => {
-            let frac = frac.trim_end_matches('0');
-            if frac.is_empty() {
-                int.to_string()
-            } else {
-                format!("{int}.{frac}")
-            }
-        }
-        None => body.to_string(),
-    };
-    Ok(
-        if negative && body.bytes().any(|b| b != b'0' && b != b'.') {
-            format!("-{body}")
-        } else {
-            body
-        },
-    )
-}
-
-fn hex_bytes(text: &str) -> std::result::Result<Vec<u8>, String> {
-    let hex = text
-        .strip_prefix("\\x")
-        .ok_or_else(|| format!("bytea text {text:?} is not hex (\\x…)"))?;
-    if hex.len() % 2 != 0 {
-        return Err(format!("bytea text {text:?} has an odd length"));
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|e| format!("bytea text: {e}")))
-        .collect()
-}
-
-/// A column's text (PostgreSQL text format) as an attribute value.
-fn text_value(kind: &Kind, text: &str) -> std::result::Result<DValue, String> {
-    Ok(match kind {
-        Kind::S => DValue::S(text.to_string()),
-        Kind::N => DValue::N(normal_number(text)?),
-        Kind::B => DValue::B(hex_bytes(text)?),
-        Kind::Bool => DValue::Bool(match text {
-            "t" | "true" | "TRUE" | "True" => true,
-            "f" | "false" | "FALSE" | "False" => false,
-            other => return Err(format!("{other:?} is not a boolean")),
-        }),
-        Kind::Json(nested) => {
-            let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-            json_value(&value, *nested)?
-        }
-        Kind::Ss | Kind::Ns | Kind::Bs => {
-            let elements = parse_array_literal(text)?;
-            if elements.iter().any(Option::is_none) {
-                return Err(format!(
-                    "array {text} holds NULL, which a DynamoDB set cannot"
-                ));
-            }
-            let elements: Vec<String> = elements.into_iter().flatten().collect();
-            if elements.is_empty() {
-                return Ok(DValue::L(Vec::new()));
-            }
-            match kind {
-                Kind::Ss => DValue::Ss(elements),
-                Kind::Ns => DValue::Ns(
-                    elements
-                        .iter()
-                        .map(|n| normal_number(n))
-                        .collect::<std::result::Result<_, _>>()?,
-                ),
-                _ => DValue::Bs(
-                    elements
-                        .iter()
-                        .map(|b| hex_bytes(b))
-                        .collect::<std::result::Result<_, _>>()?,
-                ),
-            }
-        }
-        Kind::Time(format) => {
-            let time = parse_time(text)?;
-            let micros = time.timestamp_micros();
-            match format {
-                Some(TimeFormat::EpochSeconds) => {
-                    DValue::N(normal_number(&fraction(micros, 1_000_000))?)
-                }
-                Some(TimeFormat::EpochMillis) => {
-                    DValue::N(normal_number(&fraction(micros, 1_000))?)
-                }
-                _ => DValue::S(time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-            }
-        }
-    })
-}
-
-/// `micros` in seconds (`per_unit` 1,000,000) or milliseconds (1,000), as exact decimal text.
-fn fraction(micros: i64, per_unit: i64) -> String {
-    let sign = if micros < 0 { "-" } else { "" };
-    let micros = micros.unsigned_abs();
-    if per_unit == 1_000_000 {
-        format!("{sign}{}.{:06}", micros / 1_000_000, micros % 1_000_000)
-    } else {
-        format!("{sign}{}.{:03}", micros / 1_000, micros % 1_000)
-    }
-}
-
-fn parse_time(text: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
-    let text = text.trim();
-    for format in [
-        "%Y-%m-%d %H:%M:%S%.f%#z",
-        "%Y-%m-%d %H:%M:%S%#z",
-        "%Y-%m-%dT%H:%M:%S%.f%#z",
-    ] {
-        if let Ok(time) = chrono::DateTime::parse_from_str(text, format) {
-            return Ok(time.with_timezone(&chrono::Utc));
-        }
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| format!("{text:?} is not a timestamptz: {e}"))
-}
-
-/// JSON back to a DynamoDB value: plain (object → M, array → L, …) or typed.
-fn json_value(value: &Value, nested: NestedJson) -> std::result::Result<DValue, String> {
-    if nested == NestedJson::Dynamodb {
-        return typed_value(value);
-    }
-    Ok(match value {
-        Value::Null => DValue::Null,
-        Value::Bool(b) => DValue::Bool(*b),
-        Value::Number(n) => DValue::N(normal_number(&n.to_string())?),
-        Value::String(s) => DValue::S(s.clone()),
-        Value::Array(items) => DValue::L(
-            items
-                .iter()
-                .map(|v| json_value(v, nested))
-                .collect::<std::result::Result<_, _>>()?,
-        ),
-        Value::Object(map) => DValue::M(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), json_value(v, nested)?)))
-                .collect::<std::result::Result<_, String>>()?,
-        ),
-    })
-}
-
-/// Typed DynamoDB JSON (`{"S":"x"}`) to a value.
-fn typed_value(value: &Value) -> std::result::Result<DValue, String> {
-    let Value::Object(map) = value else {
-        return Err(format!("{value} is not a typed DynamoDB value"));
-    };
-    let Some((descriptor, body)) = map.iter().next().filter(|_| map.len() == 1) else {
-        return Err(format!("{value} is not a typed DynamoDB value"));
-    };
-    let string = |v: &Value| {
-        v.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| format!("{v} is not a string"))
-    };
-    let strings = |v: &Value| -> std::result::Result<Vec<String>, String> {
-        v.as_array()
-            .ok_or_else(|| format!("{v} is not an array"))?
-            .iter()
-            .map(string)
-            .collect()
-    };
-    let base64 = |s: &str| {
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_err(|e| format!("invalid base64: {e}"))
-    };
-    Ok(match descriptor.as_str() {
-        "S" => DValue::S(string(body)?),
-        "N" => DValue::N(normal_number(&string(body)?)?),
-        "B" => DValue::B(base64(&string(body)?)?),
-        "BOOL" => DValue::Bool(body.as_bool().ok_or("BOOL is not a boolean")?),
-        "NULL" => DValue::Null,
-        "M" => DValue::M(
-            body.as_object()
-                .ok_or("M is not an object")?
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), typed_value(v)?)))
-                .collect::<std::result::Result<_, String>>()?,
-        ),
-        "L" => DValue::L(
-            body.as_array()
-                .ok_or("L is not an array")?
-                .iter()
-                .map(typed_value)
-                .collect::<std::result::Result<_, _>>()?,
-        ),
-        "SS" => DValue::Ss(strings(body)?),
-        "NS" => DValue::Ns(
-            strings(body)?
-                .iter()
-                .map(|n| normal_number(n))
-                .collect::<std::result::Result<_, _>>()?,
-        ),
-        "BS" => DValue::Bs(
-            strings(body)?
-                .iter()
-                .map(|b| base64(b))
-                .collect::<std::result::Result<_, _>>()?,
-        ),
-        other => return Err(format!("unknown type descriptor {other:?}")),
-    })
-}
-
-/// A one-dimensional array literal (`{a,"b c",NULL}`); `None` for NULL elements.
-fn parse_array_literal(text: &str) -> std::result::Result<Vec<Option<String>>, String> {
-    let inner = text
-        .strip_prefix('{')
-        .and_then(|t| t.strip_suffix('}'))
-        .ok_or_else(|| format!("{text} is not an array literal"))?;
-    let mut items = Vec::new();
-    let mut chars = inner.chars().peekable();
-    while chars.peek().is_some() {
-        let mut item = String::new();
-        let quoted = chars.peek() == Some(&'"');
-        if quoted {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('\\') => item.push(chars.next().ok_or("dangling escape")?),
-                    Some('"') => break,
-                    Some(c) => item.push(c),
-                    None => return Err(format!("unterminated element in {text}")),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c == ',' {
-                    break;
-                }
-                item.push(c);
-                chars.next();
-            }
-        }
-        items.push(if !quoted && item.eq_ignore_ascii_case("NULL") {
-            None
-        } else {
-            Some(item)
-        });
-        match chars.next() {
-            Some(',') | None => {}
-            Some(c) => return Err(format!("unexpected {c:?} in {text}")),
-        }
-    }
-    Ok(items)
-}
-
-fn write_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-fn write_base64(out: &mut String, bytes: &[u8]) {
-    out.push('"');
-    base64::engine::general_purpose::STANDARD.encode_string(bytes, out);
-    out.push('"');
-}
-
-fn write_list<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
-    out.push('[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        each(out, item);
-    }
-    out.push(']');
-}
-
-fn write_map(out: &mut String, map: &BTreeMap<String, DValue>) {
-    out.push('{');
-    for (i, (name, value)) in map.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_string(out, name);
-        out.push(':');
-        write_value(out, value);
-    }
-    out.push('}');
-}
-
-/// A value in DynamoDB JSON.
-fn write_value(out: &mut String, value: &DValue) {
-    match value {
-        DValue::S(s) => {
-            out.push_str("{\"S\":");
-            write_string(out, s);
-        }
-        DValue::N(n) => {
-            out.push_str("{\"N\":");
-            write_string(out, n);
-        }
-        DValue::B(b) => {
-            out.push_str("{\"B\":");
-            write_base64(out, b);
-        }
-        DValue::Bool(b) => out.push_str(if *b {
-            "{\"BOOL\":true"
-        } else {
-            "{\"BOOL\":false"
-        }),
-        DValue::Null => out.push_str("{\"NULL\":true"),
-        DValue::M(map) => {
-            out.push_str("{\"M\":");
-            write_map(out, map);
-        }
-        DValue::L(items) => {
-            out.push_str("{\"L\":");
-            write_list(out, items, write_value);
-        }
-        DValue::Ss(items) => {
-            out.push_str("{\"SS\":");
-            write_list(out, items, |out, s| write_string(out, s));
-        }
-        DValue::Ns(items) => {
-            out.push_str("{\"NS\":");
-            write_list(out, items, |out, s| write_string(out, s));
-        }
-        DValue::Bs(items) => {
-            out.push_str("{\"BS\":");
-            write_list(out, items, |out, b| write_base64(out, b));
-        }
-    }
-    out.push('}');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn numbers_take_dynamodbs_normal_form() {
-        assert_eq!(normal_number("12.50").unwrap(), "12.5");
-        assert_eq!(normal_number("-0.00").unwrap(), "0");
-        assert_eq!(normal_number("1.5E2").unwrap(), "150");
-        assert_eq!(
-            normal_number("12345678901234567890123456789012345678").unwrap(),
-            "12345678901234567890123456789012345678"
-        );
-        assert_eq!(
-            normal_number("-0.000000000000000000000000000000000000001").unwrap(),
-            "-0.000000000000000000000000000000000000001"
-        );
-        assert!(normal_number("NaN").is_err());
-    }
-
-    #[test]
-    fn values_come_back_typed() {
-        assert_eq!(
-            text_value(&Kind::B, "\\x00ff").unwrap(),
-            DValue::B(vec![0, 255])
-        );
-        assert_eq!(
-            text_value(&Kind::Ss, "{a,\"b c\"}").unwrap(),
-            DValue::Ss(vec!["a".into(), "b c".into()])
-        );
-        assert_eq!(
-            text_value(&Kind::Bs, "{\"\\\\x0001\"}").unwrap(),
-            DValue::Bs(vec![vec![0, 1]])
-        );
-        assert!(text_value(&Kind::Ss, "{a,NULL}").is_err());
-        assert_eq!(
-            text_value(
-                &Kind::Time(Some(TimeFormat::EpochSeconds)),
-                "2024-01-02 01:04:05.500000+00"
-            )
-            .unwrap(),
-            DValue::N("1704157445.5".into())
-        );
-        assert_eq!(
-            text_value(
-                &Kind::Time(Some(TimeFormat::EpochMillis)),
-                "2024-01-02 01:04:05.5+00"
-            )
-            .unwrap(),
-            DValue::N("1704157445500".into())
-        );
-        assert_eq!(
-            text_value(
-                &Kind::Time(Some(TimeFormat::Iso8601)),
-                "2024-01-02 01:04:05+00"
-            )
-            .unwrap(),
-            DValue::S("2024-01-02T01:04:05Z".into())
-        );
-        let plain = text_value(
-            &Kind::Json(NestedJson::Plain),
-            r#"{"a":[1.50,"x",null,true]}"#,
-        )
-        .unwrap();
-        let mut line = String::new();
-        write_value(&mut line, &plain);
-        assert_eq!(
-            line,
-            r#"{"M":{"a":{"L":[{"N":"1.5"},{"S":"x"},{"NULL":true},{"BOOL":true}]}}}"#
-        );
-        let typed = text_value(&Kind::Json(NestedJson::Dynamodb), r#"{"SS":["a"]}"#).unwrap();
-        assert_eq!(typed, DValue::Ss(vec!["a".into()]));
+    fn part_names_read_back() {
         assert_eq!(
             parse_part_name("orders-00003-of-00010.json.gz"),
             Some(("orders", 3, 10))

@@ -187,6 +187,19 @@ pub async fn verify(
     Ok(report)
 }
 
+/// Adds a deep verification's result ([`crate::deep`]) to `report` and records the report again:
+/// a difference is a problem (the run is then not verified).
+pub async fn record_deep(
+    client: &Client,
+    run: &RunRecord,
+    report: &mut Report,
+    deep: crate::deep::DeepReport,
+) -> Result<()> {
+    report.problems.extend(deep.problems());
+    report.deep = Some(deep);
+    record(client, run, report).await
+}
+
 fn note_skipped(steps: &EndSteps, report: &mut Report) {
     if steps.skipped > 0 {
         report.notes.push(format!(

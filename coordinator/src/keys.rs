@@ -45,10 +45,9 @@ use ferry_shared::config::RejectLines;
 use ferry_shared::failpoint;
 use ferry_shared::ident::quote_ident;
 use ferry_shared::schema::{TableSchema, PROVENANCE_COLUMN};
-use ferry_worker::sink::{describe_key, BlockEncoder, Key};
+use ferry_worker::sink::{describe_key, Key};
 use ferry_worker::target::{LoadPath, Target, TargetKind};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Instant;
 use tokio_postgres::Client;
 
@@ -455,14 +454,7 @@ async fn name_duplicates(
     reject_lines: RejectLines,
 ) -> Result<String> {
     // The encoder's tables, in the order of its rows' table numbers.
-    let encoder = Arc::new(
-        BlockEncoder::new(
-            &run.schema,
-            run.export_time.as_deref(),
-            LoadPath::InsertInTransaction,
-        )?
-        .keeping_keys(),
-    );
+    let encoder = ferry_worker::reread::encoder(run)?;
     let tables = encoder.tables().clone();
     let Some((index, table)) = tables
         .iter()

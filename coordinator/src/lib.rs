@@ -12,6 +12,8 @@
 //! - [`keys`]: keys built after the load on PostgreSQL (tables the run creates): the pending
 //!   record, the build in `finalize`, and a key the export holds twice named with both lines.
 //! - [`migrate`]: the single-machine path: plan, in-process workers, finalize.
+//! - [`deep`]: `verify --deep`: every row turned into its item and compared, per chunk, with the
+//!   digest its load recorded; the items that differ named from the export's lines.
 //! - [`finalize`]: reconcile, post-load steps, verify and record a run (both paths end here).
 //! - [`fleet`]: the cluster path's coordinator side: `queue create`, `submit`, `status` with the queue.
 //! - [`reset`]: start shards over (their rows removed by provenance).
@@ -30,6 +32,7 @@ pub mod assess;
 pub mod catalog;
 pub mod catch_up;
 pub mod cli;
+pub mod deep;
 pub mod embedded;
 pub mod error;
 pub mod estimate;

@@ -143,6 +143,9 @@ pub struct Report {
     /// exact).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The deep verification, when one ran (`--deep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deep: Option<crate::deep::DeepReport>,
 }
 
 impl Report {
@@ -521,6 +524,7 @@ pub async fn build_report(
         items_per_second,
         post_load: Vec::new(),
         notes: context.notes.clone(),
+        deep: None,
         problems,
     })
 }
@@ -528,6 +532,27 @@ pub async fn build_report(
 /// Whether the run writes a Parquet dataset (its ledger is the only thing in the database).
 pub fn is_parquet(run: &RunRecord) -> bool {
     run.load_path.as_deref() == Some(ferry_worker::target::LoadPath::Parquet.as_str())
+}
+
+/// The run `run_id`, for a command that reads its database tables (`command`): refused when it is
+/// not in the ledger, or wrote a Parquet dataset (`parquet` says what to do instead).
+pub async fn run_with_tables(
+    client: &tokio_postgres::Client,
+    run_id: &str,
+    command: &str,
+    parquet: &str,
+) -> crate::Result<RunRecord> {
+    let run = ferry_ledger::runs::get_run(client, run_id)
+        .await?
+        .ok_or_else(|| {
+            crate::CoordinatorError::Invalid(format!("run {run_id} is not in the ledger"))
+        })?;
+    if is_parquet(&run) {
+        return Err(crate::CoordinatorError::Invalid(format!(
+            "run {run_id} wrote a Parquet dataset, not database tables: {command} reads a database{parquet}"
+        )));
+    }
+    Ok(run)
 }
 
 /// The database tables a run loads: its table, or every routed table (none for a Parquet run,
@@ -644,6 +669,7 @@ mod tests {
             post_load: Vec::new(),
             problems,
             notes: Vec::new(),
+            deep: None,
         }
     }
 

@@ -18,6 +18,8 @@
 //!   day-two operations it allows.
 //! - [`outputs`]: the output sets a run owns (a Parquet dataset's committed files) and the runs
 //!   that share a location.
+//! - [`digests`]: each chunk's digest of its items, recorded with its checkpoint, and each
+//!   table's last deep verification.
 //! - [`error`]: this crate's error type.
 //!
 //! Connecting to the target (hosts, TLS, passwords) is the worker's (`ferry_worker::conn`): this
@@ -26,6 +28,7 @@
 //! no sink wraps the ledger.
 #![warn(missing_docs)]
 
+pub mod digests;
 pub mod error;
 pub mod keys;
 pub mod lineage;
@@ -36,6 +39,7 @@ pub mod runs;
 pub mod sql;
 pub mod window;
 
+pub use digests::{ChunkDigest, Verification};
 pub use error::{LedgerError, Result};
 pub use keys::PendingKey;
 pub use protocol::{Advance, FileEnd, Ledger, LoadClaim, Restart};

@@ -335,6 +335,7 @@ mod tests {
             filtered: 0,
             rejects: REJECTS,
             file_end: None,
+            digests: &[],
         }
     }
 

@@ -74,6 +74,8 @@ pub struct Advance<'a> {
     pub rejects: &'a [RejectRow<'a>],
     /// Set on the last chunk: the shard is then done.
     pub file_end: Option<&'a FileEnd>,
+    /// The chunk's digests, per table it wrote (none when the load records none).
+    pub digests: &'a [crate::ChunkDigest],
 }
 
 /// The ledger operations the chunk driver needs besides a chunk's checkpoint (which the sink
@@ -310,6 +312,11 @@ impl Ledger for Client {
             insert_rejects(client, run_id, shard_id, generation, advance.rejects)
                 .await
                 .map_err(LedgerError::db("cannot record rejects"))?;
+        }
+        if !advance.digests.is_empty() {
+            crate::digests::record(client, run_id, advance.digests)
+                .await
+                .map_err(LedgerError::db("cannot record the chunk's digests"))?;
         }
         let (from, rows, rejected, spilled, filtered) = (
             advance.from as i64,

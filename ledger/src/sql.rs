@@ -25,6 +25,9 @@
 //!   order, and the change records a window set aside until its end ([`window`]);
 //! - `ferry.pending_keys` (v6): a table a run created without its key, to be built after the
 //!   load, and the state of that build ([`keys`]);
+//! - `ferry.chunk_digests`, `ferry.verifications` (v7): each chunk's digest of the items it
+//!   wrote, per table, recorded with its checkpoint; each table's last deep verification
+//!   ([`digests`]).
 //! - `ferry.meta`: `schema_version`, so a newer Ferry migrates the ledger in place
 //!   ([`MIGRATIONS`]) and an older one refuses a ledger it does not know; and `target_token`, a
 //!   random value made the first time a queue is bound to this target, which that queue carries
@@ -40,11 +43,12 @@
 //! Every statement here binds its values as parameters cast to their types in the SQL text
 //! (`$1::text`), which both PostgreSQL and HeliosDB accept.
 
+pub mod digests;
 pub mod keys;
 pub mod window;
 
 /// The ledger schema this Ferry writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Creates the ledger schema; safe to run on every start.
 pub const CREATE_LEDGER: &[&str] = &[
@@ -178,6 +182,11 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
     // Keys built after the load ([`keys`]).
     6,
     keys::MIGRATION,
+),
+(
+    // Chunk digests and deep verifications ([`digests`]).
+    7,
+    digests::MIGRATION,
 )];
 
 /// The probe table ([`PROBE_COLUMNS`] plus when it was recorded); made by the probe before it
@@ -439,15 +448,17 @@ pub const REJECT_INSERT_TAIL: &str = " ON CONFLICT (run_id, shard_id, line_no) D
 
 /// One reject's parameter group in [`REJECT_INSERT_HEAD`], for parameters `$n+1 ..= $n+6`.
 pub fn reject_values(n: usize) -> String {
-    format!(
-        "(${}::text, ${}::text, ${}::int8, ${}::text, ${}::bytea, ${}::int8)",
-        n + 1,
-        n + 2,
-        n + 3,
-        n + 4,
-        n + 5,
-        n + 6
-    )
+    parameter_group(n, &["text", "text", "int8", "text", "bytea", "int8"])
+}
+
+/// A `($n+1::type, $n+2::type, …)` group of a multi-row `INSERT`, one parameter per type.
+pub fn parameter_group(n: usize, types: &[&str]) -> String {
+    let parameters: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}", n + 1 + i))
+        .collect();
+    format!("({})", parameters.join(", "))
 }
 
 /// Post-load step states.

@@ -493,6 +493,9 @@ pub struct RawLoad {
     /// Build the key of a table the run creates after its load instead of during it
     /// (PostgreSQL's transactional paths only; never with `--append` or into an existing table).
     pub defer_key: bool,
+    /// Record each chunk's digest of its items with its checkpoint, for `verify --deep`
+    /// (every load path but a catch-up window's).
+    pub digest: bool,
     /// The statistics target of finalize's `ANALYZE` (1 to 10000); absent: the server's
     /// `default_statistics_target`. `ANALYZE` samples 300 rows per unit, so its cost grows with it.
     pub statistics_target: Option<u32>,
@@ -546,6 +549,7 @@ impl Default for RawLoad {
             progress_timeout_secs: 300,
             reject_lines: RejectLines::Raw,
             defer_key: true,
+            digest: true,
             statistics_target: None,
         }
     }
@@ -763,6 +767,8 @@ pub struct LoadSettings {
     pub reject_lines: RejectLines,
     /// Whether a table the run creates gets its key after the load (`load.defer_key`).
     pub defer_key: bool,
+    /// Whether each chunk's digest is recorded (`load.digest`).
+    pub digest: bool,
     /// The statistics target of finalize's `ANALYZE` (`load.statistics_target`).
     pub statistics_target: Option<u32>,
 }
@@ -991,6 +997,7 @@ impl RawConfig {
                     .then(|| std::time::Duration::from_secs(load.progress_timeout_secs)),
                 reject_lines: load.reject_lines,
                 defer_key: load.defer_key,
+                digest: load.digest,
                 statistics_target: load.statistics_target,
             },
             mapping: MappingSettings {
@@ -1185,6 +1192,7 @@ mod tests {
     fn the_key_and_statistics_settings_of_the_load() {
         let defaults = load_settings_from(None, Vec::new()).unwrap();
         assert!(defaults.load.defer_key);
+        assert!(defaults.load.digest);
         assert_eq!(defaults.load.statistics_target, None);
         let env = vec![
             ("FERRY_LOAD__DEFER_KEY".to_string(), "false".to_string()),

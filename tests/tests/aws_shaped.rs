@@ -232,6 +232,30 @@ fn migrate_export(export: &Export, args: &[&str]) -> anyhow::Result<Value> {
         .with_context(|| format!("report: {}", stderr_of(&output)))
 }
 
+/// `verify --deep` of the run `report` names: every chunk of every table must verify (the digests
+/// recorded at load against the rows read back, turned into items the way `export-back` does).
+fn deep_verifies(url: &str, report: &Value, tables: usize) -> anyhow::Result<()> {
+    let run_id = report["run_id"]
+        .as_str()
+        .context("no run_id in the report")?;
+    let output = run_coordinator(
+        &["verify", "--deep", "--target", url, "--run-id", run_id],
+        &[],
+    )?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    assert_exit(&output, 0);
+    assert!(
+        text.contains("every value matches what was loaded"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches(": verified — ").count(),
+        tables,
+        "every table verified:\n{text}"
+    );
+    Ok(())
+}
+
 /// Every routed table's column types, from the config.
 fn column_types() -> anyhow::Result<BTreeMap<String, Vec<(String, PgType)>>> {
     let text = std::fs::read_to_string(CONFIG)?;
@@ -338,6 +362,7 @@ async fn routed_aws_export(url: &str, decimal96: bool) -> anyhow::Result<()> {
         "{report}"
     );
     assert_eq!(report["rows_filtered"], prepared.filtered, "{report}");
+    deep_verifies(url, &report, column_types()?.len())?;
 
     let client = connect(url).await?;
     let mut differences = Vec::new();
@@ -473,6 +498,7 @@ async fn table_mode(url: &str, heliosdb: bool) -> anyhow::Result<()> {
     assert_eq!(report["rows_loaded"], ITEMS, "{report}");
     let table = report["table"].as_str().context("no table in the report")?;
     assert_eq!(table, "Storefront");
+    deep_verifies(url, &report, 1)?;
     let rows = if heliosdb {
         // Read in text format, typed by the run's schema (HeliosDB has no `to_jsonb`).
         let run_id = report["run_id"]

@@ -59,6 +59,7 @@ pub mod ion_scan;
 pub mod item;
 pub mod json;
 pub mod metrics;
+pub mod normal;
 pub mod number;
 pub mod pool;
 pub mod progress;

@@ -1,7 +1,8 @@
 //! One chunk of a data file read again after its load: its lines decoded (or routed) and encoded
 //! exactly as the load did, keeping every row's line and key. Used where a check must name lines
 //! the ledger does not keep: a key the export holds twice, found only when a key built after the
-//! load is refused (`ferry_coordinator::keys`).
+//! load is refused (`ferry_coordinator::keys`); the items of a chunk whose digest differs
+//! (`ferry_coordinator::deep`).
 //!
 //! A chunk is found by a row's provenance (`load_id << 24 | chunk index`): the load names the
 //! shard and its data file, the index the chunk's lines (`chunk_lines` per chunk, from the start
@@ -11,9 +12,23 @@ use std::sync::Arc;
 
 use ferry_shared::store::ObjectStore;
 
-use crate::sink::{BlockEncoder, Key};
+use crate::sink::{BlockEncoder, Key, Payload, TableRows};
 use crate::source::{blocking_reader, read_source, SourceSpec};
+use crate::target::LoadPath;
 use crate::{Result, WorkerError};
+
+/// The encoder a chunk of `run` is read again with: the run's own conversion, text rows
+/// ([`LoadPath::InsertInTransaction`]) and every row's line and key kept.
+pub fn encoder(run: &ferry_ledger::RunRecord) -> Result<Arc<BlockEncoder>> {
+    Ok(Arc::new(
+        BlockEncoder::new(
+            &run.schema,
+            run.export_time.as_deref(),
+            LoadPath::InsertInTransaction,
+        )?
+        .keeping_keys(),
+    ))
+}
 
 /// Every row the chunk `chunk_index` of `data_key` writes into table number `table` of
 /// `encoder`, as `(line, key)` in file order (`encoder` must keep keys:
@@ -26,6 +41,47 @@ pub async fn chunk_keys(
     chunk_index: u64,
     table: usize,
 ) -> Result<Vec<(u64, Key)>> {
+    let parts = chunk_parts(store, data_key, encoder, chunk_lines, chunk_index, table).await?;
+    Ok(parts.into_iter().flat_map(|p| p.keys).collect())
+}
+
+/// Every row the chunk writes into table number `table`, as `(line, values)`: the values in
+/// PostgreSQL's text form in the table's COPY column order. `encoder` must encode for
+/// [`crate::target::LoadPath::InsertInTransaction`] (text rows) and keep keys.
+pub async fn chunk_rows(
+    store: &Arc<dyn ObjectStore>,
+    data_key: &str,
+    encoder: Arc<BlockEncoder>,
+    chunk_lines: u64,
+    chunk_index: u64,
+    table: usize,
+) -> Result<Vec<(u64, Vec<Option<String>>)>> {
+    let parts = chunk_parts(store, data_key, encoder, chunk_lines, chunk_index, table).await?;
+    let mut rows = Vec::new();
+    for part in parts {
+        let Payload::Rows(values) = part.payload else {
+            return Err(WorkerError::Internal(
+                "a chunk's rows are read again as text rows".into(),
+            ));
+        };
+        if part.keys.len() != values.len() {
+            return Err(WorkerError::Internal(
+                "a chunk's rows are read again with their keys".into(),
+            ));
+        }
+        rows.extend(part.keys.into_iter().map(|(line, _)| line).zip(values));
+    }
+    Ok(rows)
+}
+
+async fn chunk_parts(
+    store: &Arc<dyn ObjectStore>,
+    data_key: &str,
+    encoder: Arc<BlockEncoder>,
+    chunk_lines: u64,
+    chunk_index: u64,
+    table: usize,
+) -> Result<Vec<TableRows>> {
     let stream = store.open(data_key).await?;
     let raw = blocking_reader(stream);
     let spec = SourceSpec {
@@ -37,20 +93,18 @@ pub async fn chunk_keys(
     };
     let end = spec.skip_lines.saturating_add(chunk_lines);
     tokio::task::spawn_blocking(move || {
-        let mut keys = Vec::new();
+        let mut parts = Vec::new();
         let result = read_source(raw, &spec, None, |framed| {
             if framed.first_line >= end {
                 return Err(WorkerError::Internal(PAST_THE_CHUNK.into()));
             }
             let encoded = encoder.encode(&framed.block, 0)?;
-            for part in encoded.tables.into_iter().filter(|p| p.table == table) {
-                keys.extend(part.keys);
-            }
+            parts.extend(encoded.tables.into_iter().filter(|p| p.table == table));
             Ok(())
         });
         match result {
-            Ok(_) => Ok(keys),
-            Err(WorkerError::Internal(text)) if text == PAST_THE_CHUNK => Ok(keys),
+            Ok(_) => Ok(parts),
+            Err(WorkerError::Internal(text)) if text == PAST_THE_CHUNK => Ok(parts),
             Err(e) => Err(e),
         }
     })

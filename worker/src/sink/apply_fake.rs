@@ -461,6 +461,7 @@ async fn a_stale_loader_cannot_resurrect_a_row_a_later_window_deleted() {
         filtered: 0,
         rejects: &[],
         file_end: None,
+        digests: Vec::new(),
     };
     assert!(!stale.commit(&checkpoint).await.unwrap(), "a lost race");
     assert!(

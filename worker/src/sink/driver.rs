@@ -39,6 +39,7 @@ use super::{
     describe_key, Checkpoint, FileEnd, Key, Ledger, Presence, Sink, TableEnd, TableRows, Unload,
 };
 use crate::decode::Reject;
+use crate::normal::ItemDigest;
 use crate::progress::Progress;
 use crate::source::{read_source, SourceSpec, SourceSummary};
 use crate::target::{LoadPath, Target};
@@ -95,7 +96,11 @@ impl LoadContext {
             }
             target.load_path = path;
         }
-        let encoder = BlockEncoder::new(&run.schema, run.export_time.as_deref(), target.load_path)?;
+        let mut encoder =
+            BlockEncoder::new(&run.schema, run.export_time.as_deref(), target.load_path)?;
+        if settings.digest {
+            encoder = encoder.with_digests(&run.schema);
+        }
         if target.load_path != LoadPath::Parquet {
             for table in encoder.tables().iter() {
                 if let Some((column, why)) = table.unreadable_column(target.column_names()) {
@@ -503,6 +508,7 @@ impl ChunkLoad<'_> {
         let mut rows = ChunkRows::new(self.ctx.tables.len());
         let (mut loaded, mut spilled, mut filtered, mut to) = (0u64, 0u64, 0u64, self.from);
         let mut rejects: Vec<Reject> = Vec::new();
+        let mut digests: Vec<Option<ItemDigest>> = vec![None; self.ctx.tables.len()];
         let mut summary: Option<SourceSummary> = None;
         let mut next = Some(first);
         loop {
@@ -529,6 +535,11 @@ impl ChunkLoad<'_> {
                     rejects.extend(block.rejects);
                     to = last_line;
                     for part in block.tables {
+                        if let Some(digest) = &part.digest {
+                            digests[part.table]
+                                .get_or_insert_with(ItemDigest::default)
+                                .merge(digest);
+                        }
                         self.put(sink, &mut rows, part, provenance).await?;
                     }
                     if chunk_end {
@@ -574,6 +585,20 @@ impl ChunkLoad<'_> {
             filtered,
             rejects: &rejects,
             file_end: file_end.clone(),
+            digests: digests
+                .iter()
+                .enumerate()
+                .filter_map(|(table, digest)| {
+                    let digest = digest.as_ref()?;
+                    Some(ferry_ledger::ChunkDigest {
+                        table: self.ctx.tables[table].table.clone(),
+                        provenance,
+                        load_id: self.load_id,
+                        items: digest.items,
+                        digest: digest.sum_hex(),
+                    })
+                })
+                .collect(),
         };
         if !sink.commit(&checkpoint).await? {
             return Ok(ChunkEnd::LostRace);

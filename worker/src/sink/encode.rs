@@ -15,6 +15,7 @@ use crate::change::{parse_json_change_line, ChangeRecord};
 use crate::convert::{cast, CastSpec, Cell};
 use crate::decode::{Decoder, RawBlock, Reject, RejectKind};
 use crate::item::Attributes;
+use crate::normal::{ItemDigest, ItemPlan};
 use crate::route::Router;
 use crate::target::LoadPath;
 use crate::{Result, WorkerError};
@@ -50,6 +51,8 @@ pub struct BlockEncoder {
     keep_keys: bool,
     /// Per table, the Arrow schema of its Parquet files (the Parquet path only).
     parquet_schemas: Vec<arrow_schema::SchemaRef>,
+    /// Per table, how its rows become items, when each block's digest is computed.
+    digests: Option<Arc<Vec<ItemPlan>>>,
 }
 
 impl std::fmt::Debug for BlockEncoder {
@@ -94,7 +97,18 @@ impl BlockEncoder {
             path,
             // Only the autocommit path needs them: PostgreSQL's unique violation names the key.
             keep_keys: path == LoadPath::CsvCopyAutocommit,
+            digests: None,
         })
+    }
+
+    /// This encoder, computing the digest of each table's items per block
+    /// ([`TableRows::digest`]) from the rows it encodes, in the text form a server returns them
+    /// in ([`crate::normal`]). A change encoder computes none.
+    pub fn with_digests(mut self, schema: &TableSchema) -> Self {
+        if !self.applies_changes() {
+            self.digests = Some(Arc::new(crate::normal::item_plans(schema)));
+        }
+        self
     }
 
     /// This encoder, keeping every row's line and key in [`TableRows::keys`] (to find the lines
@@ -119,6 +133,7 @@ impl BlockEncoder {
             parquet_schemas: Vec::new(),
             path,
             keep_keys: false,
+            digests: None,
         })
     }
 
@@ -218,14 +233,80 @@ impl BlockEncoder {
         } else {
             Vec::new()
         };
+        let digest = self
+            .digests
+            .as_ref()
+            .and_then(|plans| plans.get(index))
+            .map(|plan| digest_batch(plan, schema, batch));
         Ok(TableRows {
             table: index,
             rows: batch.num_rows() as u64,
             payload,
             first_key: Some((lines[0], key_of_row(schema, batch, 0))),
             keys,
+            digest,
         })
     }
+}
+
+/// The digest of the items `batch`'s rows stand for: each row's values in PostgreSQL's text form
+/// ([`crate::csv::field_text`]), as a server returns them, turned into an item by `plan`.
+fn digest_batch(plan: &ItemPlan, schema: &TableSchema, batch: &RecordBatch) -> ItemDigest {
+    use arrow_array::Array as _;
+    let types = crate::csv::batch_types(schema);
+    // Only the columns the item reads are written out.
+    let mut used = vec![false; types.len()];
+    for column in &plan.columns {
+        if let Some(u) = used.get_mut(column.position) {
+            *u = true;
+        }
+    }
+    if let Some((_, position, _)) = &plan.rest {
+        if let Some(u) = used.get_mut(*position) {
+            *u = true;
+        }
+    }
+    // Per column: unused (None), read as it is (text, numbers, JSON), or written as text.
+    enum Read<'b> {
+        Str(&'b arrow_array::StringArray),
+        Text(PgType, &'b dyn arrow_array::Array),
+    }
+    let readers: Vec<Option<Read<'_>>> = types
+        .iter()
+        .enumerate()
+        .map(|(index, pg_type)| {
+            let array = batch.column(index);
+            used[index].then(|| match pg_type {
+                PgType::Text | PgType::Jsonb | PgType::Numeric | PgType::NumericScaled { .. } => {
+                    Read::Str(array.as_string::<i32>())
+                }
+                _ => Read::Text(*pg_type, array.as_ref()),
+            })
+        })
+        .collect();
+    let mut digest = ItemDigest::default();
+    let mut owned: Vec<String> = vec![String::new(); types.len()];
+    for row in 0..batch.num_rows() {
+        for (reader, text) in readers.iter().zip(owned.iter_mut()) {
+            if let Some(Read::Text(pg_type, array)) = reader {
+                if array.is_valid(row) {
+                    text.clear();
+                    crate::csv::field_text(*pg_type, *array, row, text);
+                }
+            }
+        }
+        let texts: Vec<Option<&str>> = readers
+            .iter()
+            .zip(&owned)
+            .map(|(reader, text)| match reader {
+                None => None,
+                Some(Read::Str(array)) => array.is_valid(row).then(|| array.value(row)),
+                Some(Read::Text(_, array)) => array.is_valid(row).then_some(text.as_str()),
+            })
+            .collect();
+        digest.add_hash(&crate::normal::row_hash(plan, &texts));
+    }
+    digest
 }
 
 /// The key of `row` of `batch` (laid out by [`crate::decode::arrow_schema`]).
@@ -537,6 +618,7 @@ impl ChangeEncoder {
                 // Nothing to prove: the chunk's changes commit with its checkpoint.
                 first_key: None,
                 keys: Vec::new(),
+                digest: None,
             })
             .collect();
         Ok(EncodedBlock {
@@ -594,5 +676,44 @@ mod tests {
             .unwrap();
         assert!(encoded.tables[0].keys.is_empty());
         assert!(encoded.tables[0].first_key.is_some());
+    }
+
+    #[test]
+    fn a_chunks_digest_is_its_items_whatever_the_blocks() {
+        let mut schema = (*test_schema(OnTypeMismatch::Overflow)).clone();
+        schema.provenance = true;
+        let lines = [
+            r#"{"Item":{"pk":{"S":"a"},"sk":{"N":"1.50"},"ss":{"SS":["y","x"]},"m":{"M":{"k":{"N":"7"}}}}}"#,
+            r#"{"Item":{"pk":{"S":"b"},"sk":{"N":"2"},"b":{"B":"AAEC"}}}"#,
+            r#"{"Item":{"pk":{"S":"c"},"sk":{"N":"-0.0"},"ok":{"BOOL":false}}}"#,
+        ];
+        let digest_of = |path, blocks: &[&[&str]]| {
+            let encoder = BlockEncoder::new(&schema, None, path)
+                .unwrap()
+                .with_digests(&schema);
+            let mut sum = ItemDigest::default();
+            for lines in blocks {
+                let encoded = encoder.encode(&block(lines), 5).unwrap();
+                sum.merge(&encoded.tables[0].digest.expect("digests on"));
+            }
+            sum
+        };
+        let whole = digest_of(LoadPath::BinaryCopyInTransaction, &[&lines]);
+        assert_eq!(whole.items, 3);
+        // Split into blocks, in another order, or encoded for another path: the same digest.
+        assert_eq!(
+            digest_of(LoadPath::CsvCopyAutocommit, &[&lines[2..], &lines[..2]]),
+            whole
+        );
+        // A different value gives a different digest.
+        let changed = [
+            lines[0],
+            lines[1],
+            r#"{"Item":{"pk":{"S":"c"},"sk":{"N":"-0.0"},"ok":{"BOOL":true}}}"#,
+        ];
+        assert_ne!(
+            digest_of(LoadPath::BinaryCopyInTransaction, &[&changed]),
+            whole
+        );
     }
 }

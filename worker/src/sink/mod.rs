@@ -150,6 +150,8 @@ pub struct TableRows {
     pub first_key: Option<(u64, Key)>,
     /// Every row's line number and key, when the sink needs them to name a conflicting key.
     pub keys: Vec<(u64, Key)>,
+    /// The digest of the rows' items ([`crate::normal`]), when the encoder records digests.
+    pub digest: Option<crate::normal::ItemDigest>,
 }
 
 /// What a probe found under a key.
@@ -196,6 +198,8 @@ pub struct Checkpoint<'a> {
     pub rejects: &'a [Reject],
     /// Set on the last chunk: the shard is then done.
     pub file_end: Option<FileEnd>,
+    /// The chunk's digests, per table it wrote ([`crate::normal`]).
+    pub digests: Vec<ferry_ledger::ChunkDigest>,
 }
 
 impl Checkpoint<'_> {
@@ -254,6 +258,7 @@ impl AdvanceWith<'_> {
             filtered: c.filtered,
             rejects: &self.rows,
             file_end: c.file_end.as_ref(),
+            digests: &c.digests,
         }
     }
 }
