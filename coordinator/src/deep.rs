@@ -130,10 +130,15 @@ impl DeepReport {
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         for table in &self.tables {
-            if table.chunks_differing > 0 || !table.differences.is_empty() {
+            if table.chunks_differing > 0 {
                 out.push(format!(
                     "deep verification: table {:?}: {} of {} chunks differ from what the run loaded",
                     table.table, table.chunks_differing, table.chunks
+                ));
+            } else if let Some(first) = table.differences.first() {
+                out.push(format!(
+                    "deep verification: table {:?} holds rows the run did not load: {first}",
+                    table.table
                 ));
             }
             if table.rows_without_digest > 0 {
@@ -461,10 +466,10 @@ async fn verify_table(
         .count() as u64;
     if without_provenance > 0 {
         table.differences.push(format!(
-            "{without_provenance} rows have no provenance: written outside Ferry"
+            "rows without provenance (written outside Ferry): {without_provenance}"
         ));
     }
-    if !differing.is_empty() {
+    if !differing.is_empty() || without_provenance > 0 {
         let named = name_differences(
             context,
             &client,
@@ -590,7 +595,7 @@ async fn name_differences(
     // The table's rows of those chunks, and those without provenance, by key.
     let wanted: HashSet<i64> = chunks.iter().copied().collect();
     let found: Arc<Mutex<HashMap<i64, BTreeMap<String, Found>>>> = Arc::default();
-    if !chunks.is_empty() {
+    if !chunks.is_empty() || look_outside {
         let (plan2, found2) = (plan.clone(), found.clone());
         let wanted = Arc::new(wanted);
         scan_table(client, plan, move |batch| {
@@ -621,11 +626,27 @@ async fn name_differences(
     let mut found = std::mem::take(&mut *found.lock().expect("found lock"));
     let mut outside = found.remove(&NO_PROVENANCE).unwrap_or_default();
     let encoder = ferry_worker::reread::encoder(run)?;
-    let export =
-        ferry_shared::store::open_export(&run.export_location, &context.request.aws).await?;
+    // The export is read again only for differing chunks; one that cannot be opened (moved or
+    // deleted since the load) leaves the chunks unnamed, not the verification undone.
+    let export = if chunks.is_empty() {
+        None
+    } else {
+        Some(ferry_shared::store::open_export(&run.export_location, &context.request.aws).await)
+    };
     let mut budget = ITEMS_NAMED;
     for p in chunks {
         let lines = named.entry(p).or_default();
+        let export = match &export {
+            Some(Ok(export)) => export,
+            Some(Err(e)) => {
+                lines.push(format!(
+                    "its lines could not be read again: the export {} cannot be opened: {e}",
+                    run.export_location
+                ));
+                continue;
+            }
+            None => break,
+        };
         let Some((_, _, data_key)) = client.load_owner(load_of(p)).await? else {
             lines.push(format!("load {} is not in the ledger", load_of(p)));
             continue;

@@ -6,6 +6,8 @@
 //! - a number rounded;
 //! - an element dropped from a set;
 //!
+//! (and, first, a row written by hand under a new key, found alone);
+//!
 //! and the command must fail (exit 1) naming each row's key and the attribute that changed, with
 //! the export's line, and record the table as `differs` in `ferry.verifications`. With
 //! `load.reject_lines = "omitted"` the keys and values are not shown.
@@ -155,6 +157,30 @@ async fn tampering_is_found(target: TestTarget) {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("a sample of 50.0% of the chunks"), "{text}");
 
+    // A row written by hand under a new key (no provenance): the only difference, named.
+    execute(
+        &url,
+        &format!("INSERT INTO {TABLE} (\"PK\", \"SK\") VALUES ('HAND#1', '1')"),
+    )
+    .await;
+    let (code, text) = verify_deep(&url, &run, &[], &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(
+            "holds rows the run did not load: rows without provenance (written outside Ferry): 1"
+        ) && text.contains(
+            r#"key (PK="HAND#1", SK="1"): a row without provenance (written outside Ferry)"#
+        ),
+        "{text}"
+    );
+    execute(
+        &url,
+        &format!("DELETE FROM {TABLE} WHERE \"PK\" = 'HAND#1'"),
+    )
+    .await;
+    let (code, text) = verify_deep(&url, &run, &[], &[]);
+    assert_eq!(code, 0, "{text}");
+
     // Columns to change, from the run's schema.
     let schema: TableSchema = serde_json::from_str(
         &query_text(
@@ -296,7 +322,7 @@ async fn tampering_is_found(target: TestTarget) {
     let four = line_of(&pk4, &format!("attribute {set_column:?} was"));
     assert!(four.contains("is {\""), "{four}");
     assert!(
-        text.contains("rows have no provenance: written outside Ferry"),
+        text.contains("rows without provenance (written outside Ferry): 1"),
         "{text}"
     );
     let state = query_text(
